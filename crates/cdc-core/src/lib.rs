@@ -42,6 +42,7 @@
 //! acknowledges to PostgreSQL only the minimum position all sinks made
 //! durable ([`AckHandle`]).
 
+mod backoff;
 mod batch;
 pub mod encode;
 mod error;
@@ -52,6 +53,7 @@ mod sink;
 mod source;
 mod value;
 
+pub use backoff::Backoff;
 pub use batch::{AckHandle, Batch};
 pub use error::{error_chain, ErrorClass, SinkError, SourceError};
 pub use event::{ChangeEvent, ControlEvent, Event, Op, SnapshotMarker, SourceInfo};
