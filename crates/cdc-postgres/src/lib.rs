@@ -1,1 +1,23 @@
-//! PostgreSQL source.
+//! # cdc-postgres
+//!
+//! The PostgreSQL side of the toolkit: a [`PgSource`] that streams row
+//! changes from a logical replication slot (`pgoutput`), the pure
+//! [`pgoutput`] decoder, the [`value`] parser shared with the snapshot
+//! reader, and the [`setup`] steps that prepare a database (or say what is
+//! missing).
+//!
+//! Values are rendered deterministically: every connection pins
+//! `DateStyle=ISO`, `TimeZone=UTC`, `IntervalStyle=postgres`,
+//! `extra_float_digits=3` and `bytea_output=hex` ([`conn::PINNED_SETTINGS`]).
+
+pub mod catalog;
+pub mod conn;
+mod error;
+pub mod ident;
+pub mod pgoutput;
+pub mod setup;
+pub mod stream;
+pub mod value;
+
+pub use error::PgError;
+pub use stream::{PgSource, PgSourceConfig};

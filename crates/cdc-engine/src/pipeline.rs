@@ -1,0 +1,237 @@
+//! The pipeline: one source, any number of sinks, a bounded channel in
+//! between, and acknowledgements that never run ahead of durability.
+//!
+//! ```text
+//! source ──► [bounded channel per sink] ──► sink worker ──► durable[i]
+//!    ▲                                                         │
+//!    └──────────── AckHandle = min(durable[..]) ◄──────────────┘
+//! ```
+//!
+//! Priorities of the main loop (a `biased` select):
+//! 1. a sink failed fatally → stop, acknowledge nothing more;
+//! 2. shutdown requested → stop reading, drain, acknowledge, return;
+//! 3. the next batch from the source → hand it to every sink (waits while
+//!    any sink's channel is full: that is the backpressure).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cdc_core::{AckHandle, Backoff, Batch, DynSink, Lsn, Source};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Tuning of a pipeline run.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Batches buffered between the source and each sink.
+    pub channel_capacity: usize,
+    /// First delay before retrying a sink's retryable error.
+    pub retry_initial: Duration,
+    /// Longest delay between retries.
+    pub retry_max: Duration,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            channel_capacity: 8,
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A named sink, as the pipeline runs it.
+pub struct NamedSink {
+    /// For logs and errors, e.g. `sinks[1] (file)`.
+    pub name: String,
+    /// The sink.
+    pub sink: Box<dyn DynSink>,
+}
+
+/// Why a pipeline stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The source failed with a fatal error.
+    #[error("source: {0}")]
+    Source(#[source] cdc_core::SourceError),
+    /// A sink failed with a fatal error.
+    #[error("{sink}: {error}")]
+    Sink {
+        /// Which sink.
+        sink: String,
+        /// Its error.
+        #[source]
+        error: cdc_core::SinkError,
+    },
+    /// Draining after shutdown did not finish in time.
+    #[error("shutdown: sinks did not drain within {0:?}; unacknowledged changes will be delivered again")]
+    DrainTimeout(Duration),
+}
+
+/// How the pipeline ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The last position acknowledged to the source.
+    pub acknowledged: Lsn,
+    /// `true` when the source ended by itself (not by a shutdown request).
+    pub source_ended: bool,
+}
+
+struct Durable {
+    per_sink: Vec<AtomicU64>,
+    ack: AckHandle,
+}
+
+impl Durable {
+    fn mark(&self, sink: usize, lsn: Lsn) {
+        if let Some(slot) = self.per_sink.get(sink) {
+            slot.fetch_max(lsn.0, Ordering::AcqRel);
+        }
+        let min = self
+            .per_sink
+            .iter()
+            .map(|s| s.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0);
+        if min > 0 {
+            self.ack.advance(Lsn(min));
+        }
+    }
+}
+
+/// Writes one batch, retrying retryable errors with backoff until it
+/// succeeds, a fatal error occurs, or `hard_stop` fires.
+async fn write_with_retry(
+    name: &str,
+    sink: &mut dyn DynSink,
+    batch: &Batch,
+    opts: &PipelineOptions,
+    hard_stop: &CancellationToken,
+) -> Result<(), Option<cdc_core::SinkError>> {
+    let mut backoff = Backoff::new(opts.retry_initial, opts.retry_max);
+    loop {
+        let result = tokio::select! {
+            biased;
+            _ = hard_stop.cancelled() => return Err(None),
+            r = sink.write_batch(batch) => r,
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() => {
+                let delay = backoff.next_delay();
+                tracing::warn!(sink = name, error = %cdc_core::error_chain(&e), retry_in = ?delay, attempt = backoff.attempts(), "sink write failed; retrying the batch");
+                tokio::select! {
+                    _ = hard_stop.cancelled() => return Err(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(e) => return Err(Some(e)),
+        }
+    }
+}
+
+/// Runs `source` into `sinks` until `shutdown` is cancelled, the source
+/// ends, or something fails fatally. `hard_stop` aborts draining (a second
+/// Ctrl-C). Acknowledges to the source only positions every sink made durable.
+pub async fn run_pipeline<S: Source>(
+    mut source: S,
+    sinks: Vec<NamedSink>,
+    opts: PipelineOptions,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) -> Result<Outcome, PipelineError> {
+    let durable = Arc::new(Durable {
+        per_sink: sinks.iter().map(|_| AtomicU64::new(0)).collect(),
+        ack: source.ack_handle(),
+    });
+    let (fail_tx, mut fail_rx) = mpsc::channel::<PipelineError>(sinks.len().max(1));
+    let mut senders = Vec::with_capacity(sinks.len());
+    let mut workers = Vec::with_capacity(sinks.len());
+    for (index, NamedSink { name, mut sink }) in sinks.into_iter().enumerate() {
+        let (tx, mut rx) = mpsc::channel::<Arc<Batch>>(opts.channel_capacity.max(1));
+        senders.push(tx);
+        let durable = durable.clone();
+        let fail_tx = fail_tx.clone();
+        let opts = opts.clone();
+        let hard_stop = hard_stop.clone();
+        workers.push(tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                if !batch.is_empty() {
+                    match write_with_retry(&name, sink.as_mut(), &batch, &opts, &hard_stop).await {
+                        Ok(()) => {}
+                        Err(None) => return,
+                        Err(Some(error)) => {
+                            let _ = fail_tx.send(PipelineError::Sink { sink: name, error }).await;
+                            return;
+                        }
+                    }
+                }
+                if let Some(cp) = batch.checkpoint {
+                    durable.mark(index, cp);
+                }
+            }
+            if let Err(e) = sink.close().await {
+                tracing::warn!(sink = %name, error = %cdc_core::error_chain(&e), "closing sink failed");
+            }
+        }));
+    }
+    drop(fail_tx);
+
+    let mut source_ended = false;
+    let mut failure = None;
+    'read: loop {
+        tokio::select! {
+            biased;
+            Some(err) = fail_rx.recv() => { failure = Some(err); break 'read; }
+            _ = shutdown.cancelled() => break 'read,
+            next = source.next_batch() => match next {
+                Ok(Some(batch)) => {
+                    let batch = Arc::new(batch);
+                    for tx in &senders {
+                        tokio::select! {
+                            biased;
+                            Some(err) = fail_rx.recv() => { failure = Some(err); break 'read; }
+                            _ = shutdown.cancelled() => break 'read,
+                            sent = tx.send(batch.clone()) => if sent.is_err() {
+                                // The worker stopped; its failure is in fail_rx.
+                                if let Some(err) = fail_rx.recv().await { failure = Some(err); }
+                                break 'read;
+                            },
+                        }
+                    }
+                }
+                Ok(None) => { source_ended = true; break 'read; }
+                Err(e) => { failure = Some(PipelineError::Source(e)); break 'read; }
+            },
+        }
+    }
+    // Drain: closing the channels lets every worker finish what it holds.
+    drop(senders);
+    if failure.is_some() {
+        hard_stop.cancel();
+    }
+    for w in workers {
+        tokio::select! {
+            _ = w => {}
+            _ = hard_stop.cancelled() => {}
+        }
+    }
+    if failure.is_none() {
+        if let Ok(err) = fail_rx.try_recv() {
+            failure = Some(err);
+        }
+    }
+    let acknowledged = durable.ack.get();
+    if let Err(e) = source.shutdown().await {
+        tracing::warn!(error = %cdc_core::error_chain(&e), "source shutdown");
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Outcome {
+            acknowledged,
+            source_ended,
+        }),
+    }
+}

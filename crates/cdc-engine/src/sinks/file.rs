@@ -1,0 +1,150 @@
+//! JSON lines appended to a file, fsynced before a batch counts as durable.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+
+use cdc_core::encode::DebeziumJson;
+use cdc_core::{Batch, Sink, SinkError};
+use tokio::fs::{File, OpenOptions};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Appends each change as one JSON line to a file. `write_batch` returns
+/// only after the data is written and `fsync`ed (`sync_data`).
+///
+/// Opening the file repairs a torn tail: if the process died in the middle
+/// of a write, the partial last line is cut off (its batch was never
+/// acknowledged, so it is delivered again).
+pub struct FileSink {
+    path: PathBuf,
+    encoder: DebeziumJson,
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl FileSink {
+    /// Opens (creating if needed, with parent directories) `path` for appending.
+    pub async fn open(path: &Path, name: &str) -> Result<Self, SinkError> {
+        let err = |what: &str, e: std::io::Error| {
+            SinkError::fatal(format!("{what} {}", path.display())).with_source(e)
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| err("cannot create the directory of", e))?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .await
+            .map_err(|e| err("cannot open", e))?;
+        repair_torn_tail(&mut file)
+            .await
+            .map_err(|e| err("cannot repair the end of", e))?;
+        file.seek(SeekFrom::End(0))
+            .await
+            .map_err(|e| err("cannot seek in", e))?;
+        Ok(Self {
+            path: path.to_owned(),
+            encoder: DebeziumJson::new(name),
+            file,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+}
+
+/// Truncates the file after its last newline, if it does not end with one.
+async fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
+    let len = file.metadata().await?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start)).await?;
+        file.read_exact(&mut chunk[..n]).await?;
+        if end == len && chunk[n - 1] == b'\n' {
+            return Ok(());
+        }
+        if let Some(pos) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            let keep = start + pos as u64 + 1;
+            tracing::warn!(
+                dropped_bytes = len - keep,
+                "file sink: cutting off a partial last line left by a crash"
+            );
+            file.set_len(keep).await?;
+            return file.sync_all().await;
+        }
+        if start == 0 {
+            tracing::warn!(
+                dropped_bytes = len,
+                "file sink: the file holds only a partial line; truncating it"
+            );
+            file.set_len(0).await?;
+            return file.sync_all().await;
+        }
+        end = start;
+    }
+}
+
+impl Sink for FileSink {
+    async fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        self.buf.clear();
+        super::jsonl::render_batch(&self.encoder, batch, &mut self.buf);
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = async {
+            self.file.write_all(&self.buf).await?;
+            self.file.flush().await?;
+            self.file.sync_data().await
+        }
+        .await;
+        result.map_err(|e| {
+            // A failed write may have left part of the batch in the file; the
+            // retry appends the batch again (at-least-once).
+            SinkError::retryable(format!("writing to {}", self.path.display())).with_source(e)
+        })
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        self.file.sync_all().await.map_err(|e| {
+            SinkError::retryable(format!("syncing {}", self.path.display())).with_source(e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn open_cuts_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/out.jsonl");
+        tokio::fs::create_dir_all(path.parent().unwrap())
+            .await
+            .unwrap();
+        tokio::fs::write(&path, b"{\"a\":1}\n{\"a\":2}\n{\"a\":")
+            .await
+            .unwrap();
+        let _sink = FileSink::open(&path, "t").await.unwrap();
+        assert_eq!(
+            tokio::fs::read(&path).await.unwrap(),
+            b"{\"a\":1}\n{\"a\":2}\n"
+        );
+
+        tokio::fs::write(&path, b"partial").await.unwrap();
+        let _sink = FileSink::open(&path, "t").await.unwrap();
+        assert_eq!(tokio::fs::read(&path).await.unwrap(), b"");
+
+        tokio::fs::write(&path, b"{}\n").await.unwrap();
+        let _sink = FileSink::open(&path, "t").await.unwrap();
+        assert_eq!(tokio::fs::read(&path).await.unwrap(), b"{}\n");
+    }
+}

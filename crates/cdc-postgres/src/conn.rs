@@ -1,0 +1,282 @@
+//! Connection parameters: one `postgres://` URL feeds both the ordinary
+//! (sqlx) connection and the replication connection.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::error::PgError;
+
+/// Session settings pinned on every connection, so that the replication
+/// stream and snapshot reads render values identically and
+/// deterministically (see the `value` module).
+pub const PINNED_SETTINGS: &[(&str, &str)] = &[
+    ("DateStyle", "ISO"),
+    ("TimeZone", "UTC"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+];
+
+/// TLS mode, as libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS if the server offers it.
+    Prefer,
+    /// TLS, certificate not checked.
+    Require,
+    /// TLS, certificate chain checked.
+    VerifyCa,
+    /// TLS, certificate chain and host name checked.
+    VerifyFull,
+}
+
+/// Parsed `postgres://user:password@host:port/database?sslmode=…` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnParams {
+    /// Host name or address.
+    pub host: String,
+    /// Port, default 5432.
+    pub port: u16,
+    /// Role name.
+    pub user: String,
+    /// Password ("" when none).
+    pub password: String,
+    /// Database name.
+    pub database: String,
+    /// TLS mode (default `prefer`, as libpq).
+    pub ssl_mode: SslMode,
+    /// CA certificate file (`sslrootcert`).
+    pub ssl_root_cert: Option<PathBuf>,
+    /// `application_name` shown in `pg_stat_activity`.
+    pub application_name: String,
+}
+
+impl fmt::Debug for ConnParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnParams")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("database", &self.database)
+            .field("ssl_mode", &self.ssl_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, PgError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| PgError::InvalidUrl(format!("bad percent-escape in {s:?}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| PgError::InvalidUrl("percent-escape is not UTF-8".into()))
+}
+
+impl ConnParams {
+    /// Parses a `postgres://` or `postgresql://` URL. Recognised query
+    /// parameters: `sslmode`, `sslrootcert`, `application_name`.
+    pub fn parse(url: &str) -> Result<Self, PgError> {
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .ok_or_else(|| {
+                PgError::InvalidUrl("must start with postgres:// or postgresql://".into())
+            })?;
+        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, database) = main.split_once('/').unwrap_or((main, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            Some(u) => match u.split_once(':') {
+                Some((user, pw)) => (percent_decode(user)?, percent_decode(pw)?),
+                None => (percent_decode(u)?, String::new()),
+            },
+            None => ("postgres".to_owned(), String::new()),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| PgError::InvalidUrl("unterminated [ipv6] host".into()))?;
+            (h.to_owned(), after.strip_prefix(':'))
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (hostport.to_owned(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| PgError::InvalidUrl(format!("bad port {p:?}")))?,
+            None => 5432,
+        };
+        let mut params = ConnParams {
+            host: if host.is_empty() {
+                "127.0.0.1".into()
+            } else {
+                percent_decode(&host)?
+            },
+            port,
+            user: if user.is_empty() {
+                "postgres".into()
+            } else {
+                user
+            },
+            password,
+            database: percent_decode(database)?,
+            ssl_mode: SslMode::Prefer,
+            ssl_root_cert: None,
+            application_name: "cdc-engine".into(),
+        };
+        if params.database.is_empty() {
+            params.database = params.user.clone();
+        }
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = percent_decode(v)?;
+            match k {
+                "sslmode" => {
+                    params.ssl_mode = match v.as_str() {
+                        "disable" => SslMode::Disable,
+                        "allow" | "prefer" => SslMode::Prefer,
+                        "require" => SslMode::Require,
+                        "verify-ca" => SslMode::VerifyCa,
+                        "verify-full" => SslMode::VerifyFull,
+                        other => {
+                            return Err(PgError::InvalidUrl(format!(
+                                "unknown sslmode {other:?} (disable, prefer, require, verify-ca, verify-full)"
+                            )))
+                        }
+                    }
+                }
+                "sslrootcert" => params.ssl_root_cert = Some(PathBuf::from(v)),
+                "application_name" => params.application_name = v,
+                other => {
+                    return Err(PgError::InvalidUrl(format!(
+                        "unsupported URL parameter {other:?} (supported: sslmode, sslrootcert, application_name)"
+                    )))
+                }
+            }
+        }
+        Ok(params)
+    }
+
+    /// Options for an ordinary sqlx connection, with the pinned settings.
+    pub fn sqlx_options(&self) -> sqlx::postgres::PgConnectOptions {
+        use sqlx::postgres::{PgConnectOptions, PgSslMode};
+        let mut o = PgConnectOptions::new_without_pgpass()
+            .host(&self.host)
+            .port(self.port)
+            .username(&self.user)
+            .database(&self.database)
+            .application_name(&self.application_name)
+            .ssl_mode(match self.ssl_mode {
+                SslMode::Disable => PgSslMode::Disable,
+                SslMode::Prefer => PgSslMode::Prefer,
+                SslMode::Require => PgSslMode::Require,
+                SslMode::VerifyCa => PgSslMode::VerifyCa,
+                SslMode::VerifyFull => PgSslMode::VerifyFull,
+            })
+            .options(PINNED_SETTINGS.iter().copied());
+        if !self.password.is_empty() {
+            o = o.password(&self.password);
+        }
+        if let Some(ca) = &self.ssl_root_cert {
+            o = o.ssl_root_cert(ca);
+        }
+        o
+    }
+
+    /// Configuration for a replication connection on `slot` / `publication`.
+    pub fn replication_config(
+        &self,
+        slot: &str,
+        publication: &str,
+    ) -> pgwire_replication::ReplicationConfig {
+        use pgwire_replication::{config::SslMode as W, TlsConfig};
+        let tls = match self.ssl_mode {
+            SslMode::Disable => TlsConfig::disabled(),
+            SslMode::Prefer => TlsConfig {
+                mode: W::Prefer,
+                ..TlsConfig::disabled()
+            },
+            SslMode::Require => TlsConfig::require(),
+            SslMode::VerifyCa => TlsConfig::verify_ca(self.ssl_root_cert.clone()),
+            SslMode::VerifyFull => TlsConfig::verify_full(self.ssl_root_cert.clone()),
+        };
+        let options = PINNED_SETTINGS
+            .iter()
+            .map(|(k, v)| format!("-c {k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        pgwire_replication::ReplicationConfig::new(
+            self.host.clone(),
+            self.user.clone(),
+            self.password.clone(),
+            self.database.clone(),
+            slot,
+            publication,
+        )
+        .with_port(self.port)
+        .with_tls(tls)
+        .with_options(options)
+        .with_application_name(self.application_name.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let p = ConnParams::parse("postgres://u%40x:p%3Aw@db.example:6543/app?sslmode=require")
+            .unwrap();
+        assert_eq!(
+            (
+                p.user.as_str(),
+                p.password.as_str(),
+                p.host.as_str(),
+                p.port,
+                p.database.as_str()
+            ),
+            ("u@x", "p:w", "db.example", 6543, "app")
+        );
+        assert_eq!(p.ssl_mode, SslMode::Require);
+        assert!(!format!("{p:?}").contains("p:w"));
+
+        let p = ConnParams::parse("postgresql://[::1]:5433/x").unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("::1", 5433));
+        let p = ConnParams::parse("postgres://bob@localhost").unwrap();
+        assert_eq!((p.database.as_str(), p.port), ("bob", 5432));
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        for url in [
+            "mysql://x",
+            "postgres://h:notaport/db",
+            "postgres://h/db?sslmode=bogus",
+            "postgres://h/db?foo=1",
+            "postgres://h/%zz",
+        ] {
+            assert!(ConnParams::parse(url).is_err(), "{url}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Getting a database ready for change data capture, or saying exactly
+//! what is missing: preflight checks, replica identity, publication, slot.
+//!
+//! Every step is idempotent. With `create: false` nothing is changed and a
+//! missing piece is a [`PgError::Setup`](crate::PgError::Setup) whose
+//! message names the SQL to run.
+
+mod preflight;
+mod publication;
+mod replica_identity;
+mod slot;
+
+pub use preflight::{preflight, ServerInfo, TableInfo};
+pub use publication::ensure_publication;
+pub use replica_identity::ensure_replica_identity;
+pub use slot::{ensure_slot, SlotState};

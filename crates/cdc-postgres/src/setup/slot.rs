@@ -1,0 +1,123 @@
+//! The logical replication slot that remembers how far we got.
+
+use cdc_core::Lsn;
+use sqlx::{PgConnection, Row};
+
+use super::preflight::ServerInfo;
+use crate::error::PgError;
+use crate::ident::quote_literal;
+
+/// The slot as found (or created).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotState {
+    /// Where streaming resumes: every change committed after it is still to be delivered.
+    pub confirmed_flush_lsn: Lsn,
+    /// `true` when this call created the slot.
+    pub created: bool,
+}
+
+/// Makes sure logical slot `name` (plugin `pgoutput`, this database)
+/// exists; creates it when `create` is true.
+pub async fn ensure_slot(
+    conn: &mut PgConnection,
+    server: &ServerInfo,
+    name: &str,
+    create: bool,
+) -> Result<SlotState, PgError> {
+    let ctx = || format!("checking replication slot {name}");
+    let row = sqlx::query(
+        "SELECT plugin::text AS plugin, slot_type::text AS kind, database::text AS db,
+                confirmed_flush_lsn::text AS lsn, wal_status::text AS wal_status
+         FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| PgError::sql(ctx(), e))?;
+
+    if let Some(row) = row {
+        let get = |col: &str| {
+            row.try_get::<Option<String>, _>(col)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        if get("kind") != "logical" || get("plugin") != "pgoutput" {
+            return Err(PgError::Setup(format!(
+                "replication slot `{name}` exists but is a {} slot with plugin `{}`; it must be a logical slot \
+                 using pgoutput: choose another source.slot.name or drop it with SELECT pg_drop_replication_slot({});",
+                get("kind"),
+                get("plugin"),
+                quote_literal(name)
+            )));
+        }
+        if get("db") != server.database {
+            return Err(PgError::Setup(format!(
+                "replication slot `{name}` belongs to database `{}`, not `{}`: choose another source.slot.name",
+                get("db"),
+                server.database
+            )));
+        }
+        if get("wal_status") == "lost" {
+            return Err(PgError::Setup(format!(
+                "replication slot `{name}` was invalidated: the server removed WAL it still needed \
+                 (max_slot_wal_keep_size), so changes were lost. Drop it with SELECT pg_drop_replication_slot({}); \
+                 and start again with a new snapshot",
+                quote_literal(name)
+            )));
+        }
+        let lsn = get("lsn").parse::<Lsn>().map_err(|e| {
+            PgError::Protocol(format!("slot {name}: unreadable confirmed_flush_lsn: {e}"))
+        })?;
+        return Ok(SlotState {
+            confirmed_flush_lsn: lsn,
+            created: false,
+        });
+    }
+
+    if !create {
+        return Err(PgError::Setup(format!(
+            "replication slot `{name}` does not exist: run SELECT pg_create_logical_replication_slot({}, 'pgoutput'); \
+             or set source.slot.create: true",
+            quote_literal(name)
+        )));
+    }
+    if i64::from(server.max_replication_slots) <= server.slots_in_use {
+        return Err(too_few_slots(server.max_replication_slots));
+    }
+    tracing::info!(slot = name, "creating replication slot");
+    let row = sqlx::query(
+        "SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("53400") => {
+            too_few_slots(server.max_replication_slots)
+        }
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42710") => {
+            PgError::Setup(format!(
+                "replication slot `{name}` was created concurrently by another process; start again"
+            ))
+        }
+        _ => PgError::sql(format!("creating replication slot {name}"), e),
+    })?;
+    let text: String = row
+        .try_get("lsn")
+        .map_err(|e| PgError::sql(format!("creating replication slot {name}"), e))?;
+    let lsn = text
+        .parse::<Lsn>()
+        .map_err(|e| PgError::Protocol(format!("slot {name}: unreadable lsn: {e}")))?;
+    Ok(SlotState {
+        confirmed_flush_lsn: lsn,
+        created: true,
+    })
+}
+
+fn too_few_slots(max: i32) -> PgError {
+    PgError::Setup(format!(
+        "all {max} replication slots are in use (max_replication_slots = {max}): raise max_replication_slots \
+         in postgresql.conf and restart PostgreSQL, or drop unused slots (SELECT slot_name FROM pg_replication_slots)"
+    ))
+}

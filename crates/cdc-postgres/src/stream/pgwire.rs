@@ -1,0 +1,136 @@
+//! [`ReplicationTransport`] over the `pgwire-replication` crate.
+
+use std::time::Duration;
+
+use cdc_core::Lsn;
+use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
+
+use super::transport::{Recv, ReplicationTransport, WireEvent};
+use crate::error::PgError;
+
+/// Microseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch).
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+
+/// A replication stream served by `pgwire-replication`.
+pub struct PgWireTransport {
+    client: ReplicationClient,
+    acked: Lsn,
+}
+
+impl PgWireTransport {
+    /// Connects and starts streaming from `start` (the slot's confirmed
+    /// position), reporting `start` as flushed until told otherwise.
+    pub async fn start(
+        cfg: ReplicationConfig,
+        start: Lsn,
+        status_interval: Duration,
+        buffer_events: usize,
+    ) -> Result<Self, PgError> {
+        let cfg = cfg
+            .with_start_lsn(pgwire_replication::Lsn::from_u64(start.0))
+            .with_ack_lsn(pgwire_replication::Lsn::from_u64(start.0))
+            .with_status_interval(status_interval)
+            .with_wakeup_interval(status_interval)
+            .with_buffer_size(buffer_events);
+        let mut client = ReplicationClient::connect(cfg)
+            .await
+            .map_err(PgError::Replication)?;
+        client.wait_started().await.map_err(PgError::Replication)?;
+        Ok(Self {
+            client,
+            acked: start,
+        })
+    }
+
+    fn map(ev: ReplicationEvent) -> Option<WireEvent> {
+        Some(match ev {
+            ReplicationEvent::Begin {
+                final_lsn,
+                xid,
+                commit_time_micros,
+            } => WireEvent::Begin {
+                final_lsn: Lsn(final_lsn.as_u64()),
+                xid,
+                commit_time_us: commit_time_micros.saturating_add(PG_EPOCH_OFFSET_US),
+            },
+            ReplicationEvent::XLogData {
+                wal_start, data, ..
+            } => WireEvent::Data {
+                wal_start: Lsn(wal_start.as_u64()),
+                data,
+            },
+            ReplicationEvent::Commit {
+                lsn,
+                end_lsn,
+                commit_time_micros,
+            } => WireEvent::Commit {
+                commit_lsn: Lsn(lsn.as_u64()),
+                end_lsn: Lsn(end_lsn.as_u64()),
+                commit_time_us: commit_time_micros.saturating_add(PG_EPOCH_OFFSET_US),
+            },
+            ReplicationEvent::Message {
+                transactional,
+                lsn,
+                prefix,
+                content,
+            } => WireEvent::Message {
+                transactional,
+                lsn: Lsn(lsn.as_u64()),
+                prefix,
+                content,
+            },
+            ReplicationEvent::KeepAlive { wal_end, .. } => WireEvent::KeepAlive {
+                wal_end: Lsn(wal_end.as_u64()),
+            },
+            // We never set a stop LSN; anything newer is not ours to interpret.
+            _ => return None,
+        })
+    }
+}
+
+impl ReplicationTransport for PgWireTransport {
+    async fn recv(&mut self, wait: Duration) -> Result<Recv, PgError> {
+        loop {
+            let got = match tokio::time::timeout(wait, self.client.recv()).await {
+                Err(_elapsed) => return Ok(Recv::Idle),
+                Ok(got) => got.map_err(PgError::Replication)?,
+            };
+            match got {
+                None => return Ok(Recv::Ended),
+                Some(ev) => {
+                    if let Some(ev) = Self::map(ev) {
+                        return Ok(Recv::Event(ev));
+                    }
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, lsn: Lsn) {
+        if lsn > self.acked {
+            self.acked = lsn;
+            self.client
+                .update_applied_lsn(pgwire_replication::Lsn::from_u64(lsn.0));
+        }
+    }
+
+    async fn shutdown(&mut self, final_ack: Lsn) -> Result<(), PgError> {
+        self.ack(final_ack);
+        let metrics = self.client.metrics();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while metrics.last_applied_lsn().as_u64() < self.acked.0
+            && self.client.is_running()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if metrics.last_applied_lsn().as_u64() < self.acked.0 {
+            tracing::warn!(
+                acked = %self.acked,
+                "could not confirm the final acknowledgement reached the server; \
+                 changes after the last confirmed position will be delivered again on restart"
+            );
+        }
+        self.client.shutdown().await.map_err(PgError::Replication)
+    }
+}
