@@ -1,0 +1,95 @@
+//! Durations written as an integer and a unit: `10ms`, `30s`, `5m`, `1h`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+
+/// What a duration looks like, for error messages.
+const EXPECTED: &str = "a duration such as `10ms`, `30s`, `5m` or `1h`";
+
+/// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`; spaces between
+/// the number and the unit are allowed.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    let invalid = || format!("invalid duration `{text}`, expected {EXPECTED}");
+    if digits.is_empty() {
+        return Err(invalid());
+    }
+    let value: u64 = digits.parse().map_err(|_| invalid())?;
+    let millis_per_unit: u64 = match unit.trim_start() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "" => {
+            return Err(format!(
+                "duration `{text}` has no unit, expected {EXPECTED}"
+            ))
+        }
+        _ => return Err(invalid()),
+    };
+    value
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration `{text}` is too large"))
+}
+
+/// `deserialize_with` for a [`Duration`] field.
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(EXPECTED)
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse_duration(text).map_err(E::custom)
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "duration `{value}` has no unit, expected {EXPECTED}"
+            )))
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "invalid duration `{value}`, expected {EXPECTED}"
+            )))
+        }
+    }
+
+    deserializer.deserialize_any(DurationVisitor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_unit() {
+        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
+        assert_eq!(parse_duration("0ms"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5 m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+    }
+
+    #[test]
+    fn refuses_malformed_durations() {
+        for text in ["", "ms", "10", "1.5s", "-1s", "10 parsecs", "10sec", "s10"] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+        assert!(parse_duration("18446744073709551615h").is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! The engine's YAML configuration: the model ([`Config`] and the structs it
+//! holds, whose field docs are the reference for each key), loading
+//! ([`load_config`], [`parse_config`]: `${VAR}` interpolation, parsing,
+//! validation) and errors ([`ConfigError`]) that name the field they are
+//! about, e.g. `source.slot.name: invalid replication slot name …`.
+//!
+//! Unknown keys are errors at every level. Parsing stops at the first syntax
+//! or type error; the semantic checks that follow ([`validate`]) report every
+//! problem at once. `docs/configuration.md` is the user-facing reference.
+
+mod duration;
+mod error;
+mod interpolate;
+mod load;
+mod model;
+mod redact;
+mod sink;
+mod size;
+mod table_name;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use error::{ConfigError, ConfigProblem};
+pub use load::{load_config, parse_config};
+pub use model::{
+    Config, LogConfig, LogFormat, LogLevel, PipelineConfig, PublicationConfig,
+    ReplicaIdentitySetting, RetryConfig, SlotConfig, SourceConfig,
+};
+pub use sink::{FileSinkConfig, SinkConfig, StdoutSinkConfig};
+pub use table_name::{parse_table_name, TableNameError};
+pub use validate::validate;

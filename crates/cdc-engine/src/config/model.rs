@@ -1,0 +1,340 @@
+//! The configuration model. The doc comment of each field is the reference
+//! for the YAML key of the same name (`docs/configuration.md` has the
+//! user-facing version with a full example).
+
+use std::fmt;
+use std::time::Duration;
+
+use cdc_core::{ReplicaIdentity, TableName};
+use serde::Deserialize;
+
+use super::redact::redact_url;
+use super::sink::SinkConfig;
+use super::{duration, size, table_name};
+
+/// A whole configuration file: one pipeline from one PostgreSQL database to
+/// one or more sinks. Build it with [`load_config`](super::load_config) or
+/// [`parse_config`](super::parse_config), which also validate it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `name`: the pipeline's name, written as `source.name` in every
+    /// Debezium-style event. Letters, digits, `.`, `_` and `-`.
+    /// Default `cdc`.
+    pub name: String,
+    /// `source`: the PostgreSQL database to capture changes from. Required.
+    pub source: SourceConfig,
+    /// `sinks`: where change events go, at least one. Each entry is a map
+    /// with a `type` key (`stdout`, `file`) and that sink's own keys. Every
+    /// event is delivered to every sink. Required.
+    pub sinks: Vec<SinkConfig>,
+    /// `pipeline`: batching and buffering between the source and the sinks.
+    /// Optional.
+    pub pipeline: PipelineConfig,
+    /// `retry`: backoff between attempts after retryable errors. Optional.
+    pub retry: RetryConfig,
+    /// `log`: the engine's own log output. Optional.
+    pub log: LogConfig,
+}
+
+/// Default of [`Config::name`].
+pub(crate) fn default_name() -> String {
+    "cdc".to_owned()
+}
+
+/// `source`: the PostgreSQL database, the tables to capture, and the
+/// publication and replication slot used to capture them.
+///
+/// `Debug` masks the password of `url`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `url`: connection URL, `postgres://user:password@host:5432/dbname`
+    /// (or `postgresql://`), with libpq query parameters such as
+    /// `?sslmode=require`. The user needs the `REPLICATION` attribute. Use
+    /// `${VAR}` to keep the password out of the file. Required.
+    pub url: String,
+    /// `tables`: the tables to capture, each schema-qualified
+    /// (`public.users`). Unquoted parts are folded to lower case as
+    /// PostgreSQL does (`Public.Users` is `public.users`); double-quote parts
+    /// to keep their case or use other characters
+    /// (`'"Mixed Case"."odd ""name"""'`, where `""` is one `"`). At least one,
+    /// no duplicates. Required.
+    #[serde(deserialize_with = "table_name::deserialize_list")]
+    pub tables: Vec<TableName>,
+    /// `publication`: the publication listing `tables`.
+    #[serde(default)]
+    pub publication: PublicationConfig,
+    /// `slot`: the logical replication slot the changes are read from.
+    #[serde(default)]
+    pub slot: SlotConfig,
+    /// `replica_identity`: a map from table to `default`, `full` or
+    /// `nothing`, the replica identity to set on that table
+    /// (`ALTER TABLE … REPLICA IDENTITY`). `full` makes updates and deletes
+    /// carry the whole old row. Each table must be one of `tables`; tables not
+    /// listed are left as they are. Default: empty.
+    #[serde(default, deserialize_with = "table_name::deserialize_map")]
+    pub replica_identity: Vec<(TableName, ReplicaIdentitySetting)>,
+}
+
+impl fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("url", &redact_url(&self.url))
+            .field("tables", &self.tables)
+            .field("publication", &self.publication)
+            .field("slot", &self.slot)
+            .field("replica_identity", &self.replica_identity)
+            .finish()
+    }
+}
+
+impl SourceConfig {
+    /// `url` with its password replaced by `***`, for logs and messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// `source.publication`: the PostgreSQL publication the slot decodes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicationConfig {
+    /// `name`: 1 to 63 characters among `A-Z`, `a-z`, `0-9` and `_` (it is
+    /// passed as an option of the replication command). Default `cdc_pub`.
+    #[serde(default = "default_publication_name")]
+    pub name: String,
+    /// `create`: create the publication for `tables` if it does not exist.
+    /// With `false`, it must already exist. Default `true`.
+    #[serde(default = "default_true")]
+    pub create: bool,
+}
+
+impl Default for PublicationConfig {
+    fn default() -> Self {
+        Self {
+            name: default_publication_name(),
+            create: true,
+        }
+    }
+}
+
+fn default_publication_name() -> String {
+    "cdc_pub".to_owned()
+}
+
+/// `source.slot`: the logical replication slot (plugin `pgoutput`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotConfig {
+    /// `name`: 1 to 63 characters among `a-z`, `0-9` and `_` (PostgreSQL's
+    /// rule for slot names). Default `cdc_slot`.
+    #[serde(default = "default_slot_name")]
+    pub name: String,
+    /// `create`: create the slot if it does not exist. With `false`, it must
+    /// already exist. Default `true`.
+    #[serde(default = "default_true")]
+    pub create: bool,
+}
+
+impl Default for SlotConfig {
+    fn default() -> Self {
+        Self {
+            name: default_slot_name(),
+            create: true,
+        }
+    }
+}
+
+fn default_slot_name() -> String {
+    "cdc_slot".to_owned()
+}
+
+const fn default_true() -> bool {
+    true
+}
+
+/// A value of `source.replica_identity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaIdentitySetting {
+    /// `default`: old values of the primary key columns only.
+    Default,
+    /// `full`: old values of every column.
+    Full,
+    /// `nothing`: no old values.
+    Nothing,
+}
+
+impl ReplicaIdentitySetting {
+    /// The SQL keyword, as in `ALTER TABLE … REPLICA IDENTITY FULL`.
+    pub const fn keyword(self) -> &'static str {
+        match self {
+            Self::Default => "DEFAULT",
+            Self::Full => "FULL",
+            Self::Nothing => "NOTHING",
+        }
+    }
+}
+
+impl From<ReplicaIdentitySetting> for ReplicaIdentity {
+    fn from(setting: ReplicaIdentitySetting) -> Self {
+        match setting {
+            ReplicaIdentitySetting::Default => Self::Default,
+            ReplicaIdentitySetting::Full => Self::Full,
+            ReplicaIdentitySetting::Nothing => Self::Nothing,
+        }
+    }
+}
+
+/// `pipeline`: how events are batched and buffered between the source and
+/// the sinks. A batch is closed when it reaches `max_batch_events` or
+/// `max_batch_bytes`, or `max_batch_wait` after its first event.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// `channel_capacity`: batches buffered between the source and each
+    /// sink; when a sink's buffer is full, reading from PostgreSQL waits.
+    /// At least 1. Default `8`.
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+    /// `max_batch_events`: events per batch, at least 1. Default `2048`.
+    #[serde(default = "default_max_batch_events")]
+    pub max_batch_events: usize,
+    /// `max_batch_bytes`: size of a batch, as a number of bytes or a size
+    /// string (`512KiB`, `8MiB`, `1MB`). At least 1 byte.
+    /// Default `8MiB`.
+    #[serde(
+        default = "default_max_batch_bytes",
+        deserialize_with = "size::deserialize"
+    )]
+    pub max_batch_bytes: usize,
+    /// `max_batch_wait`: how long a batch may wait for more events, as a
+    /// duration string (`10ms`, `1s`, `1m`); `0ms` sends every batch at
+    /// once. Default `10ms`.
+    #[serde(
+        default = "default_max_batch_wait",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub max_batch_wait: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            channel_capacity: default_channel_capacity(),
+            max_batch_events: default_max_batch_events(),
+            max_batch_bytes: default_max_batch_bytes(),
+            max_batch_wait: default_max_batch_wait(),
+        }
+    }
+}
+
+const fn default_channel_capacity() -> usize {
+    8
+}
+
+const fn default_max_batch_events() -> usize {
+    2048
+}
+
+const fn default_max_batch_bytes() -> usize {
+    8 * 1024 * 1024
+}
+
+const fn default_max_batch_wait() -> Duration {
+    Duration::from_millis(10)
+}
+
+/// `retry`: how long to wait before trying again after a retryable error.
+/// The wait starts at `initial_backoff` and grows with each failed attempt,
+/// up to `max_backoff`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// `initial_backoff`: the first wait, a duration string greater than
+    /// zero. Default `200ms`.
+    #[serde(
+        default = "default_initial_backoff",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub initial_backoff: Duration,
+    /// `max_backoff`: the longest wait, at least `initial_backoff`.
+    /// Default `30s`.
+    #[serde(
+        default = "default_max_backoff",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+const fn default_initial_backoff() -> Duration {
+    Duration::from_millis(200)
+}
+
+const fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `log`: the engine's own log output.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `level`: `trace`, `debug`, `info`, `warn` or `error`. Default `info`.
+    #[serde(default)]
+    pub level: LogLevel,
+    /// `format`: `text` (human-readable lines) or `json` (one JSON object
+    /// per line). Default `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// A value of `log.level`: the least severe level logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// `trace`: everything, including per-message details.
+    Trace,
+    /// `debug`: diagnostic detail.
+    Debug,
+    /// `info`: lifecycle and progress.
+    #[default]
+    Info,
+    /// `warn`: problems the engine works around.
+    Warn,
+    /// `error`: failures only.
+    Error,
+}
+
+impl LogLevel {
+    /// The lower-case name, as written in the file and accepted by
+    /// `tracing` level filters.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A value of `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `text`: human-readable lines.
+    #[default]
+    Text,
+    /// `json`: one JSON object per line.
+    Json,
+}

@@ -1,0 +1,105 @@
+//! `sinks[]` entries: a `type` key choosing the sink, and that sink's keys.
+//!
+//! An entry is decoded in two steps, first `type`, then the rest with the
+//! chosen sink's struct, rather than as an internally tagged enum: serde
+//! buffers tagged enums before decoding the variant, which loses the path of
+//! errors inside it (`sinks[1]` instead of `sinks[1].path`).
+
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+use super::error::{join_key, ConfigProblem};
+
+/// Every sink type name, including those this build does not provide.
+const SINK_TYPES: &str = "stdout, file, kafka, nats, elasticsearch";
+
+/// Sink types that exist but are not part of this build yet.
+const UNAVAILABLE_SINK_TYPES: [&str; 3] = ["kafka", "nats", "elasticsearch"];
+
+/// One entry of `sinks`, chosen by its `type` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkConfig {
+    /// `type: stdout`.
+    Stdout(StdoutSinkConfig),
+    /// `type: file`.
+    File(FileSinkConfig),
+}
+
+impl SinkConfig {
+    /// The `type` value: `stdout`, `file`.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Stdout(_) => "stdout",
+            Self::File(_) => "file",
+        }
+    }
+}
+
+/// `type: stdout`: each change as one line of JSON on standard output. Not
+/// a durable store. No other keys.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSinkConfig {}
+
+/// `type: file`: each change as one line of JSON appended to a file,
+/// `fsync`ed before the batch counts as durable.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// `path`: the file to write, relative to the working directory unless
+    /// absolute. Two file sinks cannot share a path. Required.
+    pub path: PathBuf,
+}
+
+/// Decodes the sink entry found at `field` (`sinks[1]`).
+pub(crate) fn decode_sink(value: Value, field: &str) -> Result<SinkConfig, ConfigProblem> {
+    let type_field = join_key(field, "type");
+    let mut value = value;
+    // The top level gets `<<` merge keys from the YAML parser; a `Value`
+    // needs them applied explicitly.
+    if let Err(err) = value.apply_merge() {
+        return Err(ConfigProblem::new(field, err.to_string()));
+    }
+    let Value::Mapping(mut entry) = value else {
+        return Err(ConfigProblem::new(
+            field,
+            "expected a map with a `type` key, e.g. `{ type: stdout }`",
+        ));
+    };
+    let kind = match entry.remove("type") {
+        Some(Value::String(kind)) => kind,
+        Some(_) => {
+            return Err(ConfigProblem::new(
+                type_field,
+                format!("expected a sink type, one of {SINK_TYPES}"),
+            ))
+        }
+        None => {
+            return Err(ConfigProblem::new(
+                type_field,
+                format!("missing field `type` (one of {SINK_TYPES})"),
+            ))
+        }
+    };
+    match kind.as_str() {
+        "stdout" => decode(entry, field).map(SinkConfig::Stdout),
+        "file" => decode(entry, field).map(SinkConfig::File),
+        kind if UNAVAILABLE_SINK_TYPES.contains(&kind) => Err(ConfigProblem::new(
+            type_field,
+            format!("sink type `{kind}` is not available in this build"),
+        )),
+        kind => Err(ConfigProblem::new(
+            type_field,
+            format!("unknown sink type `{kind}`, expected one of {SINK_TYPES}"),
+        )),
+    }
+}
+
+/// Decodes the keys of a sink entry other than `type`.
+fn decode<T: DeserializeOwned>(entry: Mapping, field: &str) -> Result<T, ConfigProblem> {
+    serde_path_to_error::deserialize(Value::Mapping(entry))
+        .map_err(|err| ConfigProblem::from_serde(field, err))
+}
