@@ -34,13 +34,13 @@ pub enum Value {
     Json(Box<str>),
     /// `uuid`.
     Uuid([u8; 16]),
-    /// `date` as `to_jsonb` renders it: `2024-05-01`, `-0044-03-15` for BC, `infinity`.
+    /// `date` as `to_jsonb` renders it: `2024-05-01`, `0044-03-15 BC`, `infinity`.
     Date(Box<str>),
     /// `time` as `to_jsonb` renders it: `12:00:00.5`.
     Time(Box<str>),
-    /// `timetz` as `to_jsonb` renders it.
+    /// `timetz` as `to_jsonb` renders it: `12:34:56.789+05:30`, `00:00:00+00` (offset not padded).
     TimeTz(Box<str>),
-    /// `timestamp` as `to_jsonb` renders it: `2024-05-01T12:00:00.5`.
+    /// `timestamp` as `to_jsonb` renders it: `2024-05-01T12:00:00.5`, `0044-03-15T12:00:00 BC`, `infinity`.
     Timestamp(Box<str>),
     /// `timestamptz` as `to_jsonb` renders it in UTC: `2024-05-01T12:00:00.5+00:00`.
     TimestampTz(Box<str>),
