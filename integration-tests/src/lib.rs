@@ -1,1 +1,32 @@
-//! Test harness.
+//! Harness for the integration tests in `integration-tests/tests/*.rs`.
+//!
+//! The tests run against real servers that `scripts/test.sh` starts and
+//! describes through environment variables:
+//!
+//! - `CDC_TEST_PG_URL`: superuser URL of a PostgreSQL 15 cluster with
+//!   `wal_level=logical` (see [`pg_url`]);
+//! - `CDC_ENGINE_BIN`: the `cdc-engine` binary (see [`engine_bin`]).
+//!
+//! What it offers:
+//!
+//! - [`TestDb`]: a uniquely named database per test, dropped again together
+//!   with its replication slots;
+//! - [`Engine`]: the engine binary as a child process, its output captured to
+//!   files; [`run_engine_validate`] for one-shot `validate` runs;
+//! - [`TempDir`], [`read_jsonl`], [`wait_until`] / [`wait_for`],
+//!   [`quote_ident`] / [`quote_literal`].
+//!
+//! Set `CDC_TEST_KEEP_DB=1` to keep the test databases and
+//! `CDC_TEST_KEEP_TMP=1` to keep the temporary directories after a run.
+//! Temporary directories of a test that panicked are always kept, and their
+//! paths printed.
+
+mod db;
+mod engine;
+mod util;
+
+pub use db::{pg_url, url_with_database, TestDb};
+pub use engine::{engine_bin, run_engine, run_engine_validate, Engine};
+pub use util::{
+    quote_ident, quote_literal, read_jsonl, unique_suffix, wait_for, wait_until, TempDir,
+};

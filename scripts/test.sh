@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace against real servers.
+#
+#   scripts/test.sh                 fmt check, clippy, all unit + integration tests
+#   scripts/test.sh -- ARGS...      pass ARGS to the test runner instead of
+#                                   `--workspace` (e.g. `-- -p integration-tests
+#                                   --test harness_smoke`)
+#
+# What it does, in order:
+#   1. installs what the tests need if it is missing (PostgreSQL 15 server);
+#   2. cargo fmt --all -- --check;
+#   3. cargo clippy --workspace --all-targets -- -D warnings;
+#   4. cargo build -p cdc-engine (the binary the integration tests run);
+#   5. starts the test servers on 127.0.0.1 (PostgreSQL on 54329) in a
+#      temporary directory, stopped again on exit, failure or Ctrl-C;
+#   6. runs the tests: the doctests (cargo test --doc) and then cargo nextest
+#      when it is installed, or else plain cargo test.
+# Every step runs even when an earlier one failed (unless TEST_FAIL_FAST=1);
+# the exit status is non-zero when any step failed.
+#
+# Environment it sets for the tests:
+#   CDC_TEST_PG_URL   postgres://postgres:postgres@127.0.0.1:54329/postgres
+#   CDC_ENGINE_BIN    <target dir>/debug/cdc-engine
+#
+# Knobs:
+#   SKIP_LINT=1          skip fmt and clippy
+#   TEST_FAIL_FAST=1     stop at the first failed step
+#   TEST_NO_NEXTEST=1    use cargo test even when cargo-nextest is installed
+#   TEST_THREADS=N       test threads (runner default otherwise)
+#   TEST_TIMEOUT=SECS    limit for each test command in CI or without a
+#                        terminal (default 3600)
+#   CDC_TEST_PG_PORT     PostgreSQL port (default 54329)
+#   KEEP_SERVERS=1       leave the servers running and their dirs in place
+#
+# Adding a server (Kafka, NATS, ...): write server_<name>_install,
+# server_<name>_start (starts it, waits for it, exports the test's env var)
+# and server_<name>_stop, then add <name> to SERVERS below.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/pg.sh
+source "$ROOT/scripts/pg.sh"
+
+SERVERS=(postgres)
+
+RUNNER_ARGS=()
+if [ $# -gt 0 ]; then
+	if [ "$1" = "--" ]; then shift; fi
+	RUNNER_ARGS=("$@")
+fi
+
+# ---------------------------------------------------------------- helpers
+
+section() {
+	printf '\n==================== %s ====================\n' "$*"
+}
+info() { printf 'test.sh: %s\n' "$*"; }
+
+# Scratch space for the servers; removed on exit.
+WORK_DIR="$(mktemp -d /tmp/cdc-test.XXXXXX)"
+# The postgres OS user must be able to traverse it when we are root.
+chmod 755 "$WORK_DIR"
+
+FAILED_STEPS=()
+PASSED_STEPS=()
+
+# run_step <name> <command...>: runs a step, records its result.
+run_step() {
+	local name="$1" start rc
+	shift
+	section "$name"
+	start=$SECONDS
+	set +e
+	"$@"
+	rc=$?
+	set -e
+	if [ $rc -eq 0 ]; then
+		info "$name: ok ($((SECONDS - start))s)"
+		PASSED_STEPS+=("$name")
+	else
+		info "$name: FAILED with status $rc ($((SECONDS - start))s)"
+		FAILED_STEPS+=("$name")
+		if [ "${TEST_FAIL_FAST:-0}" = 1 ]; then
+			exit 1
+		fi
+	fi
+	return 0
+}
+
+# ---------------------------------------------------------------- servers
+
+# PostgreSQL 15 -----------------------------------------------------------
+PG_PORT="${CDC_TEST_PG_PORT:-54329}"
+PG_DIR="$WORK_DIR/pg"
+
+server_postgres_install() { pg_ensure_installed; }
+
+server_postgres_start() {
+	local url
+	url="$(pg_start "$PG_DIR" "$PG_PORT")" || return 1
+	export CDC_TEST_PG_URL="$url"
+	info "CDC_TEST_PG_URL=$CDC_TEST_PG_URL"
+}
+
+server_postgres_stop() {
+	if [ -n "${CDC_TEST_PG_URL:-}" ] && [ "${KEEP_SERVERS:-0}" != 1 ]; then
+		pg_stop "$PG_DIR"
+	fi
+}
+
+# Generic start/stop of the SERVERS list ----------------------------------
+STARTED_SERVERS=()
+
+start_servers() {
+	local s
+	for s in "${SERVERS[@]}"; do
+		info "starting $s"
+		STARTED_SERVERS+=("$s")
+		"server_${s}_start" || {
+			info "could not start $s"
+			return 1
+		}
+	done
+}
+
+stop_servers() {
+	local i s
+	for ((i = ${#STARTED_SERVERS[@]} - 1; i >= 0; i--)); do
+		s="${STARTED_SERVERS[$i]}"
+		"server_${s}_stop" || info "stopping $s failed"
+	done
+	STARTED_SERVERS=()
+}
+
+install_servers() {
+	local s
+	for s in "${SERVERS[@]}"; do
+		"server_${s}_install" || return 1
+	done
+}
+
+cleanup() {
+	local rc=$?
+	trap - EXIT
+	# Finish the cleanup even if the terminal goes away or Ctrl-C is
+	# pressed again.
+	trap '' INT TERM PIPE HUP
+	set +e
+	stop_servers
+	if [ "${KEEP_SERVERS:-0}" = 1 ]; then
+		info "KEEP_SERVERS=1: leaving $WORK_DIR"
+	else
+		rm -rf "$WORK_DIR"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'info "interrupted"; exit 130' INT
+trap 'info "terminated"; exit 143' TERM
+trap 'info "hangup"; exit 129' HUP
+
+# ---------------------------------------------------------------- steps
+
+target_dir() {
+	if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+		echo "$CARGO_TARGET_DIR"
+		return
+	fi
+	local dir
+	dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+		sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+	echo "${dir:-$ROOT/target}"
+}
+
+build_engine() {
+	cargo build -p cdc-engine || return 1
+	CDC_ENGINE_BIN="$(target_dir)/debug/cdc-engine"
+	export CDC_ENGINE_BIN
+	if [ ! -x "$CDC_ENGINE_BIN" ]; then
+		info "built, but $CDC_ENGINE_BIN is missing"
+		return 1
+	fi
+	info "CDC_ENGINE_BIN=$CDC_ENGINE_BIN"
+}
+
+# with_timeout <cmd...>: in CI (or without a terminal) the command and all its
+# children are killed after TEST_TIMEOUT seconds; interactively it runs as is,
+# so that Ctrl-C reaches it.
+with_timeout() {
+	if [ "${CI:-}" = true ] || [ ! -t 0 ]; then
+		timeout -k 30 "${TEST_TIMEOUT:-3600}" "$@"
+	else
+		"$@"
+	fi
+}
+
+use_nextest() {
+	[ "${TEST_NO_NEXTEST:-0}" != 1 ] && cargo nextest --version >/dev/null 2>&1
+}
+
+run_tests() {
+	local timeout_s="${TEST_TIMEOUT:-3600}" rc=0 args=()
+	if [ ${#RUNNER_ARGS[@]} -gt 0 ]; then
+		args=("${RUNNER_ARGS[@]}")
+	else
+		args=(--workspace)
+	fi
+	if use_nextest; then
+		local cfg="$WORK_DIR/nextest.toml" nargs=()
+		# A hung test is reported and killed instead of eating CI's time.
+		cat >"$cfg" <<'EOF'
+[profile.default]
+slow-timeout = { period = "60s", terminate-after = 5 }
+fail-fast = false
+EOF
+		if [ -n "${TEST_THREADS:-}" ]; then nargs+=(--test-threads "$TEST_THREADS"); fi
+		# nextest does not run doctests: cargo test does, first, so that
+		# nextest's summary closes the output.
+		if [ ${#RUNNER_ARGS[@]} -eq 0 ]; then
+			info "runner: cargo test --workspace --doc"
+			with_timeout cargo test --workspace --doc || rc=$?
+		fi
+		info "runner: cargo nextest run ${args[*]}"
+		with_timeout cargo nextest run --tool-config-file "cdc-test-sh:$cfg" --no-fail-fast \
+			--no-tests=warn "${nargs[@]}" "${args[@]}" || rc=$?
+	else
+		local targs=()
+		if [ -n "${TEST_THREADS:-}" ]; then targs+=(--test-threads "$TEST_THREADS"); fi
+		info "runner: cargo test ${args[*]}"
+		with_timeout cargo test --no-fail-fast "${args[@]}" -- "${targs[@]}" || rc=$?
+	fi
+	if [ "$rc" = 124 ]; then
+		info "the tests did not finish within ${timeout_s}s"
+	fi
+	return "$rc"
+}
+
+# ---------------------------------------------------------------- main
+
+section "environment"
+info "root: $ROOT"
+info "$(cargo --version) / $(rustc --version)"
+if use_nextest; then info "$(cargo nextest --version 2>/dev/null | head -n1)"; fi
+
+run_step "install test dependencies" install_servers
+if [ "${SKIP_LINT:-0}" != 1 ]; then
+	run_step "cargo fmt --check" cargo fmt --all -- --check
+	run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+fi
+run_step "build cdc-engine" build_engine
+run_step "start servers" start_servers
+if [[ " ${FAILED_STEPS[*]} " == *" start servers "* ]]; then
+	info "servers are not up; skipping the tests"
+	FAILED_STEPS+=("tests (not run)")
+else
+	run_step "tests" run_tests
+fi
+
+section "summary"
+for s in "${PASSED_STEPS[@]}"; do info "passed: $s"; done
+if [ ${#FAILED_STEPS[@]} -gt 0 ]; then
+	for s in "${FAILED_STEPS[@]}"; do info "FAILED: $s"; done
+	exit 1
+fi
+info "all steps passed"
