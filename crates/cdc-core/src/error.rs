@@ -98,6 +98,7 @@ pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

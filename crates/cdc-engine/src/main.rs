@@ -81,7 +81,8 @@ fn init_logging(log: &cdc_engine::config::LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn", log.level.as_str())));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -162,6 +162,7 @@ fn write_unchanged_toast(out: &mut Vec<u8>, table: &TableSchema, row: &Row) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use std::sync::Arc;
 

@@ -35,6 +35,7 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
 pub(crate) const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -73,6 +73,7 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
