@@ -88,35 +88,26 @@ trait ShortestFloat: ryu::Float + Copy {
     fn is_zero(self) -> bool;
 }
 
-impl ShortestFloat for f32 {
-    fn is_finite_(self) -> bool {
-        self.is_finite()
-    }
-    fn is_nan_(self) -> bool {
-        self.is_nan()
-    }
-    fn is_sign_negative_(self) -> bool {
-        self.is_sign_negative()
-    }
-    fn is_zero(self) -> bool {
-        self == 0.0
-    }
+macro_rules! shortest_float {
+    ($($t:ty),*) => {$(
+        impl ShortestFloat for $t {
+            fn is_finite_(self) -> bool {
+                self.is_finite()
+            }
+            fn is_nan_(self) -> bool {
+                self.is_nan()
+            }
+            fn is_sign_negative_(self) -> bool {
+                self.is_sign_negative()
+            }
+            fn is_zero(self) -> bool {
+                self == 0.0
+            }
+        }
+    )*};
 }
 
-impl ShortestFloat for f64 {
-    fn is_finite_(self) -> bool {
-        self.is_finite()
-    }
-    fn is_nan_(self) -> bool {
-        self.is_nan()
-    }
-    fn is_sign_negative_(self) -> bool {
-        self.is_sign_negative()
-    }
-    fn is_zero(self) -> bool {
-        self == 0.0
-    }
-}
+shortest_float!(f32, f64);
 
 /// PostgreSQL prints floats with the shortest digits that round-trip (as
 /// `ryu` does) and jsonb re-reads them as `numeric`, which prints plain
