@@ -29,28 +29,52 @@ impl Batch {
     }
 }
 
-/// A shared, monotonic "durable up to" position.
+/// What the consumer has made durable, shared between a source and the
+/// pipeline that drives it. Both parts only ever move forward.
 ///
-/// The engine raises it to the minimum position every sink has made durable;
-/// the source reads it and reports it to PostgreSQL as the slot's flush
-/// position. It never goes backwards.
+/// * [`advance`](AckHandle::advance): the position up to which every
+///   change is durable (a batch's `checkpoint`); the source reports it to
+///   PostgreSQL as the slot's flush position.
+/// * [`advance_batches`](AckHandle::advance_batches): how many batches,
+///   counted from the first one the source returned, are durable. Sources
+///   use it for progress that is not a WAL position, such as snapshot
+///   chunks, which are marked done only once their rows are durable.
+///
+/// The engine updates both with the minimum over all sinks. A library user
+/// driving a source by hand calls both after making a batch durable.
 #[derive(Debug, Clone, Default)]
-pub struct AckHandle(Arc<AtomicU64>);
+pub struct AckHandle(Arc<AckState>);
+
+#[derive(Debug, Default)]
+struct AckState {
+    lsn: AtomicU64,
+    batches: AtomicU64,
+}
 
 impl AckHandle {
-    /// A handle starting at `0/0`.
+    /// A handle at `0/0` with no batch durable.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Raises the durable position to `lsn` (lower values are ignored).
     pub fn advance(&self, lsn: Lsn) {
-        self.0.fetch_max(lsn.0, Ordering::AcqRel);
+        self.0.lsn.fetch_max(lsn.0, Ordering::AcqRel);
     }
 
     /// The durable position.
     pub fn get(&self) -> Lsn {
-        Lsn(self.0.load(Ordering::Acquire))
+        Lsn(self.0.lsn.load(Ordering::Acquire))
+    }
+
+    /// Records that the first `count` batches are durable.
+    pub fn advance_batches(&self, count: u64) {
+        self.0.batches.fetch_max(count, Ordering::AcqRel);
+    }
+
+    /// How many batches, from the first, are durable.
+    pub fn durable_batches(&self) -> u64 {
+        self.0.batches.load(Ordering::Acquire)
     }
 }
 
@@ -68,5 +92,8 @@ mod tests {
         assert_eq!(a.get(), Lsn(10));
         b.advance(Lsn(11));
         assert_eq!(a.get(), Lsn(11));
+        a.advance_batches(3);
+        b.advance_batches(2);
+        assert_eq!(b.durable_batches(), 3);
     }
 }

@@ -18,6 +18,9 @@ use crate::error::SourceError;
 ///   the position in its [`AckHandle`], never what it merely handed out.
 ///   After a restart it resumes after the last acknowledged position, so
 ///   events between that position and the crash are delivered again.
+/// * Batches are numbered 1, 2, 3, … in the order `next_batch` returns
+///   them; [`AckHandle::durable_batches`] says how many are durable, for
+///   progress that is not a WAL position (snapshot chunks).
 pub trait Source: Send {
     /// The next batch, waiting as long as needed.
     fn next_batch(&mut self) -> impl Future<Output = Result<Option<Batch>, SourceError>> + Send;

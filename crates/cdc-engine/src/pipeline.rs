@@ -79,25 +79,31 @@ pub struct Outcome {
     pub source_ended: bool,
 }
 
+/// Per sink: the highest durable checkpoint and the number of durable
+/// batches. The source sees the minimum of each across sinks.
 struct Durable {
-    per_sink: Vec<AtomicU64>,
+    per_sink: Vec<(AtomicU64, AtomicU64)>,
     ack: AckHandle,
 }
 
 impl Durable {
-    fn mark(&self, sink: usize, lsn: Lsn) {
-        if let Some(slot) = self.per_sink.get(sink) {
-            slot.fetch_max(lsn.0, Ordering::AcqRel);
+    /// Sink `sink` made one more batch durable, with `checkpoint`.
+    fn mark(&self, sink: usize, checkpoint: Option<Lsn>) {
+        if let Some((lsn, batches)) = self.per_sink.get(sink) {
+            if let Some(cp) = checkpoint {
+                lsn.fetch_max(cp.0, Ordering::AcqRel);
+            }
+            batches.fetch_add(1, Ordering::AcqRel);
         }
-        let min = self
-            .per_sink
-            .iter()
-            .map(|s| s.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(0);
-        if min > 0 {
-            self.ack.advance(Lsn(min));
+        let min_of = |pick: fn(&(AtomicU64, AtomicU64)) -> u64| {
+            self.per_sink.iter().map(pick).min().unwrap_or(0)
+        };
+        let lsn = min_of(|s| s.0.load(Ordering::Acquire));
+        if lsn > 0 {
+            self.ack.advance(Lsn(lsn));
         }
+        self.ack
+            .advance_batches(min_of(|s| s.1.load(Ordering::Acquire)));
     }
 }
 
@@ -143,7 +149,10 @@ pub async fn run_pipeline<S: Source>(
     hard_stop: CancellationToken,
 ) -> Result<Outcome, PipelineError> {
     let durable = Arc::new(Durable {
-        per_sink: sinks.iter().map(|_| AtomicU64::new(0)).collect(),
+        per_sink: sinks
+            .iter()
+            .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+            .collect(),
         ack: source.ack_handle(),
     });
     let (fail_tx, mut fail_rx) = mpsc::channel::<PipelineError>(sinks.len().max(1));
@@ -168,9 +177,7 @@ pub async fn run_pipeline<S: Source>(
                         }
                     }
                 }
-                if let Some(cp) = batch.checkpoint {
-                    durable.mark(index, cp);
-                }
+                durable.mark(index, batch.checkpoint);
             }
             if let Err(e) = sink.close().await {
                 tracing::warn!(sink = %name, error = %cdc_core::error_chain(&e), "closing sink failed");
@@ -340,9 +347,10 @@ mod tests {
     #[tokio::test]
     async fn acknowledges_the_minimum_across_sinks_and_retries() {
         let shut = Arc::new(Mutex::new(None));
+        let ack = AckHandle::new();
         let source = ScriptedSource {
             batches: batches(&[Some(10), None, Some(20), Some(30)]),
-            ack: AckHandle::new(),
+            ack: ack.clone(),
             end_when_empty: true,
             shut_down_at: shut.clone(),
         };
@@ -360,6 +368,7 @@ mod tests {
         assert!(out.source_ended);
         assert_eq!(out.acknowledged, Lsn(30));
         assert_eq!(*shut.lock().unwrap(), Some(Lsn(30)));
+        assert_eq!(ack.durable_batches(), 4);
         assert_eq!(fast_written.lock().unwrap().len(), 4);
         assert_eq!(flaky_written.lock().unwrap().len(), 4);
     }
@@ -367,9 +376,10 @@ mod tests {
     #[tokio::test]
     async fn a_fatal_sink_error_stops_without_acknowledging_past_it() {
         let shut = Arc::new(Mutex::new(None));
+        let ack = AckHandle::new();
         let source = ScriptedSource {
             batches: batches(&[Some(10), Some(20), Some(30), Some(40)]),
-            ack: AckHandle::new(),
+            ack: ack.clone(),
             end_when_empty: false,
             shut_down_at: shut.clone(),
         };
