@@ -9,6 +9,7 @@ use super::error::{ConfigError, ConfigProblem};
 use super::interpolate::interpolate;
 use super::model::{default_name, Config, LogConfig, PipelineConfig, RetryConfig, SourceConfig};
 use super::sink::decode_sink;
+use super::snapshot::SnapshotConfig;
 use super::validate::{problems_except_sinks, sink_problems};
 
 /// The top level of the file as parsed; sinks are decoded afterwards (see
@@ -26,6 +27,8 @@ struct ConfigDocument {
     retry: RetryConfig,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    snapshot: SnapshotConfig,
 }
 
 /// Reads, interpolates, parses and validates the configuration file at
@@ -77,6 +80,7 @@ pub(crate) fn parse_config_with_env(
         pipeline: document.pipeline,
         retry: document.retry,
         log: document.log,
+        snapshot: document.snapshot,
     };
     // Sink checks name entries by index: skip them when some entries failed
     // to decode and are missing from `config.sinks`.

@@ -16,6 +16,7 @@ mod model;
 mod redact;
 mod sink;
 mod size;
+mod snapshot;
 mod table_name;
 #[cfg(test)]
 mod tests;
@@ -28,5 +29,6 @@ pub use model::{
     ReplicaIdentitySetting, RetryConfig, SlotConfig, SourceConfig,
 };
 pub use sink::{FileSinkConfig, SinkConfig, StdoutSinkConfig};
+pub use snapshot::{Chunking, SnapshotConfig, SnapshotMode};
 pub use table_name::{parse_table_name, TableNameError};
 pub use validate::validate;

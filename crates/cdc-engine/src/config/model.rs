@@ -34,6 +34,9 @@ pub struct Config {
     pub retry: RetryConfig,
     /// `log`: the engine's own log output. Optional.
     pub log: LogConfig,
+    /// `snapshot`: copying existing rows before streaming. Optional
+    /// (default: no snapshot).
+    pub snapshot: super::snapshot::SnapshotConfig,
 }
 
 /// Default of [`Config::name`].

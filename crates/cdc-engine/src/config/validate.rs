@@ -34,6 +34,7 @@ pub(crate) fn problems_except_sinks(config: &Config) -> Vec<ConfigProblem> {
     check_source(&config.source, &mut problems);
     check_pipeline(&config.pipeline, &mut problems);
     check_retry(&config.retry, &mut problems);
+    super::snapshot::check_snapshot(&config.snapshot, &config.source.tables, &mut problems);
     problems
 }
 

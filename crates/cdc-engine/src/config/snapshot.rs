@@ -1,0 +1,255 @@
+//! `snapshot`: copying the rows that already exist before streaming changes.
+
+use std::time::Duration;
+
+use cdc_core::TableName;
+use serde::{Deserialize, Deserializer};
+
+use super::error::ConfigProblem;
+use super::{duration, table_name};
+
+/// A value of `snapshot.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// `never`: stream changes only; existing rows are not copied.
+    #[default]
+    Never,
+    /// `initial`: copy the tables once (unless a completed snapshot exists
+    /// for this slot), then stream every change committed after the copy.
+    Initial,
+    /// `snapshot_only`: copy the tables and exit; needs no slot and no
+    /// publication.
+    SnapshotOnly,
+}
+
+/// A value of `snapshot.chunking`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chunking {
+    /// `auto`: CTID block ranges (works for every table).
+    #[default]
+    Auto,
+    /// `ctid`: CTID block ranges sized from `pg_class.relpages`.
+    Ctid,
+    /// `key`: ranges of the primary key (integer ranges for a single
+    /// integer key, keyset ranges otherwise); tables without a primary key
+    /// fall back to CTID ranges.
+    Key,
+}
+
+/// `snapshot`: how existing rows are copied. Several engine instances
+/// with the same slot share one snapshot through metadata tables in the
+/// source database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// `mode`: `never`, `initial` or `snapshot_only`. Default `never`.
+    #[serde(default)]
+    pub mode: SnapshotMode,
+    /// `tables`: which tables to copy. With `initial`: a subset of
+    /// `source.tables` (default: all of them). With `snapshot_only`:
+    /// required.
+    #[serde(default, deserialize_with = "deserialize_tables")]
+    pub tables: Option<Vec<TableName>>,
+    /// `chunking`: `auto`, `ctid` or `key`. Default `auto`.
+    #[serde(default)]
+    pub chunking: Chunking,
+    /// `chunk_rows`: about how many rows one chunk holds. Default `10000`.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u64,
+    /// `workers`: chunks read in parallel by this instance, 1 to 64.
+    /// Default `4`.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// `claim_timeout`: a chunk whose reader has not sent a heartbeat for
+    /// this long is claimed again by another reader. Default `30s`.
+    #[serde(
+        default = "default_claim_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub claim_timeout: Duration,
+    /// `heartbeat_interval`: how often a reader confirms its chunks; less
+    /// than half of `claim_timeout`. Default `5s`.
+    #[serde(
+        default = "default_heartbeat_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub heartbeat_interval: Duration,
+    /// `instance_id`: this instance's name in the metadata tables.
+    /// Default `<hostname>-<pid>`.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// `metadata_schema`: schema of the metadata tables
+    /// (`snapshot_jobs`, `snapshot_chunks`), created if missing.
+    /// Default `cdc`.
+    #[serde(default = "default_metadata_schema")]
+    pub metadata_schema: String,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            mode: SnapshotMode::default(),
+            tables: None,
+            chunking: Chunking::default(),
+            chunk_rows: default_chunk_rows(),
+            workers: default_workers(),
+            claim_timeout: default_claim_timeout(),
+            heartbeat_interval: default_heartbeat_interval(),
+            instance_id: None,
+            metadata_schema: default_metadata_schema(),
+        }
+    }
+}
+
+const fn default_chunk_rows() -> u64 {
+    10_000
+}
+
+const fn default_workers() -> usize {
+    4
+}
+
+const fn default_claim_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+const fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_metadata_schema() -> String {
+    "cdc".to_owned()
+}
+
+fn deserialize_tables<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<TableName>>, D::Error> {
+    table_name::deserialize_list(deserializer).map(Some)
+}
+
+/// Semantic checks of `snapshot` against `source.tables`.
+pub(crate) fn check_snapshot(
+    snapshot: &SnapshotConfig,
+    source_tables: &[TableName],
+    problems: &mut Vec<ConfigProblem>,
+) {
+    match (&snapshot.tables, snapshot.mode) {
+        (None, SnapshotMode::SnapshotOnly) => problems.push(ConfigProblem::new(
+            "snapshot.tables",
+            "required with mode `snapshot_only`: list the tables to copy",
+        )),
+        (Some(tables), mode) => {
+            if tables.is_empty() {
+                problems.push(ConfigProblem::new(
+                    "snapshot.tables",
+                    "must list at least one table (or be left out to copy all of source.tables)",
+                ));
+            }
+            for (i, table) in tables.iter().enumerate() {
+                if tables[..i].contains(table) {
+                    problems.push(ConfigProblem::new(
+                        format!("snapshot.tables[{i}]"),
+                        format!("table `{table}` is listed twice"),
+                    ));
+                }
+                if mode == SnapshotMode::Initial && !source_tables.contains(table) {
+                    problems.push(ConfigProblem::new(
+                        format!("snapshot.tables[{i}]"),
+                        format!("table `{table}` is not listed in source.tables"),
+                    ));
+                }
+            }
+        }
+        (None, _) => {}
+    }
+    if snapshot.chunk_rows == 0 {
+        problems.push(ConfigProblem::new(
+            "snapshot.chunk_rows",
+            "must be at least 1",
+        ));
+    }
+    if !(1..=64).contains(&snapshot.workers) {
+        problems.push(ConfigProblem::new(
+            "snapshot.workers",
+            "must be between 1 and 64",
+        ));
+    }
+    if snapshot.heartbeat_interval.is_zero() {
+        problems.push(ConfigProblem::new(
+            "snapshot.heartbeat_interval",
+            "must be greater than zero",
+        ));
+    }
+    if snapshot.claim_timeout < snapshot.heartbeat_interval * 2 {
+        problems.push(ConfigProblem::new(
+            "snapshot.claim_timeout",
+            "must be at least twice snapshot.heartbeat_interval, or live readers lose their chunks",
+        ));
+    }
+    if let Some(id) = &snapshot.instance_id {
+        if id.is_empty() || id.len() > 200 {
+            problems.push(ConfigProblem::new(
+                "snapshot.instance_id",
+                "must be 1 to 200 characters",
+            ));
+        }
+    }
+    if snapshot.metadata_schema.is_empty() || snapshot.metadata_schema.len() > 63 {
+        problems.push(ConfigProblem::new(
+            "snapshot.metadata_schema",
+            "must be a schema name of 1 to 63 bytes",
+        ));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use crate::config::parse_config;
+
+    const BASE: &str = "source:\n  url: postgres://u@h/db\n  tables: [public.a, public.b]\nsinks:\n  - type: stdout\n";
+
+    fn problems(extra: &str) -> String {
+        match parse_config(&format!("{BASE}{extra}")) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_and_full_section() {
+        let c = parse_config(BASE).unwrap();
+        assert_eq!(c.snapshot.mode, super::SnapshotMode::Never);
+        let c = parse_config(&format!(
+            "{BASE}snapshot:\n  mode: initial\n  tables: [public.b]\n  chunking: key\n  chunk_rows: 500\n  workers: 2\n  claim_timeout: 10s\n  heartbeat_interval: 1s\n  instance_id: node-1\n  metadata_schema: cdc_meta\n"
+        ))
+        .unwrap();
+        assert_eq!(c.snapshot.mode, super::SnapshotMode::Initial);
+        assert_eq!(c.snapshot.tables.as_ref().unwrap().len(), 1);
+        assert_eq!(c.snapshot.chunking, super::Chunking::Key);
+        assert_eq!(c.snapshot.workers, 2);
+    }
+
+    #[test]
+    fn bad_snapshot_settings_name_the_field() {
+        assert!(problems("snapshot:\n  mode: snapshot_only\n").contains("snapshot.tables"));
+        assert!(
+            problems("snapshot:\n  mode: initial\n  tables: [public.zzz]\n")
+                .contains("snapshot.tables[0]")
+        );
+        assert!(problems("snapshot:\n  workers: 0\n").contains("snapshot.workers"));
+        assert!(
+            problems("snapshot:\n  claim_timeout: 1s\n  heartbeat_interval: 1s\n")
+                .contains("snapshot.claim_timeout")
+        );
+        assert!(problems("snapshot:\n  mode: sometimes\n").contains("snapshot.mode"));
+        assert!(problems("snapshot:\n  chunk_size: 5\n").contains("snapshot.chunk_size"));
+        // snapshot_only may copy tables that are not streamed.
+        assert_eq!(
+            problems("snapshot:\n  mode: snapshot_only\n  tables: [public.zzz]\n"),
+            ""
+        );
+    }
+}
