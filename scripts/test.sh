@@ -11,16 +11,22 @@
 #   2. cargo fmt --all -- --check;
 #   3. cargo clippy --workspace --all-targets -- -D warnings;
 #   4. cargo build -p cdc-engine (the binary the integration tests run);
-#   5. starts the test servers on 127.0.0.1 (PostgreSQL on 54329) in a
-#      temporary directory, stopped again on exit, failure or Ctrl-C;
+#   5. starts the test servers on 127.0.0.1 (PostgreSQL on 54329, and two
+#      deliberately misconfigured PostgreSQL clusters on 54330 and 54331 for
+#      the bad-input tests) in a temporary directory, stopped again on exit,
+#      failure or Ctrl-C;
 #   6. runs the tests: the doctests (cargo test --doc) and then cargo nextest
 #      when it is installed, or else plain cargo test.
 # Every step runs even when an earlier one failed (unless TEST_FAIL_FAST=1);
 # the exit status is non-zero when any step failed.
 #
 # Environment it sets for the tests:
-#   CDC_TEST_PG_URL   postgres://postgres:postgres@127.0.0.1:54329/postgres
-#   CDC_ENGINE_BIN    <target dir>/debug/cdc-engine
+#   CDC_TEST_PG_URL            postgres://postgres:postgres@127.0.0.1:54329/postgres
+#   CDC_TEST_PG_NOLOGICAL_URL  postgres://postgres:postgres@127.0.0.1:54330/postgres
+#                              (wal_level = replica)
+#   CDC_TEST_PG_FEWSLOTS_URL   postgres://postgres:postgres@127.0.0.1:54331/postgres
+#                              (wal_level = logical, max_replication_slots = 2)
+#   CDC_ENGINE_BIN             <target dir>/debug/cdc-engine
 #
 # Knobs:
 #   SKIP_LINT=1          skip fmt and clippy
@@ -30,6 +36,8 @@
 #   TEST_TIMEOUT=SECS    limit for each test command in CI or without a
 #                        terminal (default 3600)
 #   CDC_TEST_PG_PORT     PostgreSQL port (default 54329)
+#   CDC_TEST_PG_NOLOGICAL_PORT  port of the wal_level=replica cluster (54330)
+#   CDC_TEST_PG_FEWSLOTS_PORT   port of the 2-slot cluster (54331)
 #   KEEP_SERVERS=1       leave the servers running and their dirs in place
 #
 # Adding a server (Kafka, NATS, ...): write server_<name>_install,
@@ -43,7 +51,7 @@ cd "$ROOT"
 # shellcheck source=scripts/pg.sh
 source "$ROOT/scripts/pg.sh"
 
-SERVERS=(postgres)
+SERVERS=(postgres pg_nological pg_fewslots)
 
 RUNNER_ARGS=()
 if [ $# -gt 0 ]; then
@@ -107,6 +115,50 @@ server_postgres_start() {
 server_postgres_stop() {
 	if [ -n "${CDC_TEST_PG_URL:-}" ] && [ "${KEEP_SERVERS:-0}" != 1 ]; then
 		pg_stop "$PG_DIR"
+	fi
+}
+
+# Misconfigured PostgreSQL 15 clusters, for the bad-input tests ----------
+# Settings given after pg.sh's own defaults (and after the caller's
+# PG_EXTRA_CONF, if any) win.
+PG_NOLOGICAL_PORT="${CDC_TEST_PG_NOLOGICAL_PORT:-54330}"
+PG_NOLOGICAL_DIR="$WORK_DIR/pg-nological"
+PG_FEWSLOTS_PORT="${CDC_TEST_PG_FEWSLOTS_PORT:-54331}"
+PG_FEWSLOTS_DIR="$WORK_DIR/pg-fewslots"
+
+# pg_start_with_conf <dir> <port> <postgresql.conf lines>
+pg_start_with_conf() {
+	local extra="${PG_EXTRA_CONF:-}"
+	PG_EXTRA_CONF="$extra"$'\n'"$3" pg_start "$1" "$2"
+}
+
+server_pg_nological_install() { pg_ensure_installed; }
+
+server_pg_nological_start() {
+	local url
+	url="$(pg_start_with_conf "$PG_NOLOGICAL_DIR" "$PG_NOLOGICAL_PORT" "wal_level = replica")" || return 1
+	export CDC_TEST_PG_NOLOGICAL_URL="$url"
+	info "CDC_TEST_PG_NOLOGICAL_URL=$CDC_TEST_PG_NOLOGICAL_URL"
+}
+
+server_pg_nological_stop() {
+	if [ -n "${CDC_TEST_PG_NOLOGICAL_URL:-}" ] && [ "${KEEP_SERVERS:-0}" != 1 ]; then
+		pg_stop "$PG_NOLOGICAL_DIR"
+	fi
+}
+
+server_pg_fewslots_install() { pg_ensure_installed; }
+
+server_pg_fewslots_start() {
+	local url
+	url="$(pg_start_with_conf "$PG_FEWSLOTS_DIR" "$PG_FEWSLOTS_PORT" "max_replication_slots = 2")" || return 1
+	export CDC_TEST_PG_FEWSLOTS_URL="$url"
+	info "CDC_TEST_PG_FEWSLOTS_URL=$CDC_TEST_PG_FEWSLOTS_URL"
+}
+
+server_pg_fewslots_stop() {
+	if [ -n "${CDC_TEST_PG_FEWSLOTS_URL:-}" ] && [ "${KEEP_SERVERS:-0}" != 1 ]; then
+		pg_stop "$PG_FEWSLOTS_DIR"
 	fi
 }
 

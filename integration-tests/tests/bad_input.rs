@@ -1,0 +1,431 @@
+//! Bad configuration and unprepared servers, through the `cdc-engine`
+//! binary: every case must end with a non-zero exit and a message that says
+//! what is wrong (and, for the server cases, what to do about it), quickly —
+//! these are fatal errors, not something to retry.
+//!
+//! Besides `CDC_TEST_PG_URL`, two clusters of their own (started by
+//! `scripts/test.sh`):
+//! - `CDC_TEST_PG_NOLOGICAL_URL`: `wal_level = replica`;
+//! - `CDC_TEST_PG_FEWSLOTS_URL`: `wal_level = logical`, `max_replication_slots = 2`.
+
+use std::time::Duration;
+
+use integration_tests::{
+    quote_ident, quote_literal, run_engine, run_engine_validate, unique_suffix, url_with_database,
+    Engine, TestDb,
+};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+/// A runtime setup error must end the engine within this.
+const FATAL_EXIT_WITHIN: Duration = Duration::from_secs(20);
+
+/// The URL in environment variable `var`; panics when it is unset.
+fn extra_cluster_url(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(u) if !u.trim().is_empty() => u.trim().to_owned(),
+        _ => panic!(
+            "{var} is not set: run ./scripts/test.sh (it starts that cluster), or start one \
+             with scripts/pg.sh and export {var}"
+        ),
+    }
+}
+
+/// A pipeline config with one stdout sink.
+fn pipeline_yaml(
+    url: &str,
+    table: &str,
+    publication: &str,
+    create_publication: bool,
+    slot: &str,
+    create_slot: bool,
+) -> String {
+    // A JSON string is a valid YAML double-quoted scalar.
+    let url = serde_json::to_string(url).unwrap();
+    let table = serde_json::to_string(table).unwrap();
+    format!(
+        "name: bad_input\n\
+         source:\n  url: {url}\n  tables: [{table}]\n  \
+         publication: {{ name: {publication}, create: {create_publication} }}\n  \
+         slot: {{ name: {slot}, create: {create_slot} }}\n\
+         sinks:\n  - type: stdout\n\
+         retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n"
+    )
+}
+
+/// What a `cdc-engine run` that is expected to fail left behind.
+struct Failed {
+    code: Option<i32>,
+    elapsed: Duration,
+    stderr: String,
+    report: String,
+}
+
+impl Failed {
+    /// Asserts a non-zero exit within [`FATAL_EXIT_WITHIN`] and that stderr
+    /// contains every one of `needles`.
+    fn assert_fatal(&self, case: &str, needles: &[&str]) {
+        let code = self.code.unwrap_or_else(|| {
+            panic!(
+                "{case}: the engine was still running after {FATAL_EXIT_WITHIN:?} \
+                 (a fatal setup error must not be retried)\n{}",
+                self.report
+            )
+        });
+        assert_ne!(code, 0, "{case}: exit code 0\n{}", self.report);
+        assert!(
+            code != 128 + 9,
+            "{case}: killed by a signal ({code})\n{}",
+            self.report
+        );
+        for needle in needles {
+            assert!(
+                self.stderr.contains(needle),
+                "{case}: stderr does not mention {needle:?} (exit {code} after {:?})\n{}",
+                self.elapsed,
+                self.report
+            );
+        }
+    }
+}
+
+/// Runs `cdc-engine run` with `yaml` until it exits or
+/// [`FATAL_EXIT_WITHIN`] has passed (then it is killed).
+async fn run_expecting_failure(yaml: &str) -> Failed {
+    let started = std::time::Instant::now();
+    let mut engine = Engine::start(yaml);
+    let code = engine.try_wait_exit(FATAL_EXIT_WITHIN).await;
+    let elapsed = started.elapsed();
+    if code.is_none() {
+        engine.sigkill();
+    }
+    Failed {
+        code,
+        elapsed,
+        stderr: engine.stderr_text(),
+        report: engine.output_report(),
+    }
+}
+
+/// A database on a cluster other than `CDC_TEST_PG_URL`'s (which
+/// [`TestDb`] serves), dropped with its slots by [`ExtraDb::drop_db`].
+struct ExtraDb {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl ExtraDb {
+    async fn create(admin_url: &str, prefix: &str) -> ExtraDb {
+        let name = format!("{prefix}_{}", unique_suffix());
+        let mut admin = PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {admin_url}: {e}"));
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE DATABASE {}",
+            quote_ident(&name)
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let _ = admin.close().await;
+        ExtraDb {
+            admin_url: admin_url.to_owned(),
+            url: url_with_database(admin_url, &name),
+            name,
+        }
+    }
+
+    async fn exec(&self, sql: &str) {
+        let mut conn = PgConnection::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to database {}: {e}", self.name));
+        sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+    }
+
+    /// Drops the database's slots, then the database.
+    async fn drop_db(self) {
+        let mut admin = PgConnection::connect(&self.admin_url).await.unwrap();
+        let mut last_err = String::new();
+        for _ in 0..100 {
+            let slots = sqlx::raw_sql(AssertSqlSafe(format!(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE database = {}",
+                quote_literal(&self.name)
+            )))
+            .execute(&mut admin)
+            .await;
+            let dropped = match slots {
+                Ok(_) => sqlx::raw_sql(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&self.name)
+                )))
+                .execute(&mut admin)
+                .await
+                .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match dropped {
+                Ok(()) => {
+                    let _ = admin.close().await;
+                    return;
+                }
+                Err(e) => last_err = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("could not drop database {}: {last_err}", self.name);
+    }
+}
+
+// ------------------------------------------------------------ config errors
+
+const VALID: &str =
+    "source:\n  url: postgres://cdc@127.0.0.1:5432/shop\n  tables: [public.users]\n\
+                     sinks:\n  - type: stdout\n";
+
+#[test]
+fn validate_accepts_a_valid_config() {
+    let (code, stdout, stderr) = run_engine_validate(VALID);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("valid"), "stdout:\n{stdout}");
+}
+
+#[test]
+fn validate_names_an_unknown_top_level_key() {
+    let yaml = format!("{VALID}sinkz:\n  - type: stdout\n");
+    let (code, _, stderr) = run_engine_validate(&yaml);
+    assert_eq!(code, 2, "stderr:\n{stderr}");
+    assert!(stderr.contains("sinkz"), "stderr:\n{stderr}");
+    assert!(stderr.contains("unknown field"), "stderr:\n{stderr}");
+}
+
+#[test]
+fn validate_names_an_unknown_nested_key() {
+    let yaml = "source:\n  url: postgres://cdc@127.0.0.1:5432/shop\n  tables: [public.users]\n\
+                sinks:\n  - type: file\n    pathh: out.jsonl\n";
+    let (code, _, stderr) = run_engine_validate(yaml);
+    assert_eq!(code, 2, "stderr:\n{stderr}");
+    assert!(stderr.contains("sinks[0].pathh"), "stderr:\n{stderr}");
+}
+
+#[test]
+fn validate_names_a_missing_source_url() {
+    let yaml = "source:\n  tables: [public.users]\nsinks:\n  - type: stdout\n";
+    let (code, _, stderr) = run_engine_validate(yaml);
+    assert_eq!(code, 2, "stderr:\n{stderr}");
+    assert!(stderr.contains("source.url"), "stderr:\n{stderr}");
+    assert!(stderr.contains("missing"), "stderr:\n{stderr}");
+}
+
+#[test]
+fn run_with_a_bad_config_exits_2_without_connecting() {
+    // The URL points nowhere: a config error must come first.
+    let yaml = "source:\n  url: postgres://cdc@127.0.0.1:1/shop\n  tables: [public.users]\n\
+                sinks:\n  - type: stdout\n    pathh: x\n";
+    let (code, _, stderr) = run_engine(&["run"], yaml);
+    assert_eq!(code, 2, "stderr:\n{stderr}");
+    assert!(stderr.contains("sinks[0]"), "stderr:\n{stderr}");
+    assert!(stderr.contains("pathh"), "stderr:\n{stderr}");
+}
+
+// ------------------------------------------------------------ server not ready
+
+#[tokio::test]
+async fn wal_level_not_logical_says_to_change_it_and_restart() {
+    let admin = extra_cluster_url("CDC_TEST_PG_NOLOGICAL_URL");
+    let db = ExtraDb::create(&admin, "bad_wal").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
+    let s = unique_suffix();
+    let yaml = pipeline_yaml(
+        &db.url,
+        "public.t",
+        &format!("p_{s}"),
+        true,
+        &format!("s_{s}"),
+        true,
+    );
+    let failed = run_expecting_failure(&yaml).await;
+    db.drop_db().await;
+    failed.assert_fatal("wal_level = replica", &["wal_level", "logical", "restart"]);
+}
+
+#[tokio::test]
+async fn too_few_replication_slots_names_max_replication_slots() {
+    let admin = extra_cluster_url("CDC_TEST_PG_FEWSLOTS_URL");
+    // Fill both slots, each in a database of its own.
+    let mut fillers = Vec::new();
+    for _ in 0..2 {
+        let filler = ExtraDb::create(&admin, "bad_fill").await;
+        filler
+            .exec(&format!(
+                "SELECT pg_create_logical_replication_slot({}, 'pgoutput')",
+                quote_literal(&format!("fill_{}", unique_suffix()))
+            ))
+            .await;
+        fillers.push(filler);
+    }
+    let db = ExtraDb::create(&admin, "bad_slots").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
+    let s = unique_suffix();
+    let yaml = pipeline_yaml(
+        &db.url,
+        "public.t",
+        &format!("p_{s}"),
+        true,
+        &format!("s_{s}"),
+        true,
+    );
+    let failed = run_expecting_failure(&yaml).await;
+    db.drop_db().await;
+    for f in fillers {
+        f.drop_db().await;
+    }
+    failed.assert_fatal("all slots in use", &["max_replication_slots"]);
+}
+
+#[tokio::test]
+async fn role_without_replication_says_alter_role() {
+    let db = TestDb::create("bad_role").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
+    let role = format!("norepl_{}", unique_suffix());
+    let password = "Secret_pw_1";
+    db.exec(&format!(
+        "CREATE ROLE {r} LOGIN NOREPLICATION PASSWORD {p}",
+        r = quote_ident(&role),
+        p = quote_literal(password)
+    ))
+    .await;
+    db.exec(&format!(
+        "GRANT CONNECT ON DATABASE {d} TO {r}; GRANT USAGE ON SCHEMA public TO {r}; \
+         GRANT SELECT ON public.t TO {r}",
+        d = quote_ident(db.name()),
+        r = quote_ident(&role)
+    ))
+    .await;
+    let url = format!(
+        "postgres://{role}:{password}@{}",
+        db.url()
+            .split_once('@')
+            .map(|(_, host_and_db)| host_and_db)
+            .expect("TestDb URL has user@host")
+    );
+    let s = unique_suffix();
+    let yaml = pipeline_yaml(
+        &url,
+        "public.t",
+        &format!("p_{s}"),
+        true,
+        &format!("s_{s}"),
+        true,
+    );
+    let failed = run_expecting_failure(&yaml).await;
+    let name = db.name().to_owned();
+    db.cleanup().await;
+    let mut admin = PgConnection::connect(&integration_tests::pg_url())
+        .await
+        .unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP ROLE IF EXISTS {}",
+        quote_ident(&role)
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap_or_else(|e| panic!("dropping role {role} (database {name} is gone): {e}"));
+    let _ = admin.close().await;
+    failed.assert_fatal(
+        "role without REPLICATION",
+        &["REPLICATION", "ALTER ROLE", &role],
+    );
+    assert!(
+        !failed.stderr.contains(password),
+        "the password was printed\n{}",
+        failed.report
+    );
+}
+
+#[tokio::test]
+async fn missing_table_is_named() {
+    let db = TestDb::create("bad_table").await;
+    db.exec("CREATE TABLE public.present (id int PRIMARY KEY)")
+        .await;
+    let s = unique_suffix();
+    let yaml = pipeline_yaml(
+        db.url(),
+        "public.no_such_table",
+        &format!("p_{s}"),
+        true,
+        &format!("s_{s}"),
+        true,
+    );
+    let failed = run_expecting_failure(&yaml).await;
+    let slots = db.slot_names().await;
+    db.cleanup().await;
+    failed.assert_fatal("missing table", &["public.no_such_table", "does not exist"]);
+    assert!(
+        slots.is_empty(),
+        "a slot was created for a pipeline that cannot run: {slots:?}"
+    );
+}
+
+#[tokio::test]
+async fn missing_publication_without_create_names_the_sql() {
+    let db = TestDb::create("bad_pub").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
+    let s = unique_suffix();
+    let publication = format!("p_{s}");
+    let yaml = pipeline_yaml(
+        db.url(),
+        "public.t",
+        &publication,
+        false,
+        &format!("s_{s}"),
+        true,
+    );
+    let failed = run_expecting_failure(&yaml).await;
+    let slots = db.slot_names().await;
+    db.cleanup().await;
+    failed.assert_fatal(
+        "missing publication",
+        &[
+            &publication,
+            &format!("CREATE PUBLICATION \"{publication}\" FOR TABLE \"public\".\"t\""),
+        ],
+    );
+    assert!(
+        slots.is_empty(),
+        "a slot was created for a pipeline that cannot run: {slots:?}"
+    );
+}
+
+#[tokio::test]
+async fn missing_slot_without_create_says_how_to_create_it() {
+    let db = TestDb::create("bad_slot").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
+    let s = unique_suffix();
+    let publication = format!("p_{s}");
+    let slot = format!("s_{s}");
+    db.exec(&format!(
+        "CREATE PUBLICATION {} FOR TABLE public.t",
+        quote_ident(&publication)
+    ))
+    .await;
+    let yaml = pipeline_yaml(db.url(), "public.t", &publication, false, &slot, false);
+    let failed = run_expecting_failure(&yaml).await;
+    let slot_exists = db.slot_exists(&slot).await;
+    db.cleanup().await;
+    failed.assert_fatal(
+        "missing slot",
+        &[
+            &slot,
+            &format!("pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
+        ],
+    );
+    assert!(
+        !slot_exists,
+        "slot {slot} was created despite create: false"
+    );
+}
