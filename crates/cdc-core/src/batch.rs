@@ -17,8 +17,7 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// When `Some(lsn)`: once this batch and every batch before it are
     /// durable, the source may tell PostgreSQL that everything up to `lsn`
-    /// is consumed. It is always a transaction's commit end LSN (or a
-    /// position with no transaction open, such as a keepalive's).
+    /// is consumed. It is always a transaction's commit end LSN.
     pub checkpoint: Option<Lsn>,
 }
 
