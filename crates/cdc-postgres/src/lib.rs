@@ -16,6 +16,7 @@ mod error;
 pub mod ident;
 pub mod pgoutput;
 pub mod setup;
+pub mod snapshot;
 pub mod stream;
 pub mod value;
 

@@ -1,0 +1,62 @@
+//! Building blocks of the initial snapshot: chunked, parallel, resumable.
+//!
+//! # Design
+//!
+//! **Consistency.** The replication slot is created with an exported
+//! snapshot; its consistent point is where streaming starts. Every reader
+//! opens `BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY`, imports the
+//! snapshot (`SET TRANSACTION SNAPSHOT`) and only then plans or reads, so
+//! all chunks see exactly the rows committed before the consistent point.
+//! Orchestrating that (exporting, electing the coordinator, handing over to
+//! streaming) is not done here.
+//!
+//! **Same rows as the stream.** [`describe_table`] builds the table's
+//! schema from the catalog with the same rules
+//! [`crate::catalog::describe_relation`] applies to a Relation message
+//! (generated and dropped columns left out, same keys, same type names), and
+//! [`read_chunk`] parses every value with the column's
+//! [`crate::value::ValueType`], so a snapshot row renders exactly like a
+//! streamed row.
+//!
+//! **Chunks, never `LIMIT/OFFSET`.** [`plan_chunks`] splits a table into
+//! ranges that each cost the same to read:
+//! * CTID block ranges (the default; every table has them): the block
+//!   count from the relation's size, rows per block from `pg_class`
+//!   (`reltuples / relpages`, or [`DEFAULT_ROWS_PER_BLOCK`] when the table
+//!   was never analyzed), the last range open-ended. Read with TID range
+//!   scans (PostgreSQL 14+).
+//! * ranges of a single integer key, from `min`/`max` under the snapshot;
+//! * keyset ranges of a composite or non-integer key, boundaries from one
+//!   ordered pass over the key's index.
+//!
+//! The first range is unbounded below and the last unbounded above, so the
+//! chunks partition every row the snapshot can see.
+//!
+//! **Reading.** [`chunk_query`] is a `COPY (SELECT …) TO STDOUT` with every
+//! identifier quoted and every bound a literal (COPY takes no parameters).
+//! The text output is cut into lines and values by [`copy_text`] and sent
+//! on in bounded batches; a chunk is never held in memory whole.
+//!
+//! **Coordination.** [`MetadataStore`] keeps a job row per slot and a chunk
+//! row per chunk in the source database. Workers claim chunks with one
+//! `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)`, heartbeat while
+//! reading, and mark a chunk done (only while they still hold the claim)
+//! after the sinks have accepted its rows. A chunk whose heartbeat is older
+//! than the claim timeout is claimed again by someone else; its `reads`
+//! counter shows how often it was handed out.
+
+pub mod copy_text;
+mod metadata;
+mod plan;
+mod read;
+mod table;
+
+pub use metadata::{
+    ClaimedChunk, Job, JobState, MetadataStore, Progress, TableProgress, DEFAULT_METADATA_SCHEMA,
+};
+pub use plan::{
+    chunk_query, plan_chunks, ChunkBounds, ChunkStrategy, DEFAULT_ROWS_PER_BLOCK,
+    MAX_INT_KEY_CHUNKS,
+};
+pub use read::read_chunk;
+pub use table::describe_table;

@@ -1,0 +1,747 @@
+//! Splitting a table into chunks that can be read independently, and the
+//! `COPY` statement that reads one chunk. Never `LIMIT/OFFSET`: every
+//! chunk is a range of physical blocks or of key values, so reading it
+//! costs the same wherever it lies in the table.
+
+use cdc_core::TableSchema;
+use sqlx::{PgConnection, Row};
+
+use crate::catalog::RelationInfo;
+use crate::error::PgError;
+use crate::ident::{quote_ident, quote_literal, quote_table};
+use crate::value::ScalarKind;
+
+/// Rows per block assumed when the table has never been analyzed
+/// (`pg_class.reltuples = -1`) or the statistics say it is empty.
+pub const DEFAULT_ROWS_PER_BLOCK: u64 = 50;
+
+/// At most this many chunks per table from integer-key planning, however
+/// sparse the keys are compared with the row estimate.
+pub const MAX_INT_KEY_CHUNKS: u64 = 100_000;
+
+/// The rows of one chunk of a table.
+///
+/// Every planned set of chunks covers the whole table with no overlap: each
+/// row falls in exactly one chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ChunkBounds {
+    /// Rows stored in heap blocks `[start_block, end_block)`; `end_block`
+    /// `None` for the last, open-ended range (so rows in blocks added after
+    /// planning are not missed).
+    Ctid {
+        /// First block, inclusive.
+        start_block: u32,
+        /// Block after the last one, exclusive; `None` = to the end.
+        end_block: Option<u32>,
+    },
+    /// Rows whose single integer key is in `[start, end)`; `None` =
+    /// unbounded on that side.
+    IntKey {
+        /// The key column.
+        column: String,
+        /// Inclusive lower bound.
+        start: Option<i64>,
+        /// Exclusive upper bound.
+        end: Option<i64>,
+    },
+    /// Rows whose key, compared as a row value in the key's index order, is
+    /// in `[start, end)`. Bounds are the key values' text output; each is
+    /// read back as the type of the column it is compared with.
+    Keyset {
+        /// The key columns, in index order.
+        columns: Vec<String>,
+        /// Inclusive lower bound, one text value per column.
+        start: Option<Vec<String>>,
+        /// Exclusive upper bound, one text value per column.
+        end: Option<Vec<String>>,
+    },
+}
+
+impl ChunkBounds {
+    /// The strategy's name as stored in the metadata tables: `ctid`,
+    /// `int_key` or `keyset`.
+    pub fn strategy_name(&self) -> &'static str {
+        match self {
+            ChunkBounds::Ctid { .. } => "ctid",
+            ChunkBounds::IntKey { .. } => "int_key",
+            ChunkBounds::Keyset { .. } => "keyset",
+        }
+    }
+
+    /// The bounds as a JSON object, e.g.
+    /// `{"kind":"ctid","start_block":0,"end_block":128}`,
+    /// `{"kind":"int_key","column":"id","start":null,"end":1000}`,
+    /// `{"kind":"keyset","columns":["a","b"],"start":["1","x"],"end":null}`.
+    pub fn to_json(&self) -> String {
+        use cdc_core::encode::write_json_string;
+        fn opt_num(out: &mut Vec<u8>, v: Option<impl ToString>) {
+            match v {
+                Some(n) => out.extend_from_slice(n.to_string().as_bytes()),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        fn strings(out: &mut Vec<u8>, v: &[String]) {
+            out.push(b'[');
+            for (i, s) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_string(out, s);
+            }
+            out.push(b']');
+        }
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(b"{\"kind\":");
+        write_json_string(&mut out, self.strategy_name());
+        match self {
+            ChunkBounds::Ctid {
+                start_block,
+                end_block,
+            } => {
+                out.extend_from_slice(b",\"start_block\":");
+                opt_num(&mut out, Some(start_block));
+                out.extend_from_slice(b",\"end_block\":");
+                opt_num(&mut out, end_block.as_ref());
+            }
+            ChunkBounds::IntKey { column, start, end } => {
+                out.extend_from_slice(b",\"column\":");
+                write_json_string(&mut out, column);
+                out.extend_from_slice(b",\"start\":");
+                opt_num(&mut out, start.as_ref());
+                out.extend_from_slice(b",\"end\":");
+                opt_num(&mut out, end.as_ref());
+            }
+            ChunkBounds::Keyset {
+                columns,
+                start,
+                end,
+            } => {
+                out.extend_from_slice(b",\"columns\":");
+                strings(&mut out, columns);
+                for (name, bound) in [(&b",\"start\":"[..], start), (&b",\"end\":"[..], end)] {
+                    out.extend_from_slice(name);
+                    match bound {
+                        Some(values) => strings(&mut out, values),
+                        None => out.extend_from_slice(b"null"),
+                    }
+                }
+            }
+        }
+        out.push(b'}');
+        // Only valid UTF-8 went in.
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// How to split a table into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChunkStrategy {
+    /// The default: [`ChunkStrategy::Ctid`], which works for every table.
+    #[default]
+    Auto,
+    /// Ranges of heap blocks, sized from `pg_class` statistics.
+    Ctid,
+    /// Ranges of a single `int2`/`int4`/`int8` primary key (or replica
+    /// identity index) column.
+    IntKey,
+    /// Ranges of a composite or non-integer primary key (or replica
+    /// identity index), boundaries taken from one ordered pass over the key.
+    Keyset,
+}
+
+/// Plans the chunks of `table`, about `chunk_rows` rows each (at least 1).
+///
+/// Runs inside the caller's snapshot transaction and only reads: catalog
+/// statistics for CTID ranges, `min`/`max` of the key for integer ranges,
+/// one ordered pass over the key for keyset ranges. Always returns at least
+/// one chunk; the first range is unbounded below and the last unbounded
+/// above, so the chunks cover every row visible to the transaction.
+///
+/// Asking for [`ChunkStrategy::IntKey`] or [`ChunkStrategy::Keyset`] on a
+/// table without a fitting key is an error naming the table.
+pub async fn plan_chunks(
+    conn: &mut PgConnection,
+    table: &RelationInfo,
+    strategy: ChunkStrategy,
+    chunk_rows: u64,
+) -> Result<Vec<ChunkBounds>, PgError> {
+    let chunk_rows = chunk_rows.max(1);
+    match strategy {
+        ChunkStrategy::Auto | ChunkStrategy::Ctid => plan_ctid(conn, table, chunk_rows).await,
+        ChunkStrategy::IntKey => plan_int_key(conn, table, chunk_rows).await,
+        ChunkStrategy::Keyset => plan_keyset(conn, table, chunk_rows).await,
+    }
+}
+
+/// Size statistics of a table.
+struct TableStats {
+    /// `pg_class.relpages` (as of the last VACUUM/ANALYZE).
+    relpages: f64,
+    /// `pg_class.reltuples`, `-1` when never analyzed.
+    reltuples: f64,
+    /// The current number of blocks, from the relation's file size.
+    blocks: u64,
+}
+
+impl TableStats {
+    /// Live rows per block, from the statistics when they are usable.
+    fn rows_per_block(&self) -> f64 {
+        if self.reltuples > 0.0 && self.relpages > 0.0 {
+            (self.reltuples / self.relpages).max(1.0)
+        } else {
+            DEFAULT_ROWS_PER_BLOCK as f64
+        }
+    }
+
+    /// Estimated rows now: statistics' density times the current size.
+    fn estimated_rows(&self) -> f64 {
+        self.rows_per_block() * self.blocks as f64
+    }
+}
+
+async fn table_stats(conn: &mut PgConnection, table: &TableSchema) -> Result<TableStats, PgError> {
+    let row = sqlx::query(
+        "SELECT c.relpages::pg_catalog.float8 AS relpages,
+                c.reltuples::pg_catalog.float8 AS reltuples,
+                (pg_catalog.pg_relation_size(c.oid)
+                 / pg_catalog.current_setting('block_size')::pg_catalog.int8) AS blocks
+         FROM pg_catalog.pg_class c WHERE c.oid = $1",
+    )
+    .bind(i64::from(table.oid))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| PgError::sql(format!("reading the size of {}", table.name), e))?
+    .ok_or_else(|| {
+        PgError::Setup(format!(
+            "table {} (oid {}) no longer exists",
+            table.name, table.oid
+        ))
+    })?;
+    let get = |name: &str| -> Result<f64, PgError> {
+        row.try_get(name)
+            .map_err(|e| PgError::sql(format!("reading the size of {}", table.name), e))
+    };
+    let blocks: i64 = row
+        .try_get("blocks")
+        .map_err(|e| PgError::sql(format!("reading the size of {}", table.name), e))?;
+    Ok(TableStats {
+        relpages: get("relpages")?,
+        reltuples: get("reltuples")?,
+        blocks: u64::try_from(blocks).unwrap_or(0),
+    })
+}
+
+/// CTID block ranges of about `chunk_rows` rows each.
+async fn plan_ctid(
+    conn: &mut PgConnection,
+    table: &RelationInfo,
+    chunk_rows: u64,
+) -> Result<Vec<ChunkBounds>, PgError> {
+    let stats = table_stats(conn, &table.schema).await?;
+    Ok(ctid_ranges(
+        stats.blocks,
+        stats.rows_per_block(),
+        chunk_rows,
+    ))
+}
+
+/// Splits `blocks` blocks into ranges of `ceil(chunk_rows / rows_per_block)`
+/// blocks (at least one); the last range is open-ended. No blocks gives the
+/// single range `[0, ∞)`.
+fn ctid_ranges(blocks: u64, rows_per_block: f64, chunk_rows: u64) -> Vec<ChunkBounds> {
+    let per_chunk = (chunk_rows as f64 / rows_per_block.max(1.0)).ceil();
+    // Saturating float-to-int conversion; a block number fits in u32.
+    let per_chunk = (per_chunk as u64).clamp(1, u64::from(u32::MAX));
+    let blocks = blocks.min(u64::from(u32::MAX));
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    loop {
+        let end = start + per_chunk;
+        let start_block = u32::try_from(start).unwrap_or(u32::MAX);
+        if end >= blocks {
+            out.push(ChunkBounds::Ctid {
+                start_block,
+                end_block: None,
+            });
+            return out;
+        }
+        out.push(ChunkBounds::Ctid {
+            start_block,
+            end_block: Some(u32::try_from(end).unwrap_or(u32::MAX)),
+        });
+        start = end;
+    }
+}
+
+/// The key the table is chunked by: the primary key, or else the replica
+/// identity index; column names in index order, each with its parser kind
+/// when the column is in the snapshot's column set.
+async fn chunk_key(
+    conn: &mut PgConnection,
+    table: &RelationInfo,
+) -> Result<Vec<(String, Option<ScalarKind>)>, PgError> {
+    let rows = sqlx::query(
+        "SELECT a.attname::pg_catalog.text AS name
+         FROM pg_catalog.pg_index i
+         CROSS JOIN LATERAL pg_catalog.unnest(i.indkey::pg_catalog.int2[]) WITH ORDINALITY AS k(attnum, ord)
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indexrelid = (
+                 SELECT i2.indexrelid
+                 FROM pg_catalog.pg_index i2
+                 JOIN pg_catalog.pg_class c ON c.oid = i2.indrelid
+                 WHERE i2.indrelid = $1
+                   AND (i2.indisprimary OR (c.relreplident = 'i' AND i2.indisreplident))
+                 ORDER BY i2.indisprimary DESC
+                 LIMIT 1)
+           AND k.ord <= i.indnkeyatts
+         ORDER BY k.ord",
+    )
+    .bind(i64::from(table.schema.oid))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| PgError::sql(format!("reading the key of {}", table.schema.name), e))?;
+    let mut key = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row
+            .try_get("name")
+            .map_err(|e| PgError::sql(format!("reading the key of {}", table.schema.name), e))?;
+        let kind = table
+            .schema
+            .column_index(&name)
+            .and_then(|i| table.types.get(i))
+            .filter(|t| !t.array)
+            .map(|t| t.scalar);
+        key.push((name, kind));
+    }
+    Ok(key)
+}
+
+/// Ranges of a single integer key column.
+async fn plan_int_key(
+    conn: &mut PgConnection,
+    table: &RelationInfo,
+    chunk_rows: u64,
+) -> Result<Vec<ChunkBounds>, PgError> {
+    let name = &table.schema.name;
+    let key = chunk_key(conn, table).await?;
+    let column = match key.as_slice() {
+        [(column, Some(ScalarKind::Int2 | ScalarKind::Int4 | ScalarKind::Int8))] => column.clone(),
+        _ => {
+            return Err(PgError::Setup(format!(
+                "cannot chunk {name} by integer key: it needs a primary key (or replica identity \
+                 index) of exactly one int2, int4 or int8 column; use the ctid or keyset strategy"
+            )))
+        }
+    };
+    let sql = format!(
+        "SELECT pg_catalog.min({c})::pg_catalog.int8 AS lo, pg_catalog.max({c})::pg_catalog.int8 AS hi FROM {t}",
+        c = quote_ident(&column),
+        t = quote_table(name)
+    );
+    let ctx = || format!("reading the key range of {name}");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql(ctx(), e))?;
+    let lo: Option<i64> = row.try_get("lo").map_err(|e| PgError::sql(ctx(), e))?;
+    let hi: Option<i64> = row.try_get("hi").map_err(|e| PgError::sql(ctx(), e))?;
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(vec![ChunkBounds::IntKey {
+            column,
+            start: None,
+            end: None,
+        }]);
+    };
+    let stats = table_stats(conn, &table.schema).await?;
+    Ok(int_ranges(
+        &column,
+        lo,
+        hi,
+        stats.estimated_rows(),
+        chunk_rows,
+    ))
+}
+
+/// Ranges `(-∞, lo+w), [lo+w, lo+2w), …, [lo+kw, ∞)` with `w` chosen so a
+/// range holds about `chunk_rows` of the `rows` estimated rows spread over
+/// `[lo, hi]` (a missing estimate counts the keys as dense).
+fn int_ranges(column: &str, lo: i64, hi: i64, rows: f64, chunk_rows: u64) -> Vec<ChunkBounds> {
+    let span = i128::from(hi) - i128::from(lo) + 1;
+    let rows = if rows >= 1.0 { rows } else { span as f64 };
+    let width = ((chunk_rows as f64) * (span as f64) / rows).ceil();
+    let min_width = (span + i128::from(MAX_INT_KEY_CHUNKS) - 1) / i128::from(MAX_INT_KEY_CHUNKS);
+    // Saturating float-to-int conversion.
+    let width = (width as i128).max(min_width).max(1);
+    let mut out = Vec::new();
+    let mut start: Option<i64> = None;
+    let mut boundary = i128::from(lo) + width;
+    while boundary <= i128::from(hi) {
+        // `boundary <= hi` fits in i64.
+        let end = i64::try_from(boundary).unwrap_or(i64::MAX);
+        out.push(ChunkBounds::IntKey {
+            column: column.to_owned(),
+            start,
+            end: Some(end),
+        });
+        start = Some(end);
+        boundary += width;
+    }
+    out.push(ChunkBounds::IntKey {
+        column: column.to_owned(),
+        start,
+        end: None,
+    });
+    out
+}
+
+/// Keyset ranges with boundaries at every `chunk_rows`-th key in order.
+async fn plan_keyset(
+    conn: &mut PgConnection,
+    table: &RelationInfo,
+    chunk_rows: u64,
+) -> Result<Vec<ChunkBounds>, PgError> {
+    let name = &table.schema.name;
+    let key = chunk_key(conn, table).await?;
+    if key.is_empty() {
+        return Err(PgError::Setup(format!(
+            "cannot chunk {name} by keyset: it has no primary key (or replica identity index); \
+             use the ctid strategy"
+        )));
+    }
+    let columns: Vec<String> = key.into_iter().map(|(c, _)| c).collect();
+    let quoted: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    let list = quoted.join(", ");
+    let as_text = quoted
+        .iter()
+        .map(|c| format!("{c}::pg_catalog.text"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT ARRAY[{as_text}] AS k FROM (
+             SELECT {list}, pg_catalog.row_number() OVER (ORDER BY {list}) AS rn FROM {t}
+         ) s WHERE s.rn % {chunk_rows} = 0 ORDER BY s.rn",
+        t = quote_table(name)
+    );
+    let ctx = || format!("reading the key boundaries of {name}");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql(ctx(), e))?;
+    let mut out = Vec::with_capacity(rows.len() + 1);
+    let mut start: Option<Vec<String>> = None;
+    for row in rows {
+        let values: Vec<Option<String>> = row.try_get("k").map_err(|e| PgError::sql(ctx(), e))?;
+        let values: Option<Vec<String>> = values.into_iter().collect();
+        let Some(end) = values else {
+            return Err(PgError::Setup(format!(
+                "cannot chunk {name} by keyset: a key column holds NULL"
+            )));
+        };
+        out.push(ChunkBounds::Keyset {
+            columns: columns.clone(),
+            start: start.take(),
+            end: Some(end.clone()),
+        });
+        start = Some(end);
+    }
+    out.push(ChunkBounds::Keyset {
+        columns,
+        start,
+        end: None,
+    });
+    Ok(out)
+}
+
+/// The `COPY (SELECT …) TO STDOUT` statement that reads the rows of
+/// `bounds` (COPY takes no bind parameters, so bounds are literals):
+///
+/// * every identifier quoted ([`quote_ident`], [`quote_table`]);
+/// * CTID bounds as `ctid >= '(N,0)'::pg_catalog.tid` (a TID range scan);
+/// * integer bounds as `'N'::pg_catalog.int8` (comparable with any integer
+///   key through its btree operator family, so the index is used);
+/// * keyset bounds as a row comparison with quoted string literals,
+///   `ROW("a", "b") >= ROW('1', 'x')`: an untyped literal takes the type of
+///   the key column it is compared with and is read by that type's input
+///   function, exactly as a cast to the column type would be, without
+///   needing the type's schema-qualified name (which [`TableSchema`] does
+///   not carry). A value holding a backslash is written `E'…'` with the
+///   backslashes doubled, so it reads the same whatever
+///   `standard_conforming_strings` is.
+///
+/// Columns are those of `table`, in order; a key column that is not
+/// selected (a generated column) may still appear in the condition.
+pub fn chunk_query(table: &TableSchema, bounds: &ChunkBounds) -> String {
+    let mut sql = String::from("COPY (SELECT ");
+    for (i, c) in table.columns.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&quote_ident(&c.name));
+    }
+    sql.push_str(" FROM ");
+    sql.push_str(&quote_table(&table.name));
+    let conditions = conditions(bounds);
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(") TO STDOUT");
+    sql
+}
+
+fn conditions(bounds: &ChunkBounds) -> Vec<String> {
+    let mut out = Vec::with_capacity(2);
+    match bounds {
+        ChunkBounds::Ctid {
+            start_block,
+            end_block,
+        } => {
+            // Block 0 is the first: no lower bound needed (and the open
+            // range [0, ∞) needs no condition at all).
+            if *start_block > 0 {
+                out.push(format!("ctid >= '({start_block},0)'::pg_catalog.tid"));
+            }
+            if let Some(end) = end_block {
+                out.push(format!("ctid < '({end},0)'::pg_catalog.tid"));
+            }
+        }
+        ChunkBounds::IntKey { column, start, end } => {
+            let c = quote_ident(column);
+            if let Some(s) = start {
+                out.push(format!("{c} >= '{s}'::pg_catalog.int8"));
+            }
+            if let Some(e) = end {
+                out.push(format!("{c} < '{e}'::pg_catalog.int8"));
+            }
+        }
+        ChunkBounds::Keyset {
+            columns,
+            start,
+            end,
+        } => {
+            let key = row_value(columns.iter().map(|c| quote_ident(c)));
+            if let Some(s) = start {
+                out.push(format!(
+                    "{key} >= {}",
+                    row_value(s.iter().map(|v| string_literal(v)))
+                ));
+            }
+            if let Some(e) = end {
+                out.push(format!(
+                    "{key} < {}",
+                    row_value(e.iter().map(|v| string_literal(v)))
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `text` as a string literal that means the same whatever
+/// `standard_conforming_strings` is: `'…'`, or `E'…'` with backslashes
+/// doubled when it holds one.
+fn string_literal(text: &str) -> String {
+    if !text.contains('\\') {
+        return quote_literal(text);
+    }
+    let mut out = String::with_capacity(text.len() + 4);
+    out.push_str("E'");
+    for c in text.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// `a` for one item, `ROW(a, b)` for several.
+fn row_value(items: impl ExactSizeIterator<Item = String>) -> String {
+    if items.len() == 1 {
+        return items.collect();
+    }
+    let mut out = String::from("ROW(");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&item);
+    }
+    out.push(')');
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use cdc_core::{Column, ReplicaIdentity, TableName};
+
+    fn schema() -> TableSchema {
+        let col = |name: &str| Column {
+            name: name.to_owned(),
+            type_oid: 23,
+            type_name: "int4".into(),
+            type_modifier: -1,
+            nullable: false,
+            is_key: false,
+        };
+        TableSchema {
+            database: "db".into(),
+            oid: 1,
+            name: TableName::new("Odd Schema", "Mixed \"Case\""),
+            columns: vec![col("id"), col("a b")],
+            replica_identity: ReplicaIdentity::Default,
+        }
+    }
+
+    fn blocks(v: &[ChunkBounds]) -> Vec<(u32, Option<u32>)> {
+        v.iter()
+            .map(|b| match b {
+                ChunkBounds::Ctid {
+                    start_block,
+                    end_block,
+                } => (*start_block, *end_block),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ctid_ranges_are_contiguous_and_open_ended() {
+        assert_eq!(blocks(&ctid_ranges(0, 50.0, 1000)), vec![(0, None)]);
+        assert_eq!(blocks(&ctid_ranges(3, 50.0, 1000)), vec![(0, None)]);
+        assert_eq!(
+            blocks(&ctid_ranges(10, 100.0, 400)),
+            vec![(0, Some(4)), (4, Some(8)), (8, None)]
+        );
+        // At least one block per chunk however small chunk_rows is.
+        assert_eq!(
+            blocks(&ctid_ranges(3, 200.0, 1)),
+            vec![(0, Some(1)), (1, Some(2)), (2, None)]
+        );
+        // Exactly divisible: the last range still opens to the end.
+        assert_eq!(
+            blocks(&ctid_ranges(8, 1.0, 4)),
+            vec![(0, Some(4)), (4, None)]
+        );
+    }
+
+    fn ints(v: &[ChunkBounds]) -> Vec<(Option<i64>, Option<i64>)> {
+        v.iter()
+            .map(|b| match b {
+                ChunkBounds::IntKey { start, end, .. } => (*start, *end),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn int_ranges_cover_everything() {
+        assert_eq!(ints(&int_ranges("id", 5, 5, 1.0, 10)), vec![(None, None)]);
+        assert_eq!(
+            ints(&int_ranges("id", 1, 100, 100.0, 40)),
+            vec![(None, Some(41)), (Some(41), Some(81)), (Some(81), None)]
+        );
+        // Sparse keys: width grows so a range still holds ~chunk_rows rows.
+        assert_eq!(
+            ints(&int_ranges("id", 0, 999, 10.0, 5)),
+            vec![(None, Some(500)), (Some(500), None)]
+        );
+        // Extremes do not overflow, and the chunk count is capped.
+        let r = int_ranges("id", i64::MIN, i64::MAX, 1e12, 1);
+        assert!(r.len() as u64 <= MAX_INT_KEY_CHUNKS + 1);
+        assert_eq!(ints(&r).first().unwrap().0, None);
+        assert_eq!(ints(&r).last().unwrap().1, None);
+        // Unknown estimate: keys taken as dense.
+        assert_eq!(ints(&int_ranges("id", 1, 10, 0.0, 5)).len(), 2);
+    }
+
+    #[test]
+    fn queries_quote_everything() {
+        let t = schema();
+        let q = |b: &ChunkBounds| chunk_query(&t, b);
+        let head = r#"COPY (SELECT "id", "a b" FROM "Odd Schema"."Mixed ""Case""""#;
+        assert_eq!(
+            q(&ChunkBounds::Ctid {
+                start_block: 0,
+                end_block: None
+            }),
+            format!("{head}) TO STDOUT")
+        );
+        assert_eq!(
+            q(&ChunkBounds::Ctid {
+                start_block: 4,
+                end_block: Some(8)
+            }),
+            format!("{head} WHERE ctid >= '(4,0)'::pg_catalog.tid AND ctid < '(8,0)'::pg_catalog.tid) TO STDOUT")
+        );
+        assert_eq!(
+            q(&ChunkBounds::IntKey {
+                column: "id".into(),
+                start: Some(-5),
+                end: None
+            }),
+            format!("{head} WHERE \"id\" >= '-5'::pg_catalog.int8) TO STDOUT")
+        );
+        assert_eq!(
+            q(&ChunkBounds::Keyset {
+                columns: vec!["a\"".into(), "b".into()],
+                start: Some(vec!["1".into(), "it's".into()]),
+                end: Some(vec!["2".into(), "x".into()]),
+            }),
+            format!(
+                "{head} WHERE ROW(\"a\"\"\", \"b\") >= ROW('1', 'it''s') \
+                 AND ROW(\"a\"\"\", \"b\") < ROW('2', 'x')) TO STDOUT"
+            )
+        );
+        assert_eq!(
+            q(&ChunkBounds::Keyset {
+                columns: vec!["u".into()],
+                start: None,
+                end: Some(vec!["k".into()]),
+            }),
+            format!("{head} WHERE \"u\" < 'k') TO STDOUT")
+        );
+        assert_eq!(
+            q(&ChunkBounds::Keyset {
+                columns: vec!["u".into()],
+                start: Some(vec!["a\\'b".into()]),
+                end: None,
+            }),
+            format!("{head} WHERE \"u\" >= E'a\\\\''b') TO STDOUT")
+        );
+    }
+
+    #[test]
+    fn json_forms() {
+        assert_eq!(
+            ChunkBounds::Ctid {
+                start_block: 0,
+                end_block: Some(128)
+            }
+            .to_json(),
+            r#"{"kind":"ctid","start_block":0,"end_block":128}"#
+        );
+        assert_eq!(
+            ChunkBounds::IntKey {
+                column: "id".into(),
+                start: None,
+                end: Some(-1000)
+            }
+            .to_json(),
+            r#"{"kind":"int_key","column":"id","start":null,"end":-1000}"#
+        );
+        assert_eq!(
+            ChunkBounds::Keyset {
+                columns: vec!["a".into(), "b\"".into()],
+                start: Some(vec!["1".into(), "x\ty".into()]),
+                end: None
+            }
+            .to_json(),
+            r#"{"kind":"keyset","columns":["a","b\""],"start":["1","x\ty"],"end":null}"#
+        );
+    }
+}

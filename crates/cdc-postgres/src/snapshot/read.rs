@@ -1,0 +1,188 @@
+//! Reading one chunk: `COPY (SELECT …) TO STDOUT`, each line split by the
+//! COPY text parser and each value parsed by the column's [`ValueType`]
+//! (the parser the replication stream uses), rows sent on in batches.
+
+use std::borrow::Cow;
+
+use cdc_core::{Row, Value};
+use futures::TryStreamExt;
+use sqlx::PgConnection;
+use tokio::sync::mpsc;
+
+use super::copy_text::{split_line, CopyField, LineAssembler};
+use super::plan::{chunk_query, ChunkBounds};
+use crate::catalog::RelationInfo;
+use crate::error::PgError;
+use crate::value::ValueType;
+
+/// Reads the rows of `bounds` from `table` and sends them through `tx` in
+/// batches of `rows_per_batch` rows (the last one smaller; at least 1 row
+/// per batch). Returns how many rows were read.
+///
+/// Runs on the caller's transaction: to read under an exported snapshot,
+/// begin `ISOLATION LEVEL REPEATABLE READ, READ ONLY` and `SET TRANSACTION
+/// SNAPSHOT` on `conn` first. The connection must have the pinned session
+/// settings ([`crate::conn::PINNED_SETTINGS`]) so values render as the
+/// stream renders them.
+///
+/// Memory stays bounded: rows are parsed as the server sends them and at
+/// most one batch (plus the rows of one network chunk) is held; a full
+/// channel slows the COPY down.
+///
+/// Errors: a value that does not parse, malformed COPY output, or a
+/// dropped receiver stop the read; the rest of the chunk's COPY output is
+/// then read and discarded, so `conn` (and its transaction) stays usable.
+/// Cancel safety: dropping the future while the COPY runs leaves `conn`
+/// unusable (the driver cannot skip unread COPY data); close it.
+pub async fn read_chunk(
+    conn: &mut PgConnection,
+    table: &RelationInfo,
+    bounds: &ChunkBounds,
+    rows_per_batch: usize,
+    tx: &mpsc::Sender<Vec<Row>>,
+) -> Result<u64, PgError> {
+    let schema = &table.schema;
+    if table.types.len() != schema.columns.len() {
+        return Err(PgError::Protocol(format!(
+            "{}: {} parsers for {} columns",
+            schema.name,
+            table.types.len(),
+            schema.columns.len()
+        )));
+    }
+    let rows_per_batch = rows_per_batch.max(1);
+    let sql = chunk_query(schema, bounds);
+    let ctx = || {
+        format!(
+            "reading a {} chunk of {}",
+            bounds.strategy_name(),
+            schema.name
+        )
+    };
+    let mut stream = conn
+        .copy_out_raw(&sql)
+        .await
+        .map_err(|e| PgError::sql(ctx(), e))?;
+
+    let mut lines = LineAssembler::new();
+    let mut parser = LineParser::new(table);
+    let mut batch: Vec<Row> = Vec::with_capacity(rows_per_batch);
+    let mut total = 0u64;
+    let read = async {
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| PgError::sql(ctx(), e))?
+        {
+            lines.push(&chunk, |line| {
+                batch.push(parser.parse(line)?);
+                Ok::<_, PgError>(())
+            })?;
+            while batch.len() >= rows_per_batch {
+                let rest = batch.split_off(rows_per_batch);
+                let full = std::mem::replace(&mut batch, rest);
+                total += full.len() as u64;
+                send(tx, full, schema).await?;
+                batch.reserve(rows_per_batch.saturating_sub(batch.len()));
+            }
+        }
+        lines
+            .finish()
+            .map_err(|e| PgError::Protocol(format!("COPY output of {}: {e}", schema.name)))?;
+        if !batch.is_empty() {
+            total += batch.len() as u64;
+            send(tx, std::mem::take(&mut batch), schema).await?;
+        }
+        Ok::<_, PgError>(())
+    }
+    .await;
+    if let Err(e) = read {
+        // The driver cannot resume a connection whose COPY output was left
+        // unread: read the rest (without parsing it) so `conn` stays usable.
+        while let Ok(Some(_)) = stream.try_next().await {}
+        return Err(e);
+    }
+    Ok(total)
+}
+
+async fn send(
+    tx: &mpsc::Sender<Vec<Row>>,
+    rows: Vec<Row>,
+    table: &cdc_core::TableSchema,
+) -> Result<(), PgError> {
+    tx.send(rows).await.map_err(|_| {
+        PgError::Protocol(format!(
+            "snapshot of {}: the receiver of the rows has gone away",
+            table.name
+        ))
+    })
+}
+
+/// Turns lines of COPY text output into rows, reusing its field buffer.
+struct LineParser<'t> {
+    table: &'t RelationInfo,
+    /// Always empty between lines; kept for its allocation.
+    fields: Vec<CopyField<'static>>,
+}
+
+impl<'t> LineParser<'t> {
+    fn new(table: &'t RelationInfo) -> Self {
+        Self {
+            table,
+            fields: Vec::with_capacity(table.schema.columns.len()),
+        }
+    }
+
+    fn parse(&mut self, line: &[u8]) -> Result<Row, PgError> {
+        let schema = &self.table.schema;
+        let columns = schema.columns.len();
+        if columns == 0 {
+            // A row of a table without columns is an empty line.
+            return if line.is_empty() {
+                Ok(Row::new(Vec::new()))
+            } else {
+                Err(self.shape_error(1))
+            };
+        }
+        let mut fields = recycle(std::mem::take(&mut self.fields));
+        split_line(line, &mut fields)
+            .map_err(|e| PgError::Protocol(format!("COPY output of {}: {e}", schema.name)))?;
+        if fields.len() != columns {
+            return Err(self.shape_error(fields.len()));
+        }
+        let mut values = Vec::with_capacity(columns);
+        for ((field, column), ty) in fields.drain(..).zip(&schema.columns).zip(&self.table.types) {
+            values.push(parse_field(field, ty).map_err(|source| PgError::Value {
+                table: schema.name.to_string(),
+                column: column.name.clone(),
+                source,
+            })?);
+        }
+        self.fields = recycle(fields);
+        Ok(Row::new(values))
+    }
+
+    fn shape_error(&self, found: usize) -> PgError {
+        let schema = &self.table.schema;
+        PgError::Protocol(format!(
+            "COPY output of {}: a line has {found} values, the table has {} columns",
+            schema.name,
+            schema.columns.len()
+        ))
+    }
+}
+
+fn parse_field(field: CopyField<'_>, ty: &ValueType) -> Result<Value, crate::value::ValueError> {
+    match field {
+        None => Ok(Value::Null),
+        Some(bytes) => ty.parse(&bytes),
+    }
+}
+
+/// An empty vector of fields of any lifetime, reusing `v`'s allocation
+/// (the element types have the same layout, so collecting in place keeps
+/// the buffer).
+fn recycle<'a, 'b>(mut v: Vec<CopyField<'a>>) -> Vec<CopyField<'b>> {
+    v.clear();
+    v.into_iter().map(|_| None::<Cow<'b, [u8]>>).collect()
+}

@@ -1,0 +1,1112 @@
+//! The snapshot building blocks (`cdc_postgres::snapshot`) against a real
+//! PostgreSQL 15:
+//!
+//! * `describe_table` builds the same schema the stream builds from a
+//!   pgoutput Relation message;
+//! * for every chunking strategy and table shape, the union of all chunks
+//!   read with `read_chunk` is exactly the table (no row missing, none
+//!   twice), each row rendered with `write_value` equal to `to_jsonb`;
+//! * chunks read under an imported snapshot see the exported state only;
+//! * the coordination tables: claims, heartbeats, takeover, completion.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use cdc_core::encode::{write_json_string, write_value};
+use cdc_core::{Lsn, Row, TableName, TableSchema};
+use cdc_postgres::catalog::{describe_relation, RelationInfo};
+use cdc_postgres::conn::ConnParams;
+use cdc_postgres::ident::quote_table;
+use cdc_postgres::pgoutput::{decode, Message};
+use cdc_postgres::snapshot::{
+    chunk_query, describe_table, plan_chunks, read_chunk, ChunkBounds, ChunkStrategy, JobState,
+    MetadataStore,
+};
+use integration_tests::{quote_literal, TestDb};
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection};
+use tokio::sync::mpsc;
+use tokio_util::bytes::Bytes;
+
+// ---------------------------------------------------------------- helpers
+
+/// A connection with the session settings every source connection pins.
+async fn connect(db: &TestDb) -> PgConnection {
+    let opts = ConnParams::parse(db.url()).unwrap().sqlx_options();
+    PgConnection::connect_with(&opts)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", db.name()))
+}
+
+async fn exec(conn: &mut PgConnection, sql: &str) {
+    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Begins the transaction a snapshot reader runs in, importing `snapshot`
+/// when given.
+async fn begin_reader(conn: &mut PgConnection, snapshot: Option<&str>) {
+    exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await;
+    if let Some(id) = snapshot {
+        exec(
+            conn,
+            &format!("SET TRANSACTION SNAPSHOT {}", quote_literal(id)),
+        )
+        .await;
+    }
+}
+
+/// A JSON value as text with every object's keys sorted, so rows compare
+/// as strings whatever order their keys came in.
+fn canonical(v: &serde_json::Value) -> String {
+    fn write(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&map[k], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
+/// A snapshot row as a JSON object `{column: write_value(value)}`, in
+/// column order.
+fn render(schema: &TableSchema, row: &Row) -> Vec<u8> {
+    assert_eq!(row.values().len(), schema.columns.len());
+    let mut out = vec![b'{'];
+    for (i, (c, v)) in schema.columns.iter().zip(row.values()).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(&mut out, &c.name);
+        out.push(b':');
+        write_value(&mut out, v);
+    }
+    out.push(b'}');
+    out
+}
+
+/// [`render`]ed rows in [`canonical`] form, sorted.
+fn canonical_rows(rendered: &[Vec<u8>]) -> Vec<String> {
+    let mut out: Vec<String> = rendered
+        .iter()
+        .map(|raw| {
+            let v: serde_json::Value = serde_json::from_slice(raw)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(raw)));
+            canonical(&v)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every row of `sql_from` (a quoted table name or a subquery with an
+/// alias) as `to_jsonb`, canonical and sorted.
+async fn expected_rows(conn: &mut PgConnection, sql_from: &str) -> Vec<String> {
+    let sql = format!("SELECT to_jsonb(t)::text FROM {sql_from} t");
+    let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|t| canonical(&serde_json::from_str(t).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Reads `chunks` one after the other on `conn`, returning the
+/// [`render`]ed rows (unsorted). Checks the batch sizes and the returned counts.
+async fn read_chunks(
+    conn: &mut PgConnection,
+    info: &RelationInfo,
+    chunks: &[ChunkBounds],
+    rows_per_batch: usize,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for bounds in chunks {
+        let (tx, mut rx) = mpsc::channel::<Vec<Row>>(2);
+        let schema = info.schema.clone();
+        let collect = tokio::spawn(async move {
+            let mut rows = Vec::new();
+            while let Some(batch) = rx.recv().await {
+                assert!(!batch.is_empty() && batch.len() <= rows_per_batch);
+                rows.extend(batch.iter().map(|r| render(&schema, r)));
+            }
+            rows
+        });
+        let n = read_chunk(conn, info, bounds, rows_per_batch, &tx)
+            .await
+            .unwrap_or_else(|e| panic!("reading {bounds:?} of {}: {e}", info.schema.name));
+        drop(tx);
+        let rows = collect.await.unwrap();
+        assert_eq!(n as usize, rows.len(), "{bounds:?}");
+        out.extend(rows);
+    }
+    out
+}
+
+fn assert_same_rows(got: &[Vec<u8>], expected: &[String], what: &str) {
+    let got = canonical_rows(got);
+    assert_eq!(got.len(), expected.len(), "{what}: row count");
+    if got != expected {
+        let g: HashSet<&String> = got.iter().collect();
+        let e: HashSet<&String> = expected.iter().collect();
+        let missing: Vec<_> = e.difference(&g).take(3).collect();
+        let extra: Vec<_> = g.difference(&e).take(3).collect();
+        panic!("{what}: rows differ\nmissing: {missing:#?}\nextra: {extra:#?}");
+    }
+}
+
+/// The first range is unbounded below, the last unbounded above, and
+/// consecutive ranges meet.
+fn assert_contiguous(chunks: &[ChunkBounds]) {
+    assert!(!chunks.is_empty());
+    for pair in chunks.windows(2) {
+        match (&pair[0], &pair[1]) {
+            (ChunkBounds::Ctid { end_block, .. }, ChunkBounds::Ctid { start_block, .. }) => {
+                assert_eq!(*end_block, Some(*start_block))
+            }
+            (ChunkBounds::IntKey { end, .. }, ChunkBounds::IntKey { start, .. }) => {
+                assert!(end.is_some());
+                assert_eq!(end, start);
+            }
+            (ChunkBounds::Keyset { end, .. }, ChunkBounds::Keyset { start, .. }) => {
+                assert!(end.is_some());
+                assert_eq!(end, start);
+            }
+            other => panic!("mixed chunk kinds: {other:?}"),
+        }
+    }
+    match (chunks.first().unwrap(), chunks.last().unwrap()) {
+        (ChunkBounds::Ctid { start_block, .. }, ChunkBounds::Ctid { end_block, .. }) => {
+            assert_eq!((*start_block, *end_block), (0, None));
+        }
+        (ChunkBounds::IntKey { start, .. }, ChunkBounds::IntKey { end, .. }) => {
+            assert_eq!((start, end), (&None, &None));
+        }
+        (ChunkBounds::Keyset { start, .. }, ChunkBounds::Keyset { end, .. }) => {
+            assert_eq!((start, end), (&None, &None));
+        }
+        other => panic!("mixed chunk kinds: {other:?}"),
+    }
+}
+
+/// What a table's rows must read as: every row as [`render`] printed it
+/// in a read already compared with `to_jsonb`, sorted. Later reads are
+/// compared with this (cheaply).
+#[derive(Default)]
+struct Reference {
+    rendered: Option<Vec<Vec<u8>>>,
+}
+
+/// Plans `table` with `strategy` and reads every chunk in one
+/// `REPEATABLE READ` transaction; the union must be the table exactly:
+/// compared with `to_jsonb` the first time, with that read afterwards.
+/// Returns the chunks.
+async fn check_strategy(
+    db: &TestDb,
+    table: &TableName,
+    strategy: ChunkStrategy,
+    chunk_rows: u64,
+    reference: &mut Reference,
+) -> Vec<ChunkBounds> {
+    let mut conn = connect(db).await;
+    begin_reader(&mut conn, None).await;
+    let info = describe_table(&mut conn, db.name(), table).await.unwrap();
+    let chunks = plan_chunks(&mut conn, &info, strategy, chunk_rows)
+        .await
+        .unwrap_or_else(|e| panic!("planning {table} with {strategy:?}: {e}"));
+    assert_contiguous(&chunks);
+    let mut got = read_chunks(&mut conn, &info, &chunks, 1000).await;
+    let what = format!("{table} {strategy:?} ({} chunks)", chunks.len());
+    match &reference.rendered {
+        None => {
+            let expected = expected_rows(&mut conn, &quote_table(table)).await;
+            assert_same_rows(&got, &expected, &what);
+            got.sort();
+            reference.rendered = Some(got);
+        }
+        Some(rendered) => {
+            got.sort();
+            assert_eq!(got.len(), rendered.len(), "{what}: row count");
+            assert!(got == *rendered, "{what}: rows differ from the first read");
+        }
+    }
+    exec(&mut conn, "COMMIT").await;
+    chunks
+}
+
+/// The chunks `strategy` plans for `table`, in a transaction of its own.
+async fn plan_only(
+    db: &TestDb,
+    table: &TableName,
+    strategy: ChunkStrategy,
+    chunk_rows: u64,
+) -> Vec<ChunkBounds> {
+    let mut conn = connect(db).await;
+    begin_reader(&mut conn, None).await;
+    let info = describe_table(&mut conn, db.name(), table).await.unwrap();
+    let chunks = plan_chunks(&mut conn, &info, strategy, chunk_rows)
+        .await
+        .unwrap();
+    exec(&mut conn, "COMMIT").await;
+    chunks
+}
+
+/// Columns with awkward values, for the tables of up to a few thousand rows.
+const VALUE_COLUMNS: &str = "v_text text, v_arr text[], v_num numeric, v_ts timestamptz, \
+                             v_null int, v_json jsonb, v_bytea bytea";
+
+/// SQL expressions for [`VALUE_COLUMNS`] from the integer `i`.
+const VALUE_EXPRS: &str = r#"
+    CASE WHEN i % 11 = 0 THEN NULL
+         ELSE 'r' || i || E'\ttab\nnl\\bs\rcr \\N ünï 😀 "q" ''s' END,
+    CASE WHEN i % 13 = 0 THEN NULL
+         ELSE ARRAY['a' || i, NULL, E'x\ty', 'q"uote', E'back\\slash', '', 'NULL', 'sp ace', '{}'] END,
+    (i * 1.25)::numeric,
+    '2024-01-01 00:00:00+00'::timestamptz + i * interval '1 minute 0.5 seconds',
+    NULL,
+    jsonb_build_object('i', i, 's', E'a\tb\\c', 'f', 1.50),
+    decode(md5(i::text), 'hex')"#;
+
+/// Lighter columns for the 50k-row tables (parsing and comparing the
+/// awkward ones 50k times only slows the debug-build test down).
+const LIGHT_COLUMNS: &str = "v_text text, v_int int";
+
+/// SQL expressions for [`LIGHT_COLUMNS`] from the integer `i`.
+const LIGHT_EXPRS: &str = r#"
+    CASE WHEN i % 11 = 0 THEN NULL ELSE 'r' || i || E'\t\\ ünï' END,
+    CASE WHEN i % 5 = 0 THEN NULL ELSE i END"#;
+
+/// Creates `name` with `key_columns` (a column list, possibly empty, with
+/// the key constraint) and the value columns (light ones for more than
+/// 10,000 rows), filled with rows 1..=n; autovacuum off, so statistics are
+/// only there after an explicit `ANALYZE`.
+async fn create_filled(db: &TestDb, name: &str, key_columns: &str, key_exprs: &str, n: i64) {
+    let (columns, exprs) = if n > 10_000 {
+        (LIGHT_COLUMNS, LIGHT_EXPRS)
+    } else {
+        (VALUE_COLUMNS, VALUE_EXPRS)
+    };
+    db.exec(&format!(
+        "CREATE TABLE {name} ({key_columns}{columns}) WITH (autovacuum_enabled = false);
+         INSERT INTO {name} SELECT {key_exprs}{exprs} FROM generate_series(1, {n}) AS i;"
+    ))
+    .await;
+}
+
+async fn reltuples(db: &TestDb, name: &str) -> f64 {
+    let t = db
+        .query_text(&format!(
+            "SELECT reltuples::text FROM pg_class WHERE oid = {}::regclass",
+            quote_literal(name)
+        ))
+        .await
+        .unwrap();
+    t.parse().unwrap()
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test]
+async fn describe_table_matches_the_relation_message() {
+    let db = TestDb::create("snap_describe").await;
+    db.exec(
+        r#"
+        CREATE TYPE mood AS ENUM ('sad', 'ok');
+        CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+        CREATE SCHEMA "Odd Schema";
+        CREATE TABLE t_pk (
+            id int8 PRIMARY KEY, drop_me int, name text NOT NULL, tags text[], m mood,
+            d posint, g int8 GENERATED ALWAYS AS (id * 2) STORED, ts timestamptz(3),
+            v varchar(12), n numeric(10,2), c char(4), arr_m mood[]);
+        ALTER TABLE t_pk DROP COLUMN drop_me;
+        CREATE TABLE t_full (a int, b text NOT NULL);
+        ALTER TABLE t_full REPLICA IDENTITY FULL;
+        CREATE TABLE t_idx (a int NOT NULL, b text NOT NULL, c int);
+        CREATE UNIQUE INDEX t_idx_ba ON t_idx (b, a);
+        ALTER TABLE t_idx REPLICA IDENTITY USING INDEX t_idx_ba;
+        CREATE TABLE t_none (a int, b text);
+        CREATE TABLE t_nothing (a int PRIMARY KEY, b text);
+        ALTER TABLE t_nothing REPLICA IDENTITY NOTHING;
+        CREATE TABLE t_pk_full (k1 int, k2 text, v text, PRIMARY KEY (k2, k1));
+        ALTER TABLE t_pk_full REPLICA IDENTITY FULL;
+        CREATE TABLE "Odd Schema"."Mixed ""Case""" ("Weird ""col""" int PRIMARY KEY, "x y" text);
+        CREATE PUBLICATION p FOR ALL TABLES;
+        "#,
+    )
+    .await;
+    db.exec("SELECT pg_create_logical_replication_slot('snap_describe', 'pgoutput')")
+        .await;
+    db.exec(
+        r#"
+        INSERT INTO t_pk (id, name, tags, m, d) VALUES (1, 'x', '{a}', 'ok', 3);
+        INSERT INTO t_full VALUES (1, 'x');
+        INSERT INTO t_idx VALUES (1, 'x', 2);
+        INSERT INTO t_none VALUES (1, 'x');
+        INSERT INTO t_nothing VALUES (1, 'x');
+        INSERT INTO t_pk_full VALUES (1, 'x', 'y');
+        INSERT INTO "Odd Schema"."Mixed ""Case""" VALUES (1, 'x');
+        "#,
+    )
+    .await;
+
+    let mut conn = connect(&db).await;
+    let changes: Vec<Vec<u8>> = sqlx::query_scalar(
+        "SELECT data FROM pg_logical_slot_peek_binary_changes('snap_describe', NULL, NULL, \
+         'proto_version', '1', 'publication_names', 'p')",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let relations: Vec<_> = changes
+        .into_iter()
+        .filter_map(|data| match decode(&Bytes::from(data)).unwrap() {
+            Message::Relation(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(relations.len(), 7, "{relations:#?}");
+
+    for rel in &relations {
+        let from_stream = describe_relation(&mut conn, db.name(), rel).await.unwrap();
+        let table = TableName::new(rel.namespace.clone(), rel.name.clone());
+        let from_catalog = describe_table(&mut conn, db.name(), &table).await.unwrap();
+        assert_eq!(*from_catalog.schema, *from_stream.schema, "{table}");
+        assert_eq!(from_catalog.types, from_stream.types, "{table}");
+    }
+
+    // Spot checks of what equality above covers.
+    let pk = describe_table(&mut conn, db.name(), &TableName::new("public", "t_pk"))
+        .await
+        .unwrap();
+    let names: Vec<&str> = pk.schema.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["id", "name", "tags", "m", "d", "ts", "v", "n", "c", "arr_m"]
+    );
+    let keys: Vec<usize> = pk.schema.key_indices().collect();
+    assert_eq!(keys, [0]);
+    let idx = describe_table(&mut conn, db.name(), &TableName::new("public", "t_idx"))
+        .await
+        .unwrap();
+    let keys: Vec<usize> = idx.schema.key_indices().collect();
+    assert_eq!(keys, [0, 1]);
+
+    let err = describe_table(&mut conn, db.name(), &TableName::new("public", "nope"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    drop(conn);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn every_strategy_reads_every_row_once() {
+    let db = TestDb::create("snap_strategies").await;
+    let sizes = [("0", 0), ("1", 1), ("mid", 3_000), ("big", 50_000)];
+    for (suffix, n) in sizes {
+        create_filled(&db, &format!("nokey_{suffix}"), "i int, ", "i, ", n).await;
+        create_filled(
+            &db,
+            &format!("intkey_{suffix}"),
+            "id int8 PRIMARY KEY, ",
+            "i * 3 - 100, ",
+            n,
+        )
+        .await;
+        create_filled(
+            &db,
+            &format!("comp_{suffix}"),
+            "a int, b text, PRIMARY KEY (a, b), ",
+            r"i % 97, 'k' || i || E' \\ '' \t,', ",
+            n,
+        )
+        .await;
+        create_filled(
+            &db,
+            &format!("uuidk_{suffix}"),
+            "u uuid PRIMARY KEY, ",
+            "md5(i::text)::uuid, ",
+            n,
+        )
+        .await;
+    }
+    let t = |name: &str| TableName::new("public", name);
+    let mut references: HashMap<String, Reference> = HashMap::new();
+
+    for analyzed in [false, true] {
+        if analyzed {
+            db.exec("ANALYZE").await;
+            assert_eq!(reltuples(&db, "nokey_big").await, 50_000.0);
+        } else {
+            // Never analyzed: planning falls back to its default density.
+            assert_eq!(reltuples(&db, "nokey_big").await, -1.0);
+            assert_eq!(reltuples(&db, "intkey_big").await, -1.0);
+        }
+        for (suffix, rows) in sizes {
+            let chunk_rows = match rows {
+                50_000 => 7_000,
+                3_000 => 400,
+                _ => 1_000,
+            };
+            let many = |chunks: &[ChunkBounds], what: &str| {
+                if rows > 1 {
+                    let n = chunks.len();
+                    assert!(n >= 3, "{what}: only {n} chunks (analyzed: {analyzed})");
+                }
+            };
+            let [nokey, intkey, comp, uuidk] =
+                ["nokey", "intkey", "comp", "uuidk"].map(|p| t(&format!("{p}_{suffix}")));
+
+            // CTID ranges (size estimates depend on the statistics), and
+            // Auto plans exactly the same.
+            for table in [&nokey, &intkey, &comp, &uuidk] {
+                let reference = references.entry(table.name.clone()).or_default();
+                let chunks =
+                    check_strategy(&db, table, ChunkStrategy::Ctid, chunk_rows, reference).await;
+                many(&chunks, &table.name);
+                let auto = plan_only(&db, table, ChunkStrategy::Auto, chunk_rows).await;
+                assert_eq!(auto, chunks, "{table}: Auto is CTID");
+            }
+            // Integer ranges (width from the statistics too).
+            let reference = references.entry(intkey.name.clone()).or_default();
+            let chunks =
+                check_strategy(&db, &intkey, ChunkStrategy::IntKey, chunk_rows, reference).await;
+            many(&chunks, "intkey int_key");
+            // Keyset boundaries come from the data, not the statistics:
+            // once is enough.
+            if analyzed {
+                for table in [&intkey, &comp, &uuidk] {
+                    let reference = references.entry(table.name.clone()).or_default();
+                    let chunks =
+                        check_strategy(&db, table, ChunkStrategy::Keyset, chunk_rows, reference)
+                            .await;
+                    many(&chunks, &format!("{} keyset", table.name));
+                }
+            }
+        }
+    }
+
+    // Strategies that need a key refuse tables without a fitting one.
+    let mut conn = connect(&db).await;
+    for (table, strategy) in [
+        ("nokey_1", ChunkStrategy::IntKey),
+        ("nokey_1", ChunkStrategy::Keyset),
+        ("comp_1", ChunkStrategy::IntKey),
+        ("uuidk_1", ChunkStrategy::IntKey),
+    ] {
+        let info = describe_table(&mut conn, db.name(), &t(table))
+            .await
+            .unwrap();
+        let err = plan_chunks(&mut conn, &info, strategy, 100)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cannot chunk public.") && msg.contains(table),
+            "{table} {strategy:?}: {msg}"
+        );
+    }
+    drop(conn);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn quoted_names_and_a_toasted_value() {
+    let db = TestDb::create("snap_odd").await;
+    db.exec(
+        r#"
+        CREATE SCHEMA "Odd Schema";
+        CREATE TABLE "Odd Schema"."Mixed ""Case""" (
+            "Weird ""col""" int PRIMARY KEY, "x y" text, "Tab	Col" text[]);
+        INSERT INTO "Odd Schema"."Mixed ""Case"""
+            SELECT i, 'v' || i || E'\t\n\\', ARRAY[E'\\N', NULL, i::text]
+            FROM generate_series(1, 500) AS i;
+        CREATE TABLE big (id int PRIMARY KEY, body text);
+        INSERT INTO big
+            SELECT 1, string_agg(md5(g::text) || E'\t\\\n', '') FROM generate_series(1, 145000) g;
+        INSERT INTO big VALUES (2, 'small'), (3, NULL);
+        "#,
+    )
+    .await;
+    let odd = TableName::new("Odd Schema", "Mixed \"Case\"");
+    let mut reference = Reference::default();
+    for strategy in [
+        ChunkStrategy::Auto,
+        ChunkStrategy::Ctid,
+        ChunkStrategy::IntKey,
+        ChunkStrategy::Keyset,
+    ] {
+        let chunks = check_strategy(&db, &odd, strategy, 100, &mut reference).await;
+        assert!(chunks.len() >= 2, "{strategy:?}: {chunks:?}");
+    }
+
+    let size: i64 = db
+        .query_text("SELECT octet_length(body)::text FROM big WHERE id = 1")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(size > 5_000_000, "{size}");
+    let toast: i64 = db
+        .query_text(
+            "SELECT pg_relation_size(reltoastrelid)::text FROM pg_class WHERE relname = 'big'",
+        )
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(toast > 0, "the value is not TOASTed");
+    let big = TableName::new("public", "big");
+    let mut reference = Reference::default();
+    for strategy in [
+        ChunkStrategy::Ctid,
+        ChunkStrategy::IntKey,
+        ChunkStrategy::Keyset,
+    ] {
+        check_strategy(&db, &big, strategy, 1, &mut reference).await;
+    }
+
+    // The statement itself: every identifier quoted.
+    let mut conn = connect(&db).await;
+    let info = describe_table(&mut conn, db.name(), &odd).await.unwrap();
+    let sql = chunk_query(
+        &info.schema,
+        &ChunkBounds::Keyset {
+            columns: vec!["Weird \"col\"".into()],
+            start: Some(vec!["1".into()]),
+            end: None,
+        },
+    );
+    assert_eq!(
+        sql,
+        "COPY (SELECT \"Weird \"\"col\"\"\", \"x y\", \"Tab\tCol\" FROM \"Odd Schema\".\"Mixed \"\"Case\"\"\" \
+         WHERE \"Weird \"\"col\"\"\" >= '1') TO STDOUT"
+    );
+    drop(conn);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn chunks_read_under_an_exported_snapshot_see_only_its_rows() {
+    let db = TestDb::create("snap_export").await;
+    db.exec(
+        "CREATE TABLE exp (id int PRIMARY KEY, v text);
+         INSERT INTO exp SELECT i, 'v' || i FROM generate_series(1, 20000) AS i;",
+    )
+    .await;
+    let mut exporter = connect(&db).await;
+    exec(&mut exporter, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut exporter)
+        .await
+        .unwrap();
+    let mut plain = connect(&db).await;
+    let expected = expected_rows(&mut plain, "exp").await;
+
+    // Changes after the export: none of them may be seen.
+    db.exec("INSERT INTO exp SELECT i, 'new' FROM generate_series(20001, 26000) AS i")
+        .await;
+    db.exec("UPDATE exp SET v = 'changed' WHERE id % 10 = 0")
+        .await;
+    db.exec("DELETE FROM exp WHERE id % 7 = 0").await;
+    assert_ne!(expected_rows(&mut plain, "exp").await, expected);
+
+    let table = TableName::new("public", "exp");
+    for strategy in [
+        ChunkStrategy::Ctid,
+        ChunkStrategy::IntKey,
+        ChunkStrategy::Keyset,
+    ] {
+        let mut a = connect(&db).await;
+        let mut b = connect(&db).await;
+        begin_reader(&mut a, Some(&snapshot)).await;
+        begin_reader(&mut b, Some(&snapshot)).await;
+        let info = describe_table(&mut a, db.name(), &table).await.unwrap();
+        let chunks = plan_chunks(&mut a, &info, strategy, 2_000).await.unwrap();
+        assert!(chunks.len() >= 4, "{strategy:?}: {} chunks", chunks.len());
+        assert_contiguous(&chunks);
+        let even: Vec<ChunkBounds> = chunks.iter().step_by(2).cloned().collect();
+        let odd: Vec<ChunkBounds> = chunks.iter().skip(1).step_by(2).cloned().collect();
+        let (mut got, more) = tokio::join!(
+            read_chunks(&mut a, &info, &even, 700),
+            read_chunks(&mut b, &info, &odd, 700)
+        );
+        got.extend(more);
+        assert_same_rows(&got, &expected, &format!("exported snapshot, {strategy:?}"));
+        exec(&mut a, "COMMIT").await;
+        exec(&mut b, "COMMIT").await;
+    }
+    exec(&mut exporter, "COMMIT").await;
+    drop((exporter, plain));
+    db.cleanup().await;
+}
+
+// ---------------------------------------------------------- metadata
+
+fn sample_chunks() -> Vec<ChunkBounds> {
+    vec![
+        ChunkBounds::Ctid {
+            start_block: 0,
+            end_block: Some(10),
+        },
+        ChunkBounds::Ctid {
+            start_block: u32::MAX - 1,
+            end_block: None,
+        },
+        ChunkBounds::IntKey {
+            column: "id".into(),
+            start: Some(i64::MIN),
+            end: Some(i64::MAX),
+        },
+        ChunkBounds::IntKey {
+            column: "Odd \"c\"".into(),
+            start: None,
+            end: None,
+        },
+        ChunkBounds::Keyset {
+            columns: vec!["a\"b".into(), "c d".into()],
+            start: Some(vec!["1".into(), "it's \t \\ \"q\" \n ünï 😀 \u{1}".into()]),
+            end: None,
+        },
+        ChunkBounds::Keyset {
+            columns: vec!["k".into()],
+            start: None,
+            end: Some(vec![String::new()]),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn metadata_claims_heartbeats_and_completion() {
+    let db = TestDb::create("snap_meta").await;
+    let mut conn = connect(&db).await;
+    let store = MetadataStore::new("Meta \"Schema\"");
+    store.ensure_schema(&mut conn).await.unwrap();
+    store.ensure_schema(&mut conn).await.unwrap();
+
+    let slot = "slot_a";
+    assert_eq!(store.job(&mut conn, slot).await.unwrap(), None);
+    let lsn: Lsn = "16/B374D848".parse().unwrap();
+    let job = store
+        .create_job(&mut conn, slot, "00000003-00000002-1", lsn, "inst-a")
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Planning);
+    assert_eq!(job.snapshot_lsn, Some(lsn));
+    assert_eq!(job.snapshot_name.as_deref(), Some("00000003-00000002-1"));
+    assert_eq!(job.coordinator.as_deref(), Some("inst-a"));
+    assert_eq!(job.finished_at, None);
+
+    let t1 = TableName::new("public", "t1");
+    let t2 = TableName::new("Odd Schema", "Mixed \"Case\"");
+    let chunks = sample_chunks();
+    assert_eq!(
+        store
+            .insert_chunks(&mut conn, slot, &t1, &chunks)
+            .await
+            .unwrap(),
+        chunks.len() as u64
+    );
+    // Idempotent by chunk number.
+    assert_eq!(
+        store
+            .insert_chunks(&mut conn, slot, &t1, &chunks)
+            .await
+            .unwrap(),
+        0
+    );
+    let t2_chunks = [ChunkBounds::Ctid {
+        start_block: 0,
+        end_block: None,
+    }];
+    store
+        .insert_chunks(&mut conn, slot, &t2, &t2_chunks)
+        .await
+        .unwrap();
+    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!((job.tables_total, job.chunks_total), (2, 7));
+    assert!(!store.all_done(&mut conn, slot).await.unwrap());
+
+    // Claims come in id order, with their bounds intact through jsonb.
+    let timeout = Duration::from_secs(60);
+    let mut claimed = Vec::new();
+    for (i, expected) in chunks.iter().enumerate() {
+        let c = store
+            .claim_chunk(&mut conn, slot, "inst-a", timeout)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&c.bounds, expected);
+        assert_eq!(c.table, t1);
+        assert_eq!(c.chunk_no as usize, i);
+        assert_eq!((c.attempts, c.reads), (1, 1));
+        claimed.push(c);
+    }
+    let last = store
+        .claim_chunk(&mut conn, slot, "inst-b", timeout)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.table, t2);
+    assert_eq!(
+        store
+            .claim_chunk(&mut conn, slot, "inst-b", timeout)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Heartbeat and mark_done only work for the claimant.
+    let first = claimed[0].id;
+    assert!(store.heartbeat(&mut conn, first, "inst-a").await.unwrap());
+    assert!(!store.heartbeat(&mut conn, first, "inst-b").await.unwrap());
+    assert!(!store
+        .mark_done(&mut conn, first, "inst-b", 5)
+        .await
+        .unwrap());
+    assert!(store
+        .mark_done(&mut conn, first, "inst-a", 5)
+        .await
+        .unwrap());
+    // A retried mark_done is accepted and counted once.
+    assert!(store
+        .mark_done(&mut conn, first, "inst-a", 5)
+        .await
+        .unwrap());
+    assert!(!store.heartbeat(&mut conn, first, "inst-a").await.unwrap());
+
+    // A released chunk goes back to the pool at once.
+    let second = claimed[1].id;
+    assert!(!store
+        .release_chunk(&mut conn, second, "inst-b")
+        .await
+        .unwrap());
+    assert!(store
+        .release_chunk(&mut conn, second, "inst-a")
+        .await
+        .unwrap());
+    let again = store
+        .claim_chunk(&mut conn, slot, "inst-b", timeout)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, second);
+    assert_eq!((again.attempts, again.reads), (2, 2));
+    claimed[1] = again.clone();
+
+    for c in claimed.iter().skip(1) {
+        let owner = if c.id == second { "inst-b" } else { "inst-a" };
+        assert!(store.mark_done(&mut conn, c.id, owner, 10).await.unwrap());
+    }
+    let progress = store.progress(&mut conn, slot).await.unwrap();
+    assert_eq!(progress.tables.len(), 2);
+    assert_eq!(progress.totals(), (6, 7, 55));
+    // Still planning: never "all done", whatever the chunks say.
+    assert!(store
+        .mark_done(&mut conn, last.id, "inst-b", 1)
+        .await
+        .unwrap());
+    assert!(!store.all_done(&mut conn, slot).await.unwrap());
+    assert!(store
+        .set_job_state(&mut conn, slot, JobState::Running)
+        .await
+        .unwrap());
+    assert!(store.all_done(&mut conn, slot).await.unwrap());
+    let progress = store.progress(&mut conn, slot).await.unwrap();
+    assert_eq!(progress.totals(), (7, 7, 56));
+    let by_table: Vec<_> = progress
+        .tables
+        .iter()
+        .map(|p| (p.table.clone(), p.chunks_done, p.chunks_total, p.rows))
+        .collect();
+    assert_eq!(
+        by_table,
+        vec![(t2.clone(), 1, 1, 1), (t1.clone(), 6, 6, 55)]
+    );
+
+    // A new coordinator re-exports; the upsert keeps state and counters.
+    assert!(store
+        .set_snapshot(&mut conn, slot, "00000004-00000001-1", "inst-b")
+        .await
+        .unwrap());
+    assert!(!store
+        .set_snapshot(&mut conn, "no_such_slot", "x", "inst-b")
+        .await
+        .unwrap());
+    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!(job.snapshot_name.as_deref(), Some("00000004-00000001-1"));
+    assert_eq!(job.coordinator.as_deref(), Some("inst-b"));
+    assert_eq!((job.chunks_done, job.rows_done), (7, 56));
+    let job = store
+        .create_job(&mut conn, slot, "s2", Lsn(7), "inst-c")
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(job.snapshot_lsn, Some(Lsn(7)));
+    assert_eq!((job.chunks_total, job.chunks_done), (7, 7));
+
+    assert!(store
+        .set_job_state(&mut conn, slot, JobState::Done)
+        .await
+        .unwrap());
+    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Done);
+    assert!(job.finished_at.is_some());
+    assert!(job.created_at <= job.updated_at);
+
+    assert!(store.delete_job(&mut conn, slot).await.unwrap());
+    assert_eq!(store.job(&mut conn, slot).await.unwrap(), None);
+    assert_eq!(
+        store.progress(&mut conn, slot).await.unwrap().tables,
+        vec![]
+    );
+    drop(conn);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claimers_get_distinct_chunks() {
+    let db = TestDb::create("snap_claims").await;
+    let store = MetadataStore::default();
+    // Creating the tables concurrently is safe too.
+    let mut setup = Vec::new();
+    for _ in 0..4 {
+        let mut conn = connect(&db).await;
+        let store = store.clone();
+        setup.push(tokio::spawn(async move {
+            store.ensure_schema(&mut conn).await.unwrap();
+        }));
+    }
+    for s in setup {
+        s.await.unwrap();
+    }
+
+    let mut conn = connect(&db).await;
+    let slot = "slot_c";
+    store
+        .create_job(&mut conn, slot, "snap", Lsn(1), "coord")
+        .await
+        .unwrap();
+    let chunks: Vec<ChunkBounds> = (0..60)
+        .map(|i| ChunkBounds::Ctid {
+            start_block: i * 10,
+            end_block: if i == 59 { None } else { Some(i * 10 + 10) },
+        })
+        .collect();
+    store
+        .insert_chunks(&mut conn, slot, &TableName::new("public", "t"), &chunks)
+        .await
+        .unwrap();
+    store
+        .set_job_state(&mut conn, slot, JobState::Running)
+        .await
+        .unwrap();
+
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let mut conn = connect(&db).await;
+        let store = store.clone();
+        workers.push(tokio::spawn(async move {
+            let me = format!("worker-{w}");
+            let mut got = Vec::new();
+            while let Some(c) = store
+                .claim_chunk(&mut conn, slot, &me, Duration::from_secs(60))
+                .await
+                .unwrap()
+            {
+                assert_eq!(c.reads, 1);
+                assert!(store.heartbeat(&mut conn, c.id, &me).await.unwrap());
+                tokio::task::yield_now().await;
+                assert!(store.mark_done(&mut conn, c.id, &me, 3).await.unwrap());
+                got.push(c.id);
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    let mut per_worker = Vec::new();
+    for w in workers {
+        let got = w.await.unwrap();
+        per_worker.push(got.len());
+        all.extend(got);
+    }
+    let distinct: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 60, "per worker: {per_worker:?}");
+    assert_eq!(distinct.len(), 60, "a chunk was claimed twice");
+    let reread: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM cdc.snapshot_chunks WHERE slot_name = $1 AND (reads <> 1 OR status <> 'done')",
+    )
+    .bind(slot)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(reread, 0);
+    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!((job.chunks_done, job.rows_done), (60, 180));
+    assert!(store.all_done(&mut conn, slot).await.unwrap());
+    drop(conn);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_expired_claim_is_taken_over() {
+    let db = TestDb::create("snap_takeover").await;
+    let mut conn = connect(&db).await;
+    let store = MetadataStore::new("coord");
+    store.ensure_schema(&mut conn).await.unwrap();
+    let slot = "slot_t";
+    store
+        .create_job(&mut conn, slot, "snap", Lsn(1), "a")
+        .await
+        .unwrap();
+    store
+        .insert_chunks(
+            &mut conn,
+            slot,
+            &TableName::new("public", "t"),
+            &[ChunkBounds::Ctid {
+                start_block: 0,
+                end_block: None,
+            }],
+        )
+        .await
+        .unwrap();
+    let timeout = Duration::from_secs(1);
+    let a = store
+        .claim_chunk(&mut conn, slot, "a", timeout)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.reads, 1);
+    // Fresh heartbeat: nothing to take over.
+    assert_eq!(
+        store
+            .claim_chunk(&mut conn, slot, "b", timeout)
+            .await
+            .unwrap(),
+        None
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(store.heartbeat(&mut conn, a.id, "a").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The heartbeat kept it alive past the first second.
+    assert_eq!(
+        store
+            .claim_chunk(&mut conn, slot, "b", timeout)
+            .await
+            .unwrap(),
+        None
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let b = store
+        .claim_chunk(&mut conn, slot, "b", timeout)
+        .await
+        .unwrap()
+        .expect("the expired claim is taken over");
+    assert_eq!(b.id, a.id);
+    assert_eq!((b.attempts, b.reads), (2, 2));
+    assert_eq!(b.bounds, a.bounds);
+    // The old claimant finds out and cannot complete the chunk.
+    assert!(!store.heartbeat(&mut conn, a.id, "a").await.unwrap());
+    assert!(!store.mark_done(&mut conn, a.id, "a", 9).await.unwrap());
+    assert!(store.mark_done(&mut conn, b.id, "b", 9).await.unwrap());
+    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!((job.chunks_done, job.rows_done), (1, 9));
+    let reads: i32 = sqlx::query_scalar("SELECT reads FROM coord.snapshot_chunks WHERE id = $1")
+        .bind(a.id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(reads, 2);
+    drop(conn);
+    db.cleanup().await;
+}
+
+/// Rows arrive in batches of the requested size through a bounded channel
+/// (the reader waits for the consumer), and a reader whose consumer has
+/// gone stops with an error, leaving the connection usable.
+#[tokio::test]
+async fn rows_arrive_in_bounded_batches() {
+    let db = TestDb::create("snap_batches").await;
+    db.exec("CREATE TABLE s (id int PRIMARY KEY); INSERT INTO s SELECT generate_series(1, 2500);")
+        .await;
+    let mut conn = connect(&db).await;
+    begin_reader(&mut conn, None).await;
+    let info = describe_table(&mut conn, db.name(), &TableName::new("public", "s"))
+        .await
+        .unwrap();
+    let chunks = plan_chunks(&mut conn, &info, ChunkStrategy::Auto, 1_000_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        chunks,
+        vec![ChunkBounds::Ctid {
+            start_block: 0,
+            end_block: None
+        }]
+    );
+    let (tx, mut rx) = mpsc::channel(1);
+    let reader = async {
+        let n = read_chunk(&mut conn, &info, &chunks[0], 1000, &tx)
+            .await
+            .unwrap();
+        drop(tx);
+        n
+    };
+    let consumer = async {
+        let mut sizes = Vec::new();
+        while let Some(rows) = rx.recv().await {
+            sizes.push(rows.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sizes
+    };
+    let (n, sizes) = tokio::join!(reader, consumer);
+    assert_eq!(n, 2500);
+    assert_eq!(sizes, vec![1000, 1000, 500]);
+
+    let (tx, rx) = mpsc::channel(1);
+    drop(rx);
+    let err = read_chunk(&mut conn, &info, &chunks[0], 10, &tx)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("gone away"), "{err}");
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    exec(&mut conn, "COMMIT").await;
+    drop(conn);
+    db.cleanup().await;
+}
