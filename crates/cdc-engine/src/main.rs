@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             match run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
+                    // One line saying what is wrong (logs also go to stderr).
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }

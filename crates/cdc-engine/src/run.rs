@@ -7,7 +7,9 @@ use cdc_core::DynSink;
 use cdc_postgres::{PgSource, PgSourceConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SinkConfig};
+use cdc_postgres::SnapshotSettings;
+
+use crate::config::{Chunking, Config, SinkConfig, SnapshotConfig, SnapshotMode};
 use crate::pipeline::{run_pipeline, NamedSink, Outcome, PipelineError, PipelineOptions};
 use crate::sinks::{FileSink, StdoutSink};
 
@@ -56,7 +58,32 @@ pub fn source_config(config: &Config) -> PgSourceConfig {
     pg.max_batch_wait = config.pipeline.max_batch_wait;
     pg.reconnect_initial = config.retry.initial_backoff;
     pg.reconnect_max = config.retry.max_backoff;
+    pg.snapshot = snapshot_settings(&config.snapshot);
     pg
+}
+
+fn snapshot_settings(s: &SnapshotConfig) -> SnapshotSettings {
+    let defaults = SnapshotSettings::default();
+    SnapshotSettings {
+        mode: match s.mode {
+            SnapshotMode::Never => cdc_postgres::SnapshotMode::Never,
+            SnapshotMode::Initial => cdc_postgres::SnapshotMode::Initial,
+            SnapshotMode::SnapshotOnly => cdc_postgres::SnapshotMode::SnapshotOnly,
+        },
+        tables: s.tables.clone(),
+        chunking: match s.chunking {
+            Chunking::Auto => cdc_postgres::Chunking::Auto,
+            Chunking::Ctid => cdc_postgres::Chunking::Ctid,
+            Chunking::Key => cdc_postgres::Chunking::Key,
+        },
+        chunk_rows: s.chunk_rows,
+        workers: s.workers,
+        claim_timeout: s.claim_timeout,
+        heartbeat_interval: s.heartbeat_interval,
+        instance_id: s.instance_id.clone().unwrap_or(defaults.instance_id),
+        metadata_schema: s.metadata_schema.clone(),
+        rows_per_batch: defaults.rows_per_batch,
+    }
 }
 
 /// Opens every configured sink.

@@ -14,7 +14,7 @@ pub enum PgError {
     #[error("{0}")]
     Setup(String),
     /// An ordinary SQL connection or query failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Sql {
         /// What was being done.
         context: String,
@@ -23,13 +23,13 @@ pub enum PgError {
         source: sqlx::Error,
     },
     /// The replication connection failed.
-    #[error("replication stream: {0}")]
+    #[error("replication stream")]
     Replication(#[source] pgwire_replication::PgWireError),
     /// A pgoutput message could not be decoded.
-    #[error("malformed pgoutput message: {0}")]
+    #[error("malformed pgoutput message")]
     Decode(#[from] crate::pgoutput::DecodeError),
     /// A column value could not be parsed.
-    #[error("column {column} of {table}: {source}")]
+    #[error("column {column} of {table}")]
     Value {
         /// Table, `schema.name`.
         table: String,
@@ -39,6 +39,10 @@ pub enum PgError {
         #[source]
         source: crate::value::ValueError,
     },
+    /// The exported snapshot a chunk should be read under is gone (its
+    /// exporting session ended); a new coordinator exports another.
+    #[error("{0}")]
+    SnapshotGone(String),
     /// The stream contradicted itself (e.g. a change for a relation never described).
     #[error("replication protocol: {0}")]
     Protocol(String),
@@ -105,6 +109,7 @@ impl PgError {
                 | sqlx::Error::WorkerCrashed => true,
                 _ => false,
             },
+            PgError::SnapshotGone(_) => true,
             PgError::Replication(e) => match e {
                 W::Io(_) | W::Task(_) | W::Internal(_) => true,
                 W::Server(_) => self.sqlstate().is_some_and(|c| transient_sqlstate(&c)),

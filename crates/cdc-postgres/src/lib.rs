@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod conn;
 mod error;
 pub mod ident;
+pub mod load;
 pub mod pgoutput;
 pub mod setup;
 pub mod snapshot;
@@ -21,4 +22,5 @@ pub mod stream;
 pub mod value;
 
 pub use error::PgError;
+pub use load::{Chunking, SnapshotMode, SnapshotSettings};
 pub use stream::{PgSource, PgSourceConfig};

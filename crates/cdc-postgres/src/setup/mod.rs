@@ -10,7 +10,7 @@ mod publication;
 mod replica_identity;
 mod slot;
 
-pub use preflight::{preflight, ServerInfo, TableInfo};
+pub use preflight::{check_select, preflight, ServerInfo, TableInfo};
 pub use publication::ensure_publication;
 pub use replica_identity::ensure_replica_identity;
-pub use slot::{ensure_slot, SlotState};
+pub use slot::{ensure_slot, slot_exists, SlotState};

@@ -133,3 +133,38 @@ pub async fn preflight(
     }
     Ok((info, found))
 }
+
+/// Checks that the role may `SELECT` from every table the snapshot reads.
+pub async fn check_select(
+    conn: &mut PgConnection,
+    server: &ServerInfo,
+    tables: &[TableName],
+) -> Result<(), PgError> {
+    for table in tables {
+        let qualified = crate::ident::quote_table(table);
+        let row = sqlx::query("SELECT has_table_privilege($1::regclass, 'SELECT') AS ok")
+            .bind(&qualified)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+                    PgError::Setup(format!(
+                        "table `{table}` does not exist in database `{}`: check snapshot.tables",
+                        server.database
+                    ))
+                }
+                _ => PgError::sql(format!("checking SELECT on {table}"), e),
+            })?;
+        let ok: bool = row
+            .try_get("ok")
+            .map_err(|e| PgError::sql(format!("checking SELECT on {table}"), e))?;
+        if !ok {
+            return Err(PgError::Setup(format!(
+                "role `{}` may not read table `{table}`, which the snapshot copies: run GRANT SELECT ON {qualified} TO {};",
+                server.user,
+                quote_ident(&server.user)
+            )));
+        }
+    }
+    Ok(())
+}

@@ -115,6 +115,19 @@ pub async fn ensure_slot(
     })
 }
 
+/// `true` when a replication slot called `name` exists (any database).
+pub async fn slot_exists(conn: &mut PgConnection, name: &str) -> Result<bool, PgError> {
+    let row = sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1) AS found",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| PgError::sql(format!("checking replication slot {name}"), e))?;
+    row.try_get("found")
+        .map_err(|e| PgError::sql(format!("checking replication slot {name}"), e))
+}
+
 fn too_few_slots(max: i32) -> PgError {
     PgError::Setup(format!(
         "all {max} replication slots are in use (max_replication_slots = {max}): raise max_replication_slots \

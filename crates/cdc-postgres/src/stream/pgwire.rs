@@ -18,6 +18,22 @@ pub struct PgWireTransport {
 }
 
 impl PgWireTransport {
+    /// The client configuration for streaming from `start` (`Lsn::ZERO`:
+    /// from the slot's confirmed position), reporting `start` as flushed
+    /// until told otherwise.
+    pub fn client_config(
+        cfg: ReplicationConfig,
+        start: Lsn,
+        status_interval: Duration,
+        buffer_events: usize,
+    ) -> ReplicationConfig {
+        cfg.with_start_lsn(pgwire_replication::Lsn::from_u64(start.0))
+            .with_ack_lsn(pgwire_replication::Lsn::from_u64(start.0))
+            .with_status_interval(status_interval)
+            .with_wakeup_interval(status_interval)
+            .with_buffer_size(buffer_events)
+    }
+
     /// Connects and starts streaming from `start` (the slot's confirmed
     /// position), reporting `start` as flushed until told otherwise.
     pub async fn start(
@@ -26,12 +42,7 @@ impl PgWireTransport {
         status_interval: Duration,
         buffer_events: usize,
     ) -> Result<Self, PgError> {
-        let cfg = cfg
-            .with_start_lsn(pgwire_replication::Lsn::from_u64(start.0))
-            .with_ack_lsn(pgwire_replication::Lsn::from_u64(start.0))
-            .with_status_interval(status_interval)
-            .with_wakeup_interval(status_interval)
-            .with_buffer_size(buffer_events);
+        let cfg = Self::client_config(cfg, start, status_interval, buffer_events);
         let mut client = ReplicationClient::connect(cfg)
             .await
             .map_err(PgError::Replication)?;
@@ -40,6 +51,15 @@ impl PgWireTransport {
             client,
             acked: start,
         })
+    }
+
+    /// Starts streaming on a gated session (one that ran
+    /// `CREATE_REPLICATION_SLOT` first); `acked` is the position already
+    /// durable (the slot's consistent point).
+    pub async fn start_gated(mut client: ReplicationClient, acked: Lsn) -> Result<Self, PgError> {
+        client.start().await.map_err(PgError::Replication)?;
+        client.wait_started().await.map_err(PgError::Replication)?;
+        Ok(Self { client, acked })
     }
 
     fn map(ev: ReplicationEvent) -> Option<WireEvent> {

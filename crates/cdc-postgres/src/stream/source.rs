@@ -15,6 +15,7 @@ use super::transport::{Recv, ReplicationTransport, WireEvent};
 use crate::catalog::{describe_relation, RelationInfo};
 use crate::conn::ConnParams;
 use crate::error::PgError;
+use crate::load::{SnapshotMode, SnapshotPhase, SnapshotSettings, StreamStart, Transition};
 use crate::pgoutput::{self, Message};
 use crate::setup;
 
@@ -49,6 +50,8 @@ pub struct PgSourceConfig {
     pub reconnect_initial: Duration,
     /// Longest delay between reconnection attempts.
     pub reconnect_max: Duration,
+    /// The initial snapshot, if any.
+    pub snapshot: SnapshotSettings,
 }
 
 impl std::fmt::Debug for PgSourceConfig {
@@ -85,6 +88,7 @@ impl PgSourceConfig {
             buffer_events: 1024,
             reconnect_initial: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(30),
+            snapshot: SnapshotSettings::default(),
         }
     }
 }
@@ -140,60 +144,156 @@ pub struct PgSource {
     tx: Option<Tx>,
     backoff: Backoff,
     reconnect_pending: bool,
+    /// The snapshot being read, before streaming starts.
+    snapshot: Option<SnapshotPhase>,
+    /// Batches returned so far (batches are numbered from 1).
+    returned: u64,
+    /// `snapshot_only` finished: nothing more to read.
+    ended: bool,
 }
 
 impl PgSource {
     /// Checks the server, prepares replica identities, the publication and
-    /// the slot as configured, and starts streaming from the slot's
-    /// confirmed position.
+    /// the slot as configured, then either starts the snapshot (modes
+    /// `initial` and `snapshot_only`, see [`crate::load`]) or streams from
+    /// the slot's confirmed position.
     pub async fn connect(cfg: PgSourceConfig) -> Result<Self, PgError> {
         let params = ConnParams::parse(&cfg.url)?;
-        let mut catalog = PgConnection::connect_with(&params.sqlx_options())
+        let options = params.sqlx_options();
+        let mut catalog = PgConnection::connect_with(&options)
             .await
             .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
-        let (server, tables) = setup::preflight(&mut catalog, &cfg.tables, true).await?;
-        setup::ensure_replica_identity(&mut catalog, &tables, &cfg.replica_identity).await?;
-        for t in &tables {
-            let effective = cfg
-                .replica_identity
-                .iter()
-                .find(|(n, _)| n == &t.name)
-                .map_or(t.replica_identity, |(_, r)| *r);
-            if effective == ReplicaIdentity::Nothing {
-                tracing::warn!(table = %t.name, "REPLICA IDENTITY NOTHING: updates and deletes of this table fail on the server while it is published");
+        let mode = cfg.snapshot.mode;
+        let snapshot_tables = cfg
+            .snapshot
+            .tables
+            .clone()
+            .unwrap_or_else(|| cfg.tables.clone());
+        let streams = mode != SnapshotMode::SnapshotOnly;
+        let checked = if streams {
+            &cfg.tables
+        } else {
+            &snapshot_tables
+        };
+        let (server, tables) = setup::preflight(&mut catalog, checked, streams).await?;
+        if mode != SnapshotMode::Never {
+            setup::check_select(&mut catalog, &server, &snapshot_tables).await?;
+        }
+        if streams {
+            setup::ensure_replica_identity(&mut catalog, &tables, &cfg.replica_identity).await?;
+            for t in &tables {
+                let effective = cfg
+                    .replica_identity
+                    .iter()
+                    .find(|(n, _)| n == &t.name)
+                    .map_or(t.replica_identity, |(_, r)| *r);
+                if effective == ReplicaIdentity::Nothing {
+                    tracing::warn!(table = %t.name, "REPLICA IDENTITY NOTHING: updates and deletes of this table fail on the server while it is published");
+                }
+            }
+            setup::ensure_publication(
+                &mut catalog,
+                &cfg.publication,
+                &cfg.tables,
+                cfg.create_publication,
+            )
+            .await?;
+        }
+
+        let ack = AckHandle::new();
+        let mut snapshot = None;
+        if mode != SnapshotMode::Never {
+            let replication = PgWireTransport::client_config(
+                params.replication_config(&cfg.slot, &cfg.publication),
+                Lsn::ZERO,
+                cfg.status_interval,
+                cfg.buffer_events,
+            );
+            snapshot = SnapshotPhase::begin(
+                mode,
+                cfg.snapshot.clone(),
+                snapshot_tables,
+                options.clone(),
+                &server,
+                &cfg.slot,
+                cfg.create_slot,
+                StreamStart { replication },
+            )
+            .await?;
+            if let Some(phase) = &snapshot {
+                ack.advance(phase.snapshot_lsn());
             }
         }
-        setup::ensure_publication(
-            &mut catalog,
-            &cfg.publication,
-            &cfg.tables,
-            cfg.create_publication,
-        )
-        .await?;
-        let slot = setup::ensure_slot(&mut catalog, &server, &cfg.slot, cfg.create_slot).await?;
-        let ack = AckHandle::new();
-        ack.advance(slot.confirmed_flush_lsn);
-        let transport = PgWireTransport::start(
-            params.replication_config(&cfg.slot, &cfg.publication),
-            slot.confirmed_flush_lsn,
-            cfg.status_interval,
-            cfg.buffer_events,
-        )
-        .await?;
-        tracing::info!(slot = %cfg.slot, start = %slot.confirmed_flush_lsn, "streaming started");
+        let transport = if snapshot.is_none() && streams {
+            let slot =
+                setup::ensure_slot(&mut catalog, &server, &cfg.slot, cfg.create_slot).await?;
+            ack.advance(slot.confirmed_flush_lsn);
+            let t = PgWireTransport::start(
+                params.replication_config(&cfg.slot, &cfg.publication),
+                slot.confirmed_flush_lsn,
+                cfg.status_interval,
+                cfg.buffer_events,
+            )
+            .await?;
+            tracing::info!(slot = %cfg.slot, start = %slot.confirmed_flush_lsn, "streaming started");
+            Some(t)
+        } else {
+            None
+        };
         Ok(Self {
             tracked: cfg.tables.iter().cloned().collect(),
             backoff: Backoff::new(cfg.reconnect_initial, cfg.reconnect_max),
+            ended: !streams && snapshot.is_none(),
             cfg,
             params,
             database: server.database,
             catalog,
-            transport: Some(transport),
+            transport,
             ack,
             relations: HashMap::new(),
             tx: None,
             reconnect_pending: false,
+            snapshot,
+            returned: 0,
         })
+    }
+
+    /// Runs the snapshot phase for one batch; `None` once it is over.
+    async fn snapshot_batch(&mut self) -> Result<Option<Option<Batch>>, PgError> {
+        let Some(phase) = self.snapshot.as_mut() else {
+            return Ok(None);
+        };
+        let mut batch = Batch::default();
+        let transition = phase
+            .fill(
+                &mut batch,
+                self.returned + 1,
+                &self.ack,
+                self.cfg.max_batch_events,
+                self.cfg.max_batch_wait,
+            )
+            .await?;
+        match transition {
+            None => {}
+            Some(Transition::End) => {
+                self.snapshot = None;
+                self.ended = true;
+            }
+            Some(Transition::Stream(t)) => {
+                self.snapshot = None;
+                tracing::info!(slot = %self.cfg.slot, start = %self.ack.get(), "snapshot done; streaming started");
+                self.transport = Some(t);
+            }
+            Some(Transition::Connect) => {
+                self.snapshot = None;
+                tracing::info!(slot = %self.cfg.slot, "snapshot done; starting to stream");
+                self.reconnect_pending = true;
+            }
+        }
+        if batch.is_empty() {
+            return Ok(if self.ended { Some(None) } else { None });
+        }
+        Ok(Some(Some(batch)))
     }
 
     /// The position streaming resumes from after a reconnect: the last
@@ -456,7 +556,22 @@ impl PgSource {
 
 impl Source for PgSource {
     async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
-        Ok(self.fill_batch().await?)
+        let batch = loop {
+            if self.ended {
+                return Ok(None);
+            }
+            if self.snapshot.is_some() {
+                if let Some(b) = self.snapshot_batch().await? {
+                    break b;
+                }
+                continue;
+            }
+            break self.fill_batch().await?;
+        };
+        if batch.is_some() {
+            self.returned += 1;
+        }
+        Ok(batch)
     }
 
     fn ack_handle(&self) -> AckHandle {
@@ -464,6 +579,8 @@ impl Source for PgSource {
     }
 
     async fn shutdown(&mut self) -> Result<(), SourceError> {
+        // Stops the snapshot readers; an unfinished snapshot resumes on the next start.
+        self.snapshot = None;
         if let Some(mut t) = self.transport.take() {
             t.shutdown(self.ack.get()).await?;
         }

@@ -1,0 +1,129 @@
+//! Keeping an exported snapshot alive, and electing the coordinator.
+
+use cdc_core::Lsn;
+use pgwire_replication::{ReplicationClient, ReplicationConfig};
+use sqlx::{Connection, PgConnection, Row};
+
+use crate::error::PgError;
+use crate::ident::{quote_ident, quote_literal};
+
+/// Something that keeps an exported snapshot valid while it lives.
+pub(crate) enum Export {
+    /// The replication session that created the slot; it also starts the
+    /// stream once the snapshot is done.
+    Slot(ReplicationClient),
+    /// An ordinary connection inside the `REPEATABLE READ` transaction that
+    /// exported the snapshot.
+    Transaction(PgConnection),
+}
+
+/// A freshly created slot with its exported snapshot.
+pub(crate) struct SlotExport {
+    pub client: ReplicationClient,
+    pub consistent_point: Lsn,
+    pub snapshot_name: String,
+}
+
+/// `CREATE_REPLICATION_SLOT … LOGICAL pgoutput` exporting its snapshot, on
+/// a gated replication session that is kept idle afterwards.
+pub(crate) async fn create_slot_with_export(
+    cfg: ReplicationConfig,
+    slot: &str,
+    server_version: i32,
+) -> Result<SlotExport, PgError> {
+    let mut client = ReplicationClient::connect_gated(cfg)
+        .await
+        .map_err(PgError::Replication)?;
+    let sql = if server_version >= 150_000 {
+        format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
+            quote_ident(slot)
+        )
+    } else {
+        format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            quote_ident(slot)
+        )
+    };
+    let rows = client
+        .simple_query(&sql)
+        .await
+        .map_err(PgError::Replication)?;
+    let row = rows
+        .into_iter()
+        .next()
+        .ok_or_else(|| PgError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
+    let text = |i: usize, what: &str| -> Result<String, PgError> {
+        row.get(i)
+            .and_then(|c| c.as_ref())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .ok_or_else(|| PgError::Protocol(format!("CREATE_REPLICATION_SLOT: no {what}")))
+    };
+    let consistent_point = text(1, "consistent_point")?
+        .parse::<Lsn>()
+        .map_err(|e| PgError::Protocol(format!("CREATE_REPLICATION_SLOT: {e}")))?;
+    let snapshot_name = text(2, "snapshot_name")?;
+    Ok(SlotExport {
+        client,
+        consistent_point,
+        snapshot_name,
+    })
+}
+
+/// Exports a snapshot from an ordinary connection: `BEGIN ISOLATION LEVEL
+/// REPEATABLE READ; SELECT pg_export_snapshot()`. The snapshot lives as
+/// long as the returned connection stays in that transaction.
+pub(crate) async fn export_from_transaction(
+    options: &sqlx::postgres::PgConnectOptions,
+) -> Result<(PgConnection, String), PgError> {
+    let mut conn = PgConnection::connect_with(options)
+        .await
+        .map_err(|e| PgError::sql("connecting to export a snapshot", e))?;
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| PgError::sql("exporting a snapshot", e))?;
+    let row = sqlx::query("SELECT pg_export_snapshot() AS name")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| PgError::sql("exporting a snapshot", e))?;
+    let name: String = row
+        .try_get("name")
+        .map_err(|e| PgError::sql("exporting a snapshot", e))?;
+    Ok((conn, name))
+}
+
+/// Starts a `REPEATABLE READ, READ ONLY` transaction on `conn` that sees
+/// exactly the exported snapshot `name`.
+pub(crate) async fn import_snapshot(conn: &mut PgConnection, name: &str) -> Result<(), PgError> {
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql("starting a snapshot transaction", e))?;
+    let set = format!("SET TRANSACTION SNAPSHOT {}", quote_literal(name));
+    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+        .execute(&mut *conn)
+        .await
+    {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+        return Err(PgError::SnapshotGone(format!(
+            "cannot import snapshot {name}: {e} (its exporter has probably ended)"
+        )));
+    }
+    Ok(())
+}
+
+/// Tries to become the snapshot coordinator for `slot`: a session-level
+/// advisory lock on a hash of the slot name, held as long as `conn` lives.
+pub(crate) async fn try_coordinator_lock(
+    conn: &mut PgConnection,
+    slot: &str,
+) -> Result<bool, PgError> {
+    let row = sqlx::query("SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked")
+        .bind(format!("cdc-snapshot:{slot}"))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql("electing the snapshot coordinator", e))?;
+    row.try_get("locked")
+        .map_err(|e| PgError::sql("electing the snapshot coordinator", e))
+}

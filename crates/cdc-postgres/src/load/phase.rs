@@ -1,0 +1,485 @@
+//! The snapshot phase of a [`PgSource`](crate::PgSource): election,
+//! export, planning, reading, completion, handoff.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cdc_core::{AckHandle, Batch, ControlEvent, Event, Lsn, TableName};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::emitter::Emitter;
+use super::export::{
+    create_slot_with_export, export_from_transaction, import_snapshot, try_coordinator_lock, Export,
+};
+use super::settings::{Chunking, SnapshotMode, SnapshotSettings};
+use super::workers::{
+    hold, run_heartbeat, run_reader, HeartbeatContext, HeldChunks, LoadItem, ReaderContext,
+};
+use crate::error::PgError;
+use crate::setup::{self, ServerInfo};
+use crate::snapshot::{describe_table, plan_chunks, ChunkStrategy, JobState, MetadataStore};
+use crate::stream::PgWireTransport;
+
+/// What the source does when the snapshot is complete.
+pub(crate) enum Transition {
+    /// Stream on this transport (the session that exported the snapshot).
+    Stream(PgWireTransport),
+    /// Start streaming from the slot's confirmed position (waiting as a
+    /// standby while another instance holds the slot).
+    Connect,
+    /// `snapshot_only`: the source ends.
+    End,
+}
+
+/// How the stream should be started after the snapshot, for the export
+/// kinds that need it.
+pub(crate) struct StreamStart {
+    pub replication: pgwire_replication::ReplicationConfig,
+}
+
+/// A snapshot in progress.
+pub(crate) struct SnapshotPhase {
+    mode: SnapshotMode,
+    slot: String,
+    settings: SnapshotSettings,
+    options: PgConnectOptions,
+    store: MetadataStore,
+    meta: PgConnection,
+    /// Holds the advisory lock while this instance coordinates.
+    lock: PgConnection,
+    export: Option<Export>,
+    snapshot_lsn: Lsn,
+    emitter: Emitter,
+    items: mpsc::Receiver<Result<LoadItem, PgError>>,
+    readers_done: bool,
+    held: HeldChunks,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    announce_begin: bool,
+    last_election: Instant,
+}
+
+impl Drop for SnapshotPhase {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn strategy(chunking: Chunking, has_key: bool) -> ChunkStrategy {
+    match chunking {
+        Chunking::Auto | Chunking::Ctid => ChunkStrategy::Ctid,
+        Chunking::Key if has_key => ChunkStrategy::Auto,
+        Chunking::Key => ChunkStrategy::Ctid,
+    }
+}
+
+impl SnapshotPhase {
+    /// Prepares the snapshot: `Ok(None)` when none is needed (`initial`
+    /// with a completed snapshot for this slot).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn begin(
+        mode: SnapshotMode,
+        settings: SnapshotSettings,
+        tables: Vec<TableName>,
+        options: PgConnectOptions,
+        server: &ServerInfo,
+        slot: &str,
+        create_slot: bool,
+        stream_start: StreamStart,
+    ) -> Result<Option<Self>, PgError> {
+        let connect = |what: &'static str| {
+            let options = options.clone();
+            async move {
+                PgConnection::connect_with(&options)
+                    .await
+                    .map_err(|e| PgError::sql(what, e))
+            }
+        };
+        let store = MetadataStore::new(settings.metadata_schema.clone());
+        let mut meta = connect("connecting for snapshot metadata").await?;
+        store.ensure_schema(&mut meta).await?;
+        let mut lock = connect("connecting for the coordinator lock").await?;
+
+        let mut job = store.job(&mut meta, slot).await?;
+        match (mode, job.as_ref().map(|j| j.state)) {
+            (SnapshotMode::Initial, Some(JobState::Done)) => {
+                tracing::info!(
+                    slot,
+                    "a completed snapshot exists for this slot; streaming only"
+                );
+                return Ok(None);
+            }
+            (SnapshotMode::SnapshotOnly, Some(JobState::Done)) => {
+                // Each snapshot_only run copies the tables anew.
+                store.delete_job(&mut meta, slot).await?;
+                job = None;
+            }
+            _ => {}
+        }
+
+        let mut export = None;
+        let snapshot_lsn;
+        loop {
+            if try_coordinator_lock(&mut lock, slot).await? {
+                tracing::info!(slot, instance = %settings.instance_id, "coordinating the snapshot");
+                let slot_exists = setup::slot_exists(&mut meta, slot).await?;
+                let (ex, name, lsn) = if mode == SnapshotMode::Initial && !slot_exists {
+                    if !create_slot {
+                        return Err(PgError::Setup(format!(
+                            "replication slot `{slot}` does not exist and source.slot.create is false; \
+                             an initial snapshot needs to create it (to export its snapshot)"
+                        )));
+                    }
+                    if i64::from(server.max_replication_slots) <= server.slots_in_use {
+                        return Err(PgError::Setup(format!(
+                            "all {n} replication slots are in use (max_replication_slots = {n}): raise \
+                             max_replication_slots and restart PostgreSQL, or drop unused slots",
+                            n = server.max_replication_slots
+                        )));
+                    }
+                    let created =
+                        create_slot_with_export(stream_start.replication, slot, server.version_num)
+                            .await?;
+                    tracing::info!(slot, consistent_point = %created.consistent_point, snapshot = %created.snapshot_name, "created the slot with an exported snapshot");
+                    (
+                        Export::Slot(created.client),
+                        created.snapshot_name,
+                        created.consistent_point,
+                    )
+                } else {
+                    let lsn = if mode == SnapshotMode::Initial {
+                        setup::ensure_slot(&mut meta, server, slot, false)
+                            .await?
+                            .confirmed_flush_lsn
+                    } else {
+                        Lsn::ZERO
+                    };
+                    let (conn, name) = export_from_transaction(&options).await?;
+                    if mode == SnapshotMode::Initial {
+                        tracing::warn!(slot, snapshot = %name, "resuming a snapshot under a new exported snapshot: \
+                             changes since the slot's consistent point are replayed over the rows read now");
+                    }
+                    (Export::Transaction(conn), name, lsn)
+                };
+                let planned = job.as_ref().is_some_and(|j| j.state != JobState::Planning);
+                if planned {
+                    store
+                        .set_snapshot(&mut meta, slot, &name, &settings.instance_id)
+                        .await?;
+                    snapshot_lsn = job.as_ref().and_then(|j| j.snapshot_lsn).unwrap_or(lsn);
+                } else {
+                    plan(
+                        &store,
+                        &mut meta,
+                        &options,
+                        slot,
+                        &name,
+                        lsn,
+                        &settings,
+                        &tables,
+                        &server.database,
+                    )
+                    .await?;
+                    snapshot_lsn = lsn;
+                }
+                export = Some(ex);
+                break;
+            }
+            job = store.job(&mut meta, slot).await?;
+            if let Some(j) = &job {
+                if j.state == JobState::Running && j.snapshot_name.is_some() {
+                    snapshot_lsn = j.snapshot_lsn.unwrap_or(Lsn::ZERO);
+                    tracing::info!(slot, "joining the snapshot coordinated by another instance");
+                    break;
+                }
+                if mode == SnapshotMode::Initial && j.state == JobState::Done {
+                    return Ok(None);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+
+        let (tx, items) = mpsc::channel(settings.workers * 4);
+        let held = HeldChunks::default();
+        let stop = CancellationToken::new();
+        let ctx = ReaderContext {
+            options: options.clone(),
+            database: server.database.clone(),
+            slot: slot.to_owned(),
+            store: store.clone(),
+            settings: settings.clone(),
+            held: held.clone(),
+            out: tx,
+            stop: stop.clone(),
+        };
+        let heartbeat = HeartbeatContext {
+            options: options.clone(),
+            store: store.clone(),
+            settings: settings.clone(),
+            held: held.clone(),
+            stop: stop.clone(),
+        };
+        let mut tasks: Vec<JoinHandle<()>> = (0..settings.workers)
+            .map(|_| tokio::spawn(run_reader(ctx.clone())))
+            .collect();
+        drop(ctx);
+        tasks.push(tokio::spawn(run_heartbeat(heartbeat)));
+        Ok(Some(Self {
+            mode,
+            slot: slot.to_owned(),
+            settings,
+            options,
+            store,
+            meta,
+            lock,
+            export,
+            snapshot_lsn,
+            emitter: Emitter::new(snapshot_lsn, now_us()),
+            items,
+            readers_done: false,
+            held,
+            stop,
+            tasks,
+            announce_begin: true,
+            last_election: Instant::now(),
+        }))
+    }
+
+    /// The consistent point rows are read at.
+    pub fn snapshot_lsn(&self) -> Lsn {
+        self.snapshot_lsn
+    }
+
+    /// Marks done the chunks whose rows are durable.
+    async fn complete_durable(&mut self, ack: &AckHandle) -> Result<(), PgError> {
+        for c in self.emitter.take_completed(ack.durable_batches()) {
+            let mine = self
+                .store
+                .mark_done(
+                    &mut self.meta,
+                    c.chunk_id,
+                    &self.settings.instance_id,
+                    c.rows,
+                )
+                .await?;
+            if !mine {
+                tracing::warn!(chunk = c.chunk_id, "chunk was taken over by another instance before its rows were durable here; it is read again there");
+            }
+            hold(&self.held, c.chunk_id, false);
+        }
+        Ok(())
+    }
+
+    /// Takes over coordination when the coordinator is gone: a new
+    /// exported snapshot for the remaining chunks.
+    async fn maybe_take_over(&mut self) -> Result<(), PgError> {
+        if self.export.is_some() || self.last_election.elapsed() < Duration::from_secs(2) {
+            return Ok(());
+        }
+        self.last_election = Instant::now();
+        if !try_coordinator_lock(&mut self.lock, &self.slot).await? {
+            return Ok(());
+        }
+        let (conn, name) = export_from_transaction(&self.options).await?;
+        tracing::warn!(slot = %self.slot, snapshot = %name, "the snapshot coordinator is gone; this instance exported a new snapshot for the remaining chunks");
+        self.store
+            .set_snapshot(
+                &mut self.meta,
+                &self.slot,
+                &name,
+                &self.settings.instance_id,
+            )
+            .await?;
+        self.export = Some(Export::Transaction(conn));
+        Ok(())
+    }
+
+    /// Fills `batch` (to be batch number `batch_seq`) with snapshot events.
+    /// Returns a transition once the whole snapshot is complete.
+    pub async fn fill(
+        &mut self,
+        batch: &mut Batch,
+        batch_seq: u64,
+        ack: &AckHandle,
+        max_events: usize,
+        max_wait: Duration,
+    ) -> Result<Option<Transition>, PgError> {
+        if self.announce_begin {
+            self.announce_begin = false;
+            batch
+                .events
+                .push(Event::Control(ControlEvent::SnapshotBegin {
+                    table: None,
+                    snapshot_lsn: self.snapshot_lsn,
+                }));
+        }
+        let mut first_at: Option<Instant> = None;
+        loop {
+            self.complete_durable(ack).await?;
+            self.maybe_take_over().await?;
+            if self.readers_done {
+                if self.emitter.is_idle() {
+                    return self.finish(batch).await.map(Some);
+                }
+                if !batch.events.is_empty() {
+                    return Ok(None);
+                }
+                // Waiting for the sinks to make the last chunks durable.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            let wait = match first_at {
+                Some(t) => max_wait.saturating_sub(t.elapsed()),
+                None => Duration::from_millis(200),
+            };
+            match tokio::time::timeout(wait, self.items.recv()).await {
+                Err(_) => {
+                    if !batch.events.is_empty() {
+                        return Ok(None);
+                    }
+                }
+                Ok(None) => self.readers_done = true,
+                Ok(Some(Err(e))) if e.class() == cdc_core::ErrorClass::Retryable => {
+                    tracing::warn!(error = %cdc_core::error_chain(&e), "snapshot reader error; retrying");
+                }
+                Ok(Some(Err(e))) => return Err(e),
+                Ok(Some(Ok(item))) => {
+                    self.emitter.push(item, batch, batch_seq);
+                    if first_at.is_none() && !batch.events.is_empty() {
+                        first_at = Some(Instant::now());
+                    }
+                    if batch.events.len() >= max_events {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn finish(&mut self, batch: &mut Batch) -> Result<Transition, PgError> {
+        // Every reader has stopped because every chunk is done; wait for
+        // the job to say so too if another instance is coordinating.
+        if self.export.is_some() {
+            self.store
+                .set_job_state(&mut self.meta, &self.slot, JobState::Done)
+                .await?;
+            tracing::info!(slot = %self.slot, "snapshot complete");
+        } else {
+            loop {
+                let done = self
+                    .store
+                    .job(&mut self.meta, &self.slot)
+                    .await?
+                    .is_some_and(|j| j.state == JobState::Done);
+                if done {
+                    break;
+                }
+                self.maybe_take_over().await?;
+                if self.export.is_some() {
+                    self.store
+                        .set_job_state(&mut self.meta, &self.slot, JobState::Done)
+                        .await?;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        batch.events.push(Event::Control(ControlEvent::SnapshotEnd {
+            table: None,
+            snapshot_lsn: self.snapshot_lsn,
+        }));
+        self.stop.cancel();
+        if self.mode == SnapshotMode::SnapshotOnly {
+            return Ok(Transition::End);
+        }
+        match self.export.take() {
+            Some(Export::Slot(client)) => Ok(Transition::Stream(
+                PgWireTransport::start_gated(client, self.snapshot_lsn).await?,
+            )),
+            Some(Export::Transaction(conn)) => {
+                drop(conn);
+                Ok(Transition::Connect)
+            }
+            None => Ok(Transition::Connect),
+        }
+    }
+}
+
+/// Plans every table under snapshot `name` and records the job and its
+/// chunks in one transaction, so a crash leaves either a complete plan or none.
+#[allow(clippy::too_many_arguments)]
+async fn plan(
+    store: &MetadataStore,
+    meta: &mut PgConnection,
+    options: &PgConnectOptions,
+    slot: &str,
+    name: &str,
+    lsn: Lsn,
+    settings: &SnapshotSettings,
+    tables: &[TableName],
+    database: &str,
+) -> Result<(), PgError> {
+    let mut reader = PgConnection::connect_with(options)
+        .await
+        .map_err(|e| PgError::sql("connecting to plan the snapshot", e))?;
+    import_snapshot(&mut reader, name).await?;
+    let mut plans = Vec::with_capacity(tables.len());
+    for table in tables {
+        let info = describe_table(&mut reader, database, table).await?;
+        let has_key = info.schema.columns.iter().any(|c| c.is_key);
+        let bounds = plan_chunks(
+            &mut reader,
+            &info,
+            strategy(settings.chunking, has_key),
+            settings.chunk_rows,
+        )
+        .await?;
+        tracing::info!(table = %table, chunks = bounds.len(), "planned snapshot chunks");
+        plans.push((table.clone(), bounds));
+    }
+    let _ = sqlx::raw_sql("COMMIT").execute(&mut reader).await;
+
+    let tx_err = |e| PgError::sql("recording the snapshot plan", e);
+    sqlx::raw_sql("BEGIN")
+        .execute(&mut *meta)
+        .await
+        .map_err(tx_err)?;
+    let recorded = async {
+        store.delete_job(meta, slot).await?;
+        store
+            .create_job(meta, slot, name, lsn, &settings.instance_id)
+            .await?;
+        for (table, bounds) in &plans {
+            store.insert_chunks(meta, slot, table, bounds).await?;
+        }
+        store.set_job_state(meta, slot, JobState::Running).await?;
+        Ok::<(), PgError>(())
+    }
+    .await;
+    match recorded {
+        Ok(()) => {
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut *meta)
+                .await
+                .map_err(tx_err)?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *meta).await;
+            Err(e)
+        }
+    }
+}
