@@ -110,7 +110,10 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
                 let name = format!("sinks[{i}] (kafka)");
                 let sink = cdc_kafka::KafkaSink::connect(c, &config.name)
                     .await
-                    .map_err(|error| RunError::Sink { sink: name.clone(), error })?;
+                    .map_err(|error| RunError::Sink {
+                        sink: name.clone(),
+                        error,
+                    })?;
                 (name, Box::new(sink))
             }
             #[cfg(feature = "nats")]
@@ -118,7 +121,10 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
                 let name = format!("sinks[{i}] (nats)");
                 let sink = cdc_nats::NatsSink::connect(c, &config.name)
                     .await
-                    .map_err(|error| RunError::Sink { sink: name.clone(), error })?;
+                    .map_err(|error| RunError::Sink {
+                        sink: name.clone(),
+                        error,
+                    })?;
                 (name, Box::new(sink))
             }
             #[cfg(feature = "elasticsearch")]
@@ -126,7 +132,10 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
                 let name = format!("sinks[{i}] (elasticsearch)");
                 let sink = cdc_es::EsSink::connect(c, &config.name)
                     .await
-                    .map_err(|error| RunError::Sink { sink: name.clone(), error })?;
+                    .map_err(|error| RunError::Sink {
+                        sink: name.clone(),
+                        error,
+                    })?;
                 (name, Box::new(sink))
             }
         };
