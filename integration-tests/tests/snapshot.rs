@@ -1,0 +1,1704 @@
+//! Acceptance tests of the initial snapshot (`docs/snapshot.md`) against a
+//! real PostgreSQL 15 (`CDC_TEST_PG_URL`), through the real `cdc-engine`
+//! binary (`CDC_ENGINE_BIN`) and its file sink.
+//!
+//! Every test has its own database, slot, publication and output files; the
+//! coordination tables stay in the default schema `cdc` of that database.
+//!
+//! Correctness across files is judged the way a keyed consumer would see
+//! it: the events of every instance's file are merged, sorted stably by
+//! (`source.commit_lsn`, `source.ordinal`) — snapshot reads carry the
+//! snapshot LSN, streamed changes later LSNs — and applied by key
+//! (`r`/`c`/`u`: the row becomes `after`, `d`: removed, `t`: cleared). The
+//! result must equal the table's `to_jsonb` rows exactly (serde_json with
+//! `arbitrary_precision`: numbers compare as their text).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use integration_tests::{unique_suffix, Engine, TempDir, TestDb};
+use serde_json::Value as Json;
+use sqlx::{Connection, PgConnection, Row};
+
+/// How long a SIGTERMed engine may take to drain and exit.
+const STOP_TIMEOUT: Duration = Duration::from_secs(45);
+/// How long a snapshot job may take to reach `done`.
+const JOB_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the stream may take to catch up with the source once writes stop.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------- config
+
+/// A single-quoted YAML scalar.
+fn yaml_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A pipeline config: `tables` as written in YAML (`public.t`,
+/// `"S"."T"`), one file sink, and `snapshot` as a YAML flow mapping
+/// (`{ mode: initial, chunk_rows: 100 }`).
+fn pipeline_yaml(
+    db: &TestDb,
+    tables: &[&str],
+    slot: &str,
+    publication: &str,
+    out: &Path,
+    snapshot: &str,
+) -> String {
+    let mut y = String::from("name: snapshot_test\nsource:\n");
+    y.push_str(&format!("  url: {}\n  tables:\n", yaml_str(db.url())));
+    for t in tables {
+        y.push_str(&format!("    - {}\n", yaml_str(t)));
+    }
+    y.push_str(&format!(
+        "  publication: {{ name: {publication}, create: true }}\n  slot: {{ name: {slot}, create: true }}\n"
+    ));
+    y.push_str(&format!(
+        "sinks:\n  - {{ type: file, path: {} }}\n",
+        yaml_str(&out.to_string_lossy())
+    ));
+    y.push_str(&format!("snapshot: {snapshot}\n"));
+    y.push_str("retry: { initial_backoff: 100ms, max_backoff: 1s }\nlog: { level: info }\n");
+    y
+}
+
+/// A fresh slot name and publication name.
+fn slot_and_publication() -> (String, String) {
+    let s = unique_suffix();
+    (format!("snap_{s}"), format!("snap_pub_{s}"))
+}
+
+// ---------------------------------------------------------------- events
+
+/// One line of an output file, reduced to what the checks need.
+#[derive(Debug, Clone)]
+struct Ev {
+    /// Which file (instance) it came from.
+    file: usize,
+    /// Line number in that file, from 1.
+    line: usize,
+    op: String,
+    /// `schema.table`, unquoted.
+    table: String,
+    snapshot: String,
+    lsn: u64,
+    commit_lsn: u64,
+    ordinal: u64,
+    before: Json,
+    after: Json,
+}
+
+fn parse_event(file: usize, line: usize, text: &str, path: &Path) -> Ev {
+    let v: Json = serde_json::from_str(text).unwrap_or_else(|e| {
+        panic!(
+            "{} line {line}: not JSON ({e}): {}",
+            path.display(),
+            &text[..text.len().min(300)]
+        )
+    });
+    let Json::Object(mut m) = v else {
+        panic!("{} line {line}: not an object: {text}", path.display());
+    };
+    let src = m.remove("source").unwrap_or(Json::Null);
+    let str_of = |v: &Json, what: &str| -> String {
+        v.as_str()
+            .unwrap_or_else(|| panic!("{} line {line}: no string {what}", path.display()))
+            .to_owned()
+    };
+    let num_of = |v: &Json, what: &str| -> u64 {
+        v.as_u64()
+            .unwrap_or_else(|| panic!("{} line {line}: no integer {what}: {v}", path.display()))
+    };
+    Ev {
+        file,
+        line,
+        op: str_of(m.get("op").unwrap_or(&Json::Null), "op"),
+        table: format!(
+            "{}.{}",
+            str_of(&src["schema"], "source.schema"),
+            str_of(&src["table"], "source.table")
+        ),
+        snapshot: str_of(&src["snapshot"], "source.snapshot"),
+        lsn: num_of(&src["lsn"], "source.lsn"),
+        commit_lsn: num_of(&src["commit_lsn"], "source.commit_lsn"),
+        ordinal: num_of(&src["ordinal"], "source.ordinal"),
+        before: m.remove("before").unwrap_or(Json::Null),
+        after: m.remove("after").unwrap_or(Json::Null),
+    }
+}
+
+/// The events of an output file, read incrementally: each [`Tail::poll`]
+/// parses only the complete lines appended since the last one (a partial
+/// last line is left for later: the sink may be writing it, or cut it
+/// after a crash).
+struct Tail {
+    file: usize,
+    path: PathBuf,
+    offset: u64,
+    lines: usize,
+    events: Vec<Ev>,
+}
+
+impl Tail {
+    fn new(file: usize, path: PathBuf) -> Tail {
+        Tail {
+            file,
+            path,
+            offset: 0,
+            lines: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// Reads what was appended; returns how many events were added.
+    fn poll(&mut self) -> usize {
+        let mut f = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+            Err(e) => panic!("cannot open {}: {e}", self.path.display()),
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        assert!(
+            len >= self.offset,
+            "{} shrank below {} bytes of complete lines (now {len})",
+            self.path.display(),
+            self.offset
+        );
+        f.seek(SeekFrom::Start(self.offset)).expect("seek");
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).expect("read");
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            return 0;
+        };
+        let text = std::str::from_utf8(&buf[..=end])
+            .unwrap_or_else(|e| panic!("{}: not UTF-8: {e}", self.path.display()));
+        let before = self.events.len();
+        for l in text.split_terminator('\n') {
+            self.lines += 1;
+            if l.trim().is_empty() {
+                continue;
+            }
+            self.events
+                .push(parse_event(self.file, self.lines, l, &self.path));
+        }
+        self.offset += end as u64 + 1;
+        self.events.len() - before
+    }
+}
+
+/// Every event of `tails`, concatenated in order and sorted stably by
+/// (`commit_lsn`, `ordinal`).
+fn merged<'a>(tails: &[&'a Tail]) -> Vec<&'a Ev> {
+    let mut all: Vec<&Ev> = tails.iter().flat_map(|t| t.events.iter()).collect();
+    all.sort_by_key(|e| (e.commit_lsn, e.ordinal));
+    all
+}
+
+/// The table `table` (`schema.name`) as `events` (in order) rebuild it,
+/// keyed by the JSON text of `id`, as [`TestDb::to_jsonb_rows`] keys it.
+fn apply<'a>(events: &[&'a Ev], table: &str) -> BTreeMap<String, &'a Json> {
+    let mut rows = BTreeMap::new();
+    for ev in events.iter().filter(|e| e.table == table) {
+        let at = format!("file {} line {}", ev.file, ev.line);
+        match ev.op.as_str() {
+            "r" | "c" | "u" => {
+                assert!(
+                    ev.after.is_object(),
+                    "{at}: {} without after: {ev:?}",
+                    ev.op
+                );
+                rows.insert(ev.after["id"].to_string(), &ev.after);
+            }
+            "d" => {
+                assert!(ev.before.is_object(), "{at}: delete without before: {ev:?}");
+                rows.remove(&ev.before["id"].to_string());
+            }
+            "t" => rows.clear(),
+            other => panic!("{at}: unknown op {other:?}: {ev:?}"),
+        }
+    }
+    rows
+}
+
+/// `None` when `got` equals `want`, else a description of (up to 20 of)
+/// the differences.
+fn diff(got: &BTreeMap<String, &Json>, want: &BTreeMap<String, Json>) -> Option<String> {
+    let mut out = Vec::new();
+    for (k, w) in want {
+        match got.get(k) {
+            None => out.push(format!("id {k}: missing from the files; table has {w}")),
+            Some(g) if *g != w => out.push(format!("id {k}: files have {g}; table has {w}")),
+            Some(_) => {}
+        }
+    }
+    for (k, g) in got {
+        if !want.contains_key(k) {
+            out.push(format!("id {k}: in the files ({g}) but not in the table"));
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    let n = out.len();
+    out.truncate(20);
+    Some(format!(
+        "{n} difference(s) ({} rows rebuilt, {} in the table):\n  {}",
+        got.len(),
+        want.len(),
+        out.join("\n  ")
+    ))
+}
+
+/// A JSON value as text with every object's keys sorted, so row objects
+/// compare as strings (for multiset comparisons).
+fn canonical(v: &Json) -> String {
+    fn write(v: &Json, out: &mut String) {
+        match v {
+            Json::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Json::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&m[k], out);
+                }
+                out.push('}');
+            }
+            Json::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
+/// Sorted canonical texts of `rows`.
+fn multiset<'a>(rows: impl IntoIterator<Item = &'a Json>) -> Vec<String> {
+    let mut v: Vec<String> = rows.into_iter().map(canonical).collect();
+    v.sort();
+    v
+}
+
+/// Describes how two sorted multisets differ (`None` when equal).
+fn multiset_diff(got: &[String], want: &[String]) -> Option<String> {
+    if got == want {
+        return None;
+    }
+    let mut g: BTreeMap<&str, i64> = BTreeMap::new();
+    for s in got {
+        *g.entry(s).or_default() += 1;
+    }
+    for s in want {
+        *g.entry(s).or_default() -= 1;
+    }
+    let mut out: Vec<String> = g
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(s, n)| {
+            let s = if s.len() > 200 {
+                format!("{}… ({} bytes)", &s[..s.floor_char_boundary(200)], s.len())
+            } else {
+                s.to_owned()
+            };
+            if n > 0 {
+                format!("{n} extra in the file: {s}")
+            } else {
+                format!("{} missing from the file: {s}", -n)
+            }
+        })
+        .collect();
+    let n = out.len();
+    out.truncate(20);
+    Some(format!(
+        "{} rows in the file, {} in the table; {n} distinct difference(s):\n  {}",
+        got.len(),
+        want.len(),
+        out.join("\n  ")
+    ))
+}
+
+/// Complete lines in a file (cheap: no parsing).
+fn line_count(path: &Path) -> usize {
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            let mut n = 0;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let k = f.read(&mut buf).expect("read");
+                if k == 0 {
+                    return n;
+                }
+                n += buf[..k].iter().filter(|&&b| b == b'\n').count();
+            }
+        }
+        Err(_) => 0,
+    }
+}
+
+// ---------------------------------------------------------------- metadata
+
+/// `X/Y` (hex) as the 64-bit position `(X << 32) + Y`.
+fn parse_lsn(text: &str) -> u64 {
+    let (hi, lo) = text
+        .split_once('/')
+        .unwrap_or_else(|| panic!("bad LSN {text:?}"));
+    let hi = u64::from_str_radix(hi, 16).unwrap_or_else(|e| panic!("bad LSN {text:?}: {e}"));
+    let lo = u64::from_str_radix(lo, 16).unwrap_or_else(|e| panic!("bad LSN {text:?}: {e}"));
+    (hi << 32) + lo
+}
+
+/// A row of `cdc.snapshot_jobs`.
+#[derive(Debug, Clone)]
+struct Job {
+    state: String,
+    snapshot_name: Option<String>,
+    snapshot_lsn: Option<String>,
+    coordinator: Option<String>,
+    chunks_total: i32,
+    chunks_done: i32,
+    rows_done: i64,
+}
+
+/// The job of `slot`; `None` while the coordination tables or the job row
+/// do not exist yet.
+async fn job(db: &TestDb, slot: &str) -> Option<Job> {
+    let exists = db
+        .query_text("SELECT to_regclass('cdc.snapshot_jobs')::text")
+        .await;
+    exists.as_ref()?;
+    let row = sqlx::query(
+        "SELECT state, snapshot_name, snapshot_lsn::text AS snapshot_lsn, coordinator, \
+         chunks_total, chunks_done, rows_done FROM cdc.snapshot_jobs WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(db.pool())
+    .await
+    .unwrap_or_else(|e| panic!("reading cdc.snapshot_jobs: {e}"))?;
+    Some(Job {
+        state: row.get("state"),
+        snapshot_name: row.get("snapshot_name"),
+        snapshot_lsn: row.get("snapshot_lsn"),
+        coordinator: row.get("coordinator"),
+        chunks_total: row.get("chunks_total"),
+        chunks_done: row.get("chunks_done"),
+        rows_done: row.get("rows_done"),
+    })
+}
+
+/// A row of `cdc.snapshot_chunks`.
+#[derive(Debug, Clone)]
+struct Chunk {
+    id: i64,
+    table: String,
+    chunk_no: i32,
+    strategy: String,
+    status: String,
+    claimed_by: Option<String>,
+    rows: Option<i64>,
+    attempts: i32,
+    reads: i32,
+}
+
+/// Every chunk of `slot`'s job, by id.
+async fn chunks(db: &TestDb, slot: &str) -> Vec<Chunk> {
+    let rows = sqlx::query(
+        "SELECT id, table_schema || '.' || table_name AS t, chunk_no, strategy, status, claimed_by, \
+         \"rows\", attempts, reads FROM cdc.snapshot_chunks WHERE slot_name = $1 ORDER BY id",
+    )
+    .bind(slot)
+    .fetch_all(db.pool())
+    .await
+    .unwrap_or_else(|e| panic!("reading cdc.snapshot_chunks: {e}"));
+    rows.iter()
+        .map(|r| Chunk {
+            id: r.get("id"),
+            table: r.get("t"),
+            chunk_no: r.get("chunk_no"),
+            strategy: r.get("strategy"),
+            status: r.get("status"),
+            claimed_by: r.get("claimed_by"),
+            rows: r.get("rows"),
+            attempts: r.get("attempts"),
+            reads: r.get("reads"),
+        })
+        .collect()
+}
+
+/// Waits until the job of `slot` is `done`; panics with the engines'
+/// output when it is not within [`JOB_TIMEOUT`] or every engine exited.
+async fn wait_job_done(db: &TestDb, slot: &str, engines: &mut [&mut Engine]) -> Job {
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    loop {
+        let j = job(db, slot).await;
+        if let Some(j) = &j {
+            if j.state == "done" {
+                return j.clone();
+            }
+        }
+        let all_exited = engines.iter_mut().all(|e| !e.is_running());
+        if all_exited || Instant::now() >= deadline {
+            let reports: Vec<String> = engines.iter().map(|e| e.output_report()).collect();
+            panic!(
+                "the snapshot job of {slot} is not done (job: {j:?}, all engines exited: {all_exited})\n{}",
+                reports.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SIGTERM, and the engine must exit 0.
+async fn stop_clean(engine: &mut Engine, what: &str) {
+    let code = engine.stop(STOP_TIMEOUT).await;
+    assert_eq!(
+        code,
+        0,
+        "{what}: SIGTERM did not stop the engine cleanly\n{}",
+        engine.output_report()
+    );
+}
+
+// ---------------------------------------------------------------- writers
+
+/// A small xorshift generator: no statistical quality needed.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded(salt: u64) -> Rng {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+        for b in unique_suffix().bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Rng(h | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Concurrent writers changing `public.t (id int primary key, v int,
+/// note text)` in small transactions: inserts of new ids, upserts of old
+/// ones (re-inserting deleted keys), updates and deletes.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// Starts `n` writers; new ids are taken from `first_new_id` upwards,
+    /// existing ones picked among `1..` the next new id.
+    async fn start(db: &TestDb, n: usize, first_new_id: i32) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let next_id = Arc::new(AtomicI32::new(first_new_id));
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let mut conn = PgConnection::connect(db.url())
+                .await
+                .unwrap_or_else(|e| panic!("writer {i}: cannot connect: {e}"));
+            let (stop, committed, failed, next_id) = (
+                stop.clone(),
+                committed.clone(),
+                failed.clone(),
+                next_id.clone(),
+            );
+            handles.push(tokio::spawn(async move {
+                let mut rng = Rng::seeded(i as u64);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let ops: usize = 1 + rng.below(3) as usize;
+                    let mut planned: Vec<(i32, u64)> = (0..ops)
+                        .map(|_| match rng.below(10) {
+                            0..=2 => (next_id.fetch_add(1, Ordering::Relaxed), 0),
+                            k => {
+                                let hi = next_id.load(Ordering::Relaxed) as u64 - 1;
+                                (1 + rng.below(hi) as i32, k)
+                            }
+                        })
+                        .collect();
+                    // One lock order for every transaction: no deadlocks.
+                    planned.sort_by_key(|p| p.0);
+                    planned.dedup_by_key(|p| p.0);
+                    let result: Result<(), sqlx::Error> = async {
+                        let mut tx = conn.begin().await?;
+                        for (id, kind) in &planned {
+                            n += 1;
+                            let v = rng.next() as i32;
+                            let note = match rng.below(5) {
+                                0 => None,
+                                1 => Some(format!("w{i} tab\there nl\n \"q\" \\b\\ ü {n}")),
+                                _ => Some(format!("w{i}-{n}")),
+                            };
+                            match kind {
+                                0..=4 => sqlx::query(
+                                    "INSERT INTO public.t (id, v, note) VALUES ($1, $2, $3) \
+                                     ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, note = EXCLUDED.note",
+                                )
+                                .bind(id)
+                                .bind(v)
+                                .bind(&note),
+                                5..=7 => {
+                                    sqlx::query("UPDATE public.t SET v = $2, note = $3 WHERE id = $1")
+                                        .bind(id)
+                                        .bind(v)
+                                        .bind(&note)
+                                }
+                                _ => sqlx::query("DELETE FROM public.t WHERE id = $1").bind(id),
+                            }
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        tx.commit().await
+                    }
+                    .await;
+                    match result {
+                        Ok(()) => committed.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("writer {i}: transaction failed (rolled back): {e}");
+                            }
+                            0
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+                let _ = conn.close().await;
+            }));
+        }
+        Writers {
+            stop,
+            committed,
+            failed,
+            handles,
+        }
+    }
+
+    fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the writers and waits for them; `(committed, failed)`.
+    async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            h.await.expect("a writer panicked");
+        }
+        (
+            self.committed.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Creates `public.t (id int primary key, v int, note text)` with ids
+/// `1..=n` (notes with tabs, newlines, quotes, backslashes, NULLs) and
+/// analyzes it.
+async fn create_t(db: &TestDb, n: i32) {
+    db.exec(&format!(
+        "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);
+         INSERT INTO public.t
+           SELECT g, g * 7 % 1000,
+                  CASE WHEN g % 13 = 0 THEN NULL
+                       WHEN g % 10 = 0 THEN E'tab\\there nl\\n \"q\" \\\\ ü ' || g
+                       ELSE 'note ' || g END
+           FROM generate_series(1, {n}) g;"
+    ))
+    .await;
+    db.exec("ANALYZE public.t").await;
+}
+
+/// Polls `tails` until the merged events rebuild `public.t` exactly as it
+/// is now (the writers must have stopped), at most [`CATCH_UP_TIMEOUT`].
+async fn wait_converged(db: &TestDb, tails: &mut [Tail], engines: &[&Engine]) {
+    let want = db.to_jsonb_rows("public.t", "id").await;
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    loop {
+        for t in tails.iter_mut() {
+            t.poll();
+        }
+        let refs: Vec<&Tail> = tails.iter().collect();
+        let events = merged(&refs);
+        let Some(d) = diff(&apply(&events, "public.t"), &want) else {
+            return;
+        };
+        if Instant::now() >= deadline {
+            let reports: Vec<String> = engines.iter().map(|e| e.output_report()).collect();
+            panic!(
+                "the merged files did not converge to public.t within {CATCH_UP_TIMEOUT:?}: {d}\n{}",
+                reports.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+/// 1. One instance, a concurrent writer from before the start until well
+///    after the snapshot: the handoff from snapshot reads to the stream is
+///    exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handoff_is_exact_under_concurrent_writes() {
+    let started = Instant::now();
+    let db = TestDb::create("snap_handoff").await;
+    const ROWS: i32 = 200_000;
+    create_t(&db, ROWS).await;
+    let (slot, publication) = slot_and_publication();
+    let dir = TempDir::new("snap-handoff");
+    let out = dir.join("out.jsonl");
+    let yaml = pipeline_yaml(
+        &db,
+        &["public.t"],
+        &slot,
+        &publication,
+        &out,
+        "{ mode: initial, chunk_rows: 10000, workers: 3 }",
+    );
+
+    let writers = Writers::start(&db, 3, ROWS + 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before_engine = writers.committed();
+    let mut engine = Engine::start(&yaml);
+    let job_done = wait_job_done(&db, &slot, &mut [&mut engine]).await;
+    let at_done = writers.committed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (committed, failed) = writers.finish().await;
+    eprintln!(
+        "handoff: writers committed {committed} transactions ({before_engine} before the engine \
+         started, {at_done} when the job was done), {failed} failed; job {job_done:?}"
+    );
+    assert!(
+        before_engine > 0,
+        "no write committed before the engine started"
+    );
+    assert!(
+        committed > at_done + 50,
+        "too few writes after the snapshot ({at_done} -> {committed})"
+    );
+
+    let mut tails = vec![Tail::new(0, out.clone())];
+    wait_converged(&db, &mut tails, &[&engine]).await;
+    stop_clean(&mut engine, "handoff").await;
+    tails[0].poll();
+    let events = &tails[0].events;
+
+    // (a) is wait_converged, checked again on the final file.
+    let want = db.to_jsonb_rows("public.t", "id").await;
+    let refs: Vec<&Tail> = tails.iter().collect();
+    if let Some(d) = diff(&apply(&merged(&refs), "public.t"), &want) {
+        panic!("final state differs from the table: {d}");
+    }
+
+    let snapshot_lsn = parse_lsn(
+        job_done
+            .snapshot_lsn
+            .as_deref()
+            .expect("the done job has a snapshot LSN"),
+    );
+    let reads: Vec<&Ev> = events.iter().filter(|e| e.op == "r").collect();
+    let stream: Vec<&Ev> = events.iter().filter(|e| e.op != "r").collect();
+    eprintln!(
+        "handoff: {} snapshot reads, {} stream events, snapshot LSN {snapshot_lsn}",
+        reads.len(),
+        stream.len()
+    );
+    assert!(
+        !stream.is_empty(),
+        "no stream events: the writers' changes after the snapshot are missing"
+    );
+
+    // (b) No key read twice; every read at the snapshot LSN.
+    let mut seen = HashSet::new();
+    for e in &reads {
+        assert!(
+            seen.insert(e.after["id"].to_string()),
+            "id {} read twice (line {})",
+            e.after["id"],
+            e.line
+        );
+        assert_eq!(
+            (e.commit_lsn, e.lsn),
+            (snapshot_lsn, snapshot_lsn),
+            "snapshot read not at the snapshot LSN (line {}): {e:?}",
+            e.line
+        );
+    }
+    let chunk_list = chunks(&db, &slot).await;
+    let chunk_rows: i64 = chunk_list.iter().map(|c| c.rows.unwrap_or(-1)).sum();
+    assert_eq!(
+        reads.len() as i64,
+        chunk_rows,
+        "snapshot reads in the file vs rows of the done chunks"
+    );
+    assert_eq!(job_done.rows_done, chunk_rows, "job rows_done");
+    // (c) Every stream event after the snapshot LSN, none twice.
+    let mut positions = HashSet::new();
+    for e in &stream {
+        assert!(
+            e.commit_lsn > snapshot_lsn,
+            "stream event at or before the snapshot LSN {snapshot_lsn} (line {}): {e:?}",
+            e.line
+        );
+        assert!(
+            positions.insert((e.commit_lsn, e.ordinal)),
+            "stream event delivered twice (line {}): {e:?}",
+            e.line
+        );
+    }
+
+    // (d) Snapshot markers.
+    let count = |m: &str| reads.iter().filter(|e| e.snapshot == m).count();
+    assert_eq!(count("first"), 1, "reads marked first");
+    assert_eq!(count("last"), 1, "reads marked last");
+    assert_eq!(
+        count("true"),
+        reads.len() - 2,
+        "reads marked true (every other read)"
+    );
+    let bad: Vec<&&Ev> = stream.iter().filter(|e| e.snapshot != "false").collect();
+    assert!(
+        bad.is_empty(),
+        "{} stream events not marked snapshot=false, e.g. {:?}",
+        bad.len(),
+        bad.first()
+    );
+    // One instance: every read is written before the first stream event.
+    let last_read_line = reads.iter().map(|e| e.line).max().unwrap_or(0);
+    let first_stream_line = stream.iter().map(|e| e.line).min().unwrap_or(usize::MAX);
+    assert!(
+        last_read_line < first_stream_line,
+        "snapshot reads (last at line {last_read_line}) and stream events (first at line \
+         {first_stream_line}) interleave in the file"
+    );
+
+    // (e) Every chunk done, read once.
+    assert!(
+        chunk_list.len() > 1,
+        "expected several chunks: {chunk_list:?}"
+    );
+    assert_eq!(chunk_list.len() as i32, job_done.chunks_total);
+    for c in &chunk_list {
+        assert!(
+            c.status == "done" && c.reads == 1,
+            "chunk not done exactly once: {c:?}"
+        );
+    }
+    stop_and_cleanup(db, started, "handoff_is_exact_under_concurrent_writes").await;
+}
+
+async fn stop_and_cleanup(db: TestDb, started: Instant, name: &str) {
+    db.cleanup().await;
+    println!("{name}: passed in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// 2. Three instances with the same slot share one snapshot: every chunk
+///    read once, by more than one instance; afterwards exactly one streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_share_one_snapshot() {
+    let started = Instant::now();
+    let db = TestDb::create("snap_three").await;
+    const ROWS: i32 = 100_000;
+    create_t(&db, ROWS).await;
+    let (slot, publication) = slot_and_publication();
+    let dir = TempDir::new("snap-three");
+    let ids = ["inst-a", "inst-b", "inst-c"];
+    let outs: Vec<PathBuf> = ids.iter().map(|i| dir.join(format!("{i}.jsonl"))).collect();
+    let mut engines: Vec<Engine> = ids
+        .iter()
+        .zip(&outs)
+        .map(|(id, out)| {
+            Engine::start(&pipeline_yaml(
+                &db,
+                &["public.t"],
+                &slot,
+                &publication,
+                out,
+                &format!("{{ mode: initial, chunk_rows: 1000, workers: 2, instance_id: {id} }}"),
+            ))
+        })
+        .collect();
+    let mut tails: Vec<Tail> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Tail::new(i, p.clone()))
+        .collect();
+
+    let job_done = {
+        let mut refs: Vec<&mut Engine> = engines.iter_mut().collect();
+        wait_job_done(&db, &slot, &mut refs).await
+    };
+    // Instances that share a slot may start together: none may fail.
+    for (i, e) in engines.iter_mut().enumerate() {
+        if let Some(code) = e.poll_exit() {
+            panic!(
+                "{} exited with code {code} while the instances shared the snapshot (every \
+                 instance must keep running; those that do not stream wait as standbys)\n{}",
+                ids[i],
+                e.output_report()
+            );
+        }
+    }
+    // Every row read (the job is done only once every chunk is durable, so
+    // this holds at once).
+    let reads_of = |tails: &[Tail]| -> usize {
+        tails
+            .iter()
+            .map(|t| t.events.iter().filter(|e| e.op == "r").count())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reads_of(&tails) < ROWS as usize && Instant::now() < deadline {
+        for t in tails.iter_mut() {
+            t.poll();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every chunk read once; more than one instance read chunks.
+    let chunk_list = chunks(&db, &slot).await;
+    assert_eq!(chunk_list.len() as i32, job_done.chunks_total);
+    assert!(
+        chunk_list.len() >= 20,
+        "expected many chunks: {}",
+        chunk_list.len()
+    );
+    for c in &chunk_list {
+        assert!(
+            c.status == "done" && c.reads == 1,
+            "chunk not done exactly once: {c:?}"
+        );
+    }
+    let mut per_instance: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &chunk_list {
+        *per_instance
+            .entry(c.claimed_by.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    eprintln!("three instances: chunks read per instance {per_instance:?}; job {job_done:?}");
+    assert!(
+        per_instance.len() >= 2,
+        "only one instance read chunks: {per_instance:?}"
+    );
+    for k in per_instance.keys() {
+        assert!(ids.contains(&k.as_str()), "chunk claimed by unknown {k:?}");
+    }
+
+    // The union of the reads is the table, no key twice, each instance's
+    // reads matching the chunks it marked done.
+    let want = db.to_jsonb_rows("public.t", "id").await;
+    let mut union: BTreeMap<String, &Json> = BTreeMap::new();
+    for t in &tails {
+        let mine: Vec<&Ev> = t.events.iter().filter(|e| e.op == "r").collect();
+        let rows_marked: i64 = chunk_list
+            .iter()
+            .filter(|c| c.claimed_by.as_deref() == Some(ids[t.file]))
+            .map(|c| c.rows.unwrap_or(0))
+            .sum();
+        assert_eq!(
+            mine.len() as i64,
+            rows_marked,
+            "{}: reads in its file vs rows of the chunks it marked done",
+            ids[t.file]
+        );
+        for e in mine {
+            let k = e.after["id"].to_string();
+            if let Some(prev) = union.insert(k.clone(), &e.after) {
+                panic!(
+                    "id {k} read twice ({prev} and, in {}'s file line {}, {})",
+                    ids[t.file], e.line, e.after
+                );
+            }
+        }
+    }
+    if let Some(d) = diff(&union, &want) {
+        panic!("the union of the snapshot reads is not the table: {d}");
+    }
+
+    // A few changes: exactly one instance streams them, the coordinator
+    // (it holds the slot's session); the others wait as standbys.
+    db.exec("INSERT INTO public.t VALUES (100001, 1, 'new a'), (100002, 2, NULL)")
+        .await;
+    db.exec("UPDATE public.t SET v = -v, note = 'upd' WHERE id IN (1, 50000, 100000)")
+        .await;
+    db.exec("DELETE FROM public.t WHERE id IN (2, 99999)").await;
+    db.exec("INSERT INTO public.t VALUES (2, 22, 'back')").await;
+    const CHANGES: usize = 2 + 3 + 2 + 1;
+    {
+        let refs: Vec<&Engine> = engines.iter().collect();
+        wait_converged(&db, &mut tails, &refs).await;
+    }
+    // Give a second streamer, if any, time to show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for t in tails.iter_mut() {
+        t.poll();
+    }
+    let streamed: Vec<usize> = tails
+        .iter()
+        .map(|t| t.events.iter().filter(|e| e.op != "r").count())
+        .collect();
+    let reports = || {
+        engines
+            .iter()
+            .map(|e| e.output_report())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        streamed.iter().filter(|&&n| n > 0).count(),
+        1,
+        "stream events per instance {streamed:?}: exactly one instance must stream\n{}",
+        reports()
+    );
+    assert_eq!(
+        streamed.iter().sum::<usize>(),
+        CHANGES,
+        "stream events per instance {streamed:?}: each change exactly once"
+    );
+    let streamer = streamed.iter().position(|&n| n > 0).unwrap();
+    assert_eq!(
+        job_done.coordinator.as_deref(),
+        Some(ids[streamer]),
+        "the streaming instance is not the coordinator"
+    );
+    for (i, e) in engines.iter_mut().enumerate() {
+        assert!(
+            e.is_running(),
+            "{} exited (standbys must wait)\n{}",
+            ids[i],
+            e.output_report()
+        );
+    }
+    for (i, e) in engines.iter_mut().enumerate() {
+        stop_clean(e, ids[i]).await;
+    }
+    stop_and_cleanup(db, started, "three_instances_share_one_snapshot").await;
+}
+
+/// 3. Two instances; the one that is not the coordinator is killed while it
+///    holds a chunk: the survivor claims it again after `claim_timeout`,
+///    the job completes and the merged files equal the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_worker_chunk_is_claimed_again() {
+    let started = Instant::now();
+    let db = TestDb::create("snap_worker_crash").await;
+    const ROWS: i32 = 300_000;
+    create_t(&db, ROWS).await;
+    let (slot, publication) = slot_and_publication();
+    let dir = TempDir::new("snap-worker-crash");
+    let ids = ["inst-a", "inst-b"];
+    let outs: Vec<PathBuf> = ids.iter().map(|i| dir.join(format!("{i}.jsonl"))).collect();
+    let yaml = |i: usize| {
+        pipeline_yaml(
+            &db,
+            &["public.t"],
+            &slot,
+            &publication,
+            &outs[i],
+            &format!(
+                "{{ mode: initial, chunk_rows: 10000, workers: 1, claim_timeout: 4s, \
+                 heartbeat_interval: 1s, instance_id: {} }}",
+                ids[i]
+            ),
+        )
+    };
+
+    let writers = Writers::start(&db, 2, ROWS + 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second instance starts once the first coordinates the snapshot
+    // (instances started at the same moment race on creating the
+    // publication; three_instances_share_one_snapshot covers that start).
+    let mut first = Engine::start(&yaml(0));
+    let coordinating = {
+        let deadline = Instant::now() + JOB_TIMEOUT;
+        loop {
+            let j = job(&db, &slot).await;
+            if j.as_ref().is_some_and(|j| j.state == "running") {
+                break true;
+            }
+            if Instant::now() >= deadline || !first.is_running() {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    assert!(
+        coordinating,
+        "the first instance did not start the snapshot\n{}",
+        first.output_report()
+    );
+    let mut engines = [first, Engine::start(&yaml(1))];
+
+    // Find the coordinator, then kill the other one while it holds a chunk.
+    // Should the chunk complete in the moment between the check and the
+    // kill, the killed instance is started again and killed again.
+    let mut tries = 0;
+    let (victim, orphaned) = loop {
+        tries += 1;
+        let deadline = Instant::now() + JOB_TIMEOUT;
+        let victim = loop {
+            if let Some(j) = job(&db, &slot).await {
+                assert_ne!(
+                    j.state, "done",
+                    "the snapshot finished before the second instance held a chunk: make it slower"
+                );
+                if let Some(coord) = &j.coordinator {
+                    let victim = if coord == ids[0] { 1 } else { 0 };
+                    let holds = chunks(&db, &slot).await.iter().any(|c| {
+                        c.status == "in_progress" && c.claimed_by.as_deref() == Some(ids[victim])
+                    });
+                    // Mid-work: it holds a chunk and has already delivered rows.
+                    if holds && line_count(&outs[victim]) > 0 {
+                        break victim;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no chunk in progress under the non-coordinator\n{}\n{}",
+                engines[0].output_report(),
+                engines[1].output_report()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        engines[victim].sigkill();
+        let code = engines[victim].wait_exit(Duration::from_secs(10)).await;
+        assert_eq!(code, 128 + 9, "not ended by SIGKILL");
+        // Statements it had already sent have finished by now.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let orphaned: Vec<Chunk> = chunks(&db, &slot)
+            .await
+            .into_iter()
+            .filter(|c| c.status == "in_progress" && c.claimed_by.as_deref() == Some(ids[victim]))
+            .collect();
+        if !orphaned.is_empty() {
+            break (victim, orphaned);
+        }
+        assert!(
+            tries < 3,
+            "{} was killed {tries} times while holding a chunk, but each time the chunk was \
+             done right after the check",
+            ids[victim]
+        );
+        eprintln!(
+            "worker crash: {}'s chunk was done just before the kill; starting it again",
+            ids[victim]
+        );
+        engines[victim] = Engine::start(&yaml(victim));
+    };
+    let survivor = 1 - victim;
+    eprintln!(
+        "worker crash: killed {} holding chunks {:?}",
+        ids[victim],
+        orphaned.iter().map(|c| c.id).collect::<Vec<_>>()
+    );
+
+    let job_done = wait_job_done(&db, &slot, &mut [&mut engines[survivor]]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (committed, failed) = writers.finish().await;
+    eprintln!("worker crash: writers committed {committed}, {failed} failed; job {job_done:?}");
+
+    let mut tails: Vec<Tail> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Tail::new(i, p.clone()))
+        .collect();
+    wait_converged(&db, &mut tails, &[&engines[survivor]]).await;
+
+    let chunk_list = chunks(&db, &slot).await;
+    for c in &chunk_list {
+        assert_eq!(c.status, "done", "chunk not done: {c:?}");
+    }
+    for o in &orphaned {
+        let c = chunk_list
+            .iter()
+            .find(|c| c.id == o.id)
+            .expect("the orphaned chunk still exists");
+        assert!(
+            c.reads >= 2 && c.attempts >= 2 && c.claimed_by.as_deref() == Some(ids[survivor]),
+            "the chunk {} held by the killed instance was not read again by the survivor: {c:?}",
+            o.id
+        );
+    }
+    // Rows of a reclaimed chunk that the killed instance had delivered
+    // arrive again from the survivor, at the same positions (same snapshot).
+    let survivor_reads: HashMap<u64, &Ev> = tails[survivor]
+        .events
+        .iter()
+        .filter(|e| e.op == "r")
+        .map(|e| (e.ordinal, e))
+        .collect();
+    let mut twice = 0;
+    for o in &orphaned {
+        for e in tails[victim]
+            .events
+            .iter()
+            .filter(|e| e.op == "r" && e.ordinal >> 32 == o.chunk_no as u64)
+        {
+            let again = survivor_reads.get(&e.ordinal).unwrap_or_else(|| {
+                panic!(
+                    "a row of reclaimed chunk {} delivered by the killed instance (line {}) was \
+                     not read again at the same position: {e:?}",
+                    o.id, e.line
+                )
+            });
+            assert_eq!(
+                again.after, e.after,
+                "chunk {}: the re-read row at ordinal {} differs",
+                o.id, e.ordinal
+            );
+            twice += 1;
+        }
+    }
+    let reads_per_instance: Vec<usize> = tails
+        .iter()
+        .map(|t| t.events.iter().filter(|e| e.op == "r").count())
+        .collect();
+    eprintln!(
+        "worker crash: snapshot reads per file {reads_per_instance:?}; {twice} rows of the \
+         reclaimed chunk(s) delivered twice"
+    );
+    assert!(
+        tails[victim].events.iter().all(|e| e.op == "r"),
+        "the killed instance streamed"
+    );
+    stop_clean(&mut engines[survivor], ids[survivor]).await;
+    stop_and_cleanup(db, started, "a_killed_worker_chunk_is_claimed_again").await;
+}
+
+/// 4. One instance, killed when some but not all chunks are done, then
+///    restarted: a new exported snapshot, the done chunks are never read
+///    again, and the file converges to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_coordinator_resumes_under_a_new_snapshot() {
+    let started = Instant::now();
+    let db = TestDb::create("snap_coord_crash").await;
+    const ROWS: i32 = 200_000;
+    create_t(&db, ROWS).await;
+    let (slot, publication) = slot_and_publication();
+    let dir = TempDir::new("snap-coord-crash");
+    let out = dir.join("out.jsonl");
+    let yaml = pipeline_yaml(
+        &db,
+        &["public.t"],
+        &slot,
+        &publication,
+        &out,
+        "{ mode: initial, chunk_rows: 2000, workers: 2, claim_timeout: 4s, \
+         heartbeat_interval: 1s, instance_id: only-one }",
+    );
+
+    let writers = Writers::start(&db, 2, ROWS + 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut first = Engine::start(&yaml);
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    let before = loop {
+        if let Some(j) = job(&db, &slot).await {
+            if j.state == "running" && j.chunks_done >= 3 {
+                break j;
+            }
+            assert_ne!(j.state, "done", "the snapshot finished before the kill");
+        }
+        assert!(
+            Instant::now() < deadline && first.is_running(),
+            "the snapshot did not get going\n{}",
+            first.output_report()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    first.sigkill();
+    assert_eq!(first.wait_exit(Duration::from_secs(10)).await, 128 + 9);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_kill = chunks(&db, &slot).await;
+    let done_before: BTreeSet<i64> = at_kill
+        .iter()
+        .filter(|c| c.status == "done")
+        .map(|c| c.id)
+        .collect();
+    eprintln!(
+        "coordinator crash: killed with {} of {} chunks done; job {before:?}",
+        done_before.len(),
+        at_kill.len()
+    );
+    assert!(
+        !done_before.is_empty() && done_before.len() < at_kill.len(),
+        "some but not all chunks must be done at the kill"
+    );
+    for c in at_kill.iter().filter(|c| c.status == "done") {
+        assert_eq!(
+            c.reads, 1,
+            "chunk read more than once before the kill: {c:?}"
+        );
+    }
+
+    // Writes go on while it is down.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut second = Engine::start(&yaml);
+    let job_done = wait_job_done(&db, &slot, &mut [&mut second]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (committed, failed) = writers.finish().await;
+    eprintln!(
+        "coordinator crash: writers committed {committed}, {failed} failed; job {job_done:?}"
+    );
+    assert_ne!(
+        job_done.snapshot_name, before.snapshot_name,
+        "the restarted instance did not export a new snapshot"
+    );
+    assert_eq!(
+        job_done.snapshot_lsn, before.snapshot_lsn,
+        "the snapshot LSN (the slot's consistent point) changed"
+    );
+
+    let mut tails = vec![Tail::new(0, out.clone())];
+    wait_converged(&db, &mut tails, &[&second]).await;
+
+    let chunk_list = chunks(&db, &slot).await;
+    for c in &chunk_list {
+        assert_eq!(c.status, "done", "chunk not done: {c:?}");
+        if done_before.contains(&c.id) {
+            assert_eq!(
+                c.reads, 1,
+                "a chunk done before the crash was read again: {c:?}"
+            );
+        }
+    }
+    let snapshot_lsn = parse_lsn(job_done.snapshot_lsn.as_deref().unwrap());
+    for e in &tails[0].events {
+        if e.op == "r" {
+            assert_eq!(
+                e.commit_lsn, snapshot_lsn,
+                "read not at the snapshot LSN: {e:?}"
+            );
+        } else {
+            assert!(
+                e.commit_lsn > snapshot_lsn,
+                "stream event before the snapshot LSN: {e:?}"
+            );
+        }
+    }
+    assert!(
+        second.stderr_text().contains("new exported snapshot"),
+        "the restarted instance did not log the resumption\n{}",
+        second.output_report()
+    );
+    stop_clean(&mut second, "restarted coordinator").await;
+    stop_and_cleanup(
+        db,
+        started,
+        "a_killed_coordinator_resumes_under_a_new_snapshot",
+    )
+    .await;
+}
+
+/// The tables of [`table_shapes`]: (YAML name, SQL name, `schema.table` as
+/// events name it, expected chunk strategy with `chunking: key`).
+const SHAPES: [(&str, &str, &str, &str); 8] = [
+    ("public.nokey", "public.nokey", "public.nokey", "ctid"),
+    ("public.intkey", "public.intkey", "public.intkey", "int_key"),
+    (
+        "public.compkey",
+        "public.compkey",
+        "public.compkey",
+        "keyset",
+    ),
+    (
+        "public.textkey",
+        "public.textkey",
+        "public.textkey",
+        "keyset",
+    ),
+    (
+        "public.uuidkey",
+        "public.uuidkey",
+        "public.uuidkey",
+        "keyset",
+    ),
+    ("public.empty", "public.empty", "public.empty", "*"),
+    (
+        r#""Snap Schema"."Odd ""T""""#,
+        r#""Snap Schema"."Odd ""T""""#,
+        r#"Snap Schema.Odd "T""#,
+        "int_key",
+    ),
+    (
+        "public.toasted",
+        "public.toasted",
+        "public.toasted",
+        "int_key",
+    ),
+];
+
+/// Creates the tables of [`SHAPES`].
+async fn create_shapes(db: &TestDb) {
+    db.exec(
+        r#"
+        CREATE TABLE public.nokey (a int, b text);
+        INSERT INTO public.nokey
+          SELECT g % 500, CASE WHEN g % 7 = 0 THEN NULL ELSE 'b' || (g % 300) END
+          FROM generate_series(1, 3000) g;
+        CREATE TABLE public.intkey (id bigint PRIMARY KEY, v text);
+        INSERT INTO public.intkey SELECT g * 37 - 50000, md5(g::text) FROM generate_series(1, 3000) g;
+        CREATE TABLE public.compkey (a int, b text, v numeric, PRIMARY KEY (a, b));
+        INSERT INTO public.compkey
+          SELECT g % 11, 'b' || g || CASE WHEN g % 5 = 0 THEN ' ünï' ELSE '' END, g / 7.0
+          FROM generate_series(1, 3000) g;
+        CREATE TABLE public.textkey (k text PRIMARY KEY, v int);
+        INSERT INTO public.textkey
+          SELECT (ARRAY['Alpha', 'alpha', 'Émile', 'zeta', 'Zeta', ' space', 'quote''s',
+                        E'back\\slash', E'tab\tx', 'ü', '', '"dq"'])[g % 12 + 1] || g, g
+          FROM generate_series(1, 3000) g;
+        CREATE TABLE public.uuidkey (u uuid PRIMARY KEY, v text);
+        INSERT INTO public.uuidkey SELECT md5(g::text)::uuid, 'v' || g FROM generate_series(1, 3000) g;
+        CREATE TABLE public.empty (id int PRIMARY KEY, v text);
+        CREATE SCHEMA "Snap Schema";
+        CREATE TABLE "Snap Schema"."Odd ""T""" ("Id" int PRIMARY KEY, "Weird ""Col""" text);
+        INSERT INTO "Snap Schema"."Odd ""T""" SELECT g, 'w ' || g FROM generate_series(1, 1000) g;
+        CREATE TABLE public.toasted (id int PRIMARY KEY, body text);
+        ALTER TABLE public.toasted ALTER COLUMN body SET STORAGE EXTERNAL;
+        INSERT INTO public.toasted
+          VALUES (1, (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 163840) g)),
+                 (2, 'small'), (3, NULL);
+        "#,
+    )
+    .await;
+    // The no-key table stays unanalyzed (planning falls back to a default
+    // row density); the others have statistics.
+    db.exec(
+        r#"ANALYZE public.intkey, public.compkey, public.textkey, public.uuidkey, public.empty,
+           "Snap Schema"."Odd ""T""", public.toasted"#,
+    )
+    .await;
+    let toasted = db
+        .query_text("SELECT length(body)::text FROM public.toasted WHERE id = 1")
+        .await;
+    assert_eq!(toasted.as_deref(), Some("5242880"));
+}
+
+/// 5. Every table shape is copied exactly, with `chunking: key` and with
+///    the default (`auto`: CTID ranges).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_table_shape_is_copied_exactly() {
+    let started = Instant::now();
+    let dir = TempDir::new("snap-shapes");
+    let yaml_names: Vec<&str> = SHAPES.iter().map(|s| s.0).collect();
+    let mut runs = Vec::new();
+    for chunking in ["key", "auto"] {
+        let db = TestDb::create(&format!("snap_shapes_{chunking}")).await;
+        create_shapes(&db).await;
+        let (slot, publication) = slot_and_publication();
+        let out = dir.join(format!("{chunking}.jsonl"));
+        let snapshot = if chunking == "auto" {
+            "{ mode: initial, chunk_rows: 500 }".to_owned()
+        } else {
+            format!("{{ mode: initial, chunk_rows: 500, chunking: {chunking} }}")
+        };
+        let yaml = pipeline_yaml(&db, &yaml_names, &slot, &publication, &out, &snapshot);
+        let engine = Engine::start(&yaml);
+        runs.push((chunking, db, slot, out, engine));
+    }
+
+    // Strategy mismatches are reported after every row has been checked.
+    let mut wrong_strategy = Vec::new();
+    for (chunking, db, slot, out, engine) in runs.iter_mut() {
+        wait_job_done(db, slot, &mut [engine]).await;
+        let mut want_total = 0;
+        let mut wants = Vec::new();
+        for (_, sql_name, event_name, _) in SHAPES {
+            let rows = db.query_json(&format!("SELECT * FROM {sql_name}")).await;
+            want_total += rows.len();
+            wants.push((event_name, multiset(&rows)));
+        }
+        let reached = {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let n = line_count(out);
+                if n >= want_total || Instant::now() >= deadline {
+                    break n;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let mut tail = Tail::new(0, out.clone());
+        tail.poll();
+        assert_eq!(
+            reached, want_total,
+            "chunking {chunking}: lines in the file vs rows in the tables"
+        );
+        for e in &tail.events {
+            assert_eq!(e.op, "r", "chunking {chunking}: not a snapshot read: {e:?}");
+        }
+        for (event_name, want) in &wants {
+            let got = multiset(
+                tail.events
+                    .iter()
+                    .filter(|e| e.table == **event_name)
+                    .map(|e| &e.after),
+            );
+            if let Some(d) = multiset_diff(&got, want) {
+                panic!("chunking {chunking}, table {event_name}: {d}");
+            }
+        }
+        let chunk_list = chunks(db, slot).await;
+        let mut per_table: BTreeMap<String, Vec<&Chunk>> = BTreeMap::new();
+        for c in &chunk_list {
+            assert!(c.status == "done" && c.reads == 1, "chunk {c:?}");
+            per_table.entry(c.table.clone()).or_default().push(c);
+        }
+        let summary: Vec<String> = per_table
+            .iter()
+            .map(|(t, cs)| format!("{t}: {} {}", cs.len(), cs[0].strategy))
+            .collect();
+        eprintln!("chunking {chunking}: chunks {summary:?}");
+        for (_, _, event_name, key_strategy) in SHAPES {
+            let cs = per_table
+                .get(event_name)
+                .unwrap_or_else(|| panic!("chunking {chunking}: no chunk of {event_name}"));
+            let expected = if *chunking == "key" {
+                key_strategy
+            } else {
+                "ctid"
+            };
+            if expected == "*" {
+                continue;
+            }
+            for c in cs.iter().filter(|c| c.strategy != expected) {
+                wrong_strategy.push(format!(
+                    "chunking {chunking}, table {event_name}: chunk {} planned as {}, expected {expected}",
+                    c.chunk_no, c.strategy
+                ));
+            }
+        }
+        for t in ["public.nokey", "public.intkey", "public.textkey"] {
+            assert!(
+                per_table[t].len() > 1,
+                "chunking {chunking}: {t} should be split into several chunks"
+            );
+        }
+    }
+    for (chunking, db, _, _, mut engine) in runs {
+        stop_clean(&mut engine, chunking).await;
+        db.cleanup().await;
+    }
+    wrong_strategy.truncate(30);
+    assert!(
+        wrong_strategy.is_empty(),
+        "the rows are exact, but the chunks were not planned as configured \
+         (docs/snapshot.md: `chunking: key` uses integer ranges of a single integer key, \
+         keyset ranges otherwise, CTID ranges without a primary key):\n  {}",
+        wrong_strategy.join("\n  ")
+    );
+    println!(
+        "every_table_shape_is_copied_exactly: passed in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// 6. `snapshot_only` copies the tables and exits 0, leaving no slot and
+///    no publication; a second run copies everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshot_only_copies_and_exits() {
+    let started = Instant::now();
+    let db = TestDb::create("snap_only").await;
+    db.exec(
+        "CREATE TABLE public.a (id int PRIMARY KEY, v text, n numeric);
+         INSERT INTO public.a SELECT g, 'a' || g, g * 1.5 FROM generate_series(1, 5000) g;
+         CREATE TABLE public.b (x int, y text);
+         INSERT INTO public.b SELECT g % 10, 'y' FROM generate_series(1, 700) g;",
+    )
+    .await;
+    db.exec("ANALYZE public.a, public.b").await;
+    let (slot, publication) = slot_and_publication();
+    let dir = TempDir::new("snap-only");
+    let out = dir.join("out.jsonl");
+    let yaml = pipeline_yaml(
+        &db,
+        &["public.a", "public.b"],
+        &slot,
+        &publication,
+        &out,
+        "{ mode: snapshot_only, tables: [public.a, public.b], chunk_rows: 1000 }",
+    );
+    let mut want = Vec::new();
+    for t in ["public.a", "public.b"] {
+        want.push((
+            t,
+            multiset(&db.query_json(&format!("SELECT * FROM {t}")).await),
+        ));
+    }
+    let per_run: usize = want.iter().map(|(_, w)| w.len()).sum();
+
+    let mut tail = Tail::new(0, out.clone());
+    for run in 1..=2 {
+        let mut engine = Engine::start(&yaml);
+        let code = engine.wait_exit(Duration::from_secs(60)).await;
+        assert_eq!(
+            code,
+            0,
+            "run {run}: snapshot_only did not exit 0\n{}",
+            engine.output_report()
+        );
+        let before = tail.events.len();
+        tail.poll();
+        let this_run = &tail.events[before..];
+        assert_eq!(
+            tail.events.len(),
+            per_run * run,
+            "run {run}: the file must hold {run} full set(s) of rows\n{}",
+            engine.output_report()
+        );
+        for (t, w) in &want {
+            let got = multiset(this_run.iter().filter(|e| e.table == *t).map(|e| &e.after));
+            if let Some(d) = multiset_diff(&got, w) {
+                panic!("run {run}, {t}: {d}");
+            }
+        }
+        for e in this_run {
+            assert_eq!(e.op, "r", "run {run}: not a snapshot read: {e:?}");
+        }
+        assert_eq!(
+            db.slot_names().await,
+            Vec::<String>::new(),
+            "run {run}: snapshot_only created a replication slot"
+        );
+        assert_eq!(
+            db.query_text("SELECT count(*)::text FROM pg_publication")
+                .await
+                .as_deref(),
+            Some("0"),
+            "run {run}: snapshot_only created a publication"
+        );
+        let j = job(&db, &slot).await.expect("the job row");
+        assert_eq!(j.state, "done", "run {run}: job {j:?}");
+    }
+    stop_and_cleanup(db, started, "snapshot_only_copies_and_exits").await;
+}
+
+/// `VmRSS` of a process, in KiB.
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// 7. Memory while snapshotting a million narrow rows with `snapshot_only`
+///    and the file sink: the peak RSS is reported (and sanity-bounded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_while_snapshotting_a_million_rows() {
+    let started = Instant::now();
+    let db = TestDb::create("snap_memory").await;
+    const ROWS: usize = 1_000_000;
+    db.exec(&format!(
+        "CREATE TABLE public.m (id int PRIMARY KEY, v int);
+         INSERT INTO public.m SELECT g, g % 1000 FROM generate_series(1, {ROWS}) g;"
+    ))
+    .await;
+    db.exec("ANALYZE public.m").await;
+    let (slot, publication) = slot_and_publication();
+    let dir = TempDir::new("snap-memory");
+    let out = dir.join("out.jsonl");
+    let yaml = pipeline_yaml(
+        &db,
+        &["public.m"],
+        &slot,
+        &publication,
+        &out,
+        "{ mode: snapshot_only, tables: [public.m] }",
+    );
+    let load_started = Instant::now();
+    let mut engine = Engine::start(&yaml);
+    let pid = engine.pid();
+    let mut peak_kib = 0u64;
+    let mut samples = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let code = loop {
+        if let Some(kib) = vm_rss_kib(pid) {
+            peak_kib = peak_kib.max(kib);
+            samples += 1;
+        }
+        if let Some(code) = engine.poll_exit() {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot of {ROWS} rows did not finish within 150s\n{}",
+            engine.output_report()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let took = load_started.elapsed();
+    assert_eq!(
+        code,
+        0,
+        "snapshot_only did not exit 0\n{}",
+        engine.output_report()
+    );
+
+    // Complete: every id exactly once (found by text, not parsed: a million
+    // lines).
+    let text = std::fs::read_to_string(&out).expect("the output file");
+    let mut seen = vec![false; ROWS + 1];
+    let mut lines = 0;
+    for l in text.lines() {
+        lines += 1;
+        let at = l
+            .find("\"after\":{\"id\":")
+            .unwrap_or_else(|| panic!("line {lines}: {l}"))
+            + 14;
+        let end = at + l[at..].find(',').expect("id ends");
+        let id: usize = l[at..end].parse().expect("integer id");
+        assert!(
+            (1..=ROWS).contains(&id) && !seen[id],
+            "id {id} unexpected or twice"
+        );
+        seen[id] = true;
+    }
+    assert_eq!(lines, ROWS, "lines in the file");
+    assert!(seen[1..].iter().all(|&s| s), "some id missing");
+    let first: Json = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["op"], "r");
+    drop(text);
+    let j = job(&db, &slot).await.expect("the job row");
+    assert_eq!((j.state.as_str(), j.rows_done), ("done", ROWS as i64));
+
+    let peak_mib = peak_kib as f64 / 1024.0;
+    println!(
+        "peak RSS while snapshotting 1M rows: {peak_mib:.0} MiB ({samples} samples over {:.1}s)",
+        took.as_secs_f64()
+    );
+    assert!(samples >= 3, "too few RSS samples: {samples}");
+    assert!(
+        peak_mib < 512.0,
+        "peak RSS {peak_mib:.0} MiB is above the 512 MiB sanity bound"
+    );
+    stop_and_cleanup(db, started, "memory_while_snapshotting_a_million_rows").await;
+}
