@@ -1,5 +1,55 @@
-//! NATS JetStream sink for the PostgreSQL CDC toolkit.
+//! NATS sink for the PostgreSQL CDC toolkit.
 //!
-//! Not implemented yet: this crate reserves its place in the workspace. The
-//! sink (async-nats, JetStream PubAcks, `Nats-Msg-Id` de-duplication) is
-//! tracked in its own issue.
+//! [`NatsSink`] publishes every row change as one Debezium JSON message
+//! ([`cdc_core::encode::DebeziumJson`]) to a subject made from a template,
+//! `cdc.{schema}.{table}` by default. Control events are not published.
+//!
+//! # JetStream (default)
+//!
+//! Messages of a batch are published back to back (up to `max_in_flight`
+//! PubAcks outstanding) and [`write_batch`](cdc_core::Sink::write_batch)
+//! returns only when **every** PubAck arrived. A missing PubAck (timeout,
+//! disconnect) is a retryable error: the engine writes the whole batch
+//! again, and the server drops the messages it already stored, because
+//! each carries a stable `Nats-Msg-Id`:
+//!
+//! ```text
+//! <pipeline>:<database>:<table oid>:<commit LSN>:<ordinal>    e.g. orders:app:16384:0/1A2B3C8:2
+//! ```
+//!
+//! A replay after a crash is dropped the same way, as long as it arrives
+//! within the stream's `duplicate_window`. Other headers: `Cdc-Op`,
+//! `Cdc-Table` (`schema.table`), `Cdc-Commit-Lsn`.
+//!
+//! # Subjects
+//!
+//! Placeholders `{prefix}`, `{schema}`, `{table}`, `{op}`. Substituted
+//! identifiers are sanitised so that each stays inside its token: `.`, `*`,
+//! `>`, white space and control characters become `_`, an empty value
+//! becomes `_`; everything else (case, non-ASCII letters) is kept. So
+//! `"My Schema"."a.b"` goes to `cdc.My_Schema.a_b`. Two tables whose names
+//! differ only in those characters share a subject.
+//!
+//! # Core NATS (`jetstream: false`)
+//!
+//! Fire-and-forget: a batch counts as written once flushed to the socket.
+//! Not durable — a server or network failure loses messages while the
+//! slot moves on. For consumers who accept that.
+//!
+//! # Errors
+//!
+//! Unreachable server, timeouts and disconnects are retryable (the client
+//! reconnects on its own). Rejected credentials, TLS failures, JetStream not
+//! enabled, a missing stream with `stream.create: false`, no stream for a
+//! subject and oversized messages are fatal.
+
+mod classify;
+mod config;
+mod message;
+mod sink;
+mod subject;
+
+pub use config::{AuthConfig, DurationText, NatsSinkConfig, Storage, StreamConfig, TlsConfig};
+pub use message::{message_id, COMMIT_LSN_HEADER, MSG_ID_HEADER, OP_HEADER, TABLE_HEADER};
+pub use sink::NatsSink;
+pub use subject::{sanitise, SubjectTemplate};

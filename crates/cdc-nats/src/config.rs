@@ -1,0 +1,472 @@
+//! The `type: nats` sink entry of a pipeline file.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::subject::SubjectTemplate;
+
+/// Configuration of the NATS sink (`type: nats` in `sinks:`).
+///
+/// ```yaml
+/// sinks:
+///   - type: nats
+///     url: nats://127.0.0.1:4222
+///     subject: "cdc.{schema}.{table}"
+///     stream: { name: CDC, create: true, duplicate_window: 2m }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSinkConfig {
+    /// Server URL, or several separated by commas
+    /// (`nats://a:4222,nats://b:4222`). Default `nats://127.0.0.1:4222`.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// Subject template. Placeholders: `{prefix}`, `{schema}`, `{table}`,
+    /// `{op}` (the Debezium op code `c`/`u`/`d`/`r`/`t`). Substituted values
+    /// are sanitised (see the crate docs). Default `cdc.{schema}.{table}`.
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    /// Value of `{prefix}`. Default: the pipeline's name.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// `true` (default): publish to JetStream and wait for every PubAck.
+    /// `false`: core NATS, fire-and-forget — **not durable**, a batch counts
+    /// as written once it is flushed to the socket.
+    #[serde(default = "default_true")]
+    pub jetstream: bool,
+    /// The JetStream stream the subjects belong to. Optional: without it
+    /// the server routes each subject to whatever stream captures it.
+    #[serde(default)]
+    pub stream: Option<StreamConfig>,
+    /// Authentication; at most one method.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// TLS settings. TLS is also used when the URL says `tls://`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// How long to wait for the TCP/TLS connection and the server's INFO.
+    /// Default `10s`.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: DurationText,
+    /// How long to wait for each PubAck and each JetStream API reply.
+    /// Default `10s`.
+    #[serde(default = "default_ack_timeout")]
+    pub ack_timeout: DurationText,
+    /// Publishes whose PubAck may be outstanding at once. Default `1024`.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+/// The JetStream stream the sink publishes into (`stream:`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Stream name (no spaces, dots, `*` or `>`).
+    pub name: String,
+    /// Subjects the stream captures, used when the sink creates it.
+    /// Default: the subject template with every token that holds a
+    /// placeholder replaced by `*` (`cdc.{schema}.{table}` → `cdc.*.*`).
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// `file` (default) or `memory`, used when the sink creates the stream.
+    #[serde(default)]
+    pub storage: Storage,
+    /// The server's de-duplication window by `Nats-Msg-Id`, used when the
+    /// sink creates the stream. A replay after a crash is dropped only if it
+    /// arrives within this window. Default `2m`.
+    #[serde(default = "default_duplicate_window")]
+    pub duplicate_window: DurationText,
+    /// Create the stream when it does not exist (default `false`: a missing
+    /// stream is a fatal error at start). An existing stream is never changed.
+    #[serde(default)]
+    pub create: bool,
+}
+
+/// Where a created stream keeps its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// On disk: survives a server restart.
+    #[default]
+    File,
+    /// In memory: lost when the server restarts.
+    Memory,
+}
+
+/// Credentials (`auth:`). Give one of: `token`; `user` and `password`;
+/// `credentials_file`; `nkey_seed`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A server token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// User name, with `password`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password, with `user`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// A `.creds` file (JWT and nkey seed), as `nsc` writes it.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// An nkey seed (`SU…`).
+    #[serde(default)]
+    pub nkey_seed: Option<String>,
+}
+
+/// TLS settings (`tls:`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Require TLS even when the URL does not say `tls://`. Default `true`
+    /// when a `tls:` section is given.
+    #[serde(default = "default_true")]
+    pub required: bool,
+    /// PEM file of the CA certificates that sign the server's certificate
+    /// (added to the system roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, with `key_file`, for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// A duration written as text: an integer and a unit, `ms`, `s`, `m` or
+/// `h` (`500ms`, `10s`, `2m`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DurationText(pub Duration);
+
+impl fmt::Debug for DurationText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl DurationText {
+    /// Parses `<integer><ms|s|m|h>`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+        let (number, unit) = text.split_at(digits);
+        let n: u64 = number.parse().map_err(|_| {
+            format!("invalid duration `{text}`, expected e.g. `500ms`, `10s`, `2m`")
+        })?;
+        let d = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => {
+                return Err(format!(
+                    "invalid duration `{text}`, expected a unit of ms, s, m or h (e.g. `10s`)"
+                ))
+            }
+        };
+        Ok(Self(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DurationText::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+fn default_url() -> String {
+    "nats://127.0.0.1:4222".to_owned()
+}
+
+fn default_subject() -> String {
+    "cdc.{schema}.{table}".to_owned()
+}
+
+const fn default_true() -> bool {
+    true
+}
+
+const fn default_connect_timeout() -> DurationText {
+    DurationText(Duration::from_secs(10))
+}
+
+const fn default_ack_timeout() -> DurationText {
+    DurationText(Duration::from_secs(10))
+}
+
+const fn default_duplicate_window() -> DurationText {
+    DurationText(Duration::from_secs(120))
+}
+
+const fn default_max_in_flight() -> usize {
+    1024
+}
+
+impl Default for NatsSinkConfig {
+    fn default() -> Self {
+        Self {
+            url: default_url(),
+            subject: default_subject(),
+            prefix: None,
+            jetstream: true,
+            stream: None,
+            auth: AuthConfig::default(),
+            tls: None,
+            connect_timeout: default_connect_timeout(),
+            ack_timeout: default_ack_timeout(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+impl NatsSinkConfig {
+    /// The server URLs of `url`, split at commas.
+    pub fn urls(&self) -> Vec<String> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Checks the entry without touching the network or files. Returns
+    /// `(field, message)` pairs; `field` is relative to the sink entry
+    /// (`subject`, `stream.name`, ...).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut push = |field: &str, message: String| problems.push((field.to_owned(), message));
+
+        let urls = self.urls();
+        if urls.is_empty() {
+            push("url", "must name at least one server".to_owned());
+        }
+        for u in &urls {
+            if let Err(e) = u.parse::<async_nats::ServerAddr>() {
+                push("url", format!("`{u}` is not a NATS server URL: {e}"));
+            }
+        }
+
+        if let Err(e) = SubjectTemplate::parse(&self.subject) {
+            push("subject", e);
+        }
+        if let Some(prefix) = &self.prefix {
+            if prefix.is_empty() {
+                push("prefix", "must not be empty".to_owned());
+            }
+        }
+
+        if let Some(stream) = &self.stream {
+            if !self.jetstream {
+                push(
+                    "stream",
+                    "only applies with `jetstream: true` (core NATS has no streams)".to_owned(),
+                );
+            }
+            if stream.name.is_empty() {
+                push("stream.name", "must not be empty".to_owned());
+            } else if let Some(c) = stream.name.chars().find(|c| {
+                c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+            }) {
+                push(
+                    "stream.name",
+                    format!("`{}` contains {c:?}: a stream name may not contain spaces, `.`, `*`, `>`, `/` or `\\`", stream.name),
+                );
+            }
+            for (i, s) in stream.subjects.iter().enumerate() {
+                if let Err(e) = check_subject_filter(s) {
+                    push(&format!("stream.subjects[{i}]"), e);
+                }
+            }
+            if stream.duplicate_window.0.is_zero() {
+                push(
+                    "stream.duplicate_window",
+                    "must be greater than zero: replays after a crash are de-duplicated only within it".to_owned(),
+                );
+            }
+        }
+
+        let a = &self.auth;
+        let methods = [
+            a.token.is_some(),
+            a.user.is_some() || a.password.is_some(),
+            a.credentials_file.is_some(),
+            a.nkey_seed.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if methods > 1 {
+            push(
+                "auth",
+                "give only one of token, user/password, credentials_file, nkey_seed".to_owned(),
+            );
+        }
+        if a.user.is_some() != a.password.is_some() {
+            let missing = if a.user.is_some() {
+                "auth.password"
+            } else {
+                "auth.user"
+            };
+            push(missing, "`user` and `password` go together".to_owned());
+        }
+        if let Some(seed) = &a.nkey_seed {
+            if !seed.trim().starts_with('S') {
+                push(
+                    "auth.nkey_seed",
+                    "an nkey seed starts with `S` (e.g. `SUA…`)".to_owned(),
+                );
+            }
+        }
+
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                let missing = if tls.cert_file.is_some() {
+                    "tls.key_file"
+                } else {
+                    "tls.cert_file"
+                };
+                push(missing, "`cert_file` and `key_file` go together".to_owned());
+            }
+        }
+
+        if self.connect_timeout.0.is_zero() {
+            push("connect_timeout", "must be greater than zero".to_owned());
+        }
+        if self.ack_timeout.0.is_zero() {
+            push("ack_timeout", "must be greater than zero".to_owned());
+        }
+        if self.max_in_flight == 0 {
+            push("max_in_flight", "must be at least 1".to_owned());
+        }
+        problems
+    }
+
+    /// The subjects a stream created by the sink captures: `stream.subjects`,
+    /// or else the template's filter (`cdc.*.*`).
+    pub fn stream_subjects(&self) -> Vec<String> {
+        match &self.stream {
+            Some(s) if !s.subjects.is_empty() => s.subjects.clone(),
+            _ => SubjectTemplate::parse(&self.subject)
+                .map(|t| vec![t.filter()])
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Checks a stream subject filter: dot-separated non-empty tokens without
+/// spaces; `*` and `>` only as whole tokens, `>` only last.
+fn check_subject_filter(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    let tokens: Vec<&str> = s.split('.').collect();
+    for (i, t) in tokens.iter().enumerate() {
+        if t.is_empty() {
+            return Err(format!("`{s}` has an empty token"));
+        }
+        if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("`{s}` contains white space"));
+        }
+        if (t.contains('*') && *t != "*") || (t.contains('>') && *t != ">") {
+            return Err(format!("`{s}`: `*` and `>` must be whole tokens"));
+        }
+        if *t == ">" && i + 1 != tokens.len() {
+            return Err(format!("`{s}`: `>` must be the last token"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            DurationText::parse("2m").unwrap().0,
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            DurationText::parse("500ms").unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            DurationText::parse("1h").unwrap().0,
+            Duration::from_secs(3600)
+        );
+        assert!(DurationText::parse("10").is_err());
+        assert!(DurationText::parse("s").is_err());
+        assert!(DurationText::parse("3 days").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = NatsSinkConfig::default();
+        assert_eq!(c.validate(), Vec::<(String, String)>::new());
+        assert_eq!(c.stream_subjects(), vec!["cdc.*.*".to_owned()]);
+    }
+
+    fn fields(c: &NatsSinkConfig) -> Vec<String> {
+        c.validate().into_iter().map(|(f, _)| f).collect()
+    }
+
+    #[test]
+    fn finds_problems_by_field() {
+        let c = NatsSinkConfig {
+            url: " , ".into(),
+            subject: "cdc.{tabel}".into(),
+            jetstream: false,
+            stream: Some(StreamConfig {
+                name: "a.b".into(),
+                subjects: vec!["x.>.y".into()],
+                storage: Storage::File,
+                duplicate_window: DurationText(Duration::ZERO),
+                create: true,
+            }),
+            auth: AuthConfig {
+                token: Some("t".into()),
+                user: Some("u".into()),
+                ..AuthConfig::default()
+            },
+            tls: Some(TlsConfig {
+                cert_file: Some("c.pem".into()),
+                ..TlsConfig::default()
+            }),
+            max_in_flight: 0,
+            ..NatsSinkConfig::default()
+        };
+        assert_eq!(
+            fields(&c),
+            [
+                "url",
+                "subject",
+                "stream",
+                "stream.name",
+                "stream.subjects[0]",
+                "stream.duplicate_window",
+                "auth",
+                "auth.password",
+                "tls.key_file",
+                "max_in_flight"
+            ]
+        );
+    }
+
+    #[test]
+    fn subject_filters() {
+        assert!(check_subject_filter("cdc.>").is_ok());
+        assert!(check_subject_filter("cdc.*.t").is_ok());
+        assert!(check_subject_filter("cdc..t").is_err());
+        assert!(check_subject_filter("cdc.a*").is_err());
+        assert!(check_subject_filter("a b").is_err());
+    }
+}

@@ -1,0 +1,378 @@
+//! [`NatsSink`]: connecting, and writing batches.
+
+use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishAckFuture};
+use async_nats::jetstream::{self, stream};
+use async_nats::{Client, ConnectOptions, Event as NatsEvent};
+use bytes::Bytes;
+use cdc_core::encode::DebeziumJson;
+use cdc_core::{error_chain, Batch, ChangeEvent, Event, Sink, SinkError};
+
+use crate::classify;
+use crate::config::{NatsSinkConfig, Storage};
+use crate::message;
+use crate::subject::SubjectTemplate;
+
+/// A sink that publishes each change as Debezium JSON to NATS.
+///
+/// With JetStream (the default) a batch is durable once every message of
+/// it has its PubAck; see the crate documentation for subjects, headers and
+/// de-duplication.
+pub struct NatsSink {
+    client: Client,
+    /// `None` in core mode.
+    js: Option<jetstream::Context>,
+    stream_name: Option<String>,
+    template: SubjectTemplate,
+    prefix: String,
+    pipeline: String,
+    encoder: DebeziumJson,
+    max_in_flight: usize,
+    subject_buf: String,
+    id_buf: String,
+    payload_buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for NatsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSink")
+            .field("jetstream", &self.js.is_some())
+            .field("stream", &self.stream_name)
+            .field("pipeline", &self.pipeline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsSink {
+    /// Connects to the server, and in JetStream mode checks (or creates)
+    /// the configured stream.
+    ///
+    /// Errors: an invalid configuration, rejected credentials, a TLS
+    /// failure, JetStream not enabled, or a missing stream with
+    /// `stream.create: false` are fatal; an unreachable server is
+    /// retryable.
+    pub async fn connect(
+        config: &NatsSinkConfig,
+        pipeline_name: &str,
+    ) -> Result<NatsSink, SinkError> {
+        if let Some((field, message)) = config.validate().into_iter().next() {
+            return Err(SinkError::fatal(format!(
+                "invalid nats sink: {field}: {message}"
+            )));
+        }
+        let template = SubjectTemplate::parse(&config.subject)
+            .map_err(|e| SinkError::fatal(format!("invalid nats sink: subject: {e}")))?;
+        let urls = config.urls();
+        let url_text = urls.join(",");
+        let options = connect_options(config, pipeline_name).await?;
+        let addrs: Vec<async_nats::ServerAddr> = urls
+            .iter()
+            .map(|u| {
+                u.parse()
+                    .map_err(|e| SinkError::fatal(format!("invalid NATS URL `{u}`: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let client = options
+            .connect(addrs.as_slice())
+            .await
+            .map_err(|e| classify::connect_error(&url_text, e))?;
+
+        let mut sink = NatsSink {
+            client: client.clone(),
+            js: None,
+            stream_name: config.stream.as_ref().map(|s| s.name.clone()),
+            template,
+            prefix: config
+                .prefix
+                .clone()
+                .unwrap_or_else(|| pipeline_name.to_owned()),
+            pipeline: pipeline_name.to_owned(),
+            encoder: DebeziumJson::new(pipeline_name),
+            max_in_flight: config.max_in_flight,
+            subject_buf: String::new(),
+            id_buf: String::new(),
+            payload_buf: Vec::new(),
+        };
+        if !config.jetstream {
+            tracing::warn!(
+                url = %url_text,
+                "nats sink in core mode (jetstream: false): messages are fire-and-forget, not durable"
+            );
+            return Ok(sink);
+        }
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.ack_timeout.0)
+            .ack_timeout(config.ack_timeout.0)
+            .max_ack_inflight(config.max_in_flight)
+            .backpressure_on_inflight(true)
+            .build(client);
+        ensure_stream(&js, config).await?;
+        sink.js = Some(js);
+        tracing::info!(url = %url_text, stream = ?sink.stream_name, "nats sink connected (JetStream)");
+        Ok(sink)
+    }
+
+    /// Renders subject, message id, headers and payload of one change.
+    fn render(
+        &mut self,
+        change: &ChangeEvent,
+        now_ms: i64,
+    ) -> (String, async_nats::HeaderMap, Bytes) {
+        self.template
+            .render(&self.prefix, change, &mut self.subject_buf);
+        message::message_id(&self.pipeline, change, &mut self.id_buf);
+        let headers = message::headers(&self.id_buf, change);
+        self.payload_buf.clear();
+        self.encoder.encode(change, now_ms, &mut self.payload_buf);
+        (
+            self.subject_buf.clone(),
+            headers,
+            Bytes::copy_from_slice(&self.payload_buf),
+        )
+    }
+
+    async fn write_jetstream(
+        &mut self,
+        js: &jetstream::Context,
+        batch: &Batch,
+    ) -> Result<(), SinkError> {
+        let now_ms = now_ms();
+        let mut pending: VecDeque<(String, PublishAckFuture)> =
+            VecDeque::with_capacity(self.max_in_flight.min(batch.events.len()));
+        let mut stats = Stats::default();
+        for event in &batch.events {
+            let Event::Change(change) = event else {
+                continue;
+            };
+            if pending.len() >= self.max_in_flight {
+                if let Some((subject, ack)) = pending.pop_front() {
+                    self.check_ack(js, &subject, ack, &mut stats).await?;
+                }
+            }
+            let (subject, headers, payload) = self.render(change, now_ms);
+            let ack = js
+                .publish_with_headers(subject.clone(), headers, payload)
+                .await
+                .map_err(|e| classify::publish_error(&subject, e))?;
+            pending.push_back((subject, ack));
+        }
+        while let Some((subject, ack)) = pending.pop_front() {
+            self.check_ack(js, &subject, ack, &mut stats).await?;
+        }
+        if stats.stored + stats.duplicates > 0 {
+            tracing::debug!(
+                stored = stats.stored,
+                duplicates = stats.duplicates,
+                "nats batch acknowledged"
+            );
+        }
+        if stats.duplicates > 0 {
+            tracing::info!(
+                duplicates = stats.duplicates,
+                "JetStream dropped replayed messages by Nats-Msg-Id"
+            );
+        }
+        Ok(())
+    }
+
+    async fn check_ack(
+        &self,
+        js: &jetstream::Context,
+        subject: &str,
+        ack: PublishAckFuture,
+        stats: &mut Stats,
+    ) -> Result<(), SinkError> {
+        let ack = match ack.await {
+            Ok(ack) => ack,
+            Err(e)
+                if e.kind() == async_nats::jetstream::context::PublishErrorKind::StreamNotFound =>
+            {
+                return Err(no_stream_error(js, subject).await.with_source(e));
+            }
+            Err(e) => return Err(classify::publish_error(subject, e)),
+        };
+        if let Some(expected) = &self.stream_name {
+            if &ack.stream != expected {
+                return Err(SinkError::fatal(format!(
+                    "subject `{subject}` is stored by stream `{}`, not by the configured stream `{expected}`: \
+                     make `subject` match the stream's subjects",
+                    ack.stream
+                )));
+            }
+        }
+        if ack.duplicate {
+            stats.duplicates += 1;
+        } else {
+            stats.stored += 1;
+        }
+        Ok(())
+    }
+
+    async fn write_core(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let now_ms = now_ms();
+        let client = self.client.clone();
+        for event in &batch.events {
+            let Event::Change(change) = event else {
+                continue;
+            };
+            let (subject, headers, payload) = self.render(change, now_ms);
+            client
+                .publish_with_headers(subject.clone(), headers, payload)
+                .await
+                .map_err(|e| {
+                    SinkError::retryable(format!("cannot publish to `{subject}`")).with_source(e)
+                })?;
+        }
+        client
+            .flush()
+            .await
+            .map_err(|e| SinkError::retryable("cannot flush to the NATS server").with_source(e))
+    }
+}
+
+impl Sink for NatsSink {
+    async fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        if !batch.events.iter().any(|e| matches!(e, Event::Change(_))) {
+            return Ok(());
+        }
+        match self.js.clone() {
+            Some(js) => self.write_jetstream(&js, batch).await,
+            None => self.write_core(batch).await,
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| SinkError::retryable("cannot flush to the NATS server").with_source(e))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    stored: u64,
+    duplicates: u64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What a "no responders" PubAck means: a missing stream (fatal) or a
+/// JetStream that is not answering yet (retryable).
+async fn no_stream_error(js: &jetstream::Context, subject: &str) -> SinkError {
+    match js.stream_by_subject(subject).await {
+        Ok(name) => SinkError::retryable(format!(
+            "no PubAck for `{subject}` although stream `{name}` captures it"
+        )),
+        Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => SinkError::fatal(format!(
+            "no JetStream stream captures subject `{subject}`: create a stream for it, \
+             or configure `stream: {{ name: ..., create: true }}` on the nats sink"
+        )),
+        Err(e) => SinkError::retryable(format!(
+            "no PubAck for `{subject}` and the stream lookup failed: {}",
+            error_chain(&e)
+        )),
+    }
+}
+
+async fn connect_options(
+    config: &NatsSinkConfig,
+    pipeline_name: &str,
+) -> Result<ConnectOptions, SinkError> {
+    let auth = &config.auth;
+    let mut options = match &auth.credentials_file {
+        Some(path) => ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| {
+                SinkError::fatal(format!(
+                    "cannot read NATS credentials file {}",
+                    path.display()
+                ))
+                .with_source(e)
+            })?,
+        None => ConnectOptions::new(),
+    };
+    if let Some(token) = &auth.token {
+        options = options.token(token.clone());
+    }
+    if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(seed) = &auth.nkey_seed {
+        options = options.nkey(seed.trim().to_owned());
+    }
+    if let Some(tls) = &config.tls {
+        options = options.require_tls(tls.required);
+        if let Some(ca) = &tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    Ok(options
+        .name(format!("cdc-engine/{pipeline_name}"))
+        .connection_timeout(config.connect_timeout.0)
+        .request_timeout(Some(config.ack_timeout.0))
+        // Reconnect forever: a batch in flight fails with a retryable
+        // error and is written again once the server is back.
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                NatsEvent::Connected => tracing::info!("nats: connected"),
+                NatsEvent::Disconnected => tracing::warn!("nats: disconnected, reconnecting"),
+                other => tracing::warn!("nats: {other}"),
+            }
+        }))
+}
+
+/// Checks the configured stream exists, creating it when `stream.create`
+/// is set; without a configured stream, checks JetStream answers.
+async fn ensure_stream(js: &jetstream::Context, config: &NatsSinkConfig) -> Result<(), SinkError> {
+    let Some(wanted) = &config.stream else {
+        return js.query_account().await.map(|_| ()).map_err(|e| {
+            SinkError::fatal(
+                "JetStream is not available on the NATS server (start nats-server with `-js`), \
+                 or set `jetstream: false` to publish with core NATS (not durable)",
+            )
+            .with_source(e)
+        });
+    };
+    let name = &wanted.name;
+    match js.get_stream(name).await {
+        Ok(_) => return Ok(()),
+        Err(e) if classify::is_stream_not_found(&e) => {}
+        Err(e) => return Err(classify::get_stream_error(name, e)),
+    }
+    if !wanted.create {
+        return Err(SinkError::fatal(format!(
+            "JetStream stream `{name}` does not exist and `stream.create` is false: create it \
+             (e.g. `nats stream add {name} --subjects '{}' --dupe-window 2m`) or set `stream.create: true`",
+            config.stream_subjects().join(",")
+        )));
+    }
+    let stream_config = stream::Config {
+        name: name.clone(),
+        subjects: config.stream_subjects(),
+        storage: match wanted.storage {
+            Storage::File => stream::StorageType::File,
+            Storage::Memory => stream::StorageType::Memory,
+        },
+        duplicate_window: wanted.duplicate_window.0,
+        ..stream::Config::default()
+    };
+    match js.create_stream(stream_config).await {
+        Ok(_) => {
+            tracing::info!(stream = %name, subjects = ?config.stream_subjects(), "created JetStream stream");
+            Ok(())
+        }
+        Err(e) => classify::create_stream_error(name, e),
+    }
+}
