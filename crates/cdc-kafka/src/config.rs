@@ -1,0 +1,449 @@
+//! `type: kafka` sink configuration: the YAML keys, their defaults, and a
+//! pure [`KafkaSinkConfig::validate`] (no network, no files read).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::route::TopicTemplate;
+
+/// The Kafka sink: one topic per table, keyed by primary key, durable once
+/// every delivery report of a batch is back.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// `brokers`: bootstrap servers, `host:port` each (librdkafka
+    /// `bootstrap.servers`). Required, at least one.
+    pub brokers: Vec<String>,
+    /// `client_id`: the Kafka client id. Default `cdc-<pipeline name>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// `topic`: topic name template with the placeholders `{db}`,
+    /// `{schema}` and `{table}`. Characters Kafka does not allow in a topic
+    /// name (anything but `a-z A-Z 0-9 . _ -`) are replaced by `_` after
+    /// substitution. Default `cdc.{schema}.{table}` unless `topics` is
+    /// given, then tables missing from `topics` are an error.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// `topics`: explicit table → topic map (`public.users: users-v1`);
+    /// wins over `topic` for the tables it lists.
+    #[serde(default)]
+    pub topics: BTreeMap<String, String>,
+    /// `create_topics`: create missing topics through the admin API with
+    /// these settings. When absent, every topic must already exist: a
+    /// missing one stops the pipeline.
+    #[serde(default)]
+    pub create_topics: Option<CreateTopics>,
+    /// `tombstones`: after each delete, also send a tombstone (same key,
+    /// null value) so log compaction can drop the row. Default `true`.
+    #[serde(default = "default_true")]
+    pub tombstones: bool,
+    /// `compression`: `none`, `gzip`, `snappy`, `lz4` or `zstd`
+    /// (librdkafka `compression.type`). Default `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// `acks`: `all` (every in-sync replica) or `leader`. Default `all`;
+    /// `leader` needs `idempotence: false`.
+    #[serde(default)]
+    pub acks: Acks,
+    /// `idempotence`: the idempotent producer (no duplicates or reordering
+    /// from the producer's own retries). Default `true`.
+    #[serde(default = "default_true")]
+    pub idempotence: bool,
+    /// `batching`: how the producer groups messages into requests.
+    #[serde(default)]
+    pub batching: Batching,
+    /// `timeouts`: how long deliveries and requests may take.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// `tls`: connect with TLS. Absent: plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// `sasl`: authenticate with SASL. Absent: no authentication.
+    #[serde(default)]
+    pub sasl: Option<SaslConfig>,
+    /// `properties`: any other librdkafka producer property, passed as is
+    /// and applied last (so it overrides the keys above). Values are strings.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `create_topics`: settings of topics the sink creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopics {
+    /// `partitions`: partitions per created topic. Default 1.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// `replication_factor`: replicas per partition. Default 1.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+}
+
+/// `compression`: the producer's compression codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// No compression.
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    /// The librdkafka `compression.type` value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// `acks`: which replicas must have a message before it counts as delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Acks {
+    /// Every in-sync replica (`acks=all`).
+    #[default]
+    All,
+    /// The partition leader only (`acks=1`).
+    Leader,
+}
+
+/// `batching`: how messages are grouped into produce requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batching {
+    /// `linger`: how long to wait for more messages before sending a
+    /// request (librdkafka `linger.ms`). Default `5ms`.
+    #[serde(default = "default_linger", deserialize_with = "duration")]
+    pub linger: Duration,
+    /// `max_messages`: messages per request at most
+    /// (`batch.num.messages`). Default 10000.
+    #[serde(default = "default_batch_messages")]
+    pub max_messages: u32,
+    /// `max_bytes`: bytes per partition batch at most (`batch.size`), a
+    /// number of bytes. Default 1000000.
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: u32,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            linger: default_linger(),
+            max_messages: default_batch_messages(),
+            max_bytes: default_batch_bytes(),
+        }
+    }
+}
+
+/// `timeouts`: durations written like `30s`, `500ms`, `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// `delivery`: how long a message may wait for its delivery, retries
+    /// included (`message.timeout.ms`). When it passes, the batch fails
+    /// and is retried as a whole. Default `30s`.
+    #[serde(default = "default_delivery", deserialize_with = "duration")]
+    pub delivery: Duration,
+    /// `request`: how long one produce request may take
+    /// (`request.timeout.ms`). Default `30s`.
+    #[serde(default = "default_request", deserialize_with = "duration")]
+    pub request: Duration,
+    /// `metadata`: how long a metadata lookup or topic creation may take
+    /// before the batch fails (retryable). Default `10s`.
+    #[serde(default = "default_metadata", deserialize_with = "duration")]
+    pub metadata: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            delivery: default_delivery(),
+            request: default_request(),
+            metadata: default_metadata(),
+        }
+    }
+}
+
+/// `tls`: TLS towards the brokers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `ca`: PEM file of the certificate authorities to trust. Default:
+    /// the system's.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// `cert`: PEM file of the client certificate (mutual TLS).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// `key`: PEM file of the client certificate's private key.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// `key_password`: password of `key`, if it is encrypted.
+    #[serde(default)]
+    pub key_password: Option<Secret>,
+    /// `verify_hostname`: check the broker's name against its certificate.
+    /// Default `true`.
+    #[serde(default = "default_true")]
+    pub verify_hostname: bool,
+}
+
+/// `sasl`: SASL authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslConfig {
+    /// `mechanism`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`. Required.
+    pub mechanism: SaslMechanism,
+    /// `username`. Required.
+    pub username: String,
+    /// `password` (use `${VAR}` to keep it out of the file). Required.
+    pub password: Secret,
+}
+
+/// `sasl.mechanism`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    /// `PLAIN`.
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// `SCRAM-SHA-256`.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The librdkafka `sasl.mechanism` value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// A password: printed as `***` by `Debug`, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// Properties the sink sets itself and that `properties` must not change,
+/// because durability or the sink's own error handling depend on them.
+const RESERVED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use `brokers`"),
+    ("metadata.broker.list", "use `brokers`"),
+    ("acks", "use `acks`"),
+    ("request.required.acks", "use `acks`"),
+    ("enable.idempotence", "use `idempotence`"),
+    (
+        "transactional.id",
+        "transactions are not supported by this sink",
+    ),
+    ("sasl.password", "use `sasl.password`"),
+];
+
+impl KafkaSinkConfig {
+    /// The default `topic` template.
+    pub const DEFAULT_TOPIC: &'static str = "cdc.{schema}.{table}";
+
+    /// Checks the configuration without connecting: `(field, message)` per
+    /// problem, `field` relative to the sink entry (`brokers`,
+    /// `sasl.mechanism`, `topics.public.users`).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut push = |field: &str, message: String| problems.push((field.to_owned(), message));
+        if self.brokers.is_empty() {
+            push("brokers", "at least one broker is required".into());
+        }
+        for (i, b) in self.brokers.iter().enumerate() {
+            if let Err(msg) = check_broker(b) {
+                push(&format!("brokers[{i}]"), msg);
+            }
+        }
+        if let Some(id) = &self.client_id {
+            if id.trim().is_empty() {
+                push("client_id", "must not be empty".into());
+            }
+        }
+        if let Some(t) = &self.topic {
+            if let Err(msg) = TopicTemplate::parse(t) {
+                push("topic", msg);
+            }
+        }
+        for (table, topic) in &self.topics {
+            let field = format!("topics.{table}");
+            match table.split_once('.') {
+                Some((s, t)) if !s.is_empty() && !t.is_empty() => {}
+                _ => push(
+                    &field,
+                    "the key must be a schema-qualified table, e.g. `public.users`".into(),
+                ),
+            }
+            if let Err(msg) = crate::route::check_topic_name(topic) {
+                push(&field, msg);
+            }
+        }
+        if let Some(c) = &self.create_topics {
+            if c.partitions < 1 {
+                push("create_topics.partitions", "must be at least 1".into());
+            }
+            if c.replication_factor < 1 {
+                push(
+                    "create_topics.replication_factor",
+                    "must be at least 1".into(),
+                );
+            }
+        }
+        if self.acks == Acks::Leader && self.idempotence {
+            push(
+                "acks",
+                "`leader` needs `idempotence: false` (the idempotent producer requires acks=all)"
+                    .into(),
+            );
+        }
+        if self.batching.max_messages == 0 {
+            push("batching.max_messages", "must be at least 1".into());
+        }
+        if self.batching.max_bytes == 0 {
+            push("batching.max_bytes", "must be at least 1".into());
+        }
+        let ms_limit = Duration::from_millis(i32::MAX as u64);
+        if self.batching.linger > Duration::from_secs(900) {
+            push("batching.linger", "must be at most 900s".into());
+        }
+        for (field, d) in [
+            ("timeouts.delivery", self.timeouts.delivery),
+            ("timeouts.request", self.timeouts.request),
+            ("timeouts.metadata", self.timeouts.metadata),
+        ] {
+            if d.is_zero() {
+                push(field, "must be greater than zero".into());
+            } else if d > ms_limit {
+                push(field, "is too long".into());
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                let field = if tls.cert.is_some() {
+                    "tls.key"
+                } else {
+                    "tls.cert"
+                };
+                push(field, "`tls.cert` and `tls.key` go together".into());
+            }
+            if tls.key_password.is_some() && tls.key.is_none() {
+                push("tls.key_password", "needs `tls.key`".into());
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            if sasl.username.is_empty() {
+                push("sasl.username", "must not be empty".into());
+            }
+        }
+        for key in self.properties.keys() {
+            let field = format!("properties.{key}");
+            if let Some((_, why)) = RESERVED_PROPERTIES.iter().find(|(k, _)| k == key) {
+                push(&field, format!("set by the sink itself: {why}"));
+            } else if key.trim().is_empty() {
+                push(&field, "empty property name".into());
+            }
+        }
+        problems
+    }
+}
+
+fn check_broker(b: &str) -> Result<(), String> {
+    let b = b.trim();
+    let Some((host, port)) = b.rsplit_once(':') else {
+        return Err(format!("`{b}`: expected host:port"));
+    };
+    if host.is_empty() {
+        return Err(format!("`{b}`: empty host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("`{b}`: invalid port `{port}`")),
+    }
+}
+
+const fn default_true() -> bool {
+    true
+}
+const fn default_partitions() -> i32 {
+    1
+}
+const fn default_replication_factor() -> i32 {
+    1
+}
+const fn default_linger() -> Duration {
+    Duration::from_millis(5)
+}
+const fn default_batch_messages() -> u32 {
+    10_000
+}
+const fn default_batch_bytes() -> u32 {
+    1_000_000
+}
+const fn default_delivery() -> Duration {
+    Duration::from_secs(30)
+}
+const fn default_request() -> Duration {
+    Duration::from_secs(30)
+}
+const fn default_metadata() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A duration written as an integer and a unit: `ms`, `s`, `m`, `h`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parses `10ms`, `30s`, `5m`, `1h`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration `{text}`: expected e.g. `500ms`, `30s`, `5m`"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "" => return Err(format!("duration `{text}` needs a unit: ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in `{text}`: use ms, s, m or h"
+            ))
+        }
+    };
+    Ok(d)
+}
