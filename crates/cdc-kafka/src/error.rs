@@ -144,19 +144,18 @@ pub(crate) fn code_class(code: RDKafkaErrorCode) -> ErrorClass {
 impl From<KafkaSinkError> for SinkError {
     fn from(e: KafkaSinkError) -> Self {
         let class = e.class();
-        let mut message = e.to_string();
-        if class == ErrorClass::Fatal {
-            if let Some(h) = e.hint() {
-                message.push_str(" (");
-                message.push_str(h);
-                message.push(')');
-            }
-        }
-        let base = match class {
-            ErrorClass::Fatal => SinkError::fatal(message),
-            ErrorClass::Retryable => SinkError::retryable(message),
+        let hint = if class == ErrorClass::Fatal {
+            e.hint()
+        } else {
+            None
         };
-        base.with_source(e)
+        match (class, hint) {
+            // The message already holds the cause; with a hint after it, a
+            // source would only repeat the cause in the error chain.
+            (_, Some(h)) => SinkError::fatal(format!("{e} ({h})")),
+            (ErrorClass::Fatal, None) => SinkError::fatal(e.to_string()).with_source(e),
+            (ErrorClass::Retryable, None) => SinkError::retryable(e.to_string()).with_source(e),
+        }
     }
 }
 

@@ -1,0 +1,1094 @@
+//! The Kafka sink end to end: PostgreSQL → `cdc-engine` (feature `kafka`) →
+//! a Kafka-protocol broker, read back with an rdkafka consumer.
+//!
+//! Every test body runs against two broker implementations:
+//! tansu (`CDC_TEST_KAFKA_BROKERS`, started by `scripts/servers/kafka.sh`)
+//! and noida-db's Kafka (`CDC_TEST_NOIDA_KAFKA_BROKERS`, started by
+//! `scripts/servers/noida.sh`), so a pass does not rest on one broker's
+//! quirks.
+//!
+//! What a consumer sees is judged per key, in partition order (all changes
+//! of a row share a key, hence a partition):
+//! * replaying the messages (`r`/`c`/`u`: the row becomes `after`; `d` and
+//!   tombstones: removed) gives exactly the table's `to_jsonb` rows;
+//! * the first occurrences of the positions `(commit_lsn, ordinal)` are in
+//!   commit order (a repeated position is an at-least-once duplicate);
+//! * every committed write is there (no loss).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cdc_core::Lsn;
+use integration_tests::{unique_suffix, wait_until, Engine, TestDb};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value as Json;
+use sqlx::{Connection, PgConnection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+// ---------------------------------------------------------------- brokers
+
+/// The tansu broker.
+const TANSU: &str = "CDC_TEST_KAFKA_BROKERS";
+/// noida-db's Kafka.
+const NOIDA: &str = "CDC_TEST_NOIDA_KAFKA_BROKERS";
+
+fn brokers(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_owned(),
+        _ => panic!(
+            "{var} is not set: run ./scripts/test.sh (scripts/servers/kafka.sh starts tansu, \
+             scripts/servers/noida.sh noida-db) or point it at a broker"
+        ),
+    }
+}
+
+/// Runs one async test body against each broker.
+macro_rules! for_each_broker {
+    ($body:ident: $tansu:ident, $noida:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $tansu() {
+            $body(TANSU).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $noida() {
+            $body(NOIDA).await;
+        }
+    };
+}
+
+// ---------------------------------------------------------------- config
+
+fn yaml_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A pipeline of `tables` into one or more Kafka sinks (`sinks`: YAML of
+/// each entry's keys after `type: kafka`, indented by 4).
+fn pipeline(db: &TestDb, slot: &str, tables: &[&str], sinks: &[String], extra: &str) -> String {
+    let mut y = format!(
+        "name: kt\nsource:\n  url: {}\n  tables:\n",
+        yaml_str(db.url())
+    );
+    for t in tables {
+        y.push_str(&format!("    - {}\n", yaml_str(t)));
+    }
+    y.push_str(&format!(
+        "  publication: {{ name: p_{slot} }}\n  slot: {{ name: {slot} }}\nsinks:\n"
+    ));
+    for s in sinks {
+        y.push_str("  - type: kafka\n");
+        y.push_str(s);
+    }
+    y.push_str(
+        "pipeline: { max_batch_events: 64, max_batch_wait: 10ms }\n\
+         retry: { initial_backoff: 100ms, max_backoff: 1s }\n",
+    );
+    y.push_str(extra);
+    y
+}
+
+/// One sink entry: `brokers`, a unique topic prefix, 3 partitions per
+/// created topic, short timeouts.
+fn sink(brokers: &str, prefix: &str, extra: &str) -> String {
+    format!(
+        "    brokers: [{}]\n    topic: {}\n    create_topics: {{ partitions: 3, replication_factor: 1 }}\n    \
+         timeouts: {{ delivery: 5s, metadata: 5s }}\n{extra}",
+        yaml_str(brokers),
+        yaml_str(&format!("{prefix}.{{schema}}.{{table}}")),
+    )
+}
+
+// ---------------------------------------------------------------- reading back
+
+/// One message as read back.
+#[derive(Debug, Clone)]
+struct Msg {
+    partition: i32,
+    offset: i64,
+    key: Option<Json>,
+    value: Option<Json>,
+    headers: BTreeMap<String, String>,
+}
+
+impl Msg {
+    fn op(&self) -> Option<&str> {
+        self.value.as_ref()?.get("op")?.as_str()
+    }
+
+    /// `(commit_lsn, ordinal)`; snapshot reads all count as ordinal 0.
+    fn position(&self) -> Option<(u64, u64)> {
+        let v = self.value.as_ref()?;
+        let lsn = v["source"]["commit_lsn"].to_string().parse().ok()?;
+        let ord = if self.op() == Some("r") {
+            0
+        } else {
+            v["source"]["ordinal"].to_string().parse().ok()?
+        };
+        Some((lsn, ord))
+    }
+}
+
+/// Everything in `topic` now: every partition read from the beginning to
+/// its end. An unknown topic reads as empty.
+fn read_topic(brokers: &str, topic: &str) -> Vec<Msg> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("kt-{}", unique_suffix()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let md = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+        Ok(md) => md,
+        Err(e) => panic!("metadata of {topic} from {brokers}: {e}"),
+    };
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Vec::new();
+    };
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Vec::new();
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut open = HashSet::new();
+    for p in t.partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .expect("partition");
+        open.insert(p.id());
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !open.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} did not reach the end of partitions {open:?} within 30s"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => eprintln!("consumer error reading {topic}: {e}"),
+            Some(Ok(m)) => {
+                let json = |b: &[u8]| -> Json {
+                    serde_json::from_slice(b).unwrap_or_else(|e| {
+                        panic!("{topic}: not JSON ({e}): {}", String::from_utf8_lossy(b))
+                    })
+                };
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_owned(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Msg {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(json),
+                    value: m.payload().map(json),
+                    headers,
+                });
+            }
+        }
+    }
+    out.sort_by_key(|m| (m.partition, m.offset));
+    out
+}
+
+/// Messages grouped by the JSON text of their key, each group in partition
+/// order. Also checks that a key always lands on one partition.
+fn by_key(msgs: &[Msg]) -> BTreeMap<String, Vec<Msg>> {
+    let mut out: BTreeMap<String, Vec<Msg>> = BTreeMap::new();
+    for m in msgs {
+        let k = m
+            .key
+            .as_ref()
+            .unwrap_or_else(|| panic!("message without key: {m:?}"))
+            .to_string();
+        out.entry(k).or_default().push(m.clone());
+    }
+    for (k, ms) in &out {
+        assert!(
+            ms.iter().all(|m| m.partition == ms[0].partition),
+            "key {k} is spread over partitions"
+        );
+    }
+    out
+}
+
+/// The table as the messages rebuild it, keyed by the JSON text of `id`.
+fn replay(msgs: &[Msg]) -> BTreeMap<String, Json> {
+    let mut rows = BTreeMap::new();
+    for ms in by_key(msgs).values() {
+        for m in ms {
+            let key = m
+                .key
+                .as_ref()
+                .map(|k| k["id"].to_string())
+                .unwrap_or_default();
+            match (m.op(), &m.value) {
+                (Some("r" | "c" | "u"), Some(v)) => {
+                    rows.insert(key, v["after"].clone());
+                }
+                (Some("d"), _) | (None, None) => {
+                    rows.remove(&key);
+                }
+                other => panic!("unexpected message {other:?}: {m:?}"),
+            }
+        }
+    }
+    rows
+}
+
+/// Checks every message's key and headers against its value, the order of
+/// first occurrences per key, and (when `strict_tombstones`) that each
+/// delete is directly followed by its tombstone.
+fn check_messages(msgs: &[Msg], table: &str, strict_tombstones: bool) {
+    for (k, ms) in by_key(msgs) {
+        let mut seen = HashSet::new();
+        let mut last = None;
+        for (i, m) in ms.iter().enumerate() {
+            let Some(v) = &m.value else {
+                // A tombstone: right after a delete of the same key.
+                assert_eq!(
+                    ms.get(i.wrapping_sub(1)).and_then(Msg::op),
+                    Some("d"),
+                    "key {k}: tombstone not after a delete"
+                );
+                continue;
+            };
+            let op = m.op().unwrap_or_default();
+            let row = if op == "d" { &v["before"] } else { &v["after"] };
+            assert_eq!(
+                k,
+                serde_json::json!({ "id": row["id"].clone() }).to_string(),
+                "key does not match the row: {m:?}"
+            );
+            assert_eq!(m.headers.get("op").map(String::as_str), Some(op), "{m:?}");
+            assert_eq!(m.headers.get("schema").map(String::as_str), Some("public"));
+            assert_eq!(m.headers.get("table").map(String::as_str), Some(table));
+            let lsn: u64 = v["source"]["commit_lsn"].to_string().parse().expect("lsn");
+            assert_eq!(
+                m.headers.get("commit_lsn"),
+                Some(&Lsn(lsn).to_string()),
+                "{m:?}"
+            );
+            if strict_tombstones && op == "d" {
+                assert!(
+                    ms.get(i + 1).is_some_and(|t| t.value.is_none()),
+                    "key {k}: delete without a tombstone after it"
+                );
+            }
+            let pos = m.position().expect("position");
+            if seen.insert(pos) {
+                if let Some(prev) = last {
+                    assert!(
+                        pos > prev,
+                        "key {k}: change at {pos:?} arrived after {prev:?} (not commit order)"
+                    );
+                }
+                last = Some(pos);
+            }
+        }
+    }
+}
+
+fn diff(got: &BTreeMap<String, Json>, want: &BTreeMap<String, Json>) -> String {
+    let mut out = Vec::new();
+    for (k, v) in want {
+        match got.get(k) {
+            None => out.push(format!("id {k}: missing, table has {v}")),
+            Some(g) if g != v => out.push(format!("id {k}: topic has {g}, table has {v}")),
+            Some(_) => {}
+        }
+    }
+    for (k, g) in got {
+        if !want.contains_key(k) {
+            out.push(format!("id {k}: in the topic ({g}) but not in the table"));
+        }
+    }
+    let n = out.len();
+    out.truncate(10);
+    format!("{n} difference(s):\n  {}", out.join("\n  "))
+}
+
+/// Polls until the topic replays to the table; returns the messages.
+async fn converge(db: &TestDb, brokers: &str, topic: &str, engine: &Engine) -> Vec<Msg> {
+    let want = db.to_jsonb_rows("public.t", "id").await;
+    let mut last = String::new();
+    let mut msgs = Vec::new();
+    let ok = wait_until(Duration::from_secs(60), async || {
+        msgs = read_topic(brokers, topic);
+        let got = replay(&msgs);
+        if got == want {
+            return true;
+        }
+        last = diff(&got, &want);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        false
+    })
+    .await;
+    assert!(
+        ok,
+        "the topic did not converge to the table within 60s: {last}\n{}",
+        engine.output_report()
+    );
+    msgs
+}
+
+// ---------------------------------------------------------------- writers
+
+/// What committed transactions wrote.
+#[derive(Debug, Default)]
+struct Written {
+    /// `(id, v)` of every row version written.
+    rows: Vec<(i32, i32)>,
+    /// `(id, v)` of every row deleted (`v`: the value it had).
+    deletes: Vec<(i32, i32)>,
+    committed: usize,
+}
+
+/// Concurrent writers of random small transactions on `public.t`.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Written>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(url: &str, n: usize, counter_from: i32) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Written::default()));
+        let counter = Arc::new(AtomicI32::new(counter_from));
+        let tasks = (0..n)
+            .map(|i| {
+                tokio::spawn(writer(
+                    url.to_owned(),
+                    i as u64,
+                    counter.clone(),
+                    stop.clone(),
+                    log.clone(),
+                ))
+            })
+            .collect();
+        Writers { stop, log, tasks }
+    }
+
+    async fn finish(self) -> Written {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("a writer panicked");
+        }
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+async fn writer(
+    url: String,
+    index: u64,
+    counter: Arc<AtomicI32>,
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Written>>,
+) {
+    let mut conn = PgConnection::connect(&url).await.expect("writer connects");
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(index + 1) | 1;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let mut ids: Vec<(i32, u64)> = (0..=next(2))
+            .map(|_| (next(40) as i32 + 1, next(10)))
+            .collect();
+        ids.sort();
+        ids.dedup_by_key(|x| x.0);
+        let (mut rows, mut deletes) = (Vec::new(), Vec::new());
+        let res: Result<(), sqlx::Error> = async {
+            let mut tx = conn.begin().await?;
+            for (id, dice) in &ids {
+                if *dice < 7 {
+                    let v = counter.fetch_add(1, Ordering::Relaxed);
+                    sqlx::query(
+                        "INSERT INTO public.t (id, v, note) VALUES ($1, $2, $3) \
+                         ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, note = EXCLUDED.note",
+                    )
+                    .bind(id)
+                    .bind(v)
+                    .bind(format!("w{index} \"q\" ü {v}"))
+                    .execute(&mut *tx)
+                    .await?;
+                    rows.push((*id, v));
+                } else {
+                    let old: Option<i32> =
+                        sqlx::query_scalar("DELETE FROM public.t WHERE id = $1 RETURNING v")
+                            .bind(id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if let Some(v) = old {
+                        deletes.push((*id, v));
+                    }
+                }
+            }
+            tx.commit().await
+        }
+        .await;
+        if res.is_ok() {
+            let mut log = log.lock().unwrap();
+            log.rows.extend(rows);
+            log.deletes.extend(deletes);
+            log.committed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = conn.close().await;
+}
+
+/// Every committed write and delete is among the messages.
+fn check_no_loss(msgs: &[Msg], written: &Written) {
+    let mut first: HashMap<(i32, i32), (String, usize)> = HashMap::new();
+    let groups = by_key(msgs);
+    let id_v = |m: &Msg| -> Option<(i32, i32)> {
+        let a = m.value.as_ref()?.get("after").filter(|a| a.is_object())?;
+        Some((
+            a["id"].to_string().parse().ok()?,
+            a["v"].to_string().parse().ok()?,
+        ))
+    };
+    for (k, ms) in &groups {
+        for (i, m) in ms.iter().enumerate() {
+            if let Some(x) = id_v(m) {
+                first.entry(x).or_insert((k.clone(), i));
+            }
+        }
+    }
+    let missing: Vec<_> = written
+        .rows
+        .iter()
+        .filter(|x| !first.contains_key(x))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} committed writes (id, v) are missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    for (id, v) in &written.deletes {
+        let (k, at) = first
+            .get(&(*id, *v))
+            .unwrap_or_else(|| panic!("deleted row version ({id}, {v}) was never sent"));
+        let deleted = groups[k][at + 1..].iter().any(|m| m.op() == Some("d"));
+        assert!(deleted, "the delete of ({id}, {v}) is missing");
+    }
+}
+
+async fn new_table(db: &TestDb) {
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
+        .await;
+}
+
+// ---------------------------------------------------------------- tests
+
+/// Snapshot of existing rows, then streaming under concurrent writes.
+async fn snapshot_then_stream(var: &str) {
+    let started = Instant::now();
+    let brokers = brokers(var);
+    let db = TestDb::create("kafka_e2e").await;
+    new_table(&db).await;
+    db.exec("INSERT INTO public.t SELECT g, -g, 'snap ' || g FROM generate_series(1, 30) g")
+        .await;
+    let s = unique_suffix();
+    let prefix = format!("kt_e2e_{s}");
+    let slot = format!("ke_{s}");
+    let yaml = pipeline(
+        &db,
+        &slot,
+        &["public.t"],
+        &[sink(&brokers, &prefix, "    compression: zstd\n")],
+        "snapshot: { mode: initial }\n",
+    );
+    let mut engine = Engine::start(&yaml);
+    assert!(
+        wait_until(Duration::from_secs(30), async || db
+            .slot_active(&slot)
+            .await)
+        .await,
+        "the engine did not start streaming\n{}",
+        engine.output_report()
+    );
+    let writers = Writers::start(db.url(), 3, 1000);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let written = writers.finish().await;
+    assert!(written.committed > 20, "only {} commits", written.committed);
+
+    let topic = format!("{prefix}.public.t");
+    let msgs = converge(&db, &brokers, &topic, &engine).await;
+    check_messages(&msgs, "t", true);
+    check_no_loss(&msgs, &written);
+    let reads = msgs.iter().filter(|m| m.op() == Some("r")).count();
+    assert!(reads >= 30, "only {reads} snapshot reads");
+    let partitions: HashSet<i32> = msgs.iter().map(|m| m.partition).collect();
+    assert!(partitions.len() > 1, "all keys went to one partition");
+    assert_eq!(engine.stop(Duration::from_secs(30)).await, 0);
+    eprintln!(
+        "{var}: {} messages for {} commits in {:?}",
+        msgs.len(),
+        written.committed,
+        started.elapsed()
+    );
+    db.cleanup().await;
+}
+for_each_broker!(snapshot_then_stream: snapshot_then_stream_tansu, snapshot_then_stream_noida);
+
+/// Exact keys, headers and tombstones, with a composite key and a table
+/// name that is not a valid topic name; a second sink without tombstones.
+async fn keys_headers_tombstones(var: &str) {
+    let brokers = brokers(var);
+    let db = TestDb::create("kafka_keys").await;
+    db.exec(
+        "CREATE TABLE public.\"Mixed Case\" (a int, b text, payload jsonb, PRIMARY KEY (a, b))",
+    )
+    .await;
+    let s = unique_suffix();
+    let (with, without) = (format!("kt_k1_{s}"), format!("kt_k2_{s}"));
+    let slot = format!("kk_{s}");
+    let yaml = pipeline(
+        &db,
+        &slot,
+        &["public.\"Mixed Case\""],
+        &[
+            sink(&brokers, &with, ""),
+            sink(&brokers, &without, "    tombstones: false\n"),
+        ],
+        "",
+    );
+    let mut engine = Engine::start(&yaml);
+    assert!(
+        wait_until(Duration::from_secs(30), async || db
+            .slot_active(&slot)
+            .await)
+        .await,
+        "the engine did not start streaming\n{}",
+        engine.output_report()
+    );
+    db.exec("INSERT INTO public.\"Mixed Case\" VALUES (1, 'x', '{\"n\": 1}'), (2, 'y ü', null)")
+        .await;
+    db.exec("UPDATE public.\"Mixed Case\" SET payload = '[1]' WHERE a = 1")
+        .await;
+    db.exec("DELETE FROM public.\"Mixed Case\" WHERE a = 1")
+        .await;
+
+    for (prefix, tombstones) in [(&with, true), (&without, false)] {
+        let topic = format!("{prefix}.public.Mixed_Case");
+        let want = if tombstones { 5 } else { 4 };
+        let mut msgs = Vec::new();
+        let ok = wait_until(Duration::from_secs(30), async || {
+            msgs = read_topic(&brokers, &topic);
+            msgs.len() >= want
+        })
+        .await;
+        assert!(
+            ok,
+            "{topic}: {} of {want} messages\n{}",
+            msgs.len(),
+            engine.output_report()
+        );
+        assert_eq!(msgs.len(), want, "{msgs:#?}");
+        let k1 = serde_json::json!({"a": 1, "b": "x"});
+        let k2 = serde_json::json!({"a": 2, "b": "y ü"});
+        let ks = by_key(&msgs);
+        let one = &ks[&k1.to_string()];
+        let ops: Vec<_> = one
+            .iter()
+            .map(|m| m.headers.get("op").cloned().unwrap_or_default())
+            .collect();
+        let expected: &[&str] = if tombstones {
+            &["c", "u", "d", "d"]
+        } else {
+            &["c", "u", "d"]
+        };
+        assert_eq!(ops, expected, "{one:#?}");
+        assert_eq!(ks[&k2.to_string()].len(), 1);
+        for m in &msgs {
+            assert_eq!(m.headers.get("schema").map(String::as_str), Some("public"));
+            assert_eq!(
+                m.headers.get("table").map(String::as_str),
+                Some("Mixed Case")
+            );
+            let lsn = m.headers.get("commit_lsn").expect("commit_lsn header");
+            assert!(lsn.parse::<Lsn>().is_ok(), "{lsn}");
+        }
+        // Both inserts share a transaction: same commit LSN header.
+        assert_eq!(
+            one[0].headers["commit_lsn"],
+            ks[&k2.to_string()][0].headers["commit_lsn"]
+        );
+        let update = one[1].value.as_ref().expect("update value");
+        assert_eq!(update["after"]["payload"], serde_json::json!([1]));
+        assert_eq!(update["source"]["table"], "Mixed Case");
+        let delete = one[2].value.as_ref().expect("delete value");
+        assert_eq!(delete["before"]["a"], 1);
+        assert!(delete["after"].is_null());
+        assert_eq!(
+            Lsn(delete["source"]["commit_lsn"].as_u64().expect("lsn")).to_string(),
+            one[2].headers["commit_lsn"]
+        );
+        if tombstones {
+            assert!(one[3].value.is_none(), "tombstone with a value");
+            assert_eq!(one[3].key.as_ref(), Some(&k1));
+            assert_eq!(one[3].headers["commit_lsn"], one[2].headers["commit_lsn"]);
+        }
+    }
+    assert_eq!(engine.stop(Duration::from_secs(30)).await, 0);
+    db.cleanup().await;
+}
+for_each_broker!(keys_headers_tombstones: keys_headers_tombstones_tansu, keys_headers_tombstones_noida);
+
+/// The broker is unreachable for 20 s mid-stream (a proxy between engine
+/// and broker drops every connection and refuses new ones): the slot never
+/// gets ahead of what Kafka holds, and afterwards every change arrives.
+async fn broker_unreachable(var: &str) {
+    let brokers = brokers(var);
+    let upstream: SocketAddr = brokers
+        .split(',')
+        .next()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("{var}={brokers}: expected one 127.0.0.1:port"));
+    let proxy = KafkaProxy::start(upstream).await;
+    let db = TestDb::create("kafka_cut").await;
+    new_table(&db).await;
+    let s = unique_suffix();
+    let prefix = format!("kt_cut_{s}");
+    let topic = format!("{prefix}.public.t");
+    let slot = format!("kc_{s}");
+    let yaml = pipeline(
+        &db,
+        &slot,
+        &["public.t"],
+        &[sink(&proxy.addr.to_string(), &prefix, "")],
+        "",
+    );
+    let mut engine = Engine::start(&yaml);
+    assert!(
+        wait_until(Duration::from_secs(30), async || db
+            .slot_active(&slot)
+            .await)
+        .await,
+        "the engine did not start streaming\n{}",
+        engine.output_report()
+    );
+    let writers = Writers::start(db.url(), 3, 1000);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    proxy.cut(true);
+    let cut_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = read_topic(&brokers, &topic).len();
+    // Samples of (acknowledged position, what Kafka held then).
+    let mut samples = Vec::new();
+    while cut_at.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let acked = db
+            .slot_confirmed_flush_lsn(&slot)
+            .await
+            .unwrap_or(Lsn::ZERO);
+        let held: HashSet<(u64, u64)> = read_topic(&brokers, &topic)
+            .iter()
+            .filter_map(Msg::position)
+            .collect();
+        samples.push((acked, held));
+    }
+    let during = read_topic(&brokers, &topic).len();
+    assert_eq!(
+        before, during,
+        "messages reached the broker while the proxy was cut: the test does not cut the path"
+    );
+    proxy.cut(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let written = writers.finish().await;
+
+    let msgs = converge(&db, &brokers, &topic, &engine).await;
+    check_messages(&msgs, "t", false);
+    check_no_loss(&msgs, &written);
+    for (acked, held) in &samples {
+        let unacked_held: Vec<_> = msgs
+            .iter()
+            .filter_map(Msg::position)
+            .filter(|p| p.0 < acked.0 && !held.contains(p))
+            .collect();
+        assert!(
+            unacked_held.is_empty(),
+            "the slot was acknowledged at {acked} while changes before it were not in Kafka: {:?}",
+            &unacked_held[..unacked_held.len().min(10)]
+        );
+    }
+    let log = engine.stderr_text();
+    assert!(
+        log.contains("retry") || log.contains("Retry") || log.contains("retrying"),
+        "no retry was logged\n{}",
+        engine.output_report()
+    );
+    assert_eq!(engine.stop(Duration::from_secs(30)).await, 0);
+    eprintln!(
+        "{var}: {} commits, {} messages, acked positions during the cut: {:?}",
+        written.committed,
+        msgs.len(),
+        samples.iter().map(|s| s.0.to_string()).collect::<Vec<_>>()
+    );
+    db.cleanup().await;
+}
+for_each_broker!(broker_unreachable: broker_unreachable_tansu, broker_unreachable_noida);
+
+/// SIGKILL twice mid-stream, restart each time: nothing is lost.
+async fn sigkill_restart(var: &str) {
+    let brokers = brokers(var);
+    let db = TestDb::create("kafka_kill").await;
+    new_table(&db).await;
+    let s = unique_suffix();
+    let prefix = format!("kt_kill_{s}");
+    let topic = format!("{prefix}.public.t");
+    let slot = format!("kk_{s}");
+    let yaml = pipeline(
+        &db,
+        &slot,
+        &["public.t"],
+        &[sink(&brokers, &prefix, "")],
+        "",
+    );
+    let mut runs = vec![Engine::start(&yaml)];
+    assert!(
+        wait_until(Duration::from_secs(30), async || db
+            .slot_active(&slot)
+            .await)
+        .await,
+        "the engine did not start streaming\n{}",
+        runs[0].output_report()
+    );
+    let writers = Writers::start(db.url(), 3, 1000);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let e = runs.last_mut().expect("a run");
+        e.sigkill();
+        assert_eq!(e.wait_exit(Duration::from_secs(10)).await, 128 + 9);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        runs.push(Engine::start(&yaml));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let written = writers.finish().await;
+    let last = runs.last_mut().expect("a run");
+    let msgs = converge(&db, &brokers, &topic, last).await;
+    check_messages(&msgs, "t", false);
+    check_no_loss(&msgs, &written);
+    assert_eq!(last.stop(Duration::from_secs(30)).await, 0);
+    eprintln!(
+        "{var}: {} commits, {} messages",
+        written.committed,
+        msgs.len()
+    );
+    db.cleanup().await;
+}
+for_each_broker!(sigkill_restart: sigkill_restart_tansu, sigkill_restart_noida);
+
+/// A message larger than allowed stops the pipeline with a clear message,
+/// and the slot is not acknowledged past it.
+async fn fatal_message_too_large(var: &str) {
+    let brokers = brokers(var);
+    let db = TestDb::create("kafka_fatal").await;
+    new_table(&db).await;
+    let s = unique_suffix();
+    let prefix = format!("kt_big_{s}");
+    let topic = format!("{prefix}.public.t");
+    let slot = format!("kb_{s}");
+    let yaml = pipeline(
+        &db,
+        &slot,
+        &["public.t"],
+        &[sink(
+            &brokers,
+            &prefix,
+            "    batching: { max_bytes: 20000 }\n    properties: { message.max.bytes: '20000' }\n",
+        )],
+        "",
+    );
+    let mut engine = Engine::start(&yaml);
+    assert!(
+        wait_until(Duration::from_secs(30), async || db
+            .slot_active(&slot)
+            .await)
+        .await,
+        "the engine did not start streaming\n{}",
+        engine.output_report()
+    );
+    db.exec("INSERT INTO public.t VALUES (1, 1, 'small')").await;
+    let ok = wait_until(Duration::from_secs(30), async || {
+        !read_topic(&brokers, &topic).is_empty()
+    })
+    .await;
+    assert!(
+        ok,
+        "the small row did not arrive\n{}",
+        engine.output_report()
+    );
+    let before_big = db.current_wal_lsn().await;
+    db.exec("INSERT INTO public.t SELECT 2, 2, string_agg(md5(g::text), '') FROM generate_series(1, 2000) g")
+        .await;
+    let code = engine.wait_exit(Duration::from_secs(60)).await;
+    assert_ne!(
+        code,
+        0,
+        "the engine did not fail\n{}",
+        engine.output_report()
+    );
+    let err = engine.stderr_text();
+    assert!(
+        err.contains("larger than") && err.contains(&topic),
+        "no clear message about the size\n{}",
+        engine.output_report()
+    );
+    let acked = db
+        .slot_confirmed_flush_lsn(&slot)
+        .await
+        .unwrap_or(Lsn::ZERO);
+    assert!(
+        acked <= before_big,
+        "the slot was acknowledged at {acked}, past the failed change (WAL was at {before_big} before it)"
+    );
+    db.cleanup().await;
+}
+for_each_broker!(fatal_message_too_large: fatal_message_too_large_tansu, fatal_message_too_large_noida);
+
+// ---------------------------------------------------------------- the proxy
+
+/// A TCP proxy on 127.0.0.1 in front of one Kafka broker. Metadata
+/// responses are rewritten so that the broker is advertised at the proxy's
+/// port (else the client would connect to the broker directly). `cut(true)`
+/// drops every connection and refuses new ones until `cut(false)`.
+struct KafkaProxy {
+    addr: SocketAddr,
+    cut: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Connections the proxy serves at once, at most.
+const PROXY_MAX_CONNECTIONS: usize = 64;
+/// Largest Kafka frame the proxy forwards.
+const PROXY_MAX_FRAME: usize = 64 << 20;
+
+impl KafkaProxy {
+    async fn start(upstream: SocketAddr) -> KafkaProxy {
+        assert!(
+            upstream.ip().is_loopback(),
+            "the proxy only talks to 127.0.0.1"
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (cut, cut_rx) = watch::channel(false);
+        let permits = Arc::new(tokio::sync::Semaphore::new(PROXY_MAX_CONNECTIONS));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if *cut_rx.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    drop(client);
+                    continue;
+                };
+                let mut rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = pump(client, server, upstream.port(), addr.port()) => {}
+                        _ = rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        KafkaProxy { addr, cut, task }
+    }
+
+    fn cut(&self, on: bool) {
+        self.cut.send_replace(on);
+    }
+}
+
+impl Drop for KafkaProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cut.send_replace(true);
+    }
+}
+
+async fn read_frame(s: &mut (impl AsyncReadExt + Unpin)) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await.ok()?;
+    let n = usize::try_from(i32::from_be_bytes(len)).ok()?;
+    if n > PROXY_MAX_FRAME {
+        return None;
+    }
+    let mut body = vec![0u8; n];
+    s.read_exact(&mut body).await.ok()?;
+    Some(body)
+}
+
+async fn write_frame(s: &mut (impl AsyncWriteExt + Unpin), body: &[u8]) -> Option<()> {
+    let n = i32::try_from(body.len()).ok()?;
+    s.write_all(&n.to_be_bytes()).await.ok()?;
+    s.write_all(body).await.ok()
+}
+
+/// Forwards frames both ways until either side closes; rewrites the broker
+/// port in Metadata responses.
+async fn pump(client: TcpStream, server: TcpStream, from_port: u16, to_port: u16) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    // correlation id → Metadata request version
+    let metadata = Arc::new(Mutex::new(HashMap::<i32, i16>::new()));
+    let requests = {
+        let metadata = metadata.clone();
+        async move {
+            while let Some(frame) = read_frame(&mut cr).await {
+                if frame.len() >= 8 {
+                    let key = i16::from_be_bytes([frame[0], frame[1]]);
+                    let version = i16::from_be_bytes([frame[2], frame[3]]);
+                    let corr = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+                    if key == 3 {
+                        metadata.lock().unwrap().insert(corr, version);
+                    }
+                }
+                write_frame(&mut sw, &frame).await?;
+            }
+            None::<()>
+        }
+    };
+    let responses = async move {
+        while let Some(mut frame) = read_frame(&mut sr).await {
+            if frame.len() >= 4 {
+                let corr = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+                let version = metadata.lock().unwrap().remove(&corr);
+                if let Some(v) = version {
+                    rewrite_metadata_ports(&mut frame, v, from_port, to_port);
+                }
+            }
+            write_frame(&mut cw, &frame).await?;
+        }
+        None::<()>
+    };
+    tokio::select! {
+        _ = requests => {}
+        _ = responses => {}
+    }
+}
+
+/// In a Metadata response (after the size), replaces broker port
+/// `from` by `to`. Leaves the frame as it is if it cannot parse it.
+fn rewrite_metadata_ports(frame: &mut [u8], version: i16, from: u16, to: u16) {
+    let flexible = version >= 9;
+    let mut p = Parser { buf: frame, at: 4 };
+    let _ = (|| -> Option<()> {
+        if flexible {
+            p.skip_tags()?;
+        }
+        if version >= 3 {
+            p.skip(4)?; // throttle_time_ms
+        }
+        let n = if flexible {
+            p.uvarint()?.checked_sub(1)?
+        } else {
+            u64::try_from(p.i32()?).ok()?
+        };
+        for _ in 0..n {
+            p.skip(4)?; // node_id
+            p.string(flexible)?; // host
+            let at = p.at;
+            let port = p.i32()?;
+            if port == i32::from(from) {
+                p.buf[at..at + 4].copy_from_slice(&i32::from(to).to_be_bytes());
+            }
+            if version >= 1 {
+                p.string(flexible)?; // rack
+            }
+            if flexible {
+                p.skip_tags()?;
+            }
+        }
+        Some(())
+    })();
+}
+
+struct Parser<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn skip(&mut self, n: usize) -> Option<()> {
+        let end = self.at.checked_add(n)?;
+        (end <= self.buf.len()).then(|| self.at = end)
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        let b = self.buf.get(self.at..self.at + 4)?;
+        let v = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        self.at += 4;
+        Some(v)
+    }
+
+    fn uvarint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.buf.get(self.at)?;
+            self.at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// A (nullable) string, compact in flexible versions.
+    fn string(&mut self, flexible: bool) -> Option<()> {
+        if flexible {
+            let n = self.uvarint()?;
+            self.skip(usize::try_from(n.saturating_sub(1)).ok()?)
+        } else {
+            let b = self.buf.get(self.at..self.at + 2)?;
+            let n = i16::from_be_bytes([b[0], b[1]]);
+            self.at += 2;
+            self.skip(usize::try_from(n.max(0)).ok()?)
+        }
+    }
+
+    fn skip_tags(&mut self) -> Option<()> {
+        for _ in 0..self.uvarint()? {
+            self.uvarint()?;
+            let n = self.uvarint()?;
+            self.skip(usize::try_from(n).ok()?)?;
+        }
+        Some(())
+    }
+}
