@@ -43,6 +43,9 @@ pub enum PgError {
     /// exporting session ended); a new coordinator exports another.
     #[error("{0}")]
     SnapshotGone(String),
+    /// Another process created the replication slot while this one tried to.
+    #[error("the replication slot was created concurrently")]
+    SlotRace,
     /// The stream contradicted itself (e.g. a change for a relation never described).
     #[error("replication protocol: {0}")]
     Protocol(String),
@@ -101,6 +104,7 @@ impl PgError {
             | PgError::Decode(_)
             | PgError::Value { .. }
             | PgError::Protocol(_) => false,
+            PgError::SlotRace => true,
             PgError::Sql { source, .. } => match source {
                 sqlx::Error::Database(_) => self.sqlstate().is_some_and(|c| transient_sqlstate(&c)),
                 sqlx::Error::Io(_)

@@ -78,12 +78,35 @@ fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-fn strategy(chunking: Chunking, has_key: bool) -> ChunkStrategy {
-    match chunking {
-        Chunking::Auto | Chunking::Ctid => ChunkStrategy::Ctid,
-        Chunking::Key if has_key => ChunkStrategy::Auto,
-        Chunking::Key => ChunkStrategy::Ctid,
+/// Plans one table. `chunking: key` uses integer ranges for a single
+/// integer key, keyset ranges for any other key, and CTID ranges for a
+/// table without one (the key planners refuse unfit tables with a
+/// `Setup` error before running any query, so the transaction stays usable).
+async fn plan_table(
+    conn: &mut PgConnection,
+    info: &crate::catalog::RelationInfo,
+    chunking: Chunking,
+    chunk_rows: u64,
+) -> Result<Vec<crate::snapshot::ChunkBounds>, PgError> {
+    let candidates: &[ChunkStrategy] = match chunking {
+        Chunking::Auto | Chunking::Ctid => &[ChunkStrategy::Ctid],
+        Chunking::Key => &[
+            ChunkStrategy::IntKey,
+            ChunkStrategy::Keyset,
+            ChunkStrategy::Ctid,
+        ],
+    };
+    let mut last = None;
+    for strategy in candidates {
+        match plan_chunks(conn, info, *strategy, chunk_rows).await {
+            Err(PgError::Setup(why)) => {
+                tracing::debug!(table = %info.schema.name, reason = %why, "trying the next chunking strategy");
+                last = Some(PgError::Setup(why));
+            }
+            other => return other,
+        }
     }
+    Err(last.unwrap_or_else(|| PgError::Protocol("no chunking strategy".into())))
 }
 
 impl SnapshotPhase {
@@ -266,6 +289,9 @@ impl SnapshotPhase {
     /// Marks done the chunks whose rows are durable.
     async fn complete_durable(&mut self, ack: &AckHandle) -> Result<(), PgError> {
         for c in self.emitter.take_completed(ack.durable_batches()) {
+            // Stop heartbeating first: a heartbeat racing the update would
+            // find the chunk done and report a takeover that did not happen.
+            hold(&self.held, c.chunk_id, false);
             let mine = self
                 .store
                 .mark_done(
@@ -278,7 +304,6 @@ impl SnapshotPhase {
             if !mine {
                 tracing::warn!(chunk = c.chunk_id, "chunk was taken over by another instance before its rows were durable here; it is read again there");
             }
-            hold(&self.held, c.chunk_id, false);
         }
         Ok(())
     }
@@ -439,14 +464,7 @@ async fn plan(
     let mut plans = Vec::with_capacity(tables.len());
     for table in tables {
         let info = describe_table(&mut reader, database, table).await?;
-        let has_key = info.schema.columns.iter().any(|c| c.is_key);
-        let bounds = plan_chunks(
-            &mut reader,
-            &info,
-            strategy(settings.chunking, has_key),
-            settings.chunk_rows,
-        )
-        .await?;
+        let bounds = plan_table(&mut reader, &info, settings.chunking, settings.chunk_rows).await?;
         tracing::info!(table = %table, chunks = bounds.len(), "planned snapshot chunks");
         plans.push((table.clone(), bounds));
     }

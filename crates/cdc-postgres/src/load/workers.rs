@@ -49,6 +49,10 @@ pub(crate) fn hold(held: &HeldChunks, id: i64, on: bool) {
     }
 }
 
+fn is_held(held: &HeldChunks, id: i64) -> bool {
+    held.lock().map(|set| set.contains(&id)).unwrap_or(false)
+}
+
 fn is_last(bounds: &ChunkBounds) -> bool {
     match bounds {
         ChunkBounds::Ctid { end_block, .. } => end_block.is_none(),
@@ -247,6 +251,7 @@ pub(crate) async fn run_heartbeat(ctx: HeartbeatContext) {
         for id in ids {
             match ctx.store.heartbeat(c, id, &ctx.settings.instance_id).await {
                 Ok(true) => {}
+                Ok(false) if !is_held(&ctx.held, id) => {} // finished meanwhile
                 Ok(false) => {
                     tracing::warn!(chunk = id, "snapshot chunk was claimed by another instance (heartbeat too late); it will be read again there");
                     hold(&ctx.held, id, false);

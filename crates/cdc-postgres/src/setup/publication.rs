@@ -15,6 +15,27 @@ pub async fn ensure_publication(
     tables: &[TableName],
     create: bool,
 ) -> Result<(), PgError> {
+    // Another instance may create or extend the publication at the same
+    // moment: losing that race means looking again, not failing.
+    for _ in 0..3 {
+        if ensure_once(conn, name, tables, create).await? {
+            return Ok(());
+        }
+        tracing::info!(
+            publication = name,
+            "publication changed concurrently; checking again"
+        );
+    }
+    ensure_once(conn, name, tables, false).await.map(|_| ())
+}
+
+/// One check-and-fix pass; `Ok(false)` when a concurrent change got in the way.
+async fn ensure_once(
+    conn: &mut PgConnection,
+    name: &str,
+    tables: &[TableName],
+    create: bool,
+) -> Result<bool, PgError> {
     let ctx = || format!("checking publication {name}");
     let row = sqlx::query(
         "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate
@@ -64,7 +85,7 @@ pub async fn ensure_publication(
         .try_get::<bool, _>("puballtables")
         .map_err(|e| PgError::sql(ctx(), e))?
     {
-        return Ok(());
+        return Ok(true);
     }
 
     let rows = sqlx::query(
@@ -85,7 +106,7 @@ pub async fn ensure_publication(
         .collect();
     let missing: Vec<&TableName> = tables.iter().filter(|t| !published.contains(t)).collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let sql = format!(
         "ALTER PUBLICATION {} ADD TABLE {}",
@@ -103,11 +124,19 @@ pub async fn ensure_publication(
     run_ddl(conn, sql, name).await
 }
 
-async fn run_ddl(conn: &mut PgConnection, sql: String, name: &str) -> Result<(), PgError> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+/// Runs the DDL; `Ok(false)` when it lost a race with a concurrent
+/// creation (unique violation, duplicate object).
+async fn run_ddl(conn: &mut PgConnection, sql: String, name: &str) -> Result<bool, PgError> {
+    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
         .execute(&mut *conn)
-        .await
-        .map(|_| ())
+        .await;
+    if let Err(sqlx::Error::Database(db)) = &result {
+        if matches!(db.code().as_deref(), Some("23505" | "42710")) {
+            return Ok(false);
+        }
+    }
+    result
+        .map(|_| true)
         .map_err(|e| match &e {
             sqlx::Error::Database(db) if db.code().as_deref() == Some("42501") => PgError::Setup(
                 format!(

@@ -86,7 +86,7 @@ pub async fn ensure_slot(
         return Err(too_few_slots(server.max_replication_slots));
     }
     tracing::info!(slot = name, "creating replication slot");
-    let row = sqlx::query(
+    let created = sqlx::query(
         "SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')",
     )
     .bind(name)
@@ -96,13 +96,20 @@ pub async fn ensure_slot(
         sqlx::Error::Database(db) if db.code().as_deref() == Some("53400") => {
             too_few_slots(server.max_replication_slots)
         }
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42710") => {
-            PgError::Setup(format!(
-                "replication slot `{name}` was created concurrently by another process; start again"
-            ))
-        }
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("42710") => PgError::SlotRace,
         _ => PgError::sql(format!("creating replication slot {name}"), e),
-    })?;
+    });
+    let row = match created {
+        Err(PgError::SlotRace) => {
+            // Another instance created it a moment ago: use that one.
+            tracing::info!(
+                slot = name,
+                "replication slot created concurrently; using it"
+            );
+            return Box::pin(ensure_slot(conn, server, name, false)).await;
+        }
+        other => other?,
+    };
     let text: String = row
         .try_get("lsn")
         .map_err(|e| PgError::sql(format!("creating replication slot {name}"), e))?;

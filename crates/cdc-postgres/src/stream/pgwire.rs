@@ -57,6 +57,9 @@ impl PgWireTransport {
     /// `CREATE_REPLICATION_SLOT` first); `acked` is the position already
     /// durable (the slot's consistent point).
     pub async fn start_gated(mut client: ReplicationClient, acked: Lsn) -> Result<Self, PgError> {
+        // The session was configured before the slot (and so this position)
+        // existed: report it now, so shutdown can confirm it reached the server.
+        client.update_applied_lsn(pgwire_replication::Lsn::from_u64(acked.0));
         client.start().await.map_err(PgError::Replication)?;
         client.wait_started().await.map_err(PgError::Replication)?;
         Ok(Self { client, acked })
