@@ -14,7 +14,7 @@
 //! each carries a stable `Nats-Msg-Id`:
 //!
 //! ```text
-//! <pipeline>:<database>:<table oid>:<commit LSN>:<ordinal>    e.g. orders:app:16384:0/1A2B3C8:2
+//! <pipeline>:<database>:<table oid>:<op>:<commit LSN>:<ordinal>    e.g. orders:app:16384:u:0/1A2B3C8:2
 //! ```
 //!
 //! A replay after a crash is dropped the same way, as long as it arrives

@@ -16,14 +16,18 @@ pub const TABLE_HEADER: &str = "Cdc-Table";
 pub const COMMIT_LSN_HEADER: &str = "Cdc-Commit-Lsn";
 
 /// The stable id of a change:
-/// `<pipeline>:<database>:<table oid>:<commit LSN>:<ordinal>`, e.g.
-/// `orders:app:16384:0/1A2B3C8:2`.
+/// `<pipeline>:<database>:<table oid>:<op>:<commit LSN>:<ordinal>`, e.g.
+/// `orders:app:16384:u:0/1A2B3C8:2`.
 ///
 /// `(commit LSN, ordinal)` is the change's position, the same on every
-/// delivery; the table OID keeps snapshot rows (which share the snapshot
+/// delivery. The table OID keeps snapshot rows (which share the snapshot
 /// LSN and number their ordinals per table) and multi-table truncates
-/// apart; the pipeline and database keep two pipelines writing into one
-/// stream apart. Control characters and `:` in the names become `_`.
+/// apart. The op keeps snapshot reads (`r`) apart from streamed changes: a
+/// transaction whose commit record starts exactly at the snapshot's
+/// consistent point has the snapshot LSN as its commit LSN, and small
+/// ordinals equal to those of the first chunk's rows. The pipeline and
+/// database keep two pipelines writing into one stream apart. Control
+/// characters and `:` in the names become `_`.
 pub fn message_id(pipeline: &str, event: &ChangeEvent, out: &mut String) {
     out.clear();
     push_id_part(out, pipeline);
@@ -32,8 +36,11 @@ pub fn message_id(pipeline: &str, event: &ChangeEvent, out: &mut String) {
     let src = &event.source;
     let _ = write!(
         out,
-        ":{}:{}:{}",
-        event.table.oid, src.commit_lsn, src.ordinal
+        ":{}:{}:{}:{}",
+        event.table.oid,
+        event.op.code(),
+        src.commit_lsn,
+        src.ordinal
     );
 }
 
@@ -94,12 +101,23 @@ mod tests {
     fn ids_are_stable_and_distinct() {
         let mut a = String::new();
         message_id("pipe:1", &event(16384, 0x1_0000_00FF, 2), &mut a);
-        assert_eq!(a, "pipe_1:app:16384:1/FF:2");
+        assert_eq!(a, "pipe_1:app:16384:u:1/FF:2");
         let mut b = String::new();
         message_id("pipe:1", &event(16385, 0x1_0000_00FF, 2), &mut b);
         assert_ne!(a, b);
         message_id("pipe:1", &event(16384, 0x1_0000_00FF, 2), &mut b);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn snapshot_read_and_streamed_change_at_the_same_position_differ() {
+        let mut read = event(7, 0x100, 1);
+        read.op = Op::Read;
+        let streamed = event(7, 0x100, 1);
+        let (mut a, mut b) = (String::new(), String::new());
+        message_id("p", &read, &mut a);
+        message_id("p", &streamed, &mut b);
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl NatsSink {
         batch: &Batch,
     ) -> Result<(), SinkError> {
         let now_ms = now_ms();
-        let mut pending: VecDeque<(String, PublishAckFuture)> =
+        let mut pending: VecDeque<(String, String, PublishAckFuture)> =
             VecDeque::with_capacity(self.max_in_flight.min(batch.events.len()));
         let mut stats = Stats::default();
         for event in &batch.events {
@@ -147,8 +147,8 @@ impl NatsSink {
                 continue;
             };
             if pending.len() >= self.max_in_flight {
-                if let Some((subject, ack)) = pending.pop_front() {
-                    self.check_ack(js, &subject, ack, &mut stats).await?;
+                if let Some((subject, id, ack)) = pending.pop_front() {
+                    self.check_ack(js, &subject, &id, ack, &mut stats).await?;
                 }
             }
             let (subject, headers, payload) = self.render(change, now_ms);
@@ -156,10 +156,10 @@ impl NatsSink {
                 .publish_with_headers(subject.clone(), headers, payload)
                 .await
                 .map_err(|e| classify::publish_error(&subject, e))?;
-            pending.push_back((subject, ack));
+            pending.push_back((subject, self.id_buf.clone(), ack));
         }
-        while let Some((subject, ack)) = pending.pop_front() {
-            self.check_ack(js, &subject, ack, &mut stats).await?;
+        while let Some((subject, id, ack)) = pending.pop_front() {
+            self.check_ack(js, &subject, &id, ack, &mut stats).await?;
         }
         if stats.stored + stats.duplicates > 0 {
             tracing::debug!(
@@ -181,6 +181,7 @@ impl NatsSink {
         &self,
         js: &jetstream::Context,
         subject: &str,
+        msg_id: &str,
         ack: PublishAckFuture,
         stats: &mut Stats,
     ) -> Result<(), SinkError> {
@@ -203,6 +204,7 @@ impl NatsSink {
             }
         }
         if ack.duplicate {
+            tracing::debug!(msg_id, subject, "duplicate dropped by the server");
             stats.duplicates += 1;
         } else {
             stats.stored += 1;
