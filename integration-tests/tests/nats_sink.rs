@@ -479,11 +479,17 @@ struct OwnServer {
     bin: String,
     port: u16,
     store: TempDir,
+    token: Option<String>,
     child: Option<Child>,
 }
 
 impl OwnServer {
     fn start() -> OwnServer {
+        OwnServer::start_with_token(None)
+    }
+
+    /// Started with `--auth <token>` when `token` is given.
+    fn start_with_token(token: Option<&str>) -> OwnServer {
         let bin = std::env::var("CDC_TEST_NATS_SERVER_BIN").unwrap_or_else(|_| {
             panic!("CDC_TEST_NATS_SERVER_BIN is not set: run ./scripts/test.sh")
         });
@@ -495,6 +501,7 @@ impl OwnServer {
             bin,
             port,
             store: TempDir::new("nats_store"),
+            token: token.map(str::to_owned),
             child: None,
         };
         s.spawn();
@@ -521,6 +528,7 @@ impl OwnServer {
                 "-sd",
             ])
             .arg(self.store.join("js"))
+            .args(self.token.iter().flat_map(|t| ["--auth", t.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -533,7 +541,11 @@ impl OwnServer {
         let url = self.url();
         let ok = wait_until(
             Duration::from_secs(20),
-            async || match async_nats::connect(&url).await {
+            async || match async_nats::ConnectOptions::new()
+                .token(self.token.clone().unwrap_or_default())
+                .connect(&url)
+                .await
+            {
                 Ok(c) => jetstream::new(c).query_account().await.is_ok(),
                 Err(_) => false,
             },
@@ -817,4 +829,56 @@ fn validate_names_the_field() {
     let text = format!("{out}{err}");
     assert!(text.contains("sinks[0].subject"), "{text}");
     assert!(text.contains("sinks[0].stream.name"), "{text}");
+}
+
+/// Token authentication: a wrong token stops the engine at start with a
+/// message naming the server; the right one publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_auth() {
+    let server = OwnServer::start_with_token(Some("s3cret"));
+    server.wait_ready().await;
+    let db = TestDb::create("nats_auth").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
+        .await;
+    let s = unique_suffix();
+    let sink = |token: &str| {
+        format!(
+            "    url: {url}\n    subject: \"it_{s}.{{table}}\"\n    auth: {{ token: {token} }}\n    \
+             stream: {{ name: IT_{s}, create: true, storage: memory }}\n",
+            url = json_str(&server.url()),
+        )
+    };
+    let mut bad = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink("wrong")));
+    let code = bad.wait_exit(Duration::from_secs(30)).await;
+    assert_ne!(code, 0, "{}", bad.output_report());
+    assert!(
+        bad.stderr_text()
+            .contains(&format!("cannot connect to NATS at {}", server.url())),
+        "{}",
+        bad.output_report()
+    );
+
+    let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink("s3cret")));
+    wait_streaming(&db, &s, &mut engine).await;
+    db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
+    let client = async_nats::ConnectOptions::with_token("s3cret".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let ok = wait_until(Duration::from_secs(30), async || {
+        match js.get_stream(format!("IT_{s}")).await {
+            Ok(mut st) => st.info().await.is_ok_and(|i| i.state.messages == 1),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(ok, "{}", engine.output_report());
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
 }

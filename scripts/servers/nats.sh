@@ -59,6 +59,7 @@ server_nats_start() {
 
 server_nats_stop() {
 	local pid i
+	[ "${KEEP_SERVERS:-0}" = 1 ] && return 0
 	[ -f "$NATS_DIR/nats-server.pid" ] || return 0
 	pid="$(cat "$NATS_DIR/nats-server.pid")"
 	if kill -0 "$pid" 2>/dev/null; then
