@@ -456,7 +456,7 @@ async fn writer(
             log.deletes.extend(deletes);
             log.committed += 1;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(15)).await;
     }
     let _ = conn.close().await;
 }
@@ -491,9 +491,13 @@ fn check_no_loss(msgs: &[Msg], written: &Written) {
         &missing[..missing.len().min(10)]
     );
     for (id, v) in &written.deletes {
-        let (k, at) = first
-            .get(&(*id, *v))
-            .unwrap_or_else(|| panic!("deleted row version ({id}, {v}) was never sent"));
+        let (k, at) = first.get(&(*id, *v)).unwrap_or_else(|| {
+            let key = serde_json::json!({ "id": id }).to_string();
+            panic!(
+                "deleted row version ({id}, {v}) was never sent; messages of key {key}: {:#?}",
+                groups.get(&key)
+            )
+        });
         let deleted = groups[k][at + 1..].iter().any(|m| m.op() == Some("d"));
         assert!(deleted, "the delete of ({id}, {v}) is missing");
     }

@@ -11,7 +11,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 
 use crate::client::{client_config, SinkContext};
 use crate::config::{CreateTopics, KafkaSinkConfig};
@@ -52,6 +52,8 @@ pub struct KafkaSink {
     key: Vec<u8>,
     value: Vec<u8>,
     pending: VecDeque<(Arc<str>, usize, DeliveryFuture)>,
+    /// A batch failed: start the retry with a new producer.
+    renew: bool,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -120,6 +122,7 @@ impl KafkaSink {
             key: Vec::with_capacity(64),
             value: Vec::with_capacity(1024),
             pending: VecDeque::new(),
+            renew: false,
         })
     }
 
@@ -263,18 +266,37 @@ impl KafkaSink {
         }
     }
 
-    /// Replaces a producer that librdkafka declared unusable (a fatal
-    /// error of the idempotent producer).
-    fn renew_producer_if_failed(&mut self) -> Result<(), SinkError> {
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            tracing::warn!("Kafka producer failed fatally ({code}: {reason}); creating a new one");
-            self.producer = create_producer(&self.client_config)?;
+    /// Before retrying a failed batch, replaces the producer: its
+    /// idempotence state (producer id, epoch, sequence numbers) may be
+    /// stuck after timed-out deliveries (some brokers then answer every
+    /// request with `ProducerFenced`), or librdkafka may have declared it
+    /// unusable. The old producer's queued and in-flight messages are
+    /// purged first, so none of them can land after the retry's.
+    async fn renew_producer_if_needed(&mut self) -> Result<(), SinkError> {
+        let fatal = self.producer.client().fatal_error();
+        if !self.renew && fatal.is_none() {
+            return Ok(());
         }
+        match fatal {
+            Some((code, reason)) => tracing::warn!(
+                "the Kafka producer failed fatally ({code}: {reason}); creating a new one"
+            ),
+            None => tracing::info!("creating a new Kafka producer for the retry"),
+        }
+        let fresh = create_producer(&self.client_config)?;
+        let old = std::mem::replace(&mut self.producer, fresh);
+        let _ = tokio::task::spawn_blocking(move || {
+            old.purge(PurgeConfig::default().queue().inflight());
+            let _ = old.flush(Duration::from_secs(1));
+            drop(old);
+        })
+        .await;
+        self.renew = false;
         Ok(())
     }
 
     async fn write(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        self.renew_producer_if_failed()?;
+        self.renew_producer_if_needed().await?;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -330,9 +352,12 @@ async fn settle((topic, bytes, fut): (Arc<str>, usize, DeliveryFuture)) -> Resul
 impl Sink for KafkaSink {
     async fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let result = self.write(batch).await;
-        // Whatever failed, nothing of this batch counts: forget the reports
-        // still outstanding (their messages may still arrive: duplicates).
-        self.pending.clear();
+        if result.is_err() {
+            // Nothing of this batch counts: forget the reports still
+            // outstanding, and retry with a new producer.
+            self.pending.clear();
+            self.renew = true;
+        }
         result
     }
 
