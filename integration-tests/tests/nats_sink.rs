@@ -8,6 +8,7 @@
 //! `CDC_TEST_NATS_SERVER_BIN`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -480,6 +481,10 @@ struct OwnServer {
     port: u16,
     store: TempDir,
     token: Option<String>,
+    /// Extra command-line arguments of the server.
+    args: Vec<String>,
+    /// `(ca, cert, key)` the readiness check connects with.
+    client_tls: Option<(PathBuf, PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -490,6 +495,14 @@ impl OwnServer {
 
     /// Started with `--auth <token>` when `token` is given.
     fn start_with_token(token: Option<&str>) -> OwnServer {
+        OwnServer::start_with(token, Vec::new(), None)
+    }
+
+    fn start_with(
+        token: Option<&str>,
+        args: Vec<String>,
+        client_tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    ) -> OwnServer {
         let bin = std::env::var("CDC_TEST_NATS_SERVER_BIN").unwrap_or_else(|_| {
             panic!("CDC_TEST_NATS_SERVER_BIN is not set: run ./scripts/test.sh")
         });
@@ -502,6 +515,8 @@ impl OwnServer {
             port,
             store: TempDir::new("nats_store"),
             token: token.map(str::to_owned),
+            args,
+            client_tls,
             child: None,
         };
         s.spawn();
@@ -529,6 +544,7 @@ impl OwnServer {
             ])
             .arg(self.store.join("js"))
             .args(self.token.iter().flat_map(|t| ["--auth", t.as_str()]))
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -539,17 +555,20 @@ impl OwnServer {
 
     async fn wait_ready(&self) {
         let url = self.url();
-        let ok = wait_until(
-            Duration::from_secs(20),
-            async || match async_nats::ConnectOptions::new()
-                .token(self.token.clone().unwrap_or_default())
-                .connect(&url)
-                .await
-            {
+        let ok = wait_until(Duration::from_secs(20), async || {
+            let mut options =
+                async_nats::ConnectOptions::new().token(self.token.clone().unwrap_or_default());
+            if let Some((ca, cert, key)) = &self.client_tls {
+                options = options
+                    .require_tls(true)
+                    .add_root_certificates(ca.clone())
+                    .add_client_certificate(cert.clone(), key.clone());
+            }
+            match options.connect(&url).await {
                 Ok(c) => jetstream::new(c).query_account().await.is_ok(),
                 Err(_) => false,
-            },
-        )
+            }
+        })
         .await;
         assert!(ok, "own nats-server on {url} not ready");
     }
@@ -744,7 +763,6 @@ async fn subject_without_stream_is_fatal() {
     );
     let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink));
     wait_streaming(&db, &s, &mut engine).await;
-    let before = db.current_wal_lsn().await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'x')").await;
     let code = engine.wait_exit(Duration::from_secs(30)).await;
     assert_ne!(code, 0, "{}", engine.output_report());
@@ -755,10 +773,23 @@ async fn subject_without_stream_is_fatal() {
         "{}",
         engine.output_report()
     );
-    let confirmed = db.slot_confirmed_flush_lsn(&format!("s_{s}")).await;
-    assert!(
-        confirmed.is_none_or(|c| c <= before),
-        "slot moved past the failed batch"
+    // The insert is still in the slot: nothing acknowledged it.
+    let slot = format!("s_{s}");
+    let released = wait_until(Duration::from_secs(30), async || {
+        !db.slot_active(&slot).await
+    })
+    .await;
+    assert!(released, "the slot is still in use");
+    let pending = db
+        .query_text(&format!(
+            "SELECT count(*)::text FROM pg_logical_slot_peek_binary_changes('{slot}', NULL, NULL, \
+             'proto_version', '1', 'publication_names', 'p_{s}')"
+        ))
+        .await;
+    assert_ne!(
+        pending.as_deref(),
+        Some("0"),
+        "the slot moved past the failed batch"
     );
     db.cleanup().await;
 }
@@ -862,6 +893,162 @@ async fn token_auth() {
     wait_streaming(&db, &s, &mut engine).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     let client = async_nats::ConnectOptions::with_token("s3cret".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let ok = wait_until(Duration::from_secs(30), async || {
+        match js.get_stream(format!("IT_{s}")).await {
+            Ok(mut st) => st.info().await.is_ok_and(|i| i.state.messages == 1),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(ok, "{}", engine.output_report());
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// Runs `openssl <args>` in `dir`; panics with its output on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all
+/// signed by the CA, in `dir`: `ca.pem`, `server.{pem,key}`, `client.{pem,key}`.
+fn make_certs(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cdc-test-ca",
+        ],
+    );
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for who in ["server", "client"] {
+        let key = format!("{who}.key");
+        let csr = format!("{who}.csr");
+        let pem = format!("{who}.pem");
+        let ext = format!("{who}.ext");
+        let subj = format!("/CN=cdc-test-{who}");
+        openssl(
+            dir,
+            &[
+                "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+                &subj,
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+/// Mutual TLS: the server verifies client certificates. With the CA and a
+/// client certificate the sink publishes; without the client certificate
+/// the engine stops at start with a connection error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls() {
+    // The test process links both rustls providers: pick one for the
+    // readiness check's TLS connection.
+    let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
+    let certs = TempDir::new("nats_certs");
+    make_certs(certs.path());
+    let p = |f: &str| certs.join(f);
+    let args: Vec<String> = vec![
+        "--tlsverify".into(),
+        "--tlscert".into(),
+        p("server.pem").display().to_string(),
+        "--tlskey".into(),
+        p("server.key").display().to_string(),
+        "--tlscacert".into(),
+        p("ca.pem").display().to_string(),
+    ];
+    let server = OwnServer::start_with(
+        None,
+        args,
+        Some((p("ca.pem"), p("client.pem"), p("client.key"))),
+    );
+    server.wait_ready().await;
+    let db = TestDb::create("nats_tls").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
+        .await;
+    let s = unique_suffix();
+    let sink = |client_cert: bool| {
+        let mut tls = format!("ca_file: {}", json_str(&p("ca.pem").display().to_string()));
+        if client_cert {
+            tls.push_str(&format!(
+                ", cert_file: {}, key_file: {}",
+                json_str(&p("client.pem").display().to_string()),
+                json_str(&p("client.key").display().to_string())
+            ));
+        }
+        format!(
+            "    url: {url}\n    subject: \"it_{s}.{{table}}\"\n    tls: {{ {tls} }}\n    \
+             stream: {{ name: IT_{s}, create: true, storage: memory }}\n",
+            url = json_str(&server.url()),
+        )
+    };
+    let mut bad = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink(false)));
+    let code = bad.wait_exit(Duration::from_secs(30)).await;
+    assert_ne!(code, 0, "{}", bad.output_report());
+    assert!(
+        bad.stderr_text().contains("cannot connect to NATS"),
+        "{}",
+        bad.output_report()
+    );
+
+    let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink(true)));
+    wait_streaming(&db, &s, &mut engine).await;
+    db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
+    let client = async_nats::ConnectOptions::new()
+        .require_tls(true)
+        .add_root_certificates(p("ca.pem"))
+        .add_client_certificate(p("client.pem"), p("client.key"))
         .connect(server.url())
         .await
         .unwrap();

@@ -64,6 +64,12 @@ impl NatsSink {
         }
         let template = SubjectTemplate::parse(&config.subject)
             .map_err(|e| SinkError::fatal(format!("invalid nats sink: subject: {e}")))?;
+        // async-nats builds its TLS configuration with rustls' process-wide
+        // crypto provider, which rustls cannot pick by itself when both of
+        // its providers are compiled in (as in the engine): install ring,
+        // unless the process already chose one. A server may ask for TLS
+        // even when the URL says `nats://`, so do it in every case.
+        let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
         let urls = config.urls();
         let url_text = urls.join(",");
         let options = connect_options(config, pipeline_name).await?;
