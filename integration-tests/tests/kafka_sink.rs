@@ -878,6 +878,62 @@ async fn fatal_message_too_large(var: &str) {
 }
 for_each_broker!(fatal_message_too_large: fatal_message_too_large_tansu, fatal_message_too_large_noida);
 
+/// Without `create_topics`, a topic that does not exist stops the
+/// pipeline with a message naming it (no broker-side auto-creation).
+async fn missing_topic_is_fatal(var: &str) {
+    let brokers = brokers(var);
+    let db = TestDb::create("kafka_notopic").await;
+    new_table(&db).await;
+    let s = unique_suffix();
+    let prefix = format!("kt_none_{s}");
+    let topic = format!("{prefix}.public.t");
+    let slot = format!("kn_{s}");
+    let entry = format!(
+        "    brokers: [{}]\n    topic: {}\n    timeouts: {{ delivery: 5s, metadata: 5s }}\n",
+        yaml_str(&brokers),
+        yaml_str(&format!("{prefix}.{{schema}}.{{table}}")),
+    );
+    let yaml = pipeline(&db, &slot, &["public.t"], &[entry], "");
+    let mut engine = Engine::start(&yaml);
+    assert!(
+        wait_until(Duration::from_secs(30), async || db
+            .slot_active(&slot)
+            .await)
+        .await,
+        "the engine did not start streaming\n{}",
+        engine.output_report()
+    );
+    let before = db.current_wal_lsn().await;
+    db.exec("INSERT INTO public.t VALUES (1, 1, 'x')").await;
+    let code = engine.wait_exit(Duration::from_secs(60)).await;
+    assert_ne!(
+        code,
+        0,
+        "the engine did not fail\n{}",
+        engine.output_report()
+    );
+    let err = engine.stderr_text();
+    assert!(
+        err.contains(&format!("topic `{topic}`")) && err.contains("does not exist"),
+        "no clear message about the missing topic\n{}",
+        engine.output_report()
+    );
+    let acked = db
+        .slot_confirmed_flush_lsn(&slot)
+        .await
+        .unwrap_or(Lsn::ZERO);
+    assert!(
+        acked <= before,
+        "the slot was acknowledged at {acked}, past {before}"
+    );
+    assert!(
+        read_topic(&brokers, &topic).is_empty(),
+        "the topic was created"
+    );
+    db.cleanup().await;
+}
+for_each_broker!(missing_topic_is_fatal: missing_topic_is_fatal_tansu, missing_topic_is_fatal_noida);
+
 // ---------------------------------------------------------------- the proxy
 
 /// A TCP proxy on 127.0.0.1 in front of one Kafka broker. Metadata
