@@ -1,5 +1,49 @@
-//! Elasticsearch sink for the PostgreSQL CDC toolkit.
+//! # cdc-es
 //!
-//! Not implemented yet: this crate reserves its place in the workspace. The
-//! sink (`_bulk` with external versions derived from the LSN) is tracked in
-//! its own issue.
+//! Elasticsearch / OpenSearch sink for the PostgreSQL CDC toolkit: every
+//! table becomes an index, every row a document, kept in step with
+//! PostgreSQL through `_bulk` requests that carry external versions.
+//!
+//! * **Index name**: `indices` maps `schema.table` to an index explicitly;
+//!   otherwise the `index` template (`{schema}.{table}` by default) is
+//!   filled in, lower-cased, every character other than `a-z 0-9 _ - .`
+//!   replaced by `_`, leading `_ - + .` removed, cut to 255 bytes.
+//! * **`_id`**: one key column: its `to_jsonb` value, without the quotes of
+//!   a JSON string (`42`, `alice`); several: the compact JSON array of
+//!   their values (`[1,"alice"]`).
+//! * **Document**: the row's columns as `to_jsonb` renders them
+//!   ([`cdc_core::encode::write_value`]), nothing added.
+//! * **Operations**: insert, update and snapshot read → `index`; delete →
+//!   `delete`; an update that changes the key also deletes the old `_id`;
+//!   an update whose unchanged TOAST columns were not sent → the stored
+//!   document is read (`_mget`) and those columns are kept; truncate →
+//!   `_refresh` + `_delete_by_query` on the table's index.
+//! * **Versions**: see [`version`](crate#versions) below and
+//!   `docs/sinks/elasticsearch.md`.
+//!
+//! ## Versions
+//!
+//! `version = commit_lsn × 2^16 + min(ordinal, 65535)` with
+//! `version_type=external_gte`: later changes get larger versions, a
+//! replayed older change is refused with 409 and counted as success. Fits
+//! while the commit LSN is below `2^47`.
+//!
+//! ## Durability and errors
+//!
+//! `write_batch` returns when every item was acknowledged by the server
+//! (2xx), was a version conflict (older than the stored document), a delete
+//! of a missing document, or was refused permanently and written to the
+//! `dead_letter` file (`fsync`ed). Items that failed with 429 or 5xx are
+//! retried alone with backoff; other refusals (mapping errors) stop the
+//! pipeline unless `dead_letter` is set.
+
+mod bulk;
+mod config;
+mod document;
+mod http;
+mod naming;
+mod sink;
+mod version;
+
+pub use config::{EsAuth, EsSinkConfig, Refresh};
+pub use sink::EsSink;

@@ -1,0 +1,275 @@
+//! `type: elasticsearch` sink entries: connection, routing and batching keys.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::naming::IndexTemplate;
+
+const fn default_batch_max_docs() -> usize {
+    1000
+}
+
+const fn default_batch_max_bytes() -> usize {
+    5 * 1024 * 1024
+}
+
+const fn default_request_timeout_secs() -> u64 {
+    30
+}
+
+const fn default_max_retries() -> u32 {
+    5
+}
+
+const fn default_retry_backoff_ms() -> u64 {
+    200
+}
+
+fn default_index() -> String {
+    "{schema}.{table}".to_owned()
+}
+
+/// When written documents become visible to searches (`_bulk?refresh=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refresh {
+    /// `false` (default): the server refreshes on its own schedule.
+    #[default]
+    False,
+    /// `true`: refresh the affected shards after every bulk request (costly).
+    True,
+    /// `wait_for`: each bulk request returns once a refresh made it visible.
+    WaitFor,
+}
+
+impl Refresh {
+    /// The query-string value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refresh::False => "false",
+            Refresh::True => "true",
+            Refresh::WaitFor => "wait_for",
+        }
+    }
+}
+
+/// `auth` of an elasticsearch sink: basic authentication or an API key.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EsAuth {
+    /// `username`: basic-auth user name; needs `password`. Not together with `api_key`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// `password`: basic-auth password; needs `username`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `api_key`: an API key in its encoded form (base64 of `id:key`, what
+    /// `POST /_security/api_key` returns as `encoded`).
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+/// One `type: elasticsearch` entry of `sinks` (Elasticsearch 8 or
+/// OpenSearch, through the documented REST API).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EsSinkConfig {
+    /// `urls`: base URLs of the cluster's nodes (`http://` or `https://`),
+    /// used round-robin. Required, at least one.
+    pub urls: Vec<String>,
+    /// `auth`: credentials, `{ username, password }` (basic) or
+    /// `{ api_key }`; none when unset.
+    #[serde(default)]
+    pub auth: Option<Box<EsAuth>>,
+    /// `tls_ca`: PEM file with the CA certificate(s) that signed the
+    /// server's certificate; the system roots are used when unset.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// `index`: index name template for tables not listed in `indices`;
+    /// `{schema}` and `{table}` are replaced, then the name is lower-cased
+    /// and sanitised (see the crate docs). Must contain `{table}`. Default
+    /// `{schema}.{table}`.
+    #[serde(default = "default_index")]
+    pub index: String,
+    /// `indices`: explicit index per table, `schema.table: index-name`
+    /// (the name is used as given and must already be valid).
+    #[serde(default)]
+    pub indices: BTreeMap<String, String>,
+    /// `batch_max_docs`: most actions in one `_bulk` request. Default 1000.
+    #[serde(default = "default_batch_max_docs")]
+    pub batch_max_docs: usize,
+    /// `batch_max_bytes`: most body bytes in one `_bulk` request (a single
+    /// larger document is still sent alone). Default 5 MiB (5242880).
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    /// `refresh`: `false` (default), `true` or `wait_for`.
+    #[serde(default)]
+    pub refresh: Refresh,
+    /// `dead_letter`: a file that receives, as JSON lines, the actions the
+    /// server rejects permanently (4xx other than version conflicts, e.g. a
+    /// mapping error); without it such an action stops the pipeline.
+    #[serde(default)]
+    pub dead_letter: Option<PathBuf>,
+    /// `request_timeout_secs`: timeout of each HTTP request. Default 30.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// `max_retries`: how often the items of a bulk request that failed
+    /// with 429/5xx (or a request that failed to connect) are retried
+    /// inside one batch write before the batch is handed back to the
+    /// engine's retry. Default 5.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// `retry_backoff_ms`: first delay of those retries, doubled each time
+    /// up to 10 s. Default 200.
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
+}
+
+impl EsSinkConfig {
+    /// Checks the entry without touching the network or files; returns
+    /// `(field, message)` pairs, empty when it is fine.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut push = |field: &str, message: String| problems.push((field.to_owned(), message));
+        if self.urls.is_empty() {
+            push("urls", "at least one URL is required".to_owned());
+        }
+        for (i, url) in self.urls.iter().enumerate() {
+            match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                Ok(_) => push(
+                    &format!("urls[{i}]"),
+                    format!("`{url}` must be an http:// or https:// URL with a host"),
+                ),
+                Err(e) => push(&format!("urls[{i}]"), format!("`{url}` is not a URL: {e}")),
+            }
+        }
+        if let Some(auth) = &self.auth {
+            match (&auth.username, &auth.password, &auth.api_key) {
+                (Some(_), None, _) => push(
+                    "auth.password",
+                    "required when `username` is set".to_owned(),
+                ),
+                (None, Some(_), _) => push(
+                    "auth.username",
+                    "required when `password` is set".to_owned(),
+                ),
+                (None, None, None) => push(
+                    "auth",
+                    "give `username` and `password`, or `api_key`".to_owned(),
+                ),
+                _ => {}
+            }
+            if auth.api_key.is_some() && auth.username.is_some() {
+                push(
+                    "auth.api_key",
+                    "use either `api_key` or `username`/`password`, not both".to_owned(),
+                );
+            }
+            if matches!(&auth.api_key, Some(k) if k.trim().is_empty()) {
+                push("auth.api_key", "must not be empty".to_owned());
+            }
+        }
+        if matches!(&self.tls_ca, Some(p) if p.as_os_str().is_empty()) {
+            push("tls_ca", "must not be empty".to_owned());
+        }
+        if let Err(message) = IndexTemplate::parse(&self.index) {
+            push("index", message);
+        }
+        let mut targets: BTreeMap<&str, &str> = BTreeMap::new();
+        for (table, index) in &self.indices {
+            let field = format!("indices.{table}");
+            if crate::naming::split_table(table).is_none() {
+                push(
+                    &field,
+                    "expected a schema-qualified table name, e.g. `public.users`".to_owned(),
+                );
+            }
+            if let Err(message) = crate::naming::check_index_name(index) {
+                push(&field, message);
+            }
+            if let Some(first) = targets.insert(index.as_str(), table.as_str()) {
+                push(
+                    &field,
+                    format!("index `{index}` is already used by `{first}`: one index per table"),
+                );
+            }
+        }
+        if self.batch_max_docs == 0 {
+            push("batch_max_docs", "must be at least 1".to_owned());
+        }
+        if self.batch_max_bytes < 1024 {
+            push("batch_max_bytes", "must be at least 1024".to_owned());
+        }
+        if self.request_timeout_secs == 0 {
+            push("request_timeout_secs", "must be at least 1".to_owned());
+        }
+        if self.retry_backoff_ms == 0 {
+            push("retry_backoff_ms", "must be at least 1".to_owned());
+        }
+        if matches!(&self.dead_letter, Some(p) if p.as_os_str().is_empty()) {
+            push("dead_letter", "must not be empty".to_owned());
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn config(json: &str) -> EsSinkConfig {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(r#"{"urls": ["http://127.0.0.1:9200"]}"#);
+        assert_eq!(c.index, "{schema}.{table}");
+        assert_eq!(c.batch_max_docs, 1000);
+        assert_eq!(c.batch_max_bytes, 5 * 1024 * 1024);
+        assert_eq!(c.refresh, Refresh::False);
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn small_enough_for_the_engine_enum() {
+        // The engine holds sink configs in one enum; clippy's
+        // large_enum_variant limit is 200 bytes.
+        assert!(std::mem::size_of::<EsSinkConfig>() < 200);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let r: Result<EsSinkConfig, _> = serde_json::from_str(r#"{"urls": [], "nope": 1}"#);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn findings_name_their_field() {
+        let c = config(
+            r#"{"urls": ["ftp://x", "::"], "auth": {"username": "u", "api_key": "k"},
+                "index": "{schema}", "indices": {"users": "A*", "public.b": "A*"},
+                "batch_max_docs": 0, "refresh": "wait_for"}"#,
+        );
+        let fields: Vec<String> = c.validate().into_iter().map(|(f, _)| f).collect();
+        for expected in [
+            "urls[0]",
+            "urls[1]",
+            "auth.password",
+            "auth.api_key",
+            "index",
+            "indices.users",
+            "indices.public.b",
+            "batch_max_docs",
+        ] {
+            assert!(
+                fields.iter().any(|f| f == expected),
+                "{expected} missing in {fields:?}"
+            );
+        }
+    }
+}

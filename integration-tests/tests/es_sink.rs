@@ -1,0 +1,796 @@
+//! The Elasticsearch sink end to end: PostgreSQL → `cdc-engine` (built with
+//! the `elasticsearch` feature) → a search server, read back over REST.
+//!
+//! Every test body runs against both API-compatible servers that
+//! `scripts/test.sh` starts: noida-db (Elasticsearch 8 API,
+//! `CDC_TEST_ES_URL`) and osmem-server (OpenSearch API,
+//! `CDC_TEST_OPENSEARCH_URL`). Each test uses its own database and its own
+//! index prefix, so tests run in parallel on one server.
+//!
+//! Documents are compared with PostgreSQL's own `to_jsonb` of the rows
+//! (serde_json with `arbitrary_precision`: numbers compare as their text).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use integration_tests::{unique_suffix, wait_for, wait_until, Engine, TempDir, TestDb};
+use serde_json::{json, Value as Json};
+use sqlx::{Connection, PgConnection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How long the index may take to match the table.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Updates of row 1 in the replay test.
+const WRITES: i32 = 800;
+
+// ---------------------------------------------------------------- servers
+
+/// The search server's base URL from `var`; panics when the variable is unset.
+fn server_url(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(u) if !u.trim().is_empty() => u.trim().trim_end_matches('/').to_owned(),
+        _ => panic!(
+            "{var} is not set: run ./scripts/test.sh (it starts noida-db and osmem-server, \
+             see scripts/servers/)"
+        ),
+    }
+}
+
+/// Runs one test body against noida-db and against osmem-server.
+macro_rules! on_both_servers {
+    ($body:ident: $noida:ident, $osmem:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $noida() {
+            $body(&server_url("CDC_TEST_ES_URL")).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $osmem() {
+            $body(&server_url("CDC_TEST_OPENSEARCH_URL")).await;
+        }
+    };
+}
+
+on_both_servers!(snapshot_then_stream: snapshot_then_stream_noida, snapshot_then_stream_osmem);
+on_both_servers!(replay_converges: replay_converges_noida, replay_converges_osmem);
+on_both_servers!(toast_and_truncate: toast_and_truncate_noida, toast_and_truncate_osmem);
+on_both_servers!(retries_only_failed_items: retries_noida, retries_osmem);
+on_both_servers!(mapping_error_is_fatal: mapping_error_is_fatal_noida, mapping_error_is_fatal_osmem);
+on_both_servers!(dead_letter_file: dead_letter_noida, dead_letter_osmem);
+
+// ---------------------------------------------------------------- helpers
+
+/// A fresh index prefix (lower case, valid in index names).
+fn prefix() -> String {
+    format!("it-{}", unique_suffix())
+}
+
+/// A pipeline for `tables` with an initial snapshot and one elasticsearch
+/// sink whose entry gets `extra` (YAML flow-mapping items, e.g.
+/// `, dead_letter: '/x'`).
+fn pipeline_yaml(db: &TestDb, tables: &[&str], es_url: &str, prefix: &str, extra: &str) -> String {
+    let s = unique_suffix();
+    let mut y = format!("name: es_test\nsource:\n  url: '{}'\n  tables:\n", db.url());
+    for t in tables {
+        y.push_str(&format!("    - '{}'\n", t.replace('\'', "''")));
+    }
+    y.push_str(&format!(
+        "  publication: {{ name: es_pub_{s}, create: true }}\n  slot: {{ name: es_slot_{s}, create: true }}\n"
+    ));
+    y.push_str(&format!(
+        "sinks:\n  - {{ type: elasticsearch, urls: ['{es_url}'], index: '{prefix}-{{schema}}.{{table}}', \
+         batch_max_docs: 200, max_retries: 8, retry_backoff_ms: 50{extra} }}\n"
+    ));
+    y.push_str("snapshot: { mode: initial }\n");
+    y.push_str("retry: { initial_backoff: 100ms, max_backoff: 1s }\nlog: { level: info }\n");
+    y
+}
+
+/// Every document of `index` by `_id` (`_source`), after a refresh; empty
+/// when the index does not exist.
+async fn index_docs(es: &str, index: &str) -> BTreeMap<String, Json> {
+    let http = reqwest::Client::new();
+    let _ = http.post(format!("{es}/{index}/_refresh")).send().await;
+    let response = http
+        .post(format!("{es}/{index}/_search"))
+        .json(&json!({"size": 10000, "query": {"match_all": {}}}))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("search {index}: {e}"));
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return BTreeMap::new();
+    }
+    assert!(
+        response.status().is_success(),
+        "search {index}: {}",
+        response.status()
+    );
+    let body: Json = response.json().await.unwrap();
+    let hits = body["hits"]["hits"].as_array().cloned().unwrap_or_default();
+    hits.into_iter()
+        .map(|h| (h["_id"].as_str().unwrap().to_owned(), h["_source"].clone()))
+        .collect()
+}
+
+/// One document's `_source`, or `None`.
+async fn get_doc(es: &str, index: &str, id: &str) -> Option<Json> {
+    let response = reqwest::get(format!("{es}/{index}/_doc/{id}")).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body: Json = response.json().await.ok()?;
+    (body["found"] == json!(true)).then(|| body["_source"].clone())
+}
+
+/// `true` when `es` is noida-db, which returns documents re-serialised:
+/// `1.50` comes back as `1.5`, and floats can change in their last digits
+/// (`90.66666666666667` as `90.66666666666669`). osmem-server returns
+/// `_source` as sent, like Elasticsearch.
+fn reserialises_numbers(es: &str) -> bool {
+    std::env::var("CDC_TEST_ES_URL").is_ok_and(|u| u.trim().trim_end_matches('/') == es)
+}
+
+/// `value` with every number replaced by its value to 12 significant
+/// digits, for comparing with noida-db's answers.
+fn numbers_by_value(value: &Json) -> Json {
+    match value {
+        Json::Number(n) => {
+            let f: f64 = n.to_string().parse().unwrap();
+            Json::String(format!("{f:.11e}"))
+        }
+        Json::Array(items) => Json::Array(items.iter().map(numbers_by_value).collect()),
+        Json::Object(map) => Json::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), numbers_by_value(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Waits until `index` holds exactly `expected` (with numbers compared by
+/// value on noida-db); panics with the difference.
+async fn assert_converges(
+    es: &str,
+    index: &str,
+    expected: &BTreeMap<String, Json>,
+    engine: &Engine,
+) {
+    let loose = reserialises_numbers(es);
+    let expected: BTreeMap<String, Json> = expected
+        .iter()
+        .map(|(k, v)| {
+            let v = if loose {
+                numbers_by_value(v)
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let mut last = BTreeMap::new();
+    let ok = wait_until(CONVERGE_TIMEOUT, async || {
+        last = index_docs(es, index).await;
+        if loose {
+            last = last
+                .iter()
+                .map(|(k, v)| (k.clone(), numbers_by_value(v)))
+                .collect();
+        }
+        last == expected
+    })
+    .await;
+    if !ok {
+        let missing: Vec<_> = expected.keys().filter(|k| !last.contains_key(*k)).collect();
+        let extra: Vec<_> = last.keys().filter(|k| !expected.contains_key(*k)).collect();
+        let differ: Vec<_> = expected
+            .iter()
+            .filter(|(k, v)| last.get(*k).is_some_and(|d| d != *v))
+            .map(|(k, v)| format!("{k}: expected {v}, index has {}", last[k]))
+            .take(5)
+            .collect();
+        panic!(
+            "index {index} did not converge: {} docs, {} expected; missing {missing:?}; \
+             extra {extra:?}; differing {differ:?}\n{}",
+            last.len(),
+            expected.len(),
+            engine.output_report()
+        );
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+/// Snapshot, then streaming under two concurrent writers: each index ends
+/// up holding exactly the table's rows as `to_jsonb` renders them (types
+/// included), deleted rows absent; a quoted mixed-case table with a
+/// composite key gets a sanitised index name and `[a,"b"]` ids.
+async fn snapshot_then_stream(es: &str) {
+    let db = TestDb::create("es_stream").await;
+    db.exec(
+        r#"CREATE TABLE public.items (
+             id int PRIMARY KEY, name text, price numeric(12,3), ratio float8, flag bool,
+             tags text[], meta jsonb, at timestamptz, raw bytea, uid uuid, day date);
+           CREATE TABLE public."Mixed Case" (a int, b text, v int, PRIMARY KEY (a, b));
+           INSERT INTO public.items
+             SELECT g, 'item ' || g, g * 1.5, g / 3.0, g % 2 = 0, ARRAY['x', 'y "' || g || '"'],
+                    jsonb_build_object('g', g, 'nested', jsonb_build_array(1.25, 2.50)),
+                    '2024-05-01 12:00:00.5+00'::timestamptz + g * interval '1 hour',
+                    '\xdeadbeef'::bytea, gen_random_uuid(), DATE '2024-01-01' + g
+             FROM generate_series(1, 150) g;
+           INSERT INTO public."Mixed Case" SELECT g % 7, 'k' || g, g FROM generate_series(1, 40) g;"#,
+    )
+    .await;
+    let prefix = prefix();
+    let mut engine = Engine::start(&pipeline_yaml(
+        &db,
+        &["public.items", "public.\"Mixed Case\""],
+        es,
+        &prefix,
+        "",
+    ));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2i32 {
+        let url = db.url().to_owned();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut conn = PgConnection::connect(&url).await.unwrap();
+            let mut n = 0i32;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let id = (n * 7 + w * 13) % 220 + 1;
+                let sql = match n % 4 {
+                    0 => format!("DELETE FROM public.items WHERE id = {id}"),
+                    1 => format!(
+                        "INSERT INTO public.items (id, name, price, tags) VALUES ({id}, 'w{w} {n}', {n}.25, '{{a,b}}') \
+                         ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, price = EXCLUDED.price"
+                    ),
+                    2 => format!(
+                        "UPDATE public.items SET ratio = ratio * 2, meta = '{{\"w\": {w}, \"n\": {n}}}' WHERE id = {id}"
+                    ),
+                    _ => format!(
+                        "BEGIN; UPDATE public.\"Mixed Case\" SET v = v + 1 WHERE a = {}; \
+                         DELETE FROM public.\"Mixed Case\" WHERE a = {} AND b = 'k{n}'; \
+                         INSERT INTO public.\"Mixed Case\" VALUES ({}, 'n{w}_{n}', {n}); COMMIT",
+                        id % 7,
+                        id % 7,
+                        id % 5
+                    ),
+                };
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+
+    let expected = db.to_jsonb_rows("public.items", "id").await;
+    assert_converges(es, &format!("{prefix}-public.items"), &expected, &engine).await;
+
+    let mixed: BTreeMap<String, Json> = db
+        .query_json(r#"SELECT * FROM public."Mixed Case""#)
+        .await
+        .into_iter()
+        .map(|row| {
+            (
+                serde_json::to_string(&json!([row["a"], row["b"]])).unwrap(),
+                row,
+            )
+        })
+        .collect();
+    assert!(!mixed.is_empty());
+    assert_converges(es, &format!("{prefix}-public.mixed_case"), &mixed, &engine).await;
+
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// SIGKILL mid-stream and restart: the replayed changes are older than
+/// the stored documents and refused by version; a row updated hundreds of
+/// times is never seen going back to an older value, and ends with its
+/// latest one.
+async fn replay_converges(es: &str) {
+    let db = TestDb::create("es_replay").await;
+    db.exec(
+        "CREATE TABLE public.counter (id int PRIMARY KEY, v int NOT NULL, note text);
+         INSERT INTO public.counter SELECT g, 0, 'start' FROM generate_series(1, 20) g;",
+    )
+    .await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.counter");
+    let yaml = pipeline_yaml(&db, &["public.counter"], es, &prefix, "");
+    let mut engine = Engine::start(&yaml);
+
+    // Watches document 1: its `v` must never decrease.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let watcher = {
+        let (es, index, stop, seen) = (es.to_owned(), index.clone(), stop.clone(), seen.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(doc) = get_doc(&es, &index, "1").await {
+                    let v = doc["v"].to_string().parse::<i64>().unwrap();
+                    seen.lock().unwrap().push(v);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let writer = {
+        let url = db.url().to_owned();
+        tokio::spawn(async move {
+            let mut conn = PgConnection::connect(&url).await.unwrap();
+            for n in 1..=WRITES {
+                let sql = format!(
+                    "UPDATE public.counter SET v = {n}, note = 'n{n}' WHERE id = 1; \
+                     UPDATE public.counter SET v = v + 1 WHERE id = {}",
+                    n % 19 + 2
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Kill in the middle of streaming: after the snapshot handed over
+    // (killing a snapshot is the snapshot's own tests' business), once
+    // streamed updates of row 1 arrive.
+    let streaming = wait_until(Duration::from_secs(30), async || {
+        engine.stderr_text().contains("snapshot done")
+    })
+    .await;
+    assert!(
+        streaming,
+        "the snapshot did not finish\n{}",
+        engine.output_report()
+    );
+    let v_of = async |es: &str, index: &str| {
+        get_doc(es, index, "1")
+            .await
+            .map_or(0, |d| d["v"].to_string().parse::<i64>().unwrap_or(0))
+    };
+    let at_handover = v_of(es, &index).await;
+    let flowing = wait_until(Duration::from_secs(30), async || {
+        v_of(es, &index).await > at_handover + 30
+    })
+    .await;
+    assert!(
+        flowing,
+        "no streamed updates arrived\n{}",
+        engine.output_report()
+    );
+    assert!(
+        !writer.is_finished(),
+        "the writes ended before the kill: make them longer"
+    );
+    engine.sigkill();
+    engine.wait_exit(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut engine = Engine::start(&yaml);
+    writer.await.unwrap();
+
+    let expected = db.to_jsonb_rows("public.counter", "id").await;
+    assert_eq!(expected["1"]["v"], json!(WRITES));
+    assert_converges(es, &index, &expected, &engine).await;
+    stop.store(true, Ordering::Relaxed);
+    watcher.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() > 10, "too few observations: {seen:?}");
+    for pair in seen.windows(2) {
+        assert!(
+            pair[0] <= pair[1],
+            "document 1 went back from v={} to v={}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// An update that leaves a TOASTed column alone (pgoutput does not resend
+/// it) keeps the stored value, also when the row was written earlier in
+/// the same batch; TRUNCATE empties the index, and rows inserted after it
+/// arrive.
+async fn toast_and_truncate(es: &str) {
+    let db = TestDb::create("es_toast").await;
+    db.exec(
+        "CREATE TABLE public.docs (id int PRIMARY KEY, v int, body text);
+         ALTER TABLE public.docs ALTER COLUMN body SET STORAGE EXTERNAL;
+         INSERT INTO public.docs
+           SELECT g, 0, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 200) i)
+           FROM generate_series(1, 3) g;",
+    )
+    .await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.docs");
+    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.docs"], es, &prefix, ""));
+    let expected = db.to_jsonb_rows("public.docs", "id").await;
+    assert_converges(es, &index, &expected, &engine).await;
+
+    // Stored document as base (the snapshot wrote it).
+    db.exec("UPDATE public.docs SET v = 1 WHERE id = 1").await;
+    // Base written earlier in the same transaction, so in the same batch.
+    db.exec(
+        "BEGIN;
+         INSERT INTO public.docs SELECT 10, 0, (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 200) i);
+         UPDATE public.docs SET v = 2 WHERE id = 10;
+         UPDATE public.docs SET v = 3 WHERE id = 10;
+         COMMIT;",
+    )
+    .await;
+    let expected = db.to_jsonb_rows("public.docs", "id").await;
+    assert_eq!(expected["1"]["body"].as_str().unwrap().len(), 6400);
+    assert_converges(es, &index, &expected, &engine).await;
+
+    db.exec("TRUNCATE public.docs").await;
+    assert_converges(es, &index, &BTreeMap::new(), &engine).await;
+    db.exec("INSERT INTO public.docs VALUES (7, 7, 'after truncate')")
+        .await;
+    let expected = db.to_jsonb_rows("public.docs", "id").await;
+    assert_converges(es, &index, &expected, &engine).await;
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// A proxy in front of the server fails the first `_bulk` request with
+/// 503, then answers the next two with 429 for every other item (only the
+/// others reach the server). The sink must send exactly the failed items
+/// again, and the index must still end up exact.
+async fn retries_only_failed_items(es: &str) {
+    let proxy = FaultProxy::start(es).await;
+    let db = TestDb::create("es_retry").await;
+    db.exec(
+        "CREATE TABLE public.r (id int PRIMARY KEY, v text);
+         INSERT INTO public.r SELECT g, 'v' || g FROM generate_series(1, 30) g;",
+    )
+    .await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.r");
+    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.r"], &proxy.url, &prefix, ""));
+    let expected = db.to_jsonb_rows("public.r", "id").await;
+    assert_converges(es, &index, &expected, &engine).await;
+    db.exec("UPDATE public.r SET v = v || '!' WHERE id <= 10; DELETE FROM public.r WHERE id > 25")
+        .await;
+    let expected = db.to_jsonb_rows("public.r", "id").await;
+    assert_converges(es, &index, &expected, &engine).await;
+
+    let log = proxy.log.lock().unwrap().clone();
+    assert!(log.len() >= 4, "expected at least 4 bulk requests: {log:?}");
+    assert_eq!(log[0].failed, log[0].ids, "the 503 fails every item");
+    // After each injected failure the next request holds exactly the
+    // failed items.
+    for k in 0..3 {
+        assert!(
+            !log[k].failed.is_empty(),
+            "request {k} had no injected failures: {log:?}"
+        );
+        assert_eq!(
+            log[k + 1].ids,
+            log[k].failed,
+            "request {} retried other items: {log:?}",
+            k + 1
+        );
+    }
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// A document the index's mapping refuses (a text where the mapping says
+/// integer) stops the pipeline with a message naming the document and the
+/// server's reason.
+async fn mapping_error_is_fatal(es: &str) {
+    let db = TestDb::create("es_fatal").await;
+    db.exec(
+        "CREATE TABLE public.m (id int PRIMARY KEY, v text);
+         INSERT INTO public.m VALUES (1, '10'), (2, 'not a number');",
+    )
+    .await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.m");
+    create_integer_mapping(es, &index).await;
+    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.m"], es, &prefix, ""));
+    let code = engine.wait_exit(Duration::from_secs(60)).await;
+    let stderr = engine.stderr_text();
+    assert_ne!(code, 0, "{}", engine.output_report());
+    assert!(
+        stderr.contains(&format!("elasticsearch refused document {index}/2"))
+            && stderr.contains("status 400")
+            && stderr.contains("dead_letter"),
+        "unclear message:\n{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// With `dead_letter` set, the refused document goes to that file (with
+/// the server's reason) and everything else is indexed.
+async fn dead_letter_file(es: &str) {
+    let db = TestDb::create("es_dlq").await;
+    db.exec(
+        "CREATE TABLE public.m (id int PRIMARY KEY, v text);
+         INSERT INTO public.m VALUES (1, '10'), (2, 'not a number'), (3, '30');",
+    )
+    .await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.m");
+    create_integer_mapping(es, &index).await;
+    let dir = TempDir::new("es-dlq");
+    let dlq = dir.join("dead.jsonl");
+    let extra = format!(", dead_letter: '{}'", dlq.display());
+    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.m"], es, &prefix, &extra));
+    db.exec("INSERT INTO public.m VALUES (4, '40'), (5, 'five')")
+        .await;
+    let lines = wait_for(Duration::from_secs(45), async || {
+        let lines = integration_tests::read_jsonl(&dlq);
+        (lines.len() >= 2).then_some(lines)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "no dead letters in {}\n{}",
+            dlq.display(),
+            engine.output_report()
+        )
+    });
+    let mut ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["2", "5"]);
+    assert_eq!(lines[0]["index"], json!(index));
+    assert_eq!(lines[0]["status"], json!(400));
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains("parsing"),
+        "{lines:?}"
+    );
+    assert_eq!(lines[0]["document"]["v"], json!("not a number"));
+    let docs = wait_for(Duration::from_secs(30), async || {
+        let d = index_docs(es, &index).await;
+        (d.len() >= 3).then_some(d)
+    })
+    .await
+    .unwrap_or_else(|| panic!("good rows missing\n{}", engine.output_report()));
+    assert_eq!(docs.keys().collect::<Vec<_>>(), ["1", "3", "4"]);
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// Creates `index` with `v` mapped as an integer.
+async fn create_integer_mapping(es: &str, index: &str) {
+    let response = reqwest::Client::new()
+        .put(format!("{es}/{index}"))
+        .json(&json!({"mappings": {"properties": {"id": {"type": "integer"}, "v": {"type": "integer"}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "create {index}: {}",
+        response.text().await.unwrap()
+    );
+}
+
+// ---------------------------------------------------------------- fault proxy
+
+/// One `_bulk` request as the proxy saw it.
+#[derive(Debug, Clone)]
+struct BulkSeen {
+    /// `_id`s of its actions, in order.
+    ids: Vec<String>,
+    /// `_id`s the proxy failed.
+    failed: Vec<String>,
+}
+
+/// An HTTP/1.1 proxy on 127.0.0.1 that injects `_bulk` failures: the first
+/// request gets 503, the next two get a 429 for every other item. Anything
+/// else is passed through. Bounded: three injections, then pure relay.
+struct FaultProxy {
+    url: String,
+    log: Arc<Mutex<Vec<BulkSeen>>>,
+}
+
+impl FaultProxy {
+    async fn start(upstream: &str) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let bulks = Arc::new(AtomicUsize::new(0));
+        let upstream = upstream.to_owned();
+        let state = (log.clone(), bulks);
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (log, bulks) = (state.0.clone(), state.1.clone());
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let _ = serve(socket, &upstream, &log, &bulks).await;
+                });
+            }
+        });
+        FaultProxy { url, log }
+    }
+}
+
+async fn serve(
+    mut socket: TcpStream,
+    upstream: &str,
+    log: &Mutex<Vec<BulkSeen>>,
+    bulks: &AtomicUsize,
+) -> std::io::Result<()> {
+    let http = reqwest::Client::new();
+    let mut buf = Vec::new();
+    loop {
+        // Head.
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = socket.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let mut request_line = lines.next().unwrap_or("").split(' ');
+        let method = request_line.next().unwrap_or("GET").to_owned();
+        let target = request_line.next().unwrap_or("/").to_owned();
+        let mut length = 0usize;
+        let mut content_type = "application/json".to_owned();
+        for line in lines {
+            if let Some((k, v)) = line.split_once(':') {
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = v.trim().parse().unwrap_or(0),
+                    "content-type" => content_type = v.trim().to_owned(),
+                    _ => {}
+                }
+            }
+        }
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 65536];
+            let n = socket.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body: Vec<u8> = buf[head_end..head_end + length].to_vec();
+        buf.drain(..head_end + length);
+
+        let forward = async |body: Vec<u8>| -> (u16, Vec<u8>) {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let r = http
+                .request(method, format!("{upstream}{target}"))
+                .header("content-type", &content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        };
+        let is_bulk = target.split('?').next() == Some("/_bulk");
+        let (status, answer) = if is_bulk {
+            let actions = split_bulk(&body);
+            let ids: Vec<String> = actions.iter().map(|(id, _)| id.clone()).collect();
+            let n = bulks.fetch_add(1, Ordering::SeqCst);
+            if n == 0 {
+                log.lock().unwrap().push(BulkSeen {
+                    ids: ids.clone(),
+                    failed: ids,
+                });
+                (
+                    503,
+                    br#"{"error":{"type":"injected","reason":"proxy 503"},"status":503}"#.to_vec(),
+                )
+            } else if n <= 2 && actions.len() > 1 {
+                let (mut pass, mut failed, mut pass_idx) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, (id, lines)) in actions.iter().enumerate() {
+                    if i % 2 == 1 {
+                        failed.push(id.clone());
+                    } else {
+                        pass.extend_from_slice(lines);
+                        pass_idx.push(i);
+                    }
+                }
+                log.lock().unwrap().push(BulkSeen { ids, failed });
+                let (status, real) = forward(pass).await;
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&real));
+                let real: Json = serde_json::from_slice(&real).unwrap();
+                let mut real_items = real["items"].as_array().unwrap().clone().into_iter();
+                let items: Vec<Json> = (0..actions.len())
+                    .map(|i| {
+                        if pass_idx.contains(&i) {
+                            real_items.next().unwrap()
+                        } else {
+                            json!({"index": {"status": 429, "error": {
+                                "type": "es_rejected_execution_exception", "reason": "injected"}}})
+                        }
+                    })
+                    .collect();
+                (
+                    200,
+                    serde_json::to_vec(&json!({"errors": true, "took": 1, "items": items}))
+                        .unwrap(),
+                )
+            } else {
+                log.lock().unwrap().push(BulkSeen {
+                    ids,
+                    failed: Vec::new(),
+                });
+                forward(body).await
+            }
+        } else {
+            forward(body).await
+        };
+        let reason = match status {
+            200 => "OK",
+            404 => "Not Found",
+            503 => "Service Unavailable",
+            _ => "Status",
+        };
+        let mut response = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            answer.len()
+        )
+        .into_bytes();
+        response.extend_from_slice(&answer);
+        socket.write_all(&response).await?;
+    }
+}
+
+/// The actions of an NDJSON bulk body: `(_id, its lines)`.
+fn split_bulk(body: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let text = String::from_utf8_lossy(body);
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
+    let mut out = Vec::new();
+    while let Some(line) = lines.next() {
+        let action: Json = serde_json::from_str(line).unwrap();
+        let (kind, meta) = action.as_object().unwrap().iter().next().unwrap();
+        let mut bytes = format!("{line}\n").into_bytes();
+        if kind != "delete" {
+            let doc = lines.next().unwrap();
+            bytes.extend_from_slice(format!("{doc}\n").as_bytes());
+        }
+        out.push((meta["_id"].as_str().unwrap().to_owned(), bytes));
+    }
+    out
+}
