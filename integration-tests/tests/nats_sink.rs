@@ -275,7 +275,7 @@ fn pipeline_yaml(db: &TestDb, s: &str, tables: &str, extra: &str, sink: &str) ->
 }
 
 async fn wait_streaming(db: &TestDb, s: &str, engine: &mut Engine) {
-    let ok = wait_until(Duration::from_secs(60), async || {
+    let ok = wait_until(Duration::from_secs(90), async || {
         db.slot_active(&format!("s_{s}")).await
     })
     .await;
@@ -297,7 +297,7 @@ async fn converge(
 ) -> Vec<Msg> {
     let want = db.to_jsonb_rows("public.t", "id").await;
     let mut last = String::new();
-    let ok = wait_until(Duration::from_secs(60), async || {
+    let ok = wait_until(Duration::from_secs(90), async || {
         let mut messages = reader.poll().await.to_vec();
         if by_position {
             messages.sort_by_key(|m| position(&m.body));
@@ -396,7 +396,7 @@ async fn snapshot_then_stream_under_concurrent_writes() {
         .all(|m| m.op_header == m.body["op"].as_str().unwrap_or("")));
 
     assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
+        engine.stop(Duration::from_secs(90)).await,
         0,
         "{}",
         engine.output_report()
@@ -445,7 +445,7 @@ async fn sigkill_replay_is_deduplicated() {
     let last = runs.last_mut().unwrap();
     let messages = converge(&db, &mut reader, last, false).await;
     assert_eq!(
-        last.stop(Duration::from_secs(30)).await,
+        last.stop(Duration::from_secs(90)).await,
         0,
         "{}",
         last.output_report()
@@ -659,7 +659,7 @@ async fn server_restart_with_file_storage_loses_nothing() {
         engine.output_report()
     );
     assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
+        engine.stop(Duration::from_secs(90)).await,
         0,
         "{}",
         engine.output_report()
@@ -692,7 +692,7 @@ async fn creates_stream_and_sanitises_subjects() {
         .await;
 
     let mut reader = StreamReader::new(&nats_url(), &stream).await;
-    let ok = wait_until(Duration::from_secs(30), async || {
+    let ok = wait_until(Duration::from_secs(90), async || {
         reader.poll().await.len() >= 2
     })
     .await;
@@ -716,7 +716,7 @@ async fn creates_stream_and_sanitises_subjects() {
     assert_eq!(config.storage, StorageType::Memory);
     assert_eq!(config.duplicate_window, Duration::from_secs(30));
     assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
+        engine.stop(Duration::from_secs(90)).await,
         0,
         "{}",
         engine.output_report()
@@ -738,7 +738,7 @@ async fn missing_stream_is_a_clear_fatal_error() {
         url = json_str(&nats_url()),
     );
     let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink));
-    let code = engine.wait_exit(Duration::from_secs(30)).await;
+    let code = engine.wait_exit(Duration::from_secs(90)).await;
     assert_ne!(code, 0, "{}", engine.output_report());
     let err = engine.stderr_text();
     assert!(
@@ -764,7 +764,7 @@ async fn subject_without_stream_is_fatal() {
     let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink));
     wait_streaming(&db, &s, &mut engine).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'x')").await;
-    let code = engine.wait_exit(Duration::from_secs(30)).await;
+    let code = engine.wait_exit(Duration::from_secs(90)).await;
     assert_ne!(code, 0, "{}", engine.output_report());
     assert!(
         engine
@@ -775,7 +775,7 @@ async fn subject_without_stream_is_fatal() {
     );
     // The insert is still in the slot: nothing acknowledged it.
     let slot = format!("s_{s}");
-    let released = wait_until(Duration::from_secs(30), async || {
+    let released = wait_until(Duration::from_secs(90), async || {
         !db.slot_active(&slot).await
     })
     .await;
@@ -822,7 +822,7 @@ async fn core_mode_publishes() {
     db.exec("INSERT INTO public.t SELECT g, g, 'c' FROM generate_series(1, 20) g")
         .await;
     let mut reader = StreamReader::new(&nats_url(), &stream).await;
-    let ok = wait_until(Duration::from_secs(30), async || {
+    let ok = wait_until(Duration::from_secs(90), async || {
         reader.poll().await.len() >= 20
     })
     .await;
@@ -839,7 +839,7 @@ async fn core_mode_publishes() {
         engine.output_report()
     );
     assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
+        engine.stop(Duration::from_secs(90)).await,
         0,
         "{}",
         engine.output_report()
@@ -880,7 +880,7 @@ async fn token_auth() {
         )
     };
     let mut bad = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink("wrong")));
-    let code = bad.wait_exit(Duration::from_secs(30)).await;
+    let code = bad.wait_exit(Duration::from_secs(90)).await;
     assert_ne!(code, 0, "{}", bad.output_report());
     assert!(
         bad.stderr_text()
@@ -897,7 +897,7 @@ async fn token_auth() {
         .await
         .unwrap();
     let js = jetstream::new(client);
-    let ok = wait_until(Duration::from_secs(30), async || {
+    let ok = wait_until(Duration::from_secs(90), async || {
         match js.get_stream(format!("IT_{s}")).await {
             Ok(mut st) => st.info().await.is_ok_and(|i| i.state.messages == 1),
             Err(_) => false,
@@ -906,7 +906,7 @@ async fn token_auth() {
     .await;
     assert!(ok, "{}", engine.output_report());
     assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
+        engine.stop(Duration::from_secs(90)).await,
         0,
         "{}",
         engine.output_report()
@@ -1034,7 +1034,7 @@ async fn mutual_tls() {
         )
     };
     let mut bad = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink(false)));
-    let code = bad.wait_exit(Duration::from_secs(30)).await;
+    let code = bad.wait_exit(Duration::from_secs(90)).await;
     assert_ne!(code, 0, "{}", bad.output_report());
     assert!(
         bad.stderr_text().contains("cannot connect to NATS"),
@@ -1053,7 +1053,7 @@ async fn mutual_tls() {
         .await
         .unwrap();
     let js = jetstream::new(client);
-    let ok = wait_until(Duration::from_secs(30), async || {
+    let ok = wait_until(Duration::from_secs(90), async || {
         match js.get_stream(format!("IT_{s}")).await {
             Ok(mut st) => st.info().await.is_ok_and(|i| i.state.messages == 1),
             Err(_) => false,
@@ -1062,7 +1062,7 @@ async fn mutual_tls() {
     .await;
     assert!(ok, "{}", engine.output_report());
     assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
+        engine.stop(Duration::from_secs(90)).await,
         0,
         "{}",
         engine.output_report()
