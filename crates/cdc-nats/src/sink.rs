@@ -30,6 +30,7 @@ pub struct NatsSink {
     pipeline: String,
     encoder: DebeziumJson,
     max_in_flight: usize,
+    ack_timeout: std::time::Duration,
     subject_buf: String,
     id_buf: String,
     payload_buf: Vec<u8>,
@@ -97,6 +98,7 @@ impl NatsSink {
             pipeline: pipeline_name.to_owned(),
             encoder: DebeziumJson::new(pipeline_name),
             max_in_flight: config.max_in_flight,
+            ack_timeout: config.ack_timeout.0,
             subject_buf: String::new(),
             id_buf: String::new(),
             payload_buf: Vec::new(),
@@ -226,17 +228,41 @@ impl NatsSink {
                 continue;
             };
             let (subject, headers, payload) = self.render(change, now_ms);
-            client
-                .publish_with_headers(subject.clone(), headers, payload)
-                .await
-                .map_err(|e| {
-                    SinkError::retryable(format!("cannot publish to `{subject}`")).with_source(e)
-                })?;
+            // Waits only while the client's outgoing queue is full (as
+            // during a disconnect); bounded by `ack_timeout`.
+            let publish = client.publish_with_headers(subject.clone(), headers, payload);
+            match tokio::time::timeout(self.ack_timeout, publish).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(
+                        SinkError::retryable(format!("cannot publish to `{subject}`"))
+                            .with_source(e),
+                    )
+                }
+                Err(_) => {
+                    return Err(SinkError::retryable(format!(
+                        "publishing to `{subject}` waited longer than {:?} (disconnected?)",
+                        self.ack_timeout
+                    )))
+                }
+            }
         }
-        client
-            .flush()
-            .await
-            .map_err(|e| SinkError::retryable("cannot flush to the NATS server").with_source(e))
+        self.flush().await
+    }
+
+    /// Flushes the connection, waiting at most `ack_timeout` (a flush
+    /// waits for a reconnect otherwise).
+    async fn flush(&self) -> Result<(), SinkError> {
+        match tokio::time::timeout(self.ack_timeout, self.client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                Err(SinkError::retryable("cannot flush to the NATS server").with_source(e))
+            }
+            Err(_) => Err(SinkError::retryable(format!(
+                "flushing to the NATS server took longer than {:?}",
+                self.ack_timeout
+            ))),
+        }
     }
 }
 
@@ -252,10 +278,7 @@ impl Sink for NatsSink {
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {
-        self.client
-            .flush()
-            .await
-            .map_err(|e| SinkError::retryable("cannot flush to the NATS server").with_source(e))
+        self.flush().await
     }
 }
 
