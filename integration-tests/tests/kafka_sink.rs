@@ -510,6 +510,21 @@ async fn new_table(db: &TestDb) {
 
 // ---------------------------------------------------------------- tests
 
+/// Waits until the engine streams from its slot: the slot is in use and
+/// the engine logged the start of streaming (a change committed while the
+/// slot is still being created may not be in its stream).
+async fn wait_streaming(db: &TestDb, slot: &str, engine: &Engine) {
+    let ok = wait_until(Duration::from_secs(30), async || {
+        engine.stderr_text().contains("streaming started") && db.slot_active(slot).await
+    })
+    .await;
+    assert!(
+        ok,
+        "the engine did not start streaming\n{}",
+        engine.output_report()
+    );
+}
+
 /// Snapshot of existing rows, then streaming under concurrent writes.
 async fn snapshot_then_stream(var: &str) {
     let started = Instant::now();
@@ -529,14 +544,7 @@ async fn snapshot_then_stream(var: &str) {
         "snapshot: { mode: initial }\n",
     );
     let mut engine = Engine::start(&yaml);
-    assert!(
-        wait_until(Duration::from_secs(30), async || db
-            .slot_active(&slot)
-            .await)
-        .await,
-        "the engine did not start streaming\n{}",
-        engine.output_report()
-    );
+    wait_streaming(&db, &slot, &engine).await;
     let writers = Writers::start(db.url(), 3, 1000);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let written = writers.finish().await;
@@ -584,14 +592,7 @@ async fn keys_headers_tombstones(var: &str) {
         "",
     );
     let mut engine = Engine::start(&yaml);
-    assert!(
-        wait_until(Duration::from_secs(30), async || db
-            .slot_active(&slot)
-            .await)
-        .await,
-        "the engine did not start streaming\n{}",
-        engine.output_report()
-    );
+    wait_streaming(&db, &slot, &engine).await;
     db.exec("INSERT INTO public.\"Mixed Case\" VALUES (1, 'x', '{\"n\": 1}'), (2, 'y ü', null)")
         .await;
     db.exec("UPDATE public.\"Mixed Case\" SET payload = '[1]' WHERE a = 1")
@@ -690,14 +691,7 @@ async fn broker_unreachable(var: &str) {
         "",
     );
     let mut engine = Engine::start(&yaml);
-    assert!(
-        wait_until(Duration::from_secs(30), async || db
-            .slot_active(&slot)
-            .await)
-        .await,
-        "the engine did not start streaming\n{}",
-        engine.output_report()
-    );
+    wait_streaming(&db, &slot, &engine).await;
     let writers = Writers::start(db.url(), 3, 1000);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -777,14 +771,7 @@ async fn sigkill_restart(var: &str) {
         "",
     );
     let mut runs = vec![Engine::start(&yaml)];
-    assert!(
-        wait_until(Duration::from_secs(30), async || db
-            .slot_active(&slot)
-            .await)
-        .await,
-        "the engine did not start streaming\n{}",
-        runs[0].output_report()
-    );
+    wait_streaming(&db, &slot, &runs[0]).await;
     let writers = Writers::start(db.url(), 3, 1000);
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -832,14 +819,7 @@ async fn fatal_message_too_large(var: &str) {
         "",
     );
     let mut engine = Engine::start(&yaml);
-    assert!(
-        wait_until(Duration::from_secs(30), async || db
-            .slot_active(&slot)
-            .await)
-        .await,
-        "the engine did not start streaming\n{}",
-        engine.output_report()
-    );
+    wait_streaming(&db, &slot, &engine).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'small')").await;
     let ok = wait_until(Duration::from_secs(30), async || {
         !read_topic(&brokers, &topic).is_empty()
@@ -895,14 +875,7 @@ async fn missing_topic_is_fatal(var: &str) {
     );
     let yaml = pipeline(&db, &slot, &["public.t"], &[entry], "");
     let mut engine = Engine::start(&yaml);
-    assert!(
-        wait_until(Duration::from_secs(30), async || db
-            .slot_active(&slot)
-            .await)
-        .await,
-        "the engine did not start streaming\n{}",
-        engine.output_report()
-    );
+    wait_streaming(&db, &slot, &engine).await;
     let before = db.current_wal_lsn().await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'x')").await;
     let code = engine.wait_exit(Duration::from_secs(60)).await;
