@@ -352,32 +352,113 @@ impl EsSink {
         Ok(())
     }
 
-    /// Removes every document of `index` (a TRUNCATE): refresh so the
-    /// search sees all of them, then `_delete_by_query`.
-    async fn truncate(&self, index: &str) -> Result<(), SinkError> {
+    /// Removes every document of `index` (a TRUNCATE at `version`): refresh
+    /// so the search sees all of them, walk them with a scroll, and delete
+    /// each with the truncate's version. A document newer than the
+    /// truncate (a replay) refuses the delete with 409 and stays; the
+    /// tombstones carry the truncate's version, so replayed changes from
+    /// before the truncate are refused too (while `index.gc_deletes` keeps
+    /// them), and changes after it are accepted.
+    async fn truncate(&mut self, index: &str, version: i64, table: &str) -> Result<(), SinkError> {
+        #[derive(Deserialize)]
+        struct Page {
+            #[serde(default, rename = "_scroll_id")]
+            scroll_id: Option<String>,
+            hits: Hits,
+        }
+        #[derive(Deserialize)]
+        struct Hits {
+            hits: Vec<Hit>,
+        }
+        #[derive(Deserialize)]
+        struct Hit {
+            #[serde(rename = "_id")]
+            id: String,
+            #[serde(default, rename = "_version")]
+            version: Option<i64>,
+        }
         let refresh = format!("/{index}/_refresh");
-        self.request_with_retries(Method::Post, &refresh, &[], None, true)
-            .await?;
-        let path = format!("/{index}/_delete_by_query");
-        let body = br#"{"query":{"match_all":{}}}"#.to_vec();
-        let query = [("conflicts", "proceed"), ("refresh", "true")];
-        let (status, answer) = self
-            .request_with_retries(Method::Post, &path, &query, Some(body), true)
+        let (status, _) = self
+            .request_with_retries(Method::Post, &refresh, &[], None, true)
             .await?;
         if status == StatusCode::NOT_FOUND {
             return Ok(());
         }
-        let response: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| {
-            SinkError::retryable(format!("unreadable _delete_by_query response: {e}"))
-        })?;
-        match response.get("failures").and_then(|f| f.as_array()) {
-            Some(failures) if !failures.is_empty() => Err(SinkError::retryable(format!(
-                "truncating index {index}: {} documents could not be deleted: {}",
-                failures.len(),
-                crate::bulk::snippet(answer.as_slice())
-            ))),
-            _ => Ok(()),
+        let search = format!("/{index}/_search");
+        let query = br#"{"size":1000,"_source":false,"version":true,"sort":["_doc"],"query":{"match_all":{}}}"#;
+        let (status, mut answer) = self
+            .request_with_retries(
+                Method::Post,
+                &search,
+                &[("scroll", "1m")],
+                Some(query.to_vec()),
+                true,
+            )
+            .await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(());
         }
+        let mut last_scroll = None;
+        loop {
+            let page: Page = serde_json::from_slice(&answer).map_err(|e| {
+                SinkError::retryable(format!(
+                    "truncating index {index}: unreadable search response ({e}): {}",
+                    crate::bulk::snippet(&answer)
+                ))
+            })?;
+            if let Some(id) = &page.scroll_id {
+                last_scroll = Some(id.clone());
+            }
+            if page.hits.hits.is_empty() {
+                break;
+            }
+            let deletes: Vec<Action> = page
+                .hits
+                .hits
+                .into_iter()
+                .filter(|hit| hit.version.is_none_or(|v| v <= version))
+                .map(|hit| Action {
+                    kind: ActionKind::Delete,
+                    index: index.to_owned(),
+                    id: hit.id,
+                    version,
+                    doc: None,
+                    table: table.to_owned(),
+                })
+                .collect();
+            if !deletes.is_empty() {
+                self.send_bulk(deletes).await?;
+            }
+            let Some(scroll_id) = page.scroll_id else {
+                return Err(SinkError::retryable(format!(
+                    "truncating index {index}: the search answered without a scroll id"
+                )));
+            };
+            let body =
+                serde_json::to_vec(&serde_json::json!({"scroll": "1m", "scroll_id": scroll_id}))
+                    .map_err(|e| SinkError::fatal(format!("encoding a scroll request: {e}")))?;
+            let (_, next) = self
+                .request_with_retries(Method::Post, "/_search/scroll", &[], Some(body), false)
+                .await?;
+            answer = next;
+        }
+        if let Some(scroll_id) = last_scroll {
+            // Best effort: the server drops it after a minute anyway.
+            if let Ok(body) = serde_json::to_vec(&serde_json::json!({ "scroll_id": scroll_id })) {
+                let _ = self
+                    .http
+                    .request(
+                        Method::Delete,
+                        "/_search/scroll",
+                        &[],
+                        Some(body),
+                        false,
+                        true,
+                    )
+                    .await;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -408,7 +489,9 @@ impl Sink for EsSink {
             let index = self.index_for(&change.table.name)?;
             if change.op == Op::Truncate {
                 self.flush(&mut pending).await?;
-                self.truncate(&index).await?;
+                let version = external_version(&change.source).map_err(SinkError::fatal)?;
+                self.truncate(&index, version, &change.table.name.to_string())
+                    .await?;
                 pending.latest.retain(|(i, _), _| *i != index);
                 pending.truncated.insert(index);
                 continue;

@@ -1,0 +1,251 @@
+//! [`EsSink`] driven by hand-made batches against the servers that
+//! `scripts/test.sh` starts (`CDC_TEST_ES_URL`: noida-db,
+//! `CDC_TEST_OPENSEARCH_URL`: osmem-server): replays of exactly the
+//! positions PostgreSQL would send again converge, across truncates and
+//! TOAST partial updates too.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use cdc_core::{
+    Batch, ChangeEvent, Column, Event, Lsn, Op, ReplicaIdentity, Row, Sink, SourceInfo, TableName,
+    TableSchema, Value,
+};
+use cdc_es::{EsSink, EsSinkConfig};
+
+fn server_url(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(u) if !u.trim().is_empty() => u.trim().trim_end_matches('/').to_owned(),
+        _ => panic!("{var} is not set: run ./scripts/test.sh (see scripts/servers/)"),
+    }
+}
+
+/// A table name no other test run uses.
+fn unique_table() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "t{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn schema(table: &str) -> Arc<TableSchema> {
+    let col = |name: &str, oid: u32, type_name: &str, key: bool| Column {
+        name: name.into(),
+        type_oid: oid,
+        type_name: type_name.into(),
+        type_modifier: -1,
+        nullable: !key,
+        is_key: key,
+    };
+    Arc::new(TableSchema {
+        database: "db".into(),
+        oid: 1,
+        name: TableName::new("replay", table),
+        columns: vec![
+            col("id", 23, "int4", true),
+            col("v", 23, "int4", false),
+            col("body", 25, "text", false),
+        ],
+        replica_identity: ReplicaIdentity::Default,
+    })
+}
+
+fn change(
+    table: &Arc<TableSchema>,
+    op: Op,
+    lsn: u64,
+    ordinal: u64,
+    row: Option<(i32, Value, Value)>,
+) -> Event {
+    let row = row.map(|(id, v, body)| Row::new(vec![Value::Int4(id), v, body]));
+    let (before, after) = match op {
+        Op::Delete => (row, None),
+        Op::Truncate => (None, None),
+        _ => (None, row),
+    };
+    Event::Change(ChangeEvent {
+        op,
+        table: table.clone(),
+        before,
+        after,
+        source: SourceInfo {
+            commit_lsn: Lsn(lsn),
+            lsn: Lsn(lsn),
+            ordinal,
+            ..SourceInfo::default()
+        },
+    })
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+async fn sink(es: &str) -> EsSink {
+    let config: EsSinkConfig = serde_json::from_value(serde_json::json!({
+        "urls": [es],
+        "index": "it-{schema}.{table}",
+        "refresh": "true",
+    }))
+    .unwrap();
+    assert!(config.validate().is_empty());
+    EsSink::connect(&config, "replay_test").await.unwrap()
+}
+
+async fn docs(es: &str, index: &str) -> Vec<(String, serde_json::Value)> {
+    let http = reqwest::Client::new();
+    let _ = http.post(format!("{es}/{index}/_refresh")).send().await;
+    let r = http
+        .post(format!("{es}/{index}/_search"))
+        .json(&serde_json::json!({"size": 100, "version": true, "query": {"match_all": {}}}))
+        .send()
+        .await
+        .unwrap();
+    if r.status() == reqwest::StatusCode::NOT_FOUND {
+        return Vec::new();
+    }
+    let body: serde_json::Value = r.json().await.unwrap();
+    let mut out: Vec<(String, serde_json::Value)> = body["hits"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["_id"].as_str().unwrap().to_owned(), h["_source"].clone()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+async fn replay_converges(es: &str) {
+    let name = unique_table();
+    let table = schema(&name);
+    let index = format!("it-replay.{name}");
+    let mut sink = sink(es).await;
+
+    // Stream: row 1 inserted, updated with its TOASTed body unchanged,
+    // table truncated, row 1 inserted again, row 2 inserted and deleted.
+    let stream = vec![
+        Batch {
+            events: vec![
+                change(
+                    &table,
+                    Op::Read,
+                    100,
+                    0,
+                    Some((1, Value::Int4(0), text("big"))),
+                ),
+                change(
+                    &table,
+                    Op::Insert,
+                    200,
+                    0,
+                    Some((2, Value::Int4(0), text("two"))),
+                ),
+            ],
+            checkpoint: Some(Lsn(200)),
+        },
+        Batch {
+            events: vec![change(
+                &table,
+                Op::Update,
+                300,
+                0,
+                Some((1, Value::Int4(1), Value::UnchangedToast)),
+            )],
+            checkpoint: Some(Lsn(300)),
+        },
+        Batch {
+            events: vec![
+                change(&table, Op::Truncate, 400, 0, None),
+                change(
+                    &table,
+                    Op::Insert,
+                    500,
+                    0,
+                    Some((1, Value::Int4(5), text("again"))),
+                ),
+                change(
+                    &table,
+                    Op::Update,
+                    500,
+                    1,
+                    Some((1, Value::Int4(6), Value::UnchangedToast)),
+                ),
+                change(
+                    &table,
+                    Op::Insert,
+                    600,
+                    0,
+                    Some((3, Value::Int4(3), text("three"))),
+                ),
+                change(
+                    &table,
+                    Op::Delete,
+                    600,
+                    1,
+                    Some((3, Value::Null, Value::Null)),
+                ),
+            ],
+            checkpoint: Some(Lsn(600)),
+        },
+    ];
+    let expected = vec![(
+        "1".to_owned(),
+        serde_json::json!({"id": 1, "v": 6, "body": "again"}),
+    )];
+
+    for batch in &stream {
+        sink.write_batch(batch).await.unwrap();
+    }
+    // The TOAST update kept the stored body before the truncate.
+    assert_eq!(docs(es, &index).await, expected);
+
+    // A crash before any acknowledgement: everything comes again, twice,
+    // and then from the middle; documents never end up older.
+    for start in [0, 0, 1, 2] {
+        for batch in &stream[start..] {
+            sink.write_batch(batch).await.unwrap();
+        }
+        assert_eq!(
+            docs(es, &index).await,
+            expected,
+            "replay from batch {start}"
+        );
+    }
+
+    // An older change on its own is refused by version.
+    let stale = Batch {
+        events: vec![change(
+            &table,
+            Op::Insert,
+            250,
+            0,
+            Some((1, Value::Int4(-1), text("old"))),
+        )],
+        checkpoint: None,
+    };
+    sink.write_batch(&stale).await.unwrap();
+    assert_eq!(docs(es, &index).await, expected);
+    sink.close().await.unwrap();
+    let _ = reqwest::Client::new()
+        .delete(format!("{es}/{index}"))
+        .send()
+        .await;
+}
+
+#[tokio::test]
+async fn replay_converges_noida() {
+    replay_converges(&server_url("CDC_TEST_ES_URL")).await;
+}
+
+#[tokio::test]
+async fn replay_converges_osmem() {
+    replay_converges(&server_url("CDC_TEST_OPENSEARCH_URL")).await;
+}
