@@ -142,7 +142,9 @@ pub fn push_sanitised(out: &mut String, value: &str) {
     }));
 }
 
-/// [`push_sanitised`] into a new string.
+/// `value` as (part of) one subject token: `.`, `*`, `>`, white space and
+/// control characters become `_`; an empty value becomes `_`; everything
+/// else (case, non-ASCII letters) is kept.
 pub fn sanitise(value: &str) -> String {
     let mut s = String::with_capacity(value.len());
     push_sanitised(&mut s, value);
