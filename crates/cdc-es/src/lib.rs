@@ -17,8 +17,9 @@
 //!   `delete`; an update that changes the key also deletes the old `_id`;
 //!   an update whose unchanged TOAST columns were not sent → the stored
 //!   document is read (`_mget`) and those columns are kept; truncate →
-//!   `_refresh` + `_delete_by_query` on the table's index.
-//! * **Versions**: see [`version`](crate#versions) below and
+//!   every document of the table's index is deleted (scroll + `_bulk`
+//!   deletes) with the truncate's version.
+//! * **Versions**: see [below](crate#versions) and
 //!   `docs/sinks/elasticsearch.md`.
 //!
 //! ## Versions
