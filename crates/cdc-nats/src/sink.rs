@@ -159,6 +159,15 @@ impl NatsSink {
                     self.check_ack(js, &subject, &id, ack, &mut stats).await?;
                 }
             }
+            // While disconnected, async-nats queues publishes and sends
+            // them after reconnecting, behind messages the dropped socket
+            // lost: fail fast instead, so fewer messages of a broken batch
+            // land ahead of lost ones (see docs/sinks/nats.md, "Order").
+            if self.client.connection_state() != async_nats::connection::State::Connected {
+                return Err(SinkError::retryable(
+                    "not connected to the NATS server; the batch will be sent again",
+                ));
+            }
             let (subject, headers, payload) = self.render(change, now_ms);
             let ack = js
                 .publish_with_headers(subject.clone(), headers, payload)
