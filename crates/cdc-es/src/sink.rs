@@ -174,10 +174,25 @@ impl EsSink {
             }
             if let (Op::Update, Some(after)) = (change.op, &change.after) {
                 if has_unchanged_toast(after) {
-                    let id = document_id(&change.table, after).map_err(SinkError::fatal)?;
+                    // The stored copy sits under the old key if the key changed.
+                    let row = change.before.as_ref().unwrap_or(after);
+                    let id = document_id(&change.table, row)
+                        .or_else(|_| document_id(&change.table, after))
+                        .map_err(SinkError::fatal)?;
                     let key = (index.clone(), id);
                     if !touched.contains(&key) && !truncated.contains(&index) {
                         needed.push(key.clone());
+                    }
+                    // With a key change, also the new _id: already stored
+                    // there means this change is a replay.
+                    if let Ok(new_id) = document_id(&change.table, after) {
+                        let new_key = (index.clone(), new_id);
+                        if new_key != key
+                            && !touched.contains(&new_key)
+                            && !truncated.contains(&index)
+                        {
+                            needed.push(new_key);
+                        }
                     }
                 }
             }
@@ -572,27 +587,40 @@ fn plan(
                 ))
             })?;
             let id = document_id(schema, after).map_err(SinkError::fatal)?;
-            // A key change moves the document: delete the old _id.
-            if let Some(before) = &change.before {
-                if let Ok(old_id) = document_id(schema, before) {
-                    if old_id != id {
-                        pending
-                            .latest
-                            .insert((index.to_owned(), old_id.clone()), None);
-                        actions.push(action(ActionKind::Delete, old_id, None));
-                    }
-                }
-            }
+            // A key change moves the document: the old _id is deleted, and
+            // a partial row takes its unchanged columns from the old one.
+            let old_id = change
+                .before
+                .as_ref()
+                .and_then(|before| document_id(schema, before).ok())
+                .filter(|old| *old != id);
             let key = (index.to_owned(), id.clone());
+            let base_key = match &old_id {
+                Some(old) => (index.to_owned(), old.clone()),
+                None => key.clone(),
+            };
+            let moved_already = old_id.is_some()
+                && !pending.latest.contains_key(&key)
+                && !pending.truncated.contains(index)
+                && bases.get(&key).is_some_and(|s| s.version >= version);
+            if has_unchanged_toast(after) && moved_already {
+                // A replayed key change: the new _id already holds it (or
+                // something newer); only make sure the old one is gone.
+                if let Some(old) = old_id {
+                    pending.latest.insert((index.to_owned(), old.clone()), None);
+                    actions.push(action(ActionKind::Delete, old, None));
+                }
+                return Ok(actions);
+            }
             let doc = if has_unchanged_toast(after) {
-                match pending.latest.get(&key) {
+                match pending.latest.get(&base_key) {
                     Some(Some(doc)) => {
                         let fields = parse_fields(doc).map_err(SinkError::fatal)?;
                         render(schema, after, Some(&fields))
                     }
                     Some(None) => render(schema, after, None),
                     None if pending.truncated.contains(index) => render(schema, after, None),
-                    None => match bases.get(&key) {
+                    None => match bases.get(&base_key) {
                         // The stored document is newer: this is a replay.
                         Some(stored) if stored.version > version => return Ok(actions),
                         Some(stored) => render(schema, after, Some(&stored.fields)),
@@ -609,6 +637,10 @@ fn plan(
             } else {
                 render(schema, after, None)
             };
+            if let Some(old) = old_id {
+                pending.latest.insert((index.to_owned(), old.clone()), None);
+                actions.push(action(ActionKind::Delete, old, None));
+            }
             pending.latest.insert(key, Some(doc.clone()));
             actions.push(action(ActionKind::Index, id, Some(doc)));
         }

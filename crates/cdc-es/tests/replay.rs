@@ -233,6 +233,37 @@ async fn replay_converges(es: &str) {
     };
     sink.write_batch(&stale).await.unwrap();
     assert_eq!(docs(es, &index).await, expected);
+
+    // A key change with the TOASTed column unchanged: the document moves
+    // to the new _id and keeps the stored value.
+    let Event::Change(mut moved) = change(
+        &table,
+        Op::Update,
+        700,
+        0,
+        Some((9, Value::Int4(7), Value::UnchangedToast)),
+    ) else {
+        unreachable!()
+    };
+    moved.before = Some(Row::key_only(vec![
+        Value::Int4(1),
+        Value::Null,
+        Value::Null,
+    ]));
+    let batch = Batch {
+        events: vec![Event::Change(moved)],
+        checkpoint: Some(Lsn(700)),
+    };
+    for _ in 0..2 {
+        sink.write_batch(&batch).await.unwrap();
+        assert_eq!(
+            docs(es, &index).await,
+            vec![(
+                "9".to_owned(),
+                serde_json::json!({"id": 9, "v": 7, "body": "again"})
+            )]
+        );
+    }
     sink.close().await.unwrap();
     let _ = reqwest::Client::new()
         .delete(format!("{es}/{index}"))
