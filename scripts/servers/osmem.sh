@@ -4,10 +4,10 @@
 # scripts/test.sh (see README.md here).
 #
 # Exports: CDC_TEST_OPENSEARCH_URL=http://127.0.0.1:$OSMEM_PORT
-# Knob: OSMEM_PORT (9201).
+# Knob: CDC_TEST_OSMEM_PORT (9201).
 
 OSMEM_VERSION="0.1.6"
-OSMEM_PORT="${OSMEM_PORT:-9201}"
+OSMEM_PORT="${CDC_TEST_OSMEM_PORT:-9201}"
 OSMEM_DIR="$WORK_DIR/osmem"
 
 server_osmem_install() { venv_install "osmem-server==$OSMEM_VERSION"; }
@@ -16,10 +16,10 @@ server_osmem_start() {
 	local bin i
 	# The wheel ships the binary inside the package, not in the venv's bin.
 	bin="$("$CDC_TEST_VENV/bin/python" -c 'import os, osmem_server; print(os.path.join(os.path.dirname(osmem_server.__file__), "bin", "osmem-server"))' 2>/dev/null)" || bin=""
-	[ -n "$bin" ] && [ -x "$bin" ] || {
+	if [ -z "$bin" ] || [ ! -x "$bin" ]; then
 		info "osmem-server is not installed in $CDC_TEST_VENV"
 		return 1
-	}
+	fi
 	rm -rf "$OSMEM_DIR"
 	mkdir -p "$OSMEM_DIR"
 	"$bin" -addr "127.0.0.1:$OSMEM_PORT" -no-stdin-watch -no-ja \
