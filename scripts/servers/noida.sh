@@ -16,11 +16,16 @@ NOIDA_DIR="$WORK_DIR/noida"
 server_noida_install() { venv_install "noida-db==$NOIDA_VERSION"; }
 
 server_noida_start() {
-	local bin="$CDC_TEST_VENV/bin/noida-db" i
-	[ -x "$bin" ] || {
-		info "noida-db is not installed at $bin"
+	local bin i
+	# The venv's `noida-db` is a Python wrapper that runs the packaged
+	# binary as a child: run the binary itself, so the pid file names the
+	# server and stopping it stops the server.
+	bin="$("$CDC_TEST_VENV/bin/python" -c 'import os, noida_db; print(os.path.join(os.path.dirname(noida_db.__file__), "noida-db"))' 2>/dev/null)" || bin=""
+	if [ -z "$bin" ] || [ ! -f "$bin" ]; then
+		info "noida-db is not installed in $CDC_TEST_VENV"
 		return 1
-	}
+	fi
+	[ -x "$bin" ] || chmod 755 "$bin" || return 1
 	# A fresh data directory each run: noida keeps indices on disk.
 	rm -rf "$NOIDA_DIR"
 	mkdir -p "$NOIDA_DIR/data"
