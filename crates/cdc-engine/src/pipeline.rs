@@ -54,10 +54,10 @@ pub struct NamedSink {
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// The source failed with a fatal error.
-    #[error("source: {0}")]
+    #[error("source")]
     Source(#[source] cdc_core::SourceError),
     /// A sink failed with a fatal error.
-    #[error("{sink}: {error}")]
+    #[error("{sink}")]
     Sink {
         /// Which sink.
         sink: String,
@@ -396,7 +396,7 @@ mod tests {
         .await
         .unwrap_err();
         assert!(matches!(err, PipelineError::Sink { .. }), "{err}");
-        assert!(err.to_string().contains("message too large"));
+        assert!(cdc_core::error_chain(&err).contains("message too large"));
         assert_eq!(failing_written.lock().unwrap().len(), 2);
         assert_eq!(
             *shut.lock().unwrap(),

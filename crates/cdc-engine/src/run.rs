@@ -21,10 +21,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The source could not start.
-    #[error("source: {0}")]
+    #[error("source")]
     Source(#[from] cdc_postgres::PgError),
     /// A sink could not be opened.
-    #[error("{sink}: {error}")]
+    #[error("{sink}")]
     Sink {
         /// Which sink.
         sink: String,

@@ -440,12 +440,13 @@ fn missing_sink_type() {
 
 #[test]
 fn every_bad_sink_is_reported() {
-    let text = format!("{MINIMAL}sinks:\n  - type: kafka\n  - type: file\n  - type: nats\n");
+    let text = format!("{MINIMAL}sinks:\n  - type: kafkaa\n  - type: file\n  - type: bogus\n");
     let fields: Vec<String> = problems(&text).into_iter().map(|(f, _)| f).collect();
     assert_eq!(fields, ["sinks[0].type", "sinks[1].path", "sinks[2].type"]);
 }
 
 #[test]
+#[cfg(not(feature = "kafka"))]
 fn kafka_not_available() {
     let text = format!("{MINIMAL}sinks:\n  - type: kafka\n    brokers: x\n");
     assert_problem(
@@ -453,6 +454,13 @@ fn kafka_not_available() {
         "sinks[0].type",
         "sink type `kafka` is not available in this build",
     );
+}
+
+#[test]
+#[cfg(feature = "kafka")]
+fn kafka_entry_fields_are_named() {
+    let text = format!("{MINIMAL}sinks:\n  - type: kafka\n    brokerz: x\n");
+    assert_problem(&text, "sinks[0].brokerz", "unknown field `brokerz`");
 }
 
 #[test]
