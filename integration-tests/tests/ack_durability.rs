@@ -272,7 +272,10 @@ async fn a_fatal_sink_error_acknowledges_exactly_what_was_durable_and_loses_noth
         matches!(&err, PipelineError::Sink { error, .. } if !error.is_retryable()),
         "{err:?}"
     );
-    assert!(err.to_string().contains("quota exceeded"), "{err}");
+    assert!(
+        cdc_core::error_chain(&err).contains("quota exceeded"),
+        "{err}"
+    );
 
     let (accepted, last_durable, first_rejected) = {
         let log = log.lock().unwrap();
