@@ -90,58 +90,30 @@ fn snapshot_settings(s: &SnapshotConfig) -> SnapshotSettings {
 pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
     let mut sinks = Vec::with_capacity(config.sinks.len());
     for (i, sink) in config.sinks.iter().enumerate() {
-        let (name, boxed): (String, Box<dyn DynSink>) = match sink {
-            SinkConfig::Stdout(_) => (
-                format!("sinks[{i}] (stdout)"),
-                Box::new(StdoutSink::new(&config.name)),
-            ),
-            SinkConfig::File(f) => {
-                let name = format!("sinks[{i}] (file {})", f.path.display());
-                let sink = FileSink::open(&f.path, &config.name)
-                    .await
-                    .map_err(|error| RunError::Sink {
-                        sink: name.clone(),
-                        error,
-                    })?;
-                (name, Box::new(sink))
-            }
+        let name = format!("sinks[{i}] ({})", sink.kind());
+        let pipeline = config.name.as_str();
+        let opened: Result<Box<dyn DynSink>, cdc_core::SinkError> = match sink {
+            SinkConfig::Stdout(_) => Ok(Box::new(StdoutSink::new(pipeline))),
+            SinkConfig::File(f) => boxed(FileSink::open(&f.path, pipeline).await),
             #[cfg(feature = "kafka")]
-            SinkConfig::Kafka(c) => {
-                let name = format!("sinks[{i}] (kafka)");
-                let sink = cdc_kafka::KafkaSink::connect(c, &config.name)
-                    .await
-                    .map_err(|error| RunError::Sink {
-                        sink: name.clone(),
-                        error,
-                    })?;
-                (name, Box::new(sink))
-            }
+            SinkConfig::Kafka(c) => boxed(cdc_kafka::KafkaSink::connect(c, pipeline).await),
             #[cfg(feature = "nats")]
-            SinkConfig::Nats(c) => {
-                let name = format!("sinks[{i}] (nats)");
-                let sink = cdc_nats::NatsSink::connect(c, &config.name)
-                    .await
-                    .map_err(|error| RunError::Sink {
-                        sink: name.clone(),
-                        error,
-                    })?;
-                (name, Box::new(sink))
-            }
+            SinkConfig::Nats(c) => boxed(cdc_nats::NatsSink::connect(c, pipeline).await),
             #[cfg(feature = "elasticsearch")]
-            SinkConfig::Elasticsearch(c) => {
-                let name = format!("sinks[{i}] (elasticsearch)");
-                let sink = cdc_es::EsSink::connect(c, &config.name)
-                    .await
-                    .map_err(|error| RunError::Sink {
-                        sink: name.clone(),
-                        error,
-                    })?;
-                (name, Box::new(sink))
-            }
+            SinkConfig::Elasticsearch(c) => boxed(cdc_es::EsSink::connect(c, pipeline).await),
         };
-        sinks.push(NamedSink { name, sink: boxed });
+        match opened {
+            Ok(sink) => sinks.push(NamedSink { name, sink }),
+            Err(error) => return Err(RunError::Sink { sink: name, error }),
+        }
     }
     Ok(sinks)
+}
+
+fn boxed<S: cdc_core::Sink + 'static>(
+    opened: Result<S, cdc_core::SinkError>,
+) -> Result<Box<dyn DynSink>, cdc_core::SinkError> {
+    opened.map(|s| Box::new(s) as Box<dyn DynSink>)
 }
 
 /// Connects (retrying transient failures such as a server that is still
