@@ -489,19 +489,14 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
         chunk_id: i64,
         instance_id: &str,
     ) -> Result<bool, PgError> {
-        let err = self.ctx("renewing a chunk claim");
-        let sql = format!(
-            "UPDATE {} SET heartbeat_at = pg_catalog.now()
-             WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'",
-            self.chunks()
-        );
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(chunk_id)
-            .bind(instance_id)
-            .execute(&mut *conn)
-            .await
-            .map_err(&err)?;
-        Ok(done.rows_affected() == 1)
+        self.update_held_chunk(
+            conn,
+            chunk_id,
+            instance_id,
+            "heartbeat_at = pg_catalog.now()",
+            "renewing a chunk claim",
+        )
+        .await
     }
 
     /// Gives chunk `chunk_id` back (pending, unclaimed) so another reader
@@ -513,10 +508,29 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
         chunk_id: i64,
         instance_id: &str,
     ) -> Result<bool, PgError> {
-        let err = self.ctx("releasing a chunk claim");
+        self.update_held_chunk(
+            conn,
+            chunk_id,
+            instance_id,
+            "status = 'pending', claimed_by = NULL, claimed_at = NULL, heartbeat_at = NULL",
+            "releasing a chunk claim",
+        )
+        .await
+    }
+
+    /// Applies `set` (a fixed SQL `SET` list) to chunk `chunk_id` if
+    /// `instance_id` still holds it in progress; `true` when it did.
+    async fn update_held_chunk(
+        &self,
+        conn: &mut PgConnection,
+        chunk_id: i64,
+        instance_id: &str,
+        set: &'static str,
+        what: &'static str,
+    ) -> Result<bool, PgError> {
+        let err = self.ctx(what);
         let sql = format!(
-            "UPDATE {} SET status = 'pending', claimed_by = NULL, claimed_at = NULL, heartbeat_at = NULL
-             WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'",
+            "UPDATE {} SET {set} WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'",
             self.chunks()
         );
         let done = sqlx::query(AssertSqlSafe(sql))
