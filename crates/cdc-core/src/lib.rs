@@ -51,6 +51,7 @@ mod lsn;
 mod schema;
 mod sink;
 mod source;
+mod status;
 mod value;
 
 pub use backoff::Backoff;
@@ -61,4 +62,5 @@ pub use lsn::{Lsn, ParseLsnError};
 pub use schema::{Column, ReplicaIdentity, TableName, TableSchema};
 pub use sink::{BoxFuture, DynSink, Sink};
 pub use source::Source;
+pub use status::{Phase, SnapshotProgress, SourceStatus, TableProgress};
 pub use value::{Row, Value};

@@ -4,6 +4,7 @@ use std::future::Future;
 
 use crate::batch::{AckHandle, Batch};
 use crate::error::SourceError;
+use crate::status::SourceStatus;
 
 /// A producer of change events, e.g. a PostgreSQL replication slot.
 ///
@@ -27,6 +28,12 @@ pub trait Source: Send {
 
     /// The handle through which the consumer reports durable positions.
     fn ack_handle(&self) -> AckHandle;
+
+    /// The source's live status (phase, positions, snapshot progress).
+    /// Sources that do not track one return a detached, default status.
+    fn status(&self) -> SourceStatus {
+        SourceStatus::default()
+    }
 
     /// Stops reading and reports the final acknowledged position to the
     /// server before returning.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use cdc_core::{
     AckHandle, Backoff, Batch, ChangeEvent, ControlEvent, Event, Lsn, Op, ReplicaIdentity, Row,
-    SnapshotMarker, Source, SourceError, SourceInfo, TableName,
+    SnapshotMarker, Source, SourceError, SourceInfo, SourceStatus, TableName,
 };
 use sqlx::{Connection, PgConnection};
 
@@ -52,6 +52,10 @@ pub struct PgSourceConfig {
     pub reconnect_max: Duration,
     /// The initial snapshot, if any.
     pub snapshot: SnapshotSettings,
+    /// Where the source reports its phase, positions and snapshot
+    /// progress; pass a clone of a handle to watch it from elsewhere
+    /// (e.g. before [`PgSource::connect`] returns).
+    pub status: SourceStatus,
 }
 
 impl std::fmt::Debug for PgSourceConfig {
@@ -89,6 +93,7 @@ impl PgSourceConfig {
             reconnect_initial: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(30),
             snapshot: SnapshotSettings::default(),
+            status: SourceStatus::new(),
         }
     }
 }
@@ -576,6 +581,10 @@ impl Source for PgSource {
 
     fn ack_handle(&self) -> AckHandle {
         self.ack.clone()
+    }
+
+    fn status(&self) -> SourceStatus {
+        self.cfg.status.clone()
     }
 
     async fn shutdown(&mut self) -> Result<(), SourceError> {

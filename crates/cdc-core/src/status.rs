@@ -1,0 +1,287 @@
+//! [`SourceStatus`]: what a source is doing right now, shared with whoever
+//! reports it (the engine's `/status` and `/metrics`).
+//!
+//! A source updates the handle as it works (cheap atomic stores, one small
+//! lock for snapshot progress); readers take copies. The handle is `Clone`
+//! and all clones see the same state.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use crate::lsn::Lsn;
+use crate::schema::TableName;
+
+/// The phase a source is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Connecting and checking the server.
+    Starting,
+    /// Copying the rows that already exist.
+    Snapshot,
+    /// Reading the replication stream.
+    Streaming,
+    /// Waiting for another instance to release the slot.
+    Standby,
+    /// Reconnecting after a transient error.
+    Reconnecting,
+    /// Ended or stopped.
+    Stopped,
+}
+
+impl Phase {
+    const ALL: [Phase; 6] = [
+        Phase::Starting,
+        Phase::Snapshot,
+        Phase::Streaming,
+        Phase::Standby,
+        Phase::Reconnecting,
+        Phase::Stopped,
+    ];
+
+    /// The lower-case name used in `/status` and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Snapshot => "snapshot",
+            Phase::Streaming => "streaming",
+            Phase::Standby => "standby",
+            Phase::Reconnecting => "reconnecting",
+            Phase::Stopped => "stopped",
+        }
+    }
+
+    /// Every phase, in declaration order (for metric label sets).
+    pub fn all() -> &'static [Phase] {
+        &Self::ALL
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Phase::Starting => 0,
+            Phase::Snapshot => 1,
+            Phase::Streaming => 2,
+            Phase::Standby => 3,
+            Phase::Reconnecting => 4,
+            Phase::Stopped => 5,
+        }
+    }
+
+    fn from_u8(v: u8) -> Phase {
+        Self::ALL
+            .get(usize::from(v))
+            .copied()
+            .unwrap_or(Phase::Stopped)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Snapshot progress of one table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableProgress {
+    /// Rows read so far (by this instance).
+    pub rows: u64,
+    /// Chunks durably written (by any instance).
+    pub chunks_done: u64,
+    /// Chunks in the plan.
+    pub chunks_total: u64,
+}
+
+/// Snapshot progress of the whole source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotProgress {
+    /// When this instance started taking part in the snapshot.
+    pub started_at: Option<SystemTime>,
+    /// When the snapshot was over for this instance.
+    pub finished_at: Option<SystemTime>,
+    /// Per table, in name order.
+    pub tables: BTreeMap<TableName, TableProgress>,
+}
+
+impl SnapshotProgress {
+    /// Seconds from start to finish (or to now while running); `None`
+    /// before it started.
+    pub fn duration_secs(&self) -> Option<f64> {
+        let start = self.started_at?;
+        let end = self.finished_at.unwrap_or_else(SystemTime::now);
+        Some(end.duration_since(start).map_or(0.0, |d| d.as_secs_f64()))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    phase: AtomicU8,
+    received: AtomicU64,
+    server_wal_end: AtomicU64,
+    reconnects: AtomicU64,
+    heartbeats: AtomicU64,
+    snapshot: Mutex<SnapshotProgress>,
+}
+
+/// The live status of a source; see the module documentation.
+#[derive(Debug, Clone, Default)]
+pub struct SourceStatus {
+    inner: Arc<Inner>,
+}
+
+impl SourceStatus {
+    /// A fresh status in phase [`Phase::Starting`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Enters `phase`.
+    pub fn set_phase(&self, phase: Phase) {
+        self.inner.phase.store(phase.to_u8(), Ordering::Relaxed);
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.inner.phase.load(Ordering::Relaxed))
+    }
+
+    /// Records the WAL position of the latest message received from the
+    /// server (never moves backwards).
+    pub fn record_received(&self, lsn: Lsn) {
+        self.inner.received.fetch_max(lsn.0, Ordering::Relaxed);
+    }
+
+    /// The latest WAL position received; [`Lsn::ZERO`] before any.
+    pub fn received(&self) -> Lsn {
+        Lsn(self.inner.received.load(Ordering::Relaxed))
+    }
+
+    /// Records the server's WAL end as the server last reported it
+    /// (keepalives and data messages carry it).
+    pub fn record_server_wal_end(&self, lsn: Lsn) {
+        self.inner
+            .server_wal_end
+            .fetch_max(lsn.0, Ordering::Relaxed);
+    }
+
+    /// The server's WAL end as last reported; [`Lsn::ZERO`] before any.
+    pub fn server_wal_end(&self) -> Lsn {
+        Lsn(self.inner.server_wal_end.load(Ordering::Relaxed))
+    }
+
+    /// Counts one reconnection of the replication stream.
+    pub fn record_reconnect(&self) {
+        self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reconnections so far.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Counts one heartbeat written to the server.
+    pub fn record_heartbeat(&self) {
+        self.inner.heartbeats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Heartbeats written so far.
+    pub fn heartbeats(&self) -> u64 {
+        self.inner.heartbeats.load(Ordering::Relaxed)
+    }
+
+    fn with_snapshot<R>(&self, f: impl FnOnce(&mut SnapshotProgress) -> R) -> R {
+        let mut guard = self
+            .inner
+            .snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Marks the start of the snapshot (first call wins).
+    pub fn snapshot_started(&self) {
+        self.with_snapshot(|s| {
+            s.started_at.get_or_insert_with(SystemTime::now);
+        });
+    }
+
+    /// Marks the end of the snapshot for this instance.
+    pub fn snapshot_finished(&self) {
+        self.with_snapshot(|s| {
+            s.started_at.get_or_insert_with(SystemTime::now);
+            s.finished_at = Some(SystemTime::now());
+        });
+    }
+
+    /// Records a table's plan: `chunks_total` chunks, `chunks_done` of them
+    /// already done (e.g. by an earlier run).
+    pub fn snapshot_table(&self, table: &TableName, chunks_total: u64, chunks_done: u64) {
+        self.with_snapshot(|s| {
+            let t = s.tables.entry(table.clone()).or_default();
+            t.chunks_total = chunks_total;
+            t.chunks_done = chunks_done;
+        });
+    }
+
+    /// Counts `rows` rows read from `table`.
+    pub fn snapshot_rows(&self, table: &TableName, rows: u64) {
+        self.with_snapshot(|s| s.tables.entry(table.clone()).or_default().rows += rows);
+    }
+
+    /// Counts one chunk of `table` as done.
+    pub fn snapshot_chunk_done(&self, table: &TableName) {
+        self.with_snapshot(|s| s.tables.entry(table.clone()).or_default().chunks_done += 1);
+    }
+
+    /// A copy of the snapshot progress.
+    pub fn snapshot_progress(&self) -> SnapshotProgress {
+        self.with_snapshot(|s| s.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_share_state_and_positions_never_regress() {
+        let a = SourceStatus::new();
+        let b = a.clone();
+        assert_eq!(a.phase(), Phase::Starting);
+        b.set_phase(Phase::Streaming);
+        assert_eq!(a.phase(), Phase::Streaming);
+        a.record_received(Lsn(100));
+        a.record_received(Lsn(50));
+        assert_eq!(b.received(), Lsn(100));
+        b.record_reconnect();
+        assert_eq!(a.reconnects(), 1);
+        for p in Phase::all() {
+            a.set_phase(*p);
+            assert_eq!(b.phase(), *p);
+        }
+    }
+
+    #[test]
+    fn snapshot_progress_per_table() {
+        let s = SourceStatus::new();
+        let t = TableName::new("public", "t");
+        s.snapshot_started();
+        s.snapshot_table(&t, 4, 1);
+        s.snapshot_rows(&t, 10);
+        s.snapshot_chunk_done(&t);
+        let p = s.snapshot_progress();
+        assert_eq!(
+            p.tables.get(&t),
+            Some(&TableProgress {
+                rows: 10,
+                chunks_done: 2,
+                chunks_total: 4
+            })
+        );
+        assert!(p.duration_secs().is_some());
+        assert!(p.finished_at.is_none());
+        s.snapshot_finished();
+        assert!(s.snapshot_progress().finished_at.is_some());
+    }
+}
