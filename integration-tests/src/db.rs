@@ -234,11 +234,15 @@ impl TestDb {
         .unwrap_or_else(|e| panic!("reading slot {slot}: {e}"))
     }
 
-    /// Whether a replication slot of this name exists and is in use by a
-    /// connection.
+    /// Whether a replication slot of this name exists and a walsender
+    /// streams from it. A backend still creating the slot (which holds it
+    /// until its consistent point) does not count: changes committed then
+    /// are not in the slot's stream, so a test must not start writing yet.
     pub async fn slot_active(&self, slot: &str) -> bool {
         sqlx::query_scalar::<_, bool>(
-            "SELECT coalesce((SELECT active FROM pg_replication_slots WHERE slot_name = $1), false)",
+            "SELECT coalesce((SELECT s.active AND EXISTS \
+                 (SELECT 1 FROM pg_stat_replication r WHERE r.pid = s.active_pid) \
+             FROM pg_replication_slots s WHERE s.slot_name = $1), false)",
         )
         .bind(slot)
         .fetch_one(self.pool())
