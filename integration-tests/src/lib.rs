@@ -13,6 +13,7 @@
 //!   with its replication slots;
 //! - [`Engine`]: the engine binary as a child process, its output captured to
 //!   files; [`run_engine_validate`] for one-shot `validate` runs;
+//! - [`CutProxy`]: a TCP relay whose connections a test can cut;
 //! - [`TempDir`], [`read_jsonl`], [`wait_until`] / [`wait_for`],
 //!   [`quote_ident`] / [`quote_literal`].
 //!
@@ -23,10 +24,12 @@
 
 mod db;
 mod engine;
+mod proxy;
 mod util;
 
 pub use db::{pg_url, url_with_database, TestDb};
 pub use engine::{engine_bin, run_engine, run_engine_validate, Engine};
+pub use proxy::CutProxy;
 pub use util::{
     quote_ident, quote_literal, read_jsonl, unique_suffix, wait_for, wait_until, TempDir,
 };

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::StorageType};
-use integration_tests::{run_engine_validate, unique_suffix, wait_until, Engine, TempDir, TestDb};
+use integration_tests::{
+    run_engine_validate, unique_suffix, wait_until, CutProxy, Engine, TempDir, TestDb,
+};
 use serde_json::Value as Json;
 use sqlx::{Connection, PgConnection};
 
@@ -462,10 +464,40 @@ async fn sigkill_replay_is_deduplicated() {
         written.changes,
         ids.len()
     );
-    assert_eq!(
-        stored as usize, written.changes,
-        "messages in the stream != committed changes"
-    );
+    if stored as usize != written.changes {
+        // Where are the missing changes? Values of `v` are handed out in
+        // order; a long run of missing values locates the gap.
+        let mut vs: Vec<(i64, (u64, u64))> = messages
+            .iter()
+            .filter_map(|m| Some((m.body["after"]["v"].as_i64()?, position(&m.body))))
+            .collect();
+        vs.sort_unstable();
+        let gaps: Vec<String> = vs
+            .windows(2)
+            .filter(|w| w[1].0 - w[0].0 > 20)
+            .map(|w| {
+                format!(
+                    "v {}..{} between positions {:?} and {:?}",
+                    w[0].0, w[1].0, w[0].1, w[1].1
+                )
+            })
+            .collect();
+        let starts: Vec<String> = runs
+            .iter()
+            .flat_map(|r| {
+                r.stderr_text()
+                    .lines()
+                    .filter(|l| l.contains("streaming started"))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        panic!(
+            "messages in the stream ({stored}) != committed changes ({}); gaps: {gaps:#?}\nstarts: {starts:#?}\nlast run:\n{}",
+            written.changes,
+            runs.last().map(|r| r.output_report()).unwrap_or_default()
+        );
+    }
     assert_eq!(ids.len(), messages.len(), "a Nats-Msg-Id is stored twice");
     assert!(
         dropped > 0,
@@ -481,6 +513,8 @@ struct OwnServer {
     port: u16,
     store: TempDir,
     token: Option<String>,
+    /// The nkey seed the readiness check connects with.
+    nkey_seed: Option<String>,
     /// Extra command-line arguments of the server.
     args: Vec<String>,
     /// `(ca, cert, key)` the readiness check connects with.
@@ -515,6 +549,7 @@ impl OwnServer {
             port,
             store: TempDir::new("nats_store"),
             token: token.map(str::to_owned),
+            nkey_seed: None,
             args,
             client_tls,
             child: None,
@@ -556,8 +591,12 @@ impl OwnServer {
     async fn wait_ready(&self) {
         let url = self.url();
         let ok = wait_until(Duration::from_secs(20), async || {
-            let mut options =
-                async_nats::ConnectOptions::new().token(self.token.clone().unwrap_or_default());
+            let mut options = match &self.nkey_seed {
+                Some(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+                None => {
+                    async_nats::ConnectOptions::new().token(self.token.clone().unwrap_or_default())
+                }
+            };
             if let Some((ca, cert, key)) = &self.client_tls {
                 options = options
                     .require_tls(true)
@@ -632,12 +671,10 @@ async fn server_restart_with_file_storage_loses_nothing() {
     let written = writers.finish().await;
 
     let mut reader = StreamReader::new(&server.url(), &stream).await;
-    let messages = converge(&db, &mut reader, &mut engine, true).await;
-    // A message lost with the connection is stored by the retry after
-    // later ones of its batch (documented); count how often that happened.
-    let positions: Vec<(u64, u64)> = messages.iter().map(|m| position(&m.body)).collect();
-    let late = positions.windows(2).filter(|w| w[0] > w[1]).count();
-    eprintln!("{late} message(s) stored after a later change (retried after the restart)");
+    // Applied in stream order: chaining (`exclusive_stream`, the default)
+    // keeps the stream in commit order across the restart.
+    let messages = converge(&db, &mut reader, &mut engine, false).await;
+    assert_in_commit_order(&messages, &engine);
     assert!(
         engine.is_running(),
         "the engine stopped\n{}",
@@ -664,6 +701,87 @@ async fn server_restart_with_file_storage_loses_nothing() {
         "{}",
         engine.output_report()
     );
+    db.cleanup().await;
+}
+
+/// Fails unless the messages' positions strictly increase in stream order.
+fn assert_in_commit_order(messages: &[Msg], engine: &Engine) {
+    let positions: Vec<(u64, u64)> = messages.iter().map(|m| position(&m.body)).collect();
+    let late: Vec<_> = positions.windows(2).filter(|w| w[0] >= w[1]).collect();
+    assert!(
+        late.is_empty(),
+        "{} message(s) stored after a later change (first: {:?})\n{}",
+        late.len(),
+        late.first(),
+        engine.output_report()
+    );
+}
+
+/// The connection to the server is cut again and again while the engine
+/// publishes: messages async-nats still had queued are sent after each
+/// reconnect, behind ones the cut connection lost. With chaining
+/// (`Nats-Expected-Last-Msg-Id`, on by default) JetStream refuses them and
+/// the retried batch stores everything in commit order: the stream, read
+/// in order, holds each change once, in commit order, and rebuilds the
+/// table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_connections_never_reorder_the_stream() {
+    let upstream: std::net::SocketAddr = nats_url()
+        .trim_start_matches("nats://")
+        .parse()
+        .expect("CDC_TEST_NATS_URL is nats://127.0.0.1:PORT");
+    let proxy = CutProxy::start(upstream).await;
+    let db = TestDb::create("nats_cut").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
+        .await;
+    let s = unique_suffix();
+    let stream = format!("IT_{s}");
+    let sink = format!(
+        "    url: nats://{addr}\n    subject: \"it_{s}.{{schema}}.{{table}}\"\n    ack_timeout: 2s\n    \
+         stream: {{ name: {stream}, create: true, storage: memory }}\n",
+        addr = proxy.addr(),
+    );
+    let yaml = pipeline_yaml(&db, &s, "public.t", "", &sink);
+    let mut engine = Engine::start(&yaml);
+    wait_streaming(&db, &s, &mut engine).await;
+    let writers = start_writers(&db, 3, 1);
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        proxy.cut();
+    }
+    let written = writers.finish().await;
+
+    let mut reader = StreamReader::new(&nats_url(), &stream).await;
+    let messages = converge(&db, &mut reader, &mut engine, false).await;
+    assert_in_commit_order(&messages, &engine);
+    let ids: HashSet<&str> = messages.iter().map(|m| m.msg_id.as_str()).collect();
+    assert_eq!(ids.len(), messages.len(), "a Nats-Msg-Id was stored twice");
+    assert_eq!(
+        messages.len(),
+        written.changes,
+        "\n{}",
+        engine.output_report()
+    );
+    let refused = engine
+        .stderr_text()
+        .matches("an earlier one of the batch was lost")
+        .count();
+    eprintln!(
+        "{} changes, {refused} batch(es) refused by the chain and sent again",
+        written.changes
+    );
+    assert!(
+        engine.stderr_text().contains("disconnected"),
+        "the engine never saw a connection drop\n{}",
+        engine.output_report()
+    );
+    assert_eq!(
+        engine.stop(Duration::from_secs(90)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    reader.delete().await;
     db.cleanup().await;
 }
 
@@ -915,6 +1033,84 @@ async fn token_auth() {
 }
 
 /// Runs `openssl <args>` in `dir`; panics with its output on failure.
+/// Nkey authentication: the server knows one user's public nkey; a
+/// different seed stops the engine at start, the user's seed publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkey_auth() {
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().expect("seed");
+    let conf_dir = TempDir::new("nats_nkey");
+    let conf = conf_dir.join("server.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .expect("server config");
+    let mut server = OwnServer::start_with(
+        None,
+        vec!["-c".to_owned(), conf.display().to_string()],
+        None,
+    );
+    server.nkey_seed = Some(seed.clone());
+    server.wait_ready().await;
+    let db = TestDb::create("nats_nkey").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
+        .await;
+    let s = unique_suffix();
+    let sink = |seed: &str| {
+        format!(
+            "    url: {url}\n    subject: \"it_{s}.{{table}}\"\n    auth: {{ nkey_seed: {seed} }}\n    \
+             stream: {{ name: IT_{s}, create: true, storage: memory }}\n",
+            url = json_str(&server.url()),
+        )
+    };
+    let stranger = nkeys::KeyPair::new_user().seed().expect("seed");
+    let mut bad = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink(&stranger)));
+    let code = bad.wait_exit(Duration::from_secs(90)).await;
+    assert_ne!(code, 0, "{}", bad.output_report());
+    assert!(
+        bad.stderr_text()
+            .contains(&format!("cannot connect to NATS at {}", server.url())),
+        "{}",
+        bad.output_report()
+    );
+    assert!(
+        !bad.stderr_text().contains(&stranger),
+        "the seed appears in the log"
+    );
+
+    let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink(&seed)));
+    wait_streaming(&db, &s, &mut engine).await;
+    db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
+    let client = async_nats::ConnectOptions::with_nkey(seed.clone())
+        .connect(server.url())
+        .await
+        .unwrap();
+    let js = jetstream::new(client);
+    let ok = wait_until(Duration::from_secs(90), async || {
+        match js.get_stream(format!("IT_{s}")).await {
+            Ok(mut st) => st.info().await.is_ok_and(|i| i.state.messages == 1),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(ok, "{}", engine.output_report());
+    assert_eq!(
+        engine.stop(Duration::from_secs(90)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    assert!(
+        !engine.stderr_text().contains(&seed),
+        "the seed appears in the log"
+    );
+    db.cleanup().await;
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)

@@ -100,6 +100,39 @@ pub fn create_stream_error(name: &str, err: CreateStreamError) -> Result<(), Sin
     }
 }
 
+/// JetStream refused a chained message (`Nats-Expected-Last-Msg-Id`)
+/// because the stream's last message is another one. When that one is
+/// ours, an earlier message of the batch was lost with a dropped connection
+/// and the batch is sent again (retryable). When it is not ours, someone
+/// else publishes into the stream: chaining cannot work there (fatal).
+pub fn wrong_last_id(
+    subject: &str,
+    stream: Option<&str>,
+    own_prefix: &str,
+    err: PublishError,
+) -> SinkError {
+    let text = api_error(&err).map(ToString::to_string).unwrap_or_default();
+    let last = text
+        .strip_prefix("wrong last msg ID: ")
+        .map(|rest| rest.split(" (code ").next().unwrap_or(rest));
+    match last {
+        Some(last) if !last.is_empty() && !last.starts_with(own_prefix) => {
+            let stream = stream.map_or_else(|| "the stream".to_owned(), |s| format!("stream `{s}`"));
+            SinkError::fatal(format!(
+                "{stream} also stores messages of another publisher (its last message id is `{last}`): \
+                 `exclusive_stream: true` needs a stream of its own — give this sink its own stream, \
+                 or set `exclusive_stream: false` (order per subject is then not kept across reconnects)"
+            ))
+            .with_source(err)
+        }
+        _ => SinkError::retryable(format!(
+            "JetStream refused a message to `{subject}` because an earlier one of the batch was lost \
+             (connection dropped?); the batch will be sent again"
+        ))
+        .with_source(err),
+    }
+}
+
 /// A publish that failed before or while waiting for its PubAck (other
 /// than "no stream", which the sink checks itself).
 pub fn publish_error(subject: &str, err: PublishError) -> SinkError {
@@ -126,5 +159,58 @@ pub fn publish_error(subject: &str, err: PublishError) -> SinkError {
             _ => SinkError::retryable(format!("JetStream rejected a message to `{subject}`"))
                 .with_source(err),
         },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn wrong_last(last: &str) -> PublishError {
+        let api: async_nats::jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": 400,
+            "err_code": 10070,
+            "description": format!("wrong last msg ID: {last}"),
+        }))
+        .unwrap();
+        PublishError::with_source(PublishErrorKind::WrongLastMessageId, api)
+    }
+
+    #[test]
+    fn a_lost_predecessor_of_our_own_is_retried() {
+        let e = wrong_last_id(
+            "cdc.public.t",
+            Some("S"),
+            "app:",
+            wrong_last("app:db:1:c:0/10:3"),
+        );
+        assert!(e.is_retryable(), "{e}");
+    }
+
+    #[test]
+    fn a_foreign_last_message_is_fatal_and_says_what_to_do() {
+        let e = wrong_last_id(
+            "cdc.public.t",
+            Some("S"),
+            "app:",
+            wrong_last("other:db:1:c:0/10:3"),
+        );
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(text.contains("stream `S`"), "{text}");
+        assert!(text.contains("exclusive_stream: false"), "{text}");
+        assert!(text.contains("other:db:1:c:0/10:3"), "{text}");
+    }
+
+    #[test]
+    fn an_unreadable_refusal_is_retried() {
+        let e = wrong_last_id(
+            "s",
+            None,
+            "app:",
+            PublishError::new(PublishErrorKind::WrongLastMessageId),
+        );
+        assert!(e.is_retryable());
     }
 }

@@ -58,6 +58,15 @@ pub struct NatsSinkConfig {
     /// Publishes whose PubAck may be outstanding at once. Default `1024`.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// `true` (default): the stream holds only this sink's messages, so each
+    /// message after the first of a batch can carry
+    /// `Nats-Expected-Last-Msg-Id` (the previous message's id). JetStream
+    /// then refuses a message that a reconnect would otherwise store ahead
+    /// of one lost with the old connection, keeping every subject in commit
+    /// order. Set `false` when other publishers write into the same stream
+    /// (order per subject is then not guaranteed across reconnects).
+    #[serde(default = "default_true")]
+    pub exclusive_stream: bool,
 }
 
 /// The JetStream stream the sink publishes into (`stream:`).
@@ -85,6 +94,19 @@ pub struct StreamConfig {
     pub create: bool,
 }
 
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mask = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("AuthConfig")
+            .field("token", &mask(&self.token))
+            .field("user", &self.user)
+            .field("password", &mask(&self.password))
+            .field("credentials_file", &self.credentials_file)
+            .field("nkey_seed", &mask(&self.nkey_seed))
+            .finish()
+    }
+}
+
 /// Where a created stream keeps its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,8 +119,8 @@ pub enum Storage {
 }
 
 /// Credentials (`auth:`). Give one of: `token`; `user` and `password`;
-/// `credentials_file`; `nkey_seed`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+/// `credentials_file`; `nkey_seed`. `Debug` masks the secrets.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// A server token.
@@ -221,6 +243,7 @@ impl Default for NatsSinkConfig {
             connect_timeout: default_connect_timeout(),
             ack_timeout: default_ack_timeout(),
             max_in_flight: default_max_in_flight(),
+            exclusive_stream: true,
         }
     }
 }
@@ -468,5 +491,30 @@ mod tests {
         assert!(check_subject_filter("cdc..t").is_err());
         assert!(check_subject_filter("cdc.a*").is_err());
         assert!(check_subject_filter("a b").is_err());
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_masks_secrets() {
+        let auth = AuthConfig {
+            token: Some("tok-secret".into()),
+            user: Some("ann".into()),
+            password: Some("pw-secret".into()),
+            credentials_file: None,
+            nkey_seed: Some("SUAseed-secret".into()),
+        };
+        let text = format!(
+            "{:?}",
+            NatsSinkConfig {
+                auth,
+                ..NatsSinkConfig::default()
+            }
+        );
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("ann"), "{text}");
     }
 }

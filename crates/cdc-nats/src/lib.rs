@@ -21,6 +21,13 @@
 //! within the stream's `duplicate_window`. Other headers: `Cdc-Op`,
 //! `Cdc-Table` (`schema.table`), `Cdc-Commit-Lsn`.
 //!
+//! With `exclusive_stream` (the default) every message after the first of
+//! a batch also carries `Nats-Expected-Last-Msg-Id` = its predecessor's id,
+//! so a message that a reconnect would store ahead of a lost one is refused
+//! and the retried batch stores everything in commit order. This needs a
+//! stream written by this sink alone; a foreign last message is a fatal
+//! error saying so.
+//!
 //! # Subjects
 //!
 //! Placeholders `{prefix}`, `{schema}`, `{table}`, `{op}`. Substituted

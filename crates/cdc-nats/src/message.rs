@@ -14,6 +14,9 @@ pub const OP_HEADER: &str = "Cdc-Op";
 pub const TABLE_HEADER: &str = "Cdc-Table";
 /// Header with the transaction's commit LSN (`16/B374D848`).
 pub const COMMIT_LSN_HEADER: &str = "Cdc-Commit-Lsn";
+/// Header naming the id of the message that must be the stream's last one
+/// for JetStream to store this message (set with `exclusive_stream`).
+pub const EXPECTED_LAST_ID_HEADER: &str = "Nats-Expected-Last-Msg-Id";
 
 /// The stable id of a change:
 /// `<pipeline>:<database>:<table oid>:<op>:<commit LSN>:<ordinal>`, e.g.
@@ -44,6 +47,14 @@ pub fn message_id(pipeline: &str, event: &ChangeEvent, out: &mut String) {
     );
 }
 
+/// The start every message id of `pipeline` shares (`<pipeline>:`).
+pub fn id_prefix(pipeline: &str) -> String {
+    let mut out = String::new();
+    push_id_part(&mut out, pipeline);
+    out.push(':');
+    out
+}
+
 fn push_id_part(out: &mut String, s: &str) {
     out.extend(
         s.chars()
@@ -51,10 +62,14 @@ fn push_id_part(out: &mut String, s: &str) {
     );
 }
 
-/// The headers of a change's message.
-pub fn headers(msg_id: &str, event: &ChangeEvent) -> HeaderMap {
+/// The headers of a change's message; `expected_last` is the id of the
+/// message that must precede it in the stream, if any.
+pub fn headers(msg_id: &str, expected_last: Option<&str>, event: &ChangeEvent) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(MSG_ID_HEADER, msg_id);
+    if let Some(last) = expected_last {
+        h.insert(EXPECTED_LAST_ID_HEADER, last);
+    }
     h.insert(OP_HEADER, event.op.code());
     let table: String = event
         .table
@@ -118,13 +133,18 @@ mod tests {
         message_id("p", &read, &mut a);
         message_id("p", &streamed, &mut b);
         assert_ne!(a, b);
+        assert!(a.starts_with(&id_prefix("p")));
+        assert_eq!(id_prefix("a:b"), "a_b:");
     }
 
     #[test]
     fn header_values() {
         let ev = event(1, 0x10, 0);
-        let h = headers("x", &ev);
+        let h = headers("x", None, &ev);
         assert_eq!(h.get(MSG_ID_HEADER).unwrap().as_str(), "x");
+        assert!(h.get(EXPECTED_LAST_ID_HEADER).is_none());
+        let chained = headers("y", Some("x"), &ev);
+        assert_eq!(chained.get(EXPECTED_LAST_ID_HEADER).unwrap().as_str(), "x");
         assert_eq!(h.get(OP_HEADER).unwrap().as_str(), "u");
         assert_eq!(h.get(TABLE_HEADER).unwrap().as_str(), "public.t_x");
         assert_eq!(h.get(COMMIT_LSN_HEADER).unwrap().as_str(), "0/10");

@@ -31,6 +31,10 @@ pub struct NatsSink {
     encoder: DebeziumJson,
     max_in_flight: usize,
     ack_timeout: std::time::Duration,
+    /// Chain messages with `Nats-Expected-Last-Msg-Id` (`exclusive_stream`).
+    chain: bool,
+    /// `<pipeline>:`, the start of every id this sink writes.
+    id_prefix: String,
     subject_buf: String,
     id_buf: String,
     payload_buf: Vec<u8>,
@@ -99,6 +103,8 @@ impl NatsSink {
             encoder: DebeziumJson::new(pipeline_name),
             max_in_flight: config.max_in_flight,
             ack_timeout: config.ack_timeout.0,
+            chain: config.exclusive_stream,
+            id_prefix: message::id_prefix(pipeline_name),
             subject_buf: String::new(),
             id_buf: String::new(),
             payload_buf: Vec::new(),
@@ -122,16 +128,18 @@ impl NatsSink {
         Ok(sink)
     }
 
-    /// Renders subject, message id, headers and payload of one change.
+    /// Renders subject, message id, headers and payload of one change;
+    /// `expected_last` is the id the stream's last message must have.
     fn render(
         &mut self,
         change: &ChangeEvent,
+        expected_last: Option<&str>,
         now_ms: i64,
     ) -> (String, async_nats::HeaderMap, Bytes) {
         self.template
             .render(&self.prefix, change, &mut self.subject_buf);
         message::message_id(&self.pipeline, change, &mut self.id_buf);
-        let headers = message::headers(&self.id_buf, change);
+        let headers = message::headers(&self.id_buf, expected_last, change);
         self.payload_buf.clear();
         self.encoder.encode(change, now_ms, &mut self.payload_buf);
         (
@@ -150,6 +158,7 @@ impl NatsSink {
         let mut pending: VecDeque<(String, String, PublishAckFuture)> =
             VecDeque::with_capacity(self.max_in_flight.min(batch.events.len()));
         let mut stats = Stats::default();
+        let mut last_id: Option<String> = None;
         for event in &batch.events {
             let Event::Change(change) = event else {
                 continue;
@@ -168,12 +177,21 @@ impl NatsSink {
                     "not connected to the NATS server; the batch will be sent again",
                 ));
             }
-            let (subject, headers, payload) = self.render(change, now_ms);
+            // Each message after the first names its predecessor: after a
+            // reconnect JetStream refuses a message whose predecessor was
+            // lost with the old connection instead of storing it out of
+            // order. The first message of an attempt names none, so a
+            // retry always makes progress (replayed ones are dropped as
+            // duplicates before the check).
+            let expected_last = if self.chain { last_id.as_deref() } else { None };
+            let (subject, headers, payload) = self.render(change, expected_last, now_ms);
             let ack = js
                 .publish_with_headers(subject.clone(), headers, payload)
                 .await
                 .map_err(|e| classify::publish_error(&subject, e))?;
-            pending.push_back((subject, self.id_buf.clone(), ack));
+            let id = self.id_buf.clone();
+            last_id = Some(id.clone());
+            pending.push_back((subject, id, ack));
         }
         while let Some((subject, id, ack)) = pending.pop_front() {
             self.check_ack(js, &subject, &id, ack, &mut stats).await?;
@@ -209,6 +227,17 @@ impl NatsSink {
             {
                 return Err(no_stream_error(js, subject).await.with_source(e));
             }
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::WrongLastMessageId =>
+            {
+                return Err(classify::wrong_last_id(
+                    subject,
+                    self.stream_name.as_deref(),
+                    &self.id_prefix,
+                    e,
+                ));
+            }
             Err(e) => return Err(classify::publish_error(subject, e)),
         };
         if let Some(expected) = &self.stream_name {
@@ -236,7 +265,7 @@ impl NatsSink {
             let Event::Change(change) = event else {
                 continue;
             };
-            let (subject, headers, payload) = self.render(change, now_ms);
+            let (subject, headers, payload) = self.render(change, None, now_ms);
             // Waits only while the client's outgoing queue is full (as
             // during a disconnect); bounded by `ack_timeout`.
             let publish = client.publish_with_headers(subject.clone(), headers, payload);
