@@ -56,7 +56,8 @@ impl Refresh {
 }
 
 /// `auth` of an elasticsearch sink: basic authentication or an API key.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+/// `Debug` masks the secrets.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EsAuth {
     /// `username`: basic-auth user name; needs `password`. Not together with `api_key`.
@@ -69,6 +70,17 @@ pub struct EsAuth {
     /// `POST /_security/api_key` returns as `encoded`).
     #[serde(default)]
     pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for EsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mask = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("EsAuth")
+            .field("username", &self.username)
+            .field("password", &mask(&self.password))
+            .field("api_key", &mask(&self.api_key))
+            .finish()
+    }
 }
 
 /// One `type: elasticsearch` entry of `sinks` (Elasticsearch 8 or
@@ -271,5 +283,22 @@ mod tests {
                 "{expected} missing in {fields:?}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_masks_secrets() {
+        let auth = EsAuth {
+            username: Some("ann".into()),
+            password: Some("pw-secret".into()),
+            api_key: Some("key-secret".into()),
+        };
+        let text = format!("{auth:?}");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("ann"), "{text}");
     }
 }
