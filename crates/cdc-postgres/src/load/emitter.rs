@@ -98,8 +98,15 @@ impl Emitter {
                 self.open.insert(chunk.id, open);
             }
             LoadItem::End(chunk, rows) => {
+                // The chunk's last row is held back until now, so a chunk
+                // with rows always puts one into this batch; a chunk without
+                // rows has nothing here and is complete once the batches
+                // before this one are durable. (This batch may never be
+                // returned: a batch that stays empty is not handed out.)
+                let mut in_this_batch = false;
                 if let Some(open) = self.open.remove(&chunk.id) {
                     if let Some(last) = open.held {
+                        in_this_batch = true;
                         let index = open.next_row;
                         let marker = if chunk.is_last {
                             SnapshotMarker::Last
@@ -119,7 +126,11 @@ impl Emitter {
                     }));
                 }
                 self.completions.push(Completion {
-                    batch_seq,
+                    batch_seq: if in_this_batch {
+                        batch_seq
+                    } else {
+                        batch_seq.saturating_sub(1)
+                    },
                     chunk_id: chunk.id,
                     rows,
                 });
@@ -141,5 +152,71 @@ impl Emitter {
     /// `true` when no chunk is being emitted or waiting for durability.
     pub fn is_idle(&self) -> bool {
         self.open.is_empty() && self.completions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cdc_core::{ReplicaIdentity, TableName, TableSchema, Value};
+
+    use super::*;
+
+    fn chunk(id: i64, chunk_no: u32, is_last: bool) -> Arc<ChunkInfo> {
+        Arc::new(ChunkInfo {
+            id,
+            table: Arc::new(TableSchema {
+                database: "db".into(),
+                oid: 1,
+                name: TableName::new("public", "t"),
+                columns: Vec::new(),
+                replica_identity: ReplicaIdentity::Default,
+            }),
+            chunk_no,
+            is_last,
+        })
+    }
+
+    #[test]
+    fn an_empty_chunk_does_not_wait_for_a_batch_that_stays_empty() {
+        let mut e = Emitter::new(Lsn(1), 0);
+        // Batch 1 holds chunk 0's rows and is returned.
+        let mut b1 = Batch::default();
+        let c0 = chunk(10, 0, false);
+        e.push(LoadItem::Start(c0.clone()), &mut b1, 1);
+        e.push(
+            LoadItem::Rows(c0.clone(), vec![Row::new(vec![Value::Int4(1)])]),
+            &mut b1,
+            1,
+        );
+        e.push(LoadItem::End(c0, 1), &mut b1, 1);
+        assert!(!b1.events.is_empty());
+        // Chunk 1 is empty and ends while batch 2 is still empty: batch 2
+        // is never handed out, so the chunk must complete with batch 1.
+        let mut b2 = Batch::default();
+        let c1 = chunk(11, 1, false);
+        e.push(LoadItem::Start(c1.clone()), &mut b2, 2);
+        e.push(LoadItem::End(c1, 0), &mut b2, 2);
+        assert!(b2.events.is_empty());
+        let done: Vec<i64> = e.take_completed(1).iter().map(|c| c.chunk_id).collect();
+        assert_eq!(done, vec![10, 11]);
+        assert!(e.is_idle());
+    }
+
+    #[test]
+    fn a_chunk_with_rows_waits_for_the_batch_holding_its_last_row() {
+        let mut e = Emitter::new(Lsn(1), 0);
+        let mut b = Batch::default();
+        let c = chunk(7, 0, true);
+        e.push(LoadItem::Start(c.clone()), &mut b, 3);
+        e.push(
+            LoadItem::Rows(c.clone(), vec![Row::new(vec![Value::Int4(1)])]),
+            &mut b,
+            3,
+        );
+        e.push(LoadItem::End(c, 1), &mut b, 3);
+        assert!(e.take_completed(2).is_empty());
+        assert_eq!(e.take_completed(3).len(), 1);
     }
 }
