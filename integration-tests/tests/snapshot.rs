@@ -1665,6 +1665,67 @@ async fn empty_chunks_do_not_stall_the_handoff() {
     stop_and_cleanup(db, started, "empty_chunks_do_not_stall_the_handoff").await;
 }
 
+/// The snapshot is done and the engine stopped; then the slot is dropped
+/// (as after an invalidation) and rows change while no slot exists. The
+/// next start must not stream from the new slot as if nothing happened: it
+/// takes a new snapshot, so the file rebuilds the table, gap included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_slot_gets_a_new_snapshot() {
+    let started = Instant::now();
+    let db = TestDb::create("snap_reslot").await;
+    create_t(&db, 300).await;
+    let (slot, publication) = slot_and_publication();
+    let dir = TempDir::new("snap-reslot");
+    let out = dir.join("out.jsonl");
+    let yaml = pipeline_yaml(
+        &db,
+        &["public.t"],
+        &slot,
+        &publication,
+        &out,
+        "{ mode: initial, chunk_rows: 100, workers: 2 }",
+    );
+    let mut engine = Engine::start(&yaml);
+    wait_job_done(&db, &slot, &mut [&mut engine]).await;
+    stop_clean(&mut engine, "first run").await;
+
+    db.exec(&format!(
+        "SELECT pg_drop_replication_slot({})",
+        integration_tests::quote_literal(&slot)
+    ))
+    .await;
+    db.exec(
+        "UPDATE public.t SET v = -v WHERE id <= 50;
+         INSERT INTO public.t VALUES (1000, 1, 'while no slot existed');",
+    )
+    .await;
+
+    let mut engine = Engine::start(&yaml);
+    let want = db.to_jsonb_rows("public.t", "id").await;
+    let mut tail = Tail::new(0, out.clone());
+    let ok = wait_until(Duration::from_secs(60), async || {
+        tail.poll();
+        let events: Vec<&Ev> = tail.events.iter().collect();
+        diff(&apply(&events, "public.t"), &want).is_none()
+    })
+    .await;
+    assert!(
+        ok,
+        "the file does not rebuild the table after the slot was recreated\n{}",
+        engine.output_report()
+    );
+    assert!(
+        engine
+            .stderr_text()
+            .contains("taking a new snapshot under a new slot"),
+        "{}",
+        engine.output_report()
+    );
+    wait_job_done(&db, &slot, &mut [&mut engine]).await;
+    stop_clean(&mut engine, "second run").await;
+    stop_and_cleanup(db, started, "a_dropped_slot_gets_a_new_snapshot").await;
+}
+
 /// `VmRSS` of a process, in KiB.
 fn vm_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

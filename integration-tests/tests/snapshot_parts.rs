@@ -706,6 +706,59 @@ fn sample_chunks() -> Vec<ChunkBounds> {
     ]
 }
 
+/// Once the coordination tables exist, a role without `CREATE` on the
+/// database can use them: PostgreSQL checks that privilege before it looks
+/// at `IF NOT EXISTS`, so the store must not run its DDL again.
+#[tokio::test]
+async fn metadata_tables_need_create_only_the_first_time() {
+    let db = TestDb::create("snap_meta_priv").await;
+    let mut admin = connect(&db).await;
+    let store = MetadataStore::new("cdc");
+    store.ensure_schema(&mut admin).await.unwrap();
+    let role = format!("nocreate_{}", integration_tests::unique_suffix());
+    let password = "Pw_nocreate_1";
+    exec(
+        &mut admin,
+        &format!(
+            "CREATE ROLE {r} LOGIN PASSWORD '{password}';
+             REVOKE CREATE ON DATABASE {d} FROM PUBLIC;
+             GRANT USAGE ON SCHEMA cdc TO {r};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA cdc TO {r};
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA cdc TO {r};",
+            r = integration_tests::quote_ident(&role),
+            d = integration_tests::quote_ident(db.name()),
+        ),
+    )
+    .await;
+    let url = format!(
+        "postgres://{role}:{password}@{}",
+        db.url().split_once('@').map(|(_, rest)| rest).unwrap()
+    );
+    let opts = ConnParams::parse(&url).unwrap().sqlx_options();
+    let mut limited = PgConnection::connect_with(&opts).await.unwrap();
+    let can_create: bool =
+        sqlx::query_scalar("SELECT has_database_privilege(current_database(), 'CREATE')")
+            .fetch_one(&mut limited)
+            .await
+            .unwrap();
+    assert!(!can_create, "the test role must not have CREATE");
+    store.ensure_schema(&mut limited).await.unwrap();
+    store
+        .create_job(&mut limited, "slot_p", "snap", Lsn(1), "a")
+        .await
+        .unwrap();
+    drop(limited);
+    exec(
+        &mut admin,
+        &format!(
+            "DROP OWNED BY {r}; DROP ROLE {r};",
+            r = integration_tests::quote_ident(&role)
+        ),
+    )
+    .await;
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn metadata_claims_heartbeats_and_completion() {
     let db = TestDb::create("snap_meta").await;

@@ -138,12 +138,27 @@ impl SnapshotPhase {
 
         let mut job = store.job(&mut meta, slot).await?;
         match (mode, job.as_ref().map(|j| j.state)) {
-            (SnapshotMode::Initial, Some(JobState::Done)) => {
+            (SnapshotMode::Initial, Some(JobState::Done))
+                if !create_slot || setup::slot_exists(&mut meta, slot).await? =>
+            {
                 tracing::info!(
                     slot,
                     "a completed snapshot exists for this slot; streaming only"
                 );
                 return Ok(None);
+            }
+            (SnapshotMode::Initial, Some(JobState::Done)) => {
+                // The slot that streamed on from that snapshot is gone
+                // (dropped, or invalidated and dropped): the changes since
+                // are lost to a new slot. Copy the tables again under the
+                // new slot's snapshot rather than stream from a gap.
+                tracing::warn!(
+                    slot,
+                    "a completed snapshot is recorded for slot `{slot}`, but the slot no longer exists: \
+                     taking a new snapshot under a new slot (rows deleted meanwhile stay in the sinks)"
+                );
+                store.delete_job(&mut meta, slot).await?;
+                job = None;
             }
             (SnapshotMode::SnapshotOnly, Some(JobState::Done)) => {
                 // Each snapshot_only run copies the tables anew.

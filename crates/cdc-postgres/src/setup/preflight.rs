@@ -45,6 +45,10 @@ pub async fn preflight(
                 current_setting('max_wal_senders')::int4 AS max_senders,
                 (SELECT count(*) FROM pg_replication_slots) AS slots,
                 r.rolreplication, r.rolsuper, current_user::text AS usr,
+                -- Amazon RDS / Aurora grant replication through this role.
+                coalesce((SELECT pg_has_role(current_user, g.oid, 'member')
+                          FROM pg_roles g WHERE g.rolname = 'rds_replication'), false)
+                    AS rds_replication,
                 current_database()::text AS db,
                 current_setting('server_version_num')::int4 AS version
          FROM pg_roles r WHERE r.rolname = current_user",
@@ -63,7 +67,8 @@ pub async fn preflight(
     let wal_level: String = row.try_get("wal_level").map_err(get_err)?;
     let max_senders: i32 = row.try_get("max_senders").map_err(get_err)?;
     let can_replicate: bool = row.try_get::<bool, _>("rolreplication").map_err(get_err)?
-        || row.try_get::<bool, _>("rolsuper").map_err(get_err)?;
+        || row.try_get::<bool, _>("rolsuper").map_err(get_err)?
+        || row.try_get::<bool, _>("rds_replication").map_err(get_err)?;
 
     if info.version_num < 100_000 {
         return Err(PgError::Setup(format!(
@@ -86,7 +91,8 @@ pub async fn preflight(
         }
         if !can_replicate {
             return Err(PgError::Setup(format!(
-                "role `{user}` lacks the REPLICATION attribute: as a superuser run ALTER ROLE {q} WITH REPLICATION;",
+                "role `{user}` lacks the REPLICATION attribute: as a superuser run ALTER ROLE {q} WITH REPLICATION; \
+                 (on Amazon RDS/Aurora: GRANT rds_replication TO {q};)",
                 user = info.user,
                 q = quote_ident(&info.user)
             )));

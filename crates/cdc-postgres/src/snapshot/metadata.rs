@@ -215,11 +215,25 @@ impl MetadataStore {
     /// lock); one script, so it also works inside the caller's transaction.
     /// Needs the `CREATE` privilege on the database the first time.
     pub async fn ensure_schema(&self, conn: &mut PgConnection) -> Result<(), PgError> {
+        let jobs = self.jobs();
+        let chunks = self.chunks();
+        // PostgreSQL checks the CREATE privilege before it looks at
+        // `IF NOT EXISTS`: skip the DDL when the tables are there, so a
+        // role without CREATE on the database can run once they exist.
+        let exists: bool = sqlx::query_scalar(
+            "SELECT pg_catalog.to_regclass($1) IS NOT NULL AND pg_catalog.to_regclass($2) IS NOT NULL",
+        )
+        .bind(&jobs)
+        .bind(&chunks)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(self.ctx("looking for the coordination tables"))?;
+        if exists {
+            return Ok(());
+        }
         let err = self.ctx("creating the coordination tables");
         let schema = quote_ident(&self.schema);
         let lock_key = quote_literal(&self.schema);
-        let jobs = self.jobs();
-        let chunks = self.chunks();
         // One simple-query script runs as one transaction: the advisory
         // lock is held until every statement is done.
         let ddl = format!(
