@@ -88,7 +88,9 @@ pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
     let mut cause = err.source();
     while let Some(c) = cause {
         let s = c.to_string();
-        if !text.ends_with(&s) {
+        // Many libraries repeat their cause in their own message: print
+        // each text once.
+        if !text.contains(&s) {
             text.push_str(": ");
             text.push_str(&s);
         }
@@ -108,6 +110,13 @@ mod tests {
         let e = SinkError::retryable("write failed").with_source(io);
         assert!(e.is_retryable());
         assert_eq!(error_chain(&e), "write failed: connection reset");
+        let io = std::io::Error::other("authorization violation");
+        let e =
+            SinkError::fatal("cannot connect: authorization violation (code 1)").with_source(io);
+        assert_eq!(
+            error_chain(&e),
+            "cannot connect: authorization violation (code 1)"
+        );
         assert_eq!(SourceError::fatal("x").class(), ErrorClass::Fatal);
     }
 }

@@ -39,7 +39,8 @@ fn no_responders(err: &(dyn StdError + 'static)) -> bool {
 
 /// A failed connection attempt.
 pub fn connect_error(url: &str, err: ConnectError) -> SinkError {
-    let message = format!("cannot connect to NATS at {url}: {err}");
+    // The cause's text follows from the source chain.
+    let message = format!("cannot connect to NATS at {url}");
     match err.kind() {
         ConnectErrorKind::ServerParse
         | ConnectErrorKind::Authentication
