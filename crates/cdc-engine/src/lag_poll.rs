@@ -126,6 +126,7 @@ pub async fn run_lag_poll(
         };
         match result {
             Ok((server_wal, confirmed_flush, slot_active)) => {
+                tracing::debug!(%server_wal, confirmed_flush = ?confirmed_flush.map(|l| l.to_string()), ?slot_active, "lag poll");
                 state.succeeded(server_wal, confirmed_flush, slot_active);
                 if in_outage {
                     tracing::info!("lag poll succeeded again");

@@ -132,7 +132,11 @@ async fn write_with_retry(
         };
         if let Some(m) = metrics {
             match &result {
-                Ok(()) => m.record_written(change_count(batch), started.elapsed()),
+                Ok(()) => {
+                    let took = started.elapsed();
+                    tracing::debug!(sink = name, events = batch.events.len(), checkpoint = ?batch.checkpoint, ?took, "batch written");
+                    m.record_written(change_count(batch), took);
+                }
                 Err(e) => m.record_error(e.class(), cdc_core::error_chain(e)),
             }
         }

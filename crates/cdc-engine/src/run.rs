@@ -235,6 +235,7 @@ async fn connect_and_run(
         source_ended: false,
     };
     let sinks = open_sinks(config).await?;
+    tracing::debug!(url = %config.source.redacted_url(), slot = %config.source.slot.name, "connecting to the source");
     let mut pg_config = source_config(config);
     pg_config.status = status.clone();
     let mut backoff =
