@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use integration_tests::{
-    pg_url, quote_ident, read_jsonl, unique_suffix, wait_for, wait_until, Engine, TempDir, TestDb,
+    pg_url, quote_ident, quote_literal, read_jsonl, unique_suffix, wait_for, wait_until, Engine,
+    TempDir, TestDb,
 };
 use serde_json::Value;
 
@@ -376,12 +377,23 @@ async fn wait_healthy(engine: &mut Engine, port: u16) {
     );
 }
 
-/// Waits until the engine's slot is held by its stream.
+/// Waits until the engine's slot is held by its replication stream (a
+/// walsender), not merely by the backend still creating it: changes
+/// committed while the slot is being created may fall before its
+/// consistent point.
 async fn wait_streaming(db: &TestDb, engine: &Engine, slot: &str) {
-    let active = wait_until(TIMEOUT, async || db.slot_active(slot).await).await;
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r \
+         ON r.pid = s.active_pid WHERE s.slot_name = {})::text",
+        quote_literal(slot)
+    );
+    let streaming = wait_until(TIMEOUT, async || {
+        db.query_text(&sql).await.as_deref() == Some("true")
+    })
+    .await;
     assert!(
-        active,
-        "slot {slot} is not active after {TIMEOUT:?}\n{}",
+        streaming,
+        "no walsender holds slot {slot} after {TIMEOUT:?}\n{}",
         engine.output_report()
     );
 }
@@ -699,7 +711,12 @@ async fn no_password_in_logs_status_or_metrics() {
         .await;
     db.exec("UPDATE public.t SET v = 'w'").await;
     let written = wait_until(TIMEOUT, async || read_jsonl(&out).len() == 6).await;
-    assert!(written, "{}", engine.output_report());
+    assert!(
+        written,
+        "expected 6 events, got {:?}\n{}",
+        read_jsonl(&out),
+        engine.output_report()
+    );
     // Let the lag poll run at least once as the new role.
     let polled = wait_until(TIMEOUT, async || {
         !status(port).await["confirmed_flush_lsn"].is_null()
