@@ -776,3 +776,76 @@ async fn no_password_in_logs_status_or_metrics() {
         .expect("drop role");
     admin.close().await;
 }
+
+#[tokio::test]
+async fn the_endpoint_answers_while_the_source_is_unreachable_and_log_env_overrides() {
+    let pg_port = free_port(); // nobody listens there
+    let port = free_port();
+    let out_dir = TempDir::new("ops-unreachable-out");
+    let yaml = config(
+        &format!("postgres://cdc:pw-unreachable@127.0.0.1:{pg_port}/db"),
+        "s_unreachable",
+        "p_unreachable",
+        &out_dir.join("changes.jsonl"),
+        port,
+        "log: { level: error }\n",
+    );
+
+    // RUST_LOG overrides log.level.
+    let mut engine = Engine::start_with(&yaml, &["run"], &[("RUST_LOG", "debug")]);
+    wait_healthy(&mut engine, port).await;
+    let waiting = wait_for(TIMEOUT, async || {
+        let st = status(port).await;
+        (!st["lag_poll_error"].is_null()).then_some(st)
+    })
+    .await;
+    let st = waiting.unwrap_or_else(|| panic!("no lag poll error\n{}", engine.output_report()));
+    assert!(
+        ["starting", "reconnecting"].contains(&st["phase"].as_str().unwrap_or_default()),
+        "{st:#}"
+    );
+    assert!(st["error"].is_null(), "{st:#}");
+    let m = metrics(port).await;
+    assert!(m.value("cdc_lag_poll_errors_total", &[]).unwrap() >= 1.0);
+    assert_eq!(m.value("cdc_replication_lag_bytes", &[]), None);
+    let logged = wait_until(TIMEOUT, async || {
+        engine.stderr_text().contains("connecting to the source")
+    })
+    .await;
+    assert!(
+        logged,
+        "RUST_LOG=debug was ignored\n{}",
+        engine.output_report()
+    );
+    assert_eq!(
+        engine.stop(STOP_TIMEOUT).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    assert!(!engine.stderr_text().contains("pw-unreachable"));
+
+    // CDC_LOG wins over RUST_LOG.
+    let mut engine = Engine::start_with(
+        &yaml,
+        &["run"],
+        &[("RUST_LOG", "debug"), ("CDC_LOG", "warn")],
+    );
+    wait_healthy(&mut engine, port).await;
+    let warned = wait_until(TIMEOUT, async || {
+        engine.stderr_text().contains("cannot start streaming yet")
+    })
+    .await;
+    assert!(warned, "{}", engine.output_report());
+    assert_eq!(
+        engine.stop(STOP_TIMEOUT).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    let stderr = engine.stderr_text();
+    assert!(
+        !stderr.contains("DEBUG") && !stderr.contains(" INFO "),
+        "CDC_LOG=warn did not win over RUST_LOG=debug:\n{stderr}"
+    );
+}

@@ -39,50 +39,55 @@ impl Secrets {
         let mut s = Self::default();
         s.add_url(&config.source.url);
         for sink in &config.sinks {
-            match sink {
-                SinkConfig::Stdout(_) | SinkConfig::File(_) => {}
-                #[cfg(feature = "kafka")]
-                SinkConfig::Kafka(k) => {
-                    if let Some(sasl) = &k.sasl {
-                        s.add(&sasl.password.0);
-                    }
-                    if let Some(pw) = k.tls.as_ref().and_then(|t| t.key_password.as_ref()) {
-                        s.add(&pw.0);
-                    }
-                    for (key, value) in &k.properties {
-                        let key = key.to_ascii_lowercase();
-                        if key.contains("password") || key.contains("secret") {
-                            s.add(value);
-                        }
-                    }
-                }
-                #[cfg(feature = "nats")]
-                SinkConfig::Nats(n) => {
-                    s.add_url(&n.url);
-                    for v in [&n.auth.token, &n.auth.password, &n.auth.nkey_seed]
-                        .into_iter()
-                        .flatten()
-                    {
-                        s.add(v);
-                    }
-                }
-                #[cfg(feature = "elasticsearch")]
-                SinkConfig::Elasticsearch(e) => {
-                    for url in &e.urls {
-                        s.add_url(url);
-                    }
-                    if let Some(auth) = &e.auth {
-                        for v in [&auth.password, &auth.api_key].into_iter().flatten() {
-                            s.add(v);
-                        }
-                    }
-                }
-            }
+            s.add_sink(sink);
         }
         // Longest first, so that a secret containing another is masked whole.
         s.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         s.values.dedup();
         s
+    }
+
+    fn add_sink(&mut self, sink: &SinkConfig) {
+        let s = self;
+        match sink {
+            SinkConfig::Stdout(_) | SinkConfig::File(_) => {}
+            #[cfg(feature = "kafka")]
+            SinkConfig::Kafka(k) => {
+                if let Some(sasl) = &k.sasl {
+                    s.add(&sasl.password.0);
+                }
+                if let Some(pw) = k.tls.as_ref().and_then(|t| t.key_password.as_ref()) {
+                    s.add(&pw.0);
+                }
+                for (key, value) in &k.properties {
+                    let key = key.to_ascii_lowercase();
+                    if key.contains("password") || key.contains("secret") {
+                        s.add(value);
+                    }
+                }
+            }
+            #[cfg(feature = "nats")]
+            SinkConfig::Nats(n) => {
+                s.add_url(&n.url);
+                for v in [&n.auth.token, &n.auth.password, &n.auth.nkey_seed]
+                    .into_iter()
+                    .flatten()
+                {
+                    s.add(v);
+                }
+            }
+            #[cfg(feature = "elasticsearch")]
+            SinkConfig::Elasticsearch(e) => {
+                for url in &e.urls {
+                    s.add_url(url);
+                }
+                if let Some(auth) = &e.auth {
+                    for v in [&auth.password, &auth.api_key].into_iter().flatten() {
+                        s.add(v);
+                    }
+                }
+            }
+        }
     }
 
     /// Adds one secret value.

@@ -68,3 +68,77 @@ fn reply(status: StatusCode, content_type: &'static str, body: String) -> Respon
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use cdc_core::{Phase, SourceStatus};
+    use http_body_util::BodyExt;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::metrics::{PipelineMetrics, SinkMetrics};
+    use crate::secrets::Secrets;
+
+    fn state(shutdown: &CancellationToken) -> EngineState {
+        let config = crate::config::parse_config(
+            "source:\n  url: postgres://u:hunter22@h/db\n  tables: [public.t]\nsinks: [{ type: stdout }]\n",
+        )
+        .unwrap();
+        EngineState::new(
+            "p".into(),
+            "s".into(),
+            SourceStatus::new(),
+            Arc::new(PipelineMetrics::new(
+                &config.source.tables,
+                vec![SinkMetrics::new("sinks[0]", "stdout", 8)],
+            )),
+            Secrets::from_config(&config),
+            shutdown.clone(),
+        )
+    }
+
+    async fn body(r: Response<Full<Bytes>>) -> String {
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn paths_methods_and_health() {
+        let shutdown = CancellationToken::new();
+        let st = state(&shutdown);
+        assert_eq!(respond(&Method::GET, "/nope", &st).status(), 404);
+        let r = respond(&Method::POST, "/metrics", &st);
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()[ALLOW], "GET, HEAD");
+        let r = respond(&Method::GET, "/metrics", &st);
+        assert_eq!(r.headers()[CONTENT_TYPE], METRICS_CONTENT_TYPE);
+        assert!(body(r)
+            .await
+            .contains("cdc_sink_events_total{sink=\"sinks[0]\",type=\"stdout\"} 0\n"));
+
+        st.source.set_phase(Phase::Standby);
+        let r = respond(&Method::GET, "/healthz", &st);
+        assert_eq!(r.status(), 200);
+        assert_eq!(body(r).await, "ok: standby\n");
+
+        shutdown.cancel();
+        assert_eq!(respond(&Method::GET, "/healthz", &st).status(), 503);
+
+        st.set_failed("cannot connect to postgres://u:hunter22@h/db".into());
+        let r = respond(&Method::GET, "/healthz", &st);
+        assert_eq!(r.status(), 503);
+        assert_eq!(
+            body(r).await,
+            "failed: cannot connect to postgres://u:***@h/db\n"
+        );
+        let status: serde_json::Value =
+            serde_json::from_str(&body(respond(&Method::GET, "/status", &st)).await).unwrap();
+        assert_eq!(status["phase"], "failed");
+        assert_eq!(status["source_phase"], "standby");
+        assert_eq!(status["error"], "cannot connect to postgres://u:***@h/db");
+        assert_eq!(status["sinks"][0]["state"], "running");
+    }
+}
