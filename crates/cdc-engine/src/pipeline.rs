@@ -112,8 +112,8 @@ impl Durable {
 }
 
 /// Writes one batch, retrying retryable errors with backoff until it
-/// succeeds, a fatal error occurs, or `hard_stop` fires.
-/// Every attempt's outcome is counted in `metrics`.
+/// succeeds, a fatal error occurs, or `hard_stop` fires. Every attempt's
+/// outcome is counted in `metrics`.
 async fn write_with_retry(
     name: &str,
     sink: &mut dyn DynSink,
@@ -130,13 +130,13 @@ async fn write_with_retry(
             _ = hard_stop.cancelled() => return Err(None),
             r = sink.write_batch(batch) => r,
         };
+        let took = started.elapsed();
+        if result.is_ok() {
+            tracing::debug!(sink = name, events = batch.events.len(), checkpoint = ?batch.checkpoint, ?took, "batch written");
+        }
         if let Some(m) = metrics {
             match &result {
-                Ok(()) => {
-                    let took = started.elapsed();
-                    tracing::debug!(sink = name, events = batch.events.len(), checkpoint = ?batch.checkpoint, ?took, "batch written");
-                    m.record_written(change_count(batch), took);
-                }
+                Ok(()) => m.record_written(change_count(batch), took),
                 Err(e) => m.record_error(e.class(), cdc_core::error_chain(e)),
             }
         }
