@@ -11,6 +11,11 @@
 //! [`sinks`].
 
 pub mod config;
+pub mod engine_state;
+pub mod http;
+pub mod lag_poll;
+pub mod metrics;
 pub mod pipeline;
 pub mod run;
+pub mod secrets;
 pub mod sinks;

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use cdc_engine::config::{load_config, LogFormat};
+use cdc_engine::secrets::{ScrubbingStderr, Secrets};
 
 /// Change data capture from PostgreSQL to stdout, files, Kafka, NATS and Elasticsearch.
 #[derive(Parser)]
@@ -63,12 +64,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            init_logging(&cfg.log);
+            let secrets = Secrets::from_config(&cfg);
+            init_logging(&cfg.log, secrets.clone());
             match run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     // One line saying what is wrong (logs also go to stderr).
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", secrets.scrub(&format!("{e:#}")));
                     ExitCode::FAILURE
                 }
             }
@@ -76,12 +78,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(log: &cdc_engine::config::LogConfig) {
-    let filter = EnvFilter::try_from_env("CDC_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},sqlx=warn", log.level.as_str())));
+/// Logs go to standard error, secrets masked. The filter is the first of:
+/// `CDC_LOG`, `RUST_LOG` (both in `tracing`'s `EnvFilter` syntax, e.g.
+/// `debug,cdc_postgres=trace`), then `log.level` of the file (with sqlx's
+/// own logs at `warn`). An unset, empty or invalid variable is skipped.
+fn init_logging(log: &cdc_engine::config::LogConfig, secrets: Secrets) {
+    let from_env = |var: &str| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .and_then(|v| EnvFilter::try_new(v).ok())
+    };
+    let filter = from_env("CDC_LOG")
+        .or_else(|| from_env("RUST_LOG"))
+        .unwrap_or_else(|| EnvFilter::new(format!("{},sqlx=warn", log.level.as_str())));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(ScrubbingStderr::new(secrets))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match log.format {
         LogFormat::Json => builder.json().init(),
@@ -101,7 +114,11 @@ fn run(cfg: cdc_engine::config::Config) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let hard_stop = CancellationToken::new();
-        tokio::spawn(watch_signals(shutdown.clone(), hard_stop.clone()));
+        tokio::spawn(watch_signals(
+            shutdown.clone(),
+            hard_stop.clone(),
+            cfg.pipeline.shutdown_timeout,
+        ));
         let outcome = cdc_engine::run::run(cfg, shutdown, hard_stop).await?;
         tracing::info!(acknowledged = %outcome.acknowledged, "stopped");
         Ok(())
@@ -109,8 +126,12 @@ fn run(cfg: cdc_engine::config::Config) -> anyhow::Result<()> {
 }
 
 /// First SIGINT/SIGTERM: stop reading, drain, acknowledge. Second signal,
-/// or the drain timeout: stop at once.
-async fn watch_signals(shutdown: CancellationToken, hard_stop: CancellationToken) {
+/// or `pipeline.shutdown_timeout` later: stop at once.
+async fn watch_signals(
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+    shutdown_timeout: std::time::Duration,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -130,8 +151,8 @@ async fn watch_signals(shutdown: CancellationToken, hard_stop: CancellationToken
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
-        _ = tokio::time::sleep(cdc_engine::run::DRAIN_TIMEOUT) => {
-            tracing::warn!("sinks did not drain in time; stopping");
+        _ = tokio::time::sleep(shutdown_timeout) => {
+            tracing::warn!(timeout = ?shutdown_timeout, "sinks did not drain within pipeline.shutdown_timeout; stopping");
         }
     }
     hard_stop.cancel();

@@ -15,11 +15,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cdc_core::{AckHandle, Backoff, Batch, DynSink, Lsn, Source};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{change_count, PipelineMetrics, SinkMetrics};
 
 /// Tuning of a pipeline run.
 #[derive(Debug, Clone)]
@@ -84,6 +86,7 @@ pub struct Outcome {
 struct Durable {
     per_sink: Vec<(AtomicU64, AtomicU64)>,
     ack: AckHandle,
+    metrics: Arc<PipelineMetrics>,
 }
 
 impl Durable {
@@ -101,6 +104,7 @@ impl Durable {
         let lsn = min_of(|s| s.0.load(Ordering::Acquire));
         if lsn > 0 {
             self.ack.advance(Lsn(lsn));
+            self.metrics.set_acknowledged(Lsn(lsn));
         }
         self.ack
             .advance_batches(min_of(|s| s.1.load(Ordering::Acquire)));
@@ -108,21 +112,34 @@ impl Durable {
 }
 
 /// Writes one batch, retrying retryable errors with backoff until it
-/// succeeds, a fatal error occurs, or `hard_stop` fires.
+/// succeeds, a fatal error occurs, or `hard_stop` fires. Every attempt's
+/// outcome is counted in `metrics`.
 async fn write_with_retry(
     name: &str,
     sink: &mut dyn DynSink,
     batch: &Batch,
     opts: &PipelineOptions,
     hard_stop: &CancellationToken,
+    metrics: Option<&SinkMetrics>,
 ) -> Result<(), Option<cdc_core::SinkError>> {
     let mut backoff = Backoff::new(opts.retry_initial, opts.retry_max);
     loop {
+        let started = Instant::now();
         let result = tokio::select! {
             biased;
             _ = hard_stop.cancelled() => return Err(None),
             r = sink.write_batch(batch) => r,
         };
+        let took = started.elapsed();
+        if result.is_ok() {
+            tracing::debug!(sink = name, events = batch.events.len(), checkpoint = ?batch.checkpoint, ?took, "batch written");
+        }
+        if let Some(m) = metrics {
+            match &result {
+                Ok(()) => m.record_written(change_count(batch), took),
+                Err(e) => m.record_error(e.class(), cdc_core::error_chain(e)),
+            }
+        }
         match result {
             Ok(()) => return Ok(()),
             Err(e) if e.is_retryable() => {
@@ -142,9 +159,31 @@ async fn write_with_retry(
 /// ends, or something fails fatally. `hard_stop` aborts draining (a second
 /// Ctrl-C). Acknowledges to the source only positions every sink made durable.
 pub async fn run_pipeline<S: Source>(
+    source: S,
+    sinks: Vec<NamedSink>,
+    opts: PipelineOptions,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) -> Result<Outcome, PipelineError> {
+    let metrics = PipelineMetrics::new(
+        &[],
+        sinks
+            .iter()
+            .map(|s| SinkMetrics::new(s.name.clone(), "custom", opts.channel_capacity.max(1)))
+            .collect(),
+    );
+    run_pipeline_observed(source, sinks, opts, Arc::new(metrics), shutdown, hard_stop).await
+}
+
+/// [`run_pipeline`], counting what flows in `metrics`: events received
+/// per table and operation, and for the sink at index `i` of `sinks` the
+/// counters at index `i` of `metrics` (sinks without counters there are not
+/// counted).
+pub async fn run_pipeline_observed<S: Source>(
     mut source: S,
     sinks: Vec<NamedSink>,
     opts: PipelineOptions,
+    metrics: Arc<PipelineMetrics>,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) -> Result<Outcome, PipelineError> {
@@ -154,6 +193,7 @@ pub async fn run_pipeline<S: Source>(
             .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
             .collect(),
         ack: source.ack_handle(),
+        metrics: metrics.clone(),
     });
     let (fail_tx, mut fail_rx) = mpsc::channel::<PipelineError>(sinks.len().max(1));
     let mut senders = Vec::with_capacity(sinks.len());
@@ -165,10 +205,23 @@ pub async fn run_pipeline<S: Source>(
         let fail_tx = fail_tx.clone();
         let opts = opts.clone();
         let hard_stop = hard_stop.clone();
+        let sink_metrics = metrics.sink(index).cloned();
         workers.push(tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
+                if let Some(m) = &sink_metrics {
+                    m.dequeued();
+                }
                 if !batch.is_empty() {
-                    match write_with_retry(&name, sink.as_mut(), &batch, &opts, &hard_stop).await {
+                    match write_with_retry(
+                        &name,
+                        sink.as_mut(),
+                        &batch,
+                        &opts,
+                        &hard_stop,
+                        sink_metrics.as_deref(),
+                    )
+                    .await
+                    {
                         Ok(()) => {}
                         Err(None) => return,
                         Err(Some(error)) => {
@@ -195,13 +248,23 @@ pub async fn run_pipeline<S: Source>(
             _ = shutdown.cancelled() => break 'read,
             next = source.next_batch() => match next {
                 Ok(Some(batch)) => {
+                    metrics.record_source_batch(&batch);
                     let batch = Arc::new(batch);
-                    for tx in &senders {
+                    for (index, tx) in senders.iter().enumerate() {
+                        let sink_metrics = metrics.sink(index);
+                        // Counted before the send so that the worker's
+                        // decrement never comes first; undone if the send
+                        // does not happen.
+                        let abandon = || if let Some(m) = sink_metrics { m.dequeued() };
+                        if let Some(m) = sink_metrics {
+                            m.enqueued();
+                        }
                         tokio::select! {
                             biased;
-                            Some(err) = fail_rx.recv() => { failure = Some(err); break 'read; }
-                            _ = shutdown.cancelled() => break 'read,
+                            Some(err) = fail_rx.recv() => { abandon(); failure = Some(err); break 'read; }
+                            _ = shutdown.cancelled() => { abandon(); break 'read; }
                             sent = tx.send(batch.clone()) => if sent.is_err() {
+                                abandon();
                                 // The worker stopped; its failure is in fail_rx.
                                 if let Some(err) = fail_rx.recv().await { failure = Some(err); }
                                 break 'read;

@@ -1,21 +1,22 @@
 //! `cdc-engine run`: build the source and sinks from a [`Config`] and run
 //! the pipeline until a signal, the end of the source, or a fatal error.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
-use cdc_core::DynSink;
+use cdc_core::{DynSink, Phase, SourceStatus};
 use cdc_postgres::{PgSource, PgSourceConfig};
 use tokio_util::sync::CancellationToken;
 
 use cdc_postgres::SnapshotSettings;
 
 use crate::config::{Chunking, Config, SinkConfig, SnapshotConfig, SnapshotMode};
-use crate::pipeline::{run_pipeline, NamedSink, Outcome, PipelineError, PipelineOptions};
+use crate::engine_state::EngineState;
+use crate::lag_poll::run_lag_poll;
+use crate::metrics::{PipelineMetrics, SinkMetrics};
+use crate::pipeline::{run_pipeline_observed, NamedSink, Outcome, PipelineError, PipelineOptions};
+use crate::secrets::Secrets;
 use crate::sinks::{FileSink, StdoutSink};
-
-/// How long sinks may take to drain after SIGINT/SIGTERM before the engine
-/// gives up on them (a second signal gives up at once).
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why `run` failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,15 @@ pub enum RunError {
     /// The pipeline stopped with an error.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The metrics endpoint could not listen on its address.
+    #[error("metrics.listen: cannot listen on {addr}")]
+    Listen {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        error: std::io::Error,
+    },
 }
 
 /// The source configuration the pipeline's settings describe.
@@ -90,7 +100,7 @@ fn snapshot_settings(s: &SnapshotConfig) -> SnapshotSettings {
 pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
     let mut sinks = Vec::with_capacity(config.sinks.len());
     for (i, sink) in config.sinks.iter().enumerate() {
-        let name = format!("sinks[{i}] ({})", sink.kind());
+        let name = sink_name(i, sink);
         let pipeline = config.name.as_str();
         let opened: Result<Box<dyn DynSink>, cdc_core::SinkError> = match sink {
             SinkConfig::Stdout(_) => Ok(Box::new(StdoutSink::new(pipeline))),
@@ -110,35 +120,140 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
     Ok(sinks)
 }
 
+/// The name of the sink at `index` in logs and errors: `sinks[0] (file)`.
+fn sink_name(index: usize, sink: &SinkConfig) -> String {
+    format!("{} ({})", sink_id(index), sink.kind())
+}
+
+/// The id of the sink at `index` in metrics and `/status`: `sinks[0]`.
+fn sink_id(index: usize) -> String {
+    format!("sinks[{index}]")
+}
+
 fn boxed<S: cdc_core::Sink + 'static>(
     opened: Result<S, cdc_core::SinkError>,
 ) -> Result<Box<dyn DynSink>, cdc_core::SinkError> {
     opened.map(|s| Box::new(s) as Box<dyn DynSink>)
 }
 
-/// Connects (retrying transient failures such as a server that is still
-/// starting), then runs the pipeline until `shutdown` is cancelled.
+/// Runs the pipeline described by `config` until `shutdown` is cancelled,
+/// the source ends, or a fatal error.
+///
+/// With a `metrics` section, the HTTP endpoint listens before anything
+/// connects (so that a waiting instance answers too), and the lag poll
+/// runs beside the pipeline. After a fatal error the endpoint keeps
+/// answering for `metrics.hold_after_failure` (`/healthz` says `503`,
+/// `/status` shows the error; a shutdown request ends the wait), then the
+/// error is returned.
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) -> Result<Outcome, RunError> {
-    let sinks = open_sinks(&config).await?;
-    let pg_config = source_config(&config);
+    let status = SourceStatus::new();
+    let metrics = Arc::new(PipelineMetrics::new(
+        &config.source.tables,
+        config
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SinkMetrics::new(sink_id(i), s.kind(), config.pipeline.channel_capacity))
+            .collect(),
+    ));
+    let state = Arc::new(EngineState::new(
+        config.name.clone(),
+        config.source.slot.name.clone(),
+        status.clone(),
+        metrics.clone(),
+        Secrets::from_config(&config),
+        shutdown.clone(),
+    ));
+    let endpoint_stop = CancellationToken::new();
+    if let Some(m) = &config.metrics {
+        let listener = crate::http::bind(m.listen)
+            .await
+            .map_err(|error| RunError::Listen {
+                addr: m.listen,
+                error,
+            })?;
+        let addr = listener.local_addr().unwrap_or(m.listen);
+        tracing::info!(%addr, "serving /metrics, /status and /healthz");
+        tokio::spawn(crate::http::serve(
+            listener,
+            state.clone(),
+            endpoint_stop.clone(),
+        ));
+        tokio::spawn(run_lag_poll(
+            config.source.url.clone(),
+            config.source.slot.name.clone(),
+            m.lag_poll_interval,
+            state.lag.clone(),
+            endpoint_stop.clone(),
+        ));
+    }
+    let result = connect_and_run(
+        &config,
+        status.clone(),
+        metrics,
+        shutdown.clone(),
+        hard_stop,
+    )
+    .await;
+    if let Err(e) = &result {
+        state.set_failed(cdc_core::error_chain(e));
+    }
+    status.set_phase(Phase::Stopped);
+    if let (Err(e), Some(m)) = (&result, &config.metrics) {
+        if !m.hold_after_failure.is_zero() && !shutdown.is_cancelled() {
+            tracing::error!(
+                error = %state.secrets.scrub(&cdc_core::error_chain(e)),
+                hold = ?m.hold_after_failure,
+                "pipeline failed; /healthz reports it until the engine exits"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(m.hold_after_failure) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+    endpoint_stop.cancel();
+    result
+}
+
+/// Opens the sinks, connects (retrying transient failures such as a server
+/// that is still starting), then runs the pipeline until `shutdown` is
+/// cancelled.
+async fn connect_and_run(
+    config: &Config,
+    status: SourceStatus,
+    metrics: Arc<PipelineMetrics>,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) -> Result<Outcome, RunError> {
+    let stopped = Outcome {
+        acknowledged: cdc_core::Lsn::ZERO,
+        source_ended: false,
+    };
+    let sinks = open_sinks(config).await?;
+    tracing::debug!(url = %config.source.redacted_url(), slot = %config.source.slot.name, "connecting to the source");
+    let mut pg_config = source_config(config);
+    pg_config.status = status.clone();
     let mut backoff =
         cdc_core::Backoff::new(config.retry.initial_backoff, config.retry.max_backoff);
     let source = loop {
+        status.set_phase(Phase::Starting);
         let attempt = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(Outcome { acknowledged: cdc_core::Lsn::ZERO, source_ended: false }),
+            _ = shutdown.cancelled() => return Ok(stopped),
             r = PgSource::connect(pg_config.clone()) => r,
         };
         match attempt {
             Ok(s) => break s,
             Err(e) if e.class() == cdc_core::ErrorClass::Retryable => {
                 let delay = backoff.next_delay();
+                status.set_phase(Phase::Reconnecting);
                 tracing::warn!(error = %cdc_core::error_chain(&e), retry_in = ?delay, "cannot start streaming yet; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(Outcome { acknowledged: cdc_core::Lsn::ZERO, source_ended: false }),
+                    _ = shutdown.cancelled() => return Ok(stopped),
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
@@ -150,5 +265,5 @@ pub async fn run(
         retry_initial: config.retry.initial_backoff,
         retry_max: config.retry.max_backoff,
     };
-    Ok(run_pipeline(source, sinks, opts, shutdown, hard_stop).await?)
+    Ok(run_pipeline_observed(source, sinks, opts, metrics, shutdown, hard_stop).await?)
 }

@@ -7,7 +7,10 @@ use serde::Deserialize;
 
 use super::error::{ConfigError, ConfigProblem};
 use super::interpolate::interpolate;
-use super::model::{default_name, Config, LogConfig, PipelineConfig, RetryConfig, SourceConfig};
+use super::model::{
+    default_name, deserialize_metrics, Config, LogConfig, MetricsConfig, PipelineConfig,
+    RetryConfig, SourceConfig,
+};
 use super::sink::decode_sink;
 use super::snapshot::SnapshotConfig;
 use super::validate::{problems_except_sinks, sink_problems};
@@ -29,6 +32,8 @@ struct ConfigDocument {
     log: LogConfig,
     #[serde(default)]
     snapshot: SnapshotConfig,
+    #[serde(default, deserialize_with = "deserialize_metrics")]
+    metrics: Option<MetricsConfig>,
 }
 
 /// Reads, interpolates, parses and validates the configuration file at
@@ -81,6 +86,7 @@ pub(crate) fn parse_config_with_env(
         retry: document.retry,
         log: document.log,
         snapshot: document.snapshot,
+        metrics: document.metrics,
     };
     // Sink checks name entries by index: skip them when some entries failed
     // to decode and are missing from `config.sinks`.

@@ -3,6 +3,7 @@
 //! user-facing version with a full example).
 
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use cdc_core::{ReplicaIdentity, TableName};
@@ -37,6 +38,10 @@ pub struct Config {
     /// `snapshot`: copying existing rows before streaming. Optional
     /// (default: no snapshot).
     pub snapshot: super::snapshot::SnapshotConfig,
+    /// `metrics`: the HTTP endpoint serving `/metrics`, `/status` and
+    /// `/healthz`. Absent: no endpoint. Present (even empty, `metrics: {}`):
+    /// the endpoint runs with the defaults of [`MetricsConfig`].
+    pub metrics: Option<MetricsConfig>,
 }
 
 /// Default of [`Config::name`].
@@ -219,6 +224,15 @@ pub struct PipelineConfig {
         deserialize_with = "duration::deserialize"
     )]
     pub max_batch_wait: Duration,
+    /// `shutdown_timeout`: after SIGINT/SIGTERM, how long the sinks may take
+    /// to write and acknowledge what they hold before the engine stops
+    /// without them (a second signal stops at once). Greater than zero.
+    /// Default `30s`.
+    #[serde(
+        default = "default_shutdown_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -228,8 +242,13 @@ impl Default for PipelineConfig {
             max_batch_events: default_max_batch_events(),
             max_batch_bytes: default_max_batch_bytes(),
             max_batch_wait: default_max_batch_wait(),
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
+}
+
+const fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 const fn default_channel_capacity() -> usize {
@@ -340,4 +359,64 @@ pub enum LogFormat {
     Text,
     /// `json`: one JSON object per line.
     Json,
+}
+
+/// `metrics`: the engine's HTTP endpoint: `GET /metrics` (Prometheus text
+/// format), `GET /status` (JSON) and `GET /healthz` (`200` or `503`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `listen`: the address and port to serve on, `IP:port`
+    /// (`0.0.0.0:9187` for every interface). Default `127.0.0.1:9187`.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+    /// `hold_after_failure`: after a fatal error, how long the engine keeps
+    /// serving (`/healthz` answers `503`, `/status` shows the error) before
+    /// it exits with a non-zero status. `0ms` exits at once. Default `5s`.
+    #[serde(
+        default = "default_hold_after_failure",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub hold_after_failure: Duration,
+    /// `lag_poll_interval`: how often the engine asks the server for its
+    /// WAL position and the slot's `confirmed_flush_lsn` (on a connection
+    /// of its own) to compute the replication lag. Greater than zero.
+    /// Default `5s`.
+    #[serde(
+        default = "default_lag_poll_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub lag_poll_interval: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+            hold_after_failure: default_hold_after_failure(),
+            lag_poll_interval: default_lag_poll_interval(),
+        }
+    }
+}
+
+const fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9187)
+}
+
+const fn default_hold_after_failure() -> Duration {
+    Duration::from_secs(5)
+}
+
+const fn default_lag_poll_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// `deserialize_with` for `metrics`: a present section turns the endpoint
+/// on even when it is empty or `null` (`metrics:` with nothing under it).
+pub(crate) fn deserialize_metrics<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<MetricsConfig>, D::Error> {
+    Ok(Some(
+        Option::<MetricsConfig>::deserialize(deserializer)?.unwrap_or_default(),
+    ))
 }

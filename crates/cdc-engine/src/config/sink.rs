@@ -27,7 +27,11 @@ const UNAVAILABLE_SINK_TYPES: &[&str] = &[
 ];
 
 /// One entry of `sinks`, chosen by its `type` key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows the Kafka, NATS and Elasticsearch settings only as their
+/// type: they may hold passwords, tokens and keys (and URLs with
+/// credentials) that their own `Debug` output would print.
+#[derive(Clone, PartialEq, Eq)]
 pub enum SinkConfig {
     /// `type: stdout`.
     Stdout(StdoutSinkConfig),
@@ -56,6 +60,21 @@ impl SinkConfig {
             Self::Nats(_) => "nats",
             #[cfg(feature = "elasticsearch")]
             Self::Elasticsearch(_) => "elasticsearch",
+        }
+    }
+}
+
+impl std::fmt::Debug for SinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stdout(c) => f.debug_tuple("Stdout").field(c).finish(),
+            Self::File(c) => f.debug_tuple("File").field(c).finish(),
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => f.write_str("Kafka(..)"),
+            #[cfg(feature = "nats")]
+            Self::Nats(_) => f.write_str("Nats(..)"),
+            #[cfg(feature = "elasticsearch")]
+            Self::Elasticsearch(_) => f.write_str("Elasticsearch(..)"),
         }
     }
 }

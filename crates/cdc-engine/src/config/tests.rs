@@ -130,6 +130,7 @@ fn full_config() {
             max_batch_events: 100,
             max_batch_bytes: 1 << 20,
             max_batch_wait: Duration::from_millis(50),
+            shutdown_timeout: Duration::from_secs(30),
         }
     );
     assert_eq!(
@@ -540,4 +541,41 @@ fn documented_example_is_valid() {
     let example = &doc[start..end];
     let config = parse_config_with_env(example, |_| Some("secret".into())).unwrap();
     assert!(!config.sinks.is_empty());
+}
+
+#[test]
+fn metrics_section_absent_empty_or_set() {
+    assert_eq!(parse(&with_sinks(MINIMAL, "")).unwrap().metrics, None);
+    for section in ["metrics: {}\n", "metrics:\n"] {
+        let metrics = parse(&with_sinks(MINIMAL, section)).unwrap().metrics;
+        let metrics = metrics.expect("a present section enables the endpoint");
+        assert_eq!(metrics.listen.to_string(), "127.0.0.1:9187");
+        assert_eq!(metrics.hold_after_failure, Duration::from_secs(5));
+        assert_eq!(metrics.lag_poll_interval, Duration::from_secs(5));
+    }
+    let text = with_sinks(
+        MINIMAL,
+        "metrics: { listen: '0.0.0.0:9999', hold_after_failure: 0ms, lag_poll_interval: 1s }\n",
+    );
+    let metrics = parse(&text).unwrap().metrics.unwrap();
+    assert_eq!(metrics.listen.to_string(), "0.0.0.0:9999");
+    assert_eq!(metrics.hold_after_failure, Duration::ZERO);
+    assert_eq!(metrics.lag_poll_interval, Duration::from_secs(1));
+}
+
+#[test]
+fn metrics_and_shutdown_mistakes_name_their_field() {
+    let text = with_sinks(MINIMAL, "metrics: { listen: 'localhost' }\n");
+    assert_problem(&text, "metrics.listen", "");
+    let text = with_sinks(MINIMAL, "metrics: { lag_poll_interval: 0s }\n");
+    assert_problem(&text, "metrics.lag_poll_interval", "greater than zero");
+    let text = with_sinks(MINIMAL, "metrics: { port: 1 }\n");
+    assert_problem(&text, "metrics.port", "unknown field");
+    let text = with_sinks(MINIMAL, "pipeline: { shutdown_timeout: 0s }\n");
+    assert_problem(&text, "pipeline.shutdown_timeout", "greater than zero");
+    let text = with_sinks(MINIMAL, "pipeline: { shutdown_timeout: 2m }\n");
+    assert_eq!(
+        parse(&text).unwrap().pipeline.shutdown_timeout,
+        Duration::from_secs(120)
+    );
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use cdc_core::TableName;
 
 use super::error::{join_key, ConfigError, ConfigProblem};
-use super::model::{Config, PipelineConfig, RetryConfig, SourceConfig};
+use super::model::{Config, MetricsConfig, PipelineConfig, RetryConfig, SourceConfig};
 use super::sink::SinkConfig;
 
 /// PostgreSQL's identifier length limit (`NAMEDATALEN - 1`).
@@ -34,6 +34,9 @@ pub(crate) fn problems_except_sinks(config: &Config) -> Vec<ConfigProblem> {
     check_source(&config.source, &mut problems);
     check_pipeline(&config.pipeline, &mut problems);
     check_retry(&config.retry, &mut problems);
+    if let Some(metrics) = &config.metrics {
+        check_metrics(metrics, &mut problems);
+    }
     super::snapshot::check_snapshot(&config.snapshot, &config.source.tables, &mut problems);
     problems
 }
@@ -184,6 +187,21 @@ fn check_pipeline(pipeline: &PipelineConfig, problems: &mut Vec<ConfigProblem>) 
         if value == 0 {
             problems.push(ConfigProblem::new(field, "must be at least 1"));
         }
+    }
+    if pipeline.shutdown_timeout.is_zero() {
+        problems.push(ConfigProblem::new(
+            "pipeline.shutdown_timeout",
+            "must be greater than zero",
+        ));
+    }
+}
+
+fn check_metrics(metrics: &MetricsConfig, problems: &mut Vec<ConfigProblem>) {
+    if metrics.lag_poll_interval.is_zero() {
+        problems.push(ConfigProblem::new(
+            "metrics.lag_poll_interval",
+            "must be greater than zero",
+        ));
     }
 }
 

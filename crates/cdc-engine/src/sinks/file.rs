@@ -99,16 +99,28 @@ impl Sink for FileSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let result = async {
+        let written = async {
             self.file.write_all(&self.buf).await?;
-            self.file.flush().await?;
-            self.file.sync_data().await
+            self.file.flush().await
         }
         .await;
-        result.map_err(|e| {
-            // A failed write may have left part of the batch in the file; the
-            // retry appends the batch again (at-least-once).
+        // A failed write may have left part of the batch in the file; the
+        // retry appends the batch again (at-least-once).
+        written.map_err(|e| {
             SinkError::retryable(format!("writing to {}", self.path.display())).with_source(e)
+        })?;
+        self.file.sync_data().await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                // EINVAL: the file does not support synchronization (a
+                // device or special file); no retry can make it durable.
+                SinkError::fatal(format!(
+                    "{} cannot be synced to disk (it is not a regular file), so nothing written to it can be durable",
+                    self.path.display()
+                ))
+                .with_source(e)
+            } else {
+                SinkError::retryable(format!("syncing {}", self.path.display())).with_source(e)
+            }
         })
     }
 

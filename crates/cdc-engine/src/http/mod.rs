@@ -1,0 +1,10 @@
+//! The engine's HTTP endpoint: `GET /metrics`, `GET /status`, `GET /healthz`
+//! (see `docs/operations-metrics.md`).
+
+mod routes;
+mod server;
+mod status_doc;
+
+pub use routes::respond;
+pub use server::{bind, serve};
+pub use status_doc::status_document;

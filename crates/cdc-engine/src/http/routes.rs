@@ -1,0 +1,144 @@
+//! Which path answers what.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Response, StatusCode};
+
+use super::status_doc::status_document;
+use crate::engine_state::{EngineState, Health};
+use crate::metrics::exposition::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use crate::metrics::render_metrics;
+
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The response to `method path`: `GET` (or `HEAD`) of `/metrics`,
+/// `/status` or `/healthz`; `405` for other methods on those paths; `404`
+/// for any other path.
+pub fn respond(method: &Method, path: &str, state: &EngineState) -> Response<Full<Bytes>> {
+    if !matches!(path, "/metrics" | "/status" | "/healthz") {
+        return reply(StatusCode::NOT_FOUND, TEXT, "not found\n".into());
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            "method not allowed\n".into(),
+        );
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match path {
+        "/metrics" => reply(StatusCode::OK, METRICS_CONTENT_TYPE, render_metrics(state)),
+        "/status" => {
+            let mut body = status_document(state).to_string();
+            body.push('\n');
+            reply(StatusCode::OK, JSON, body)
+        }
+        _ => healthz(state),
+    }
+}
+
+fn healthz(state: &EngineState) -> Response<Full<Bytes>> {
+    let phase = state.phase_label();
+    match state.health() {
+        Health::Ok => reply(StatusCode::OK, TEXT, format!("ok: {phase}\n")),
+        Health::Stopping => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            format!("stopping: {phase}\n"),
+        ),
+        Health::Failed => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            format!(
+                "failed: {}\n",
+                state.failure().unwrap_or_default().replace('\n', " ")
+            ),
+        ),
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use cdc_core::{Phase, SourceStatus};
+    use http_body_util::BodyExt;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::metrics::{PipelineMetrics, SinkMetrics};
+    use crate::secrets::Secrets;
+
+    fn state(shutdown: &CancellationToken) -> EngineState {
+        let config = crate::config::parse_config(
+            "source:\n  url: postgres://u:hunter22@h/db\n  tables: [public.t]\nsinks: [{ type: stdout }]\n",
+        )
+        .unwrap();
+        EngineState::new(
+            "p".into(),
+            "s".into(),
+            SourceStatus::new(),
+            Arc::new(PipelineMetrics::new(
+                &config.source.tables,
+                vec![SinkMetrics::new("sinks[0]", "stdout", 8)],
+            )),
+            Secrets::from_config(&config),
+            shutdown.clone(),
+        )
+    }
+
+    async fn body(r: Response<Full<Bytes>>) -> String {
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn paths_methods_and_health() {
+        let shutdown = CancellationToken::new();
+        let st = state(&shutdown);
+        assert_eq!(respond(&Method::GET, "/nope", &st).status(), 404);
+        let r = respond(&Method::POST, "/metrics", &st);
+        assert_eq!(r.status(), 405);
+        assert_eq!(r.headers()[ALLOW], "GET, HEAD");
+        let r = respond(&Method::GET, "/metrics", &st);
+        assert_eq!(r.headers()[CONTENT_TYPE], METRICS_CONTENT_TYPE);
+        assert!(body(r)
+            .await
+            .contains("cdc_sink_events_total{sink=\"sinks[0]\",type=\"stdout\"} 0\n"));
+
+        st.source.set_phase(Phase::Standby);
+        let r = respond(&Method::GET, "/healthz", &st);
+        assert_eq!(r.status(), 200);
+        assert_eq!(body(r).await, "ok: standby\n");
+
+        shutdown.cancel();
+        assert_eq!(respond(&Method::GET, "/healthz", &st).status(), 503);
+
+        st.set_failed("cannot connect to postgres://u:hunter22@h/db".into());
+        let r = respond(&Method::GET, "/healthz", &st);
+        assert_eq!(r.status(), 503);
+        assert_eq!(
+            body(r).await,
+            "failed: cannot connect to postgres://u:***@h/db\n"
+        );
+        let status: serde_json::Value =
+            serde_json::from_str(&body(respond(&Method::GET, "/status", &st)).await).unwrap();
+        assert_eq!(status["phase"], "failed");
+        assert_eq!(status["source_phase"], "standby");
+        assert_eq!(status["error"], "cannot connect to postgres://u:***@h/db");
+        assert_eq!(status["sinks"][0]["state"], "running");
+    }
+}
