@@ -38,21 +38,33 @@ enum Command {
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
 
+/// Writes one line, ignoring errors: a closed pipe (`cdc-engine … | head`)
+/// must not turn into a panic (`println!` panics on a write error).
+fn say(out: &mut dyn std::io::Write, line: &str) {
+    let _ = writeln!(out, "{line}");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match load_config(&config) {
             Ok(c) => {
-                println!(
-                    "{}: valid ({} table(s), {} sink(s))",
-                    config.display(),
-                    c.source.tables.len(),
-                    c.sinks.len()
+                say(
+                    &mut std::io::stdout(),
+                    &format!(
+                        "{}: valid ({} table(s), {} sink(s))",
+                        config.display(),
+                        c.source.tables.len(),
+                        c.sinks.len()
+                    ),
                 );
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{}: invalid configuration:\n{e}", config.display());
+                say(
+                    &mut std::io::stderr(),
+                    &format!("{}: invalid configuration:\n{e}", config.display()),
+                );
                 ExitCode::from(EXIT_CONFIG)
             }
         },
@@ -60,7 +72,10 @@ fn main() -> ExitCode {
             let cfg = match load_config(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("{}: invalid configuration:\n{e}", config.display());
+                    say(
+                        &mut std::io::stderr(),
+                        &format!("{}: invalid configuration:\n{e}", config.display()),
+                    );
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
@@ -69,8 +84,13 @@ fn main() -> ExitCode {
             match run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    // One line saying what is wrong (logs also go to stderr).
-                    eprintln!("error: {}", secrets.scrub(&format!("{e:#}")));
+                    // One line saying what is wrong (logs also go to stderr),
+                    // each cause once.
+                    let text = cdc_core::error_chain(e.as_ref());
+                    say(
+                        &mut std::io::stderr(),
+                        &format!("error: {}", secrets.scrub(&text)),
+                    );
                     ExitCode::FAILURE
                 }
             }

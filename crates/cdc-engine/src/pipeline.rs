@@ -67,9 +67,6 @@ pub enum PipelineError {
         #[source]
         error: cdc_core::SinkError,
     },
-    /// Draining after shutdown did not finish in time.
-    #[error("shutdown: sinks did not drain within {0:?}; unacknowledged changes will be delivered again")]
-    DrainTimeout(Duration),
 }
 
 /// How the pipeline ended.
