@@ -7,7 +7,9 @@ use serde::Deserialize;
 
 use super::error::{ConfigError, ConfigProblem};
 use super::interpolate::interpolate;
-use super::model::{default_name, Config, LogConfig, PipelineConfig, RetryConfig, SourceConfig};
+use super::model::{
+    default_name, Config, HeartbeatConfig, LogConfig, PipelineConfig, RetryConfig, SourceConfig,
+};
 use super::sink::decode_sink;
 use super::snapshot::SnapshotConfig;
 use super::validate::{problems_except_sinks, sink_problems};
@@ -29,6 +31,8 @@ struct ConfigDocument {
     log: LogConfig,
     #[serde(default)]
     snapshot: SnapshotConfig,
+    #[serde(default)]
+    heartbeat: HeartbeatConfig,
 }
 
 /// Reads, interpolates, parses and validates the configuration file at
@@ -81,6 +85,7 @@ pub(crate) fn parse_config_with_env(
         retry: document.retry,
         log: document.log,
         snapshot: document.snapshot,
+        heartbeat: document.heartbeat,
     };
     // Sink checks name entries by index: skip them when some entries failed
     // to decode and are missing from `config.sinks`.

@@ -25,7 +25,7 @@ mod validate;
 pub use error::{ConfigError, ConfigProblem};
 pub use load::{load_config, parse_config};
 pub use model::{
-    Config, LogConfig, LogFormat, LogLevel, PipelineConfig, PublicationConfig,
+    Config, HeartbeatConfig, LogConfig, LogFormat, LogLevel, PipelineConfig, PublicationConfig,
     ReplicaIdentitySetting, RetryConfig, SlotConfig, SourceConfig,
 };
 pub use sink::{FileSinkConfig, SinkConfig, StdoutSinkConfig};

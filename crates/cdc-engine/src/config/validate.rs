@@ -34,6 +34,7 @@ pub(crate) fn problems_except_sinks(config: &Config) -> Vec<ConfigProblem> {
     check_source(&config.source, &mut problems);
     check_pipeline(&config.pipeline, &mut problems);
     check_retry(&config.retry, &mut problems);
+    check_intervals(config, &mut problems);
     super::snapshot::check_snapshot(&config.snapshot, &config.source.tables, &mut problems);
     problems
 }
@@ -184,6 +185,21 @@ fn check_pipeline(pipeline: &PipelineConfig, problems: &mut Vec<ConfigProblem>) 
         if value == 0 {
             problems.push(ConfigProblem::new(field, "must be at least 1"));
         }
+    }
+}
+
+fn check_intervals(config: &Config, problems: &mut Vec<ConfigProblem>) {
+    if config.heartbeat.interval.is_zero() {
+        problems.push(ConfigProblem::new(
+            "heartbeat.interval",
+            "must be greater than zero",
+        ));
+    }
+    if config.source.slot.activity_check_interval.is_zero() {
+        problems.push(ConfigProblem::new(
+            "source.slot.activity_check_interval",
+            "must be greater than zero",
+        ));
     }
 }
 

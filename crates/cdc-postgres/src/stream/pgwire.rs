@@ -77,9 +77,13 @@ impl PgWireTransport {
                 commit_time_us: commit_time_micros.saturating_add(PG_EPOCH_OFFSET_US),
             },
             ReplicationEvent::XLogData {
-                wal_start, data, ..
+                wal_start,
+                wal_end,
+                data,
+                ..
             } => WireEvent::Data {
                 wal_start: Lsn(wal_start.as_u64()),
+                wal_end: Lsn(wal_end.as_u64()),
                 data,
             },
             ReplicationEvent::Commit {
