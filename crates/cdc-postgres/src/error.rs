@@ -277,4 +277,62 @@ mod tests {
         assert_eq!(e("no code").class(), ErrorClass::Fatal);
         assert_eq!(PgError::Setup("x".into()).class(), ErrorClass::Fatal);
     }
+
+    #[test]
+    fn definite_stream_errors_say_what_to_do() {
+        let e = |t: &str| PgError::Replication(pgwire_replication::PgWireError::Server(t.into()));
+        let names = StreamNames {
+            user: "cdc",
+            slot: "s1",
+            publication: "p1",
+        };
+        let cases = [
+            (
+                "cannot read from logical replication slot \"s1\" (SQLSTATE 55000)",
+                "slot `s1` was invalidated",
+            ),
+            (
+                "requested WAL segment 000000010000000000000003 has already been removed (SQLSTATE 58P01)",
+                "needs WAL the server already removed",
+            ),
+            (
+                "replication slot \"s1\" does not exist (SQLSTATE 42704)",
+                "slot `s1` no longer exists",
+            ),
+            (
+                "publication \"p1\" does not exist (SQLSTATE 42704)",
+                "publication `p1` was dropped",
+            ),
+            (
+                "must be superuser or replication role to start walsender (SQLSTATE 42501)",
+                "ALTER ROLE cdc REPLICATION",
+            ),
+            (
+                "role \"cdc\" is not permitted to log in (SQLSTATE 28000)",
+                "ALTER ROLE cdc LOGIN",
+            ),
+            (
+                "password authentication failed for user \"cdc\" (SQLSTATE 28P01)",
+                "fix the password",
+            ),
+        ];
+        for (text, advice) in cases {
+            let explained = e(text).explain(names);
+            assert!(matches!(explained, PgError::Stopped(_)), "{text}");
+            assert_eq!(explained.class(), ErrorClass::Fatal);
+            let line = explained.to_string();
+            assert!(line.contains(advice), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+        // Transient errors are left alone.
+        let t = e("terminating connection due to administrator command (SQLSTATE 57P01)");
+        assert!(matches!(t.explain(names), PgError::Replication(_)));
+        let busy = slot_in_use(
+            e("replication slot \"s1\" is active for PID 7 (SQLSTATE 55006)"),
+            "s1",
+        );
+        assert!(matches!(busy, PgError::SlotInUse(_)));
+        assert_eq!(busy.class(), ErrorClass::Retryable);
+        assert!(busy.to_string().contains("standby: true"));
+    }
 }

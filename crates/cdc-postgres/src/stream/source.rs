@@ -695,13 +695,17 @@ impl PgSource {
                 return Ok(None);
             };
             transport.ack(self.ack.get());
+            // A batch ends on time only between transactions (the rest of
+            // a transaction is already on its way: pgoutput v1 sends it at
+            // commit), so an acknowledged batch never ends inside one
+            // unless a size limit cut it.
             let wait = match first_at {
-                Some(t) => self.cfg.max_batch_wait.saturating_sub(t.elapsed()),
-                None => idle_poll,
+                Some(t) if self.tx.is_none() => self.cfg.max_batch_wait.saturating_sub(t.elapsed()),
+                _ => idle_poll,
             };
             match transport.recv(wait).await {
                 Ok(Recv::Idle) => {
-                    if first_at.is_some() {
+                    if first_at.is_some() && self.tx.is_none() {
                         return Ok(Some(batch));
                     }
                 }
