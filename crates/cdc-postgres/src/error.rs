@@ -305,11 +305,11 @@ mod tests {
             ),
             (
                 "must be superuser or replication role to start walsender (SQLSTATE 42501)",
-                "ALTER ROLE cdc REPLICATION",
+                "ALTER ROLE \"cdc\" REPLICATION",
             ),
             (
                 "role \"cdc\" is not permitted to log in (SQLSTATE 28000)",
-                "ALTER ROLE cdc LOGIN",
+                "ALTER ROLE \"cdc\" LOGIN",
             ),
             (
                 "password authentication failed for user \"cdc\" (SQLSTATE 28P01)",
