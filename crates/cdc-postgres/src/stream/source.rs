@@ -179,6 +179,10 @@ pub struct PgSource {
     catalog_suspect: bool,
     /// Highest WAL position received, published once per batch.
     received: Lsn,
+    /// End of the last commit received.
+    last_commit_end: Lsn,
+    /// WAL end of the previous keepalive.
+    last_keepalive_end: Lsn,
     /// The snapshot being read, before streaming starts.
     snapshot: Option<SnapshotPhase>,
     /// Batches returned so far (batches are numbered from 1).
@@ -312,6 +316,8 @@ impl PgSource {
             seen_holder: None,
             catalog_suspect: false,
             received: Lsn::ZERO,
+            last_commit_end: Lsn::ZERO,
+            last_keepalive_end: Lsn::ZERO,
             snapshot,
             returned: 0,
         })
@@ -531,6 +537,7 @@ impl PgSource {
                 self.tx = None;
                 self.heartbeat.activity();
                 self.received = self.received.max(end_lsn);
+                self.last_commit_end = self.last_commit_end.max(end_lsn);
                 batch.checkpoint = Some(end_lsn);
             }
             WireEvent::Message {
@@ -544,6 +551,7 @@ impl PgSource {
             }
             WireEvent::KeepAlive { wal_end } => {
                 self.cfg.status.record_server_wal_end(wal_end);
+                self.confirm_quiet_position(wal_end, batch);
             }
             WireEvent::Data {
                 wal_start,
@@ -559,6 +567,32 @@ impl PgSource {
             }
         }
         Ok(())
+    }
+
+    /// Confirms the server's WAL end when it stopped moving and everything
+    /// received is durable.
+    ///
+    /// A logical walsender only exits at server shutdown once the client
+    /// reported the position it sent up to (its shutdown checkpoint
+    /// included), so without this a fast shutdown waits for this client
+    /// forever. It is safe: the server decodes WAL in order, so every
+    /// transaction committed before a keepalive's WAL end was sent before
+    /// it; when nothing is open or pending and the last commit received is
+    /// acknowledged, there is nothing left before that position. Confirming
+    /// only a WAL end seen in two keepalives in a row (the server idle or
+    /// stopping) keeps the slot's movement otherwise tied to
+    /// acknowledged transactions and heartbeats.
+    fn confirm_quiet_position(&mut self, wal_end: Lsn, batch: &Batch) {
+        let previous = std::mem::replace(&mut self.last_keepalive_end, wal_end);
+        let caught_up = self.tx.is_none()
+            && batch.is_empty()
+            && batch.checkpoint.is_none()
+            && self.ack.get() >= self.last_commit_end;
+        if caught_up && wal_end == previous && wal_end > self.ack.get() {
+            if let Some(t) = self.transport.as_mut() {
+                t.ack(wal_end);
+            }
+        }
     }
 
     fn source_info(&mut self, lsn: Lsn) -> Result<SourceInfo, PgError> {
