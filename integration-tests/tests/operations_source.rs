@@ -367,21 +367,25 @@ async fn heartbeat_advances_the_slot_while_captured_tables_are_idle() {
     // Each pipeline streams and has acknowledged a first change.
     let mut idle_from = Vec::new();
     for (db, slot, out, engine) in &mut runs {
-        let streaming =
-            wait_until(Duration::from_secs(60), async || db.slot_active(slot).await).await;
+        let streaming = wait_until(Duration::from_secs(60), async || {
+            slot_active_pid(db, slot).await.is_some()
+        })
+        .await;
         assert!(
             streaming,
             "not streaming within 60s\n{}",
             engine.output_report()
         );
         db.exec("INSERT INTO public.t VALUES (1, 1, 'first')").await;
-        let end = db.current_wal_lsn().await;
+        // Acknowledged: the slot is past the commit of that insert (other
+        // tests write WAL too, so the current WAL position is no measure).
         let acked = wait_until(Duration::from_secs(60), async || {
-            !read_jsonl(&*out).is_empty()
-                && db
-                    .slot_confirmed_flush_lsn(slot)
-                    .await
-                    .is_some_and(|l| l >= end)
+            let Some(commit) = read_jsonl(&*out).first().map(|ev| position(ev).0) else {
+                return false;
+            };
+            db.slot_confirmed_flush_lsn(slot)
+                .await
+                .is_some_and(|l| l.0 > commit)
         })
         .await;
         assert!(
@@ -578,12 +582,16 @@ async fn reconnects_after_a_server_restart_and_loses_nothing() {
     let mut engine = Engine::start(&pipeline_yaml(&url, &s, &out, "", ""));
     let slot_active = async || {
         let mut c = cluster.connect("postgres").await;
-        let active: Option<bool> =
-            sqlx::query_scalar("SELECT active FROM pg_replication_slots WHERE slot_name = $1")
-                .bind(&slot)
-                .fetch_optional(&mut c)
-                .await
-                .unwrap_or(None);
+        // A walsender streams from it (not just the session creating it).
+        let active: Option<bool> = sqlx::query_scalar(
+            "SELECT true FROM pg_replication_slots s \
+             JOIN pg_stat_activity a ON a.pid = s.active_pid \
+             WHERE s.slot_name = $1 AND a.backend_type = 'walsender'",
+        )
+        .bind(&slot)
+        .fetch_optional(&mut c)
+        .await
+        .unwrap_or(None);
         let _ = c.close().await;
         active == Some(true)
     };
@@ -694,9 +702,11 @@ async fn sigterm_acknowledges_exactly_what_the_sink_holds() {
         .replace("max_batch_events: 64", "max_batch_events: 100000");
     let mut engine = Engine::start(&yaml);
     assert!(
-        wait_until(Duration::from_secs(60), async || db
-            .slot_active(&slot)
-            .await)
+        wait_until(Duration::from_secs(60), async || slot_active_pid(
+            &db, &slot
+        )
+        .await
+        .is_some())
         .await,
         "not streaming\n{}",
         engine.output_report()
@@ -824,9 +834,11 @@ async fn dropping_the_publication_stops_the_engine_with_a_clear_error() {
     let slot = format!("s_{s}");
     let mut engine = Engine::start(&pipeline_yaml(db.url(), &s, &out, "", ""));
     assert!(
-        wait_until(Duration::from_secs(60), async || db
-            .slot_active(&slot)
-            .await)
+        wait_until(Duration::from_secs(60), async || slot_active_pid(
+            &db, &slot
+        )
+        .await
+        .is_some())
         .await
     );
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;

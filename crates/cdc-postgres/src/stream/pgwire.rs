@@ -106,8 +106,13 @@ impl PgWireTransport {
                 prefix,
                 content,
             },
-            ReplicationEvent::KeepAlive { wal_end, .. } => WireEvent::KeepAlive {
+            ReplicationEvent::KeepAlive {
+                wal_end,
+                reply_requested,
+                ..
+            } => WireEvent::KeepAlive {
                 wal_end: Lsn(wal_end.as_u64()),
+                reply_requested,
             },
             // We never set a stop LSN; anything newer is not ours to interpret.
             _ => return None,

@@ -181,7 +181,7 @@ pub struct PgSource {
     received: Lsn,
     /// End of the last commit received.
     last_commit_end: Lsn,
-    /// WAL end of the previous keepalive.
+    /// WAL end of the previous keepalive that asked for a reply.
     last_keepalive_end: Lsn,
     /// The snapshot being read, before streaming starts.
     snapshot: Option<SnapshotPhase>,
@@ -549,9 +549,14 @@ impl PgSource {
                 self.received = self.received.max(lsn);
                 push_message(batch, transactional, lsn, prefix, &content);
             }
-            WireEvent::KeepAlive { wal_end } => {
+            WireEvent::KeepAlive {
+                wal_end,
+                reply_requested,
+            } => {
                 self.cfg.status.record_server_wal_end(wal_end);
-                self.confirm_quiet_position(wal_end, batch);
+                if reply_requested {
+                    self.confirm_quiet_position(wal_end, batch);
+                }
             }
             WireEvent::Data {
                 wal_start,
@@ -569,8 +574,9 @@ impl PgSource {
         Ok(())
     }
 
-    /// Confirms the server's WAL end when it stopped moving and everything
-    /// received is durable.
+    /// Confirms the server's WAL end when it asks for a reply twice in a
+    /// row with the same WAL end (the server stopping, or idle) and
+    /// everything received is durable.
     ///
     /// A logical walsender only exits at server shutdown once the client
     /// reported the position it sent up to (its shutdown checkpoint
@@ -578,10 +584,11 @@ impl PgSource {
     /// forever. It is safe: the server decodes WAL in order, so every
     /// transaction committed before a keepalive's WAL end was sent before
     /// it; when nothing is open or pending and the last commit received is
-    /// acknowledged, there is nothing left before that position. Confirming
-    /// only a WAL end seen in two keepalives in a row (the server idle or
-    /// stopping) keeps the slot's movement otherwise tied to
-    /// acknowledged transactions and heartbeats.
+    /// acknowledged, there is nothing left before that position. Keepalives
+    /// asking for a reply come at shutdown, or when the client did not
+    /// report for half of `wal_sender_timeout`; the keepalives sent while
+    /// the server merely waits for WAL do not ask, so otherwise the slot
+    /// moves with acknowledged transactions and heartbeats only.
     fn confirm_quiet_position(&mut self, wal_end: Lsn, batch: &Batch) {
         let previous = std::mem::replace(&mut self.last_keepalive_end, wal_end);
         let caught_up = self.tx.is_none()

@@ -56,6 +56,8 @@ pub enum WireEvent {
     KeepAlive {
         /// Server's WAL position.
         wal_end: Lsn,
+        /// The server asked for a reply (the protocol client already sent it).
+        reply_requested: bool,
     },
 }
 
