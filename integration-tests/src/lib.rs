@@ -11,6 +11,8 @@
 //!
 //! - [`TestDb`]: a uniquely named database per test, dropped again together
 //!   with its replication slots;
+//! - [`Cluster`]: a PostgreSQL cluster of a test's own, for tests that
+//!   restart the server or need other server settings;
 //! - [`Engine`]: the engine binary as a child process, its output captured to
 //!   files; [`run_engine_validate`] for one-shot `validate` runs;
 //! - [`CutProxy`]: a TCP relay whose connections a test can cut;
@@ -22,11 +24,13 @@
 //! Temporary directories of a test that panicked are always kept, and their
 //! paths printed.
 
+mod cluster;
 mod db;
 mod engine;
 mod proxy;
 mod util;
 
+pub use cluster::Cluster;
 pub use db::{pg_url, url_with_database, TestDb};
 pub use engine::{engine_bin, run_engine, run_engine_validate, Engine};
 pub use proxy::CutProxy;

@@ -69,6 +69,12 @@ pub fn source_config(config: &Config) -> PgSourceConfig {
     pg.reconnect_initial = config.retry.initial_backoff;
     pg.reconnect_max = config.retry.max_backoff;
     pg.snapshot = snapshot_settings(&config.snapshot);
+    pg.heartbeat_interval = config
+        .heartbeat
+        .enabled
+        .then_some(config.heartbeat.interval);
+    pg.standby = src.slot.standby;
+    pg.activity_check_interval = src.slot.activity_check_interval;
     pg
 }
 

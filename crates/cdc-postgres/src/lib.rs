@@ -21,6 +21,6 @@ pub mod snapshot;
 pub mod stream;
 pub mod value;
 
-pub use error::PgError;
+pub use error::{PgError, StreamNames};
 pub use load::{Chunking, SnapshotMode, SnapshotSettings};
 pub use stream::{PgSource, PgSourceConfig};

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use super::error::{ConfigError, ConfigProblem};
 use super::interpolate::interpolate;
 use super::model::{
-    default_name, deserialize_metrics, Config, LogConfig, MetricsConfig, PipelineConfig,
-    RetryConfig, SourceConfig,
+    default_name, deserialize_metrics, Config, HeartbeatConfig, LogConfig, MetricsConfig,
+    PipelineConfig, RetryConfig, SourceConfig,
 };
 use super::sink::decode_sink;
 use super::snapshot::SnapshotConfig;
@@ -34,6 +34,8 @@ struct ConfigDocument {
     snapshot: SnapshotConfig,
     #[serde(default, deserialize_with = "deserialize_metrics")]
     metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    heartbeat: HeartbeatConfig,
 }
 
 /// Reads, interpolates, parses and validates the configuration file at
@@ -87,6 +89,7 @@ pub(crate) fn parse_config_with_env(
         log: document.log,
         snapshot: document.snapshot,
         metrics: document.metrics,
+        heartbeat: document.heartbeat,
     };
     // Sink checks name entries by index: skip them when some entries failed
     // to decode and are missing from `config.sinks`.

@@ -25,8 +25,8 @@ mod validate;
 pub use error::{ConfigError, ConfigProblem};
 pub use load::{load_config, parse_config};
 pub use model::{
-    Config, LogConfig, LogFormat, LogLevel, MetricsConfig, PipelineConfig, PublicationConfig,
-    ReplicaIdentitySetting, RetryConfig, SlotConfig, SourceConfig,
+    Config, HeartbeatConfig, LogConfig, LogFormat, LogLevel, MetricsConfig, PipelineConfig,
+    PublicationConfig, ReplicaIdentitySetting, RetryConfig, SlotConfig, SourceConfig,
 };
 pub use sink::{FileSinkConfig, SinkConfig, StdoutSinkConfig};
 pub use snapshot::{Chunking, SnapshotConfig, SnapshotMode};

@@ -42,6 +42,9 @@ pub struct Config {
     /// `/healthz`. Absent: no endpoint. Present (even empty, `metrics: {}`):
     /// the endpoint runs with the defaults of [`MetricsConfig`].
     pub metrics: Option<MetricsConfig>,
+    /// `heartbeat`: keeping the slot moving while the captured tables are
+    /// idle. Optional (default: on, every 10 s).
+    pub heartbeat: HeartbeatConfig,
 }
 
 /// Default of [`Config::name`].
@@ -142,6 +145,20 @@ pub struct SlotConfig {
     /// already exist. Default `true`.
     #[serde(default = "default_true")]
     pub create: bool,
+    /// `standby`: several instances run for this slot (high availability).
+    /// While another session streams from the slot, this instance waits
+    /// (phase `standby`) and takes over from the slot's confirmed position
+    /// when it is released. With `false`, a slot in use is an error retried
+    /// with backoff. Default `false`.
+    #[serde(default)]
+    pub standby: bool,
+    /// `activity_check_interval`: how often a standby checks whether the
+    /// slot became free, a duration string greater than zero. Default `10s`.
+    #[serde(
+        default = "default_activity_check_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub activity_check_interval: Duration,
 }
 
 impl Default for SlotConfig {
@@ -149,8 +166,49 @@ impl Default for SlotConfig {
         Self {
             name: default_slot_name(),
             create: true,
+            standby: false,
+            activity_check_interval: default_activity_check_interval(),
         }
     }
+}
+
+const fn default_activity_check_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `heartbeat`: while the captured tables are idle, the engine writes a
+/// small logical decoding message (`pg_logical_emit_message`, prefix
+/// `cdc_heartbeat`) and acknowledges it once the sinks are up to date, so
+/// the slot's `confirmed_flush_lsn` advances and the server can recycle WAL
+/// written by other tables and databases. Needs a role with `REPLICATION`
+/// (or superuser); failures are logged and retried, never fatal.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// `enabled`: write heartbeats. Default `true`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// `interval`: write one after this long without a transaction of the
+    /// captured tables, a duration string greater than zero.
+    /// Default `10s`.
+    #[serde(
+        default = "default_heartbeat_interval",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub interval: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_heartbeat_interval(),
+        }
+    }
+}
+
+const fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_slot_name() -> String {

@@ -17,7 +17,7 @@ source:
   url: postgres://app:${PGPASSWORD}@127.0.0.1:5432/app
   tables: [public.users, Public.Orders, '"Mixed Case"."odd ""name"""']
   publication: { name: shop_pub, create: false }
-  slot: { name: shop_slot, create: false }
+  slot: { name: shop_slot, create: false, standby: true, activity_check_interval: 3s }
   replica_identity: { public.users: full, public.orders: default }
 sinks:
   - type: stdout
@@ -30,6 +30,7 @@ pipeline:
   max_batch_wait: 50ms
 retry: { initial_backoff: 1s, max_backoff: 1m }
 log: { level: debug, format: json }
+heartbeat: { interval: 30s, enabled: false }
 "#;
 
 /// The `source` section of a minimal file; `with_sinks` completes it.
@@ -98,7 +99,16 @@ fn full_config() {
         config.source.slot,
         SlotConfig {
             name: "shop_slot".into(),
-            create: false
+            create: false,
+            standby: true,
+            activity_check_interval: Duration::from_secs(3),
+        }
+    );
+    assert_eq!(
+        config.heartbeat,
+        HeartbeatConfig {
+            enabled: false,
+            interval: Duration::from_secs(30),
         }
     );
     assert_eq!(
@@ -578,4 +588,34 @@ fn metrics_and_shutdown_mistakes_name_their_field() {
         parse(&text).unwrap().pipeline.shutdown_timeout,
         Duration::from_secs(120)
     );
+}
+
+#[test]
+fn heartbeat_and_standby_defaults_and_checks() {
+    let config = parse(&with_sinks(MINIMAL, "")).unwrap();
+    assert_eq!(config.heartbeat, HeartbeatConfig::default());
+    assert!(config.heartbeat.enabled);
+    assert_eq!(config.heartbeat.interval, Duration::from_secs(10));
+    assert!(!config.source.slot.standby);
+    assert_eq!(
+        config.source.slot.activity_check_interval,
+        Duration::from_secs(10)
+    );
+
+    assert_problem(
+        &with_sinks(MINIMAL, "heartbeat: { interval: 0s }\n"),
+        "heartbeat.interval",
+        "greater than zero",
+    );
+    let text = MINIMAL.replace(
+        "  tables",
+        "  slot: { standby: true, activity_check_interval: 0ms }\n  tables",
+    );
+    assert_problem(
+        &with_sinks(&text, ""),
+        "source.slot.activity_check_interval",
+        "greater than zero",
+    );
+    let found = problems(&with_sinks(MINIMAL, "heartbeat: { every: 1s }\n"));
+    assert!(found[0].1.contains("every"), "{found:?}");
 }

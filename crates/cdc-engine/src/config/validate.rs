@@ -37,6 +37,7 @@ pub(crate) fn problems_except_sinks(config: &Config) -> Vec<ConfigProblem> {
     if let Some(metrics) = &config.metrics {
         check_metrics(metrics, &mut problems);
     }
+    check_intervals(config, &mut problems);
     super::snapshot::check_snapshot(&config.snapshot, &config.source.tables, &mut problems);
     problems
 }
@@ -200,6 +201,21 @@ fn check_metrics(metrics: &MetricsConfig, problems: &mut Vec<ConfigProblem>) {
     if metrics.lag_poll_interval.is_zero() {
         problems.push(ConfigProblem::new(
             "metrics.lag_poll_interval",
+            "must be greater than zero",
+        ));
+    }
+}
+
+fn check_intervals(config: &Config, problems: &mut Vec<ConfigProblem>) {
+    if config.heartbeat.interval.is_zero() {
+        problems.push(ConfigProblem::new(
+            "heartbeat.interval",
+            "must be greater than zero",
+        ));
+    }
+    if config.source.slot.activity_check_interval.is_zero() {
+        problems.push(ConfigProblem::new(
+            "source.slot.activity_check_interval",
             "must be greater than zero",
         ));
     }

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use cdc_core::{Batch, ChangeEvent, ControlEvent, Event, Lsn, Op, Row, SnapshotMarker, SourceInfo};
+use cdc_core::{
+    Batch, ChangeEvent, ControlEvent, Event, Lsn, Op, Row, SnapshotMarker, SourceInfo, TableName,
+};
 
 use super::workers::{ChunkInfo, LoadItem};
 
@@ -12,6 +14,7 @@ pub(crate) struct Completion {
     pub batch_seq: u64,
     pub chunk_id: i64,
     pub rows: u64,
+    pub table: TableName,
 }
 
 /// Per chunk being emitted: the row held back (so the table's last row can
@@ -133,6 +136,7 @@ impl Emitter {
                     },
                     chunk_id: chunk.id,
                     rows,
+                    table: chunk.table.name.clone(),
                 });
             }
         }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cdc_core::{AckHandle, Batch, ControlEvent, Event, Lsn, TableName};
+use cdc_core::{AckHandle, Batch, ControlEvent, Event, Lsn, SourceStatus, TableName};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::mpsc;
@@ -60,6 +60,7 @@ pub(crate) struct SnapshotPhase {
     tasks: Vec<JoinHandle<()>>,
     announce_begin: bool,
     last_election: Instant,
+    status: SourceStatus,
 }
 
 impl Drop for SnapshotPhase {
@@ -122,6 +123,7 @@ impl SnapshotPhase {
         slot: &str,
         create_slot: bool,
         stream_start: StreamStart,
+        status: SourceStatus,
     ) -> Result<Option<Self>, PgError> {
         let connect = |what: &'static str| {
             let options = options.clone();
@@ -250,6 +252,10 @@ impl SnapshotPhase {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
 
+        status.snapshot_started();
+        for t in store.progress(&mut meta, slot).await?.tables {
+            status.snapshot_table(&t.table, t.chunks_total, t.chunks_done);
+        }
         let (tx, items) = mpsc::channel(settings.workers * 4);
         let held = HeldChunks::default();
         let stop = CancellationToken::new();
@@ -293,6 +299,7 @@ impl SnapshotPhase {
             tasks,
             announce_begin: true,
             last_election: Instant::now(),
+            status,
         }))
     }
 
@@ -316,7 +323,9 @@ impl SnapshotPhase {
                     c.rows,
                 )
                 .await?;
-            if !mine {
+            if mine {
+                self.status.snapshot_chunk_done(&c.table);
+            } else {
                 tracing::warn!(chunk = c.chunk_id, "chunk was taken over by another instance before its rows were durable here; it is read again there");
             }
         }
@@ -397,6 +406,10 @@ impl SnapshotPhase {
                 }
                 Ok(Some(Err(e))) => return Err(e),
                 Ok(Some(Ok(item))) => {
+                    if let LoadItem::Rows(chunk, rows) = &item {
+                        self.status
+                            .snapshot_rows(&chunk.table.name, rows.len() as u64);
+                    }
                     self.emitter.push(item, batch, batch_seq);
                     if first_at.is_none() && !batch.events.is_empty() {
                         first_at = Some(Instant::now());
@@ -442,6 +455,7 @@ impl SnapshotPhase {
             snapshot_lsn: self.snapshot_lsn,
         }));
         self.stop.cancel();
+        self.status.snapshot_finished();
         if self.mode == SnapshotMode::SnapshotOnly {
             return Ok(Transition::End);
         }

@@ -77,9 +77,13 @@ impl PgWireTransport {
                 commit_time_us: commit_time_micros.saturating_add(PG_EPOCH_OFFSET_US),
             },
             ReplicationEvent::XLogData {
-                wal_start, data, ..
+                wal_start,
+                wal_end,
+                data,
+                ..
             } => WireEvent::Data {
                 wal_start: Lsn(wal_start.as_u64()),
+                wal_end: Lsn(wal_end.as_u64()),
                 data,
             },
             ReplicationEvent::Commit {
@@ -102,8 +106,13 @@ impl PgWireTransport {
                 prefix,
                 content,
             },
-            ReplicationEvent::KeepAlive { wal_end, .. } => WireEvent::KeepAlive {
+            ReplicationEvent::KeepAlive {
+                wal_end,
+                reply_requested,
+                ..
+            } => WireEvent::KeepAlive {
                 wal_end: Lsn(wal_end.as_u64()),
+                reply_requested,
             },
             // We never set a stop LSN; anything newer is not ours to interpret.
             _ => return None,

@@ -4,17 +4,19 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cdc_core::{
-    AckHandle, Backoff, Batch, ChangeEvent, ControlEvent, Event, Lsn, Op, ReplicaIdentity, Row,
-    SnapshotMarker, Source, SourceError, SourceInfo, SourceStatus, TableName,
+    AckHandle, Backoff, Batch, ChangeEvent, ControlEvent, ErrorClass, Event, Lsn, Op, Phase,
+    ReplicaIdentity, Row, SnapshotMarker, Source, SourceError, SourceInfo, SourceStatus, TableName,
 };
 use sqlx::{Connection, PgConnection};
 
+use super::heartbeat::{Heartbeat, HEARTBEAT_PREFIX};
 use super::pgwire::PgWireTransport;
 use super::rows::{fill_unchanged_toast, old_row, parse_tuple};
+use super::standby::{slot_activity, SlotActivity};
 use super::transport::{Recv, ReplicationTransport, WireEvent};
 use crate::catalog::{describe_relation, RelationInfo};
 use crate::conn::ConnParams;
-use crate::error::PgError;
+use crate::error::{is_slot_in_use, slot_in_use, PgError, StreamNames};
 use crate::load::{SnapshotMode, SnapshotPhase, SnapshotSettings, StreamStart, Transition};
 use crate::pgoutput::{self, Message};
 use crate::setup;
@@ -50,6 +52,16 @@ pub struct PgSourceConfig {
     pub reconnect_initial: Duration,
     /// Longest delay between reconnection attempts.
     pub reconnect_max: Duration,
+    /// Write a heartbeat (`pg_logical_emit_message`) after this long
+    /// without a transaction of the captured tables, so the slot advances
+    /// while only other tables write WAL; `None`: no heartbeats.
+    pub heartbeat_interval: Option<Duration>,
+    /// Several instances share the slot: while another session streams
+    /// from it, wait (phase [`Phase::Standby`]) and take over when it is
+    /// released. Without it, a slot in use is an error retried with backoff.
+    pub standby: bool,
+    /// How often a standby checks whether the slot became free.
+    pub activity_check_interval: Duration,
     /// The initial snapshot, if any.
     pub snapshot: SnapshotSettings,
     /// Where the source reports its phase, positions and snapshot
@@ -65,6 +77,8 @@ impl std::fmt::Debug for PgSourceConfig {
             .field("tables", &self.tables)
             .field("publication", &self.publication)
             .field("slot", &self.slot)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("standby", &self.standby)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +106,9 @@ impl PgSourceConfig {
             buffer_events: 1024,
             reconnect_initial: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(30),
+            heartbeat_interval: Some(Duration::from_secs(10)),
+            standby: false,
+            activity_check_interval: Duration::from_secs(10),
             snapshot: SnapshotSettings::default(),
             status: SourceStatus::new(),
         }
@@ -148,7 +165,24 @@ pub struct PgSource {
     relations: HashMap<u32, Relation>,
     tx: Option<Tx>,
     backoff: Backoff,
+    /// The stream must be (re)started before reading on.
     reconnect_pending: bool,
+    /// The stream failed: the next start is a reconnection (backoff first).
+    stream_failed: bool,
+    /// Wait while another session holds the slot instead of failing.
+    standby: bool,
+    /// The walsender last seen holding the slot (to log changes only).
+    seen_holder: Option<Option<i32>>,
+    /// When to write heartbeats.
+    heartbeat: Heartbeat,
+    /// The catalog connection may be broken (a heartbeat failed).
+    catalog_suspect: bool,
+    /// Highest WAL position received, published once per batch.
+    received: Lsn,
+    /// End of the last commit received.
+    last_commit_end: Lsn,
+    /// WAL end of the previous keepalive that asked for a reply.
+    last_keepalive_end: Lsn,
     /// The snapshot being read, before streaming starts.
     snapshot: Option<SnapshotPhase>,
     /// Batches returned so far (batches are numbered from 1).
@@ -206,6 +240,7 @@ impl PgSource {
         }
 
         let ack = AckHandle::new();
+        let status = cfg.status.clone();
         let mut snapshot = None;
         if mode != SnapshotMode::Never {
             let replication = PgWireTransport::client_config(
@@ -214,6 +249,7 @@ impl PgSource {
                 cfg.status_interval,
                 cfg.buffer_events,
             );
+            status.set_phase(Phase::Snapshot);
             snapshot = SnapshotPhase::begin(
                 mode,
                 cfg.snapshot.clone(),
@@ -223,25 +259,41 @@ impl PgSource {
                 &cfg.slot,
                 cfg.create_slot,
                 StreamStart { replication },
+                status.clone(),
             )
             .await?;
-            if let Some(phase) = &snapshot {
-                ack.advance(phase.snapshot_lsn());
+            match &snapshot {
+                Some(phase) => ack.advance(phase.snapshot_lsn()),
+                None => status.set_phase(Phase::Starting),
             }
         }
+        let names = StreamNames {
+            user: &params.user,
+            slot: &cfg.slot,
+            publication: &cfg.publication,
+        };
+        let mut reconnect_pending = false;
         let transport = if snapshot.is_none() && streams {
             let slot =
                 setup::ensure_slot(&mut catalog, &server, &cfg.slot, cfg.create_slot).await?;
             ack.advance(slot.confirmed_flush_lsn);
-            let t = PgWireTransport::start(
-                params.replication_config(&cfg.slot, &cfg.publication),
-                slot.confirmed_flush_lsn,
-                cfg.status_interval,
-                cfg.buffer_events,
-            )
-            .await?;
-            tracing::info!(slot = %cfg.slot, start = %slot.confirmed_flush_lsn, "streaming started");
-            Some(t)
+            if cfg.standby {
+                // The first start checks who holds the slot (see `start_stream`).
+                reconnect_pending = true;
+                None
+            } else {
+                let t = PgWireTransport::start(
+                    params.replication_config(&cfg.slot, &cfg.publication),
+                    slot.confirmed_flush_lsn,
+                    cfg.status_interval,
+                    cfg.buffer_events,
+                )
+                .await
+                .map_err(|e| slot_in_use(e, &cfg.slot).explain(names))?;
+                tracing::info!(slot = %cfg.slot, start = %slot.confirmed_flush_lsn, "streaming started");
+                status.set_phase(Phase::Streaming);
+                Some(t)
+            }
         } else {
             None
         };
@@ -249,6 +301,8 @@ impl PgSource {
             tracked: cfg.tables.iter().cloned().collect(),
             backoff: Backoff::new(cfg.reconnect_initial, cfg.reconnect_max),
             ended: !streams && snapshot.is_none(),
+            standby: cfg.standby,
+            heartbeat: Heartbeat::new(cfg.heartbeat_interval),
             cfg,
             params,
             database: server.database,
@@ -257,7 +311,13 @@ impl PgSource {
             ack,
             relations: HashMap::new(),
             tx: None,
-            reconnect_pending: false,
+            reconnect_pending,
+            stream_failed: false,
+            seen_holder: None,
+            catalog_suspect: false,
+            received: Lsn::ZERO,
+            last_commit_end: Lsn::ZERO,
+            last_keepalive_end: Lsn::ZERO,
             snapshot,
             returned: 0,
         })
@@ -283,15 +343,21 @@ impl PgSource {
             Some(Transition::End) => {
                 self.snapshot = None;
                 self.ended = true;
+                self.cfg.status.set_phase(Phase::Stopped);
             }
             Some(Transition::Stream(t)) => {
                 self.snapshot = None;
                 tracing::info!(slot = %self.cfg.slot, start = %self.ack.get(), "snapshot done; streaming started");
                 self.transport = Some(t);
+                self.heartbeat.activity();
+                self.cfg.status.set_phase(Phase::Streaming);
             }
             Some(Transition::Connect) => {
                 self.snapshot = None;
                 tracing::info!(slot = %self.cfg.slot, "snapshot done; starting to stream");
+                // The instance that exported the snapshot streams; the
+                // others wait for the slot like standbys.
+                self.standby = true;
                 self.reconnect_pending = true;
             }
         }
@@ -307,19 +373,105 @@ impl PgSource {
         self.ack.get()
     }
 
-    async fn reconnect(&mut self) -> Result<(), PgError> {
+    fn names(&self) -> StreamNames<'_> {
+        StreamNames {
+            user: &self.params.user,
+            slot: &self.cfg.slot,
+            publication: &self.cfg.publication,
+        }
+    }
+
+    /// Replaces the catalog connection when it no longer answers.
+    async fn ensure_catalog(&mut self) -> Result<(), PgError> {
+        if self.catalog.ping().await.is_err() {
+            self.catalog = PgConnection::connect_with(&self.params.sqlx_options())
+                .await
+                .map_err(|e| PgError::sql("reconnecting to PostgreSQL", e))?;
+        }
+        self.catalog_suspect = false;
+        Ok(())
+    }
+
+    /// Writes a heartbeat; failures are logged by [`Heartbeat`] and retried
+    /// after the next interval, never fatal.
+    async fn write_heartbeat(&mut self) {
+        if self.catalog_suspect {
+            if let Err(e) = self.ensure_catalog().await {
+                self.heartbeat.failed(&self.cfg.slot, &e);
+                return;
+            }
+        }
+        if self
+            .heartbeat
+            .write(&mut self.catalog, &self.cfg.slot, &self.cfg.status)
+            .await
+            .is_err()
+        {
+            self.catalog_suspect = true;
+        }
+    }
+
+    /// One check of a standby: `Ok(true)` when the slot is free (the
+    /// acknowledged position moved to its confirmed one), `Ok(false)` while
+    /// another session holds it.
+    async fn slot_is_free(&mut self) -> Result<bool, PgError> {
+        let slot = self.cfg.slot.clone();
+        match slot_activity(&mut self.catalog, &slot).await? {
+            SlotActivity::Missing => Err(PgError::Stopped(format!(
+                "replication slot `{slot}` no longer exists (dropped while the pipeline ran?): changes \
+                 since the last confirmed position may be lost. Start again with snapshot.mode: initial \
+                 (it creates the slot)"
+            ))),
+            SlotActivity::Lost => Err(PgError::Stopped(format!(
+                "replication slot `{slot}` was invalidated: the server removed WAL it still needed \
+                 (max_slot_wal_keep_size), so changes were lost. Raise max_slot_wal_keep_size, drop the \
+                 slot (SELECT pg_drop_replication_slot({}); ) and start again with snapshot.mode: initial",
+                crate::ident::quote_literal(&slot)
+            ))),
+            SlotActivity::Active { pid } => {
+                self.cfg.status.set_phase(Phase::Standby);
+                if self.seen_holder != Some(pid) {
+                    self.seen_holder = Some(pid);
+                    let pid = pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+                    tracing::info!(
+                        slot = %slot,
+                        "standing by: slot {slot} is active (pid {pid}); checking again every {:?}",
+                        self.cfg.activity_check_interval
+                    );
+                }
+                Ok(false)
+            }
+            SlotActivity::Free {
+                confirmed_flush_lsn,
+            } => {
+                self.ack.advance(confirmed_flush_lsn);
+                if self.seen_holder.take().is_some() {
+                    tracing::info!(slot = %slot, "slot {slot} is free: taking over from LSN {}", self.ack.get());
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Starts (or restarts) the stream from the acknowledged position.
+    /// After a failure it first waits with backoff (and jitter) and retries
+    /// transient errors; a standby waits while another session holds the
+    /// slot, checking every `activity_check_interval`. Definite errors end
+    /// it with [`PgError::explain`]'s advice.
+    async fn start_stream(&mut self) -> Result<(), PgError> {
+        let mut wait = self.stream_failed.then(|| self.backoff.next_delay());
         loop {
             if let Some(mut old) = self.transport.take() {
                 let _ = tokio::time::timeout(Duration::from_secs(2), old.shutdown(self.ack.get()))
                     .await;
             }
-            let delay = self.backoff.next_delay();
-            tokio::time::sleep(delay).await;
+            if let Some(delay) = wait.take() {
+                tokio::time::sleep(delay).await;
+            }
             let attempt = async {
-                if self.catalog.ping().await.is_err() {
-                    self.catalog = PgConnection::connect_with(&self.params.sqlx_options())
-                        .await
-                        .map_err(|e| PgError::sql("reconnecting to PostgreSQL", e))?;
+                self.ensure_catalog().await?;
+                if self.standby && !self.slot_is_free().await? {
+                    return Ok(None);
                 }
                 PgWireTransport::start(
                     self.params
@@ -329,19 +481,40 @@ impl PgSource {
                     self.cfg.buffer_events,
                 )
                 .await
+                .map(Some)
             };
             match attempt.await {
-                Ok(t) => {
-                    tracing::info!(from = %self.ack.get(), "replication stream reconnected");
+                Ok(Some(t)) => {
+                    if self.stream_failed {
+                        self.cfg.status.record_reconnect();
+                        tracing::info!(slot = %self.cfg.slot, from = %self.ack.get(), "replication stream reconnected");
+                    } else {
+                        tracing::info!(slot = %self.cfg.slot, start = %self.ack.get(), "streaming started");
+                    }
                     self.transport = Some(t);
                     self.tx = None;
                     self.reconnect_pending = false;
+                    self.stream_failed = false;
+                    self.seen_holder = None;
+                    self.heartbeat.activity();
+                    self.cfg.status.set_phase(Phase::Streaming);
                     return Ok(());
                 }
-                Err(e) if e.class() == cdc_core::ErrorClass::Retryable => {
-                    tracing::warn!(error = %cdc_core::error_chain(&e), attempt = self.backoff.attempts(), "reconnect failed; retrying");
+                Ok(None) => wait = Some(self.cfg.activity_check_interval),
+                Err(e) if self.standby && is_slot_in_use(&e) => {
+                    // Another standby took the slot first.
+                    tracing::info!(slot = %self.cfg.slot, "another instance took slot {} first; standing by", self.cfg.slot);
+                    self.cfg.status.set_phase(Phase::Standby);
+                    self.seen_holder = Some(None);
+                    wait = Some(self.cfg.activity_check_interval);
                 }
-                Err(e) => return Err(e),
+                Err(e) if e.class() == ErrorClass::Retryable => {
+                    let e = slot_in_use(e, &self.cfg.slot);
+                    let delay = self.backoff.next_delay();
+                    tracing::warn!(error = %cdc_core::error_chain(&e), attempt = self.backoff.attempts(), retry_in = ?delay, "starting the replication stream failed; retrying");
+                    wait = Some(delay);
+                }
+                Err(e) => return Err(e.explain(self.names())),
             }
         }
     }
@@ -362,6 +535,9 @@ impl PgSource {
             }
             WireEvent::Commit { end_lsn, .. } => {
                 self.tx = None;
+                self.heartbeat.activity();
+                self.received = self.received.max(end_lsn);
+                self.last_commit_end = self.last_commit_end.max(end_lsn);
                 batch.checkpoint = Some(end_lsn);
             }
             WireEvent::Message {
@@ -369,19 +545,61 @@ impl PgSource {
                 lsn,
                 prefix,
                 content,
-            } => batch.events.push(Event::Control(ControlEvent::Message {
-                transactional,
-                lsn,
-                prefix,
-                content: content.to_vec(),
-            })),
-            WireEvent::KeepAlive { .. } => {}
-            WireEvent::Data { wal_start, data } => {
+            } => {
+                self.received = self.received.max(lsn);
+                push_message(batch, transactional, lsn, prefix, &content);
+            }
+            WireEvent::KeepAlive {
+                wal_end,
+                reply_requested,
+            } => {
+                self.cfg.status.record_server_wal_end(wal_end);
+                if reply_requested {
+                    self.confirm_quiet_position(wal_end, batch);
+                }
+            }
+            WireEvent::Data {
+                wal_start,
+                wal_end,
+                data,
+            } => {
+                self.received = self.received.max(wal_start);
+                if !wal_end.is_zero() {
+                    self.cfg.status.record_server_wal_end(wal_end);
+                }
                 let msg = pgoutput::decode(&data)?;
                 self.handle_message(msg, wal_start, batch).await?;
             }
         }
         Ok(())
+    }
+
+    /// Confirms the server's WAL end when it asks for a reply twice in a
+    /// row with the same WAL end (the server stopping, or idle) and
+    /// everything received is durable.
+    ///
+    /// A logical walsender only exits at server shutdown once the client
+    /// reported the position it sent up to (its shutdown checkpoint
+    /// included), so without this a fast shutdown waits for this client
+    /// forever. It is safe: the server decodes WAL in order, so every
+    /// transaction committed before a keepalive's WAL end was sent before
+    /// it; when nothing is open or pending and the last commit received is
+    /// acknowledged, there is nothing left before that position. Keepalives
+    /// asking for a reply come at shutdown, or when the client did not
+    /// report for half of `wal_sender_timeout`; the keepalives sent while
+    /// the server merely waits for WAL do not ask, so otherwise the slot
+    /// moves with acknowledged transactions and heartbeats only.
+    fn confirm_quiet_position(&mut self, wal_end: Lsn, batch: &Batch) {
+        let previous = std::mem::replace(&mut self.last_keepalive_end, wal_end);
+        let caught_up = self.tx.is_none()
+            && batch.is_empty()
+            && batch.checkpoint.is_none()
+            && self.ack.get() >= self.last_commit_end;
+        if caught_up && wal_end == previous && wal_end > self.ack.get() {
+            if let Some(t) = self.transport.as_mut() {
+                t.ack(wal_end);
+            }
+        }
     }
 
     fn source_info(&mut self, lsn: Lsn) -> Result<SourceInfo, PgError> {
@@ -478,12 +696,7 @@ impl PgSource {
                 return Ok(());
             }
             Message::Message(m) => {
-                batch.events.push(Event::Control(ControlEvent::Message {
-                    transactional: m.transactional,
-                    lsn: m.lsn,
-                    prefix: m.prefix,
-                    content: m.content.to_vec(),
-                }));
+                push_message(batch, m.transactional, m.lsn, m.prefix, &m.content);
                 return Ok(());
             }
             // Begin/Commit are handled by the transport; type names and
@@ -514,19 +727,26 @@ impl PgSource {
                 if !batch.is_empty() || batch.checkpoint.is_some() {
                     return Ok(Some(batch));
                 }
-                self.reconnect().await?;
+                self.start_stream().await?;
+            }
+            if first_at.is_none() && self.tx.is_none() && self.heartbeat.due() {
+                self.write_heartbeat().await;
             }
             let Some(transport) = self.transport.as_mut() else {
                 return Ok(None);
             };
             transport.ack(self.ack.get());
+            // A batch ends on time only between transactions (the rest of
+            // a transaction is already on its way: pgoutput v1 sends it at
+            // commit), so an acknowledged batch never ends inside one
+            // unless a size limit cut it.
             let wait = match first_at {
-                Some(t) => self.cfg.max_batch_wait.saturating_sub(t.elapsed()),
-                None => idle_poll,
+                Some(t) if self.tx.is_none() => self.cfg.max_batch_wait.saturating_sub(t.elapsed()),
+                _ => idle_poll,
             };
             match transport.recv(wait).await {
                 Ok(Recv::Idle) => {
-                    if first_at.is_some() {
+                    if first_at.is_some() && self.tx.is_none() {
                         return Ok(Some(batch));
                     }
                 }
@@ -549,18 +769,36 @@ impl PgSource {
                         return Ok(Some(batch));
                     }
                 }
-                Err(e) if e.class() == cdc_core::ErrorClass::Retryable => {
+                Err(e) if e.class() == ErrorClass::Retryable => {
                     tracing::warn!(error = %cdc_core::error_chain(&e), "replication stream failed; reconnecting");
                     self.reconnect_pending = true;
+                    self.stream_failed = true;
+                    self.cfg.status.set_phase(Phase::Reconnecting);
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.explain(self.names())),
             }
         }
     }
 }
 
-impl Source for PgSource {
-    async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+/// Adds a logical decoding message to `batch`: our own heartbeats as
+/// [`ControlEvent::Heartbeat`], anyone else's as [`ControlEvent::Message`].
+fn push_message(batch: &mut Batch, transactional: bool, lsn: Lsn, prefix: String, content: &[u8]) {
+    let event = if prefix == HEARTBEAT_PREFIX {
+        ControlEvent::Heartbeat { lsn }
+    } else {
+        ControlEvent::Message {
+            transactional,
+            lsn,
+            prefix,
+            content: content.to_vec(),
+        }
+    };
+    batch.events.push(Event::Control(event));
+}
+
+impl PgSource {
+    async fn next_batch_inner(&mut self) -> Result<Option<Batch>, PgError> {
         let batch = loop {
             if self.ended {
                 return Ok(None);
@@ -573,10 +811,27 @@ impl Source for PgSource {
             }
             break self.fill_batch().await?;
         };
+        self.cfg.status.record_received(self.received);
         if batch.is_some() {
             self.returned += 1;
+        } else {
+            self.cfg.status.set_phase(Phase::Stopped);
         }
         Ok(batch)
+    }
+}
+
+impl Source for PgSource {
+    async fn next_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+        match self.next_batch_inner().await {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                if e.class() == ErrorClass::Fatal {
+                    self.cfg.status.set_phase(Phase::Stopped);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     fn ack_handle(&self) -> AckHandle {
@@ -590,6 +845,7 @@ impl Source for PgSource {
     async fn shutdown(&mut self) -> Result<(), SourceError> {
         // Stops the snapshot readers; an unfinished snapshot resumes on the next start.
         self.snapshot = None;
+        self.cfg.status.set_phase(Phase::Stopped);
         if let Some(mut t) = self.transport.take() {
             t.shutdown(self.ack.get()).await?;
         }

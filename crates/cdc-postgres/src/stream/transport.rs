@@ -27,6 +27,8 @@ pub enum WireEvent {
     Data {
         /// WAL position of the change.
         wal_start: Lsn,
+        /// The server's WAL end when it sent the message (0 when unknown).
+        wal_end: Lsn,
         /// The pgoutput message.
         data: Bytes,
     },
@@ -54,6 +56,8 @@ pub enum WireEvent {
     KeepAlive {
         /// Server's WAL position.
         wal_end: Lsn,
+        /// The server asked for a reply (the protocol client already sent it).
+        reply_requested: bool,
     },
 }
 

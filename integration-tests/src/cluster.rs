@@ -1,0 +1,207 @@
+//! A PostgreSQL cluster of one test's own, for tests that restart the
+//! server or change server settings (never do that to the shared cluster
+//! of [`crate::pg_url`]: other tests run on it in parallel).
+//!
+//! [`Cluster::start`] creates it with `scripts/pg.sh` (PostgreSQL 15,
+//! `wal_level=logical`, 127.0.0.1 only, superuser `postgres`/`postgres`; as
+//! root the server runs as the `postgres` OS user) on a free port in a fresh
+//! directory; dropping the value stops it and removes the directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+use crate::util::unique_suffix;
+
+/// The PostgreSQL 15 server binaries.
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A throwaway cluster; see the module documentation.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: PathBuf,
+    port: u16,
+}
+
+fn pg_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg.sh")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A TCP port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+impl Cluster {
+    /// Creates and starts a cluster; `extra_conf` is appended to its
+    /// `postgresql.conf` (e.g. `max_slot_wal_keep_size = 1MB`). Panics with
+    /// the script's output when that fails.
+    pub async fn start(extra_conf: &str) -> Cluster {
+        let extra = extra_conf.to_owned();
+        tokio::task::spawn_blocking(move || Cluster::start_blocking(&extra))
+            .await
+            .expect("starting the cluster panicked")
+    }
+
+    fn start_blocking(extra_conf: &str) -> Cluster {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let dir = std::env::temp_dir().join(format!("cdc-pg-{}", unique_suffix()));
+            let port = free_port();
+            let out = Command::new("bash")
+                .arg(pg_sh())
+                .arg("start")
+                .arg(&dir)
+                .arg(port.to_string())
+                .env("PG_EXTRA_CONF", extra_conf)
+                .stdin(Stdio::null())
+                .output()
+                .expect("running scripts/pg.sh");
+            if out.status.success() {
+                return Cluster { dir, port };
+            }
+            // Most likely the port was taken in between: try another.
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            let _ = Command::new("bash")
+                .arg(pg_sh())
+                .arg("stop")
+                .arg(&dir)
+                .output();
+        }
+        panic!("scripts/pg.sh start failed three times; last output:\n{last}");
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser URL of `database`.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres:postgres@127.0.0.1:{}/{database}",
+            self.port
+        )
+    }
+
+    /// The server log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
+    /// The last `lines` lines of the server log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// A new superuser connection to `database`, retried for up to a minute
+    /// (the server may be restarting).
+    pub async fn connect(&self, database: &str) -> PgConnection {
+        let url = self.url(database);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match PgConnection::connect(&url).await {
+                Ok(c) => return c,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("cannot connect to {url}: {e}"),
+            }
+        }
+    }
+
+    /// Runs an SQL script on `database`; panics when it fails.
+    pub async fn exec(&self, database: &str, sql: &str) {
+        let mut c = self.connect(database).await;
+        sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("SQL failed: {e}\n--- script:\n{sql}"));
+        let _ = c.close().await;
+    }
+
+    /// `pg_ctl restart -m fast`: every session is terminated, then the
+    /// server starts again; returns once it accepts connections.
+    pub async fn restart_fast(&self) {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || pg_ctl(&dir, "restart", &["-m", "fast"]))
+            .await
+            .expect("pg_ctl restart panicked");
+        let c = self.connect("postgres").await;
+        let _ = c.close().await;
+    }
+}
+
+/// Runs `pg_ctl <action>` with `args` as the owner of the cluster in `dir`.
+fn pg_ctl(dir: &Path, action: &str, args: &[&str]) {
+    let pg_ctl = format!("{PG_BIN}/pg_ctl");
+    let data = dir.join("data");
+    let log = dir.join("postgres.log");
+    let mut argv: Vec<String> = vec![
+        pg_ctl,
+        "-D".into(),
+        data.display().to_string(),
+        "-l".into(),
+        log.display().to_string(),
+        "-w".into(),
+        "-t".into(),
+        "120".into(),
+    ];
+    argv.extend(args.iter().map(|s| (*s).to_owned()));
+    argv.push(action.into());
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).args(&argv);
+        c
+    } else {
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        c
+    };
+    let out = cmd
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running pg_ctl {action}: {e}"));
+    assert!(
+        out.status.success(),
+        "pg_ctl {action} failed: {}{}\n--- server log: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        log.display()
+    );
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "(test failed: last lines of the server log {}:)\n{}",
+                self.log_path().display(),
+                self.log_tail(40)
+            );
+        }
+        let _ = Command::new("bash")
+            .arg(pg_sh())
+            .arg("stop")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
