@@ -16,6 +16,9 @@
 #   scripts/bench.sh --no-kafka      skip the Kafka cases (no tansu)
 #   scripts/bench.sh --only G,...    only these case groups (snapshot,
 #                                    streaming, latency)
+#   scripts/bench.sh -- ARGS...      pass ARGS to `cdc-bench run` (e.g.
+#                                    `--reps 1 --snapshot-rows 1000000
+#                                    --stream-rows 200000 --latency-secs 10`)
 #
 # What it does: builds cdc-engine and cdc-bench with the `bench-release`
 # profile, starts its own PostgreSQL 15 (scripts/pg.sh) on 127.0.0.1:57329
@@ -52,6 +55,11 @@ while [ $# -gt 0 ]; do
 	--only)
 		EXTRA_ARGS+=(--only "${2:?--only needs groups}")
 		shift
+		;;
+	--)
+		shift
+		EXTRA_ARGS+=("$@")
+		break
 		;;
 	-h | --help)
 		sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'

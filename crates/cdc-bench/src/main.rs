@@ -91,6 +91,15 @@ struct RunArgs {
     /// Extra `name=value` lines for the report's settings table.
     #[arg(long = "setting")]
     settings: Vec<String>,
+    /// Row counts of the snapshot tables instead of the mode's.
+    #[arg(long, value_delimiter = ',')]
+    snapshot_rows: Vec<u64>,
+    /// Changes per streaming case instead of the mode's.
+    #[arg(long)]
+    stream_rows: Option<u64>,
+    /// Seconds of the latency writer instead of the mode's.
+    #[arg(long)]
+    latency_secs: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -171,6 +180,16 @@ async fn run(args: RunArgs) -> Result<()> {
             kafka: args.tansu.is_some(),
         }
     };
+    let mut plan = plan;
+    if !args.snapshot_rows.is_empty() {
+        plan.snapshot_rows = args.snapshot_rows.clone();
+    }
+    if let Some(n) = args.stream_rows {
+        plan.stream_rows = n;
+    }
+    if let Some(n) = args.latency_secs {
+        plan.latency_secs = n;
+    }
     let ctx = ctx::Ctx {
         db,
         url: args.url.clone(),

@@ -54,10 +54,16 @@ impl Tracked {
         t
     }
 
-    /// Takes a new reading if the process is still there.
+    /// Takes a new reading if the process is still there. Keeps the
+    /// highest values seen: a process that is exiting has already released
+    /// its memory, and `/proc` then shows no `VmHWM`.
     pub fn update(&mut self) {
         if let Some(s) = sample(self.pid) {
-            self.last = Some(s);
+            let last = self.last.unwrap_or_default();
+            self.last = Some(Sample {
+                cpu_s: s.cpu_s.max(last.cpu_s),
+                hwm_kb: s.hwm_kb.max(last.hwm_kb),
+            });
         }
     }
 
