@@ -211,7 +211,7 @@ fn target(out: &mut String, title: &str, checks: &[(String, Option<f64>, bool)])
             out,
             "  - {what}: {}{}",
             value
-                .map(|v| format!("{v:.2}"))
+                .map(|v| format!("{v:.3}"))
                 .unwrap_or_else(|| "–".into()),
             if value.is_none() {
                 " (failed)"
