@@ -211,8 +211,8 @@ impl KafkaSink {
         change: &ChangeEvent,
         has_key: bool,
         tombstone: bool,
+        lsn: &str,
     ) -> Result<(), SinkError> {
-        let lsn = change.source.commit_lsn.to_string();
         let headers = OwnedHeaders::new_with_capacity(4)
             .insert(Header {
                 key: "op",
@@ -228,7 +228,7 @@ impl KafkaSink {
             })
             .insert(Header {
                 key: "commit_lsn",
-                value: Some(lsn.as_str()),
+                value: Some(lsn),
             });
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
         if has_key {
@@ -301,10 +301,20 @@ impl KafkaSink {
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0);
+        // The commit LSN header in text form, made once per transaction
+        // rather than once per message.
+        let mut lsn_of = None;
+        let mut lsn = String::new();
         for event in &batch.events {
             let Event::Change(change) = event else {
                 continue;
             };
+            if lsn_of != Some(change.source.commit_lsn) {
+                lsn_of = Some(change.source.commit_lsn);
+                lsn.clear();
+                use std::fmt::Write as _;
+                let _ = write!(lsn, "{}", change.source.commit_lsn);
+            }
             let (topic, first) = self
                 .router
                 .topic(&change.table)
@@ -317,9 +327,9 @@ impl KafkaSink {
             let has_key = self.encoder.encode_key(change, &mut self.key);
             self.value.clear();
             self.encoder.encode(change, now_ms, &mut self.value);
-            self.enqueue(&topic, change, has_key, false).await?;
+            self.enqueue(&topic, change, has_key, false, &lsn).await?;
             if self.tombstones && change.op == Op::Delete && has_key {
-                self.enqueue(&topic, change, true, true).await?;
+                self.enqueue(&topic, change, true, true, &lsn).await?;
             }
         }
         while let Some(p) = self.pending.pop_front() {

@@ -1,8 +1,6 @@
 //! The Debezium-style JSON envelope.
 
-use std::io::Write;
-
-use super::json_text::write_json_string;
+use super::json_text::{write_i64, write_json_string, write_u64};
 use super::value_json::write_value;
 use crate::event::{ChangeEvent, Op};
 use crate::schema::TableSchema;
@@ -59,12 +57,11 @@ impl DebeziumJson {
         out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
         out.extend_from_slice(b"\",\"connector\":\"postgresql\",\"name\":");
         write_json_string(out, &self.name);
-        let _ = write!(
-            out,
-            ",\"ts_ms\":{},\"snapshot\":\"{}\",\"db\":",
-            src.commit_time_us.div_euclid(1000),
-            src.snapshot.as_str()
-        );
+        out.extend_from_slice(b",\"ts_ms\":");
+        write_i64(out, src.commit_time_us.div_euclid(1000));
+        out.extend_from_slice(b",\"snapshot\":\"");
+        out.extend_from_slice(src.snapshot.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"db\":");
         write_json_string(out, &table.database);
         out.extend_from_slice(b",\"schema\":");
         write_json_string(out, &table.name.schema);
@@ -72,25 +69,23 @@ impl DebeziumJson {
         write_json_string(out, &table.name.name);
         out.extend_from_slice(b",\"txId\":");
         match src.txid {
-            Some(x) => {
-                let _ = write!(out, "{x}");
-            }
+            Some(x) => write_u64(out, u64::from(x)),
             None => out.extend_from_slice(b"null"),
         }
-        let _ = write!(
-            out,
-            ",\"lsn\":{},\"commit_lsn\":{},\"ordinal\":{}",
-            src.lsn.0, src.commit_lsn.0, src.ordinal
-        );
+        out.extend_from_slice(b",\"lsn\":");
+        write_u64(out, src.lsn.0);
+        out.extend_from_slice(b",\"commit_lsn\":");
+        write_u64(out, src.commit_lsn.0);
+        out.extend_from_slice(b",\"ordinal\":");
+        write_u64(out, src.ordinal);
         if let Some(after) = &event.after {
             write_unchanged_toast(out, table, after);
         }
-        let _ = write!(
-            out,
-            "}},\"op\":\"{}\",\"ts_ms\":{}}}",
-            event.op.code(),
-            now_ms
-        );
+        out.extend_from_slice(b"},\"op\":\"");
+        out.extend_from_slice(event.op.code().as_bytes());
+        out.extend_from_slice(b"\",\"ts_ms\":");
+        write_i64(out, now_ms);
+        out.push(b'}');
     }
 
     /// Appends the event's key as a JSON object of its key columns

@@ -1,6 +1,6 @@
 //! One value as PostgreSQL's `to_jsonb` renders it.
 
-use super::json_text::{write_json_string, HEX};
+use super::json_text::{write_i64, write_json_string, HEX};
 use crate::value::Value;
 
 /// Appends `value` to `out` as JSON, byte-for-byte what PostgreSQL's
@@ -75,9 +75,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
 }
 
 fn write_int(out: &mut Vec<u8>, v: i64) {
-    use std::io::Write;
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "{v}");
+    write_i64(out, v);
 }
 
 /// A float type `ryu` can print.

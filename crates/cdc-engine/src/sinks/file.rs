@@ -1,15 +1,17 @@
 //! JSON lines appended to a file, fsynced before a batch counts as durable.
 
-use std::io::SeekFrom;
+use std::io::{SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use cdc_core::encode::DebeziumJson;
 use cdc_core::{Batch, Sink, SinkError};
 use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// Appends each change as one JSON line to a file. `write_batch` returns
-/// only after the data is written and `fsync`ed (`sync_data`).
+/// only after the data is written and `fsync`ed (`sync_data`): the batch's
+/// lines go out in one `write` and one `fsync`, on one blocking task (no
+/// copy of the batch into an intermediate buffer).
 ///
 /// Opening the file repairs a torn tail: if the process died in the middle
 /// of a write, the partial last line is cut off (its batch was never
@@ -17,7 +19,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 pub struct FileSink {
     path: PathBuf,
     encoder: DebeziumJson,
-    file: File,
+    /// `None` only while a write is in flight on the blocking pool (or
+    /// after that task panicked).
+    file: Option<std::fs::File>,
     buf: Vec<u8>,
 }
 
@@ -49,7 +53,7 @@ impl FileSink {
         Ok(Self {
             path: path.to_owned(),
             encoder: DebeziumJson::new(name),
-            file,
+            file: Some(file.into_std().await),
             buf: Vec::with_capacity(64 * 1024),
         })
     }
@@ -92,6 +96,55 @@ async fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
     }
 }
 
+impl FileSink {
+    /// Runs `op` on the file on the blocking pool, handing the file (and
+    /// the buffer) there and back.
+    async fn blocking<F>(&mut self, what: &str, op: F) -> Result<(), SinkError>
+    where
+        F: FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()> + Send + 'static,
+    {
+        let Some(mut file) = self.file.take() else {
+            return Err(SinkError::fatal(format!(
+                "{} is unusable after an earlier failure",
+                self.path.display()
+            )));
+        };
+        let buf = std::mem::take(&mut self.buf);
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = op(&mut file, &buf);
+            (file, buf, result)
+        })
+        .await;
+        match joined {
+            Ok((file, buf, result)) => {
+                self.file = Some(file);
+                self.buf = buf;
+                // A failed write may have left part of the batch in the
+                // file; the retry appends the batch again (at-least-once).
+                result.map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::InvalidInput {
+                        // EINVAL: the file does not support synchronization
+                        // (a device or special file); no retry can make it
+                        // durable.
+                        SinkError::fatal(format!(
+                            "{} cannot be synced to disk (it is not a regular file), so nothing written to it can be durable",
+                            self.path.display()
+                        ))
+                        .with_source(e)
+                    } else {
+                        SinkError::retryable(format!("{what} {}", self.path.display()))
+                            .with_source(e)
+                    }
+                })
+            }
+            Err(e) => Err(SinkError::fatal(format!(
+                "{what} {}: the I/O task failed: {e}",
+                self.path.display()
+            ))),
+        }
+    }
+}
+
 impl Sink for FileSink {
     async fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
         self.buf.clear();
@@ -99,35 +152,18 @@ impl Sink for FileSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let written = async {
-            self.file.write_all(&self.buf).await?;
-            self.file.flush().await
-        }
-        .await;
-        // A failed write may have left part of the batch in the file; the
-        // retry appends the batch again (at-least-once).
-        written.map_err(|e| {
-            SinkError::retryable(format!("writing to {}", self.path.display())).with_source(e)
-        })?;
-        self.file.sync_data().await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::InvalidInput {
-                // EINVAL: the file does not support synchronization (a
-                // device or special file); no retry can make it durable.
-                SinkError::fatal(format!(
-                    "{} cannot be synced to disk (it is not a regular file), so nothing written to it can be durable",
-                    self.path.display()
-                ))
-                .with_source(e)
-            } else {
-                SinkError::retryable(format!("syncing {}", self.path.display())).with_source(e)
-            }
+        self.blocking("writing to", |file, buf| {
+            file.write_all(buf)?;
+            file.sync_data()
         })
+        .await
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {
-        self.file.sync_all().await.map_err(|e| {
-            SinkError::retryable(format!("syncing {}", self.path.display())).with_source(e)
-        })
+        if self.file.is_none() {
+            return Ok(());
+        }
+        self.blocking("syncing", |file, _| file.sync_all()).await
     }
 }
 

@@ -47,8 +47,37 @@ fn parse_bool(text: &[u8]) -> Result<bool, Reason> {
     }
 }
 
-fn parse_int<T: std::str::FromStr>(text: &[u8]) -> Result<T, Reason> {
-    utf8(text)?.parse().map_err(|_| "not an integer in range")
+/// `int2out`/`int4out`/`int8out` print `-?[0-9]+`; a leading `+` is
+/// accepted too (as Rust's parser does). Parsed straight from the bytes:
+/// this runs for every integer column of every row.
+fn parse_int<T: TryFrom<i64>>(text: &[u8]) -> Result<T, Reason> {
+    const BAD: Reason = "not an integer in range";
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return Err(BAD);
+    }
+    // Accumulate negatively so that i64::MIN fits.
+    let mut v: i64 = 0;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return Err(BAD);
+        }
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_sub(i64::from(d)))
+            .ok_or(BAD)?;
+    }
+    let v = if negative {
+        v
+    } else {
+        v.checked_neg().ok_or(BAD)?
+    };
+    T::try_from(v).map_err(|_| BAD)
 }
 
 /// The spellings `float4out`/`float8out` use for the special values.
@@ -221,6 +250,49 @@ fn parse_uuid(text: &[u8]) -> Result<[u8; 16], Reason> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_parse_like_rusts_parser() {
+        let inputs: &[&[u8]] = &[
+            b"0",
+            b"-0",
+            b"+0",
+            b"7",
+            b"-7",
+            b"+7",
+            b"32767",
+            b"32768",
+            b"-32768",
+            b"-32769",
+            b"2147483647",
+            b"2147483648",
+            b"-2147483648",
+            b"-2147483649",
+            b"9223372036854775807",
+            b"9223372036854775808",
+            b"-9223372036854775808",
+            b"-9223372036854775809",
+            b"99999999999999999999999",
+            b"",
+            b"-",
+            b"+",
+            b"1a",
+            b" 1",
+            b"1 ",
+            b"--1",
+            b"+-1",
+            b"0001",
+            b"-0001",
+            b"1.0",
+            b"\xff",
+        ];
+        for &text in inputs {
+            let s = std::str::from_utf8(text).unwrap_or("\u{fffd}");
+            assert_eq!(parse_int::<i16>(text).ok(), s.parse::<i16>().ok(), "{s:?}");
+            assert_eq!(parse_int::<i32>(text).ok(), s.parse::<i32>().ok(), "{s:?}");
+            assert_eq!(parse_int::<i64>(text).ok(), s.parse::<i64>().ok(), "{s:?}");
+        }
+    }
 
     fn ok(kind: ScalarKind, text: &str) -> Value {
         parse_scalar(kind, text.as_bytes()).unwrap()

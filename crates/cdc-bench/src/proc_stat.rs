@@ -1,0 +1,82 @@
+//! CPU time and peak memory of a process, read from `/proc`.
+
+/// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// One reading of a process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// User plus system CPU seconds so far.
+    pub cpu_s: f64,
+    /// Peak resident set size so far (`VmHWM`), in KiB.
+    pub hwm_kb: u64,
+}
+
+/// Reads the CPU time and peak RSS of `pid`; `None` once it has exited.
+pub fn sample(pid: u32) -> Option<Sample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start
+    // after the last ')'. Field 3 (state) is index 0 there; utime and stime
+    // (fields 14 and 15) are indices 11 and 12.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = *fields.first()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    Some(Sample {
+        cpu_s: (utime + stime) as f64 / TICKS_PER_SECOND,
+        hwm_kb,
+    })
+}
+
+/// A process watched until it exits: keeps the last reading taken while it
+/// was alive.
+#[derive(Debug, Clone, Copy)]
+pub struct Tracked {
+    pid: u32,
+    last: Option<Sample>,
+}
+
+impl Tracked {
+    /// Starts watching `pid`.
+    pub fn new(pid: u32) -> Self {
+        let mut t = Self { pid, last: None };
+        t.update();
+        t
+    }
+
+    /// Takes a new reading if the process is still there. Keeps the
+    /// highest values seen: a process that is exiting has already released
+    /// its memory, and `/proc` then shows no `VmHWM`.
+    pub fn update(&mut self) {
+        if let Some(s) = sample(self.pid) {
+            let last = self.last.unwrap_or_default();
+            self.last = Some(Sample {
+                cpu_s: s.cpu_s.max(last.cpu_s),
+                hwm_kb: s.hwm_kb.max(last.hwm_kb),
+            });
+        }
+    }
+
+    /// The last reading.
+    pub fn last(&self) -> Option<Sample> {
+        self.last
+    }
+}
+
+/// The current 1, 5 and 15 minute load averages.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
