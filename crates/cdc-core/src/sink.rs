@@ -27,6 +27,11 @@ use crate::error::SinkError;
 ///   accept duplicates.
 /// * A batch may hold no events (it then only moves the checkpoint); a sink
 ///   may return at once.
+/// * When batches queue up behind a slow sink, the engine hands over
+///   several at once with [`write_batches`](Sink::write_batches) (group
+///   commit). Its default writes them one after another; a sink with a
+///   fixed cost per call (an `fsync`, a round trip to wait for) overrides
+///   it to pay that cost once per group.
 ///
 /// # Example
 ///
@@ -47,6 +52,24 @@ pub trait Sink: Send {
     /// Writes `batch` and returns once all of it is durable.
     fn write_batch(&mut self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
 
+    /// Writes consecutive batches, in order, and returns once all of them
+    /// are durable. The contract of [`write_batch`](Sink::write_batch)
+    /// applies to the group as a whole: on error nothing of it counts as
+    /// written, and a retry hands over the same group again.
+    ///
+    /// The default calls `write_batch` for each batch in turn.
+    fn write_batches(
+        &mut self,
+        batches: &[&Batch],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async move {
+            for batch in batches {
+                self.write_batch(batch).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Called once when the pipeline stops after the last successful
     /// `write_batch`: release connections, flush client buffers.
     fn close(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
@@ -62,6 +85,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait DynSink: Send {
     /// See [`Sink::write_batch`].
     fn write_batch<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), SinkError>>;
+    /// See [`Sink::write_batches`].
+    fn write_batches<'a>(
+        &'a mut self,
+        batches: &'a [&'a Batch],
+    ) -> BoxFuture<'a, Result<(), SinkError>>;
     /// See [`Sink::close`].
     fn close(&mut self) -> BoxFuture<'_, Result<(), SinkError>>;
 }
@@ -69,6 +97,13 @@ pub trait DynSink: Send {
 impl<S: Sink> DynSink for S {
     fn write_batch<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(Sink::write_batch(self, batch))
+    }
+
+    fn write_batches<'a>(
+        &'a mut self,
+        batches: &'a [&'a Batch],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(Sink::write_batches(self, batches))
     }
 
     fn close(&mut self) -> BoxFuture<'_, Result<(), SinkError>> {

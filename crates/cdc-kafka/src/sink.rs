@@ -295,7 +295,9 @@ impl KafkaSink {
         Ok(())
     }
 
-    async fn write(&mut self, batch: &Batch) -> Result<(), SinkError> {
+    /// Queues every change of `batches`, then waits for all delivery
+    /// reports.
+    async fn write(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
         self.renew_producer_if_needed().await?;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -305,7 +307,7 @@ impl KafkaSink {
         // rather than once per message.
         let mut lsn_of = None;
         let mut lsn = String::new();
-        for event in &batch.events {
+        for event in batches.iter().flat_map(|b| &b.events) {
             let Event::Change(change) = event else {
                 continue;
             };
@@ -361,9 +363,15 @@ async fn settle((topic, bytes, fut): (Arc<str>, usize, DeliveryFuture)) -> Resul
 
 impl Sink for KafkaSink {
     async fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        let result = self.write(batch).await;
+        Sink::write_batches(self, &[batch]).await
+    }
+
+    /// Every message of the group is queued before the first delivery
+    /// report is awaited.
+    async fn write_batches(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
+        let result = self.write(batches).await;
         if result.is_err() {
-            // Nothing of this batch counts: forget the reports still
+            // Nothing of this group counts: forget the reports still
             // outstanding, and retry with a new producer.
             self.pending.clear();
             self.renew = true;

@@ -127,7 +127,7 @@ pub const SINK_ERRORS: Metric = metric(
 pub const SINK_WRITE_SECONDS: Metric = metric(
     "cdc_sink_write_seconds",
     Kind::Histogram,
-    "Duration of successful batch writes of a sink, in seconds.",
+    "Duration of successful sink writes (one batch, or a group of queued batches written together), in seconds.",
 );
 /// Batches waiting in a sink's channel.
 pub const SINK_CHANNEL_QUEUED: Metric = metric(

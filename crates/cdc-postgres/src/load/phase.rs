@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cdc_core::{AckHandle, Batch, ControlEvent, Event, Lsn, SourceStatus, TableName};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +56,9 @@ pub(crate) struct SnapshotPhase {
     items: mpsc::Receiver<Result<LoadItem, PgError>>,
     readers_done: bool,
     held: HeldChunks,
+    /// Bumped whenever chunks are marked done: wakes the readers that wait
+    /// for the snapshot to finish.
+    chunks_done: watch::Sender<u64>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     announce_begin: bool,
@@ -259,6 +262,7 @@ impl SnapshotPhase {
         let (tx, items) = mpsc::channel(settings.workers * 4);
         let held = HeldChunks::default();
         let stop = CancellationToken::new();
+        let (chunks_done, chunks_done_rx) = watch::channel(0u64);
         let ctx = ReaderContext {
             options: options.clone(),
             database: server.database.clone(),
@@ -266,6 +270,7 @@ impl SnapshotPhase {
             store: store.clone(),
             settings: settings.clone(),
             held: held.clone(),
+            chunks_done: chunks_done_rx,
             out: tx,
             stop: stop.clone(),
         };
@@ -295,6 +300,7 @@ impl SnapshotPhase {
             items,
             readers_done: false,
             held,
+            chunks_done,
             stop,
             tasks,
             announce_begin: true,
@@ -310,7 +316,11 @@ impl SnapshotPhase {
 
     /// Marks done the chunks whose rows are durable.
     async fn complete_durable(&mut self, ack: &AckHandle) -> Result<(), PgError> {
-        for c in self.emitter.take_completed(ack.durable_batches()) {
+        let completed = self.emitter.take_completed(ack.durable_batches());
+        if completed.is_empty() {
+            return Ok(());
+        }
+        for c in completed {
             // Stop heartbeating first: a heartbeat racing the update would
             // find the chunk done and report a takeover that did not happen.
             hold(&self.held, c.chunk_id, false);
@@ -329,6 +339,7 @@ impl SnapshotPhase {
                 tracing::warn!(chunk = c.chunk_id, "chunk was taken over by another instance before its rows were durable here; it is read again there");
             }
         }
+        self.chunks_done.send_modify(|n| *n += 1);
         Ok(())
     }
 
@@ -392,6 +403,10 @@ impl SnapshotPhase {
             }
             let wait = match first_at {
                 Some(t) => max_wait.saturating_sub(t.elapsed()),
+                // Chunks wait for their rows to become durable: look again
+                // soon, so they are marked done (and the readers, waiting
+                // for the last ones, can finish) without a long pause.
+                None if self.emitter.awaits_durability() => Duration::from_millis(10),
                 None => Duration::from_millis(200),
             };
             match tokio::time::timeout(wait, self.items.recv()).await {

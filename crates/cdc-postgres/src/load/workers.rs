@@ -9,7 +9,7 @@ use std::time::Duration;
 use cdc_core::{Row, TableName, TableSchema};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::export::import_snapshot;
@@ -70,6 +70,8 @@ pub(crate) struct ReaderContext {
     pub store: MetadataStore,
     pub settings: SnapshotSettings,
     pub held: HeldChunks,
+    /// Changes whenever this instance marks chunks done.
+    pub chunks_done: watch::Receiver<u64>,
     pub out: mpsc::Sender<Result<LoadItem, PgError>>,
     pub stop: CancellationToken,
 }
@@ -77,7 +79,7 @@ pub(crate) struct ReaderContext {
 /// Runs one reader until every chunk is done or `stop` fires. Errors are
 /// sent to the source; a lost snapshot makes the reader wait and retry
 /// with the snapshot the (new) coordinator records.
-pub(crate) async fn run_reader(ctx: ReaderContext) {
+pub(crate) async fn run_reader(mut ctx: ReaderContext) {
     let mut schemas: HashMap<TableName, RelationInfo> = HashMap::new();
     let mut conn: Option<PgConnection> = None;
     let idle = Duration::from_millis(500);
@@ -102,7 +104,11 @@ pub(crate) async fn run_reader(ctx: ReaderContext) {
         match read_one(&ctx, c, &mut schemas).await {
             Ok(true) => {}
             Ok(false) => {
-                // Nothing claimable now: finished, or others are still reading.
+                // Nothing claimable now: finished, or chunks are still being
+                // read or made durable (here or by other instances). Look
+                // again when this instance marks chunks done, or after a
+                // while (other instances, claims that time out).
+                ctx.chunks_done.borrow_and_update();
                 match ctx.store.all_done(c, &ctx.slot).await {
                     Ok(true) => return,
                     Ok(false) => {}
@@ -111,7 +117,14 @@ pub(crate) async fn run_reader(ctx: ReaderContext) {
                         conn = None;
                     }
                 }
-                tokio::select! { _ = ctx.stop.cancelled() => return, _ = tokio::time::sleep(idle) => {} }
+                tokio::select! {
+                    _ = ctx.stop.cancelled() => return,
+                    _ = tokio::time::sleep(idle) => {}
+                    changed = ctx.chunks_done.changed() => if changed.is_err() {
+                        // The source is gone; `stop` follows.
+                        tokio::select! { _ = ctx.stop.cancelled() => return, _ = tokio::time::sleep(idle) => {} }
+                    },
+                }
             }
             Err(e) => {
                 let retry = matches!(e, PgError::SnapshotGone(_));

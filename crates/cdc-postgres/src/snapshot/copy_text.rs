@@ -68,21 +68,21 @@ pub fn split_line<'a>(line: &'a [u8], out: &mut Vec<CopyField<'a>>) -> Result<()
         let mut i = start;
         let mut escaped = false;
         let end = loop {
-            match line.get(i) {
-                None => break line.len(),
-                Some(b'\t') => break i,
-                Some(b'\\') => {
-                    escaped = true;
-                    if i + 1 >= line.len() {
-                        return Err(CopyTextError {
-                            column,
-                            reason: "line ends with a lone backslash",
-                        });
-                    }
-                    i += 2;
-                }
-                Some(_) => i += 1,
+            let rest = line.get(i..).unwrap_or_default();
+            let Some(at) = memchr::memchr2(b'\t', b'\\', rest).map(|off| i + off) else {
+                break line.len();
+            };
+            if line.get(at) == Some(&b'\t') {
+                break at;
             }
+            escaped = true;
+            if at + 1 >= line.len() {
+                return Err(CopyTextError {
+                    column,
+                    reason: "line ends with a lone backslash",
+                });
+            }
+            i = at + 2;
         };
         let raw = line.get(start..end).unwrap_or_default();
         out.push(if raw == b"\\N" {
@@ -189,7 +189,7 @@ impl LineAssembler {
     ) -> Result<(), E> {
         let mut rest = chunk;
         if !self.partial.is_empty() {
-            match rest.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', rest) {
                 None => {
                     self.partial.extend_from_slice(rest);
                     return Ok(());
@@ -206,7 +206,7 @@ impl LineAssembler {
                 }
             }
         }
-        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
             on_line(rest.get(..nl).unwrap_or_default())?;
             rest = rest.get(nl + 1..).unwrap_or_default();
         }
