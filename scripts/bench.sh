@@ -12,7 +12,9 @@
 #                                    never to docs/; fails if any case fails
 #                                    or delivers a wrong row count
 #   scripts/bench.sh --baseline F    add a before/after table against the
-#                                    results file F of an earlier run
+#                                    results file F of an earlier run (full
+#                                    run default: docs/benchmarks-before.json,
+#                                    the run before the latest fixes)
 #   scripts/bench.sh --no-kafka      skip the Kafka cases (no tansu)
 #   scripts/bench.sh --only G,...    only these case groups (snapshot,
 #                                    streaming, latency)
@@ -45,13 +47,14 @@ source "$ROOT/scripts/pg.sh"
 
 QUICK=0
 KAFKA=1
+BASELINE=""
 EXTRA_ARGS=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) QUICK=1 ;;
 	--no-kafka) KAFKA=0 ;;
 	--baseline)
-		EXTRA_ARGS+=(--baseline "$(realpath "${2:?--baseline needs a file}")")
+		BASELINE="$(realpath "${2:?--baseline needs a file}")"
 		shift
 		;;
 	--only)
@@ -174,6 +177,10 @@ fi
 mkdir -p "$(dirname "$OUT")"
 JSON="${OUT%.md}.json"
 if [ -n "${BENCH_REPS:-}" ]; then EXTRA_ARGS+=(--reps "$BENCH_REPS"); fi
+if [ -z "$BASELINE" ] && [ "$QUICK" = 0 ] && [ -f "$ROOT/docs/benchmarks-before.json" ]; then
+	BASELINE="$ROOT/docs/benchmarks-before.json"
+fi
+if [ -n "$BASELINE" ]; then EXTRA_ARGS+=(--baseline "$BASELINE"); fi
 if [ -f "$ROOT/docs/benchmarks-notes.md" ]; then
 	EXTRA_ARGS+=(--notes "$ROOT/docs/benchmarks-notes.md")
 fi

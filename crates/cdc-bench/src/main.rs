@@ -262,7 +262,11 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     let baseline = match &args.baseline {
         Some(p) => Some((
-            p.display().to_string(),
+            // The file's name: the report names it, the directory is incidental.
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
             serde_json::from_str::<Results>(&std::fs::read_to_string(p)?)
                 .with_context(|| format!("reading {}", p.display()))?,
         )),
