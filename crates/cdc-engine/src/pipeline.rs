@@ -273,7 +273,6 @@ pub async fn run_pipeline_observed<S: Source>(
                         }
                     }
                 }
-                drop(to_write);
                 for batch in &group {
                     durable.mark(index, batch.checkpoint);
                 }

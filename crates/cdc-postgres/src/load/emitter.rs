@@ -153,12 +153,12 @@ impl Emitter {
         done
     }
 
-    /// `true` when no chunk is being emitted or waiting for durability.
     /// `true` while some emitted chunk waits for its batch to be durable.
     pub fn awaits_durability(&self) -> bool {
         !self.completions.is_empty()
     }
 
+    /// `true` when no chunk is being emitted or waiting for durability.
     pub fn is_idle(&self) -> bool {
         self.open.is_empty() && self.completions.is_empty()
     }
