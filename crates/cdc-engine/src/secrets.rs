@@ -420,7 +420,7 @@ impl ScrubbingStderr {
 impl std::io::Write for ScrubbingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(self.secrets.scrub(&text).as_bytes())?;
+        crate::progress::write_log(self.secrets.scrub(&text).as_bytes())?;
         Ok(buf.len())
     }
 
