@@ -27,7 +27,10 @@
 mod cluster;
 mod db;
 mod engine;
+pub mod pipelines;
 mod proxy;
+pub mod replay;
+pub mod snapshot_meta;
 mod util;
 
 pub use cluster::Cluster;

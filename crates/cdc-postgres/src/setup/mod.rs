@@ -13,4 +13,4 @@ mod slot;
 pub use preflight::{check_select, preflight, ServerInfo, TableInfo};
 pub use publication::ensure_publication;
 pub use replica_identity::ensure_replica_identity;
-pub use slot::{ensure_slot, slot_exists, SlotState};
+pub use slot::{ensure_slot, slot_confirmed_flush, slot_exists, SlotState};
