@@ -115,3 +115,68 @@ async fn running_job_whose_slot_was_dropped_starts_over() {
 async fn running_job_whose_slot_was_recreated_starts_over() {
     slot_lost_under_a_running_job(true).await;
 }
+
+/// Instance A's read of a chunk fails after it handed over the chunk's
+/// first rows; before A claims again, instance B reads that chunk. A must
+/// still finish its part of the snapshot (it used to wait for the end of
+/// its failed read for ever), and the merged output must equal the table.
+#[tokio::test]
+async fn a_read_that_fails_midway_does_not_leave_its_instance_waiting() {
+    let db = TestDb::create("snapfault_failed_read").await;
+    table(&db, 40_000).await;
+    let s = unique_suffix();
+    let (slot, publication) = (format!("sr_{s}"), format!("srp_{s}"));
+    let dir = TempDir::new("snapfault-read-out");
+    let (out_a, out_b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 1 }";
+    let yaml = |out| pipeline_yaml(&db, &["public.t"], &slot, &publication, out, snapshot);
+
+    // B coordinates and reads slowly: every claim waits 300 ms.
+    let b = Engine::start_with(
+        &yaml(&out_b),
+        &["run"],
+        &[("FAILPOINTS", "snapshot::reader_before_claim=return(300)")],
+    );
+    let running = wait_until(TIMEOUT, async || {
+        job(&db, &slot).await.is_some_and(|j| j.state == "running")
+    })
+    .await;
+    assert!(running, "{}", b.output_report());
+    // A's first read fails after its first rows; its next claim waits 10 s,
+    // long enough for B to read that chunk and every other one.
+    let a = Engine::start_with(
+        &yaml(&out_a),
+        &["run"],
+        &[(
+            "FAILPOINTS",
+            "snapshot::reader_after_first_rows=1*return;snapshot::reader_before_claim=1*off->1*return(10000)",
+        )],
+    );
+    let failed = wait_until(TIMEOUT, async || {
+        a.stderr_text()
+            .contains("failpoint snapshot::reader_after_first_rows")
+    })
+    .await;
+    assert!(failed, "{}", a.output_report());
+    let done = wait_until(TIMEOUT, async || {
+        job(&db, &slot).await.is_some_and(|j| j.state == "done")
+    })
+    .await;
+    assert!(done, "{}\n{}", b.output_report(), a.output_report());
+    let finished = wait_until(TIMEOUT, async || {
+        a.stderr_text()
+            .contains("snapshot done; starting to stream")
+    })
+    .await;
+    assert!(
+        finished,
+        "A never finished its part of the snapshot\n{}",
+        a.output_report()
+    );
+    db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 1000 = 1")
+        .await;
+    let mut tails = [Tail::new(0, out_a), Tail::new(1, out_b)];
+    wait_converged(&db, &mut tails, &[&a, &b]).await;
+    drop((a, b));
+    db.cleanup().await;
+}

@@ -16,7 +16,7 @@ use super::export::{
 };
 use super::settings::{Chunking, SnapshotMode, SnapshotSettings};
 use super::workers::{
-    hold, run_heartbeat, run_reader, HeartbeatContext, HeldChunks, LoadItem, ReaderContext,
+    run_heartbeat, run_reader, Claims, HeartbeatContext, LoadItem, ReaderContext,
 };
 use crate::error::PgError;
 use crate::setup::{self, ServerInfo};
@@ -55,7 +55,7 @@ pub(crate) struct SnapshotPhase {
     emitter: Emitter,
     items: mpsc::Receiver<Result<LoadItem, PgError>>,
     readers_done: bool,
-    held: HeldChunks,
+    claims: Claims,
     /// Bumped whenever chunks are marked done: wakes the readers that wait
     /// for the snapshot to finish.
     chunks_done: watch::Sender<u64>,
@@ -280,7 +280,7 @@ impl SnapshotPhase {
             status.snapshot_table(&t.table, t.chunks_total, t.chunks_done);
         }
         let (tx, items) = mpsc::channel(settings.workers * 4);
-        let held = HeldChunks::default();
+        let claims = Claims::default();
         let stop = CancellationToken::new();
         let (chunks_done, chunks_done_rx) = watch::channel(0u64);
         let ctx = ReaderContext {
@@ -289,7 +289,7 @@ impl SnapshotPhase {
             slot: slot.to_owned(),
             store: store.clone(),
             settings: settings.clone(),
-            held: held.clone(),
+            claims: claims.clone(),
             chunks_done: chunks_done_rx,
             out: tx,
             stop: stop.clone(),
@@ -298,7 +298,7 @@ impl SnapshotPhase {
             options: options.clone(),
             store: store.clone(),
             settings: settings.clone(),
-            held: held.clone(),
+            claims: claims.clone(),
             stop: stop.clone(),
         };
         let mut tasks: Vec<JoinHandle<()>> = (0..settings.workers)
@@ -319,7 +319,7 @@ impl SnapshotPhase {
             emitter: Emitter::new(snapshot_lsn, now_us()),
             items,
             readers_done: false,
-            held,
+            claims,
             chunks_done,
             stop,
             tasks,
@@ -343,13 +343,14 @@ impl SnapshotPhase {
         for c in completed {
             // Stop heartbeating first: a heartbeat racing the update would
             // find the chunk done and report a takeover that did not happen.
-            hold(&self.held, c.chunk_id, false);
+            self.claims.forget(c.chunk_id, c.attempt);
             let mine = self
                 .store
                 .mark_done(
                     &mut self.meta,
                     c.chunk_id,
                     &self.settings.instance_id,
+                    c.attempt,
                     c.rows,
                 )
                 .await?;
@@ -357,7 +358,7 @@ impl SnapshotPhase {
                 self.status.snapshot_chunk_done(&c.table);
                 crate::failpoint::failpoint!("snapshot::after_mark_done");
             } else {
-                tracing::warn!(chunk = c.chunk_id, "chunk was taken over by another instance before its rows were durable here; it is read again there");
+                tracing::warn!(chunk = c.chunk_id, attempt = c.attempt, "chunk was claimed again before its rows were durable here; it is read again under the new claim");
             }
         }
         self.chunks_done.send_modify(|n| *n += 1);
@@ -442,6 +443,33 @@ impl SnapshotPhase {
                 }
                 Ok(Some(Err(e))) => return Err(e),
                 Ok(Some(Ok(item))) => {
+                    // Rows that waited in the channel while the claim ran
+                    // out (a paused process) must not reach a sink either.
+                    let item = match item {
+                        LoadItem::Rows(chunk, _) | LoadItem::End(chunk, _)
+                            if !self.claims.valid(
+                                chunk.id,
+                                chunk.attempt,
+                                self.settings.claim_timeout,
+                            ) =>
+                        {
+                            tracing::warn!(chunk = chunk.id, attempt = chunk.attempt, table = %chunk.table.name,
+                                "the claim on a snapshot chunk ran out before its rows were handed on: dropping them; it is read again");
+                            // Stop renewing it and give it back, so it is
+                            // read again at once (here or elsewhere).
+                            self.claims.forget(chunk.id, chunk.attempt);
+                            self.store
+                                .release_chunk(
+                                    &mut self.meta,
+                                    chunk.id,
+                                    &self.settings.instance_id,
+                                    chunk.attempt,
+                                )
+                                .await?;
+                            LoadItem::Abort(chunk)
+                        }
+                        item => item,
+                    };
                     if let LoadItem::Rows(chunk, rows) = &item {
                         self.status
                             .snapshot_rows(&chunk.table.name, rows.len() as u64);

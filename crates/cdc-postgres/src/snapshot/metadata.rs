@@ -507,19 +507,22 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
         row.map(|r| decode_chunk(&r)).transpose()
     }
 
-    /// Renews the claim of chunk `chunk_id`. `false` when the chunk is no
-    /// longer in progress under `instance_id` (another instance took it
-    /// over): the caller must stop and must not mark it done.
+    /// Renews the claim `attempt` of chunk `chunk_id`. `false` when the
+    /// chunk is no longer in progress under that claim (another reader,
+    /// of this instance or another, claimed it again): the caller must
+    /// stop, drop what it read, and must not mark it done.
     pub async fn heartbeat(
         &self,
         conn: &mut PgConnection,
         chunk_id: i64,
         instance_id: &str,
+        attempt: u32,
     ) -> Result<bool, PgError> {
         self.update_held_chunk(
             conn,
             chunk_id,
             instance_id,
+            attempt,
             "heartbeat_at = pg_catalog.now()",
             "renewing a chunk claim",
         )
@@ -527,18 +530,20 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
     }
 
     /// Gives chunk `chunk_id` back (pending, unclaimed) so another reader
-    /// can claim it at once, e.g. after a failed read. `false` when
-    /// `instance_id` no longer held it.
+    /// can claim it at once, e.g. after a failed read. `false` when the
+    /// claim `attempt` of `instance_id` no longer held it.
     pub async fn release_chunk(
         &self,
         conn: &mut PgConnection,
         chunk_id: i64,
         instance_id: &str,
+        attempt: u32,
     ) -> Result<bool, PgError> {
         self.update_held_chunk(
             conn,
             chunk_id,
             instance_id,
+            attempt,
             "status = 'pending', claimed_by = NULL, claimed_at = NULL, heartbeat_at = NULL",
             "releasing a chunk claim",
         )
@@ -546,23 +551,27 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
     }
 
     /// Applies `set` (a fixed SQL `SET` list) to chunk `chunk_id` if
-    /// `instance_id` still holds it in progress; `true` when it did.
+    /// `instance_id` still holds it in progress under claim `attempt`;
+    /// `true` when it did.
     async fn update_held_chunk(
         &self,
         conn: &mut PgConnection,
         chunk_id: i64,
         instance_id: &str,
+        attempt: u32,
         set: &'static str,
         what: &'static str,
     ) -> Result<bool, PgError> {
         let err = self.ctx(what);
         let sql = format!(
-            "UPDATE {} SET {set} WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'",
+            "UPDATE {} SET {set}
+             WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND status = 'in_progress'",
             self.chunks()
         );
         let done = sqlx::query(AssertSqlSafe(sql))
             .bind(chunk_id)
             .bind(instance_id)
+            .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
             .execute(&mut *conn)
             .await
             .map_err(&err)?;
@@ -570,17 +579,20 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
     }
 
     /// Marks chunk `chunk_id` done with `rows` rows, adding them to the
-    /// job's counters, but only while `instance_id` still holds the claim.
-    /// `true` when the chunk is done under this instance's claim (also when
-    /// it already was: a retried call counts once); `false` when another
-    /// instance has taken the chunk over.
+    /// job's counters, but only while `instance_id` still holds the claim
+    /// `attempt`. `true` when the chunk is done under that claim (also when
+    /// it already was: a retried call counts once); `false` when the chunk
+    /// was claimed again since (by another instance or another reader of
+    /// this one).
     pub async fn mark_done(
         &self,
         conn: &mut PgConnection,
         chunk_id: i64,
         instance_id: &str,
+        attempt: u32,
         rows: u64,
     ) -> Result<bool, PgError> {
+        let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
         let err = self.ctx("marking a chunk done");
         let rows = i64::try_from(rows).unwrap_or(i64::MAX);
         let sql = format!(
@@ -588,7 +600,7 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
                  UPDATE {chunks}
                  SET status = 'done', \"rows\" = $3, done_at = pg_catalog.now(),
                      heartbeat_at = pg_catalog.now()
-                 WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'
+                 WHERE id = $1 AND claimed_by = $2 AND attempts = $4 AND status = 'in_progress'
                  RETURNING slot_name)
              UPDATE {jobs} j
              SET chunks_done = j.chunks_done + 1, rows_done = j.rows_done + $3,
@@ -602,6 +614,7 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
             .bind(chunk_id)
             .bind(instance_id)
             .bind(rows)
+            .bind(attempt)
             .fetch_optional(&mut *conn)
             .await
             .map_err(&err)?;
@@ -609,12 +622,13 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
             return Ok(true);
         }
         let sql = format!(
-            "SELECT status = 'done' AND claimed_by = $2 FROM {} WHERE id = $1",
+            "SELECT status = 'done' AND claimed_by = $2 AND attempts = $3 FROM {} WHERE id = $1",
             self.chunks()
         );
         let already: Option<Option<bool>> = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(chunk_id)
             .bind(instance_id)
+            .bind(attempt)
             .fetch_optional(&mut *conn)
             .await
             .map_err(&err)?;
