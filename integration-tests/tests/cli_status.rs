@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use integration_tests::{
-    read_jsonl, run_engine, unique_suffix, wait_for, wait_until, Engine, TempDir, TestDb,
+    read_jsonl, run_engine, unique_suffix, wait_until, Engine, TempDir, TestDb,
 };
 use serde_json::Value;
 
@@ -42,8 +42,18 @@ fn pipeline(
     )
 }
 
-/// Runs `status` (text) and `status --json`; returns the exit code (the
-/// same for both, checked), the text and the JSON document.
+/// Runs `status --json`: the exit code and the document. For polling,
+/// while the state may change from one call to the next.
+fn status_json(yaml: &str) -> (i32, Value) {
+    let (code, out, err) = run_engine(&["status", "--json"], yaml);
+    let doc: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{out}{err}"));
+    (code, doc)
+}
+
+/// Runs `status` (text) and `status --json` on a state that holds still;
+/// returns the exit code (the same for both, checked), the text and the
+/// JSON document.
 fn status(yaml: &str) -> (i32, String, Value) {
     let (code, text, err) = run_engine(&["status"], yaml);
     let (json_code, json_out, json_err) = run_engine(&["status", "--json"], yaml);
@@ -99,7 +109,7 @@ async fn healthy_while_streaming_then_degraded_when_the_slot_is_inactive() {
         db.slot_confirmed_flush_lsn(&slot)
             .await
             .is_some_and(|l| l >= confirmed)
-            || status(&yaml).2["slot"]["lag_bytes"].as_u64() == Some(0)
+            || status_json(&yaml).1["slot"]["lag_bytes"].as_u64() == Some(0)
     })
     .await;
     assert!(caught_up, "{}", engine.output_report());
@@ -194,30 +204,34 @@ async fn mid_snapshot_shows_the_job_and_the_claims_of_two_instances() {
     let yaml = stalled(&a);
     // Wait until A coordinates a running job, then start B.
     let running = wait_until(TIMEOUT, async || {
-        status(&yaml).2["snapshot"]["state"] == "running"
+        status_json(&yaml).1["snapshot"]["state"] == "running"
     })
     .await;
     assert!(running, "{}", engine_a.output_report());
     let engine_b = Engine::start_stalled(&stalled(&b));
 
-    let both = wait_for(TIMEOUT, async || {
-        let (code, text, doc) = status(&yaml);
-        let claims: Vec<String> = doc["snapshot"]["tables"][0]["claims"]
+    let claimants = |doc: &Value| -> Vec<String> {
+        doc["snapshot"]["tables"][0]["claims"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|c| c["instance"].as_str().map(str::to_owned))
-            .collect();
-        (claims.contains(&a) && claims.contains(&b)).then_some((code, text, doc))
+            .collect()
+    };
+    let both = wait_until(TIMEOUT, async || {
+        let claims = claimants(&status_json(&yaml).1);
+        claims.contains(&a) && claims.contains(&b)
     })
     .await;
-    let Some((code, text, doc)) = both else {
+    // Both engines are stalled now: what status shows holds still.
+    let (code, text, doc) = status(&yaml);
+    if !both || !claimants(&doc).contains(&b) {
         panic!(
-            "two instances never held claims at once\n{}\n{}",
+            "two instances never held claims at once\n{text}\n{}\n{}",
             engine_a.output_report(),
             engine_b.output_report()
         );
-    };
+    }
     // A snapshot in progress is not a fault: the slot waits for it.
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("snapshot: running"), "{text}");
