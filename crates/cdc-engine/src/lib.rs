@@ -10,6 +10,7 @@
 //! with any [`cdc_core::Source`] and [`cdc_core::Sink`]s), and the built-in
 //! [`sinks`].
 
+pub mod check;
 pub mod config;
 pub mod engine_state;
 pub mod http;
