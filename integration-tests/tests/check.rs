@@ -447,6 +447,11 @@ async fn partitioned_tables_need_publish_via_partition_root() {
             n.publication
         )],
     );
+    // The publication lists the parent (pg_publication_tables shows the partition).
+    plain.assert_line(
+        &format!("ok   publication {}:", n.publication),
+        &["exists and includes every table"],
+    );
     via_root.assert_exit(0);
     via_root.assert_line("ok   table public.m:", &["publish_via_partition_root"]);
 }
@@ -568,4 +573,36 @@ async fn run_refuses_to_start_naming_every_blocking_problem() {
         assert!(stderr.contains(needle), "stderr lacks {needle:?}\n{report}");
     }
     assert!(slots.is_empty(), "a slot was created: {slots:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_in_use_elsewhere_is_a_warning() {
+    let db = TestDb::create("chk_busy").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, n int)")
+        .await;
+    let n = names();
+    let config = yaml(db.url(), &["public.t"], &n, true, true, "", "");
+    let mut engine = Engine::start(&config);
+    let streaming = integration_tests::wait_until(Duration::from_secs(30), async || {
+        db.slot_active(&n.slot).await
+    })
+    .await;
+    let c = if streaming {
+        Some(Checked::run(&config))
+    } else {
+        None
+    };
+    engine.stop(Duration::from_secs(20)).await;
+    let report = engine.output_report();
+    db.cleanup().await;
+    let c = c.unwrap_or_else(|| panic!("the engine did not start streaming\n{report}"));
+    c.assert_exit(0);
+    c.assert_line(
+        &format!("WARN slot {}:", n.slot),
+        &[
+            "is in use by another process (pid ",
+            "run keeps retrying until it is released",
+            "fix: stop the other process, or set source.slot.standby: true",
+        ],
+    );
 }
