@@ -18,6 +18,8 @@ pub mod http;
 pub mod lag_poll;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod run;
 pub mod secrets;
 pub mod sinks;
+pub mod status_report;

@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod conn;
 mod error;
 pub mod ident;
+pub mod inspect;
 pub mod load;
 pub mod pgoutput;
 pub mod setup;

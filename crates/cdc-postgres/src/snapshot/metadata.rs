@@ -124,6 +124,19 @@ pub struct TableProgress {
     pub rows: u64,
 }
 
+/// Chunks of one table that one instance holds (see [`MetadataStore::claims`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// The table.
+    pub table: TableName,
+    /// The instance holding the chunks (`snapshot.instance_id`).
+    pub instance: String,
+    /// How many chunks of the table it holds.
+    pub chunks: u64,
+    /// How long ago the oldest of its heartbeats for these chunks was.
+    pub heartbeat_age: Duration,
+}
+
 /// Progress of a job, per table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Progress {
@@ -643,6 +656,56 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
             });
         }
         Ok(Progress { tables })
+    }
+
+    /// `true` when both coordination tables exist in this store's schema.
+    pub async fn exists(&self, conn: &mut PgConnection) -> Result<bool, PgError> {
+        sqlx::query_scalar(
+            "SELECT pg_catalog.to_regclass($1) IS NOT NULL AND pg_catalog.to_regclass($2) IS NOT NULL",
+        )
+        .bind(self.jobs())
+        .bind(self.chunks())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(self.ctx("looking for the coordination tables"))
+    }
+
+    /// The chunks of `slot`'s job that instances hold right now: per table
+    /// and instance, how many chunks and how long ago the oldest of their
+    /// heartbeats was.
+    pub async fn claims(&self, conn: &mut PgConnection, slot: &str) -> Result<Vec<Claim>, PgError> {
+        let err = self.ctx("reading claims");
+        let sql = format!(
+            "SELECT table_schema, table_name, COALESCE(claimed_by, '') AS instance,
+                    pg_catalog.count(*) AS chunks,
+                    COALESCE(EXTRACT(epoch FROM pg_catalog.now()
+                        - pg_catalog.min(COALESCE(heartbeat_at, claimed_at))), 0)::pg_catalog.float8
+                        AS heartbeat_age
+             FROM {} WHERE slot_name = $1 AND status = 'in_progress'
+             GROUP BY table_schema, table_name, claimed_by
+             ORDER BY table_schema, table_name, claimed_by",
+            self.chunks()
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(slot)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(&err)?;
+        let mut claims = Vec::with_capacity(rows.len());
+        for row in rows {
+            let chunks: i64 = row.try_get("chunks").map_err(&err)?;
+            let age: f64 = row.try_get("heartbeat_age").map_err(&err)?;
+            claims.push(Claim {
+                table: TableName::new(
+                    row.try_get::<String, _>("table_schema").map_err(&err)?,
+                    row.try_get::<String, _>("table_name").map_err(&err)?,
+                ),
+                instance: row.try_get("instance").map_err(&err)?,
+                chunks: u64::try_from(chunks).unwrap_or(0),
+                heartbeat_age: Duration::try_from_secs_f64(age.max(0.0)).unwrap_or_default(),
+            });
+        }
+        Ok(claims)
     }
 
     /// `true` when the job of `slot` is past planning (`running` or `done`)

@@ -147,10 +147,9 @@ struct Relation {
 /// let mut source = PgSource::connect(cfg).await?;
 /// let ack = source.ack_handle();
 /// while let Some(batch) = source.next_batch().await? {
-///     // ... make the batch durable somewhere, then:
-///     if let Some(lsn) = batch.checkpoint {
-///         ack.advance(lsn);
-///     }
+///     // ... make the batch durable somewhere, then acknowledge it (with a
+///     // snapshot configured, this is also what marks its chunks done):
+///     ack.durable(&batch);
 /// }
 /// # Ok(()) }
 /// ```
@@ -814,8 +813,10 @@ impl PgSource {
             break self.fill_batch().await?;
         };
         self.cfg.status.record_received(self.received);
-        if batch.is_some() {
+        let mut batch = batch;
+        if let Some(b) = batch.as_mut() {
             self.returned += 1;
+            b.seq = self.returned;
         } else {
             self.cfg.status.set_phase(Phase::Stopped);
         }
