@@ -38,7 +38,7 @@ mod util;
 pub use cluster::Cluster;
 pub use db::{pg_url, url_with_database, TestDb};
 pub use engine::{engine_bin, run_engine, run_engine_validate, Engine};
-pub use other_cluster::{extra_cluster_url, ExtraDb};
+pub use other_cluster::{extra_cluster_url, ExtraDb, SlotsLock};
 pub use proxy::CutProxy;
 pub use role::{TestRole, TEST_ROLE_PASSWORD};
 pub use util::{

@@ -21,6 +21,37 @@ pub fn extra_cluster_url(var: &str) -> String {
     }
 }
 
+/// Key of the advisory lock [`SlotsLock`] takes: the bytes `cdcs`.
+const SLOTS_LOCK_KEY: i64 = 0x6364_6373;
+
+/// A session advisory lock on a cluster, held until [`SlotsLock::release`]
+/// (or until it is dropped: the session ends). Tests that fill every
+/// replication slot of a cluster take it first, so that they neither take
+/// each other's slots nor see them freed half-way.
+pub struct SlotsLock {
+    conn: PgConnection,
+}
+
+impl SlotsLock {
+    /// Waits for the lock on the cluster of `admin_url`.
+    pub async fn acquire(admin_url: &str) -> SlotsLock {
+        let mut conn = PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {admin_url}: {e}"));
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(SLOTS_LOCK_KEY)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("pg_advisory_lock: {e}"));
+        SlotsLock { conn }
+    }
+
+    /// Releases the lock.
+    pub async fn release(self) {
+        let _ = self.conn.close().await;
+    }
+}
+
 /// A database on a cluster other than `CDC_TEST_PG_URL`'s (which
 /// [`crate::TestDb`] serves), dropped with its slots by [`ExtraDb::drop_db`].
 pub struct ExtraDb {

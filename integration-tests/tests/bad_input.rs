@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use integration_tests::{
     extra_cluster_url, quote_ident, quote_literal, run_engine, run_engine_validate, unique_suffix,
-    Engine, ExtraDb, TestDb,
+    Engine, ExtraDb, SlotsLock, TestDb,
 };
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
@@ -170,6 +170,8 @@ async fn wal_level_not_logical_says_to_change_it_and_restart() {
 #[tokio::test]
 async fn too_few_replication_slots_names_max_replication_slots() {
     let admin = extra_cluster_url("CDC_TEST_PG_FEWSLOTS_URL");
+    // Other tests fill this cluster's slots too: one at a time.
+    let lock = SlotsLock::acquire(&admin).await;
     // Fill both slots, each in a database of its own.
     let mut fillers = Vec::new();
     for _ in 0..2 {
@@ -198,6 +200,7 @@ async fn too_few_replication_slots_names_max_replication_slots() {
     for f in fillers {
         f.drop_db().await;
     }
+    lock.release().await;
     failed.assert_fatal("all slots in use", &["max_replication_slots"]);
 }
 

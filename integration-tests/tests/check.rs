@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use integration_tests::{
     extra_cluster_url, quote_ident, quote_literal, run_engine, unique_suffix, Engine, ExtraDb,
-    TestDb, TestRole, TEST_ROLE_PASSWORD,
+    SlotsLock, TestDb, TestRole, TEST_ROLE_PASSWORD,
 };
 
 /// Names of one test's publication and slot.
@@ -475,36 +475,32 @@ async fn wal_level_replica_is_blocking() {
 #[tokio::test]
 async fn no_free_replication_slot_is_blocking() {
     let admin = extra_cluster_url("CDC_TEST_PG_FEWSLOTS_URL");
+    // Other tests fill this cluster's two slots too: one at a time.
+    let lock = SlotsLock::acquire(&admin).await;
     let db = ExtraDb::create(&admin, "chk_fewslots").await;
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
-    // Other tests fill this cluster's two slots too: fill what is free, and
-    // retry while a slot is being dropped elsewhere.
-    let n = names();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    // Fill every free slot (creation fails once none is left).
     let mut filled = 0;
-    let mut c = None;
-    for attempt in 0..50 {
-        let fill = format!("chk_fill_{}_{attempt}", unique_suffix());
+    while filled < 10 {
+        let fill = format!("chk_fill_{}_{filled}", unique_suffix());
         let created = sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
             .bind(&fill)
-            .execute(
-                &mut <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
-                    .await
-                    .unwrap(),
-            )
+            .execute(&mut conn)
             .await;
-        if created.is_ok() {
-            filled += 1;
-            continue;
-        }
-        let checked = Checked::run(&yaml(&db.url, &["public.t"], &n, true, true, "", ""));
-        if checked.code == 1 {
-            c = Some(checked);
+        if created.is_err() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        filled += 1;
     }
+    drop(conn);
+    let n = names();
+    let c = Checked::run(&yaml(&db.url, &["public.t"], &n, true, true, "", ""));
     db.drop_db().await;
-    let c = c.unwrap_or_else(|| panic!("never saw every slot in use ({filled} filled)"));
+    lock.release().await;
+    c.assert_exit(1);
     c.assert_line(
         &format!("FAIL slot {}:", n.slot),
         &[
