@@ -31,8 +31,11 @@ mod cluster;
 mod db;
 mod engine;
 mod other_cluster;
+pub mod pipelines;
 mod proxy;
+pub mod replay;
 mod role;
+pub mod snapshot_meta;
 mod util;
 
 pub use cluster::Cluster;

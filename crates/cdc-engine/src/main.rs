@@ -71,6 +71,9 @@ fn say(out: &mut dyn std::io::Write, line: &str) {
 }
 
 fn main() -> ExitCode {
+    // The test build reads FAILPOINTS (see cdc_postgres's failpoint module).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match load_config(&config) {

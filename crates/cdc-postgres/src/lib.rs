@@ -13,6 +13,7 @@
 pub mod catalog;
 pub mod conn;
 mod error;
+mod failpoint;
 pub mod ident;
 pub mod inspect;
 pub mod load;

@@ -170,6 +170,26 @@ impl SnapshotPhase {
                 store.delete_job(&mut meta, slot).await?;
                 job = None;
             }
+            (SnapshotMode::Initial, Some(JobState::Running)) => {
+                // A running job belongs to the slot it was planned for: the
+                // slot stays at the job's consistent point until streaming
+                // starts. A slot that is gone, or stands elsewhere (dropped
+                // and created again), would stream from a point the rows of
+                // the done chunks were not read at: start over.
+                let planned_at = job.as_ref().and_then(|j| j.snapshot_lsn);
+                let slot_at = setup::slot_confirmed_flush(&mut meta, slot).await?;
+                if slot_at.is_none() || slot_at != planned_at {
+                    tracing::warn!(
+                        slot,
+                        planned_at = %planned_at.map_or_else(|| "-".into(), |l| l.to_string()),
+                        slot_at = %slot_at.map_or_else(|| "missing".into(), |l| l.to_string()),
+                        "the snapshot in progress was planned for a replication slot that no longer exists \
+                         as it was (dropped, or created again): starting the snapshot over"
+                    );
+                    store.delete_job(&mut meta, slot).await?;
+                    job = None;
+                }
+            }
             _ => {}
         }
 
@@ -335,6 +355,7 @@ impl SnapshotPhase {
                 .await?;
             if mine {
                 self.status.snapshot_chunk_done(&c.table);
+                crate::failpoint::failpoint!("snapshot::after_mark_done");
             } else {
                 tracing::warn!(chunk = c.chunk_id, "chunk was taken over by another instance before its rows were durable here; it is read again there");
             }

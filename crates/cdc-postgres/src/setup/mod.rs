@@ -15,4 +15,4 @@ pub use check::{check_source, run_check, CheckReport, CheckRequest, Finding, Sev
 pub use preflight::{check_select, preflight, ServerInfo, TableInfo};
 pub use publication::ensure_publication;
 pub use replica_identity::ensure_replica_identity;
-pub use slot::{ensure_slot, slot_exists, SlotState};
+pub use slot::{ensure_slot, slot_confirmed_flush, slot_exists, SlotState};
