@@ -1106,7 +1106,14 @@ async fn every_table_shape_is_copied_exactly() {
         } else {
             format!("{{ mode: initial, chunk_rows: 500, chunking: {chunking} }}")
         };
-        let yaml = pipeline_yaml(&db, &yaml_names, &slot, &publication, &out, &snapshot);
+        // public.nokey has no key: updates and deletes would fail once it is
+        // published, which the preflight check blocks unless the identity is
+        // chosen in the config (this test only inserts).
+        let yaml = pipeline_yaml(&db, &yaml_names, &slot, &publication, &out, &snapshot).replacen(
+            "  publication:",
+            "  replica_identity: { public.nokey: default }\n  publication:",
+            1,
+        );
         let engine = Engine::start(&yaml);
         runs.push((chunking, db, slot, out, engine));
     }

@@ -27,6 +27,17 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Connect to the source and report everything the server lacks for
+    /// this pipeline, one line each with its fix (exit 1 when something
+    /// blocks it, 2 for an invalid config or an unreachable server).
+    Check {
+        /// The pipeline configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Print one JSON document instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a configuration file without connecting anywhere.
     Validate {
         /// The pipeline configuration file.
@@ -86,6 +97,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Check { config, json } => ExitCode::from(cdc_engine::check::main(&config, json)),
         Command::Status {
             config,
             json,
