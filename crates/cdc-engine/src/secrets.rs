@@ -22,6 +22,10 @@ const MIN_SCRUBBED_LEN: usize = 3;
 #[derive(Clone, Default)]
 pub struct Secrets {
     values: Vec<String>,
+    /// User names of the configured URLs: shown wherever a URL is shown
+    /// (`postgres://cdc:***@host`), so a password equal to one of them
+    /// cannot be hidden by masking the word elsewhere, and is not.
+    users: Vec<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -107,7 +111,9 @@ impl Secrets {
     fn add_url(&mut self, url: &str) {
         let rest = url.split_once("://").map_or(url, |(_, r)| r);
         if let Some(at) = rest.rfind('@') {
-            if let Some((_, password)) = rest[..at].split_once(':') {
+            let (user, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+            self.users.push(percent_decode(user));
+            if !password.is_empty() {
                 self.add(password);
                 self.add(&percent_decode(password));
             }
@@ -144,7 +150,9 @@ impl Secrets {
         mask_url_userinfo(text, &mut spans);
         mask_secret_fields(text, &mut spans);
         for secret in &self.values {
-            mask_standalone(text, secret, &mut spans);
+            if !self.users.contains(secret) {
+                mask_standalone(text, secret, &mut spans);
+            }
         }
         spans.apply(text)
     }
@@ -492,6 +500,21 @@ mod tests {
         ] {
             assert_eq!(secrets(password).scrub(line), line, "password {password}");
         }
+    }
+
+    #[test]
+    fn a_password_equal_to_the_user_name_is_masked_only_as_a_password() {
+        // The user name is shown in every redacted URL: masking the same
+        // word elsewhere would hide nothing.
+        let config = crate::config::parse_config(
+            "source:\n  url: postgres://postgres:postgres@h/db\n  tables: [public.t]\nsinks: [{ type: stdout }]\n",
+        )
+        .unwrap();
+        let s = Secrets::from_config(&config);
+        assert_eq!(
+            s.scrub("ok role postgres: superuser; url postgres://postgres:postgres@h/db"),
+            "ok role postgres: superuser; url postgres://postgres:***@h/db"
+        );
     }
 
     #[test]
