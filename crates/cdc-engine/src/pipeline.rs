@@ -272,6 +272,8 @@ pub async fn run_pipeline_observed<S: Source>(
                             return;
                         }
                     }
+                    #[cfg(feature = "failpoints")]
+                    cdc_postgres::failpoint_reached("sink::before_ack").await;
                 }
                 for batch in &group {
                     durable.mark(index, batch.checkpoint);

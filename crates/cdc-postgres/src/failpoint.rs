@@ -22,6 +22,7 @@
 //! | `snapshot::reader_before_claim` | stop | before a reader claims its next chunk |
 //! | `snapshot::reader_after_first_rows` | error | after a reader handed over the first rows of a chunk |
 //! | `snapshot::heartbeat` | stop | before the heartbeat renews this instance's claims |
+//! | `sink::before_ack` | stop | in the engine: after a sink wrote a group of batches with events, before they count as durable |
 
 /// Stops here when the named failpoint is configured (see the module
 /// documentation); nothing without the `failpoints` feature.
@@ -49,7 +50,7 @@ pub(crate) use failpoint_err;
 /// Evaluates the failpoint `name`: `return(MS)` waits `MS` ms, `return`
 /// never returns.
 #[cfg(feature = "failpoints")]
-pub(crate) async fn reached(name: &str) {
+pub async fn reached(name: &str) {
     if let Some(arg) = fail::eval(name, |arg| arg) {
         match arg.as_deref().map(str::parse::<u64>) {
             Some(Ok(ms)) => {

@@ -24,5 +24,10 @@ pub mod stream;
 pub mod value;
 
 pub use error::{PgError, StreamNames};
+/// A failpoint for the engine's own code (test builds only; see the
+/// `failpoints` feature).
+#[cfg(feature = "failpoints")]
+#[doc(hidden)]
+pub use failpoint::reached as failpoint_reached;
 pub use load::{Chunking, SnapshotMode, SnapshotSettings};
 pub use stream::{PgSource, PgSourceConfig};

@@ -557,6 +557,7 @@ impl PgSource {
                 self.cfg.status.record_server_wal_end(wal_end);
                 if reply_requested {
                     self.confirm_quiet_position(wal_end, batch);
+                    tracing::debug!(wal_end = %wal_end, "the server asked for a reply");
                 }
             }
             WireEvent::Data {
@@ -583,21 +584,27 @@ impl PgSource {
     /// reported the position it sent up to (its shutdown checkpoint
     /// included), so without this a fast shutdown waits for this client
     /// forever. It is safe: the server decodes WAL in order, so every
-    /// transaction committed before a keepalive's WAL end was sent before
-    /// it; when nothing is open or pending and the last commit received is
-    /// acknowledged, there is nothing left before that position. Keepalives
+    /// transaction and message before a keepalive's WAL end was sent before
+    /// it; when nothing is open or pending, the last commit received is
+    /// acknowledged and every batch handed out is durable, there is nothing
+    /// left before that position. Keepalives
     /// asking for a reply come at shutdown, or when the client did not
     /// report for half of `wal_sender_timeout`; the keepalives sent while
     /// the server merely waits for WAL do not ask, so otherwise the slot
     /// moves with acknowledged transactions and heartbeats only.
     fn confirm_quiet_position(&mut self, wal_end: Lsn, batch: &Batch) {
         let previous = std::mem::replace(&mut self.last_keepalive_end, wal_end);
+        // Every batch handed out is durable, not only every commit: a
+        // non-transactional logical message has no commit and would
+        // otherwise be confirmed past while a sink still holds it.
         let caught_up = self.tx.is_none()
             && batch.is_empty()
             && batch.checkpoint.is_none()
-            && self.ack.get() >= self.last_commit_end;
+            && self.ack.get() >= self.last_commit_end
+            && self.ack.durable_batches() >= self.returned;
         if caught_up && wal_end == previous && wal_end > self.ack.get() {
             if let Some(t) = self.transport.as_mut() {
+                tracing::debug!(position = %wal_end, "confirming the server's quiet WAL end: everything before it is durable");
                 t.ack(wal_end);
             }
         }
