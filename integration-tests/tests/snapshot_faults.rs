@@ -180,3 +180,55 @@ async fn a_read_that_fails_midway_does_not_leave_its_instance_waiting() {
     drop((a, b));
     db.cleanup().await;
 }
+
+/// Every ordinary connection the engine holds during a snapshot (metadata,
+/// election, readers, heartbeat) is terminated by an administrator while
+/// chunks are being completed. The engine connects again and finishes;
+/// the merged output equals the table. (It used to exit with `snapshot
+/// metadata (cdc): ...: terminating connection due to administrator
+/// command`.)
+#[tokio::test]
+async fn terminated_connections_during_the_snapshot_are_replaced() {
+    let db = TestDb::create("snapfault_terminated").await;
+    table(&db, 20_000).await;
+    let s = unique_suffix();
+    let (slot, publication) = (format!("st_{s}"), format!("stp_{s}"));
+    let dir = TempDir::new("snapfault-term-out");
+    let out = dir.join("out.jsonl");
+    let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 2 }";
+    let yaml = pipeline_yaml(&db, &["public.t"], &slot, &publication, &out, snapshot);
+    // After its third chunk is done the source pauses for 3 s: the
+    // connections are terminated then, and it marks the next chunks on a
+    // dead connection.
+    let engine = Engine::start_with(
+        &yaml,
+        &["run"],
+        &[(
+            "FAILPOINTS",
+            "snapshot::after_mark_done=2*off->1*return(3000)",
+        )],
+    );
+    let three = wait_until(TIMEOUT, async || chunks_done(&db, &slot).await >= 3).await;
+    assert!(three, "{}", engine.output_report());
+    let terminated = db
+        .query_text(
+            "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'cdc-engine' \
+             AND backend_type = 'client backend'",
+        )
+        .await
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(terminated >= 2, "terminated {terminated} connections");
+    let done = wait_until(TIMEOUT, async || {
+        job(&db, &slot).await.is_some_and(|j| j.state == "done")
+    })
+    .await;
+    assert!(done, "{}", engine.output_report());
+    db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 = 7")
+        .await;
+    let mut tails = [Tail::new(0, out)];
+    wait_converged(&db, &mut tails, &[&engine]).await;
+    drop(engine);
+    db.cleanup().await;
+}

@@ -178,6 +178,12 @@ impl Emitter {
         done
     }
 
+    /// Puts back completions that could not be marked done (the metadata
+    /// connection failed): they are taken again on the next call.
+    pub fn requeue(&mut self, completions: Vec<Completion>) {
+        self.completions.extend(completions);
+    }
+
     /// `true` while some emitted chunk waits for its batch to be durable.
     pub fn awaits_durability(&self) -> bool {
         !self.completions.is_empty()

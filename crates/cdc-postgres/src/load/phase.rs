@@ -334,17 +334,17 @@ impl SnapshotPhase {
         self.snapshot_lsn
     }
 
-    /// Marks done the chunks whose rows are durable.
+    /// Marks done the chunks whose rows are durable. On an error the
+    /// chunks not yet marked wait for the next call.
     async fn complete_durable(&mut self, ack: &AckHandle) -> Result<(), PgError> {
-        let completed = self.emitter.take_completed(ack.durable_batches());
+        let mut completed = self.emitter.take_completed(ack.durable_batches());
         if completed.is_empty() {
             return Ok(());
         }
-        for c in completed {
-            // Stop heartbeating first: a heartbeat racing the update would
-            // find the chunk done and report a takeover that did not happen.
-            self.claims.forget(c.chunk_id, c.attempt);
-            let mine = self
+        let mut marked_any = false;
+        while !completed.is_empty() {
+            let c = completed.remove(0);
+            let marked = self
                 .store
                 .mark_done(
                     &mut self.meta,
@@ -353,7 +353,22 @@ impl SnapshotPhase {
                     c.attempt,
                     c.rows,
                 )
-                .await?;
+                .await;
+            let mine = match marked {
+                Ok(mine) => mine,
+                Err(e) => {
+                    completed.insert(0, c);
+                    self.emitter.requeue(completed);
+                    if marked_any {
+                        self.chunks_done.send_modify(|n| *n += 1);
+                    }
+                    return Err(e);
+                }
+            };
+            marked_any = true;
+            // Stop heartbeating (a heartbeat racing the update would find
+            // the chunk done and report a takeover that did not happen).
+            self.claims.forget(c.chunk_id, c.attempt);
             if mine {
                 self.status.snapshot_chunk_done(&c.table);
                 crate::failpoint::failpoint!("snapshot::after_mark_done");
@@ -365,6 +380,46 @@ impl SnapshotPhase {
         Ok(())
     }
 
+    /// After a retryable error on the metadata connection (terminated by
+    /// an administrator, a dropped TCP connection, a server restart):
+    /// connects again, with backoff, until it works or fails for good.
+    async fn reconnect_meta(&mut self, error: PgError) -> Result<(), PgError> {
+        tracing::warn!(slot = %self.slot, error = %cdc_core::error_chain(&error),
+            "snapshot metadata connection failed; connecting again");
+        let mut backoff =
+            cdc_core::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            tokio::time::sleep(backoff.next_delay()).await;
+            match PgConnection::connect_with(&self.options).await {
+                Ok(conn) => {
+                    self.meta = conn;
+                    tracing::info!(slot = %self.slot, "snapshot metadata connection restored");
+                    return Ok(());
+                }
+                Err(e) => {
+                    let e = PgError::sql("connecting again for snapshot metadata", e);
+                    if e.class() != cdc_core::ErrorClass::Retryable {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %cdc_core::error_chain(&e), "snapshot metadata: cannot connect yet");
+                }
+            }
+        }
+    }
+
+    /// Runs the metadata steps of one round of [`fill`](Self::fill),
+    /// connecting again after a retryable error (the round is repeated).
+    async fn metadata_round(&mut self, ack: &AckHandle) -> Result<(), PgError> {
+        let result = match self.complete_durable(ack).await {
+            Ok(()) => self.maybe_take_over().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(e) if e.class() == cdc_core::ErrorClass::Retryable => self.reconnect_meta(e).await,
+            other => other,
+        }
+    }
+
     /// Takes over coordination when the coordinator is gone: a new
     /// exported snapshot for the remaining chunks.
     async fn maybe_take_over(&mut self) -> Result<(), PgError> {
@@ -372,8 +427,20 @@ impl SnapshotPhase {
             return Ok(());
         }
         self.last_election = Instant::now();
-        if !try_coordinator_lock(&mut self.lock, &self.slot).await? {
-            return Ok(());
+        match try_coordinator_lock(&mut self.lock, &self.slot).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) if e.class() == cdc_core::ErrorClass::Retryable => {
+                // The lock's connection is gone (this instance held no lock
+                // on it: it is not the coordinator); the next election
+                // uses a new one.
+                tracing::warn!(error = %cdc_core::error_chain(&e), "snapshot: the coordinator election connection failed; connecting again");
+                self.lock = PgConnection::connect_with(&self.options)
+                    .await
+                    .map_err(|e| PgError::sql("connecting again for the coordinator lock", e))?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         }
         let (conn, name) = export_from_transaction(&self.options).await?;
         tracing::warn!(slot = %self.slot, snapshot = %name, "the snapshot coordinator is gone; this instance exported a new snapshot for the remaining chunks");
@@ -410,8 +477,7 @@ impl SnapshotPhase {
         }
         let mut first_at: Option<Instant> = None;
         loop {
-            self.complete_durable(ack).await?;
-            self.maybe_take_over().await?;
+            self.metadata_round(ack).await?;
             if self.readers_done {
                 if self.emitter.is_idle() {
                     return self.finish(batch).await.map(Some);
@@ -458,14 +524,25 @@ impl SnapshotPhase {
                             // Stop renewing it and give it back, so it is
                             // read again at once (here or elsewhere).
                             self.claims.forget(chunk.id, chunk.attempt);
-                            self.store
+                            let released = self
+                                .store
                                 .release_chunk(
                                     &mut self.meta,
                                     chunk.id,
                                     &self.settings.instance_id,
                                     chunk.attempt,
                                 )
-                                .await?;
+                                .await;
+                            match released {
+                                // Not released: it is claimed again once
+                                // its heartbeat is older than claim_timeout.
+                                Err(e) if e.class() == cdc_core::ErrorClass::Retryable => {
+                                    self.reconnect_meta(e).await?;
+                                }
+                                other => {
+                                    other?;
+                                }
+                            }
                             LoadItem::Abort(chunk)
                         }
                         item => item,
@@ -486,32 +563,41 @@ impl SnapshotPhase {
         }
     }
 
+    /// One step of finishing: the coordinator marks the job done; another
+    /// instance waits for that (or takes over). `true` once the job is done.
+    async fn finish_job(&mut self) -> Result<bool, PgError> {
+        if self.export.is_none() {
+            let done = self
+                .store
+                .job(&mut self.meta, &self.slot)
+                .await?
+                .is_some_and(|j| j.state == JobState::Done);
+            if done {
+                return Ok(true);
+            }
+            self.maybe_take_over().await?;
+            if self.export.is_none() {
+                return Ok(false);
+            }
+        }
+        self.store
+            .set_job_state(&mut self.meta, &self.slot, JobState::Done)
+            .await?;
+        tracing::info!(slot = %self.slot, "snapshot complete");
+        Ok(true)
+    }
+
     async fn finish(&mut self, batch: &mut Batch) -> Result<Transition, PgError> {
         // Every reader has stopped because every chunk is done; wait for
         // the job to say so too if another instance is coordinating.
-        if self.export.is_some() {
-            self.store
-                .set_job_state(&mut self.meta, &self.slot, JobState::Done)
-                .await?;
-            tracing::info!(slot = %self.slot, "snapshot complete");
-        } else {
-            loop {
-                let done = self
-                    .store
-                    .job(&mut self.meta, &self.slot)
-                    .await?
-                    .is_some_and(|j| j.state == JobState::Done);
-                if done {
-                    break;
+        loop {
+            match self.finish_job().await {
+                Ok(true) => break,
+                Ok(false) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) if e.class() == cdc_core::ErrorClass::Retryable => {
+                    self.reconnect_meta(e).await?;
                 }
-                self.maybe_take_over().await?;
-                if self.export.is_some() {
-                    self.store
-                        .set_job_state(&mut self.meta, &self.slot, JobState::Done)
-                        .await?;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                Err(e) => return Err(e),
             }
         }
         batch.events.push(Event::Control(ControlEvent::SnapshotEnd {

@@ -293,10 +293,26 @@ async fn read_one(
             let _ = ctx.out.send(Ok(LoadItem::Abort(meta))).await;
         }
         ctx.claims.forget(chunk.id, chunk.attempts);
-        let _ = ctx
+        let released = ctx
             .store
             .release_chunk(conn, chunk.id, &ctx.settings.instance_id, chunk.attempts)
             .await;
+        if released.is_err() {
+            // The reader's connection is what failed: give the chunk back
+            // on a new one rather than leave it to time out.
+            if let Ok(mut fresh) = PgConnection::connect_with(&ctx.options).await {
+                let _ = ctx
+                    .store
+                    .release_chunk(
+                        &mut fresh,
+                        chunk.id,
+                        &ctx.settings.instance_id,
+                        chunk.attempts,
+                    )
+                    .await;
+                let _ = fresh.close().await;
+            }
+        }
     }
     result.map(|()| true)
 }

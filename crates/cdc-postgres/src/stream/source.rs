@@ -644,7 +644,17 @@ impl PgSource {
     ) -> Result<(), PgError> {
         let change = match msg {
             Message::Relation(rel) => {
-                let info = describe_relation(&mut self.catalog, &self.database, &rel).await?;
+                let info = match describe_relation(&mut self.catalog, &self.database, &rel).await {
+                    // The catalog connection may have been terminated (by
+                    // an administrator, a dropped TCP connection) while it
+                    // sat idle: connect again and ask once more.
+                    Err(e) if e.class() == ErrorClass::Retryable => {
+                        tracing::warn!(error = %cdc_core::error_chain(&e), "catalog connection failed; connecting again");
+                        self.ensure_catalog().await?;
+                        describe_relation(&mut self.catalog, &self.database, &rel).await?
+                    }
+                    other => other?,
+                };
                 let tracked = self.tracked.contains(&info.schema.name);
                 let previous = self.relations.remove(&rel.oid);
                 if tracked && previous.as_ref().map(|p| &p.info.schema) != Some(&info.schema) {
