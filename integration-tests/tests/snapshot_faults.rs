@@ -232,3 +232,64 @@ async fn terminated_connections_during_the_snapshot_are_replaced() {
     drop(engine);
     db.cleanup().await;
 }
+
+/// The session holding the exported snapshot (here the replication
+/// connection that created the slot) is terminated while its instance
+/// keeps the coordinator lock. Readers can no longer import the snapshot;
+/// the coordinator must notice, export a new one, and the snapshot must
+/// finish and converge. (Readers used to retry the dead snapshot for ever.)
+#[tokio::test]
+async fn a_lost_export_is_replaced_while_the_coordinator_keeps_its_lock() {
+    let db = TestDb::create("snapfault_export").await;
+    table(&db, 20_000).await;
+    let s = unique_suffix();
+    let (slot, publication) = (format!("se_{s}"), format!("sep_{s}"));
+    let dir = TempDir::new("snapfault-export-out");
+    let out = dir.join("out.jsonl");
+    let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 2 }";
+    let yaml = pipeline_yaml(&db, &["public.t"], &slot, &publication, &out, snapshot);
+    let engine = Engine::start_with(
+        &yaml,
+        &["run"],
+        &[(
+            "FAILPOINTS",
+            "snapshot::after_mark_done=2*off->1*return(3000)",
+        )],
+    );
+    let three = wait_until(TIMEOUT, async || chunks_done(&db, &slot).await >= 3).await;
+    assert!(three, "{}", engine.output_report());
+    // The exporting session: the walsender that created the slot (idle
+    // since; it holds the slot no longer, only the snapshot).
+    let terminated = db
+        .query_text(
+            "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
+             WHERE backend_type = 'walsender' AND datname = current_database()",
+        )
+        .await;
+    assert_eq!(
+        terminated.as_deref(),
+        Some("1"),
+        "{}",
+        engine.output_report()
+    );
+    db.exec("UPDATE public.t SET v = 'between' WHERE id % 10 = 3")
+        .await;
+    let done = wait_until(TIMEOUT, async || {
+        job(&db, &slot).await.is_some_and(|j| j.state == "done")
+    })
+    .await;
+    assert!(done, "{}", engine.output_report());
+    assert!(
+        engine
+            .stderr_text()
+            .contains("the exported snapshot is gone"),
+        "{}",
+        engine.output_report()
+    );
+    db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 = 9")
+        .await;
+    let mut tails = [Tail::new(0, out)];
+    wait_converged(&db, &mut tails, &[&engine]).await;
+    drop(engine);
+    db.cleanup().await;
+}

@@ -102,6 +102,9 @@ pub struct SnapshotProgress {
     pub finished_at: Option<SystemTime>,
     /// Per table, in name order.
     pub tables: BTreeMap<TableName, TableProgress>,
+    /// How often the exported snapshot was found gone (its session ended)
+    /// and replaced by a new export while this instance coordinated.
+    pub exports_replaced: u64,
 }
 
 impl SnapshotProgress {
@@ -232,6 +235,11 @@ impl SourceStatus {
     /// Counts one chunk of `table` as done.
     pub fn snapshot_chunk_done(&self, table: &TableName) {
         self.with_snapshot(|s| s.tables.entry(table.clone()).or_default().chunks_done += 1);
+    }
+
+    /// Counts one exported snapshot found gone and replaced.
+    pub fn snapshot_export_replaced(&self) {
+        self.with_snapshot(|s| s.exports_replaced += 1);
     }
 
     /// A copy of the snapshot progress.

@@ -51,6 +51,7 @@ pub fn status_document(state: &EngineState) -> Value {
             "started_at_ms": progress.started_at.map(unix_ms),
             "finished_at_ms": progress.finished_at.map(unix_ms),
             "duration_seconds": progress.duration_secs(),
+            "exports_replaced": progress.exports_replaced,
             "tables": tables,
         })
     };

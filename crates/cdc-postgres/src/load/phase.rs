@@ -1,6 +1,8 @@
 //! The snapshot phase of a [`PgSource`](crate::PgSource): election,
 //! export, planning, reading, completion, handoff.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cdc_core::{AckHandle, Batch, ControlEvent, Event, Lsn, SourceStatus, TableName};
@@ -64,6 +66,8 @@ pub(crate) struct SnapshotPhase {
     announce_begin: bool,
     last_election: Instant,
     status: SourceStatus,
+    /// Readers' failed imports of the exported snapshot since last checked.
+    snapshot_gone: Arc<AtomicU64>,
 }
 
 impl Drop for SnapshotPhase {
@@ -283,6 +287,7 @@ impl SnapshotPhase {
         let claims = Claims::default();
         let stop = CancellationToken::new();
         let (chunks_done, chunks_done_rx) = watch::channel(0u64);
+        let snapshot_gone = Arc::new(AtomicU64::new(0));
         let ctx = ReaderContext {
             options: options.clone(),
             database: server.database.clone(),
@@ -293,6 +298,7 @@ impl SnapshotPhase {
             chunks_done: chunks_done_rx,
             out: tx,
             stop: stop.clone(),
+            snapshot_gone: snapshot_gone.clone(),
         };
         let heartbeat = HeartbeatContext {
             options: options.clone(),
@@ -326,6 +332,7 @@ impl SnapshotPhase {
             announce_begin: true,
             last_election: Instant::now(),
             status,
+            snapshot_gone,
         }))
     }
 
@@ -407,11 +414,62 @@ impl SnapshotPhase {
         }
     }
 
+    /// When readers could not import the exported snapshot and this
+    /// instance coordinates: checks the export by importing it too; if it
+    /// is gone (its session was terminated, timed out or dropped while this
+    /// instance kept the coordinator lock), exports a new snapshot for the
+    /// remaining chunks, as a new coordinator would.
+    async fn check_export(&mut self) -> Result<(), PgError> {
+        if self.export.is_none() || self.snapshot_gone.swap(0, Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let name = self
+            .store
+            .job(&mut self.meta, &self.slot)
+            .await?
+            .and_then(|j| j.snapshot_name);
+        let alive = match &name {
+            Some(name) => match import_snapshot(&mut self.meta, name).await {
+                Ok(()) => {
+                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.meta).await;
+                    true
+                }
+                Err(PgError::SnapshotGone(_)) => false,
+                Err(e) => return Err(e),
+            },
+            None => false,
+        };
+        if alive {
+            return Ok(());
+        }
+        let (conn, new_name) = export_from_transaction(&self.options).await?;
+        tracing::warn!(slot = %self.slot, old = name.as_deref().unwrap_or("-"), snapshot = %new_name,
+            "the exported snapshot is gone (its session ended) while this instance coordinates: \
+             exported a new one for the remaining chunks; changes since the slot's consistent point are \
+             replayed over the rows read under it");
+        self.store
+            .set_snapshot(
+                &mut self.meta,
+                &self.slot,
+                &new_name,
+                &self.settings.instance_id,
+            )
+            .await?;
+        // The old export's session is gone; streaming will start from the
+        // slot's confirmed position like after a coordinator change.
+        self.export = Some(Export::Transaction(conn));
+        self.status.snapshot_export_replaced();
+        Ok(())
+    }
+
     /// Runs the metadata steps of one round of [`fill`](Self::fill),
     /// connecting again after a retryable error (the round is repeated).
     async fn metadata_round(&mut self, ack: &AckHandle) -> Result<(), PgError> {
         let result = match self.complete_durable(ack).await {
-            Ok(()) => self.maybe_take_over().await,
+            Ok(()) => match self.maybe_take_over().await {
+                Ok(()) => self.check_export().await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match result {

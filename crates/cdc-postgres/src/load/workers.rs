@@ -3,6 +3,7 @@
 //! claimed until their rows are durable.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -136,6 +137,9 @@ pub(crate) struct ReaderContext {
     pub chunks_done: watch::Receiver<u64>,
     pub out: mpsc::Sender<Result<LoadItem, PgError>>,
     pub stop: CancellationToken,
+    /// Counts imports that failed because the exported snapshot is gone,
+    /// for the coordinator to check its export.
+    pub snapshot_gone: Arc<AtomicU64>,
 }
 
 /// Runs one reader until every chunk is done or `stop` fires. Errors are
@@ -189,6 +193,9 @@ pub(crate) async fn run_reader(mut ctx: ReaderContext) {
                 }
             }
             Err(e) => {
+                if matches!(e, PgError::SnapshotGone(_)) {
+                    ctx.snapshot_gone.fetch_add(1, Ordering::Relaxed);
+                }
                 let retry = matches!(e, PgError::SnapshotGone(_) | PgError::ClaimLost(_));
                 tracing::warn!(error = %cdc_core::error_chain(&e), "snapshot reader");
                 if !retry {
