@@ -79,11 +79,12 @@ syspkg_ensure() {
 	fi
 	_syspkg_log "installing ${missing[*]} (apt-get)"
 	if [ "$SYSPKG_APT_UPDATED" != 1 ]; then
-		DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >&2 || return 1
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null >&2 || return 1
 		SYSPKG_APT_UPDATED=1
 	fi
+	# (No dpkg progress meter: plain lines in a log.)
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		"${missing[@]}" </dev/null >&2 || return 1
+		-o Dpkg::Use-Pty=0 "${missing[@]}" </dev/null >&2 || return 1
 	for p in "${missing[@]}"; do
 		if ! _syspkg_installed "$p"; then
 			_syspkg_log "apt-get did not install $p"
