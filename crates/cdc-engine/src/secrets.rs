@@ -47,8 +47,6 @@ impl Secrets {
         s
     }
 
-    // Without any sink feature, only the stdout and file sinks (no secrets)
-    // are left and `s` goes unused.
     #[cfg_attr(
         not(any(feature = "kafka", feature = "nats", feature = "elasticsearch")),
         allow(unused_variables)
