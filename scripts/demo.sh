@@ -285,10 +285,14 @@ if [ -z "$ACKED" ]; then
 	ACKED="$(sed -n 's/.*stopped.*acknowledged=\([0-9A-Fa-f]*\/[0-9A-Fa-f]*\).*/\1/p' "$ENGINE_LOG" 2>/dev/null | tail -n1)"
 fi
 plural() { if [ "$1" = 1 ]; then echo "$1 $2"; else echo "$1 $2s"; fi; }
+if [ -n "$ACKED" ]; then
+	SLOT_TEXT="the slot demo_slot is acknowledged up to $ACKED: every change before it is durable at the sink, a restart would resume from there."
+else
+	SLOT_TEXT="the slot demo_slot was not created."
+fi
 say "summary: $(plural "$READS" "snapshot read"), $(plural "$INSERTS" insert)," \
 	"$(plural "$UPDATES" update), $(plural "$DELETES" delete); the engine exited with" \
-	"status $ENGINE_RC and the slot demo_slot is acknowledged up to ${ACKED:-?}: every" \
-	"change before it is durable at the sink, a restart would resume from there."
+	"status $ENGINE_RC and $SLOT_TEXT"
 if [ "$ENGINE_RC" = 0 ] && [ -n "${DEMO_SECONDS:-}" ]; then
 	if [ "$READS" = 0 ]; then
 		say "no snapshot read was printed"
