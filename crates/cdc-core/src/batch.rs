@@ -19,6 +19,10 @@ pub struct Batch {
     /// durable, the source may tell PostgreSQL that everything up to `lsn`
     /// is consumed. It is always a transaction's commit end LSN.
     pub checkpoint: Option<Lsn>,
+    /// The batch's number among those its source returned, from 1; `0`
+    /// for a batch no source numbered. [`AckHandle::durable`] uses it to
+    /// tell the source how many batches are durable.
+    pub seq: u64,
 }
 
 impl Batch {
@@ -39,8 +43,10 @@ impl Batch {
 ///   use it for progress that is not a WAL position, such as snapshot
 ///   chunks, which are marked done only once their rows are durable.
 ///
-/// The engine updates both with the minimum over all sinks. A library user
-/// driving a source by hand calls both after making a batch durable.
+/// A library user driving a source by hand makes each batch durable in
+/// order and then calls [`durable`](AckHandle::durable) with it, which
+/// does both. The engine updates both itself with the minimum over all
+/// sinks.
 #[derive(Debug, Clone, Default)]
 pub struct AckHandle(Arc<AckState>);
 
@@ -71,6 +77,17 @@ impl AckHandle {
         self.0.batches.fetch_max(count, Ordering::AcqRel);
     }
 
+    /// Acknowledges `batch` and, with it, every batch the source returned
+    /// before it: its checkpoint (if any) becomes the durable position and
+    /// its number the count of durable batches. Call it once the batch is
+    /// handled for good, in the order the batches came.
+    pub fn durable(&self, batch: &Batch) {
+        if let Some(lsn) = batch.checkpoint {
+            self.advance(lsn);
+        }
+        self.advance_batches(batch.seq);
+    }
+
     /// How many batches, from the first, are durable.
     pub fn durable_batches(&self) -> u64 {
         self.0.batches.load(Ordering::Acquire)
@@ -94,5 +111,23 @@ mod tests {
         a.advance_batches(3);
         b.advance_batches(2);
         assert_eq!(b.durable_batches(), 3);
+    }
+
+    #[test]
+    fn durable_acknowledges_position_and_count() {
+        let a = AckHandle::new();
+        a.durable(&Batch {
+            events: Vec::new(),
+            checkpoint: Some(Lsn(40)),
+            seq: 4,
+        });
+        assert_eq!((a.get(), a.durable_batches()), (Lsn(40), 4));
+        // A batch without a checkpoint (inside a transaction, or snapshot
+        // rows) still counts.
+        a.durable(&Batch {
+            seq: 5,
+            ..Batch::default()
+        });
+        assert_eq!((a.get(), a.durable_batches()), (Lsn(40), 5));
     }
 }

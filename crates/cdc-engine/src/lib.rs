@@ -5,17 +5,21 @@
 //! replication slot acknowledged only up to what every sink made durable.
 //!
 //! The binary is `cdc-engine run --config pipeline.yaml` (and
-//! `cdc-engine validate --config pipeline.yaml`); this library exposes the
+//! `cdc-engine validate --config pipeline.yaml` and `cdc-engine check
+//! --config pipeline.yaml`, see [`check`]); this library exposes the
 //! same pieces for embedding: [`config`], [`pipeline::run_pipeline`] (works
 //! with any [`cdc_core::Source`] and [`cdc_core::Sink`]s), and the built-in
 //! [`sinks`].
 
+pub mod check;
 pub mod config;
 pub mod engine_state;
 pub mod http;
 pub mod lag_poll;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod run;
 pub mod secrets;
 pub mod sinks;
+pub mod status_report;

@@ -27,11 +27,37 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Connect to the source and report everything the server lacks for
+    /// this pipeline, one line each with its fix (exit 1 when something
+    /// blocks it, 2 for an invalid config or an unreachable server).
+    Check {
+        /// The pipeline configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Print one JSON document instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a configuration file without connecting anywhere.
     Validate {
         /// The pipeline configuration file.
         #[arg(short, long)]
         config: PathBuf,
+    },
+    /// Show the pipeline's slot, publication and snapshot job as the
+    /// database holds them. Exit status: 0 healthy, 1 degraded, 2 cannot
+    /// tell (unreachable database, invalid configuration).
+    Status {
+        /// The pipeline configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+        /// A slot further behind the server than this is degraded
+        /// (bytes, or with a unit: 512MiB, 1GiB).
+        #[arg(long, default_value = "1GiB", value_parser = cdc_engine::status_report::parse_bytes)]
+        max_lag: u64,
     },
 }
 
@@ -45,6 +71,9 @@ fn say(out: &mut dyn std::io::Write, line: &str) {
 }
 
 fn main() -> ExitCode {
+    // The test build reads FAILPOINTS (see cdc_postgres's failpoint module).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match load_config(&config) {
@@ -68,6 +97,12 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Check { config, json } => ExitCode::from(cdc_engine::check::main(&config, json)),
+        Command::Status {
+            config,
+            json,
+            max_lag,
+        } => status(&config, json, max_lag),
         Command::Run { config } => {
             let cfg = match load_config(&config) {
                 Ok(c) => c,
@@ -96,6 +131,47 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `cdc-engine status`: the report on stdout, the verdict as exit status.
+fn status(config: &std::path::Path, json: bool, max_lag: u64) -> ExitCode {
+    use cdc_engine::status_report::{Health, StatusOptions};
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            say(
+                &mut std::io::stderr(),
+                &format!("{}: invalid configuration:\n{e}", config.display()),
+            );
+            return ExitCode::from(Health::Unknown.exit_code());
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            say(
+                &mut std::io::stderr(),
+                &format!("error: starting the async runtime: {e}"),
+            );
+            return ExitCode::from(Health::Unknown.exit_code());
+        }
+    };
+    let options = StatusOptions {
+        max_lag_bytes: max_lag,
+    };
+    let report = runtime.block_on(cdc_engine::status_report::status(&cfg, options));
+    let secrets = Secrets::from_config(&cfg);
+    let text = if json {
+        report.to_json().to_string()
+    } else {
+        report.to_text().trim_end().to_owned()
+    };
+    say(&mut std::io::stdout(), &secrets.scrub(&text));
+    ExitCode::from(report.health.exit_code())
 }
 
 /// Logs go to standard error, secrets masked. The filter is the first of:

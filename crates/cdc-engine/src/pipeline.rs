@@ -394,6 +394,7 @@ mod tests {
                     cdc_core::ControlEvent::Heartbeat { lsn: Lsn(1) },
                 )],
                 checkpoint: cp.map(Lsn),
+                seq: 0,
             })
             .collect()
     }

@@ -175,6 +175,12 @@ pub async fn run(
         shutdown.clone(),
     ));
     let endpoint_stop = CancellationToken::new();
+    tokio::spawn(crate::progress::report_snapshot(
+        status.clone(),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        crate::progress::LOG_INTERVAL,
+        endpoint_stop.clone(),
+    ));
     if let Some(m) = &config.metrics {
         let listener = crate::http::bind(m.listen)
             .await

@@ -13,14 +13,19 @@ use crate::config::{Config, SinkConfig};
 /// What replaces a secret in scrubbed text.
 const MASK: &str = "***";
 
-/// Secrets shorter than this are not scrubbed: masking every `a` in a log
-/// line would destroy it without protecting anything.
-const MIN_SCRUBBED_LEN: usize = 4;
+/// Configured secrets shorter than this are masked only where they stand
+/// as values (URL user info, secret fields): masking every standalone `a`
+/// or `ab` in a log line would destroy it without protecting anything.
+const MIN_SCRUBBED_LEN: usize = 3;
 
 /// The secret values of one configuration.
 #[derive(Clone, Default)]
 pub struct Secrets {
     values: Vec<String>,
+    /// User names of the configured URLs: shown wherever a URL is shown
+    /// (`postgres://cdc:***@host`), so a password equal to one of them
+    /// cannot be hidden by masking the word elsewhere, and is not.
+    users: Vec<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -106,7 +111,9 @@ impl Secrets {
     fn add_url(&mut self, url: &str) {
         let rest = url.split_once("://").map_or(url, |(_, r)| r);
         if let Some(at) = rest.rfind('@') {
-            if let Some((_, password)) = rest[..at].split_once(':') {
+            let (user, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+            self.users.push(percent_decode(user));
+            if !password.is_empty() {
                 self.add(password);
                 self.add(&percent_decode(password));
             }
@@ -123,15 +130,259 @@ impl Secrets {
         }
     }
 
-    /// `text` with every secret replaced by `***`.
+    /// `text` with every secret masked as `***` where it appears as a
+    /// value:
+    ///
+    /// - the password of any URL's user info (`scheme://user:PASSWORD@host`),
+    ///   whether or not it is one of the configured secrets;
+    /// - the value of a secret field (`password=…`, `"token":"…"`,
+    ///   `api_key: …`) and of an `Authorization` header;
+    /// - anywhere else, a configured secret that stands as a token of its
+    ///   own.
+    ///
+    /// A secret that is part of a longer word, of a module path
+    /// (`cdc_postgres::setup`), a field name (`postgres=`) or a URL's
+    /// scheme, user or host is left alone: a password `postgres` must not
+    /// turn `cdc_postgres::setup::publication` into
+    /// `cdc_***::setup::publication`.
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let mut out = Cow::Borrowed(text);
+        let mut spans = Spans::default();
+        mask_url_userinfo(text, &mut spans);
+        mask_secret_fields(text, &mut spans);
         for secret in &self.values {
-            if out.contains(secret.as_str()) {
-                out = Cow::Owned(out.replace(secret.as_str(), MASK));
+            if !self.users.contains(secret) {
+                mask_standalone(text, secret, &mut spans);
             }
         }
-        out
+        spans.apply(text)
+    }
+}
+
+/// Byte ranges of a text to mask, and ranges that must stay as they are
+/// (a URL's scheme, user and host).
+#[derive(Default)]
+struct Spans {
+    masked: Vec<(usize, usize)>,
+    kept: Vec<(usize, usize)>,
+}
+
+impl Spans {
+    fn overlaps(ranges: &[(usize, usize)], start: usize, end: usize) -> bool {
+        ranges.iter().any(|&(s, e)| start < e && s < end)
+    }
+
+    fn mask(&mut self, start: usize, end: usize) {
+        if start < end && !Self::overlaps(&self.masked, start, end) {
+            self.masked.push((start, end));
+        }
+    }
+
+    fn keep(&mut self, start: usize, end: usize) {
+        if start < end {
+            self.kept.push((start, end));
+        }
+    }
+
+    fn is_free(&self, start: usize, end: usize) -> bool {
+        !Self::overlaps(&self.masked, start, end) && !Self::overlaps(&self.kept, start, end)
+    }
+
+    fn apply<'a>(mut self, text: &'a str) -> Cow<'a, str> {
+        if self.masked.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        self.masked.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (start, end) in self.masked {
+            out.push_str(&text[at..start]);
+            out.push_str(MASK);
+            at = end;
+        }
+        out.push_str(&text[at..]);
+        Cow::Owned(out)
+    }
+}
+
+/// Bytes that end a URL's authority (`user:password@host:port`) in running
+/// text.
+fn ends_authority(b: u8) -> bool {
+    matches!(
+        b,
+        b'/' | b'?' | b'#' | b'"' | b'\'' | b'<' | b'>' | b'`' | b',' | b';' | b')' | b']' | b'}'
+    ) || b.is_ascii_whitespace()
+}
+
+/// Masks the password of every `scheme://user:password@host`; keeps the
+/// scheme, user and host as they are.
+fn mask_url_userinfo(text: &str, spans: &mut Spans) {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = text[from..].find("://") {
+        let sep = from + found;
+        let scheme_start = bytes[..sep]
+            .iter()
+            .rposition(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')))
+            .map_or(0, |p| p + 1);
+        let authority_start = sep + 3;
+        let authority_end = bytes[authority_start..]
+            .iter()
+            .position(|&b| ends_authority(b))
+            .map_or(bytes.len(), |p| authority_start + p);
+        spans.keep(scheme_start, authority_start);
+        let authority = &text[authority_start..authority_end];
+        if let Some(at) = authority.rfind('@') {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    spans.keep(authority_start, authority_start + colon);
+                    spans.mask(authority_start + colon + 1, authority_start + at);
+                }
+                None => spans.keep(authority_start, authority_start + at),
+            }
+            spans.keep(authority_start + at + 1, authority_end);
+        } else {
+            spans.keep(authority_start, authority_end);
+        }
+        from = authority_end.max(sep + 3);
+    }
+}
+
+/// Field names whose values are secrets, lower case.
+const SECRET_FIELDS: [&str; 7] = [
+    "password",
+    "passwd",
+    "token",
+    "secret",
+    "api_key",
+    "apikey",
+    "nkey_seed",
+];
+
+/// Bytes that end a field's value in running text.
+fn ends_value(b: u8) -> bool {
+    matches!(
+        b,
+        b'&' | b',' | b'"' | b'\'' | b';' | b')' | b']' | b'}' | b'>'
+    ) || b.is_ascii_whitespace()
+}
+
+/// Masks the value of `password=…`, `"password":"…"`, `token: …` and the
+/// like, and the credentials of an `Authorization:` header.
+fn mask_secret_fields(text: &str, spans: &mut Spans) {
+    let lower = text.to_ascii_lowercase();
+    let bytes = text.as_bytes();
+    for field in SECRET_FIELDS.iter().copied().chain(["authorization"]) {
+        let mut from = 0;
+        while let Some(found) = lower[from..].find(field) {
+            let start = from + found;
+            from = start + field.len();
+            // A field name ends here, is not part of a longer word
+            // (`tokens`, `passwordless`), and is followed by `=` or `:`,
+            // allowing for JSON quotes around it and spaces after it.
+            let mut i = start + field.len();
+            if bytes.get(i).is_some_and(|&b| is_word_byte(b)) {
+                continue;
+            }
+            if bytes.get(i) == Some(&b'"') {
+                i += 1;
+            }
+            if !matches!(bytes.get(i), Some(b'=' | b':')) {
+                continue;
+            }
+            i += 1;
+            while bytes.get(i) == Some(&b' ') {
+                i += 1;
+            }
+            // A quoted value ends at its closing quote.
+            let quote = bytes.get(i).copied().filter(|&b| b == b'"' || b == b'\'');
+            if quote.is_some() {
+                i += 1;
+            }
+            if field == "authorization" {
+                // `Basic …`, `Bearer …`, `ApiKey …`: the scheme stays.
+                let word_end = bytes[i..]
+                    .iter()
+                    .position(|&b| ends_value(b))
+                    .map_or(bytes.len(), |p| i + p);
+                if bytes.get(word_end) == Some(&b' ') {
+                    i = word_end + 1;
+                }
+            }
+            let end = bytes[i..]
+                .iter()
+                .position(|&b| quote.map_or_else(|| ends_value(b), |q| b == q))
+                .map_or(bytes.len(), |p| i + p);
+            if &text[i..end] != MASK && spans.is_free(i, end) {
+                spans.mask(i, end);
+            }
+        }
+    }
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The byte before `at`, skipping back over ANSI colour sequences
+/// (`ESC [ … m`) that a terminal formatter puts around words.
+fn byte_before(bytes: &[u8], mut at: usize) -> Option<u8> {
+    loop {
+        let b = *bytes.get(at.checked_sub(1)?)?;
+        if b == b'm' {
+            let csi = bytes[..at - 1]
+                .iter()
+                .rposition(|&c| c == 0x1b)
+                .filter(|&esc| {
+                    bytes.get(esc + 1) == Some(&b'[')
+                        && bytes[esc + 2..at - 1]
+                            .iter()
+                            .all(|&c| c.is_ascii_digit() || c == b';')
+                });
+            if let Some(esc) = csi {
+                at = esc;
+                continue;
+            }
+        }
+        return Some(b);
+    }
+}
+
+/// The byte at `at`, skipping over ANSI colour sequences.
+fn byte_at(bytes: &[u8], mut at: usize) -> Option<u8> {
+    loop {
+        let b = *bytes.get(at)?;
+        if b == 0x1b && bytes.get(at + 1) == Some(&b'[') {
+            let end = bytes[at + 2..]
+                .iter()
+                .position(|&c| !(c.is_ascii_digit() || c == b';'));
+            if let Some(p) = end.filter(|&p| bytes.get(at + 2 + p) == Some(&b'm')) {
+                at += 2 + p + 1;
+                continue;
+            }
+        }
+        return Some(b);
+    }
+}
+
+/// Masks each occurrence of `secret` that stands as a token of its own:
+/// not inside a longer word, a module path, a field name or a URL's
+/// scheme, user or host.
+fn mask_standalone(text: &str, secret: &str, spans: &mut Spans) {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = text[from..].find(secret) {
+        let start = from + found;
+        let end = start + secret.len();
+        from = start + secret.len().max(1);
+        let before = byte_before(bytes, start);
+        let after = byte_at(bytes, end);
+        let in_word = before.is_some_and(is_word_byte) || after.is_some_and(is_word_byte);
+        let in_path = text[..start].ends_with("::") || text[end..].starts_with("::");
+        let is_field_name = after == Some(b'=');
+        if !in_word && !in_path && !is_field_name && spans.is_free(start, end) {
+            spans.mask(start, end);
+        }
     }
 }
 
@@ -177,7 +428,7 @@ impl ScrubbingStderr {
 impl std::io::Write for ScrubbingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(self.secrets.scrub(&text).as_bytes())?;
+        crate::progress::write_log(self.secrets.scrub(&text).as_bytes())?;
         Ok(buf.len())
     }
 
@@ -220,6 +471,108 @@ mod tests {
         )
         .unwrap();
         assert_eq!(Secrets::from_config(&config).scrub("ab cd"), "ab cd");
+    }
+
+    fn secrets(password: &str) -> Secrets {
+        let config = crate::config::parse_config(&format!(
+            "source:\n  url: postgres://app:{password}@h/db\n  tables: [public.t]\nsinks: [{{ type: stdout }}]\n"
+        ))
+        .unwrap();
+        Secrets::from_config(&config)
+    }
+
+    #[test]
+    fn module_paths_field_names_and_words_are_kept() {
+        for (password, line) in [
+            (
+                "postgres",
+                "INFO cdc_postgres::setup::publication: created publication=demo_pub",
+            ),
+            (
+                "postgres",
+                "DEBUG postgres::conn: postgres=1 tokio_postgres postgresql",
+            ),
+            (
+                "cdc",
+                "INFO cdc_engine::run: stopped acknowledged=0/16B3748 cdc_slot",
+            ),
+            ("engine", "INFO cdc_engine::run: engine_state=ok"),
+        ] {
+            assert_eq!(secrets(password).scrub(line), line, "password {password}");
+        }
+    }
+
+    #[test]
+    fn a_password_equal_to_the_user_name_is_masked_only_as_a_password() {
+        // The user name is shown in every redacted URL: masking the same
+        // word elsewhere would hide nothing.
+        let config = crate::config::parse_config(
+            "source:\n  url: postgres://postgres:postgres@h/db\n  tables: [public.t]\nsinks: [{ type: stdout }]\n",
+        )
+        .unwrap();
+        let s = Secrets::from_config(&config);
+        assert_eq!(
+            s.scrub("ok role postgres: superuser; url postgres://postgres:postgres@h/db"),
+            "ok role postgres: superuser; url postgres://postgres:***@h/db"
+        );
+    }
+
+    #[test]
+    fn standalone_secrets_are_masked() {
+        let s = secrets("engine");
+        assert_eq!(
+            s.scrub("auth failed: engine (engine) \"engine\""),
+            "auth failed: *** (***) \"***\""
+        );
+        assert_eq!(
+            secrets("cdc").scrub("metadata (cdc): x"),
+            "metadata (***): x"
+        );
+    }
+
+    #[test]
+    fn url_passwords_are_masked_scheme_user_and_host_kept() {
+        let s = secrets("postgres");
+        assert_eq!(
+            s.scrub("connecting to postgres://postgres:postgres@127.0.0.1:5432/app"),
+            "connecting to postgres://postgres:***@127.0.0.1:5432/app"
+        );
+        // Any URL's password, configured or not, any length.
+        assert_eq!(
+            Secrets::default().scrub("nats://u:x@host:4222, http://a:b@c/"),
+            "nats://u:***@host:4222, http://a:***@c/"
+        );
+        assert_eq!(
+            Secrets::default().scrub("postgres://user@host/db http://host/"),
+            "postgres://user@host/db http://host/"
+        );
+    }
+
+    #[test]
+    fn secret_fields_and_auth_headers_are_masked() {
+        let none = Secrets::default();
+        assert_eq!(none.scrub("password=hunter2 user=x"), "password=*** user=x");
+        assert_eq!(
+            none.scrub(r#"{"password":"a b","sasl.password": "z", "tokens":1}"#),
+            r#"{"password":"***","sasl.password": "***", "tokens":1}"#
+        );
+        assert_eq!(
+            none.scrub("Authorization: Basic dXNlcjpwYXNz\r\nx"),
+            "Authorization: Basic ***\r\nx"
+        );
+        assert_eq!(
+            none.scrub("password authentication failed for user \"app\""),
+            "password authentication failed for user \"app\""
+        );
+    }
+
+    #[test]
+    fn terminal_colours_do_not_hide_a_secret() {
+        let s = secrets("engine");
+        assert_eq!(
+            s.scrub("\x1b[3merror\x1b[0m\x1b[2m=\x1b[0mengine\x1b[0m"),
+            "\x1b[3merror\x1b[0m\x1b[2m=\x1b[0m***\x1b[0m"
+        );
     }
 
     #[test]

@@ -150,6 +150,7 @@ async fn replay_converges(es: &str) {
                 ),
             ],
             checkpoint: Some(Lsn(200)),
+            seq: 0,
         },
         Batch {
             events: vec![change(
@@ -160,6 +161,7 @@ async fn replay_converges(es: &str) {
                 Some((1, Value::Int4(1), Value::UnchangedToast)),
             )],
             checkpoint: Some(Lsn(300)),
+            seq: 0,
         },
         Batch {
             events: vec![
@@ -194,6 +196,7 @@ async fn replay_converges(es: &str) {
                 ),
             ],
             checkpoint: Some(Lsn(600)),
+            seq: 0,
         },
     ];
     let expected = vec![(
@@ -230,6 +233,7 @@ async fn replay_converges(es: &str) {
             Some((1, Value::Int4(-1), text("old"))),
         )],
         checkpoint: None,
+        seq: 0,
     };
     sink.write_batch(&stale).await.unwrap();
     assert_eq!(docs(es, &index).await, expected);
@@ -253,6 +257,7 @@ async fn replay_converges(es: &str) {
     let batch = Batch {
         events: vec![Event::Change(moved)],
         checkpoint: Some(Lsn(700)),
+        seq: 0,
     };
     for _ in 0..2 {
         sink.write_batch(&batch).await.unwrap();

@@ -143,6 +143,7 @@ fn batch(events: Vec<Event>) -> Batch {
     Batch {
         events,
         checkpoint: Some(Lsn(100)),
+        seq: 0,
     }
 }
 

@@ -43,6 +43,11 @@ pub enum PgError {
     /// exporting session ended); a new coordinator exports another.
     #[error("{0}")]
     SnapshotGone(String),
+    /// This instance no longer holds the claim on a snapshot chunk (its
+    /// lease ran out, or another reader claimed the chunk again): what it
+    /// read of the chunk is dropped and the chunk is read again.
+    #[error("{0}")]
+    ClaimLost(String),
     /// Another process created the replication slot while this one tried to.
     #[error("the replication slot was created concurrently")]
     SlotRace,
@@ -210,7 +215,7 @@ impl PgError {
                 | sqlx::Error::WorkerCrashed => true,
                 _ => false,
             },
-            PgError::SnapshotGone(_) => true,
+            PgError::SnapshotGone(_) | PgError::ClaimLost(_) => true,
             PgError::Replication(e) => match e {
                 W::Io(_) | W::Task(_) | W::Internal(_) => true,
                 W::Server(_) => self.sqlstate().is_some_and(|c| transient_sqlstate(&c)),

@@ -13,7 +13,9 @@
 pub mod catalog;
 pub mod conn;
 mod error;
+mod failpoint;
 pub mod ident;
+pub mod inspect;
 pub mod load;
 pub mod pgoutput;
 pub mod setup;

@@ -1,8 +1,9 @@
 //! Stream row changes of one table into your own code, no engine involved.
 //!
 //! The loop is the whole contract: take a batch, handle it, and only then
-//! advance the acknowledgement, so PostgreSQL keeps every change you have
-//! not finished with.
+//! acknowledge it (`ack.durable(&batch)`), so PostgreSQL keeps every change
+//! you have not finished with. The rows that exist when it first starts
+//! arrive first (a snapshot, `=` lines), then every change after them.
 //!
 //! ```text
 //! cargo run -p example-library-stream -- postgres://postgres:postgres@127.0.0.1:5432/app public.users
@@ -10,7 +11,7 @@
 
 use anyhow::Context;
 use cdc_core::{Event, Op, Source, TableName, Value};
-use cdc_postgres::{PgSource, PgSourceConfig};
+use cdc_postgres::{PgSource, PgSourceConfig, SnapshotMode};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,13 +23,15 @@ async fn main() -> anyhow::Result<()> {
         .split_once('.')
         .context("the table must be schema.table")?;
 
-    let mut source = PgSource::connect(PgSourceConfig::new(
+    let mut config = PgSourceConfig::new(
         url,
         vec![TableName::new(schema, name)],
         "library_example_pub",
         "library_example_slot",
-    ))
-    .await?;
+    );
+    // Copy the rows that exist first (printed as `=` lines), then stream.
+    config.snapshot.mode = SnapshotMode::Initial;
+    let mut source = PgSource::connect(config).await?;
     let ack = source.ack_handle();
 
     loop {
@@ -77,10 +80,10 @@ async fn main() -> anyhow::Result<()> {
                 ),
             }
         }
-        // Everything up to the checkpoint is handled: PostgreSQL may now drop it.
-        if let Some(lsn) = batch.checkpoint {
-            ack.advance(lsn);
-        }
+        // The batch is handled: acknowledge it. PostgreSQL may now drop the
+        // changes up to its checkpoint, and snapshot chunks whose rows it
+        // carried are marked done.
+        ack.durable(&batch);
     }
     source.shutdown().await?;
     Ok(())

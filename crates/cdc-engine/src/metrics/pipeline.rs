@@ -379,6 +379,7 @@ mod tests {
                 change(&a, Op::Update),
             ],
             checkpoint: None,
+            seq: 0,
         };
         m.record_source_batch(&batch);
         m.record_source_batch(&batch);

@@ -13,6 +13,8 @@ use super::workers::{ChunkInfo, LoadItem};
 pub(crate) struct Completion {
     pub batch_seq: u64,
     pub chunk_id: i64,
+    /// The claim it was read under: marked done only if still current.
+    pub attempt: u32,
     pub rows: u64,
     pub table: TableName,
 }
@@ -24,10 +26,19 @@ struct Open {
     next_row: u64,
 }
 
+/// Open reads are kept per chunk *and claim*: two readers may read the
+/// same chunk under different claims (one of them lost its claim without
+/// knowing yet), and one's items must never end the other's read.
+type ReadKey = (i64, u32);
+
+fn key(chunk: &ChunkInfo) -> ReadKey {
+    (chunk.id, chunk.attempt)
+}
+
 pub(crate) struct Emitter {
     snapshot_lsn: Lsn,
     started_at_us: i64,
-    open: HashMap<i64, Open>,
+    open: HashMap<ReadKey, Open>,
     completions: Vec<Completion>,
 }
 
@@ -73,8 +84,12 @@ impl Emitter {
                             snapshot_lsn: self.snapshot_lsn,
                         }));
                 }
+                // A newer claim of the chunk supersedes older reads of it
+                // here: their claims are lost, whatever they still send.
+                self.open
+                    .retain(|&(id, attempt), _| id != chunk.id || attempt > chunk.attempt);
                 self.open.insert(
-                    chunk.id,
+                    key(&chunk),
                     Open {
                         held: None,
                         next_row: 0,
@@ -82,7 +97,7 @@ impl Emitter {
                 );
             }
             LoadItem::Rows(chunk, rows) => {
-                let Some(mut open) = self.open.remove(&chunk.id) else {
+                let Some(mut open) = self.open.remove(&key(&chunk)) else {
                     return 0;
                 };
                 for row in rows {
@@ -98,7 +113,12 @@ impl Emitter {
                         batch.events.push(ev);
                     }
                 }
-                self.open.insert(chunk.id, open);
+                self.open.insert(key(&chunk), open);
+            }
+            LoadItem::Abort(chunk) => {
+                // Rows already emitted stay (they are true rows of the
+                // snapshot, read again later); the read no longer counts.
+                self.open.remove(&key(&chunk));
             }
             LoadItem::End(chunk, rows) => {
                 // The chunk's last row is held back until now, so a chunk
@@ -107,7 +127,11 @@ impl Emitter {
                 // before this one are durable. (This batch may never be
                 // returned: a batch that stays empty is not handed out.)
                 let mut in_this_batch = false;
-                if let Some(open) = self.open.remove(&chunk.id) {
+                let Some(open) = self.open.remove(&key(&chunk)) else {
+                    // Not open: aborted, or never started here.
+                    return 0;
+                };
+                {
                     if let Some(last) = open.held {
                         in_this_batch = true;
                         let index = open.next_row;
@@ -135,6 +159,7 @@ impl Emitter {
                         batch_seq.saturating_sub(1)
                     },
                     chunk_id: chunk.id,
+                    attempt: chunk.attempt,
                     rows,
                     table: chunk.table.name.clone(),
                 });
@@ -173,8 +198,13 @@ mod tests {
     use super::*;
 
     fn chunk(id: i64, chunk_no: u32, is_last: bool) -> Arc<ChunkInfo> {
+        claim(id, 1, chunk_no, is_last)
+    }
+
+    fn claim(id: i64, attempt: u32, chunk_no: u32, is_last: bool) -> Arc<ChunkInfo> {
         Arc::new(ChunkInfo {
             id,
+            attempt,
             table: Arc::new(TableSchema {
                 database: "db".into(),
                 oid: 1,
@@ -211,6 +241,73 @@ mod tests {
         let done: Vec<i64> = e.take_completed(1).iter().map(|c| c.chunk_id).collect();
         assert_eq!(done, vec![10, 11]);
         assert!(e.is_idle());
+    }
+
+    fn ids(batch: &Batch) -> Vec<i32> {
+        batch
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Change(c) => match c.after.as_ref()?.values().first()? {
+                    Value::Int4(v) => Some(*v),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn rows(ids: &[i32]) -> Vec<Row> {
+        ids.iter()
+            .map(|i| Row::new(vec![Value::Int4(*i)]))
+            .collect()
+    }
+
+    #[test]
+    fn a_second_reader_of_the_same_chunk_is_not_cut_short_by_the_first() {
+        // Reader 1 of this instance lost its claim without noticing; reader
+        // 2 of the same instance claimed the chunk again and reads it from
+        // the start. Reader 1's late End must not end reader 2's chunk.
+        let mut e = Emitter::new(Lsn(1), 0);
+        let mut b = Batch::default();
+        let first = claim(5, 1, 0, true);
+        let second = claim(5, 2, 0, true);
+        e.push(LoadItem::Start(first.clone()), &mut b, 1);
+        e.push(LoadItem::Rows(first.clone(), rows(&[1, 2])), &mut b, 1);
+        e.push(LoadItem::Start(second.clone()), &mut b, 1);
+        e.push(LoadItem::Rows(second.clone(), rows(&[1, 2])), &mut b, 1);
+        e.push(LoadItem::End(first, 2), &mut b, 1);
+        e.push(LoadItem::Rows(second.clone(), rows(&[3])), &mut b, 1);
+        e.push(LoadItem::End(second, 3), &mut b, 1);
+        let mut got = ids(&b);
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got, vec![1, 2, 3], "every row of the chunk is emitted");
+        let done = e.take_completed(1);
+        assert_eq!(
+            done.len(),
+            1,
+            "the chunk completes once, with the second read"
+        );
+        assert_eq!((done[0].rows, done[0].attempt), (3, 2));
+        assert!(e.is_idle());
+    }
+
+    #[test]
+    fn an_aborted_read_leaves_the_emitter_idle() {
+        // A read that failed after it started (here the chunk is then read
+        // by another instance) must not leave its chunk open for ever.
+        let mut e = Emitter::new(Lsn(1), 0);
+        let mut b = Batch::default();
+        let c = chunk(9, 0, false);
+        e.push(LoadItem::Start(c.clone()), &mut b, 1);
+        e.push(LoadItem::Rows(c.clone(), rows(&[1, 2])), &mut b, 1);
+        assert!(!e.is_idle());
+        e.push(LoadItem::Abort(c.clone()), &mut b, 1);
+        assert!(e.is_idle());
+        // A late End of the aborted read completes nothing.
+        e.push(LoadItem::End(c, 2), &mut b, 1);
+        assert!(e.take_completed(1).is_empty());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::export::{
 };
 use super::settings::{Chunking, SnapshotMode, SnapshotSettings};
 use super::workers::{
-    hold, run_heartbeat, run_reader, HeartbeatContext, HeldChunks, LoadItem, ReaderContext,
+    run_heartbeat, run_reader, Claims, HeartbeatContext, LoadItem, ReaderContext,
 };
 use crate::error::PgError;
 use crate::setup::{self, ServerInfo};
@@ -55,7 +55,7 @@ pub(crate) struct SnapshotPhase {
     emitter: Emitter,
     items: mpsc::Receiver<Result<LoadItem, PgError>>,
     readers_done: bool,
-    held: HeldChunks,
+    claims: Claims,
     /// Bumped whenever chunks are marked done: wakes the readers that wait
     /// for the snapshot to finish.
     chunks_done: watch::Sender<u64>,
@@ -170,6 +170,26 @@ impl SnapshotPhase {
                 store.delete_job(&mut meta, slot).await?;
                 job = None;
             }
+            (SnapshotMode::Initial, Some(JobState::Running)) => {
+                // A running job belongs to the slot it was planned for: the
+                // slot stays at the job's consistent point until streaming
+                // starts. A slot that is gone, or stands elsewhere (dropped
+                // and created again), would stream from a point the rows of
+                // the done chunks were not read at: start over.
+                let planned_at = job.as_ref().and_then(|j| j.snapshot_lsn);
+                let slot_at = setup::slot_confirmed_flush(&mut meta, slot).await?;
+                if slot_at.is_none() || slot_at != planned_at {
+                    tracing::warn!(
+                        slot,
+                        planned_at = %planned_at.map_or_else(|| "-".into(), |l| l.to_string()),
+                        slot_at = %slot_at.map_or_else(|| "missing".into(), |l| l.to_string()),
+                        "the snapshot in progress was planned for a replication slot that no longer exists \
+                         as it was (dropped, or created again): starting the snapshot over"
+                    );
+                    store.delete_job(&mut meta, slot).await?;
+                    job = None;
+                }
+            }
             _ => {}
         }
 
@@ -260,7 +280,7 @@ impl SnapshotPhase {
             status.snapshot_table(&t.table, t.chunks_total, t.chunks_done);
         }
         let (tx, items) = mpsc::channel(settings.workers * 4);
-        let held = HeldChunks::default();
+        let claims = Claims::default();
         let stop = CancellationToken::new();
         let (chunks_done, chunks_done_rx) = watch::channel(0u64);
         let ctx = ReaderContext {
@@ -269,7 +289,7 @@ impl SnapshotPhase {
             slot: slot.to_owned(),
             store: store.clone(),
             settings: settings.clone(),
-            held: held.clone(),
+            claims: claims.clone(),
             chunks_done: chunks_done_rx,
             out: tx,
             stop: stop.clone(),
@@ -278,7 +298,7 @@ impl SnapshotPhase {
             options: options.clone(),
             store: store.clone(),
             settings: settings.clone(),
-            held: held.clone(),
+            claims: claims.clone(),
             stop: stop.clone(),
         };
         let mut tasks: Vec<JoinHandle<()>> = (0..settings.workers)
@@ -299,7 +319,7 @@ impl SnapshotPhase {
             emitter: Emitter::new(snapshot_lsn, now_us()),
             items,
             readers_done: false,
-            held,
+            claims,
             chunks_done,
             stop,
             tasks,
@@ -323,20 +343,22 @@ impl SnapshotPhase {
         for c in completed {
             // Stop heartbeating first: a heartbeat racing the update would
             // find the chunk done and report a takeover that did not happen.
-            hold(&self.held, c.chunk_id, false);
+            self.claims.forget(c.chunk_id, c.attempt);
             let mine = self
                 .store
                 .mark_done(
                     &mut self.meta,
                     c.chunk_id,
                     &self.settings.instance_id,
+                    c.attempt,
                     c.rows,
                 )
                 .await?;
             if mine {
                 self.status.snapshot_chunk_done(&c.table);
+                crate::failpoint::failpoint!("snapshot::after_mark_done");
             } else {
-                tracing::warn!(chunk = c.chunk_id, "chunk was taken over by another instance before its rows were durable here; it is read again there");
+                tracing::warn!(chunk = c.chunk_id, attempt = c.attempt, "chunk was claimed again before its rows were durable here; it is read again under the new claim");
             }
         }
         self.chunks_done.send_modify(|n| *n += 1);
@@ -421,6 +443,33 @@ impl SnapshotPhase {
                 }
                 Ok(Some(Err(e))) => return Err(e),
                 Ok(Some(Ok(item))) => {
+                    // Rows that waited in the channel while the claim ran
+                    // out (a paused process) must not reach a sink either.
+                    let item = match item {
+                        LoadItem::Rows(chunk, _) | LoadItem::End(chunk, _)
+                            if !self.claims.valid(
+                                chunk.id,
+                                chunk.attempt,
+                                self.settings.claim_timeout,
+                            ) =>
+                        {
+                            tracing::warn!(chunk = chunk.id, attempt = chunk.attempt, table = %chunk.table.name,
+                                "the claim on a snapshot chunk ran out before its rows were handed on: dropping them; it is read again");
+                            // Stop renewing it and give it back, so it is
+                            // read again at once (here or elsewhere).
+                            self.claims.forget(chunk.id, chunk.attempt);
+                            self.store
+                                .release_chunk(
+                                    &mut self.meta,
+                                    chunk.id,
+                                    &self.settings.instance_id,
+                                    chunk.attempt,
+                                )
+                                .await?;
+                            LoadItem::Abort(chunk)
+                        }
+                        item => item,
+                    };
                     if let LoadItem::Rows(chunk, rows) = &item {
                         self.status
                             .snapshot_rows(&chunk.table.name, rows.len() as u64);

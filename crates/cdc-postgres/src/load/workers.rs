@@ -2,9 +2,9 @@
 //! its rows over; and the heartbeat that keeps this instance's chunks
 //! claimed until their rows are durable.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use cdc_core::{Row, TableName, TableSchema};
 use sqlx::postgres::PgConnectOptions;
@@ -18,39 +18,101 @@ use crate::catalog::RelationInfo;
 use crate::error::PgError;
 use crate::snapshot::{describe_table, read_chunk, ChunkBounds, MetadataStore};
 
-/// A chunk this instance is reading.
+/// A chunk this instance is reading, under one claim.
 #[derive(Debug)]
 pub(crate) struct ChunkInfo {
     pub id: i64,
+    /// The claim's token: the chunk's `attempts` when it was claimed. A
+    /// later claim of the same chunk (by anyone) has another.
+    pub attempt: u32,
     pub table: Arc<TableSchema>,
     pub chunk_no: u32,
     /// The table's open-ended last chunk.
     pub is_last: bool,
 }
 
-/// What readers hand to the source, in order per chunk.
+/// What readers hand to the source, in order per chunk and claim.
 pub(crate) enum LoadItem {
     Start(Arc<ChunkInfo>),
     Rows(Arc<ChunkInfo>, Vec<Row>),
     End(Arc<ChunkInfo>, u64),
+    /// The read stopped before its end (an error, or the claim was lost):
+    /// what was handed over of it must not count; the chunk is read again.
+    Abort(Arc<ChunkInfo>),
 }
 
-/// Chunk ids this instance holds (reading, or read and waiting for the
-/// sinks), heartbeated until marked done.
-pub(crate) type HeldChunks = Arc<Mutex<HashSet<i64>>>;
+/// One claim this instance holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    attempt: u32,
+    /// When the last renewal that succeeded was sent: the server's
+    /// heartbeat time is not earlier, so the claim is this instance's at
+    /// least until `renewed + claim_timeout`.
+    renewed: Instant,
+}
 
-pub(crate) fn hold(held: &HeldChunks, id: i64, on: bool) {
-    if let Ok(mut set) = held.lock() {
-        if on {
-            set.insert(id);
-        } else {
-            set.remove(&id);
-        }
+/// The claims this instance holds (chunks being read, or read and waiting
+/// for the sinks), heartbeated until marked done, with the time each was
+/// last renewed: a claim whose lease ran out may have been taken over, and
+/// its rows must not leave this instance any more.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Claims(Arc<Mutex<HashMap<i64, Held>>>);
+
+impl Claims {
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<i64, Held>) -> R) -> R {
+        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
     }
-}
 
-fn is_held(held: &HeldChunks, id: i64) -> bool {
-    held.lock().map(|set| set.contains(&id)).unwrap_or(false)
+    /// Records claim `attempt` of chunk `id`, made at `at`.
+    pub fn hold(&self, id: i64, attempt: u32, at: Instant) {
+        self.with(|m| {
+            m.insert(
+                id,
+                Held {
+                    attempt,
+                    renewed: at,
+                },
+            );
+        });
+    }
+
+    /// Forgets claim `attempt` of chunk `id` (done, released or lost).
+    pub fn forget(&self, id: i64, attempt: u32) {
+        self.with(|m| {
+            if m.get(&id).is_some_and(|h| h.attempt == attempt) {
+                m.remove(&id);
+            }
+        });
+    }
+
+    /// Every claim held now.
+    fn all(&self) -> Vec<(i64, u32)> {
+        self.with(|m| m.iter().map(|(id, h)| (*id, h.attempt)).collect())
+    }
+
+    fn renewed(&self, id: i64, attempt: u32, at: Instant) {
+        self.with(|m| {
+            if let Some(h) = m.get_mut(&id).filter(|h| h.attempt == attempt) {
+                h.renewed = h.renewed.max(at);
+            }
+        });
+    }
+
+    fn holds(&self, id: i64, attempt: u32) -> bool {
+        self.with(|m| m.get(&id).is_some_and(|h| h.attempt == attempt))
+    }
+
+    /// `true` while claim `attempt` of chunk `id` is held and its lease
+    /// (three quarters of `claim_timeout` from its last renewal, leaving a
+    /// margin for clocks and delays) has not run out.
+    pub fn valid(&self, id: i64, attempt: u32, claim_timeout: Duration) -> bool {
+        let lease = claim_timeout.mul_f64(0.75);
+        self.with(|m| {
+            m.get(&id)
+                .is_some_and(|h| h.attempt == attempt && h.renewed.elapsed() < lease)
+        })
+    }
 }
 
 fn is_last(bounds: &ChunkBounds) -> bool {
@@ -69,7 +131,7 @@ pub(crate) struct ReaderContext {
     pub slot: String,
     pub store: MetadataStore,
     pub settings: SnapshotSettings,
-    pub held: HeldChunks,
+    pub claims: Claims,
     /// Changes whenever this instance marks chunks done.
     pub chunks_done: watch::Receiver<u64>,
     pub out: mpsc::Sender<Result<LoadItem, PgError>>,
@@ -127,7 +189,7 @@ pub(crate) async fn run_reader(mut ctx: ReaderContext) {
                 }
             }
             Err(e) => {
-                let retry = matches!(e, PgError::SnapshotGone(_));
+                let retry = matches!(e, PgError::SnapshotGone(_) | PgError::ClaimLost(_));
                 tracing::warn!(error = %cdc_core::error_chain(&e), "snapshot reader");
                 if !retry {
                     let _ = ctx.out.send(Err(e)).await;
@@ -145,6 +207,8 @@ async fn read_one(
     conn: &mut PgConnection,
     schemas: &mut HashMap<TableName, RelationInfo>,
 ) -> Result<bool, PgError> {
+    crate::failpoint::failpoint!("snapshot::reader_before_claim");
+    let claimed_at = Instant::now();
     let Some(chunk) = ctx
         .store
         .claim_chunk(
@@ -157,7 +221,8 @@ async fn read_one(
     else {
         return Ok(false);
     };
-    hold(&ctx.held, chunk.id, true);
+    ctx.claims.hold(chunk.id, chunk.attempts, claimed_at);
+    let mut started: Option<Arc<ChunkInfo>> = None;
     let result = async {
         let job = ctx
             .store
@@ -179,15 +244,27 @@ async fn read_one(
             };
             let meta = Arc::new(ChunkInfo {
                 id: chunk.id,
+                attempt: chunk.attempts,
                 table: info.schema.clone(),
                 chunk_no: chunk.chunk_no,
                 is_last: is_last(&chunk.bounds),
             });
+            started = Some(meta.clone());
             send(ctx, LoadItem::Start(meta.clone())).await?;
             let (tx, mut rx) = mpsc::channel::<Vec<Row>>(2);
-            let forward = async {
+            let forward_meta = meta.clone();
+            // Owns the receiver: when forwarding stops early (an error, a
+            // lost claim), the receiver goes with it and the COPY reader
+            // stops at its next send instead of waiting for ever.
+            let forward = async move {
+                let meta = forward_meta;
+                let mut first = true;
                 while let Some(rows) = rx.recv().await {
-                    send(ctx, LoadItem::Rows(meta.clone(), rows)).await?;
+                    send_held(ctx, LoadItem::Rows(meta.clone(), rows), &meta).await?;
+                    if first {
+                        first = false;
+                        crate::failpoint::failpoint_err!("snapshot::reader_after_first_rows");
+                    }
                 }
                 Ok::<(), PgError>(())
             };
@@ -200,7 +277,7 @@ async fn read_one(
             let (n, forwarded) = tokio::join!(reading, forward);
             forwarded?;
             let n = n?;
-            send(ctx, LoadItem::End(meta, n)).await?;
+            send_held(ctx, LoadItem::End(meta.clone(), n), &meta).await?;
             Ok::<(), PgError>(())
         }
         .await;
@@ -209,11 +286,16 @@ async fn read_one(
     }
     .await;
     if result.is_err() {
-        // Let another reader (or a later attempt) take it at once.
-        hold(&ctx.held, chunk.id, false);
+        // What was handed over of this read must not count (the source
+        // would otherwise wait for its end forever), and another reader
+        // (or a later attempt) may take the chunk at once.
+        if let Some(meta) = started {
+            let _ = ctx.out.send(Ok(LoadItem::Abort(meta))).await;
+        }
+        ctx.claims.forget(chunk.id, chunk.attempts);
         let _ = ctx
             .store
-            .release_chunk(conn, chunk.id, &ctx.settings.instance_id)
+            .release_chunk(conn, chunk.id, &ctx.settings.instance_id, chunk.attempts)
             .await;
     }
     result.map(|()| true)
@@ -226,17 +308,34 @@ async fn send(ctx: &ReaderContext, item: LoadItem) -> Result<(), PgError> {
         .map_err(|_| PgError::Protocol("the source stopped reading the snapshot".into()))
 }
 
+/// Sends `item` of chunk `meta` only while this instance still holds its
+/// claim (and the claim's lease has not run out): rows of a chunk that
+/// may have been taken over never leave the reader.
+async fn send_held(ctx: &ReaderContext, item: LoadItem, meta: &ChunkInfo) -> Result<(), PgError> {
+    if !ctx
+        .claims
+        .valid(meta.id, meta.attempt, ctx.settings.claim_timeout)
+    {
+        return Err(PgError::ClaimLost(format!(
+            "the claim on chunk {} of {} (attempt {}) was not renewed in time or was taken over: \
+             dropping what was read of it; it is read again",
+            meta.chunk_no, meta.table.name, meta.attempt
+        )));
+    }
+    send(ctx, item).await
+}
+
 /// What the heartbeat task needs (not the readers' sender: the source
 /// learns that reading is over when every reader has dropped its sender).
 pub(crate) struct HeartbeatContext {
     pub options: PgConnectOptions,
     pub store: MetadataStore,
     pub settings: SnapshotSettings,
-    pub held: HeldChunks,
+    pub claims: Claims,
     pub stop: CancellationToken,
 }
 
-/// Heartbeats every held chunk each `interval` until `stop`.
+/// Heartbeats every held claim each `interval` until `stop`.
 pub(crate) async fn run_heartbeat(ctx: HeartbeatContext) {
     let mut conn: Option<PgConnection> = None;
     loop {
@@ -244,13 +343,11 @@ pub(crate) async fn run_heartbeat(ctx: HeartbeatContext) {
             _ = ctx.stop.cancelled() => return,
             _ = tokio::time::sleep(ctx.settings.heartbeat_interval) => {}
         }
-        let ids: Vec<i64> = match ctx.held.lock() {
-            Ok(set) => set.iter().copied().collect(),
-            Err(_) => return,
-        };
-        if ids.is_empty() {
+        let held = ctx.claims.all();
+        if held.is_empty() {
             continue;
         }
+        crate::failpoint::failpoint!("snapshot::heartbeat");
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match PgConnection::connect_with(&ctx.options).await {
@@ -261,13 +358,18 @@ pub(crate) async fn run_heartbeat(ctx: HeartbeatContext) {
                 }
             },
         };
-        for id in ids {
-            match ctx.store.heartbeat(c, id, &ctx.settings.instance_id).await {
-                Ok(true) => {}
-                Ok(false) if !is_held(&ctx.held, id) => {} // finished meanwhile
+        for (id, attempt) in held {
+            let sent = Instant::now();
+            match ctx
+                .store
+                .heartbeat(c, id, &ctx.settings.instance_id, attempt)
+                .await
+            {
+                Ok(true) => ctx.claims.renewed(id, attempt, sent),
+                Ok(false) if !ctx.claims.holds(id, attempt) => {} // finished meanwhile
                 Ok(false) => {
-                    tracing::warn!(chunk = id, "snapshot chunk was claimed by another instance (heartbeat too late); it will be read again there");
-                    hold(&ctx.held, id, false);
+                    tracing::warn!(chunk = id, attempt, "snapshot chunk was claimed again (its heartbeat came too late): what this claim read is dropped; the chunk is read again under the new claim");
+                    ctx.claims.forget(id, attempt);
                 }
                 Err(e) => {
                     tracing::warn!(error = %cdc_core::error_chain(&e), "snapshot heartbeat failed");

@@ -5,12 +5,14 @@
 //! missing piece is a [`PgError::Setup`](crate::PgError::Setup) whose
 //! message names the SQL to run.
 
+pub mod check;
 mod preflight;
 mod publication;
 mod replica_identity;
 mod slot;
 
+pub use check::{check_source, run_check, CheckReport, CheckRequest, Finding, Severity};
 pub use preflight::{check_select, preflight, ServerInfo, TableInfo};
 pub use publication::ensure_publication;
 pub use replica_identity::ensure_replica_identity;
-pub use slot::{ensure_slot, slot_exists, SlotState};
+pub use slot::{ensure_slot, slot_confirmed_flush, slot_exists, SlotState};

@@ -70,10 +70,11 @@ pub async fn preflight(
         || row.try_get::<bool, _>("rolsuper").map_err(get_err)?
         || row.try_get::<bool, _>("rds_replication").map_err(get_err)?;
 
-    if info.version_num < 100_000 {
+    if info.version_num < super::check::MIN_SERVER_VERSION_NUM {
         return Err(PgError::Setup(format!(
-            "PostgreSQL {} is too old: pgoutput logical replication needs PostgreSQL 10 or newer",
-            info.version_num
+            "PostgreSQL {} is too old: the engine needs PostgreSQL 14 or newer, because {}",
+            info.version_num,
+            super::check::MIN_VERSION_REASON
         )));
     }
     if needs_replication {

@@ -122,6 +122,28 @@ pub async fn ensure_slot(
     })
 }
 
+/// The `confirmed_flush_lsn` of slot `name`; `None` when there is no such
+/// slot (or it has no confirmed position: a physical slot).
+pub async fn slot_confirmed_flush(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<Lsn>, PgError> {
+    let text: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| PgError::sql(format!("checking replication slot {name}"), e))?;
+    text.flatten()
+        .map(|t| {
+            t.parse::<Lsn>().map_err(|e| {
+                PgError::Protocol(format!("slot {name}: unreadable confirmed_flush_lsn: {e}"))
+            })
+        })
+        .transpose()
+}
+
 /// `true` when a replication slot called `name` exists (any database).
 pub async fn slot_exists(conn: &mut PgConnection, name: &str) -> Result<bool, PgError> {
     let row = sqlx::query(

@@ -124,6 +124,19 @@ pub struct TableProgress {
     pub rows: u64,
 }
 
+/// Chunks of one table that one instance holds (see [`MetadataStore::claims`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// The table.
+    pub table: TableName,
+    /// The instance holding the chunks (`snapshot.instance_id`).
+    pub instance: String,
+    /// How many chunks of the table it holds.
+    pub chunks: u64,
+    /// How long ago the oldest of its heartbeats for these chunks was.
+    pub heartbeat_age: Duration,
+}
+
 /// Progress of a job, per table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Progress {
@@ -494,19 +507,22 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
         row.map(|r| decode_chunk(&r)).transpose()
     }
 
-    /// Renews the claim of chunk `chunk_id`. `false` when the chunk is no
-    /// longer in progress under `instance_id` (another instance took it
-    /// over): the caller must stop and must not mark it done.
+    /// Renews the claim `attempt` of chunk `chunk_id`. `false` when the
+    /// chunk is no longer in progress under that claim (another reader,
+    /// of this instance or another, claimed it again): the caller must
+    /// stop, drop what it read, and must not mark it done.
     pub async fn heartbeat(
         &self,
         conn: &mut PgConnection,
         chunk_id: i64,
         instance_id: &str,
+        attempt: u32,
     ) -> Result<bool, PgError> {
         self.update_held_chunk(
             conn,
             chunk_id,
             instance_id,
+            attempt,
             "heartbeat_at = pg_catalog.now()",
             "renewing a chunk claim",
         )
@@ -514,18 +530,20 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
     }
 
     /// Gives chunk `chunk_id` back (pending, unclaimed) so another reader
-    /// can claim it at once, e.g. after a failed read. `false` when
-    /// `instance_id` no longer held it.
+    /// can claim it at once, e.g. after a failed read. `false` when the
+    /// claim `attempt` of `instance_id` no longer held it.
     pub async fn release_chunk(
         &self,
         conn: &mut PgConnection,
         chunk_id: i64,
         instance_id: &str,
+        attempt: u32,
     ) -> Result<bool, PgError> {
         self.update_held_chunk(
             conn,
             chunk_id,
             instance_id,
+            attempt,
             "status = 'pending', claimed_by = NULL, claimed_at = NULL, heartbeat_at = NULL",
             "releasing a chunk claim",
         )
@@ -533,23 +551,27 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
     }
 
     /// Applies `set` (a fixed SQL `SET` list) to chunk `chunk_id` if
-    /// `instance_id` still holds it in progress; `true` when it did.
+    /// `instance_id` still holds it in progress under claim `attempt`;
+    /// `true` when it did.
     async fn update_held_chunk(
         &self,
         conn: &mut PgConnection,
         chunk_id: i64,
         instance_id: &str,
+        attempt: u32,
         set: &'static str,
         what: &'static str,
     ) -> Result<bool, PgError> {
         let err = self.ctx(what);
         let sql = format!(
-            "UPDATE {} SET {set} WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'",
+            "UPDATE {} SET {set}
+             WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND status = 'in_progress'",
             self.chunks()
         );
         let done = sqlx::query(AssertSqlSafe(sql))
             .bind(chunk_id)
             .bind(instance_id)
+            .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
             .execute(&mut *conn)
             .await
             .map_err(&err)?;
@@ -557,17 +579,20 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
     }
 
     /// Marks chunk `chunk_id` done with `rows` rows, adding them to the
-    /// job's counters, but only while `instance_id` still holds the claim.
-    /// `true` when the chunk is done under this instance's claim (also when
-    /// it already was: a retried call counts once); `false` when another
-    /// instance has taken the chunk over.
+    /// job's counters, but only while `instance_id` still holds the claim
+    /// `attempt`. `true` when the chunk is done under that claim (also when
+    /// it already was: a retried call counts once); `false` when the chunk
+    /// was claimed again since (by another instance or another reader of
+    /// this one).
     pub async fn mark_done(
         &self,
         conn: &mut PgConnection,
         chunk_id: i64,
         instance_id: &str,
+        attempt: u32,
         rows: u64,
     ) -> Result<bool, PgError> {
+        let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
         let err = self.ctx("marking a chunk done");
         let rows = i64::try_from(rows).unwrap_or(i64::MAX);
         let sql = format!(
@@ -575,7 +600,7 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
                  UPDATE {chunks}
                  SET status = 'done', \"rows\" = $3, done_at = pg_catalog.now(),
                      heartbeat_at = pg_catalog.now()
-                 WHERE id = $1 AND claimed_by = $2 AND status = 'in_progress'
+                 WHERE id = $1 AND claimed_by = $2 AND attempts = $4 AND status = 'in_progress'
                  RETURNING slot_name)
              UPDATE {jobs} j
              SET chunks_done = j.chunks_done + 1, rows_done = j.rows_done + $3,
@@ -589,6 +614,7 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
             .bind(chunk_id)
             .bind(instance_id)
             .bind(rows)
+            .bind(attempt)
             .fetch_optional(&mut *conn)
             .await
             .map_err(&err)?;
@@ -596,12 +622,13 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
             return Ok(true);
         }
         let sql = format!(
-            "SELECT status = 'done' AND claimed_by = $2 FROM {} WHERE id = $1",
+            "SELECT status = 'done' AND claimed_by = $2 AND attempts = $3 FROM {} WHERE id = $1",
             self.chunks()
         );
         let already: Option<Option<bool>> = sqlx::query_scalar(AssertSqlSafe(sql))
             .bind(chunk_id)
             .bind(instance_id)
+            .bind(attempt)
             .fetch_optional(&mut *conn)
             .await
             .map_err(&err)?;
@@ -643,6 +670,56 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
             });
         }
         Ok(Progress { tables })
+    }
+
+    /// `true` when both coordination tables exist in this store's schema.
+    pub async fn exists(&self, conn: &mut PgConnection) -> Result<bool, PgError> {
+        sqlx::query_scalar(
+            "SELECT pg_catalog.to_regclass($1) IS NOT NULL AND pg_catalog.to_regclass($2) IS NOT NULL",
+        )
+        .bind(self.jobs())
+        .bind(self.chunks())
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(self.ctx("looking for the coordination tables"))
+    }
+
+    /// The chunks of `slot`'s job that instances hold right now: per table
+    /// and instance, how many chunks and how long ago the oldest of their
+    /// heartbeats was.
+    pub async fn claims(&self, conn: &mut PgConnection, slot: &str) -> Result<Vec<Claim>, PgError> {
+        let err = self.ctx("reading claims");
+        let sql = format!(
+            "SELECT table_schema, table_name, COALESCE(claimed_by, '') AS instance,
+                    pg_catalog.count(*) AS chunks,
+                    COALESCE(EXTRACT(epoch FROM pg_catalog.now()
+                        - pg_catalog.min(COALESCE(heartbeat_at, claimed_at))), 0)::pg_catalog.float8
+                        AS heartbeat_age
+             FROM {} WHERE slot_name = $1 AND status = 'in_progress'
+             GROUP BY table_schema, table_name, claimed_by
+             ORDER BY table_schema, table_name, claimed_by",
+            self.chunks()
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(slot)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(&err)?;
+        let mut claims = Vec::with_capacity(rows.len());
+        for row in rows {
+            let chunks: i64 = row.try_get("chunks").map_err(&err)?;
+            let age: f64 = row.try_get("heartbeat_age").map_err(&err)?;
+            claims.push(Claim {
+                table: TableName::new(
+                    row.try_get::<String, _>("table_schema").map_err(&err)?,
+                    row.try_get::<String, _>("table_name").map_err(&err)?,
+                ),
+                instance: row.try_get("instance").map_err(&err)?,
+                chunks: u64::try_from(chunks).unwrap_or(0),
+                heartbeat_age: Duration::try_from_secs_f64(age.max(0.0)).unwrap_or_default(),
+            });
+        }
+        Ok(claims)
     }
 
     /// `true` when the job of `slot` is past planning (`running` or `done`)

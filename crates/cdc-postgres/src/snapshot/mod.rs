@@ -52,7 +52,8 @@ mod read;
 mod table;
 
 pub use metadata::{
-    ClaimedChunk, Job, JobState, MetadataStore, Progress, TableProgress, DEFAULT_METADATA_SCHEMA,
+    Claim, ClaimedChunk, Job, JobState, MetadataStore, Progress, TableProgress,
+    DEFAULT_METADATA_SCHEMA,
 };
 pub use plan::{
     chunk_query, plan_chunks, ChunkBounds, ChunkStrategy, DEFAULT_ROWS_PER_BLOCK,

@@ -147,10 +147,9 @@ struct Relation {
 /// let mut source = PgSource::connect(cfg).await?;
 /// let ack = source.ack_handle();
 /// while let Some(batch) = source.next_batch().await? {
-///     // ... make the batch durable somewhere, then:
-///     if let Some(lsn) = batch.checkpoint {
-///         ack.advance(lsn);
-///     }
+///     // ... make the batch durable somewhere, then acknowledge it (with a
+///     // snapshot configured, this is also what marks its chunks done):
+///     ack.durable(&batch);
 /// }
 /// # Ok(()) }
 /// ```
@@ -192,7 +191,8 @@ pub struct PgSource {
 }
 
 impl PgSource {
-    /// Checks the server, prepares replica identities, the publication and
+    /// Runs the preflight check ([`setup::run_check`]: fails naming every
+    /// blocking problem, logs the warnings), prepares replica identities, the publication and
     /// the slot as configured, then either starts the snapshot (modes
     /// `initial` and `snapshot_only`, see [`crate::load`]) or streams from
     /// the slot's confirmed position.
@@ -202,6 +202,16 @@ impl PgSource {
         let mut catalog = PgConnection::connect_with(&options)
             .await
             .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
+        // Every problem at once, before anything is changed.
+        let report = setup::run_check(&mut catalog, &setup::CheckRequest::from(&cfg)).await?;
+        for finding in &report.findings {
+            match finding.severity {
+                setup::Severity::Ok => tracing::debug!("check: {}", finding.message()),
+                setup::Severity::Warning => tracing::warn!("{}", finding.message()),
+                setup::Severity::Blocking => {}
+            }
+        }
+        report.blocking_error()?;
         let mode = cfg.snapshot.mode;
         let snapshot_tables = cfg
             .snapshot
@@ -219,17 +229,8 @@ impl PgSource {
             setup::check_select(&mut catalog, &server, &snapshot_tables).await?;
         }
         if streams {
+            // (The check above warned about identities that break updates.)
             setup::ensure_replica_identity(&mut catalog, &tables, &cfg.replica_identity).await?;
-            for t in &tables {
-                let effective = cfg
-                    .replica_identity
-                    .iter()
-                    .find(|(n, _)| n == &t.name)
-                    .map_or(t.replica_identity, |(_, r)| *r);
-                if effective == ReplicaIdentity::Nothing {
-                    tracing::warn!(table = %t.name, "REPLICA IDENTITY NOTHING: updates and deletes of this table fail on the server while it is published");
-                }
-            }
             setup::ensure_publication(
                 &mut catalog,
                 &cfg.publication,
@@ -812,8 +813,10 @@ impl PgSource {
             break self.fill_batch().await?;
         };
         self.cfg.status.record_received(self.received);
-        if batch.is_some() {
+        let mut batch = batch;
+        if let Some(b) = batch.as_mut() {
             self.returned += 1;
+            b.seq = self.returned;
         } else {
             self.cfg.status.set_phase(Phase::Stopped);
         }

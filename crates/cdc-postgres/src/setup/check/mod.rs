@@ -1,0 +1,208 @@
+//! The preflight check: everything a pipeline needs from the server,
+//! looked at without changing anything, every problem reported at once with
+//! its fix.
+//!
+//! [`run_check`] is what `cdc-engine check` prints and what
+//! [`PgSource::connect`](crate::PgSource::connect) runs first (it refuses
+//! to start while a finding is [`Severity::Blocking`]).
+
+mod objects;
+mod report;
+mod server;
+mod tables;
+
+use cdc_core::{ReplicaIdentity, TableName};
+use sqlx::{Connection, PgConnection};
+
+pub use objects::{MetadataState, PublicationState, SlotInfo};
+pub use report::{CheckReport, Finding, Severity};
+pub use server::{ServerState, MIN_SERVER_VERSION_NUM, MIN_VERSION_REASON};
+pub use tables::TableState;
+
+use crate::conn::ConnParams;
+use crate::error::PgError;
+use crate::load::SnapshotMode;
+use crate::stream::PgSourceConfig;
+
+/// What the pipeline needs from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRequest {
+    /// Tables to stream.
+    pub tables: Vec<TableName>,
+    /// Publication name.
+    pub publication: String,
+    /// The engine may create or extend the publication.
+    pub create_publication: bool,
+    /// Replication slot name.
+    pub slot: String,
+    /// The engine may create the slot.
+    pub create_slot: bool,
+    /// Several instances share the slot (`source.slot.standby`).
+    pub standby: bool,
+    /// Replica identities the engine sets before streaming.
+    pub replica_identity: Vec<(TableName, ReplicaIdentity)>,
+    /// The pipeline streams (anything but `snapshot_only`): needs
+    /// `wal_level`, REPLICATION, the publication and the slot.
+    pub streams: bool,
+    /// A snapshot runs: the tables it copies and its metadata schema.
+    pub snapshot: Option<SnapshotNeeds>,
+}
+
+/// What a snapshot needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotNeeds {
+    /// Tables it copies.
+    pub tables: Vec<TableName>,
+    /// Schema of its coordination tables.
+    pub metadata_schema: String,
+}
+
+impl CheckRequest {
+    /// A streaming pipeline without snapshot that may create its publication and slot.
+    pub fn new(
+        tables: Vec<TableName>,
+        publication: impl Into<String>,
+        slot: impl Into<String>,
+    ) -> Self {
+        CheckRequest {
+            tables,
+            publication: publication.into(),
+            create_publication: true,
+            slot: slot.into(),
+            create_slot: true,
+            standby: false,
+            replica_identity: Vec::new(),
+            streams: true,
+            snapshot: None,
+        }
+    }
+
+    fn configured_identity(&self, table: &TableName) -> Option<ReplicaIdentity> {
+        self.replica_identity
+            .iter()
+            .find(|(t, _)| t == table)
+            .map(|(_, r)| *r)
+    }
+}
+
+impl From<&PgSourceConfig> for CheckRequest {
+    fn from(cfg: &PgSourceConfig) -> Self {
+        let mode = cfg.snapshot.mode;
+        CheckRequest {
+            tables: cfg.tables.clone(),
+            publication: cfg.publication.clone(),
+            create_publication: cfg.create_publication,
+            slot: cfg.slot.clone(),
+            create_slot: cfg.create_slot,
+            standby: cfg.standby,
+            replica_identity: cfg.replica_identity.clone(),
+            streams: mode != SnapshotMode::SnapshotOnly,
+            snapshot: (mode != SnapshotMode::Never).then(|| SnapshotNeeds {
+                tables: cfg
+                    .snapshot
+                    .tables
+                    .clone()
+                    .unwrap_or_else(|| cfg.tables.clone()),
+                metadata_schema: cfg.snapshot.metadata_schema.clone(),
+            }),
+        }
+    }
+}
+
+/// Connects with `cfg.url` and runs [`run_check`] for `cfg`.
+pub async fn check_source(cfg: &PgSourceConfig) -> Result<CheckReport, PgError> {
+    let params = ConnParams::parse(&cfg.url)?;
+    let mut conn = PgConnection::connect_with(&params.sqlx_options())
+        .await
+        .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
+    let report = run_check(&mut conn, &CheckRequest::from(cfg)).await;
+    let _ = conn.close().await;
+    report
+}
+
+/// Looks at everything `req` needs and reports each finding. Changes
+/// nothing. `Err` only when the catalog could not be read.
+pub async fn run_check(
+    conn: &mut PgConnection,
+    req: &CheckRequest,
+) -> Result<CheckReport, PgError> {
+    let mut report = CheckReport::default();
+    let server = ServerState::read(conn).await?;
+    server::server_findings(&server, req, &mut report);
+
+    let streamed: &[TableName] = if req.streams { &req.tables } else { &[] };
+    let snapshot_tables: &[TableName] = req.snapshot.as_ref().map_or(&[], |s| &s.tables);
+    let mut all: Vec<&TableName> = streamed.iter().collect();
+    all.extend(snapshot_tables.iter().filter(|t| !streamed.contains(t)));
+
+    let publication = if req.streams {
+        PublicationState::read(conn, &req.publication).await?
+    } else {
+        None
+    };
+    let mut found_streamed = Vec::new();
+    for name in all {
+        let Some(t) = TableState::read(conn, name).await? else {
+            report.push(tables::missing_table(name, &server.database));
+            continue;
+        };
+        if !t.is_table() {
+            report.push(tables::not_a_table(&t));
+            continue;
+        }
+        let before = report.findings.len();
+        if streamed.contains(name) {
+            let configured = req.configured_identity(name);
+            report
+                .findings
+                .extend(tables::identity_finding(&t, configured));
+            report
+                .findings
+                .extend(tables::toast_finding(&t, configured));
+            if t.kind == 'p' {
+                let via_root = publication.as_ref().map(|p| p.via_root);
+                report.push(tables::partition_finding(&t, &req.publication, via_root));
+            }
+        }
+        if snapshot_tables.contains(name) {
+            report
+                .findings
+                .extend(tables::select_finding(&t, &server.user));
+        }
+        if report.findings.len() == before {
+            report.push(Finding::ok(format!("table {name}"), "ready"));
+        }
+        if streamed.contains(name) {
+            found_streamed.push(t);
+        }
+    }
+
+    if req.streams {
+        objects::publication_findings(
+            &server,
+            &req.publication,
+            req.create_publication,
+            &req.tables,
+            &found_streamed,
+            publication.as_ref(),
+            &mut report,
+        );
+        let slot = SlotInfo::read(conn, &req.slot).await?;
+        report.push(objects::slot_finding(
+            &server,
+            &req.slot,
+            req.create_slot,
+            req.standby,
+            slot.as_ref(),
+        ));
+    }
+    if let Some(snapshot) = &req.snapshot {
+        let m = MetadataState::read(conn, &snapshot.metadata_schema).await?;
+        report.push(objects::metadata_finding(
+            &server,
+            &snapshot.metadata_schema,
+            &m,
+        ));
+    }
+    Ok(report)
+}

@@ -1,0 +1,221 @@
+//! Reading back what file sinks wrote and rebuilding tables from it, the
+//! way a keyed consumer would: events of several files merged, sorted
+//! stably by (`source.commit_lsn`, `source.ordinal`), applied by key
+//! (`r`/`c`/`u`: the row becomes `after`, `d`: removed, `t`: cleared), and
+//! compared with the table's `to_jsonb` rows ([`crate::TestDb::to_jsonb_rows`]).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+use crate::{Engine, TestDb};
+
+/// How long the stream may take to catch up with the source once writes stop.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One line of an output file, reduced to what the checks need.
+#[derive(Debug, Clone)]
+pub struct Ev {
+    /// Which file (instance) it came from.
+    pub file: usize,
+    /// Line number in that file, from 1.
+    pub line: usize,
+    pub op: String,
+    /// `schema.table`, unquoted.
+    pub table: String,
+    pub snapshot: String,
+    pub lsn: u64,
+    pub commit_lsn: u64,
+    pub ordinal: u64,
+    pub before: Json,
+    pub after: Json,
+}
+
+pub fn parse_event(file: usize, line: usize, text: &str, path: &Path) -> Ev {
+    let v: Json = serde_json::from_str(text).unwrap_or_else(|e| {
+        panic!(
+            "{} line {line}: not JSON ({e}): {}",
+            path.display(),
+            &text[..text.len().min(300)]
+        )
+    });
+    let Json::Object(mut m) = v else {
+        panic!("{} line {line}: not an object: {text}", path.display());
+    };
+    let src = m.remove("source").unwrap_or(Json::Null);
+    let str_of = |v: &Json, what: &str| -> String {
+        v.as_str()
+            .unwrap_or_else(|| panic!("{} line {line}: no string {what}", path.display()))
+            .to_owned()
+    };
+    let num_of = |v: &Json, what: &str| -> u64 {
+        v.as_u64()
+            .unwrap_or_else(|| panic!("{} line {line}: no integer {what}: {v}", path.display()))
+    };
+    Ev {
+        file,
+        line,
+        op: str_of(m.get("op").unwrap_or(&Json::Null), "op"),
+        table: format!(
+            "{}.{}",
+            str_of(&src["schema"], "source.schema"),
+            str_of(&src["table"], "source.table")
+        ),
+        snapshot: str_of(&src["snapshot"], "source.snapshot"),
+        lsn: num_of(&src["lsn"], "source.lsn"),
+        commit_lsn: num_of(&src["commit_lsn"], "source.commit_lsn"),
+        ordinal: num_of(&src["ordinal"], "source.ordinal"),
+        before: m.remove("before").unwrap_or(Json::Null),
+        after: m.remove("after").unwrap_or(Json::Null),
+    }
+}
+
+/// The events of an output file, read incrementally: each [`Tail::poll`]
+/// parses only the complete lines appended since the last one (a partial
+/// last line is left for later: the sink may be writing it, or cut it
+/// after a crash).
+pub struct Tail {
+    pub file: usize,
+    pub path: PathBuf,
+    pub offset: u64,
+    pub lines: usize,
+    pub events: Vec<Ev>,
+}
+
+impl Tail {
+    pub fn new(file: usize, path: PathBuf) -> Tail {
+        Tail {
+            file,
+            path,
+            offset: 0,
+            lines: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// Reads what was appended; returns how many events were added.
+    pub fn poll(&mut self) -> usize {
+        let mut f = match std::fs::File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+            Err(e) => panic!("cannot open {}: {e}", self.path.display()),
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        assert!(
+            len >= self.offset,
+            "{} shrank below {} bytes of complete lines (now {len})",
+            self.path.display(),
+            self.offset
+        );
+        f.seek(SeekFrom::Start(self.offset)).expect("seek");
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).expect("read");
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            return 0;
+        };
+        let text = std::str::from_utf8(&buf[..=end])
+            .unwrap_or_else(|e| panic!("{}: not UTF-8: {e}", self.path.display()));
+        let before = self.events.len();
+        for l in text.split_terminator('\n') {
+            self.lines += 1;
+            if l.trim().is_empty() {
+                continue;
+            }
+            self.events
+                .push(parse_event(self.file, self.lines, l, &self.path));
+        }
+        self.offset += end as u64 + 1;
+        self.events.len() - before
+    }
+}
+
+/// Every event of `tails`, concatenated in order and sorted stably by
+/// (`commit_lsn`, `ordinal`).
+pub fn merged<'a>(tails: &[&'a Tail]) -> Vec<&'a Ev> {
+    let mut all: Vec<&Ev> = tails.iter().flat_map(|t| t.events.iter()).collect();
+    all.sort_by_key(|e| (e.commit_lsn, e.ordinal));
+    all
+}
+
+/// The table `table` (`schema.name`) as `events` (in order) rebuild it,
+/// keyed by the JSON text of `id`, as [`TestDb::to_jsonb_rows`] keys it.
+pub fn apply<'a>(events: &[&'a Ev], table: &str) -> BTreeMap<String, &'a Json> {
+    let mut rows = BTreeMap::new();
+    for ev in events.iter().filter(|e| e.table == table) {
+        let at = format!("file {} line {}", ev.file, ev.line);
+        match ev.op.as_str() {
+            "r" | "c" | "u" => {
+                assert!(
+                    ev.after.is_object(),
+                    "{at}: {} without after: {ev:?}",
+                    ev.op
+                );
+                rows.insert(ev.after["id"].to_string(), &ev.after);
+            }
+            "d" => {
+                assert!(ev.before.is_object(), "{at}: delete without before: {ev:?}");
+                rows.remove(&ev.before["id"].to_string());
+            }
+            "t" => rows.clear(),
+            other => panic!("{at}: unknown op {other:?}: {ev:?}"),
+        }
+    }
+    rows
+}
+
+/// `None` when `got` equals `want`, else a description of (up to 20 of)
+/// the differences.
+pub fn diff(got: &BTreeMap<String, &Json>, want: &BTreeMap<String, Json>) -> Option<String> {
+    let mut out = Vec::new();
+    for (k, w) in want {
+        match got.get(k) {
+            None => out.push(format!("id {k}: missing from the files; table has {w}")),
+            Some(g) if *g != w => out.push(format!("id {k}: files have {g}; table has {w}")),
+            Some(_) => {}
+        }
+    }
+    for (k, g) in got {
+        if !want.contains_key(k) {
+            out.push(format!("id {k}: in the files ({g}) but not in the table"));
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    let n = out.len();
+    out.truncate(20);
+    Some(format!(
+        "{n} difference(s) ({} rows rebuilt, {} in the table):\n  {}",
+        got.len(),
+        want.len(),
+        out.join("\n  ")
+    ))
+}
+
+/// Polls `tails` until the merged events rebuild `public.t` exactly as it
+/// is now (the writers must have stopped), at most [`CATCH_UP_TIMEOUT`].
+pub async fn wait_converged(db: &TestDb, tails: &mut [Tail], engines: &[&Engine]) {
+    let want = db.to_jsonb_rows("public.t", "id").await;
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    loop {
+        for t in tails.iter_mut() {
+            t.poll();
+        }
+        let refs: Vec<&Tail> = tails.iter().collect();
+        let events = merged(&refs);
+        let Some(d) = diff(&apply(&events, "public.t"), &want) else {
+            return;
+        };
+        if Instant::now() >= deadline {
+            let reports: Vec<String> = engines.iter().map(|e| e.output_report()).collect();
+            panic!(
+                "the merged files did not converge to public.t within {CATCH_UP_TIMEOUT:?}: {d}\n{}",
+                reports.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,610 @@
+//! `cdc-engine check` against real servers: each finding reproduced, its
+//! line and fix asserted; and `run` refusing to start on the same findings.
+//!
+//! Every test has its own database, role, publication and slot names, so
+//! the tests run in any order and in parallel. Besides `CDC_TEST_PG_URL`
+//! they use the clusters `CDC_TEST_PG_NOLOGICAL_URL` (`wal_level = replica`)
+//! and `CDC_TEST_PG_FEWSLOTS_URL` (`max_replication_slots = 2`).
+//! A server older than PostgreSQL 14 cannot be reproduced here (only 15 is
+//! installed): the version rule has unit tests in cdc-postgres.
+
+use std::time::Duration;
+
+use integration_tests::{
+    extra_cluster_url, quote_ident, quote_literal, run_engine, unique_suffix, Engine, ExtraDb,
+    SlotsLock, TestDb, TestRole, TEST_ROLE_PASSWORD,
+};
+
+/// Names of one test's publication and slot.
+struct Names {
+    publication: String,
+    slot: String,
+}
+
+fn names() -> Names {
+    let s = unique_suffix();
+    Names {
+        publication: format!("chk_pub_{s}"),
+        slot: format!("chk_slot_{s}"),
+    }
+}
+
+/// A pipeline config: `tables`, the publication and slot with their
+/// `create` flags, one stdout sink, and `extra` YAML lines under `source:`
+/// (indented by the caller) or at the top level. Stream-only (`snapshot:
+/// { mode: never }`) unless `top_extra` sets `snapshot`.
+fn yaml(
+    url: &str,
+    tables: &[&str],
+    n: &Names,
+    create_publication: bool,
+    create_slot: bool,
+    source_extra: &str,
+    top_extra: &str,
+) -> String {
+    let url = serde_json::to_string(url).unwrap();
+    let tables: Vec<String> = tables
+        .iter()
+        .map(|t| serde_json::to_string(t).unwrap())
+        .collect();
+    let stream_only = if top_extra.contains("snapshot:") {
+        ""
+    } else {
+        "snapshot: { mode: never }\n"
+    };
+    format!(
+        "name: check_test\n\
+         source:\n  url: {url}\n  tables: [{}]\n  \
+         publication: {{ name: {}, create: {create_publication} }}\n  \
+         slot: {{ name: {}, create: {create_slot} }}\n{source_extra}\
+         sinks:\n  - type: stdout\n\
+         retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n{stream_only}{top_extra}",
+        tables.join(", "),
+        n.publication,
+        n.slot
+    )
+}
+
+/// What `cdc-engine check` printed.
+struct Checked {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Checked {
+    fn run(yaml: &str) -> Checked {
+        let (code, stdout, stderr) = run_engine(&["check"], yaml);
+        assert!(
+            !stdout.contains(TEST_ROLE_PASSWORD) && !stderr.contains(TEST_ROLE_PASSWORD),
+            "the password was printed:\n{stdout}\n{stderr}"
+        );
+        Checked {
+            code,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn report(&self) -> String {
+        format!(
+            "exit {}\n--- stdout:\n{}--- stderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// The one line that starts with `start` (`"FAIL wal_level:"`).
+    fn line(&self, start: &str) -> &str {
+        let lines: Vec<&str> = self
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with(start))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one line starting with {start:?}\n{}",
+            self.report()
+        );
+        lines[0]
+    }
+
+    /// Asserts the line starting with `start` contains every one of `needles`.
+    fn assert_line(&self, start: &str, needles: &[&str]) {
+        let line = self.line(start);
+        for n in needles {
+            assert!(line.contains(n), "{line:?} lacks {n:?}\n{}", self.report());
+        }
+    }
+
+    fn assert_exit(&self, code: i32) {
+        assert_eq!(self.code, code, "{}", self.report());
+    }
+
+    fn assert_no(&self, start: &str) {
+        assert!(
+            !self.stdout.lines().any(|l| l.starts_with(start)),
+            "unexpected line starting with {start:?}\n{}",
+            self.report()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_healthy_pipeline_passes_with_exit_0() {
+    let db = TestDb::create("chk_ok").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, n int8)")
+        .await;
+    let n = names();
+    let c = Checked::run(&yaml(db.url(), &["public.t"], &n, true, true, "", ""));
+    // The JSON form says the same.
+    let (jcode, json, _) = run_engine(
+        &["check", "--json"],
+        &yaml(db.url(), &["public.t"], &n, true, true, "", ""),
+    );
+    let slots = db.slot_names().await;
+    db.cleanup().await;
+    c.assert_exit(0);
+    c.assert_line("ok   server version:", &["(14 or newer needed)"]);
+    c.assert_line("ok   wal_level:", &["logical"]);
+    c.assert_line("ok   table public.t:", &["ready"]);
+    c.assert_line("ok   publication ", &["will be created"]);
+    c.assert_line("ok   slot ", &["will be created"]);
+    c.assert_no("FAIL");
+    c.assert_no("WARN");
+    assert!(
+        c.stdout
+            .ends_with("0 blocking problem(s), 0 warning(s), 7 ok: ready\n"),
+        "{}",
+        c.report()
+    );
+    assert!(slots.is_empty(), "check created a slot: {slots:?}");
+    assert_eq!(jcode, 0, "{json}");
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["ready"], true, "{json}");
+}
+
+#[tokio::test]
+async fn every_missing_piece_is_reported_at_once() {
+    let db = TestDb::create("chk_missing").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY); CREATE VIEW public.v AS SELECT * FROM public.t")
+        .await;
+    let n = names();
+    let c = Checked::run(&yaml(
+        db.url(),
+        &["public.t", "public.nope", "public.v"],
+        &n,
+        false,
+        false,
+        "",
+        "",
+    ));
+    let name = db.name().to_owned();
+    db.cleanup().await;
+    c.assert_exit(1);
+    c.assert_line(
+        "FAIL table public.nope:",
+        &[
+            &format!("`public.nope` does not exist in database `{name}`"),
+            "fix: check source.tables",
+        ],
+    );
+    c.assert_line("FAIL table public.v:", &["is not a table (relkind `v`)"]);
+    c.assert_line(
+        &format!("FAIL publication {}:", n.publication),
+        &[&format!(
+            "fix: run CREATE PUBLICATION \"{}\" FOR TABLE \"public\".\"t\", \"public\".\"nope\", \"public\".\"v\"; or set source.publication.create: true",
+            n.publication
+        )],
+    );
+    c.assert_line(
+        &format!("FAIL slot {}:", n.slot),
+        &[&format!(
+            "fix: run SELECT pg_create_logical_replication_slot('{}', 'pgoutput'); or set source.slot.create: true",
+            n.slot
+        )],
+    );
+    assert!(c.stdout.contains("4 blocking problem(s)"), "{}", c.report());
+}
+
+#[tokio::test]
+async fn replica_identity_and_toast() {
+    let db = TestDb::create("chk_ident").await;
+    db.exec(
+        "CREATE TABLE public.nokey (a int, b int);
+         CREATE TABLE public.doc (id int PRIMARY KEY, body text);
+         CREATE TABLE public.gone (id int PRIMARY KEY, b int);
+         ALTER TABLE public.gone REPLICA IDENTITY NOTHING;",
+    )
+    .await;
+    let n = names();
+    let tables = ["public.nokey", "public.doc", "public.gone"];
+    let c = Checked::run(&yaml(db.url(), &tables, &n, true, true, "", ""));
+    // The configured identities are what run sets: FULL fixes both; an
+    // explicit `default` is a choice, reported as a warning.
+    let configured = Checked::run(&yaml(
+        db.url(),
+        &tables,
+        &n,
+        true,
+        true,
+        "  replica_identity: { public.nokey: default, public.doc: full, public.gone: full }\n",
+        "",
+    ));
+    db.cleanup().await;
+    c.assert_exit(1);
+    c.assert_line(
+        "FAIL table public.nokey:",
+        &[
+            "has no primary key and replica identity DEFAULT",
+            "every UPDATE and DELETE on it fails on the server",
+            "fix: ALTER TABLE \"public\".\"nokey\" REPLICA IDENTITY FULL;",
+            "source.replica_identity: { public.nokey: full }",
+        ],
+    );
+    c.assert_line(
+        "FAIL table public.gone:",
+        &[
+            "has replica identity NOTHING",
+            "fix: ALTER TABLE \"public\".\"gone\" REPLICA IDENTITY FULL;",
+        ],
+    );
+    c.assert_line(
+        "WARN table public.doc:",
+        &[
+            "column(s) body can be stored out of line (TOAST)",
+            "source.unchanged_toast",
+            "fix: ALTER TABLE \"public\".\"doc\" REPLICA IDENTITY FULL;",
+        ],
+    );
+    configured.assert_exit(0);
+    configured.assert_line(
+        "WARN table public.nokey:",
+        &["as source.replica_identity sets it"],
+    );
+    configured.assert_no("WARN table public.doc:");
+    configured.assert_line("ok   table public.gone:", &["ready"]);
+}
+
+#[tokio::test]
+async fn a_role_without_privileges_gets_every_grant_it_needs() {
+    let db = TestDb::create("chk_role").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, n int)")
+        .await;
+    let role = TestRole::create(&db, "chk_norepl", "NOREPLICATION").await;
+    let r = quote_ident(role.name());
+    let role_name = role.name().to_owned();
+    let n = names();
+    // Snapshot with its metadata schema missing: needs CREATE on the database.
+    let c = Checked::run(&yaml(
+        role.url(),
+        &["public.t"],
+        &n,
+        true,
+        true,
+        "",
+        "snapshot: { mode: initial, metadata_schema: chk_meta }\n",
+    ));
+    // The schema exists, but the role may not create in it.
+    db.exec("CREATE SCHEMA chk_meta").await;
+    let c2 = Checked::run(&yaml(
+        role.url(),
+        &["public.t"],
+        &n,
+        true,
+        true,
+        "",
+        "snapshot: { mode: initial, metadata_schema: chk_meta }\n",
+    ));
+    let dbq = quote_ident(db.name());
+    db.cleanup().await;
+    role.drop_role().await;
+    c.assert_exit(1);
+    c.assert_line(
+        &format!("FAIL role {role_name}:"),
+        &[&format!(
+            "fix: as a superuser run ALTER ROLE {r} WITH REPLICATION; (on Amazon RDS/Aurora: GRANT rds_replication TO {r};)"
+        )],
+    );
+    c.assert_line(
+        "FAIL table public.t:",
+        &[
+            "may not read `public.t`, which the snapshot copies",
+            &format!("fix: GRANT SELECT ON \"public\".\"t\" TO {r};"),
+        ],
+    );
+    c.assert_line(
+        &format!("FAIL publication {}:", n.publication),
+        &[
+            "the role does not own public.t (owner `postgres`)",
+            &format!("fix: ALTER TABLE \"public\".\"t\" OWNER TO {r};"),
+            &format!(
+                "or have the tables' owner run CREATE PUBLICATION \"{}\" FOR TABLE \"public\".\"t\";",
+                n.publication
+            ),
+        ],
+    );
+    c.assert_line(
+        "FAIL metadata schema chk_meta:",
+        &[&format!("fix: GRANT CREATE ON DATABASE {dbq} TO {r};")],
+    );
+    c2.assert_line(
+        "FAIL metadata schema chk_meta:",
+        &[&format!(
+            "GRANT CREATE, USAGE ON SCHEMA \"chk_meta\" TO {r};"
+        )],
+    );
+}
+
+#[tokio::test]
+async fn an_existing_publication_without_a_table() {
+    let db = TestDb::create("chk_pubtab").await;
+    db.exec(
+        "CREATE TABLE public.a (id int PRIMARY KEY); CREATE TABLE public.b (id int PRIMARY KEY)",
+    )
+    .await;
+    let n = names();
+    db.exec(&format!(
+        "CREATE PUBLICATION {} FOR TABLE public.a",
+        quote_ident(&n.publication)
+    ))
+    .await;
+    let c = Checked::run(&yaml(
+        db.url(),
+        &["public.a", "public.b"],
+        &n,
+        false,
+        true,
+        "",
+        "",
+    ));
+    let with_create = Checked::run(&yaml(
+        db.url(),
+        &["public.a", "public.b"],
+        &n,
+        true,
+        true,
+        "",
+        "",
+    ));
+    db.cleanup().await;
+    c.assert_exit(1);
+    c.assert_line(
+        &format!("FAIL publication {}:", n.publication),
+        &[
+            "does not include public.b",
+            &format!(
+                "fix: run ALTER PUBLICATION \"{}\" ADD TABLE \"public\".\"b\";",
+                n.publication
+            ),
+        ],
+    );
+    with_create.assert_exit(0);
+    with_create.assert_line(
+        &format!("ok   publication {}:", n.publication),
+        &["will be added"],
+    );
+}
+
+#[tokio::test]
+async fn slots_of_another_plugin_and_in_use() {
+    let db = TestDb::create("chk_slot").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
+    let n = names();
+    db.exec(&format!(
+        "SELECT pg_create_logical_replication_slot({}, 'test_decoding')",
+        quote_literal(&n.slot)
+    ))
+    .await;
+    let c = Checked::run(&yaml(db.url(), &["public.t"], &n, true, true, "", ""));
+    db.cleanup().await;
+    c.assert_exit(1);
+    c.assert_line(
+        &format!("FAIL slot {}:", n.slot),
+        &[
+            "is a logical slot with plugin `test_decoding`",
+            &format!(
+                "fix: choose another source.slot.name, or drop it (if nothing else uses it): SELECT pg_drop_replication_slot('{}');",
+                n.slot
+            ),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn partitioned_tables_need_publish_via_partition_root() {
+    let db = TestDb::create("chk_part").await;
+    db.exec(
+        "CREATE TABLE public.m (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE public.m_2024 PARTITION OF public.m FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');",
+    )
+    .await;
+    let n = names();
+    let c = Checked::run(&yaml(db.url(), &["public.m"], &n, true, true, "", ""));
+    db.exec(&format!(
+        "CREATE PUBLICATION {} FOR TABLE public.m",
+        quote_ident(&n.publication)
+    ))
+    .await;
+    let plain = Checked::run(&yaml(db.url(), &["public.m"], &n, true, true, "", ""));
+    db.exec(&format!(
+        "ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
+        quote_ident(&n.publication)
+    ))
+    .await;
+    let via_root = Checked::run(&yaml(db.url(), &["public.m"], &n, true, true, "", ""));
+    db.cleanup().await;
+    c.assert_exit(1);
+    c.assert_line(
+        "FAIL table public.m:",
+        &[
+            "is partitioned",
+            &format!(
+                "fix: create the publication yourself: CREATE PUBLICATION \"{}\" FOR TABLE \"public\".\"m\" WITH (publish_via_partition_root = true);",
+                n.publication
+            ),
+        ],
+    );
+    plain.assert_exit(1);
+    plain.assert_line(
+        "FAIL table public.m:",
+        &[&format!(
+            "fix: ALTER PUBLICATION \"{}\" SET (publish_via_partition_root = true);",
+            n.publication
+        )],
+    );
+    // The publication lists the parent (pg_publication_tables shows the partition).
+    plain.assert_line(
+        &format!("ok   publication {}:", n.publication),
+        &["exists and includes every table"],
+    );
+    via_root.assert_exit(0);
+    via_root.assert_line("ok   table public.m:", &["publish_via_partition_root"]);
+}
+
+#[tokio::test]
+async fn wal_level_replica_is_blocking() {
+    let admin = extra_cluster_url("CDC_TEST_PG_NOLOGICAL_URL");
+    let db = ExtraDb::create(&admin, "chk_wal").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
+    let n = names();
+    let c = Checked::run(&yaml(&db.url, &["public.t"], &n, true, true, "", ""));
+    db.drop_db().await;
+    c.assert_exit(1);
+    assert_eq!(
+        c.line("FAIL wal_level:"),
+        "FAIL wal_level: is `replica`, but change data capture needs `logical`; fix: \
+         ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"
+    );
+}
+
+#[tokio::test]
+async fn no_free_replication_slot_is_blocking() {
+    let admin = extra_cluster_url("CDC_TEST_PG_FEWSLOTS_URL");
+    // Other tests fill this cluster's two slots too: one at a time.
+    let lock = SlotsLock::acquire(&admin).await;
+    let db = ExtraDb::create(&admin, "chk_fewslots").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+        .await
+        .unwrap();
+    // Fill every free slot (creation fails once none is left).
+    let mut filled = 0;
+    while filled < 10 {
+        let fill = format!("chk_fill_{}_{filled}", unique_suffix());
+        let created = sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+            .bind(&fill)
+            .execute(&mut conn)
+            .await;
+        if created.is_err() {
+            break;
+        }
+        filled += 1;
+    }
+    drop(conn);
+    let n = names();
+    let c = Checked::run(&yaml(&db.url, &["public.t"], &n, true, true, "", ""));
+    db.drop_db().await;
+    lock.release().await;
+    c.assert_exit(1);
+    c.assert_line(
+        &format!("FAIL slot {}:", n.slot),
+        &[
+            "all 2 replication slots are in use (max_replication_slots = 2)",
+            "fix: ALTER SYSTEM SET max_replication_slots = 12; then restart PostgreSQL, or drop unused slots",
+        ],
+    );
+}
+
+#[test]
+fn an_invalid_config_or_an_unreachable_server_exits_2() {
+    let (code, _, stderr) = run_engine(
+        &["check"],
+        "source:\n  url: postgres://cdc@127.0.0.1:1/shop\n  tables: [public.t]\nsinkz: []\n",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("invalid configuration"), "{stderr}");
+    let (code, stdout, stderr) = run_engine(
+        &["check"],
+        "source:\n  url: postgres://cdc:pw_not_shown@127.0.0.1:1/shop\n  tables: [public.t]\nsinks:\n  - type: stdout\n",
+    );
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("error: cannot check"), "{stderr}");
+    assert!(!stderr.contains("pw_not_shown"), "{stderr}");
+}
+
+#[tokio::test]
+async fn run_refuses_to_start_naming_every_blocking_problem() {
+    let db = TestDb::create("chk_run").await;
+    db.exec(
+        "CREATE TABLE public.nokey (a int); CREATE TABLE public.t (id int PRIMARY KEY, body text)",
+    )
+    .await;
+    let n = names();
+    let yaml = yaml(
+        db.url(),
+        &["public.nokey", "public.t", "public.nope"],
+        &n,
+        true,
+        false,
+        "",
+        "",
+    );
+    let mut engine = Engine::start(&yaml);
+    let code = engine.try_wait_exit(Duration::from_secs(20)).await;
+    if code.is_none() {
+        engine.sigkill();
+    }
+    let stderr = engine.stderr_text();
+    let report = engine.output_report();
+    let slots = db.slot_names().await;
+    db.cleanup().await;
+    let code = code.unwrap_or_else(|| panic!("run kept running\n{report}"));
+    assert_ne!(code, 0, "{report}");
+    for needle in [
+        "3 problem(s)",
+        "ALTER TABLE \"public\".\"nokey\" REPLICA IDENTITY FULL;",
+        "`public.nope` does not exist",
+        &format!(
+            "SELECT pg_create_logical_replication_slot('{}', 'pgoutput');",
+            n.slot
+        ),
+        // The warning is logged.
+        "column(s) body can be stored out of line (TOAST)",
+    ] {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}\n{report}");
+    }
+    assert!(slots.is_empty(), "a slot was created: {slots:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_in_use_elsewhere_is_a_warning() {
+    let db = TestDb::create("chk_busy").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, n int)")
+        .await;
+    let n = names();
+    let config = yaml(db.url(), &["public.t"], &n, true, true, "", "");
+    let mut engine = Engine::start(&config);
+    let streaming = integration_tests::wait_until(Duration::from_secs(30), async || {
+        db.slot_active(&n.slot).await
+    })
+    .await;
+    let c = if streaming {
+        Some(Checked::run(&config))
+    } else {
+        None
+    };
+    engine.stop(Duration::from_secs(20)).await;
+    let report = engine.output_report();
+    db.cleanup().await;
+    let c = c.unwrap_or_else(|| panic!("the engine did not start streaming\n{report}"));
+    c.assert_exit(0);
+    c.assert_line(
+        &format!("WARN slot {}:", n.slot),
+        &[
+            "is in use by another process (pid ",
+            "run keeps retrying until it is released",
+            "fix: stop the other process, or set source.slot.standby: true",
+        ],
+    );
+}
