@@ -139,12 +139,14 @@ CREATE TABLE public.customers (
     email      text,
     updated_at timestamptz DEFAULT now()
 );
+-- Updates and deletes carry the whole old row in `before`.
+ALTER TABLE public.customers REPLICA IDENTITY FULL;
 INSERT INTO public.customers (name, email) VALUES
     ('Ada Lovelace', 'ada@example.com'),
     ('Alan Turing', 'alan@example.com'),
     ('Grace Hopper', 'grace@example.com');
 EOF
-say "created database demo with table public.customers (3 rows)"
+say "created database demo with table public.customers (3 rows, replica identity full)"
 
 # snapshot.mode initial is the default; written out here to show it.
 cat >"$CONFIG" <<EOF
