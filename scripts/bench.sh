@@ -117,6 +117,10 @@ bench-release) PROFILE_DIR=bench-release PROFILE_NOTE="profile \`bench-release\`
 *) PROFILE_DIR="$BENCH_PROFILE" PROFILE_NOTE="profile \`$BENCH_PROFILE\`" ;;
 esac
 
+# The system packages of scripts/system-packages.sh's `test` list (the
+# build with the Kafka sink, PostgreSQL, the virtualenv for tansu).
+syspkg_ensure test
+
 SECONDS=0
 info "building (profile $BENCH_PROFILE)"
 cargo build --profile "$BENCH_PROFILE" -p cdc-engine -p cdc-bench

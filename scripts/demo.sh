@@ -4,15 +4,23 @@
 #   scripts/demo.sh                  runs until Ctrl-C
 #   DEMO_SECONDS=30 scripts/demo.sh  stops by itself after 30 seconds
 #
-# It starts PostgreSQL 15 (installing it first if it is missing) on a free
-# port in a temporary directory, creates a database `demo` with a table
-# `public.customers` and a few rows, writes a pipeline config that streams the
-# table to standard output, builds and runs `cdc-engine run --config <file>`,
-# and meanwhile changes the table every couple of seconds (insert, update,
-# delete, a multi-row transaction) so you can watch the JSON change events go
-# by. The changes it makes are announced on standard error, prefixed `demo:`.
-# Everything (engine, writer, server, temporary directory) is cleaned up on
-# Ctrl-C, on `DEMO_SECONDS`, or when the engine exits.
+# It installs the system packages it needs when they are missing (the `demo`
+# list of scripts/system-packages.sh: C toolchain, PostgreSQL 15; as a user
+# other than root it prints the one apt-get command to run instead), starts
+# PostgreSQL on a free port in a temporary directory, creates a database
+# `demo` with a table `public.customers` holding 3 rows, writes a pipeline
+# config that snapshots and then streams the table to standard output, builds
+# (stdout sink only: no Kafka/NATS/Elasticsearch client, no librdkafka) and
+# runs `cdc-engine run --config <file>`. The 3 existing rows arrive first, as
+# snapshot reads (`op: "r"`); then, every couple of seconds, the demo changes
+# the table (insert, update, delete, a multi-row transaction) and you watch
+# the change events go by. The events are on standard output, one JSON object
+# a line; the changes the demo makes and the engine's log are on standard
+# error, the demo's own lines prefixed `demo:`. When it stops it prints a
+# summary: the events seen by kind and the position up to which the
+# replication slot is acknowledged. Everything (engine, writer, server,
+# temporary directory) is cleaned up on Ctrl-C, on `DEMO_SECONDS`, or when
+# the engine exits.
 #
 # Environment:
 #   DEMO_SECONDS     stop after this many seconds (default: run until Ctrl-C)
@@ -21,7 +29,8 @@
 #   KEEP_DEMO_DIR=1  keep the temporary directory (config, logs)
 #
 # Exit status: the engine's (0 after a clean stop); non-zero when a step
-# failed, or when DEMO_SECONDS was set and the engine printed no event.
+# failed, or when DEMO_SECONDS was set and the engine printed no snapshot
+# read or no streamed change.
 
 set -euo pipefail
 
@@ -42,6 +51,7 @@ chmod 755 "$DEMO_DIR" # the postgres OS user must reach the cluster dir inside
 PG_DIR="$DEMO_DIR/pg"
 CONFIG="$DEMO_DIR/pipeline.yaml"
 EVENTS="$DEMO_DIR/events.jsonl"
+ENGINE_LOG="$DEMO_DIR/engine.log"
 PG_STARTED=0
 ENGINE_PID=""
 WRITER_PID=""
@@ -98,9 +108,19 @@ cleanup() {
 }
 trap cleanup EXIT
 INTERRUPTED=0
-trap 'INTERRUPTED=1; exit 130' INT
+# Ctrl-C: until the engine runs, stop; once it runs, it gets the Ctrl-C too
+# and stops by itself, and the demo goes on to its summary.
+trap 'INTERRUPTED=1; if [ -z "$ENGINE_PID" ]; then exit 130; fi' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+
+# ---------------------------------------------------------------- packages
+# The C toolchain only when we build; PostgreSQL unless PG_BIN names other
+# server binaries (pg_ensure_installed checks those).
+NEEDED=()
+if [ -z "${CDC_ENGINE_BIN:-}" ]; then NEEDED+=(build); fi
+if [ "$PG_BIN" = /usr/lib/postgresql/15/bin ]; then NEEDED+=(postgres); fi
+if [ ${#NEEDED[@]} -gt 0 ]; then syspkg_ensure "${NEEDED[@]}"; fi
 
 # ---------------------------------------------------------------- PostgreSQL
 pg_ensure_installed
@@ -119,13 +139,16 @@ CREATE TABLE public.customers (
     email      text,
     updated_at timestamptz DEFAULT now()
 );
+-- Updates and deletes carry the whole old row in `before`.
+ALTER TABLE public.customers REPLICA IDENTITY FULL;
 INSERT INTO public.customers (name, email) VALUES
     ('Ada Lovelace', 'ada@example.com'),
     ('Alan Turing', 'alan@example.com'),
     ('Grace Hopper', 'grace@example.com');
 EOF
-say "created database demo with table public.customers (3 rows)"
+say "created database demo with table public.customers (3 rows, replica identity full)"
 
+# snapshot.mode initial is the default; written out here to show it.
 cat >"$CONFIG" <<EOF
 name: demo
 source:
@@ -133,6 +156,8 @@ source:
   tables: [public.customers]
   publication: { name: demo_pub, create: true }
   slot: { name: demo_slot, create: true }
+snapshot:
+  mode: initial
 sinks:
   - type: stdout
 EOF
@@ -143,8 +168,10 @@ sed 's/^/    /' "$CONFIG" >&2
 if [ -n "${CDC_ENGINE_BIN:-}" ]; then
 	ENGINE="$CDC_ENGINE_BIN"
 else
-	say "building cdc-engine (debug)"
-	(cd "$ROOT" && cargo build -q -p cdc-engine)
+	# Without the default features: the stdout sink only, so no librdkafka
+	# (and no cmake) to build.
+	say "building cdc-engine (debug, stdout sink only; the first build takes a few minutes)"
+	(cd "$ROOT" && cargo build -q -p cdc-engine --no-default-features)
 	TARGET_DIR="${CARGO_TARGET_DIR:-}"
 	if [ -z "$TARGET_DIR" ]; then
 		TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
@@ -163,14 +190,26 @@ if [ -n "${DEMO_SECONDS:-}" ]; then
 else
 	say "press Ctrl-C to stop"
 fi
-# Events go to the terminal and, for the final count, to a file.
-"$ENGINE" run --config "$CONFIG" </dev/null > >(tee "$EVENTS") &
+say "first the 3 existing rows as snapshot reads (op r), then the changes below as they happen"
+# Events and the engine's log go to the terminal and, for the summary, to
+# files.
+"$ENGINE" run --config "$CONFIG" </dev/null > >(tee "$EVENTS") 2> >(tee "$ENGINE_LOG" >&2) &
 ENGINE_PID=$!
 
 # ---------------------------------------------------------------- writer
-# Changes to the table, one every DEMO_INTERVAL seconds, round after round.
+slot_exists() {
+	[ "$(sql -At -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'demo_slot'" 2>/dev/null)" = 1 ]
+}
+
+# Changes to the table, one every DEMO_INTERVAL seconds, round after round,
+# once the engine has created its slot: what is committed from then on is
+# streamed, what was committed before is in the snapshot.
 writer() {
 	local round=0 n
+	until slot_exists; do
+		kill -0 "$ENGINE_PID" 2>/dev/null || return 0
+		sleep 0.2
+	done
 	sleep "$DEMO_INTERVAL"
 	while kill -0 "$ENGINE_PID" 2>/dev/null; do
 		round=$((round + 1))
@@ -214,13 +253,56 @@ fi
 set +e
 wait "$ENGINE_PID"
 ENGINE_RC=$?
+if [ "$INTERRUPTED" = 1 ]; then
+	# The Ctrl-C reached the engine too: it drains, acknowledges and exits
+	# by itself (a second signal would make it stop at once).
+	for ((i = 0; i < 150; i++)); do
+		kill -0 "$ENGINE_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	stop_pid "$ENGINE_PID" 15
+	wait "$ENGINE_PID"
+	ENGINE_RC=$?
+fi
 set -e
 ENGINE_PID=""
-sleep 0.2 # let tee write out the last lines
-EVENTS_SEEN="$(grep -c . "$EVENTS" 2>/dev/null || true)"
-say "the engine exited with status $ENGINE_RC after printing ${EVENTS_SEEN:-0} line(s)"
-if [ "$ENGINE_RC" = 0 ] && [ -n "${DEMO_SECONDS:-}" ] && [ "${EVENTS_SEEN:-0}" = 0 ]; then
-	say "no event was printed"
-	exit 1
+stop_pid "$TIMER_PID" 1
+stop_pid "$WRITER_PID" 2
+TIMER_PID=""
+WRITER_PID=""
+sleep 0.3 # let tee write out the last lines
+
+# ---------------------------------------------------------------- summary
+# The envelope's `op` is the last one on each line (after `before`, `after`
+# and `source`).
+count_op() { sed -n 's/.*"op":"\([a-z]\)".*/\1/p' "$EVENTS" 2>/dev/null | grep -cx "$1" || true; }
+READS="$(count_op r)"
+INSERTS="$(count_op c)"
+UPDATES="$(count_op u)"
+DELETES="$(count_op d)"
+# The slot's confirmed_flush_lsn: what the engine acknowledged to PostgreSQL
+# (the engine logs the same on its way out: `stopped acknowledged=...`).
+ACKED="$(sql -At -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'demo_slot'" 2>/dev/null || true)"
+if [ -z "$ACKED" ]; then
+	ACKED="$(sed -n 's/.*stopped.*acknowledged=\([0-9A-Fa-f]*\/[0-9A-Fa-f]*\).*/\1/p' "$ENGINE_LOG" 2>/dev/null | tail -n1)"
+fi
+plural() { if [ "$1" = 1 ]; then echo "$1 $2"; else echo "$1 $2s"; fi; }
+if [ -n "$ACKED" ]; then
+	SLOT_TEXT="the slot demo_slot is acknowledged up to $ACKED: every change before it is durable at the sink, a restart would resume from there."
+else
+	SLOT_TEXT="the slot demo_slot was not created."
+fi
+say "summary: $(plural "$READS" "snapshot read"), $(plural "$INSERTS" insert)," \
+	"$(plural "$UPDATES" update), $(plural "$DELETES" delete); the engine exited with" \
+	"status $ENGINE_RC and $SLOT_TEXT"
+if [ "$ENGINE_RC" = 0 ] && [ -n "${DEMO_SECONDS:-}" ]; then
+	if [ "$READS" = 0 ]; then
+		say "no snapshot read was printed"
+		exit 1
+	fi
+	if [ $((INSERTS + UPDATES + DELETES)) = 0 ]; then
+		say "no streamed change was printed"
+		exit 1
+	fi
 fi
 exit "$ENGINE_RC"

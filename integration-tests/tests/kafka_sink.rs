@@ -71,7 +71,8 @@ fn yaml_str(s: &str) -> String {
 }
 
 /// A pipeline of `tables` into one or more Kafka sinks (`sinks`: YAML of
-/// each entry's keys after `type: kafka`, indented by 4).
+/// each entry's keys after `type: kafka`, indented by 4), with `extra`
+/// top-level YAML; stream-only unless `extra` sets `snapshot`.
 fn pipeline(db: &TestDb, slot: &str, tables: &[&str], sinks: &[String], extra: &str) -> String {
     let mut y = format!(
         "name: kt\nsource:\n  url: {}\n  tables:\n",
@@ -91,6 +92,9 @@ fn pipeline(db: &TestDb, slot: &str, tables: &[&str], sinks: &[String], extra: &
         "pipeline: { max_batch_events: 64, max_batch_wait: 10ms }\n\
          retry: { initial_backoff: 100ms, max_backoff: 1s }\n",
     );
+    if !extra.contains("snapshot:") {
+        y.push_str("snapshot: { mode: never }\n");
+    }
     y.push_str(extra);
     y
 }

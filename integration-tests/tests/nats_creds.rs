@@ -252,6 +252,7 @@ async fn credentials_file_auth() {
              sinks:\n  - type: nats\n    url: {url}\n    subject: \"it_{s}.{{table}}\"\n    \
              auth: {{ credentials_file: {path} }}\n    \
              stream: {{ name: {stream}, create: true, storage: memory }}\n\
+             snapshot: {{ mode: never }}\n\
              pipeline: {{ max_batch_events: 200, max_batch_wait: 10ms }}\n\
              retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n",
             db_url = json_str(db.url()),

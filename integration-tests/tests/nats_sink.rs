@@ -262,13 +262,19 @@ impl Writers {
 }
 
 /// A pipeline file with one nats sink entry (`sink` is the YAML of the
-/// entry's keys after `type: nats`, indented by 4).
+/// entry's keys after `type: nats`, indented by 4) and `extra` top-level
+/// YAML; stream-only unless `extra` sets `snapshot`.
 fn pipeline_yaml(db: &TestDb, s: &str, tables: &str, extra: &str, sink: &str) -> String {
+    let stream_only = if extra.contains("snapshot:") {
+        ""
+    } else {
+        "snapshot: { mode: never }\n"
+    };
     format!(
         "name: it_{s}\n\
          source:\n  url: {url}\n  tables: [{tables}]\n  \
          publication: {{ name: p_{s} }}\n  slot: {{ name: s_{s} }}\n\
-         {extra}\
+         {extra}{stream_only}\
          sinks:\n  - type: nats\n{sink}\
          pipeline: {{ max_batch_events: 200, max_batch_wait: 10ms }}\n\
          retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n",

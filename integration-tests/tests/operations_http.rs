@@ -349,14 +349,15 @@ fn lsn(v: &Value) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
-/// A pipeline config for `public.t` of `url` into `out`, with the endpoint
-/// on `port` and `extra` top-level YAML appended.
+/// A stream-only pipeline config for `public.t` of `url` into `out`, with
+/// the endpoint on `port` and `extra` YAML appended (after `metrics`).
 fn config(url: &str, slot: &str, publication: &str, out: &Path, port: u16, extra: &str) -> String {
     format!(
         "name: ops_test\n\
          source:\n  url: {}\n  tables: [public.t]\n  \
          publication: {{ name: {publication} }}\n  slot: {{ name: {slot} }}\n\
          sinks:\n  - type: file\n    path: {}\n\
+         snapshot: {{ mode: never }}\n\
          pipeline: {{ max_batch_wait: 10ms, shutdown_timeout: 20s }}\n\
          metrics:\n  listen: '127.0.0.1:{port}'\n  lag_poll_interval: 1s\n{extra}",
         yaml_str(url),

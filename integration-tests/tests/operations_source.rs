@@ -25,7 +25,7 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
-/// A pipeline capturing `public.t` of `url` into the file `out`; `extra`
+/// A stream-only pipeline capturing `public.t` of `url` into the file `out`; `extra`
 /// is appended (top-level keys); `slot_extra` goes into `source.slot`.
 fn pipeline_yaml(url: &str, s: &str, out: &Path, slot_extra: &str, extra: &str) -> String {
     format!(
@@ -33,6 +33,7 @@ fn pipeline_yaml(url: &str, s: &str, out: &Path, slot_extra: &str, extra: &str) 
          source:\n  url: {url}\n  tables: [public.t]\n  \
          publication: {{ name: p_{s} }}\n  slot: {{ name: s_{s}{slot_extra} }}\n\
          sinks:\n  - type: file\n    path: {path}\n\
+         snapshot: {{ mode: never }}\n\
          pipeline: {{ max_batch_events: 64, max_batch_wait: 10ms }}\n\
          retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n{extra}",
         url = json_str(url),

@@ -67,6 +67,8 @@ impl Capture {
             "  - {{ type: file, path: {} }}\n",
             yaml_str(&out.to_string_lossy())
         ));
+        // Stream-only: these tests check the changes made after the start.
+        yaml.push_str("snapshot:\n  mode: never\n");
         yaml.push_str("log:\n  level: info\n");
         Capture {
             slot,

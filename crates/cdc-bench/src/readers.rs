@@ -47,7 +47,8 @@ pub fn engine_config(
         ),
     };
     let snapshot = match mode {
-        EngineMode::Stream => String::new(),
+        // Stream-only: the engine's default mode would copy the table first.
+        EngineMode::Stream => "snapshot:\n  mode: never\n".to_owned(),
         EngineMode::Snapshot(w) => format!(
             "snapshot:\n  mode: snapshot_only\n  workers: {w}\n  tables: [public.{table}]\n  \
              instance_id: bench-{name}\n"

@@ -13,10 +13,11 @@ use super::{duration, table_name};
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotMode {
     /// `never`: stream changes only; existing rows are not copied.
-    #[default]
     Never,
-    /// `initial`: copy the tables once (unless a completed snapshot exists
-    /// for this slot), then stream every change committed after the copy.
+    /// `initial` (the default): copy the tables once (unless a completed
+    /// snapshot exists for this slot), then stream every change committed
+    /// after the copy.
+    #[default]
     Initial,
     /// `snapshot_only`: copy the tables and exit; needs no slot and no
     /// publication.
@@ -44,7 +45,9 @@ pub enum Chunking {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
-    /// `mode`: `never`, `initial` or `snapshot_only`. Default `never`.
+    /// `mode`: `never`, `initial` or `snapshot_only`. Default `initial`:
+    /// the rows that already exist come first (docs/configuration.md says
+    /// why).
     #[serde(default)]
     pub mode: SnapshotMode,
     /// `tables`: which tables to copy. With `initial`: a subset of
@@ -221,6 +224,8 @@ mod tests {
     #[test]
     fn defaults_and_full_section() {
         let c = parse_config(BASE).unwrap();
+        assert_eq!(c.snapshot.mode, super::SnapshotMode::Initial);
+        let c = parse_config(&format!("{BASE}snapshot:\n  mode: never\n")).unwrap();
         assert_eq!(c.snapshot.mode, super::SnapshotMode::Never);
         let c = parse_config(&format!(
             "{BASE}snapshot:\n  mode: initial\n  tables: [public.b]\n  chunking: key\n  chunk_rows: 500\n  workers: 2\n  claim_timeout: 10s\n  heartbeat_interval: 1s\n  instance_id: node-1\n  metadata_schema: cdc_meta\n"
