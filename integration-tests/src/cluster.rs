@@ -134,6 +134,23 @@ impl Cluster {
         let _ = c.close().await;
     }
 
+    /// Whether a walsender streams from slot `slot` now (not merely the
+    /// session still creating it).
+    pub async fn slot_streaming(&self, slot: &str) -> bool {
+        let mut c = self.connect("postgres").await;
+        let active: Option<bool> = sqlx::query_scalar(
+            "SELECT true FROM pg_replication_slots s \
+             JOIN pg_stat_activity a ON a.pid = s.active_pid \
+             WHERE s.slot_name = $1 AND a.backend_type = 'walsender'",
+        )
+        .bind(slot)
+        .fetch_optional(&mut c)
+        .await
+        .unwrap_or(None);
+        let _ = c.close().await;
+        active == Some(true)
+    }
+
     /// `pg_ctl restart -m fast`: every session is terminated, then the
     /// server starts again; returns once it accepts connections.
     pub async fn restart_fast(&self) {

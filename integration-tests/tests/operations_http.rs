@@ -675,25 +675,14 @@ async fn healthz_turns_503_on_a_fatal_sink_error_then_the_engine_exits_non_zero(
 #[tokio::test]
 async fn no_password_in_logs_status_or_metrics() {
     let db = TestDb::create("ops_secret").await;
-    let s = unique_suffix();
-    let password = format!("Zx9-distinct-pw-{s}");
-    let (role, url) = create_role_owning_t(&db, &format!("r_{s}"), &password).await;
-
-    let (slot, publication) = (format!("s_{s}"), format!("p_{s}"));
-    let out_dir = TempDir::new("ops-secret-out");
-    let out = out_dir.join("changes.jsonl");
-    let port = free_port();
-    let yaml = config(
-        &url,
-        &slot,
-        &publication,
-        &out,
+    let password = format!("Zx9-distinct-pw-{}", unique_suffix());
+    let RoleEngine {
+        role,
+        mut engine,
+        out,
         port,
-        "log: { level: debug, format: json }\n",
-    );
-    let mut engine = Engine::start(&yaml);
-    wait_healthy(&mut engine, port).await;
-    wait_streaming(&db, &engine, &slot).await;
+        _dir,
+    } = start_as_role(&db, &password, "{ level: debug, format: json }").await;
     db.exec("INSERT INTO public.t SELECT g, 'v' FROM generate_series(1, 3) g")
         .await;
     db.exec("UPDATE public.t SET v = 'w'").await;
@@ -777,6 +766,46 @@ async fn create_role_owning_t(db: &TestDb, role: &str, password: &str) -> (Strin
     )
 }
 
+/// An engine running as a role of its own, streaming `public.t` of a test
+/// database into a file, with `/metrics` on `port`.
+struct RoleEngine {
+    role: String,
+    engine: Engine,
+    out: std::path::PathBuf,
+    port: u16,
+    _dir: TempDir,
+}
+
+/// Creates a role with `password` ([`create_role_owning_t`]) and starts the
+/// engine as that role with `log` as its `log` section; returns once it
+/// streams.
+async fn start_as_role(db: &TestDb, password: &str, log: &str) -> RoleEngine {
+    let s = unique_suffix();
+    let (role, url) = create_role_owning_t(db, &format!("r_{s}"), password).await;
+    let (slot, publication) = (format!("s_{s}"), format!("p_{s}"));
+    let dir = TempDir::new("ops-role-out");
+    let out = dir.join("changes.jsonl");
+    let port = free_port();
+    let yaml = config(
+        &url,
+        &slot,
+        &publication,
+        &out,
+        port,
+        &format!("log: {log}\n"),
+    );
+    let mut engine = Engine::start(&yaml);
+    wait_healthy(&mut engine, port).await;
+    wait_streaming(db, &engine, &slot).await;
+    RoleEngine {
+        role,
+        engine,
+        out,
+        port,
+        _dir: dir,
+    }
+}
+
 /// Drops a role made by [`create_role_owning_t`] (roles outlive the test
 /// database).
 async fn drop_role(role: &str) {
@@ -822,23 +851,13 @@ fn lines_with_standalone(text: &str, word: &str) -> Vec<String> {
 /// own.
 async fn logs_keep_words_and_mask(password: &str) {
     let db = TestDb::create(&format!("ops_scrub_{password}")).await;
-    let s = unique_suffix();
-    let (role, url) = create_role_owning_t(&db, &format!("r_{s}"), password).await;
-    let (slot, publication) = (format!("s_{s}"), format!("p_{s}"));
-    let out_dir = TempDir::new("ops-scrub-out");
-    let out = out_dir.join("changes.jsonl");
-    let port = free_port();
-    let yaml = config(
-        &url,
-        &slot,
-        &publication,
-        &out,
-        port,
-        "log: { level: debug, format: text }\n",
-    );
-    let mut engine = Engine::start(&yaml);
-    wait_healthy(&mut engine, port).await;
-    wait_streaming(&db, &engine, &slot).await;
+    let RoleEngine {
+        role,
+        mut engine,
+        out,
+        _dir,
+        ..
+    } = start_as_role(&db, password, "{ level: debug, format: text }").await;
     db.exec("INSERT INTO public.t SELECT g, 'v' FROM generate_series(1, 3) g")
         .await;
     let written = wait_until(TIMEOUT, async || read_jsonl(&out).len() == 3).await;

@@ -581,21 +581,8 @@ async fn reconnects_after_a_server_restart_and_loses_nothing() {
     let s = unique_suffix();
     let slot = format!("s_{s}");
     let mut engine = Engine::start(&pipeline_yaml(&url, &s, &out, "", ""));
-    let slot_active = async || {
-        let mut c = cluster.connect("postgres").await;
-        // A walsender streams from it (not just the session creating it).
-        let active: Option<bool> = sqlx::query_scalar(
-            "SELECT true FROM pg_replication_slots s \
-             JOIN pg_stat_activity a ON a.pid = s.active_pid \
-             WHERE s.slot_name = $1 AND a.backend_type = 'walsender'",
-        )
-        .bind(&slot)
-        .fetch_optional(&mut c)
-        .await
-        .unwrap_or(None);
-        let _ = c.close().await;
-        active == Some(true)
-    };
+    // A walsender streams from it (not just the session creating it).
+    let slot_active = async || cluster.slot_streaming(&slot).await;
     assert!(
         wait_until(Duration::from_secs(60), slot_active).await,
         "not streaming\n{}",

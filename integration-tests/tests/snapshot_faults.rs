@@ -181,6 +181,82 @@ async fn a_read_that_fails_midway_does_not_leave_its_instance_waiting() {
     db.cleanup().await;
 }
 
+/// Where [`PausedSnapshot`] pauses the engine for 3 s.
+#[derive(Clone, Copy)]
+enum Pause {
+    /// The source, right after its third chunk is marked done.
+    AfterThirdChunkDone,
+    /// Every reader, before each claim after the first three.
+    BeforeLaterClaims,
+}
+
+/// One engine snapshotting `public.t` (20,000 rows, 10 chunks) into a file,
+/// paused by a failpoint; [`PausedSnapshot::start`] returns during the
+/// pause.
+struct PausedSnapshot {
+    db: TestDb,
+    slot: String,
+    out: std::path::PathBuf,
+    engine: Engine,
+    _dir: TempDir,
+}
+
+impl PausedSnapshot {
+    async fn start(prefix: &str, pause: Pause) -> PausedSnapshot {
+        let db = TestDb::create(prefix).await;
+        table(&db, 20_000).await;
+        let s = unique_suffix();
+        let (slot, publication) = (format!("sp_{s}"), format!("spp_{s}"));
+        let dir = TempDir::new("snapfault-paused-out");
+        let out = dir.join("out.jsonl");
+        let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 2 }";
+        let yaml = pipeline_yaml(&db, &["public.t"], &slot, &publication, &out, snapshot);
+        let failpoints = match pause {
+            Pause::AfterThirdChunkDone => "snapshot::after_mark_done=2*off->1*return(3000)",
+            Pause::BeforeLaterClaims => "snapshot::reader_before_claim=3*off->return(3000)",
+        };
+        let engine = Engine::start_with(&yaml, &["run"], &[("FAILPOINTS", failpoints)]);
+        let paused = wait_until(TIMEOUT, async || match pause {
+            Pause::AfterThirdChunkDone => chunks_done(&db, &slot).await >= 3,
+            Pause::BeforeLaterClaims => engine
+                .stderr_text()
+                .contains("failpoint=\"snapshot::reader_before_claim\""),
+        })
+        .await;
+        assert!(paused, "{}", engine.output_report());
+        PausedSnapshot {
+            db,
+            slot,
+            out,
+            engine,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for the job to be done, changes some rows, and checks that
+    /// the output converges to the table.
+    async fn finish_and_converge(self) {
+        let PausedSnapshot {
+            db,
+            slot,
+            out,
+            engine,
+            _dir,
+        } = self;
+        let done = wait_until(TIMEOUT, async || {
+            job(&db, &slot).await.is_some_and(|j| j.state == "done")
+        })
+        .await;
+        assert!(done, "{}", engine.output_report());
+        db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 = 7")
+            .await;
+        let mut tails = [Tail::new(0, out)];
+        wait_converged(&db, &mut tails, &[&engine]).await;
+        drop(engine);
+        db.cleanup().await;
+    }
+}
+
 /// Every ordinary connection the engine holds during a snapshot (metadata,
 /// election, readers, heartbeat) is terminated by an administrator while
 /// chunks are being completed. The engine connects again and finishes;
@@ -189,28 +265,9 @@ async fn a_read_that_fails_midway_does_not_leave_its_instance_waiting() {
 /// command`.)
 #[tokio::test]
 async fn terminated_connections_during_the_snapshot_are_replaced() {
-    let db = TestDb::create("snapfault_terminated").await;
-    table(&db, 20_000).await;
-    let s = unique_suffix();
-    let (slot, publication) = (format!("st_{s}"), format!("stp_{s}"));
-    let dir = TempDir::new("snapfault-term-out");
-    let out = dir.join("out.jsonl");
-    let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 2 }";
-    let yaml = pipeline_yaml(&db, &["public.t"], &slot, &publication, &out, snapshot);
-    // After its third chunk is done the source pauses for 3 s: the
-    // connections are terminated then, and it marks the next chunks on a
-    // dead connection.
-    let engine = Engine::start_with(
-        &yaml,
-        &["run"],
-        &[(
-            "FAILPOINTS",
-            "snapshot::after_mark_done=2*off->1*return(3000)",
-        )],
-    );
-    let three = wait_until(TIMEOUT, async || chunks_done(&db, &slot).await >= 3).await;
-    assert!(three, "{}", engine.output_report());
-    let terminated = db
+    let run = PausedSnapshot::start("snapfault_terminated", Pause::AfterThirdChunkDone).await;
+    let terminated = run
+        .db
         .query_text(
             "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
              WHERE datname = current_database() AND application_name = 'cdc-engine' \
@@ -220,17 +277,7 @@ async fn terminated_connections_during_the_snapshot_are_replaced() {
         .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or(0);
     assert!(terminated >= 2, "terminated {terminated} connections");
-    let done = wait_until(TIMEOUT, async || {
-        job(&db, &slot).await.is_some_and(|j| j.state == "done")
-    })
-    .await;
-    assert!(done, "{}", engine.output_report());
-    db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 = 7")
-        .await;
-    let mut tails = [Tail::new(0, out)];
-    wait_converged(&db, &mut tails, &[&engine]).await;
-    drop(engine);
-    db.cleanup().await;
+    run.finish_and_converge().await;
 }
 
 /// The session holding the exported snapshot (here the replication
@@ -240,27 +287,13 @@ async fn terminated_connections_during_the_snapshot_are_replaced() {
 /// finish and converge. (Readers used to retry the dead snapshot for ever.)
 #[tokio::test]
 async fn a_lost_export_is_replaced_while_the_coordinator_keeps_its_lock() {
-    let db = TestDb::create("snapfault_export").await;
-    table(&db, 20_000).await;
-    let s = unique_suffix();
-    let (slot, publication) = (format!("se_{s}"), format!("sep_{s}"));
-    let dir = TempDir::new("snapfault-export-out");
-    let out = dir.join("out.jsonl");
-    let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 2 }";
-    let yaml = pipeline_yaml(&db, &["public.t"], &slot, &publication, &out, snapshot);
-    let engine = Engine::start_with(
-        &yaml,
-        &["run"],
-        &[(
-            "FAILPOINTS",
-            "snapshot::after_mark_done=2*off->1*return(3000)",
-        )],
-    );
-    let three = wait_until(TIMEOUT, async || chunks_done(&db, &slot).await >= 3).await;
-    assert!(three, "{}", engine.output_report());
+    // The readers stop before their later claims: those chunks are read
+    // after the export is gone.
+    let run = PausedSnapshot::start("snapfault_export", Pause::BeforeLaterClaims).await;
     // The exporting session: the walsender that created the slot (idle
     // since; it holds the slot no longer, only the snapshot).
-    let terminated = db
+    let terminated = run
+        .db
         .query_text(
             "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
              WHERE backend_type = 'walsender' AND datname = current_database()",
@@ -270,26 +303,17 @@ async fn a_lost_export_is_replaced_while_the_coordinator_keeps_its_lock() {
         terminated.as_deref(),
         Some("1"),
         "{}",
-        engine.output_report()
+        run.engine.output_report()
     );
-    db.exec("UPDATE public.t SET v = 'between' WHERE id % 10 = 3")
+    run.db
+        .exec("UPDATE public.t SET v = 'between' WHERE id % 10 = 3")
         .await;
-    let done = wait_until(TIMEOUT, async || {
-        job(&db, &slot).await.is_some_and(|j| j.state == "done")
+    let replaced = wait_until(TIMEOUT, async || {
+        run.engine
+            .stderr_text()
+            .contains("the exported snapshot is gone")
     })
     .await;
-    assert!(done, "{}", engine.output_report());
-    assert!(
-        engine
-            .stderr_text()
-            .contains("the exported snapshot is gone"),
-        "{}",
-        engine.output_report()
-    );
-    db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 = 9")
-        .await;
-    let mut tails = [Tail::new(0, out)];
-    wait_converged(&db, &mut tails, &[&engine]).await;
-    drop(engine);
-    db.cleanup().await;
+    assert!(replaced, "{}", run.engine.output_report());
+    run.finish_and_converge().await;
 }

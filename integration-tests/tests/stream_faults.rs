@@ -71,20 +71,7 @@ async fn an_unacknowledged_message_is_not_confirmed_at_shutdown() {
         let _ = c.close().await;
         le
     };
-    let streaming = wait_until(TIMEOUT, async || {
-        let mut c = cluster.connect("postgres").await;
-        let active: Option<bool> = sqlx::query_scalar(
-            "SELECT true FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid \
-             WHERE s.slot_name = $1 AND a.backend_type = 'walsender'",
-        )
-        .bind(&slot)
-        .fetch_optional(&mut c)
-        .await
-        .unwrap_or(None);
-        let _ = c.close().await;
-        active == Some(true)
-    })
-    .await;
+    let streaming = wait_until(TIMEOUT, async || cluster.slot_streaming(&slot).await).await;
     assert!(streaming, "{}", engine.output_report());
 
     // A committed row, acknowledged.

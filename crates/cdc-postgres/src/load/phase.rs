@@ -668,9 +668,20 @@ impl SnapshotPhase {
             return Ok(Transition::End);
         }
         match self.export.take() {
-            Some(Export::Slot(client)) => Ok(Transition::Stream(
-                PgWireTransport::start_gated(client, self.snapshot_lsn).await?,
-            )),
+            Some(Export::Slot(client)) => {
+                match PgWireTransport::start_gated(client, self.snapshot_lsn).await {
+                    Ok(t) => Ok(Transition::Stream(t)),
+                    // The session that created the slot is gone (terminated
+                    // after the last chunk was read): the slot itself still
+                    // waits at its consistent point; stream from it.
+                    Err(e) if e.class() == cdc_core::ErrorClass::Retryable => {
+                        tracing::warn!(slot = %self.slot, error = %cdc_core::error_chain(&e),
+                            "the session that created the slot is gone; streaming from the slot instead");
+                        Ok(Transition::Connect)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Some(Export::Transaction(conn)) => {
                 drop(conn);
                 Ok(Transition::Connect)
