@@ -5,14 +5,16 @@
 //! the tests run in any order and in parallel. Besides `CDC_TEST_PG_URL`
 //! they use the clusters `CDC_TEST_PG_NOLOGICAL_URL` (`wal_level = replica`)
 //! and `CDC_TEST_PG_FEWSLOTS_URL` (`max_replication_slots = 2`).
+//! Findings that need other server settings (`max_wal_senders`,
+//! `max_slot_wal_keep_size`) run on a cluster of the test's own.
 //! A server older than PostgreSQL 14 cannot be reproduced here (only 15 is
 //! installed): the version rule has unit tests in cdc-postgres.
 
 use std::time::Duration;
 
 use integration_tests::{
-    extra_cluster_url, quote_ident, quote_literal, run_engine, unique_suffix, Engine, ExtraDb,
-    SlotsLock, TestDb, TestRole, TEST_ROLE_PASSWORD,
+    extra_cluster_url, quote_ident, quote_literal, run_engine, unique_suffix, Cluster, Engine,
+    ExtraDb, SlotsLock, TestDb, TestRole, TEST_ROLE_PASSWORD,
 };
 
 /// Names of one test's publication and slot.
@@ -605,6 +607,177 @@ async fn a_slot_in_use_elsewhere_is_a_warning() {
             "is in use by another process (pid ",
             "run keeps retrying until it is released",
             "fix: stop the other process, or set source.slot.standby: true",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_publication_without_some_operations_is_a_warning() {
+    let db = TestDb::create("chk_pubops").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
+    let n = names();
+    db.exec(&format!(
+        "CREATE PUBLICATION {} FOR TABLE public.t WITH (publish = 'insert, update')",
+        quote_ident(&n.publication)
+    ))
+    .await;
+    let c = Checked::run(&yaml(db.url(), &["public.t"], &n, false, true, "", ""));
+    db.cleanup().await;
+    c.assert_exit(0);
+    c.assert_line(
+        &format!("WARN publication {}:", n.publication),
+        &[
+            "does not publish delete, truncate",
+            &format!(
+                "fix: ALTER PUBLICATION \"{}\" SET (publish = 'insert, update, delete, truncate');",
+                n.publication
+            ),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn no_wal_sender_at_all_is_blocking() {
+    let cluster = Cluster::start("max_wal_senders = 0").await;
+    cluster
+        .exec("postgres", "CREATE TABLE public.t (id int PRIMARY KEY)")
+        .await;
+    let n = names();
+    let c = Checked::run(&yaml(
+        &cluster.url("postgres"),
+        &["public.t"],
+        &n,
+        true,
+        true,
+        "",
+        "",
+    ));
+    c.assert_exit(1);
+    c.assert_line(
+        "FAIL max_wal_senders:",
+        &[
+            "is 0",
+            "fix: ALTER SYSTEM SET max_wal_senders = 10; then restart PostgreSQL",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn every_wal_sender_in_use_is_a_warning() {
+    let cluster = Cluster::start("max_wal_senders = 1").await;
+    cluster
+        .exec("postgres", "CREATE TABLE public.t (id int PRIMARY KEY)")
+        .await;
+    let url = cluster.url("postgres");
+    // An engine streams and holds the only WAL sender.
+    let busy = names();
+    let engine = Engine::start(&yaml(&url, &["public.t"], &busy, true, true, "", ""));
+    let streaming = integration_tests::wait_until(Duration::from_secs(60), async || {
+        cluster.slot_streaming(&busy.slot).await
+    })
+    .await;
+    assert!(streaming, "{}", engine.output_report());
+    let n = names();
+    let c = Checked::run(&yaml(&url, &["public.t"], &n, true, true, "", ""));
+    drop(engine);
+    c.assert_exit(0);
+    c.assert_line(
+        "WARN max_wal_senders:",
+        &[
+            "all 1 WAL senders are in use",
+            "fix: ALTER SYSTEM SET max_wal_senders = 10;",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn an_invalidated_slot_is_blocking() {
+    let cluster = Cluster::start("max_slot_wal_keep_size = 1MB").await;
+    cluster
+        .exec(
+            "postgres",
+            "CREATE TABLE public.t (id int PRIMARY KEY); CREATE TABLE public.pad (x text)",
+        )
+        .await;
+    let n = names();
+    cluster
+        .exec(
+            "postgres",
+            &format!(
+                "SELECT pg_create_logical_replication_slot({}, 'pgoutput')",
+                quote_literal(&n.slot)
+            ),
+        )
+        .await;
+    let lost = integration_tests::wait_until(Duration::from_secs(90), async || {
+        cluster
+            .exec(
+                "postgres",
+                "INSERT INTO public.pad SELECT repeat('x', 500) FROM generate_series(1, 5000);
+                 SELECT pg_switch_wal(); CHECKPOINT;",
+            )
+            .await;
+        let mut c = cluster.connect("postgres").await;
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT wal_status::text FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&n.slot)
+        .fetch_optional(&mut c)
+        .await
+        .unwrap_or(None);
+        let _ = sqlx::Connection::close(c).await;
+        status.as_deref() == Some("lost")
+    })
+    .await;
+    assert!(lost, "the slot was not invalidated");
+    let c = Checked::run(&yaml(
+        &cluster.url("postgres"),
+        &["public.t"],
+        &n,
+        true,
+        true,
+        "",
+        "",
+    ));
+    c.assert_exit(1);
+    c.assert_line(
+        &format!("FAIL slot {}:", n.slot),
+        &[
+            "was invalidated",
+            &format!("fix: SELECT pg_drop_replication_slot('{}');", n.slot),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_metadata_schema_without_usage_is_blocking() {
+    let db = TestDb::create("chk_metausage").await;
+    db.exec(
+        "CREATE TABLE public.t (id int PRIMARY KEY);\
+         CREATE SCHEMA chk_m; CREATE TABLE chk_m.snapshot_jobs (x int);\
+         CREATE TABLE chk_m.snapshot_chunks (x int)",
+    )
+    .await;
+    let role = TestRole::create(&db, "chk_nousage", "REPLICATION").await;
+    let r = quote_ident(role.name());
+    let n = names();
+    let c = Checked::run(&yaml(
+        role.url(),
+        &["public.t"],
+        &n,
+        true,
+        true,
+        "",
+        "snapshot: { mode: initial, metadata_schema: chk_m }\n",
+    ));
+    db.cleanup().await;
+    role.drop_role().await;
+    c.assert_exit(1);
+    c.assert_line(
+        "FAIL metadata schema chk_m:",
+        &[
+            "has no USAGE on schema `chk_m`",
+            &format!("fix: GRANT USAGE ON SCHEMA \"chk_m\" TO {r};"),
         ],
     );
 }
