@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use sqlx::Connection;
+
 use integration_tests::pipelines::pipeline_yaml;
 use integration_tests::replay::{wait_converged, Tail};
 use integration_tests::snapshot_meta::{chunks, job};
@@ -316,4 +318,94 @@ async fn a_lost_export_is_replaced_while_the_coordinator_keeps_its_lock() {
     .await;
     assert!(replaced, "{}", run.engine.output_report());
     run.finish_and_converge().await;
+}
+
+/// The coordinator's lock session ends (terminated; `idle_session_timeout`
+/// or a dropped connection do the same) and, before it can take the lock
+/// again, someone else holds it. The old coordinator must notice and step
+/// down (it used to go on acting as coordinator), another instance takes
+/// over, and the snapshot finishes and converges.
+#[tokio::test]
+async fn a_coordinator_that_lost_its_lock_steps_down() {
+    let db = TestDb::create("snapfault_lock").await;
+    table(&db, 20_000).await;
+    let s = unique_suffix();
+    let (slot, publication) = (format!("sl_{s}"), format!("slp_{s}"));
+    let dir = TempDir::new("snapfault-lock-out");
+    let (out_a, out_b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 1 }";
+    let yaml = |out| pipeline_yaml(&db, &["public.t"], &slot, &publication, out, snapshot);
+    // Both read slowly (every claim after the first two waits 2.5 s), so
+    // the snapshot is still running when the lock goes.
+    let slow = [(
+        "FAILPOINTS",
+        "snapshot::reader_before_claim=2*off->return(2500)",
+    )];
+    let a = Engine::start_with(&yaml(&out_a), &["run"], &slow);
+    let running = wait_until(TIMEOUT, async || {
+        job(&db, &slot).await.is_some_and(|j| j.state == "running")
+    })
+    .await;
+    assert!(running, "{}", a.output_report());
+    let b = Engine::start_with(&yaml(&out_b), &["run"], &slow);
+    let joined = wait_until(TIMEOUT, async || {
+        b.stderr_text().contains("joining the snapshot")
+    })
+    .await;
+    assert!(joined, "{}", b.output_report());
+
+    // A's lock session ends, and the test holds the lock for a moment so
+    // that A cannot simply take it again.
+    let key = format!("cdc-snapshot:{slot}");
+    let mut holder = sqlx::PgConnection::connect(db.url())
+        .await
+        .expect("connect");
+    let terminated: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&mut holder)
+    .await
+    .expect("terminate the lock session");
+    assert_eq!(terminated, 1, "{}", a.output_report());
+    let took: bool = {
+        let mut got = false;
+        for _ in 0..100 {
+            got = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(&key)
+                .fetch_one(&mut holder)
+                .await
+                .expect("lock");
+            if got {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        got
+    };
+    assert!(took, "the test could not take the freed lock");
+    let stepped_down = wait_until(TIMEOUT, async || {
+        a.stderr_text().contains("lost the coordinator lock")
+    })
+    .await;
+    assert!(stepped_down, "{}", a.output_report());
+    let _: bool = sqlx::query_scalar("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+        .bind(&key)
+        .fetch_one(&mut holder)
+        .await
+        .expect("unlock");
+    let _ = holder.close().await;
+
+    let done = wait_until(TIMEOUT, async || {
+        job(&db, &slot).await.is_some_and(|j| j.state == "done")
+    })
+    .await;
+    assert!(done, "{}\n{}", a.output_report(), b.output_report());
+    db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 = 5")
+        .await;
+    let mut tails = [Tail::new(0, out_a), Tail::new(1, out_b)];
+    wait_converged(&db, &mut tails, &[&a, &b]).await;
+    drop((a, b));
+    db.cleanup().await;
 }

@@ -105,6 +105,9 @@ pub struct SnapshotProgress {
     /// How often the exported snapshot was found gone (its session ended)
     /// and replaced by a new export while this instance coordinated.
     pub exports_replaced: u64,
+    /// How often this instance lost the coordinator lock to another
+    /// instance and stepped down.
+    pub coordination_lost: u64,
 }
 
 impl SnapshotProgress {
@@ -240,6 +243,11 @@ impl SourceStatus {
     /// Counts one exported snapshot found gone and replaced.
     pub fn snapshot_export_replaced(&self) {
         self.with_snapshot(|s| s.exports_replaced += 1);
+    }
+
+    /// Counts one loss of the coordinator lock to another instance.
+    pub fn snapshot_coordination_lost(&self) {
+        self.with_snapshot(|s| s.coordination_lost += 1);
     }
 
     /// A copy of the snapshot progress.

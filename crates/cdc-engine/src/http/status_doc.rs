@@ -52,6 +52,7 @@ pub fn status_document(state: &EngineState) -> Value {
             "finished_at_ms": progress.finished_at.map(unix_ms),
             "duration_seconds": progress.duration_secs(),
             "exports_replaced": progress.exports_replaced,
+            "coordination_lost": progress.coordination_lost,
             "tables": tables,
         })
     };

@@ -466,8 +466,11 @@ impl SnapshotPhase {
     /// connecting again after a retryable error (the round is repeated).
     async fn metadata_round(&mut self, ack: &AckHandle) -> Result<(), PgError> {
         let result = match self.complete_durable(ack).await {
-            Ok(()) => match self.maybe_take_over().await {
-                Ok(()) => self.check_export().await,
+            Ok(()) => match self.check_lock().await {
+                Ok(()) => match self.maybe_take_over().await {
+                    Ok(()) => self.check_export().await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -476,6 +479,34 @@ impl SnapshotPhase {
             Err(e) if e.class() == cdc_core::ErrorClass::Retryable => self.reconnect_meta(e).await,
             other => other,
         }
+    }
+
+    /// While this instance coordinates: checks every 2 s that the session
+    /// holding the coordinator lock is still there (which also keeps it
+    /// from going idle long enough for `idle_session_timeout`). If it is
+    /// gone, so is the lock: this instance takes it again on a new
+    /// connection, or, when another instance has taken it meanwhile (and
+    /// exported a snapshot of its own), steps down and carries on as a
+    /// reader.
+    async fn check_lock(&mut self) -> Result<(), PgError> {
+        if self.export.is_none() || self.last_election.elapsed() < Duration::from_secs(2) {
+            return Ok(());
+        }
+        self.last_election = Instant::now();
+        if self.lock.ping().await.is_ok() {
+            return Ok(());
+        }
+        self.lock = PgConnection::connect_with(&self.options)
+            .await
+            .map_err(|e| PgError::sql("connecting again for the coordinator lock", e))?;
+        if try_coordinator_lock(&mut self.lock, &self.slot).await? {
+            tracing::warn!(slot = %self.slot, "the coordinator lock's session was lost; this instance took the lock again and still coordinates");
+        } else {
+            tracing::warn!(slot = %self.slot, "lost the coordinator lock (its session ended) and another instance coordinates now: stepping down; this instance reads on under the snapshot that one exported");
+            self.export = None;
+            self.status.snapshot_coordination_lost();
+        }
+        Ok(())
     }
 
     /// Takes over coordination when the coordinator is gone: a new
