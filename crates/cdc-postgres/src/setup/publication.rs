@@ -46,20 +46,9 @@ async fn ensure_once(
     .await
     .map_err(|e| PgError::sql(ctx(), e))?;
 
-    let table_list = |ts: &[&TableName]| {
-        ts.iter()
-            .map(|t| quote_table(t))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-
     let Some(row) = row else {
         let all: Vec<&TableName> = tables.iter().collect();
-        let sql = format!(
-            "CREATE PUBLICATION {} FOR TABLE {}",
-            quote_ident(name),
-            table_list(&all)
-        );
+        let sql = create_publication_sql(name, &all);
         if !create {
             return Err(PgError::Setup(format!(
                 "publication `{name}` does not exist: run {sql}; or set source.publication.create: true"
@@ -108,11 +97,7 @@ async fn ensure_once(
     if missing.is_empty() {
         return Ok(true);
     }
-    let sql = format!(
-        "ALTER PUBLICATION {} ADD TABLE {}",
-        quote_ident(name),
-        table_list(&missing)
-    );
+    let sql = add_tables_sql(name, &missing);
     if !create {
         let names: Vec<String> = missing.iter().map(|t| t.to_string()).collect();
         return Err(PgError::Setup(format!(
@@ -147,4 +132,30 @@ async fn run_ddl(conn: &mut PgConnection, sql: String, name: &str) -> Result<boo
             ),
             _ => PgError::sql(format!("creating publication {name}"), e),
         })
+}
+
+/// `CREATE PUBLICATION "name" FOR TABLE "s"."a", …`, every name quoted.
+pub(crate) fn create_publication_sql(name: &str, tables: &[&TableName]) -> String {
+    format!(
+        "CREATE PUBLICATION {} FOR TABLE {}",
+        quote_ident(name),
+        table_list(tables)
+    )
+}
+
+/// `ALTER PUBLICATION "name" ADD TABLE "s"."a", …`, every name quoted.
+pub(crate) fn add_tables_sql(name: &str, tables: &[&TableName]) -> String {
+    format!(
+        "ALTER PUBLICATION {} ADD TABLE {}",
+        quote_ident(name),
+        table_list(tables)
+    )
+}
+
+fn table_list(tables: &[&TableName]) -> String {
+    tables
+        .iter()
+        .map(|t| quote_table(t))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -8,6 +8,7 @@ use super::server::{free_slot_finding, ServerState};
 use super::tables::TableState;
 use crate::error::PgError;
 use crate::ident::{quote_ident, quote_literal, quote_table};
+use crate::setup::publication::{add_tables_sql, create_publication_sql};
 
 /// The publication as found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,14 +90,6 @@ impl PublicationState {
     }
 }
 
-fn table_list(tables: &[&TableName]) -> String {
-    tables
-        .iter()
-        .map(|t| quote_table(t))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The publication's findings. `found` holds the configured tables that exist.
 pub fn publication_findings(
     server: &ServerState,
@@ -126,11 +119,7 @@ pub fn publication_findings(
     };
     let Some(publication) = publication else {
         let all: Vec<&TableName> = tables.iter().collect();
-        let sql = format!(
-            "CREATE PUBLICATION {} FOR TABLE {}",
-            quote_ident(name),
-            table_list(&all)
-        );
+        let sql = create_publication_sql(name, &all);
         if !create {
             report.push(Finding::blocking(
                 subject,
@@ -201,11 +190,7 @@ pub fn publication_findings(
         .map(|t| t.to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let sql = format!(
-        "ALTER PUBLICATION {} ADD TABLE {}",
-        quote_ident(name),
-        table_list(&missing)
-    );
+    let sql = add_tables_sql(name, &missing);
     let missing_not_owned = not_owned.iter().any(|t| missing.contains(&&t.name));
     if !create {
         report.push(Finding::blocking(
@@ -447,20 +432,7 @@ mod tests {
     use cdc_core::ReplicaIdentity;
 
     fn server() -> ServerState {
-        ServerState {
-            version: "15.18".into(),
-            version_num: 150_018,
-            wal_level: "logical".into(),
-            max_slots: 10,
-            slots_in_use: 1,
-            max_senders: 10,
-            senders_in_use: 0,
-            user: "cdc".into(),
-            database: "app".into(),
-            superuser: false,
-            can_replicate: true,
-            can_create_in_database: true,
-        }
+        ServerState::sample()
     }
 
     fn slot() -> SlotInfo {

@@ -199,12 +199,9 @@ pub fn free_slot_finding(s: &ServerState, slot: &str) -> Finding {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-mod tests {
-    use super::*;
-    use crate::setup::check::report::Severity;
-
-    fn state() -> ServerState {
+impl ServerState {
+    /// A healthy PostgreSQL 15 as role `cdc` on database `app`, for tests.
+    pub(crate) fn sample() -> ServerState {
         ServerState {
             version: "15.18".into(),
             version_num: 150_018,
@@ -219,6 +216,17 @@ mod tests {
             can_replicate: true,
             can_create_in_database: true,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::setup::check::report::Severity;
+
+    fn state() -> ServerState {
+        ServerState::sample()
     }
 
     fn findings(s: &ServerState, streams: bool) -> Vec<Finding> {
