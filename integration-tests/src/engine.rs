@@ -192,6 +192,17 @@ impl Engine {
         }
     }
 
+    /// Sends SIGSTOP: the whole process stands still (its heartbeats
+    /// too), as in a long GC pause or a frozen VM, until [`Engine::sigcont`].
+    pub fn sigstop(&mut self) {
+        self.signal("STOP");
+    }
+
+    /// Sends SIGCONT after [`Engine::sigstop`].
+    pub fn sigcont(&mut self) {
+        self.signal("CONT");
+    }
+
     fn signal(&mut self, name: &str) {
         if self.poll_exit().is_some() {
             return;

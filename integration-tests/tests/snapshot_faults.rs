@@ -409,3 +409,91 @@ async fn a_coordinator_that_lost_its_lock_steps_down() {
     drop((a, b));
     db.cleanup().await;
 }
+
+/// Instance B has read rows of a chunk and its sink is about to write
+/// them when the whole process stops (SIGSTOP: a long GC pause, a frozen
+/// VM) for longer than `claim_timeout`. A takes the chunk over, the job
+/// finishes, streaming starts and every row changes. When B resumes, the
+/// rows it read under its lost claim must not reach its sink: written
+/// after the newer streamed changes, they would leave a keyed consumer
+/// (Kafka compaction, a file replayed in arrival order) with stale rows.
+/// (B used to write them.)
+#[tokio::test]
+async fn rows_read_under_a_claim_lost_while_paused_never_reach_the_sink() {
+    let db = TestDb::create("snapfault_paused_holder").await;
+    table(&db, 20_000).await;
+    let s = unique_suffix();
+    let (slot, publication) = (format!("sh_{s}"), format!("shp_{s}"));
+    let dir = TempDir::new("snapfault-paused-holder-out");
+    let (out_a, out_b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 1, \
+                    claim_timeout: 3s, heartbeat_interval: 500ms }";
+    let yaml = |out| pipeline_yaml(&db, &["public.t"], &slot, &publication, out, snapshot);
+
+    // A coordinates and reads slowly, so that B gets chunks too.
+    let a = Engine::start_with(
+        &yaml(&out_a),
+        &["run"],
+        &[("FAILPOINTS", "snapshot::reader_before_claim=return(700)")],
+    );
+    let running = wait_until(TIMEOUT, async || {
+        job(&db, &slot).await.is_some_and(|j| j.state == "running")
+    })
+    .await;
+    assert!(running, "{}", a.output_report());
+    // B's sink waits before its first write of snapshot rows; the test
+    // freezes the whole process there.
+    let mut b = Engine::start_with(
+        &yaml(&out_b),
+        &["run"],
+        &[("FAILPOINTS", "sink::before_write_reads=1*return(1000)")],
+    );
+    let at_write = wait_until(TIMEOUT, async || {
+        b.stderr_text()
+            .contains("failpoint=\"sink::before_write_reads\"")
+    })
+    .await;
+    assert!(at_write, "{}", b.output_report());
+    b.sigstop();
+
+    // A takes B's chunks over and finishes; then every row changes, and A
+    // streams that.
+    let done = wait_until(TIMEOUT, async || {
+        job(&db, &slot).await.is_some_and(|j| j.state == "done")
+    })
+    .await;
+    assert!(done, "{}", a.output_report());
+    db.exec("UPDATE public.t SET v = 'streamed ' || id; DELETE FROM public.t WHERE id % 10 = 0")
+        .await;
+    let mut tail_a = Tail::new(0, out_a.clone());
+    let streamed = wait_until(TIMEOUT, async || {
+        tail_a.poll();
+        tail_a.events.iter().filter(|e| e.op == "d").count() == 2_000
+    })
+    .await;
+    assert!(streamed, "{}", a.output_report());
+
+    // B resumes: it must drop what it read under the lost claim.
+    b.sigcont();
+    let mut tail_b = Tail::new(1, out_b.clone());
+    let decided = wait_until(TIMEOUT, async || {
+        tail_b.poll();
+        tail_b.events.iter().any(|e| e.op == "r")
+            || b.stderr_text().contains("before the sink wrote them")
+    })
+    .await;
+    assert!(decided, "{}", b.output_report());
+    let stale: Vec<_> = tail_b.events.iter().filter(|e| e.op == "r").collect();
+    assert!(
+        stale.is_empty(),
+        "B wrote {} rows read under a claim it had lost, after the newer streamed changes \
+         (first: {:?})\n{}",
+        stale.len(),
+        stale.first(),
+        b.output_report()
+    );
+    let mut tails = [Tail::new(0, out_a), Tail::new(1, out_b)];
+    wait_converged(&db, &mut tails, &[&a, &b]).await;
+    drop((a, b));
+    db.cleanup().await;
+}

@@ -138,6 +138,15 @@ fn take_group(
 /// Writes one group of batches, retrying retryable errors with backoff
 /// until it succeeds, a fatal error occurs, or `hard_stop` fires. Every
 /// attempt's outcome is counted in `metrics`.
+/// `true` when `batch` holds rows read by a snapshot.
+#[cfg(feature = "failpoints")]
+fn has_snapshot_reads(batch: &Batch) -> bool {
+    batch
+        .events
+        .iter()
+        .any(|e| matches!(e, cdc_core::Event::Change(c) if c.op == cdc_core::Op::Read))
+}
+
 async fn write_with_retry(
     name: &str,
     sink: &mut dyn DynSink,
@@ -249,9 +258,19 @@ pub async fn run_pipeline_observed<S: Source>(
                     m.dequeued();
                 }
                 let group = take_group(first, &mut rx, sink_metrics.as_deref());
+                #[cfg(feature = "failpoints")]
+                if group.iter().any(|b| has_snapshot_reads(b)) {
+                    cdc_postgres::failpoint_reached("sink::before_write_reads").await;
+                }
+                // Snapshot reads whose claims this process lost (it stood
+                // still while another instance read them again) are left
+                // out: written now, they could land after newer changes.
+                let fenced: Vec<Option<Batch>> =
+                    group.iter().map(|b| b.without_lost_reads()).collect();
                 let to_write: Vec<&Batch> = group
                     .iter()
-                    .map(|b| b.as_ref())
+                    .zip(&fenced)
+                    .map(|(b, f)| f.as_ref().unwrap_or(b.as_ref()))
                     .filter(|b| !b.is_empty())
                     .collect();
                 if !to_write.is_empty() {
@@ -397,6 +416,7 @@ mod tests {
                 )],
                 checkpoint: cp.map(Lsn),
                 seq: 0,
+                fence: None,
             })
             .collect()
     }

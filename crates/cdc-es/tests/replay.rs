@@ -151,6 +151,7 @@ async fn replay_converges(es: &str) {
             ],
             checkpoint: Some(Lsn(200)),
             seq: 0,
+            fence: None,
         },
         Batch {
             events: vec![change(
@@ -162,6 +163,7 @@ async fn replay_converges(es: &str) {
             )],
             checkpoint: Some(Lsn(300)),
             seq: 0,
+            fence: None,
         },
         Batch {
             events: vec![
@@ -197,6 +199,7 @@ async fn replay_converges(es: &str) {
             ],
             checkpoint: Some(Lsn(600)),
             seq: 0,
+            fence: None,
         },
     ];
     let expected = vec![(
@@ -234,6 +237,7 @@ async fn replay_converges(es: &str) {
         )],
         checkpoint: None,
         seq: 0,
+        fence: None,
     };
     sink.write_batch(&stale).await.unwrap();
     assert_eq!(docs(es, &index).await, expected);
@@ -258,6 +262,7 @@ async fn replay_converges(es: &str) {
         events: vec![Event::Change(moved)],
         checkpoint: Some(Lsn(700)),
         seq: 0,
+        fence: None,
     };
     for _ in 0..2 {
         sink.write_batch(&batch).await.unwrap();

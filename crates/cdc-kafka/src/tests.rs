@@ -144,6 +144,7 @@ fn batch(events: Vec<Event>) -> Batch {
         events,
         checkpoint: Some(Lsn(100)),
         seq: 0,
+        fence: None,
     }
 }
 

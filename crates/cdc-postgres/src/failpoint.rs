@@ -22,6 +22,7 @@
 //! | `snapshot::reader_before_claim` | stop | before a reader claims its next chunk |
 //! | `snapshot::reader_after_first_rows` | error | after a reader handed over the first rows of a chunk |
 //! | `snapshot::heartbeat` | stop | before the heartbeat renews this instance's claims |
+//! | `sink::before_write_reads` | stop | in the engine: before a sink writes a group of batches holding snapshot reads |
 //! | `sink::before_ack` | stop | in the engine: after a sink wrote a group of batches with events, before they count as durable |
 
 /// Stops here when the named failpoint is configured (see the module

@@ -39,6 +39,10 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             b = source.next_batch() => match b? { Some(b) => b, None => break },
         };
+        // Snapshot rows whose claim ran out while this process stood still
+        // (another instance reads them again, and may already have streamed
+        // newer changes to them) are left out.
+        let batch = batch.without_lost_reads().unwrap_or(batch);
         for event in &batch.events {
             let Event::Change(change) = event else {
                 continue;

@@ -380,6 +380,7 @@ mod tests {
             ],
             checkpoint: None,
             seq: 0,
+            fence: None,
         };
         m.record_source_batch(&batch);
         m.record_source_batch(&batch);

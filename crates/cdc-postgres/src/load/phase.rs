@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cdc_core::{AckHandle, Batch, ControlEvent, Event, Lsn, SourceStatus, TableName};
+use cdc_core::{AckHandle, Batch, ControlEvent, Event, Lsn, ReadFence, SourceStatus, TableName};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, watch};
@@ -18,7 +18,7 @@ use super::export::{
 };
 use super::settings::{Chunking, SnapshotMode, SnapshotSettings};
 use super::workers::{
-    run_heartbeat, run_reader, Claims, HeartbeatContext, LoadItem, ReaderContext,
+    run_heartbeat, run_reader, ClaimFence, Claims, HeartbeatContext, LoadItem, ReaderContext,
 };
 use crate::error::PgError;
 use crate::setup::{self, ServerInfo};
@@ -351,6 +351,29 @@ impl SnapshotPhase {
         let mut marked_any = false;
         while !completed.is_empty() {
             let c = completed.remove(0);
+            if !self.claims.holds(c.chunk_id, c.attempt) {
+                // Its claim was given up before its rows were written (a
+                // sink found it lost and dropped them) or taken over: the
+                // chunk is read again, never marked done from here.
+                let released = self
+                    .store
+                    .release_chunk(
+                        &mut self.meta,
+                        c.chunk_id,
+                        &self.settings.instance_id,
+                        c.attempt,
+                    )
+                    .await;
+                if let Err(e) = released {
+                    completed.insert(0, c);
+                    self.emitter.requeue(completed);
+                    if marked_any {
+                        self.chunks_done.send_modify(|n| *n += 1);
+                    }
+                    return Err(e);
+                }
+                continue;
+            }
             let marked = self
                 .store
                 .mark_done(
@@ -546,7 +569,9 @@ impl SnapshotPhase {
     }
 
     /// Fills `batch` (to be batch number `batch_seq`) with snapshot events.
-    /// Returns a transition once the whole snapshot is complete.
+    /// Returns a transition once the whole snapshot is complete. A batch
+    /// with snapshot reads carries a fence on the claims they were read
+    /// under ([`Batch::without_lost_reads`]).
     pub async fn fill(
         &mut self,
         batch: &mut Batch,
@@ -554,6 +579,31 @@ impl SnapshotPhase {
         ack: &AckHandle,
         max_events: usize,
         max_wait: Duration,
+    ) -> Result<Option<Transition>, PgError> {
+        let mut read_under = Vec::new();
+        let result = self
+            .fill_reads(batch, batch_seq, ack, max_events, max_wait, &mut read_under)
+            .await;
+        if !read_under.is_empty() {
+            batch.fence = Some(ReadFence::new(ClaimFence::new(
+                self.claims.clone(),
+                self.settings.claim_timeout,
+                read_under,
+            )));
+        }
+        result
+    }
+
+    /// [`fill`](Self::fill), adding to `read_under` the claim of every
+    /// chunk whose rows it put in `batch`.
+    async fn fill_reads(
+        &mut self,
+        batch: &mut Batch,
+        batch_seq: u64,
+        ack: &AckHandle,
+        max_events: usize,
+        max_wait: Duration,
+        read_under: &mut Vec<(i64, u32)>,
     ) -> Result<Option<Transition>, PgError> {
         if self.announce_begin {
             self.announce_begin = false;
@@ -640,7 +690,16 @@ impl SnapshotPhase {
                         self.status
                             .snapshot_rows(&chunk.table.name, rows.len() as u64);
                     }
-                    self.emitter.push(item, batch, batch_seq);
+                    let claim = match &item {
+                        LoadItem::Rows(chunk, _) | LoadItem::End(chunk, _) => {
+                            Some((chunk.id, chunk.attempt))
+                        }
+                        _ => None,
+                    };
+                    let added = self.emitter.push(item, batch, batch_seq);
+                    if let Some(claim) = claim.filter(|c| added > 0 && !read_under.contains(c)) {
+                        read_under.push(claim);
+                    }
                     if first_at.is_none() && !batch.events.is_empty() {
                         first_at = Some(Instant::now());
                     }

@@ -100,7 +100,7 @@ impl Claims {
         });
     }
 
-    fn holds(&self, id: i64, attempt: u32) -> bool {
+    pub fn holds(&self, id: i64, attempt: u32) -> bool {
         self.with(|m| m.get(&id).is_some_and(|h| h.attempt == attempt))
     }
 
@@ -113,6 +113,50 @@ impl Claims {
             m.get(&id)
                 .is_some_and(|h| h.attempt == attempt && h.renewed.elapsed() < lease)
         })
+    }
+}
+
+/// The claims of the chunks whose rows are in one batch, checked by the
+/// sinks right before they write it ([`cdc_core::Batch::without_lost_reads`]).
+pub(crate) struct ClaimFence {
+    claims: Claims,
+    claim_timeout: Duration,
+    chunks: Vec<(i64, u32)>,
+}
+
+impl ClaimFence {
+    pub fn new(claims: Claims, claim_timeout: Duration, chunks: Vec<(i64, u32)>) -> Self {
+        Self {
+            claims,
+            claim_timeout,
+            chunks,
+        }
+    }
+}
+
+impl cdc_core::ReadClaims for ClaimFence {
+    fn held(&self) -> bool {
+        let lost = self
+            .chunks
+            .iter()
+            .filter(|&&(id, attempt)| !self.claims.valid(id, attempt, self.claim_timeout))
+            .count();
+        if lost == 0 {
+            return true;
+        }
+        // The batch's reads are dropped as a whole: none of its chunks may
+        // be marked done from here, so every one of them is given up (the
+        // source releases them) and read again.
+        for &(id, attempt) in &self.chunks {
+            self.claims.forget(id, attempt);
+        }
+        tracing::warn!(
+            chunks = ?self.chunks,
+            lost,
+            "snapshot rows whose claim ran out before the sink wrote them (this process stood \
+             still longer than the claim's lease): dropping them; their chunks are read again"
+        );
+        false
     }
 }
 

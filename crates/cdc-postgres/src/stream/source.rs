@@ -147,6 +147,9 @@ struct Relation {
 /// let mut source = PgSource::connect(cfg).await?;
 /// let ack = source.ack_handle();
 /// while let Some(batch) = source.next_batch().await? {
+///     // Right before writing: leave out snapshot rows whose claim ran out
+///     // while this process stood still (another instance reads them again).
+///     let batch = batch.without_lost_reads().unwrap_or(batch);
 ///     // ... make the batch durable somewhere, then acknowledge it (with a
 ///     // snapshot configured, this is also what marks its chunks done):
 ///     ack.durable(&batch);
