@@ -696,8 +696,14 @@ impl SnapshotPhase {
                         }
                         _ => None,
                     };
-                    let added = self.emitter.push(item, batch, batch_seq);
-                    if let Some(claim) = claim.filter(|c| added > 0 && !read_under.contains(c)) {
+                    let before = batch.events.len();
+                    self.emitter.push(item, batch, batch_seq);
+                    // Only a chunk with rows in this batch: an empty chunk
+                    // may be marked done before this batch is written.
+                    let read_here = batch.events[before..]
+                        .iter()
+                        .any(|e| matches!(e, Event::Change(_)));
+                    if let Some(claim) = claim.filter(|c| read_here && !read_under.contains(c)) {
                         read_under.push(claim);
                     }
                     if first_at.is_none() && !batch.events.is_empty() {
