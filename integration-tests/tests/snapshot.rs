@@ -642,11 +642,18 @@ async fn three_instances_share_one_snapshot() {
         let refs: Vec<&Engine> = engines.iter().collect();
         wait_converged(&db, &mut tails, &refs).await;
     }
-    // Give a second streamer, if any, time to show up.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    for t in tails.iter_mut() {
-        t.poll();
-    }
+    // Every instance that did not stream must have tried the slot and
+    // found it taken (a standby from then on): only then can the count of
+    // streamers be trusted.
+    let stood_by = wait_until(Duration::from_secs(60), async || {
+        for t in tails.iter_mut() {
+            t.poll();
+        }
+        tails.iter().zip(&engines).all(|(t, e)| {
+            t.events.iter().any(|e| e.op != "r") || e.stderr_text().contains("standing by")
+        })
+    })
+    .await;
     let streamed: Vec<usize> = tails
         .iter()
         .map(|t| t.events.iter().filter(|e| e.op != "r").count())
@@ -658,6 +665,11 @@ async fn three_instances_share_one_snapshot() {
             .collect::<Vec<_>>()
             .join("\n")
     };
+    assert!(
+        stood_by,
+        "stream events per instance {streamed:?}: an instance neither streamed nor stood by\n{}",
+        reports()
+    );
     assert_eq!(
         streamed.iter().filter(|&&n| n > 0).count(),
         1,

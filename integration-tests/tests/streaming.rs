@@ -1012,10 +1012,20 @@ async fn clean_restart_resumes_without_duplicates() {
 
     let mut engine = cap.start(&db).await;
     cap.wait_lines(&mut engine, 150, TIMEOUT).await;
-    // Give a duplicate delivery a moment to show up before stopping.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A fence row committed after them: the stream is in commit order, so
+    // once it is delivered any duplicate of an earlier row would be too.
+    db.exec("INSERT INTO public.resume VALUES (1000, 'fence')")
+        .await;
+    cap.wait_lines(&mut engine, 151, TIMEOUT).await;
     stop(&mut engine).await;
-    let all = cap.lines();
+    let mut all = cap.lines();
+    assert_eq!(
+        all.last().map(|l| key_text(l, "id")).as_deref(),
+        Some("1000"),
+        "the fence row must come last; new lines:\n{}",
+        pretty(&all[100.min(all.len())..])
+    );
+    all.pop();
     assert_eq!(
         all.len(),
         150,
