@@ -439,12 +439,28 @@ async fn handoff_is_exact_under_concurrent_writes() {
         "snapshot reads in the file vs rows of the done chunks"
     );
     assert_eq!(job_done.rows_done, chunk_rows, "job rows_done");
-    // (c) Every stream event after the snapshot LSN, none twice.
+    // (c) Every stream event at or after the snapshot LSN, none twice. A
+    // commit record that starts exactly at the snapshot LSN (the slot's
+    // consistent point) is streamed: PostgreSQL skips only commits that
+    // start before it.
+    let at_snapshot_lsn: HashSet<u64> = stream
+        .iter()
+        .filter(|e| e.commit_lsn == snapshot_lsn)
+        .map(|e| e.commit_lsn)
+        .collect();
+    eprintln!(
+        "handoff: {} streamed commit(s) at exactly the snapshot LSN ({} events)",
+        at_snapshot_lsn.len(),
+        stream
+            .iter()
+            .filter(|e| e.commit_lsn == snapshot_lsn)
+            .count()
+    );
     let mut positions = HashSet::new();
     for e in &stream {
         assert!(
-            e.commit_lsn > snapshot_lsn,
-            "stream event at or before the snapshot LSN {snapshot_lsn} (line {}): {e:?}",
+            e.commit_lsn >= snapshot_lsn,
+            "stream event before the snapshot LSN {snapshot_lsn} (line {}): {e:?}",
             e.line
         );
         assert!(

@@ -25,9 +25,10 @@
 //! ## Versions
 //!
 //! `version = commit_lsn × 2^16 + min(ordinal, 65535)` with
-//! `version_type=external_gte`: later changes get larger versions, a
-//! replayed older change is refused with 409 and counted as success. Fits
-//! while the commit LSN is below `2^47`.
+//! `version_type=external_gte` (snapshot rows: `C × 2^16 − 1` for the
+//! snapshot LSN C): later changes get larger versions, a replayed older
+//! change is refused with 409 and counted as success. Fits while the
+//! commit LSN is below `2^47`.
 //!
 //! ## Durability and errors
 //!

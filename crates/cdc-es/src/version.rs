@@ -17,10 +17,15 @@
 //!   change of that same transaction until the replay reaches the last one.
 //!   Strictly older versions are rejected by the server with 409, which the
 //!   sink counts as success.
-//! * Snapshot rows carry the snapshot LSN as their commit LSN, so every
-//!   streamed change after the snapshot wins over them.
+//! * Snapshot rows carry the snapshot LSN C as their commit LSN, but their
+//!   version is `C × 2^16 − 1`, whatever their ordinal: a transaction whose
+//!   commit record starts exactly at C is streamed (PostgreSQL skips only
+//!   commits that start before the consistent point) with versions from
+//!   `C × 2^16` on, and must win over the rows read. No streamed commit has
+//!   a commit LSN below C, and none can start at C − 1 (WAL records are
+//!   8-byte aligned), so nothing streamed shares that version.
 
-use cdc_core::SourceInfo;
+use cdc_core::{SnapshotMarker, SourceInfo};
 
 /// Bits of the version that hold the ordinal.
 const ORDINAL_BITS: u32 = 16;
@@ -40,7 +45,12 @@ pub(crate) fn external_version(source: &SourceInfo) -> Result<i64, String> {
             cdc_core::Lsn(LSN_LIMIT)
         ));
     }
-    let version = (lsn << ORDINAL_BITS) | source.ordinal.min(MAX_ORDINAL);
+    let version = if source.snapshot == SnapshotMarker::False {
+        (lsn << ORDINAL_BITS) | source.ordinal.min(MAX_ORDINAL)
+    } else {
+        // Just below every change committed at the snapshot LSN or later.
+        (lsn << ORDINAL_BITS).saturating_sub(1)
+    };
     // `lsn < 2^47` makes this at most 2^63 - 1.
     i64::try_from(version.max(1)).map_err(|_| format!("version {version} out of range"))
 }
@@ -68,6 +78,18 @@ mod tests {
         let late = external_version(&at(0x1_6B37_4D84, u64::MAX)).unwrap();
         assert!(late < c);
         assert_eq!(late, external_version(&at(0x1_6B37_4D84, 65535)).unwrap());
+    }
+
+    #[test]
+    fn snapshot_reads_rank_below_changes_at_their_lsn() {
+        let read = |ordinal| SourceInfo {
+            snapshot: SnapshotMarker::True,
+            ..at(0x1_6B37_4D80, ordinal)
+        };
+        let first = external_version(&read(0)).unwrap();
+        assert_eq!(first, external_version(&read((7 << 32) | 12)).unwrap());
+        assert!(first < external_version(&at(0x1_6B37_4D80, 0)).unwrap());
+        assert!(first > external_version(&at(0x1_6B37_4D78, u64::MAX)).unwrap());
     }
 
     #[test]
