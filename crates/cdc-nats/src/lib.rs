@@ -17,6 +17,9 @@
 //! <pipeline>:<database>:<table oid>:<op>:<commit LSN>:<ordinal>    e.g. orders:app:16384:u:0/1A2B3C8:2
 //! ```
 //!
+//! (a snapshot read is identified by its key instead of its position: see
+//! [`message_id`]).
+//!
 //! A replay after a crash is dropped the same way, as long as it arrives
 //! within the stream's `duplicate_window`. Other headers: `Cdc-Op`,
 //! `Cdc-Table` (`schema.table`), `Cdc-Commit-Lsn`.

@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 
 use async_nats::HeaderMap;
-use cdc_core::ChangeEvent;
+use cdc_core::encode::write_value;
+use cdc_core::{ChangeEvent, Op};
 
 /// Header carrying the change's stable id; JetStream drops a second
 /// message with the same id inside the stream's duplicate window.
@@ -23,14 +24,20 @@ pub const EXPECTED_LAST_ID_HEADER: &str = "Nats-Expected-Last-Msg-Id";
 /// `orders:app:16384:u:0/1A2B3C8:2`.
 ///
 /// `(commit LSN, ordinal)` is the change's position, the same on every
-/// delivery. The table OID keeps snapshot rows (which share the snapshot
-/// LSN and number their ordinals per table) and multi-table truncates
-/// apart. The op keeps snapshot reads (`r`) apart from streamed changes: a
-/// transaction whose commit record starts exactly at the snapshot's
-/// consistent point has the snapshot LSN as its commit LSN, and small
-/// ordinals equal to those of the first chunk's rows. The pipeline and
-/// database keep two pipelines writing into one stream apart. Control
+/// delivery. The table OID keeps multi-table truncates apart. The pipeline
+/// and database keep two pipelines writing into one stream apart. Control
 /// characters and `:` in the names become `_`.
+///
+/// A snapshot read is identified by its row, not its position: a chunk
+/// read again (after its reader's instance died, under a new export) may
+/// hold other rows at the same positions, and a position id would make
+/// JetStream drop such a row as a duplicate of another. For a table with
+/// a key: `<pipeline>:<database>:<oid>:r:<snapshot LSN>:k:<key values as
+/// JSON>`, e.g. `orders:app:16384:r:0/1A2B3C8:k:[42]`; for a table without
+/// one: `…:r:<snapshot LSN>:<ordinal>:<64-bit FNV-1a of the row's values
+/// as JSON, hex>`. The op (`r`) also keeps reads apart from a transaction
+/// whose commit record starts exactly at the snapshot's consistent point
+/// (it has the snapshot LSN as its commit LSN).
 pub fn message_id(pipeline: &str, event: &ChangeEvent, out: &mut String) {
     out.clear();
     push_id_part(out, pipeline);
@@ -39,12 +46,49 @@ pub fn message_id(pipeline: &str, event: &ChangeEvent, out: &mut String) {
     let src = &event.source;
     let _ = write!(
         out,
-        ":{}:{}:{}:{}",
+        ":{}:{}:{}:",
         event.table.oid,
         event.op.code(),
-        src.commit_lsn,
-        src.ordinal
+        src.commit_lsn
     );
+    match (event.op, &event.after) {
+        (Op::Read, Some(row)) => {
+            let mut json = Vec::new();
+            let mut keyed = false;
+            json.push(b'[');
+            for (column, value) in event.table.columns.iter().zip(row.values()) {
+                if column.is_key {
+                    if keyed {
+                        json.push(b',');
+                    }
+                    keyed = true;
+                    write_value(&mut json, value);
+                }
+            }
+            json.push(b']');
+            if keyed {
+                out.push_str("k:");
+                out.push_str(&String::from_utf8_lossy(&json));
+            } else {
+                json.clear();
+                for value in row.values() {
+                    write_value(&mut json, value);
+                    json.push(b',');
+                }
+                let _ = write!(out, "{}:{:016x}", src.ordinal, fnv1a(&json));
+            }
+        }
+        _ => {
+            let _ = write!(out, "{}", src.ordinal);
+        }
+    }
+}
+
+/// 64-bit FNV-1a: stable across builds and platforms, unlike std's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The start every message id of `pipeline` shares (`<pipeline>:`).

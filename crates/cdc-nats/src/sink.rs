@@ -8,7 +8,7 @@ use async_nats::jetstream::{self, stream};
 use async_nats::{Client, ConnectOptions, Event as NatsEvent};
 use bytes::Bytes;
 use cdc_core::encode::DebeziumJson;
-use cdc_core::{error_chain, Batch, ChangeEvent, Event, Sink, SinkError};
+use cdc_core::{error_chain, Batch, ChangeEvent, Event, Op, Sink, SinkError};
 
 use crate::classify;
 use crate::config::{NatsSinkConfig, Storage};
@@ -182,15 +182,25 @@ impl NatsSink {
             // lost with the old connection instead of storing it out of
             // order. The first message of an attempt names none, so a
             // retry always makes progress (replayed ones are dropped as
-            // duplicates before the check).
-            let expected_last = if self.chain { last_id.as_deref() } else { None };
+            // duplicates before the check). Snapshot reads are not chained:
+            // a chunk read again holds new rows between ones already stored
+            // (dropped as duplicates, so they are not the stream's last
+            // message), and their order does not matter (each is another
+            // row; the engine writes a batch of reads, acknowledged in
+            // full, before any streamed change).
+            let read = change.op == Op::Read;
+            let expected_last = if self.chain && !read {
+                last_id.as_deref()
+            } else {
+                None
+            };
             let (subject, headers, payload) = self.render(change, expected_last, now_ms);
             let ack = js
                 .publish_with_headers(subject.clone(), headers, payload)
                 .await
                 .map_err(|e| classify::publish_error(&subject, e))?;
             let id = self.id_buf.clone();
-            last_id = Some(id.clone());
+            last_id = (!read).then(|| id.clone());
             pending.push_back((subject, id, ack));
         }
         while let Some((subject, id, ack)) = pending.pop_front() {
