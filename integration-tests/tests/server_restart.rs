@@ -125,33 +125,39 @@ impl Setup {
     }
 }
 
+/// Where the snapshot is when the server restarts.
+#[derive(Clone, Copy, Debug)]
+enum Pause {
+    /// Every reader waits 1 s before each claim after the first four.
+    BeforeClaims,
+    /// A reader handed over the first rows of its second chunk and waits
+    /// 3 s with the chunk's read (its transaction, its COPY) still open.
+    MidChunk,
+}
+
 /// The server restarts while the engine is in the middle of its snapshot
-/// (readers held back before each claim after the first four by a
-/// failpoint); the writer goes on throughout. The engine reconnects every
-/// connection (metadata, lock, readers, export), finishes the snapshot,
-/// streams, and the output converges.
-async fn server_restart_during_the_snapshot(how: Restart) {
-    let rows = 4000;
-    let s = Setup::new(
-        "restart_snapshot",
-        rows,
-        "{ mode: initial, chunking: key, chunk_rows: 400, workers: 2, claim_timeout: 6s, heartbeat_interval: 1s }",
-    )
-    .await;
-    let engine = Engine::start_with(
-        &s.yaml,
-        &["run"],
-        &[(
-            "FAILPOINTS",
+/// (held there by a failpoint, see [`Pause`]); the writer goes on
+/// throughout. The engine reconnects every connection (metadata, lock,
+/// readers, export), finishes the snapshot, streams, and the output
+/// converges.
+async fn server_restart_during_the_snapshot(how: Restart, pause: Pause) {
+    let (rows, snapshot, failpoints, marker) = match pause {
+        Pause::BeforeClaims => (
+            4000,
+            "{ mode: initial, chunking: key, chunk_rows: 400, workers: 2, claim_timeout: 6s, heartbeat_interval: 1s }",
             "snapshot::reader_before_claim=4*off->return(1000)",
-        )],
-    );
-    let paused = wait_until(TIMEOUT, async || {
-        engine
-            .stderr_text()
-            .contains("failpoint=\"snapshot::reader_before_claim\"")
-    })
-    .await;
+            "failpoint=\"snapshot::reader_before_claim\"",
+        ),
+        Pause::MidChunk => (
+            8000,
+            "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 2, claim_timeout: 6s, heartbeat_interval: 1s }",
+            "snapshot::reader_mid_chunk=1*off->1*return(3000)",
+            "failpoint=\"snapshot::reader_mid_chunk\"",
+        ),
+    };
+    let s = Setup::new("restart_snapshot", rows, snapshot).await;
+    let engine = Engine::start_with(&s.yaml, &["run"], &[("FAILPOINTS", failpoints)]);
+    let paused = wait_until(TIMEOUT, async || engine.stderr_text().contains(marker)).await;
     assert!(paused, "{}", engine.output_report());
     let writer = Writer::start(s.db.url(), rows, WRITE_PAUSE);
     assert!(writer.wait_more(10, TIMEOUT).await, "{:?}", writer.stats());
@@ -185,12 +191,22 @@ async fn server_restart_during_the_snapshot(how: Restart) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_restart_during_the_snapshot() {
-    server_restart_during_the_snapshot(Restart::Fast).await;
+    server_restart_during_the_snapshot(Restart::Fast, Pause::BeforeClaims).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_restart_during_a_chunk_read() {
+    server_restart_during_the_snapshot(Restart::Fast, Pause::MidChunk).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn immediate_restart_during_the_snapshot() {
-    server_restart_during_the_snapshot(Restart::Immediate).await;
+    server_restart_during_the_snapshot(Restart::Immediate, Pause::BeforeClaims).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immediate_restart_during_a_chunk_read() {
+    server_restart_during_the_snapshot(Restart::Immediate, Pause::MidChunk).await;
 }
 
 /// The server restarts while the engine streams; the writer goes on
@@ -340,4 +356,52 @@ async fn terminated_connections_while_streaming_are_replaced() {
         engine.output_report()
     );
     s.converge_stopped(engine).await;
+}
+
+/// A Relation message arrived while streaming (the first change of
+/// `public.t`), and before the engine has described the table on its
+/// catalog connection the server shuts down (fast: the catalog connection
+/// is terminated at once, new connections are refused; the walsender waits
+/// for the engine) and starts again. Describing the table fails, and so
+/// does connecting again right then: the engine must start the stream
+/// over with backoff rather than exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_restart_while_a_table_is_described() {
+    let rows = 100;
+    let s = Setup::new("restart_describe", rows, "{ mode: initial }").await;
+    let engine = Engine::start_with(
+        &s.yaml,
+        &["run"],
+        &[("FAILPOINTS", "stream::before_describe=1*return(3000)")],
+    );
+    let streaming = wait_until(TIMEOUT, async || s.cluster.slot_streaming(&s.slot).await).await;
+    assert!(streaming, "{}", engine.output_report());
+    let writer = Writer::start(s.db.url(), rows, WRITE_PAUSE);
+    let paused = wait_until(TIMEOUT, async || {
+        engine
+            .stderr_text()
+            .contains("failpoint=\"stream::before_describe\"")
+    })
+    .await;
+    assert!(paused, "{}", engine.output_report());
+    restart(&s.cluster, Restart::Fast).await;
+    assert!(
+        writer.wait_more(30, TIMEOUT).await,
+        "the writer did not get going again: {:?}",
+        writer.stats()
+    );
+    let written = s.db.current_wal_lsn().await;
+    let advanced = wait_until(TIMEOUT, async || {
+        s.db.slot_confirmed_flush_lsn(&s.slot)
+            .await
+            .is_some_and(|at| at >= written)
+    })
+    .await;
+    assert!(
+        advanced,
+        "confirmed_flush_lsn stayed at {:?}, before {written}\n{}",
+        s.db.slot_confirmed_flush_lsn(&s.slot).await,
+        engine.output_report()
+    );
+    s.converge(writer, engine).await;
 }

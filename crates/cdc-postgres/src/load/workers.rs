@@ -271,6 +271,7 @@ async fn read_one(
                     if first {
                         first = false;
                         crate::failpoint::failpoint_err!("snapshot::reader_after_first_rows");
+                        crate::failpoint::failpoint!("snapshot::reader_mid_chunk");
                     }
                 }
                 Ok::<(), PgError>(())

@@ -644,6 +644,7 @@ impl PgSource {
     ) -> Result<(), PgError> {
         let change = match msg {
             Message::Relation(rel) => {
+                crate::failpoint::failpoint!("stream::before_describe");
                 let info = match describe_relation(&mut self.catalog, &self.database, &rel).await {
                     // The catalog connection may have been terminated (by
                     // an administrator, a dropped TCP connection) while it
@@ -777,7 +778,23 @@ impl PgSource {
                     if let WireEvent::Data { data, .. } = &ev {
                         bytes += data.len();
                     }
-                    self.handle(ev, &mut batch).await?;
+                    match self.handle(ev, &mut batch).await {
+                        Ok(()) => {}
+                        // The catalog connection failed and could not be
+                        // replaced right now (the server is restarting,
+                        // say): start the stream over, with backoff, from
+                        // the acknowledged position, as after a stream
+                        // error (`start_stream` connects the catalog again
+                        // first). The change is sent again.
+                        Err(e) if e.class() == ErrorClass::Retryable => {
+                            tracing::warn!(error = %cdc_core::error_chain(&e), "catalog connection failed while streaming; restarting the replication stream");
+                            self.reconnect_pending = true;
+                            self.stream_failed = true;
+                            self.cfg.status.set_phase(Phase::Reconnecting);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                     if first_at.is_none() && (!batch.is_empty() || batch.checkpoint.is_some()) {
                         first_at = Some(Instant::now());
                     }
