@@ -15,7 +15,7 @@ use super::rows::{fill_unchanged_toast, old_row, parse_tuple};
 use super::standby::{slot_activity, SlotActivity};
 use super::transport::{Recv, ReplicationTransport, WireEvent};
 use crate::catalog::{describe_relation, RelationInfo};
-use crate::conn::ConnParams;
+use crate::conn::{for_role, ConnParams};
 use crate::error::{is_slot_in_use, slot_in_use, PgError, StreamNames};
 use crate::load::{SnapshotMode, SnapshotPhase, SnapshotSettings, StreamStart, Transition};
 use crate::pgoutput::{self, Message};
@@ -199,7 +199,7 @@ impl PgSource {
     pub async fn connect(cfg: PgSourceConfig) -> Result<Self, PgError> {
         let params = ConnParams::parse(&cfg.url)?;
         let options = params.sqlx_options();
-        let mut catalog = PgConnection::connect_with(&options)
+        let mut catalog = PgConnection::connect_with(&for_role(&options, "catalog"))
             .await
             .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
         // Every problem at once, before anything is changed.
@@ -385,7 +385,7 @@ impl PgSource {
     /// Replaces the catalog connection when it no longer answers.
     async fn ensure_catalog(&mut self) -> Result<(), PgError> {
         if self.catalog.ping().await.is_err() {
-            self.catalog = PgConnection::connect_with(&self.params.sqlx_options())
+            self.catalog = PgConnection::connect_with(&self.params.sqlx_options_for("catalog"))
                 .await
                 .map_err(|e| PgError::sql("reconnecting to PostgreSQL", e))?;
         }
