@@ -292,13 +292,22 @@ async fn terminated_connections_while_streaming_are_replaced() {
     let engine = Engine::start(&s.yaml);
     let streaming = wait_until(TIMEOUT, async || s.cluster.slot_streaming(&s.slot).await).await;
     assert!(streaming, "{}", engine.output_report());
-    let polled = wait_until(TIMEOUT, async || {
-        status_json(s.port)
-            .await
-            .is_some_and(|st| !st["lag_polled_at_ms"].is_null())
+    // Once the snapshot's connections are closed, the engine holds two
+    // ordinary ones, each named by its role.
+    let sessions = "SELECT string_agg(application_name, ',' ORDER BY application_name) \
+         FROM pg_stat_activity WHERE datname = current_database() \
+         AND application_name LIKE 'cdc-engine/%' AND backend_type = 'client backend'";
+    let expected = "cdc-engine/catalog,cdc-engine/lag-poll";
+    let two = wait_until(TIMEOUT, async || {
+        s.db.query_text(sessions).await.as_deref() == Some(expected)
     })
     .await;
-    assert!(polled, "{}", engine.output_report());
+    assert!(
+        two,
+        "sessions: {:?}\n{}",
+        s.db.query_text(sessions).await,
+        engine.output_report()
+    );
     let terminated =
         s.db.query_text(
             "SELECT string_agg(application_name, ',' ORDER BY application_name) FROM \
@@ -308,13 +317,7 @@ async fn terminated_connections_while_streaming_are_replaced() {
         )
         .await
         .unwrap_or_default();
-    // Each connection names its role.
-    assert_eq!(
-        terminated,
-        "cdc-engine/catalog,cdc-engine/lag-poll",
-        "{}",
-        engine.output_report()
-    );
+    assert_eq!(terminated, expected, "{}", engine.output_report());
     // The next change of public.t comes with a new Relation message.
     s.db.exec("ALTER TABLE public.t ALTER COLUMN v SET STATISTICS 200")
         .await;
