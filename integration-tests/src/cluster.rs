@@ -6,6 +6,7 @@
 //! `wal_level=logical`, 127.0.0.1 only, superuser `postgres`/`postgres`; as
 //! root the server runs as the `postgres` OS user) on a free port in a fresh
 //! directory; dropping the value stops it and removes the directory.
+//! [`Cluster::restart_fast`] and [`Cluster::restart_immediate`] restart it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
+use crate::http::free_port;
 use crate::util::unique_suffix;
 
 /// The PostgreSQL 15 server binaries.
@@ -35,12 +37,6 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
-}
-
-/// A TCP port nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    listener.local_addr().expect("local address").port()
 }
 
 impl Cluster {
@@ -154,8 +150,20 @@ impl Cluster {
     /// `pg_ctl restart -m fast`: every session is terminated, then the
     /// server starts again; returns once it accepts connections.
     pub async fn restart_fast(&self) {
+        self.restart("fast").await;
+    }
+
+    /// `pg_ctl restart -m immediate`: the server stops without a shutdown
+    /// checkpoint (as after a crash) and starts again with crash recovery;
+    /// returns once it accepts connections.
+    pub async fn restart_immediate(&self) {
+        self.restart("immediate").await;
+    }
+
+    /// `pg_ctl restart -m <mode>`, then waits until it accepts connections.
+    async fn restart(&self, mode: &'static str) {
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || pg_ctl(&dir, "restart", &["-m", "fast"]))
+        tokio::task::spawn_blocking(move || pg_ctl(&dir, "restart", &["-m", mode]))
             .await
             .expect("pg_ctl restart panicked");
         let c = self.connect("postgres").await;

@@ -43,12 +43,14 @@ fn keep_db_requested() -> bool {
 }
 
 /// A database of its own for one test, created on the cluster of
-/// [`pg_url`] and dropped (with its replication slots) by
+/// [`pg_url`] (or of another URL, [`TestDb::create_on`]) and dropped (with its replication slots) by
 /// [`TestDb::cleanup`] — or, if the test never gets there, on drop.
 #[derive(Debug)]
 pub struct TestDb {
     name: String,
     url: String,
+    /// A superuser URL of the cluster, to drop the database again.
+    admin_url: String,
     pool: Option<PgPool>,
     cleaned: bool,
 }
@@ -58,6 +60,12 @@ impl TestDb {
     /// (`prefix` lower-cased, reduced to `[a-z0-9_]`, at most 30 bytes) and
     /// connects a small pool to it.
     pub async fn create(prefix: &str) -> TestDb {
+        TestDb::create_on(&pg_url(), prefix).await
+    }
+
+    /// [`TestDb::create`] on the cluster of superuser URL `base` (e.g. a
+    /// [`crate::Cluster`]'s) instead of the shared one.
+    pub async fn create_on(base: &str, prefix: &str) -> TestDb {
         let mut clean: String = prefix
             .chars()
             .map(|c| {
@@ -75,8 +83,7 @@ impl TestDb {
         let name = format!("{clean}_{}", unique_suffix());
         assert!(name.len() <= 63, "database name too long: {name}");
 
-        let base = pg_url();
-        let mut admin = admin_connect(&base).await;
+        let mut admin = admin_connect(base).await;
         let create = format!("CREATE DATABASE {}", quote_ident(&name));
         let mut attempt = 0;
         loop {
@@ -97,7 +104,7 @@ impl TestDb {
         }
         let _ = admin.close().await;
 
-        let url = url_with_database(&base, &name);
+        let url = url_with_database(base, &name);
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
@@ -107,6 +114,7 @@ impl TestDb {
         TestDb {
             name,
             url,
+            admin_url: base.to_owned(),
             pool: Some(pool),
             cleaned: false,
         }
@@ -282,7 +290,7 @@ impl TestDb {
             eprintln!("CDC_TEST_KEEP_DB: keeping database {}", self.name);
             return;
         }
-        if let Err(e) = drop_database(&pg_url(), &self.name).await {
+        if let Err(e) = drop_database(&self.admin_url, &self.name).await {
             panic!("dropping database {}: {e}", self.name);
         }
     }
@@ -303,9 +311,7 @@ impl Drop for TestDb {
         // connections are terminated on the server side.
         drop(self.pool.take());
         let name = self.name.clone();
-        let Ok(url) = std::env::var("CDC_TEST_PG_URL") else {
-            return;
-        };
+        let url = self.admin_url.clone();
         let res = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -19,6 +19,8 @@
 //!   misconfigured clusters (`CDC_TEST_PG_NOLOGICAL_URL`, `CDC_TEST_PG_FEWSLOTS_URL`);
 //! - [`TestRole`]: a login role of a test's own;
 //! - [`CutProxy`]: a TCP relay whose connections a test can cut;
+//! - [`Writer`]: a background client changing `public.t` through server
+//!   restarts; [`http::status_json`] reads the engine's `/status`;
 //! - [`TempDir`], [`read_jsonl`], [`wait_until`] / [`wait_for`],
 //!   [`quote_ident`] / [`quote_literal`].
 //!
@@ -30,6 +32,7 @@
 mod cluster;
 mod db;
 mod engine;
+pub mod http;
 mod other_cluster;
 pub mod pipelines;
 mod proxy;
@@ -37,6 +40,7 @@ pub mod replay;
 mod role;
 pub mod snapshot_meta;
 mod util;
+mod writer;
 
 pub use cluster::Cluster;
 pub use db::{pg_url, url_with_database, TestDb};
@@ -47,3 +51,4 @@ pub use role::{TestRole, TEST_ROLE_PASSWORD};
 pub use util::{
     quote_ident, quote_literal, read_jsonl, unique_suffix, wait_for, wait_until, TempDir,
 };
+pub use writer::{Writer, WriterStats};

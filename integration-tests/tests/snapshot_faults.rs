@@ -272,7 +272,7 @@ async fn terminated_connections_during_the_snapshot_are_replaced() {
         .db
         .query_text(
             "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'cdc-engine' \
+             WHERE datname = current_database() AND application_name LIKE 'cdc-engine/%' \
              AND backend_type = 'client backend'",
         )
         .await

@@ -6,13 +6,13 @@
 //! slot gone) is recorded for `/status` and logged once per outage, and
 //! the next poll connects again.
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use cdc_core::Lsn;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use cdc_postgres::conn::ConnParams;
+use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
 use tokio_util::sync::CancellationToken;
 
@@ -160,9 +160,9 @@ async fn poll_once(
         Some(c) => c,
         None => {
             // The parse error is not passed on: it may quote the URL.
-            let options = PgConnectOptions::from_str(url)
+            let options = ConnParams::parse(url)
                 .map_err(|_| PollError::Url)?
-                .application_name("cdc-engine lag poll");
+                .sqlx_options_for("lag-poll");
             let connected =
                 tokio::time::timeout(POLL_TIMEOUT, PgConnection::connect_with(&options))
                     .await

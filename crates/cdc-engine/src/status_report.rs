@@ -122,7 +122,7 @@ pub async fn status(config: &Config, options: StatusOptions) -> StatusReport {
 
 async fn read(config: &Config) -> Result<SourceReport, String> {
     let params = ConnParams::parse(&config.source.url).map_err(|e| e.to_string())?;
-    let mut conn = sqlx::PgConnection::connect_with(&params.sqlx_options())
+    let mut conn = sqlx::PgConnection::connect_with(&params.sqlx_options_for("status"))
         .await
         .map_err(|e| format!("connecting to {}: {e}", config.source.redacted_url()))?;
     let store = MetadataStore::new(config.snapshot.metadata_schema.clone());

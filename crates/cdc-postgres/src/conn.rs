@@ -1,5 +1,23 @@
 //! Connection parameters: one `postgres://` URL feeds both the ordinary
 //! (sqlx) connection and the replication connection.
+//!
+//! Each ordinary connection names its role in `application_name`
+//! ([`for_role`]): `<name>/<role>`, where `<name>` is the URL's
+//! `application_name` (default `cdc-engine`). The replication connection
+//! keeps `<name>` itself. The roles:
+//!
+//! | role | what the connection does |
+//! |---|---|
+//! | `catalog` | the source's checks and setup; while streaming: table descriptions, heartbeats, a standby's slot checks |
+//! | `metadata` | snapshot metadata (jobs, chunks) |
+//! | `lock` | the snapshot coordinator's advisory lock |
+//! | `export` | the transaction holding an exported snapshot |
+//! | `plan` | planning the snapshot's chunks |
+//! | `reader` | reading snapshot chunks |
+//! | `claims` | renewing this instance's claims on snapshot chunks |
+//! | `check` | `cdc-engine check` |
+//! | `lag-poll` | the engine's lag poll (`metrics`) |
+//! | `status` | `cdc-engine status` |
 
 use std::fmt;
 use std::path::PathBuf;
@@ -177,7 +195,15 @@ impl ConnParams {
         Ok(params)
     }
 
-    /// Options for an ordinary sqlx connection, with the pinned settings.
+    /// Options for an ordinary sqlx connection of `role` (see the module
+    /// documentation), with the pinned settings.
+    pub fn sqlx_options_for(&self, role: &str) -> sqlx::postgres::PgConnectOptions {
+        for_role(&self.sqlx_options(), role)
+    }
+
+    /// Options for an ordinary sqlx connection, with the pinned settings
+    /// (`application_name` as in the URL: give it a role with
+    /// [`for_role`] before connecting).
     pub fn sqlx_options(&self) -> sqlx::postgres::PgConnectOptions {
         use sqlx::postgres::{PgConnectOptions, PgSslMode};
         let mut o = PgConnectOptions::new_without_pgpass()
@@ -240,10 +266,88 @@ impl ConnParams {
     }
 }
 
+/// `options` with `application_name` `<name>/<role>`, `<name>` being
+/// the `application_name` of `options` (default `cdc-engine`), so that
+/// `pg_stat_activity` tells the engine's connections apart.
+pub fn for_role(
+    options: &sqlx::postgres::PgConnectOptions,
+    role: &str,
+) -> sqlx::postgres::PgConnectOptions {
+    let name = format!(
+        "{}/{role}",
+        options.get_application_name().unwrap_or("cdc-engine")
+    );
+    options.clone().application_name(&name)
+}
+
+/// The reconnects of one connection role (see the module documentation):
+/// one warning per failed attempt, naming the role, the error and the
+/// delay before the next attempt, which doubles from 100 ms up to a limit;
+/// one line when the connection works again.
+#[derive(Debug)]
+pub(crate) struct Reconnects {
+    role: &'static str,
+    backoff: cdc_core::Backoff,
+    failing: bool,
+}
+
+impl Reconnects {
+    /// Delays from 100 ms up to `max`.
+    pub fn new(role: &'static str, max: std::time::Duration) -> Self {
+        Self {
+            role,
+            backoff: cdc_core::Backoff::new(std::time::Duration::from_millis(100), max),
+            failing: false,
+        }
+    }
+
+    /// Logs a failed attempt (or the failure that ended a working
+    /// connection) and returns how long to wait before the next attempt.
+    pub fn failed(&mut self, error: &PgError) -> std::time::Duration {
+        self.failing = true;
+        let delay = self.backoff.next_delay();
+        tracing::warn!(
+            role = self.role,
+            error = %cdc_core::error_chain(error),
+            attempt = self.backoff.attempts(),
+            retry_in = ?delay,
+            "{} connection failed; connecting again",
+            self.role
+        );
+        delay
+    }
+
+    /// The connection works (again): logs once after failures and resets
+    /// the delay.
+    pub fn restored(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            tracing::info!(
+                role = self.role,
+                attempts = self.backoff.attempts(),
+                "{} connection restored",
+                self.role
+            );
+        }
+        self.backoff.reset();
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_name_their_role() {
+        let p = ConnParams::parse("postgres://u@h/db").unwrap();
+        let o = p.sqlx_options_for("reader");
+        assert_eq!(o.get_application_name(), Some("cdc-engine/reader"));
+        let p = ConnParams::parse("postgres://u@h/db?application_name=shop").unwrap();
+        assert_eq!(
+            p.sqlx_options_for("lag-poll").get_application_name(),
+            Some("shop/lag-poll")
+        );
+    }
 
     #[test]
     fn parses_urls() {

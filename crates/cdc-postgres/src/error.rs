@@ -283,6 +283,108 @@ mod tests {
         assert_eq!(PgError::Setup("x".into()).class(), ErrorClass::Fatal);
     }
 
+    /// A server error as sqlx reports it, for classification tests.
+    #[derive(Debug)]
+    struct ServerError {
+        code: &'static str,
+        message: &'static str,
+    }
+
+    impl std::fmt::Display for ServerError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.message)
+        }
+    }
+
+    impl std::error::Error for ServerError {}
+
+    impl sqlx::error::DatabaseError for ServerError {
+        fn message(&self) -> &str {
+            self.message
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.code.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    /// What an ordinary or a replication connection sees while the server
+    /// restarts, or after an administrator ended its session: every one is
+    /// retried.
+    #[test]
+    fn server_restarts_and_terminated_sessions_are_retryable() {
+        let restart = [
+            (
+                "57P01",
+                "terminating connection due to administrator command",
+            ),
+            (
+                "57P02",
+                "terminating connection because of crash of another server process",
+            ),
+            ("57P03", "the database system is starting up"),
+            ("57P03", "the database system is shutting down"),
+            ("57P03", "the database system is in recovery mode"),
+            (
+                "57P03",
+                "the database system is not yet accepting connections",
+            ),
+            ("08000", "connection exception"),
+            ("08003", "connection does not exist"),
+            ("08006", "connection failure"),
+            ("08001", "could not connect to server"),
+            ("08P01", "protocol violation"),
+        ];
+        for (code, message) in restart {
+            let sql = PgError::sql(
+                "connecting",
+                sqlx::Error::Database(Box::new(ServerError { code, message })),
+            );
+            assert_eq!(sql.class(), ErrorClass::Retryable, "{code} {message}");
+            let replication = PgError::Replication(pgwire_replication::PgWireError::Server(
+                format!("FATAL: {message} (SQLSTATE {code})"),
+            ));
+            assert_eq!(
+                replication.class(),
+                ErrorClass::Retryable,
+                "{code} {message}"
+            );
+        }
+        for kind in [
+            std::io::ErrorKind::ConnectionRefused,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::BrokenPipe,
+        ] {
+            let sql = PgError::sql("querying", sqlx::Error::Io(std::io::Error::from(kind)));
+            assert_eq!(sql.class(), ErrorClass::Retryable, "{kind:?}");
+            let replication = PgError::Replication(pgwire_replication::PgWireError::Io(
+                std::sync::Arc::new(std::io::Error::from(kind)),
+            ));
+            assert_eq!(replication.class(), ErrorClass::Retryable, "{kind:?}");
+        }
+        // A definite refusal is not retried.
+        let denied = PgError::sql(
+            "connecting",
+            sqlx::Error::Database(Box::new(ServerError {
+                code: "28P01",
+                message: "password authentication failed for user \"cdc\"",
+            })),
+        );
+        assert_eq!(denied.class(), ErrorClass::Fatal);
+    }
+
     #[test]
     fn definite_stream_errors_say_what_to_do() {
         let e = |t: &str| PgError::Replication(pgwire_replication::PgWireError::Server(t.into()));

@@ -21,7 +21,9 @@
 //! | `snapshot::after_mark_done` | stop | after a chunk whose rows are durable was marked done |
 //! | `snapshot::reader_before_claim` | stop | before a reader claims its next chunk |
 //! | `snapshot::reader_after_first_rows` | error | after a reader handed over the first rows of a chunk |
+//! | `snapshot::reader_mid_chunk` | stop | after a reader handed over the first rows of a chunk, its read still open |
 //! | `snapshot::heartbeat` | stop | before the heartbeat renews this instance's claims |
+//! | `stream::before_describe` | stop | while streaming: a Relation message arrived, before its table is described on the catalog connection |
 //! | `sink::before_write_reads` | stop | in the engine: before a sink writes a group of batches holding snapshot reads |
 //! | `sink::before_ack` | stop | in the engine: after a sink wrote a group of batches with events, before they count as durable |
 

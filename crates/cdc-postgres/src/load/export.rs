@@ -76,7 +76,7 @@ pub(crate) async fn create_slot_with_export(
 pub(crate) async fn export_from_transaction(
     options: &sqlx::postgres::PgConnectOptions,
 ) -> Result<(PgConnection, String), PgError> {
-    let mut conn = PgConnection::connect_with(options)
+    let mut conn = PgConnection::connect_with(&crate::conn::for_role(options, "export"))
         .await
         .map_err(|e| PgError::sql("connecting to export a snapshot", e))?;
     sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")

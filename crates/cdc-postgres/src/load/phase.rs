@@ -20,6 +20,7 @@ use super::settings::{Chunking, SnapshotMode, SnapshotSettings};
 use super::workers::{
     run_heartbeat, run_reader, ClaimFence, Claims, HeartbeatContext, LoadItem, ReaderContext,
 };
+use crate::conn::{for_role, Reconnects};
 use crate::error::PgError;
 use crate::setup::{self, ServerInfo};
 use crate::snapshot::{describe_table, plan_chunks, ChunkStrategy, JobState, MetadataStore};
@@ -132,8 +133,8 @@ impl SnapshotPhase {
         stream_start: StreamStart,
         status: SourceStatus,
     ) -> Result<Option<Self>, PgError> {
-        let connect = |what: &'static str| {
-            let options = options.clone();
+        let connect = |role: &'static str, what: &'static str| {
+            let options = for_role(&options, role);
             async move {
                 PgConnection::connect_with(&options)
                     .await
@@ -141,9 +142,9 @@ impl SnapshotPhase {
             }
         };
         let store = MetadataStore::new(settings.metadata_schema.clone());
-        let mut meta = connect("connecting for snapshot metadata").await?;
+        let mut meta = connect("metadata", "connecting for snapshot metadata").await?;
         store.ensure_schema(&mut meta).await?;
-        let mut lock = connect("connecting for the coordinator lock").await?;
+        let mut lock = connect("lock", "connecting for the coordinator lock").await?;
 
         let mut job = store.job(&mut meta, slot).await?;
         match (mode, job.as_ref().map(|j| j.state)) {
@@ -412,18 +413,17 @@ impl SnapshotPhase {
 
     /// After a retryable error on the metadata connection (terminated by
     /// an administrator, a dropped TCP connection, a server restart):
-    /// connects again, with backoff, until it works or fails for good.
+    /// connects again, with backoff, until it works or fails for good. Logs
+    /// one line per attempt ([`Reconnects`]).
     async fn reconnect_meta(&mut self, error: PgError) -> Result<(), PgError> {
-        tracing::warn!(slot = %self.slot, error = %cdc_core::error_chain(&error),
-            "snapshot metadata connection failed; connecting again");
-        let mut backoff =
-            cdc_core::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut reconnects = Reconnects::new("metadata", Duration::from_secs(5));
+        let mut delay = reconnects.failed(&error);
         loop {
-            tokio::time::sleep(backoff.next_delay()).await;
-            match PgConnection::connect_with(&self.options).await {
+            tokio::time::sleep(delay).await;
+            match PgConnection::connect_with(&for_role(&self.options, "metadata")).await {
                 Ok(conn) => {
                     self.meta = conn;
-                    tracing::info!(slot = %self.slot, "snapshot metadata connection restored");
+                    reconnects.restored();
                     return Ok(());
                 }
                 Err(e) => {
@@ -431,7 +431,7 @@ impl SnapshotPhase {
                     if e.class() != cdc_core::ErrorClass::Retryable {
                         return Err(e);
                     }
-                    tracing::warn!(error = %cdc_core::error_chain(&e), "snapshot metadata: cannot connect yet");
+                    delay = reconnects.failed(&e);
                 }
             }
         }
@@ -519,7 +519,7 @@ impl SnapshotPhase {
         if self.lock.ping().await.is_ok() {
             return Ok(());
         }
-        self.lock = PgConnection::connect_with(&self.options)
+        self.lock = PgConnection::connect_with(&for_role(&self.options, "lock"))
             .await
             .map_err(|e| PgError::sql("connecting again for the coordinator lock", e))?;
         if try_coordinator_lock(&mut self.lock, &self.slot).await? {
@@ -547,7 +547,7 @@ impl SnapshotPhase {
                 // on it: it is not the coordinator); the next election
                 // uses a new one.
                 tracing::warn!(error = %cdc_core::error_chain(&e), "snapshot: the coordinator election connection failed; connecting again");
-                self.lock = PgConnection::connect_with(&self.options)
+                self.lock = PgConnection::connect_with(&for_role(&self.options, "lock"))
                     .await
                     .map_err(|e| PgError::sql("connecting again for the coordinator lock", e))?;
                 return Ok(());
@@ -801,7 +801,7 @@ async fn plan(
     tables: &[TableName],
     database: &str,
 ) -> Result<(), PgError> {
-    let mut reader = PgConnection::connect_with(options)
+    let mut reader = PgConnection::connect_with(&for_role(options, "plan"))
         .await
         .map_err(|e| PgError::sql("connecting to plan the snapshot", e))?;
     import_snapshot(&mut reader, name).await?;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::export::import_snapshot;
 use super::settings::SnapshotSettings;
 use crate::catalog::RelationInfo;
+use crate::conn::{for_role, Reconnects};
 use crate::error::PgError;
 use crate::snapshot::{describe_table, read_chunk, ChunkBounds, MetadataStore};
 
@@ -186,12 +187,15 @@ pub(crate) struct ReaderContext {
     pub snapshot_gone: Arc<AtomicU64>,
 }
 
-/// Runs one reader until every chunk is done or `stop` fires. Errors are
-/// sent to the source; a lost snapshot makes the reader wait and retry
-/// with the snapshot the (new) coordinator records.
+/// Runs one reader until every chunk is done or `stop` fires. Fatal
+/// errors are sent to the source; after a retryable one (the server
+/// restarting, a terminated connection) the reader connects again with
+/// backoff ([`Reconnects`]); a lost snapshot makes the reader wait and
+/// retry with the snapshot the (new) coordinator records.
 pub(crate) async fn run_reader(mut ctx: ReaderContext) {
     let mut schemas: HashMap<TableName, RelationInfo> = HashMap::new();
     let mut conn: Option<PgConnection> = None;
+    let mut reconnects = Reconnects::new("reader", Duration::from_secs(5));
     let idle = Duration::from_millis(500);
     loop {
         if ctx.stop.is_cancelled() {
@@ -199,20 +203,18 @@ pub(crate) async fn run_reader(mut ctx: ReaderContext) {
         }
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match PgConnection::connect_with(&ctx.options).await {
+            None => match PgConnection::connect_with(&for_role(&ctx.options, "reader")).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
-                    let _ = ctx
-                        .out
-                        .send(Err(PgError::sql("snapshot reader connecting", e)))
-                        .await;
-                    tokio::select! { _ = ctx.stop.cancelled() => return, _ = tokio::time::sleep(idle * 4) => {} }
+                    let e = PgError::sql("snapshot reader connecting", e);
+                    let delay = reader_failed(&ctx, &mut reconnects, e, idle * 2).await;
+                    tokio::select! { _ = ctx.stop.cancelled() => return, _ = tokio::time::sleep(delay) => {} }
                     continue;
                 }
             },
         };
         match read_one(&ctx, c, &mut schemas).await {
-            Ok(true) => {}
+            Ok(true) => reconnects.restored(),
             Ok(false) => {
                 // Nothing claimable now: finished, or chunks are still being
                 // read or made durable (here or by other instances). Look
@@ -221,10 +223,12 @@ pub(crate) async fn run_reader(mut ctx: ReaderContext) {
                 ctx.chunks_done.borrow_and_update();
                 match ctx.store.all_done(c, &ctx.slot).await {
                     Ok(true) => return,
-                    Ok(false) => {}
+                    Ok(false) => reconnects.restored(),
                     Err(e) => {
-                        let _ = ctx.out.send(Err(e)).await;
                         conn = None;
+                        let delay = reader_failed(&ctx, &mut reconnects, e, idle).await;
+                        tokio::select! { _ = ctx.stop.cancelled() => return, _ = tokio::time::sleep(delay) => {} }
+                        continue;
                     }
                 }
                 tokio::select! {
@@ -236,19 +240,37 @@ pub(crate) async fn run_reader(mut ctx: ReaderContext) {
                     },
                 }
             }
-            Err(e) => {
+            Err(e @ (PgError::SnapshotGone(_) | PgError::ClaimLost(_))) => {
                 if matches!(e, PgError::SnapshotGone(_)) {
                     ctx.snapshot_gone.fetch_add(1, Ordering::Relaxed);
                 }
-                let retry = matches!(e, PgError::SnapshotGone(_) | PgError::ClaimLost(_));
                 tracing::warn!(error = %cdc_core::error_chain(&e), "snapshot reader");
-                if !retry {
-                    let _ = ctx.out.send(Err(e)).await;
-                }
                 conn = None;
                 tokio::select! { _ = ctx.stop.cancelled() => return, _ = tokio::time::sleep(idle * 2) => {} }
             }
+            Err(e) => {
+                conn = None;
+                let delay = reader_failed(&ctx, &mut reconnects, e, idle * 2).await;
+                tokio::select! { _ = ctx.stop.cancelled() => return, _ = tokio::time::sleep(delay) => {} }
+            }
         }
+    }
+}
+
+/// A reader's step failed with `e`: a retryable error is logged (one line,
+/// see [`Reconnects`]) and the backoff delay returned; a fatal one goes to
+/// the source, which ends the snapshot, and `fatal_wait` is returned.
+async fn reader_failed(
+    ctx: &ReaderContext,
+    reconnects: &mut Reconnects,
+    e: PgError,
+    fatal_wait: Duration,
+) -> Duration {
+    if e.class() == cdc_core::ErrorClass::Retryable {
+        reconnects.failed(&e)
+    } else {
+        let _ = ctx.out.send(Err(e)).await;
+        fatal_wait
     }
 }
 
@@ -315,6 +337,7 @@ async fn read_one(
                     if first {
                         first = false;
                         crate::failpoint::failpoint_err!("snapshot::reader_after_first_rows");
+                        crate::failpoint::failpoint!("snapshot::reader_mid_chunk");
                     }
                 }
                 Ok::<(), PgError>(())
@@ -351,7 +374,9 @@ async fn read_one(
         if released.is_err() {
             // The reader's connection is what failed: give the chunk back
             // on a new one rather than leave it to time out.
-            if let Ok(mut fresh) = PgConnection::connect_with(&ctx.options).await {
+            if let Ok(mut fresh) =
+                PgConnection::connect_with(&for_role(&ctx.options, "reader")).await
+            {
                 let _ = ctx
                     .store
                     .release_chunk(
@@ -402,14 +427,20 @@ pub(crate) struct HeartbeatContext {
     pub stop: CancellationToken,
 }
 
-/// Heartbeats every held claim each `interval` until `stop`.
+/// Heartbeats every held claim each `interval` until `stop`. After a
+/// failure it connects again with backoff ([`Reconnects`]), never waiting
+/// longer than `interval`.
 pub(crate) async fn run_heartbeat(ctx: HeartbeatContext) {
+    let interval = ctx.settings.heartbeat_interval;
     let mut conn: Option<PgConnection> = None;
+    let mut reconnects = Reconnects::new("claims", interval);
+    let mut wait = interval;
     loop {
         tokio::select! {
             _ = ctx.stop.cancelled() => return,
-            _ = tokio::time::sleep(ctx.settings.heartbeat_interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+        wait = interval;
         let held = ctx.claims.all();
         if held.is_empty() {
             continue;
@@ -417,14 +448,16 @@ pub(crate) async fn run_heartbeat(ctx: HeartbeatContext) {
         crate::failpoint::failpoint!("snapshot::heartbeat");
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match PgConnection::connect_with(&ctx.options).await {
+            None => match PgConnection::connect_with(&for_role(&ctx.options, "claims")).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
-                    tracing::warn!(error = %e, "snapshot heartbeat: cannot connect");
+                    let e = PgError::sql("connecting to renew snapshot claims", e);
+                    wait = reconnects.failed(&e).min(interval);
                     continue;
                 }
             },
         };
+        let mut renewed_all = true;
         for (id, attempt) in held {
             let sent = Instant::now();
             match ctx
@@ -439,11 +472,15 @@ pub(crate) async fn run_heartbeat(ctx: HeartbeatContext) {
                     ctx.claims.forget(id, attempt);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %cdc_core::error_chain(&e), "snapshot heartbeat failed");
+                    wait = reconnects.failed(&e).min(interval);
                     conn = None;
+                    renewed_all = false;
                     break;
                 }
             }
+        }
+        if renewed_all {
+            reconnects.restored();
         }
     }
 }

@@ -15,7 +15,7 @@ use super::rows::{fill_unchanged_toast, old_row, parse_tuple};
 use super::standby::{slot_activity, SlotActivity};
 use super::transport::{Recv, ReplicationTransport, WireEvent};
 use crate::catalog::{describe_relation, RelationInfo};
-use crate::conn::ConnParams;
+use crate::conn::{for_role, ConnParams};
 use crate::error::{is_slot_in_use, slot_in_use, PgError, StreamNames};
 use crate::load::{SnapshotMode, SnapshotPhase, SnapshotSettings, StreamStart, Transition};
 use crate::pgoutput::{self, Message};
@@ -202,7 +202,7 @@ impl PgSource {
     pub async fn connect(cfg: PgSourceConfig) -> Result<Self, PgError> {
         let params = ConnParams::parse(&cfg.url)?;
         let options = params.sqlx_options();
-        let mut catalog = PgConnection::connect_with(&options)
+        let mut catalog = PgConnection::connect_with(&for_role(&options, "catalog"))
             .await
             .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
         // Every problem at once, before anything is changed.
@@ -388,7 +388,7 @@ impl PgSource {
     /// Replaces the catalog connection when it no longer answers.
     async fn ensure_catalog(&mut self) -> Result<(), PgError> {
         if self.catalog.ping().await.is_err() {
-            self.catalog = PgConnection::connect_with(&self.params.sqlx_options())
+            self.catalog = PgConnection::connect_with(&self.params.sqlx_options_for("catalog"))
                 .await
                 .map_err(|e| PgError::sql("reconnecting to PostgreSQL", e))?;
         }
@@ -647,6 +647,7 @@ impl PgSource {
     ) -> Result<(), PgError> {
         let change = match msg {
             Message::Relation(rel) => {
+                crate::failpoint::failpoint!("stream::before_describe");
                 let info = match describe_relation(&mut self.catalog, &self.database, &rel).await {
                     // The catalog connection may have been terminated (by
                     // an administrator, a dropped TCP connection) while it
@@ -780,7 +781,23 @@ impl PgSource {
                     if let WireEvent::Data { data, .. } = &ev {
                         bytes += data.len();
                     }
-                    self.handle(ev, &mut batch).await?;
+                    match self.handle(ev, &mut batch).await {
+                        Ok(()) => {}
+                        // The catalog connection failed and could not be
+                        // replaced right now (the server is restarting,
+                        // say): start the stream over, with backoff, from
+                        // the acknowledged position, as after a stream
+                        // error (`start_stream` connects the catalog again
+                        // first). The change is sent again.
+                        Err(e) if e.class() == ErrorClass::Retryable => {
+                            tracing::warn!(error = %cdc_core::error_chain(&e), "catalog connection failed while streaming; restarting the replication stream");
+                            self.reconnect_pending = true;
+                            self.stream_failed = true;
+                            self.cfg.status.set_phase(Phase::Reconnecting);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                     if first_at.is_none() && (!batch.is_empty() || batch.checkpoint.is_some()) {
                         first_at = Some(Instant::now());
                     }

@@ -112,7 +112,7 @@ impl From<&PgSourceConfig> for CheckRequest {
 /// Connects with `cfg.url` and runs [`run_check`] for `cfg`.
 pub async fn check_source(cfg: &PgSourceConfig) -> Result<CheckReport, PgError> {
     let params = ConnParams::parse(&cfg.url)?;
-    let mut conn = PgConnection::connect_with(&params.sqlx_options())
+    let mut conn = PgConnection::connect_with(&params.sqlx_options_for("check"))
         .await
         .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
     let report = run_check(&mut conn, &CheckRequest::from(cfg)).await;
