@@ -19,6 +19,7 @@
 //!   misconfigured clusters (`CDC_TEST_PG_NOLOGICAL_URL`, `CDC_TEST_PG_FEWSLOTS_URL`);
 //! - [`TestRole`]: a login role of a test's own;
 //! - [`CutProxy`]: a TCP relay whose connections a test can cut;
+//! - [`http`]: the engine's `/status` and other endpoints;
 //! - [`TempDir`], [`read_jsonl`], [`wait_until`] / [`wait_for`],
 //!   [`quote_ident`] / [`quote_literal`].
 //!
@@ -30,6 +31,7 @@
 mod cluster;
 mod db;
 mod engine;
+pub mod http;
 mod other_cluster;
 pub mod pipelines;
 mod proxy;
