@@ -68,6 +68,12 @@ pub(crate) struct SnapshotPhase {
     status: SourceStatus,
     /// Readers' failed imports of the exported snapshot since last checked.
     snapshot_gone: Arc<AtomicU64>,
+    /// When the coordinator last looked at the job's recorded snapshot.
+    last_export_check: Instant,
+    /// While the slot's session still holds the first export (and will
+    /// start the stream): the transaction holding the snapshot exported
+    /// since, because a table was rewritten.
+    reexport: Option<PgConnection>,
 }
 
 impl Drop for SnapshotPhase {
@@ -299,6 +305,7 @@ impl SnapshotPhase {
             out: tx,
             stop: stop.clone(),
             snapshot_gone: snapshot_gone.clone(),
+            status: status.clone(),
         };
         let heartbeat = HeartbeatContext {
             options: options.clone(),
@@ -333,6 +340,8 @@ impl SnapshotPhase {
             last_election: Instant::now(),
             status,
             snapshot_gone,
+            last_export_check: Instant::now(),
+            reexport: None,
         }))
     }
 
@@ -414,36 +423,66 @@ impl SnapshotPhase {
         }
     }
 
-    /// When readers could not import the exported snapshot and this
-    /// instance coordinates: checks the export by importing it too; if it
-    /// is gone (its session was terminated, timed out or dropped while this
-    /// instance kept the coordinator lock), exports a new snapshot for the
-    /// remaining chunks, as a new coordinator would.
+    /// While this instance coordinates: looks at the job's recorded
+    /// snapshot when readers could not import it, and every 2 s anyway.
+    ///
+    /// * None recorded: a reader (of any instance) found a table rewritten
+    ///   after the snapshot was exported and started that table over
+    ///   ([`MetadataStore::reread_table`]); a new snapshot is exported now,
+    ///   after the rewrite, for it and the remaining chunks.
+    /// * Gone (its session was terminated, timed out or dropped while this
+    ///   instance kept the coordinator lock): checked by importing it; a
+    ///   new snapshot is exported for the remaining chunks, as a new
+    ///   coordinator would.
     async fn check_export(&mut self) -> Result<(), PgError> {
-        if self.export.is_none() || self.snapshot_gone.swap(0, Ordering::Relaxed) == 0 {
+        if self.export.is_none() {
             return Ok(());
         }
-        let name = self
-            .store
-            .job(&mut self.meta, &self.slot)
-            .await?
-            .and_then(|j| j.snapshot_name);
-        let alive = match &name {
-            Some(name) => match import_snapshot(&mut self.meta, name).await {
-                Ok(()) => {
-                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.meta).await;
-                    true
-                }
-                Err(PgError::SnapshotGone(_)) => false,
-                Err(e) => return Err(e),
-            },
-            None => false,
-        };
-        if alive {
+        let gone = self.snapshot_gone.swap(0, Ordering::Relaxed) > 0;
+        if !gone && self.last_export_check.elapsed() < Duration::from_secs(2) {
             return Ok(());
+        }
+        self.last_export_check = Instant::now();
+        let Some(job) = self.store.job(&mut self.meta, &self.slot).await? else {
+            return Ok(());
+        };
+        if job.state != JobState::Running {
+            return Ok(());
+        }
+        let Some(name) = job.snapshot_name else {
+            let (conn, new_name) = export_from_transaction(&self.options).await?;
+            self.store
+                .set_snapshot(
+                    &mut self.meta,
+                    &self.slot,
+                    &new_name,
+                    &self.settings.instance_id,
+                )
+                .await?;
+            tracing::warn!(slot = %self.slot, snapshot = %new_name,
+                "a table was rewritten while the snapshot was running: exported a new snapshot; it is \
+                 read again under it, and the remaining chunks too");
+            match self.export {
+                // The slot's session still holds the first export and
+                // starts the stream at the end: keep it.
+                Some(Export::Slot(_)) => self.reexport = Some(conn),
+                _ => self.export = Some(Export::Transaction(conn)),
+            }
+            return Ok(());
+        };
+        if !gone {
+            return Ok(());
+        }
+        match import_snapshot(&mut self.meta, &name).await {
+            Ok(()) => {
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.meta).await;
+                return Ok(());
+            }
+            Err(PgError::SnapshotGone(_)) => {}
+            Err(e) => return Err(e),
         }
         let (conn, new_name) = export_from_transaction(&self.options).await?;
-        tracing::warn!(slot = %self.slot, old = name.as_deref().unwrap_or("-"), snapshot = %new_name,
+        tracing::warn!(slot = %self.slot, old = %name, snapshot = %new_name,
             "the exported snapshot is gone (its session ended) while this instance coordinates: \
              exported a new one for the remaining chunks; changes since the slot's consistent point are \
              replayed over the rows read under it");
@@ -458,6 +497,7 @@ impl SnapshotPhase {
         // The old export's session is gone; streaming will start from the
         // slot's confirmed position like after a coordinator change.
         self.export = Some(Export::Transaction(conn));
+        self.reexport = None;
         self.status.snapshot_export_replaced();
         Ok(())
     }
@@ -504,6 +544,7 @@ impl SnapshotPhase {
         } else {
             tracing::warn!(slot = %self.slot, "lost the coordinator lock (its session ended) and another instance coordinates now: stepping down; this instance reads on under the snapshot that one exported");
             self.export = None;
+            self.reexport = None;
             self.status.snapshot_coordination_lost();
         }
         Ok(())
@@ -694,6 +735,7 @@ impl SnapshotPhase {
             snapshot_lsn: self.snapshot_lsn,
         }));
         self.stop.cancel();
+        self.reexport = None;
         self.status.snapshot_finished();
         if self.mode == SnapshotMode::SnapshotOnly {
             return Ok(Transition::End);

@@ -550,6 +550,65 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
         .await
     }
 
+    /// Starts `table` over after it was found rewritten under the
+    /// exported snapshot: every chunk of it (done ones too: a rewrite moves
+    /// rows between blocks) goes back to pending and unclaimed (so no
+    /// claim held on one can mark it done any more), the job's counters
+    /// lose what those chunks had counted, and the job's snapshot name is
+    /// cleared, so that readers wait and the coordinator exports a new
+    /// snapshot, taken after the rewrite. One statement, so all of it or
+    /// nothing. Returns how many chunks the table has; 0 when the job is
+    /// not running (nothing is changed then).
+    pub async fn reread_table(
+        &self,
+        conn: &mut PgConnection,
+        slot: &str,
+        table: &TableName,
+    ) -> Result<u64, PgError> {
+        let err = self.ctx("starting a rewritten table over");
+        // Chunk rows are locked before the job row, in id order, as
+        // `mark_done` and the claims do: no deadlock with them.
+        let sql = format!(
+            "WITH j0 AS (
+                 SELECT slot_name FROM {jobs} WHERE slot_name = $1 AND state = 'running'),
+             r AS (
+                 SELECT c.id, c.status, c.\"rows\" FROM {chunks} c
+                 WHERE c.slot_name = (SELECT slot_name FROM j0)
+                   AND c.table_schema = $2 AND c.table_name = $3
+                 ORDER BY c.id
+                 FOR UPDATE),
+             u AS (
+                 UPDATE {chunks} c
+                 SET status = 'pending', claimed_by = NULL, claimed_at = NULL,
+                     heartbeat_at = NULL, \"rows\" = NULL, done_at = NULL
+                 FROM r WHERE c.id = r.id
+                 RETURNING c.id),
+             j AS (
+                 UPDATE {jobs} j
+                 SET snapshot_name = NULL,
+                     chunks_done = j.chunks_done
+                         - (SELECT pg_catalog.count(*) FROM r WHERE r.status = 'done')::int,
+                     rows_done = j.rows_done
+                         - (SELECT COALESCE(pg_catalog.sum(r.\"rows\"), 0) FROM r WHERE r.status = 'done')::int8,
+                     updated_at = pg_catalog.now()
+                 WHERE j.slot_name = (SELECT slot_name FROM j0)
+                 RETURNING 1)
+             SELECT (SELECT pg_catalog.count(*) FROM u)::pg_catalog.int8 AS chunks,
+                    (SELECT pg_catalog.count(*) FROM j)::pg_catalog.int8 AS jobs",
+            jobs = self.jobs(),
+            chunks = self.chunks()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(slot)
+            .bind(&table.schema)
+            .bind(&table.name)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(&err)?;
+        let chunks: i64 = row.try_get("chunks").map_err(&err)?;
+        Ok(u64::try_from(chunks).unwrap_or(0))
+    }
+
     /// Applies `set` (a fixed SQL `SET` list) to chunk `chunk_id` if
     /// `instance_id` still holds it in progress under claim `attempt`;
     /// `true` when it did.
