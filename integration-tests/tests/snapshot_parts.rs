@@ -961,6 +961,79 @@ async fn metadata_claims_heartbeats_and_completion() {
         vec![(t2.clone(), 1, 1, 1), (t1.clone(), 6, 6, 55)]
     );
 
+    // A table found rewritten starts over: every chunk of it pending again
+    // (done ones too), their counts off the job, the snapshot name cleared
+    // (for the coordinator to export a new one); the other table is kept.
+    assert_eq!(
+        store.reread_table(&mut conn, slot, &t1).await.unwrap(),
+        Some(6)
+    );
+    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!(job.snapshot_name, None);
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!((job.chunks_done, job.rows_done), (1, 1));
+    assert_eq!(
+        store.progress(&mut conn, slot).await.unwrap().totals(),
+        (1, 7, 1)
+    );
+    assert!(!store.all_done(&mut conn, slot).await.unwrap());
+    // Until a new snapshot is recorded, another reader finding the rewrite
+    // changes no count.
+    assert_eq!(
+        store.reread_table(&mut conn, slot, &t2).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.progress(&mut conn, slot).await.unwrap().totals(),
+        (1, 7, 1)
+    );
+    assert!(store
+        .set_snapshot(&mut conn, slot, "00000004-00000002-1", "inst-a")
+        .await
+        .unwrap());
+    // A claim held when the table starts over (again) can no longer
+    // complete or renew its chunk.
+    let held = store
+        .claim_chunk(&mut conn, slot, "inst-a", timeout)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.table, t1);
+    assert_eq!(
+        store.reread_table(&mut conn, slot, &t1).await.unwrap(),
+        Some(6)
+    );
+    assert!(!store
+        .mark_done(&mut conn, held.id, "inst-a", held.attempts, 5)
+        .await
+        .unwrap());
+    assert!(!store
+        .heartbeat(&mut conn, held.id, "inst-a", held.attempts)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .reread_table(&mut conn, "no_such_slot", &t1)
+            .await
+            .unwrap(),
+        None
+    );
+    // Read again, the job is complete with the same counts as before.
+    while let Some(c) = store
+        .claim_chunk(&mut conn, slot, "inst-a", timeout)
+        .await
+        .unwrap()
+    {
+        let rows = if c.chunk_no == 0 { 5 } else { 10 };
+        assert!(store
+            .mark_done(&mut conn, c.id, "inst-a", c.attempts, rows)
+            .await
+            .unwrap());
+    }
+    assert!(store.all_done(&mut conn, slot).await.unwrap());
+    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!((job.chunks_done, job.rows_done), (7, 56));
+
     // A new coordinator re-exports; the upsert keeps state and counters.
     assert!(store
         .set_snapshot(&mut conn, slot, "00000004-00000001-1", "inst-b")

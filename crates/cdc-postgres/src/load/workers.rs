@@ -375,7 +375,11 @@ async fn reread_table(ctx: &ReaderContext, conn: &mut PgConnection, table: &Tabl
         }
     }
     match reset {
-        Ok(chunks) => {
+        Ok(None) => {
+            tracing::info!(table = %table, "table {table} was rewritten while the snapshot was running; \
+                the snapshot is already waiting for a new export, under which it is read again");
+        }
+        Ok(Some(chunks)) => {
             ctx.status.snapshot_table_reread(table, chunks);
             tracing::warn!(table = %table, chunks,
                 "table {table} was rewritten while the snapshot was running (ALTER TABLE … TYPE, VACUUM FULL, \

@@ -557,20 +557,29 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
     /// lose what those chunks had counted, and the job's snapshot name is
     /// cleared, so that readers wait and the coordinator exports a new
     /// snapshot, taken after the rewrite. One statement, so all of it or
-    /// nothing. Returns how many chunks the table has; 0 when the job is
-    /// not running (nothing is changed then).
+    /// nothing. Returns how many chunks the table has.
+    ///
+    /// `None`, changing nothing that counts, when the job is not running,
+    /// or when its snapshot is already cleared: another reader started a
+    /// table over since the last export, after the rewrite this caller
+    /// found had committed (so the claim this caller read under is no
+    /// longer held, and the next export comes after that rewrite too).
     pub async fn reread_table(
         &self,
         conn: &mut PgConnection,
         slot: &str,
         table: &TableName,
-    ) -> Result<u64, PgError> {
+    ) -> Result<Option<u64>, PgError> {
         let err = self.ctx("starting a rewritten table over");
         // Chunk rows are locked before the job row, in id order, as
-        // `mark_done` and the claims do: no deadlock with them.
+        // `mark_done` and the claims do: no deadlock with them. The job's
+        // conditions are in its UPDATE too, so they are checked again on
+        // the job row as it is once locked: of two readers that found
+        // rewrites at once, the second changes no count.
         let sql = format!(
             "WITH j0 AS (
-                 SELECT slot_name FROM {jobs} WHERE slot_name = $1 AND state = 'running'),
+                 SELECT slot_name FROM {jobs}
+                 WHERE slot_name = $1 AND state = 'running' AND snapshot_name IS NOT NULL),
              r AS (
                  SELECT c.id, c.status, c.\"rows\" FROM {chunks} c
                  WHERE c.slot_name = (SELECT slot_name FROM j0)
@@ -592,6 +601,7 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
                          - (SELECT COALESCE(pg_catalog.sum(r.\"rows\"), 0) FROM r WHERE r.status = 'done')::int8,
                      updated_at = pg_catalog.now()
                  WHERE j.slot_name = (SELECT slot_name FROM j0)
+                   AND j.state = 'running' AND j.snapshot_name IS NOT NULL
                  RETURNING 1)
              SELECT (SELECT pg_catalog.count(*) FROM u)::pg_catalog.int8 AS chunks,
                     (SELECT pg_catalog.count(*) FROM j)::pg_catalog.int8 AS jobs",
@@ -606,7 +616,8 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
             .await
             .map_err(&err)?;
         let chunks: i64 = row.try_get("chunks").map_err(&err)?;
-        Ok(u64::try_from(chunks).unwrap_or(0))
+        let jobs: i64 = row.try_get("jobs").map_err(&err)?;
+        Ok((jobs == 1).then(|| u64::try_from(chunks).unwrap_or(0)))
     }
 
     /// Applies `set` (a fixed SQL `SET` list) to chunk `chunk_id` if
