@@ -7,6 +7,8 @@
 //!   read with `read_chunk` is exactly the table (no row missing, none
 //!   twice), each row rendered with `write_value` equal to `to_jsonb`;
 //! * chunks read under an imported snapshot see the exported state only;
+//! * a table (or a partition of it) rewritten after the export is told
+//!   apart, and a rewrite waits for a read that checked first;
 //! * the coordination tables: claims, heartbeats, takeover, completion.
 
 use std::collections::{HashMap, HashSet};
@@ -19,8 +21,8 @@ use cdc_postgres::conn::ConnParams;
 use cdc_postgres::ident::quote_table;
 use cdc_postgres::pgoutput::{decode, Message};
 use cdc_postgres::snapshot::{
-    chunk_query, describe_table, plan_chunks, read_chunk, ChunkBounds, ChunkStrategy, JobState,
-    MetadataStore,
+    chunk_query, describe_table, plan_chunks, read_chunk, rewritten_since_snapshot, ChunkBounds,
+    ChunkStrategy, JobState, MetadataStore,
 };
 use integration_tests::{quote_literal, TestDb};
 use sqlx::postgres::PgConnection;
@@ -668,6 +670,113 @@ async fn chunks_read_under_an_exported_snapshot_see_only_its_rows() {
     }
     exec(&mut exporter, "COMMIT").await;
     drop((exporter, plain));
+    db.cleanup().await;
+}
+
+/// `rewritten_since_snapshot` under a snapshot exported before `ALTER …
+/// TYPE`, `VACUUM FULL` of a partition two levels down, and `TRUNCATE`
+/// finds each table (the partitioned one through its partition) rewritten,
+/// and not a table whose change did not rewrite it; under a snapshot taken
+/// later, none. A rewrite issued after the check waits for the reading
+/// transaction, which reads every row of the old file.
+#[tokio::test]
+async fn rewrites_after_the_export_are_found_and_later_ones_wait() {
+    let db = TestDb::create("snap_rewrite").await;
+    db.exec(
+        "CREATE TABLE rw (id int, v text);
+         INSERT INTO rw SELECT i, 'v' FROM generate_series(1, 1000) AS i;
+         CREATE TABLE pt (id int, v text) PARTITION BY RANGE (id);
+         CREATE TABLE pt_a PARTITION OF pt FOR VALUES FROM (0) TO (500);
+         CREATE TABLE pt_b PARTITION OF pt FOR VALUES FROM (500) TO (2000) PARTITION BY RANGE (id);
+         CREATE TABLE pt_b1 PARTITION OF pt_b FOR VALUES FROM (500) TO (2000);
+         INSERT INTO pt SELECT i, 'v' FROM generate_series(1, 1000) AS i;
+         CREATE TABLE tr (id int);
+         INSERT INTO tr SELECT generate_series(1, 10);
+         CREATE TABLE other (id int, v text);
+         INSERT INTO other SELECT i, 'v' FROM generate_series(1, 1000) AS i;",
+    )
+    .await;
+    let names = ["rw", "pt", "tr", "other"];
+    let mut exporter = connect(&db).await;
+    exec(&mut exporter, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut exporter)
+        .await
+        .unwrap();
+    let mut reader = connect(&db).await;
+    let mut infos = Vec::new();
+    for name in names {
+        begin_reader(&mut reader, Some(&snapshot)).await;
+        let info = describe_table(&mut reader, db.name(), &TableName::new("public", name))
+            .await
+            .unwrap();
+        assert!(
+            !rewritten_since_snapshot(&mut reader, &info.schema)
+                .await
+                .unwrap(),
+            "{name} before any rewrite"
+        );
+        exec(&mut reader, "COMMIT").await;
+        infos.push(info);
+    }
+
+    db.exec("ALTER TABLE rw ALTER COLUMN id TYPE bigint").await;
+    db.exec("VACUUM FULL pt_b1").await;
+    db.exec("TRUNCATE tr").await;
+    db.exec("ALTER TABLE other ALTER COLUMN v SET DEFAULT 'x'")
+        .await;
+    for (name, info) in names.iter().zip(&infos) {
+        begin_reader(&mut reader, Some(&snapshot)).await;
+        let rewritten = rewritten_since_snapshot(&mut reader, &info.schema)
+            .await
+            .unwrap();
+        assert_eq!(rewritten, *name != "other", "{name} under the old snapshot");
+        exec(&mut reader, "COMMIT").await;
+        begin_reader(&mut reader, None).await;
+        let rewritten = rewritten_since_snapshot(&mut reader, &info.schema)
+            .await
+            .unwrap();
+        assert!(!rewritten, "{name} under a later snapshot");
+        exec(&mut reader, "COMMIT").await;
+    }
+    // What the old snapshot sees of the rewritten table: nothing.
+    begin_reader(&mut reader, Some(&snapshot)).await;
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM rw")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    assert_eq!(seen, 0);
+    exec(&mut reader, "COMMIT").await;
+
+    // A rewrite after the check waits for the reading transaction.
+    let other = &infos[3].schema;
+    begin_reader(&mut reader, Some(&snapshot)).await;
+    assert!(!rewritten_since_snapshot(&mut reader, other).await.unwrap());
+    let mut rewriter = connect(&db).await;
+    let vacuum = tokio::spawn(async move {
+        exec(&mut rewriter, "VACUUM FULL other").await;
+        rewriter
+    });
+    let waiting = integration_tests::wait_until(Duration::from_secs(30), async || {
+        db.query_text(
+            "SELECT count(*)::text FROM pg_locks WHERE NOT granted AND relation = 'public.other'::regclass",
+        )
+        .await
+        .as_deref()
+            == Some("1")
+    })
+    .await;
+    assert!(waiting, "VACUUM FULL did not wait for the reader's lock");
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM other")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    assert_eq!(seen, 1000);
+    assert!(!rewritten_since_snapshot(&mut reader, other).await.unwrap());
+    exec(&mut reader, "COMMIT").await;
+    let rewriter = vacuum.await.unwrap();
+    exec(&mut exporter, "COMMIT").await;
+    drop((exporter, reader, rewriter));
     db.cleanup().await;
 }
 
