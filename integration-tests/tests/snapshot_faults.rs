@@ -482,6 +482,18 @@ async fn a_table_rewritten_by_alter_type_during_the_snapshot_is_read_again() {
     reread_and_converge(run).await;
 }
 
+/// A keyless table (`REPLICA IDENTITY FULL`) of which three quarters of the
+/// rows were deleted, in about 10 CTID chunks: `VACUUM FULL` packs the live
+/// rows into the first blocks.
+const HOLLOW: Setup = Setup {
+    table: "CREATE TABLE public.t (id int NOT NULL, v text);\
+            ALTER TABLE public.t REPLICA IDENTITY FULL;\
+            INSERT INTO public.t SELECT g, 'v' || g FROM generate_series(1, 20000) g;\
+            DELETE FROM public.t WHERE id % 4 <> 0;\
+            ANALYZE public.t",
+    snapshot: "{ mode: initial, chunking: ctid, chunk_rows: 500, workers: 2 }",
+};
+
 /// A keyless table (`REPLICA IDENTITY FULL`, so chunked by CTID block
 /// ranges) of which three quarters of the rows were deleted before the
 /// snapshot; `VACUUM FULL` after three chunks were read packs the live
@@ -489,21 +501,41 @@ async fn a_table_rewritten_by_alter_type_during_the_snapshot_is_read_again() {
 /// table must be read again under a new export.
 #[tokio::test]
 async fn a_table_rewritten_by_vacuum_full_during_a_ctid_snapshot_is_read_again() {
-    let setup = Setup {
-        table: "CREATE TABLE public.t (id int NOT NULL, v text);\
-                ALTER TABLE public.t REPLICA IDENTITY FULL;\
-                INSERT INTO public.t SELECT g, 'v' || g FROM generate_series(1, 20000) g;\
-                DELETE FROM public.t WHERE id % 4 <> 0;\
-                ANALYZE public.t",
-        snapshot: "{ mode: initial, chunking: ctid, chunk_rows: 500, workers: 2 }",
-    };
     let run =
-        PausedSnapshot::start_with("snapfault_vacfull", Pause::BeforeLaterClaims, setup).await;
+        PausedSnapshot::start_with("snapfault_vacfull", Pause::BeforeLaterClaims, HOLLOW).await;
     let strategies = chunks(&run.db, &run.slot).await;
     assert!(
         strategies.len() >= 6 && strategies.iter().all(|c| c.strategy == "ctid"),
         "{strategies:?}"
     );
     run.db.exec("VACUUM FULL public.t").await;
+    reread_and_converge(run).await;
+}
+
+/// As above, but before any chunk is read under the old snapshot again,
+/// that snapshot dies (its session is terminated) and the coordinator
+/// exports a new one, which already sees the rewritten table: the chunks
+/// read under it find nothing amiss, while the chunks done before were
+/// read from the old file. The table must still be read again, whole,
+/// under one file.
+#[tokio::test]
+async fn a_table_rewritten_before_a_new_export_for_another_reason_is_read_again() {
+    let run =
+        PausedSnapshot::start_with("snapfault_vacfull_export", Pause::BeforeLaterClaims, HOLLOW)
+            .await;
+    run.db.exec("VACUUM FULL public.t").await;
+    let terminated = run
+        .db
+        .query_text(
+            "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
+             WHERE backend_type = 'walsender' AND datname = current_database()",
+        )
+        .await;
+    assert_eq!(
+        terminated.as_deref(),
+        Some("1"),
+        "{}",
+        run.engine.output_report()
+    );
     reread_and_converge(run).await;
 }

@@ -705,19 +705,22 @@ async fn rewrites_after_the_export_are_found_and_later_ones_wait() {
         .unwrap();
     let mut reader = connect(&db).await;
     let mut infos = Vec::new();
+    let mut files = Vec::new();
     for name in names {
         begin_reader(&mut reader, Some(&snapshot)).await;
         let info = describe_table(&mut reader, db.name(), &TableName::new("public", name))
             .await
             .unwrap();
-        assert!(
-            !rewritten_since_snapshot(&mut reader, &info.schema)
-                .await
-                .unwrap(),
-            "{name} before any rewrite"
-        );
+        let heap = rewritten_since_snapshot(&mut reader, &info.schema)
+            .await
+            .unwrap();
+        assert!(!heap.rewritten, "{name} before any rewrite");
+        // The partitioned table's two leaves; each other table itself.
+        let leaves = if name == "pt" { 2 } else { 1 };
+        assert_eq!(heap.files.split(',').count(), leaves, "{name}: {heap:?}");
         exec(&mut reader, "COMMIT").await;
         infos.push(info);
+        files.push(heap.files);
     }
 
     db.exec("ALTER TABLE rw ALTER COLUMN id TYPE bigint").await;
@@ -725,18 +728,21 @@ async fn rewrites_after_the_export_are_found_and_later_ones_wait() {
     db.exec("TRUNCATE tr").await;
     db.exec("ALTER TABLE other ALTER COLUMN v SET DEFAULT 'x'")
         .await;
-    for (name, info) in names.iter().zip(&infos) {
+    for ((name, info), before) in names.iter().zip(&infos).zip(&files) {
         begin_reader(&mut reader, Some(&snapshot)).await;
         let rewritten = rewritten_since_snapshot(&mut reader, &info.schema)
             .await
-            .unwrap();
+            .unwrap()
+            .rewritten;
         assert_eq!(rewritten, *name != "other", "{name} under the old snapshot");
         exec(&mut reader, "COMMIT").await;
         begin_reader(&mut reader, None).await;
-        let rewritten = rewritten_since_snapshot(&mut reader, &info.schema)
+        let heap = rewritten_since_snapshot(&mut reader, &info.schema)
             .await
             .unwrap();
-        assert!(!rewritten, "{name} under a later snapshot");
+        assert!(!heap.rewritten, "{name} under a later snapshot");
+        // Reads before and after the rewrite name other files.
+        assert_eq!(heap.files != *before, *name != "other", "{name}: {heap:?}");
         exec(&mut reader, "COMMIT").await;
     }
     // What the old snapshot sees of the rewritten table: nothing.
@@ -751,7 +757,12 @@ async fn rewrites_after_the_export_are_found_and_later_ones_wait() {
     // A rewrite after the check waits for the reading transaction.
     let other = &infos[3].schema;
     begin_reader(&mut reader, Some(&snapshot)).await;
-    assert!(!rewritten_since_snapshot(&mut reader, other).await.unwrap());
+    assert!(
+        !rewritten_since_snapshot(&mut reader, other)
+            .await
+            .unwrap()
+            .rewritten
+    );
     let mut rewriter = connect(&db).await;
     let vacuum = tokio::spawn(async move {
         exec(&mut rewriter, "VACUUM FULL other").await;
@@ -772,7 +783,12 @@ async fn rewrites_after_the_export_are_found_and_later_ones_wait() {
         .await
         .unwrap();
     assert_eq!(seen, 1000);
-    assert!(!rewritten_since_snapshot(&mut reader, other).await.unwrap());
+    assert!(
+        !rewritten_since_snapshot(&mut reader, other)
+            .await
+            .unwrap()
+            .rewritten
+    );
     exec(&mut reader, "COMMIT").await;
     let rewriter = vacuum.await.unwrap();
     exec(&mut exporter, "COMMIT").await;
@@ -963,20 +979,20 @@ async fn metadata_claims_heartbeats_and_completion() {
         .await
         .unwrap());
     assert!(!store
-        .mark_done(&mut conn, first, "inst-b", 1, 5)
+        .mark_done(&mut conn, first, "inst-b", 1, 5, None)
         .await
         .unwrap());
     assert!(!store
-        .mark_done(&mut conn, first, "inst-a", 2, 5)
+        .mark_done(&mut conn, first, "inst-a", 2, 5, None)
         .await
         .unwrap());
     assert!(store
-        .mark_done(&mut conn, first, "inst-a", 1, 5)
+        .mark_done(&mut conn, first, "inst-a", 1, 5, None)
         .await
         .unwrap());
     // A retried mark_done is accepted and counted once.
     assert!(store
-        .mark_done(&mut conn, first, "inst-a", 1, 5)
+        .mark_done(&mut conn, first, "inst-a", 1, 5, None)
         .await
         .unwrap());
     assert!(!store
@@ -1024,7 +1040,7 @@ async fn metadata_claims_heartbeats_and_completion() {
         .await
         .unwrap());
     assert!(!store
-        .mark_done(&mut conn, third, "inst-a", 1, 10)
+        .mark_done(&mut conn, third, "inst-a", 1, 10, None)
         .await
         .unwrap());
     assert!(!store
@@ -1040,7 +1056,7 @@ async fn metadata_claims_heartbeats_and_completion() {
     for c in claimed.iter().skip(1) {
         let owner = if c.id == second { "inst-b" } else { "inst-a" };
         assert!(store
-            .mark_done(&mut conn, c.id, owner, c.attempts, 10)
+            .mark_done(&mut conn, c.id, owner, c.attempts, 10, None)
             .await
             .unwrap());
     }
@@ -1049,7 +1065,7 @@ async fn metadata_claims_heartbeats_and_completion() {
     assert_eq!(progress.totals(), (6, 7, 55));
     // Still planning: never "all done", whatever the chunks say.
     assert!(store
-        .mark_done(&mut conn, last.id, "inst-b", 1, 1)
+        .mark_done(&mut conn, last.id, "inst-b", 1, 1, None)
         .await
         .unwrap());
     assert!(!store.all_done(&mut conn, slot).await.unwrap());
@@ -1086,16 +1102,23 @@ async fn metadata_claims_heartbeats_and_completion() {
         (1, 7, 1)
     );
     assert!(!store.all_done(&mut conn, slot).await.unwrap());
-    // Until a new snapshot is recorded, another reader finding the rewrite
-    // changes no count.
+    // Until a new snapshot is recorded, another reader finding the same
+    // rewrite changes nothing; one finding another table rewritten starts
+    // that one over too.
     assert_eq!(
-        store.reread_table(&mut conn, slot, &t2).await.unwrap(),
+        store.reread_table(&mut conn, slot, &t1).await.unwrap(),
         None
     );
     assert_eq!(
         store.progress(&mut conn, slot).await.unwrap().totals(),
         (1, 7, 1)
     );
+    assert_eq!(
+        store.reread_table(&mut conn, slot, &t2).await.unwrap(),
+        Some(1)
+    );
+    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!((job.chunks_done, job.rows_done), (0, 0));
     assert!(store
         .set_snapshot(&mut conn, slot, "00000004-00000002-1", "inst-a")
         .await
@@ -1113,7 +1136,7 @@ async fn metadata_claims_heartbeats_and_completion() {
         Some(6)
     );
     assert!(!store
-        .mark_done(&mut conn, held.id, "inst-a", held.attempts, 5)
+        .mark_done(&mut conn, held.id, "inst-a", held.attempts, 5, None)
         .await
         .unwrap());
     assert!(!store
@@ -1133,9 +1156,13 @@ async fn metadata_claims_heartbeats_and_completion() {
         .await
         .unwrap()
     {
-        let rows = if c.chunk_no == 0 { 5 } else { 10 };
+        let rows = match (c.table == t2, c.chunk_no) {
+            (true, _) => 1,
+            (false, 0) => 5,
+            (false, _) => 10,
+        };
         assert!(store
-            .mark_done(&mut conn, c.id, "inst-a", c.attempts, rows)
+            .mark_done(&mut conn, c.id, "inst-a", c.attempts, rows, None)
             .await
             .unwrap());
     }
@@ -1240,7 +1267,7 @@ async fn concurrent_claimers_get_distinct_chunks() {
                     .unwrap());
                 tokio::task::yield_now().await;
                 assert!(store
-                    .mark_done(&mut conn, c.id, &me, c.attempts, 3)
+                    .mark_done(&mut conn, c.id, &me, c.attempts, 3, None)
                     .await
                     .unwrap());
                 got.push(c.id);
@@ -1340,11 +1367,11 @@ async fn an_expired_claim_is_taken_over() {
         .await
         .unwrap());
     assert!(!store
-        .mark_done(&mut conn, a.id, "a", a.attempts, 9)
+        .mark_done(&mut conn, a.id, "a", a.attempts, 9, None)
         .await
         .unwrap());
     assert!(store
-        .mark_done(&mut conn, b.id, "b", b.attempts, 9)
+        .mark_done(&mut conn, b.id, "b", b.attempts, 9, None)
         .await
         .unwrap());
     let job = store.job(&mut conn, slot).await.unwrap().unwrap();

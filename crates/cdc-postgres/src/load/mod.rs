@@ -43,6 +43,11 @@
 //! whichever instance, sees no recorded snapshot and exports a new one,
 //! under which the whole table is read again. Rows already delivered are
 //! delivered again; streaming from the consistent point makes them converge.
+//! A rewrite that falls between two exports made for another reason (a
+//! coordinator change) is seen by neither check: each chunk therefore
+//! records the table's files it was read from when it is marked done, and
+//! a table whose done chunks name different files is started over too
+//! ([`crate::snapshot::MetadataStore::read_from_differs`]).
 
 mod emitter;
 mod export;

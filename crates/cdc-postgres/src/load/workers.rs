@@ -32,6 +32,8 @@ pub(crate) struct ChunkInfo {
     pub chunk_no: u32,
     /// The table's open-ended last chunk.
     pub is_last: bool,
+    /// The table's files the chunk is read from ([`crate::snapshot::HeapFiles`]).
+    pub files: String,
 }
 
 /// What readers hand to the source, in order per chunk and claim.
@@ -273,7 +275,8 @@ async fn read_one(
             };
             // Before any row is handed on: a table rewritten after the
             // snapshot was exported cannot be read under it.
-            if rewritten_since_snapshot(conn, &info.schema).await? {
+            let heap = rewritten_since_snapshot(conn, &info.schema).await?;
+            if heap.rewritten {
                 return Err(PgError::TableRewritten {
                     table: chunk.table.to_string(),
                 });
@@ -284,6 +287,7 @@ async fn read_one(
                 table: info.schema.clone(),
                 chunk_no: chunk.chunk_no,
                 is_last: is_last(&chunk.bounds),
+                files: heap.files,
             });
             started = Some(meta.clone());
             send(ctx, LoadItem::Start(meta.clone())).await?;

@@ -63,5 +63,5 @@ pub use plan::{
     chunk_query, plan_chunks, ChunkBounds, ChunkStrategy, DEFAULT_ROWS_PER_BLOCK,
     MAX_INT_KEY_CHUNKS,
 };
-pub use read::{read_chunk, rewritten_since_snapshot};
+pub use read::{read_chunk, rewritten_since_snapshot, HeapFiles};
 pub use table::describe_table;

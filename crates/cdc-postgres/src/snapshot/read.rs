@@ -20,7 +20,9 @@ use crate::value::ValueType;
 /// partitions and inheritance children) for the rest of the caller's
 /// snapshot transaction, and tells whether any of them was rewritten after
 /// the transaction's snapshot was taken: one round trip, to be run right
-/// before [`read_chunk`] on the same transaction.
+/// before [`read_chunk`] on the same transaction. Also returns the files
+/// read ([`HeapFiles::files`]), for the chunks of one table to be checked
+/// against each other once they are done.
 ///
 /// `ALTER TABLE … TYPE`, `VACUUM FULL`, `CLUSTER`, pg_repack and
 /// `TRUNCATE` give a table a new file (`relfilenode`) and hold `ACCESS
@@ -39,7 +41,7 @@ use crate::value::ValueType;
 pub async fn rewritten_since_snapshot(
     conn: &mut PgConnection,
     table: &cdc_core::TableSchema,
-) -> Result<bool, PgError> {
+) -> Result<HeapFiles, PgError> {
     // The OID is a number from the catalog, the name is quoted.
     let sql = format!(
         "LOCK TABLE {name} IN ACCESS SHARE MODE;
@@ -47,10 +49,15 @@ pub async fn rewritten_since_snapshot(
              SELECT {oid}::pg_catalog.oid
              UNION
              SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)
-         SELECT pg_catalog.count(*)::pg_catalog.int8 AS rewritten
+         SELECT (pg_catalog.count(*) FILTER (
+                    WHERE c.relfilenode IS DISTINCT FROM pg_catalog.pg_relation_filenode(c.oid)
+                ))::pg_catalog.int8 AS rewritten,
+                COALESCE(pg_catalog.string_agg(
+                    c.oid::pg_catalog.text || ':'
+                        || COALESCE(pg_catalog.pg_relation_filenode(c.oid)::pg_catalog.text, '-'),
+                    ',' ORDER BY c.oid), '') AS files
          FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid
-         WHERE c.relkind = 'r'
-           AND c.relfilenode IS DISTINCT FROM pg_catalog.pg_relation_filenode(c.oid)",
+         WHERE c.relkind = 'r'",
         name = quote_table(&table.name),
         oid = table.oid
     );
@@ -64,7 +71,24 @@ pub async fn rewritten_since_snapshot(
         })?;
     let rewritten: i64 =
         sqlx::Row::try_get(&row, "rewritten").map_err(|e| PgError::sql(ctx(), e))?;
-    Ok(rewritten > 0)
+    let files: String = sqlx::Row::try_get(&row, "files").map_err(|e| PgError::sql(ctx(), e))?;
+    Ok(HeapFiles {
+        rewritten: rewritten > 0,
+        files,
+    })
+}
+
+/// What [`rewritten_since_snapshot`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeapFiles {
+    /// The table, or one below it, has another file now than the one the
+    /// snapshot sees.
+    pub rewritten: bool,
+    /// The files read, `oid:relfilenode` of the table and each table below
+    /// it, in OID order. Two reads of the table that name other files
+    /// read different generations of it (a rewrite came between them,
+    /// even when each read was consistent with its own snapshot).
+    pub files: String,
 }
 
 /// Reads the rows of `bounds` from `table` and sends them through `tx` in
