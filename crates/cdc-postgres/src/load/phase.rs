@@ -371,12 +371,17 @@ impl SnapshotPhase {
                     Some(&c.files),
                 )
                 .await;
+            // `restarted`: its table was started over just now.
             let marked = match marked {
-                Ok(true) => self.check_read_from(&c).await.map(|()| true),
-                other => other,
+                Ok(true) => self
+                    .check_read_from(&c)
+                    .await
+                    .map(|restarted| (true, restarted)),
+                Ok(false) => Ok((false, false)),
+                Err(e) => Err(e),
             };
-            let mine = match marked {
-                Ok(mine) => mine,
+            let (mine, restarted) = match marked {
+                Ok(m) => m,
                 // Marked, but not checked: marked again (which changes
                 // nothing) and checked in the next round.
                 Err(e) => {
@@ -393,7 +398,9 @@ impl SnapshotPhase {
             // the chunk done and report a takeover that did not happen).
             self.claims.forget(c.chunk_id, c.attempt);
             if mine {
-                self.status.snapshot_chunk_done(&c.table);
+                if !restarted {
+                    self.status.snapshot_chunk_done(&c.table);
+                }
                 crate::failpoint::failpoint!("snapshot::after_mark_done");
             } else {
                 tracing::warn!(chunk = c.chunk_id, attempt = c.attempt, "chunk was claimed again before its rows were durable here; it is read again under the new claim");
@@ -408,14 +415,14 @@ impl SnapshotPhase {
     /// reads unseen (each read under a snapshot that saw the file it read:
     /// a new export came between them, after the rewrite), so rows moved
     /// by it may be missing; the table is started over, as a reader does
-    /// when it sees a rewrite.
-    async fn check_read_from(&mut self, c: &super::emitter::Completion) -> Result<(), PgError> {
+    /// when it sees a rewrite. `true` when it was started over.
+    async fn check_read_from(&mut self, c: &super::emitter::Completion) -> Result<bool, PgError> {
         if !self
             .store
             .read_from_differs(&mut self.meta, c.chunk_id)
             .await?
         {
-            return Ok(());
+            return Ok(false);
         }
         let table = &c.table;
         match self
@@ -436,7 +443,7 @@ impl SnapshotPhase {
                     it is already being read again");
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// After a retryable error on the metadata connection (terminated by
