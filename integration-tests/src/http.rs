@@ -1,26 +1,46 @@
-//! Reading the engine's HTTP endpoint (`metrics.listen`).
+//! The engine's HTTP endpoint (`metrics.listen`) as the tests read it.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-/// A TCP port nothing listens on right now (for `metrics.listen`).
+/// A TCP port on 127.0.0.1 that nothing listens on right now (for
+/// `metrics.listen`).
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    listener.local_addr().expect("local address").port()
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
 }
 
-/// `GET http://127.0.0.1:{port}/status` as JSON; `None` while nothing
-/// answers there (or the answer is not JSON).
-pub async fn status_json(port: u16) -> Option<Value> {
-    let client = reqwest::Client::builder()
+/// An HTTP client with a 10 s timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .ok()?;
-    let r = client
-        .get(format!("http://127.0.0.1:{port}/status"))
+        .expect("http client")
+}
+
+/// `GET http://127.0.0.1:port{path}`: status and body, or `None` when
+/// nothing answers.
+pub async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}{path}"))
         .send()
         .await
         .ok()?;
-    serde_json::from_str(&r.text().await.ok()?).ok()
+    let status = r.status().as_u16();
+    Some((status, r.text().await.ok()?))
+}
+
+/// The `/status` document; panics unless it answers 200 with JSON.
+pub async fn status(port: u16) -> Value {
+    let (code, body) = get(port, "/status").await.expect("/status answers");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+}
+
+/// The `/status` document as JSON; `None` while nothing answers there (or
+/// the answer is not JSON), as during a restart.
+pub async fn status_json(port: u16) -> Option<Value> {
+    let (_, body) = get(port, "/status").await?;
+    serde_json::from_str(&body).ok()
 }

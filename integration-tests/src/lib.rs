@@ -20,7 +20,8 @@
 //! - [`TestRole`]: a login role of a test's own;
 //! - [`CutProxy`]: a TCP relay whose connections a test can cut;
 //! - [`Writer`]: a background client changing `public.t` through server
-//!   restarts; [`http::status_json`] reads the engine's `/status`;
+//!   restarts;
+//! - [`http`]: the engine's `/status` and other endpoints;
 //! - [`TempDir`], [`read_jsonl`], [`wait_until`] / [`wait_for`],
 //!   [`quote_ident`] / [`quote_literal`].
 //!

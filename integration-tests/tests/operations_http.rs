@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
+use integration_tests::http::{client, free_port, get, status};
 use integration_tests::{
     pg_url, quote_ident, quote_literal, read_jsonl, unique_suffix, wait_for, wait_until, Engine,
     TempDir, TestDb,
@@ -302,46 +303,15 @@ fn the_parser_is_strict() {
 
 // ---------------------------------------------------------------- helpers
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
-
 /// A single-quoted YAML scalar.
 fn yaml_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client")
-}
-
-/// `GET http://127.0.0.1:port{path}`: status and body, or `None` when
-/// nothing answers.
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let r = client()
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .send()
-        .await
-        .ok()?;
-    let status = r.status().as_u16();
-    Some((status, r.text().await.ok()?))
 }
 
 async fn metrics(port: u16) -> Exposition {
     let (status, body) = get(port, "/metrics").await.expect("/metrics answers");
     assert_eq!(status, 200, "{body}");
     parse_exposition(&body).unwrap_or_else(|e| panic!("/metrics is not valid: {e}\n{body}"))
-}
-
-async fn status(port: u16) -> Value {
-    let (code, body) = get(port, "/status").await.expect("/status answers");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
 }
 
 fn lsn(v: &Value) -> Option<u64> {

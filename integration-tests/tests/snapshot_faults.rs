@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 
+use integration_tests::http::{free_port, status};
 use integration_tests::pipelines::pipeline_yaml;
 use integration_tests::replay::{wait_converged, Tail};
 use integration_tests::snapshot_meta::{chunks, job};
@@ -192,27 +193,59 @@ enum Pause {
     BeforeLaterClaims,
 }
 
-/// One engine snapshotting `public.t` (20,000 rows, 10 chunks) into a file,
-/// paused by a failpoint; [`PausedSnapshot::start`] returns during the
-/// pause.
+/// What [`PausedSnapshot`] snapshots, and how.
+struct Setup {
+    /// Creates and fills `public.t` (an `id` column identifies rows).
+    table: &'static str,
+    /// The `snapshot:` section, a YAML flow mapping.
+    snapshot: &'static str,
+}
+
+/// `public.t (id int primary key, v text)` with 20,000 rows, in 10 chunks
+/// of its integer key, read by 2 workers.
+const KEYED: Setup = Setup {
+    table: "CREATE TABLE public.t (id int PRIMARY KEY, v text);\
+            INSERT INTO public.t SELECT g, 'v' || g FROM generate_series(1, 20000) g;\
+            ANALYZE public.t",
+    snapshot: "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 2 }",
+};
+
+/// One engine snapshotting `public.t` (by default [`KEYED`]) into a file,
+/// paused by a failpoint, with its HTTP endpoint on `port`;
+/// [`PausedSnapshot::start`] returns during the pause.
 struct PausedSnapshot {
     db: TestDb,
     slot: String,
     out: std::path::PathBuf,
     engine: Engine,
+    port: u16,
     _dir: TempDir,
 }
 
 impl PausedSnapshot {
     async fn start(prefix: &str, pause: Pause) -> PausedSnapshot {
+        Self::start_with(prefix, pause, KEYED).await
+    }
+
+    async fn start_with(prefix: &str, pause: Pause, setup: Setup) -> PausedSnapshot {
         let db = TestDb::create(prefix).await;
-        table(&db, 20_000).await;
+        db.exec(setup.table).await;
         let s = unique_suffix();
         let (slot, publication) = (format!("sp_{s}"), format!("spp_{s}"));
         let dir = TempDir::new("snapfault-paused-out");
         let out = dir.join("out.jsonl");
-        let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 2 }";
-        let yaml = pipeline_yaml(&db, &["public.t"], &slot, &publication, &out, snapshot);
+        let port = free_port();
+        let yaml = format!(
+            "{}metrics: {{ listen: '127.0.0.1:{port}' }}\n",
+            pipeline_yaml(
+                &db,
+                &["public.t"],
+                &slot,
+                &publication,
+                &out,
+                setup.snapshot
+            )
+        );
         let failpoints = match pause {
             Pause::AfterThirdChunkDone => "snapshot::after_mark_done=2*off->1*return(3000)",
             Pause::BeforeLaterClaims => "snapshot::reader_before_claim=3*off->return(3000)",
@@ -231,29 +264,33 @@ impl PausedSnapshot {
             slot,
             out,
             engine,
+            port,
             _dir: dir,
         }
     }
 
     /// Waits for the job to be done, changes some rows, and checks that
     /// the output converges to the table.
-    async fn finish_and_converge(self) {
-        let PausedSnapshot {
-            db,
-            slot,
-            out,
-            engine,
-            _dir,
-        } = self;
+    async fn converge(&self) {
         let done = wait_until(TIMEOUT, async || {
-            job(&db, &slot).await.is_some_and(|j| j.state == "done")
+            job(&self.db, &self.slot)
+                .await
+                .is_some_and(|j| j.state == "done")
         })
         .await;
-        assert!(done, "{}", engine.output_report());
-        db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 = 7")
+        assert!(done, "{}", self.engine.output_report());
+        self.db
+            .exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 IN (7, 8)")
             .await;
-        let mut tails = [Tail::new(0, out)];
-        wait_converged(&db, &mut tails, &[&engine]).await;
+        let mut tails = [Tail::new(0, self.out.clone())];
+        wait_converged(&self.db, &mut tails, &[&self.engine]).await;
+    }
+
+    /// [`converge`](Self::converge), then stops the engine and drops the
+    /// database.
+    async fn finish_and_converge(self) {
+        self.converge().await;
+        let PausedSnapshot { db, engine, .. } = self;
         drop(engine);
         db.cleanup().await;
     }
@@ -496,4 +533,97 @@ async fn rows_read_under_a_claim_lost_while_paused_never_reach_the_sink() {
     wait_converged(&db, &mut tails, &[&a, &b]).await;
     drop((a, b));
     db.cleanup().await;
+}
+
+/// The warning a reader logs when it finds a table rewritten under the
+/// snapshot.
+const REWRITTEN: &str = "was rewritten while the snapshot was running";
+
+/// A snapshot that found `public.t` rewritten under it: the warning was
+/// logged, `/status` counts the re-read, and the output converges.
+async fn reread_and_converge(run: PausedSnapshot) {
+    run.converge().await;
+    assert!(
+        run.engine.stderr_text().contains(REWRITTEN),
+        "no rewrite warning\n{}",
+        run.engine.output_report()
+    );
+    let st = status(run.port).await;
+    let reread = st["snapshot"]["tables_reread"].as_u64().unwrap_or(0);
+    assert!(reread >= 1, "/status: {st:#}");
+    let PausedSnapshot { db, engine, .. } = run;
+    drop(engine);
+    db.cleanup().await;
+}
+
+/// `ALTER TABLE … ALTER COLUMN … TYPE` rewrites the table (every row gets
+/// the ALTER's transaction id) after three chunks were read; the chunks
+/// read later under the old exported snapshot found the table empty, and
+/// nothing was streamed for the rewrite, so their rows were lost. The
+/// table must be read again under a new export.
+#[tokio::test]
+async fn a_table_rewritten_by_alter_type_during_the_snapshot_is_read_again() {
+    let run = PausedSnapshot::start("snapfault_alter", Pause::BeforeLaterClaims).await;
+    run.db
+        .exec("ALTER TABLE public.t ALTER COLUMN id TYPE bigint")
+        .await;
+    reread_and_converge(run).await;
+}
+
+/// A keyless table (`REPLICA IDENTITY FULL`) of which three quarters of the
+/// rows were deleted, in about 10 CTID chunks: `VACUUM FULL` packs the live
+/// rows into the first blocks.
+const HOLLOW: Setup = Setup {
+    table: "CREATE TABLE public.t (id int NOT NULL, v text);\
+            ALTER TABLE public.t REPLICA IDENTITY FULL;\
+            INSERT INTO public.t SELECT g, 'v' || g FROM generate_series(1, 20000) g;\
+            DELETE FROM public.t WHERE id % 4 <> 0;\
+            ANALYZE public.t",
+    snapshot: "{ mode: initial, chunking: ctid, chunk_rows: 500, workers: 2 }",
+};
+
+/// A keyless table (`REPLICA IDENTITY FULL`, so chunked by CTID block
+/// ranges) of which three quarters of the rows were deleted before the
+/// snapshot; `VACUUM FULL` after three chunks were read packs the live
+/// rows into the first blocks, below the ranges still to be read. The
+/// table must be read again under a new export.
+#[tokio::test]
+async fn a_table_rewritten_by_vacuum_full_during_a_ctid_snapshot_is_read_again() {
+    let run =
+        PausedSnapshot::start_with("snapfault_vacfull", Pause::BeforeLaterClaims, HOLLOW).await;
+    let strategies = chunks(&run.db, &run.slot).await;
+    assert!(
+        strategies.len() >= 6 && strategies.iter().all(|c| c.strategy == "ctid"),
+        "{strategies:?}"
+    );
+    run.db.exec("VACUUM FULL public.t").await;
+    reread_and_converge(run).await;
+}
+
+/// As above, but before any chunk is read under the old snapshot again,
+/// that snapshot dies (its session is terminated) and the coordinator
+/// exports a new one, which already sees the rewritten table: the chunks
+/// read under it find nothing amiss, while the chunks done before were
+/// read from the old file. The table must still be read again, whole,
+/// under one file.
+#[tokio::test]
+async fn a_table_rewritten_before_a_new_export_for_another_reason_is_read_again() {
+    let run =
+        PausedSnapshot::start_with("snapfault_vacfull_export", Pause::BeforeLaterClaims, HOLLOW)
+            .await;
+    run.db.exec("VACUUM FULL public.t").await;
+    let terminated = run
+        .db
+        .query_text(
+            "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
+             WHERE backend_type = 'walsender' AND datname = current_database()",
+        )
+        .await;
+    assert_eq!(
+        terminated.as_deref(),
+        Some("1"),
+        "{}",
+        run.engine.output_report()
+    );
+    reread_and_converge(run).await;
 }

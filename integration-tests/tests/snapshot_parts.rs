@@ -7,6 +7,8 @@
 //!   read with `read_chunk` is exactly the table (no row missing, none
 //!   twice), each row rendered with `write_value` equal to `to_jsonb`;
 //! * chunks read under an imported snapshot see the exported state only;
+//! * a table (or a partition of it) rewritten after the export is told
+//!   apart, and a rewrite waits for a read that checked first;
 //! * the coordination tables: claims, heartbeats, takeover, completion.
 
 use std::collections::{HashMap, HashSet};
@@ -19,8 +21,8 @@ use cdc_postgres::conn::ConnParams;
 use cdc_postgres::ident::quote_table;
 use cdc_postgres::pgoutput::{decode, Message};
 use cdc_postgres::snapshot::{
-    chunk_query, describe_table, plan_chunks, read_chunk, ChunkBounds, ChunkStrategy, JobState,
-    MetadataStore,
+    chunk_query, describe_table, plan_chunks, read_chunk, rewritten_since_snapshot, ChunkBounds,
+    ChunkStrategy, JobState, MetadataStore,
 };
 use integration_tests::{quote_literal, TestDb};
 use sqlx::postgres::PgConnection;
@@ -671,6 +673,129 @@ async fn chunks_read_under_an_exported_snapshot_see_only_its_rows() {
     db.cleanup().await;
 }
 
+/// `rewritten_since_snapshot` under a snapshot exported before `ALTER …
+/// TYPE`, `VACUUM FULL` of a partition two levels down, and `TRUNCATE`
+/// finds each table (the partitioned one through its partition) rewritten,
+/// and not a table whose change did not rewrite it; under a snapshot taken
+/// later, none. A rewrite issued after the check waits for the reading
+/// transaction, which reads every row of the old file.
+#[tokio::test]
+async fn rewrites_after_the_export_are_found_and_later_ones_wait() {
+    let db = TestDb::create("snap_rewrite").await;
+    db.exec(
+        "CREATE TABLE rw (id int, v text);
+         INSERT INTO rw SELECT i, 'v' FROM generate_series(1, 1000) AS i;
+         CREATE TABLE pt (id int, v text) PARTITION BY RANGE (id);
+         CREATE TABLE pt_a PARTITION OF pt FOR VALUES FROM (0) TO (500);
+         CREATE TABLE pt_b PARTITION OF pt FOR VALUES FROM (500) TO (2000) PARTITION BY RANGE (id);
+         CREATE TABLE pt_b1 PARTITION OF pt_b FOR VALUES FROM (500) TO (2000);
+         INSERT INTO pt SELECT i, 'v' FROM generate_series(1, 1000) AS i;
+         CREATE TABLE tr (id int);
+         INSERT INTO tr SELECT generate_series(1, 10);
+         CREATE TABLE other (id int, v text);
+         INSERT INTO other SELECT i, 'v' FROM generate_series(1, 1000) AS i;",
+    )
+    .await;
+    let names = ["rw", "pt", "tr", "other"];
+    let mut exporter = connect(&db).await;
+    exec(&mut exporter, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut exporter)
+        .await
+        .unwrap();
+    let mut reader = connect(&db).await;
+    let mut infos = Vec::new();
+    let mut files = Vec::new();
+    for name in names {
+        begin_reader(&mut reader, Some(&snapshot)).await;
+        let info = describe_table(&mut reader, db.name(), &TableName::new("public", name))
+            .await
+            .unwrap();
+        let heap = rewritten_since_snapshot(&mut reader, &info.schema)
+            .await
+            .unwrap();
+        assert!(!heap.rewritten, "{name} before any rewrite");
+        // The partitioned table's two leaves; each other table itself.
+        let leaves = if name == "pt" { 2 } else { 1 };
+        assert_eq!(heap.files.split(',').count(), leaves, "{name}: {heap:?}");
+        exec(&mut reader, "COMMIT").await;
+        infos.push(info);
+        files.push(heap.files);
+    }
+
+    db.exec("ALTER TABLE rw ALTER COLUMN id TYPE bigint").await;
+    db.exec("VACUUM FULL pt_b1").await;
+    db.exec("TRUNCATE tr").await;
+    db.exec("ALTER TABLE other ALTER COLUMN v SET DEFAULT 'x'")
+        .await;
+    for ((name, info), before) in names.iter().zip(&infos).zip(&files) {
+        begin_reader(&mut reader, Some(&snapshot)).await;
+        let rewritten = rewritten_since_snapshot(&mut reader, &info.schema)
+            .await
+            .unwrap()
+            .rewritten;
+        assert_eq!(rewritten, *name != "other", "{name} under the old snapshot");
+        exec(&mut reader, "COMMIT").await;
+        begin_reader(&mut reader, None).await;
+        let heap = rewritten_since_snapshot(&mut reader, &info.schema)
+            .await
+            .unwrap();
+        assert!(!heap.rewritten, "{name} under a later snapshot");
+        // Reads before and after the rewrite name other files.
+        assert_eq!(heap.files != *before, *name != "other", "{name}: {heap:?}");
+        exec(&mut reader, "COMMIT").await;
+    }
+    // What the old snapshot sees of the rewritten table: nothing.
+    begin_reader(&mut reader, Some(&snapshot)).await;
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM rw")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    assert_eq!(seen, 0);
+    exec(&mut reader, "COMMIT").await;
+
+    // A rewrite after the check waits for the reading transaction.
+    let other = &infos[3].schema;
+    begin_reader(&mut reader, Some(&snapshot)).await;
+    assert!(
+        !rewritten_since_snapshot(&mut reader, other)
+            .await
+            .unwrap()
+            .rewritten
+    );
+    let mut rewriter = connect(&db).await;
+    let vacuum = tokio::spawn(async move {
+        exec(&mut rewriter, "VACUUM FULL other").await;
+        rewriter
+    });
+    let waiting = integration_tests::wait_until(Duration::from_secs(30), async || {
+        db.query_text(
+            "SELECT count(*)::text FROM pg_locks WHERE NOT granted AND relation = 'public.other'::regclass",
+        )
+        .await
+        .as_deref()
+            == Some("1")
+    })
+    .await;
+    assert!(waiting, "VACUUM FULL did not wait for the reader's lock");
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM other")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    assert_eq!(seen, 1000);
+    assert!(
+        !rewritten_since_snapshot(&mut reader, other)
+            .await
+            .unwrap()
+            .rewritten
+    );
+    exec(&mut reader, "COMMIT").await;
+    let rewriter = vacuum.await.unwrap();
+    exec(&mut exporter, "COMMIT").await;
+    drop((exporter, reader, rewriter));
+    db.cleanup().await;
+}
+
 // ---------------------------------------------------------- metadata
 
 fn sample_chunks() -> Vec<ChunkBounds> {
@@ -854,20 +979,20 @@ async fn metadata_claims_heartbeats_and_completion() {
         .await
         .unwrap());
     assert!(!store
-        .mark_done(&mut conn, first, "inst-b", 1, 5)
+        .mark_done(&mut conn, first, "inst-b", 1, 5, None)
         .await
         .unwrap());
     assert!(!store
-        .mark_done(&mut conn, first, "inst-a", 2, 5)
+        .mark_done(&mut conn, first, "inst-a", 2, 5, None)
         .await
         .unwrap());
     assert!(store
-        .mark_done(&mut conn, first, "inst-a", 1, 5)
+        .mark_done(&mut conn, first, "inst-a", 1, 5, None)
         .await
         .unwrap());
     // A retried mark_done is accepted and counted once.
     assert!(store
-        .mark_done(&mut conn, first, "inst-a", 1, 5)
+        .mark_done(&mut conn, first, "inst-a", 1, 5, None)
         .await
         .unwrap());
     assert!(!store
@@ -915,7 +1040,7 @@ async fn metadata_claims_heartbeats_and_completion() {
         .await
         .unwrap());
     assert!(!store
-        .mark_done(&mut conn, third, "inst-a", 1, 10)
+        .mark_done(&mut conn, third, "inst-a", 1, 10, None)
         .await
         .unwrap());
     assert!(!store
@@ -931,7 +1056,7 @@ async fn metadata_claims_heartbeats_and_completion() {
     for c in claimed.iter().skip(1) {
         let owner = if c.id == second { "inst-b" } else { "inst-a" };
         assert!(store
-            .mark_done(&mut conn, c.id, owner, c.attempts, 10)
+            .mark_done(&mut conn, c.id, owner, c.attempts, 10, None)
             .await
             .unwrap());
     }
@@ -940,7 +1065,7 @@ async fn metadata_claims_heartbeats_and_completion() {
     assert_eq!(progress.totals(), (6, 7, 55));
     // Still planning: never "all done", whatever the chunks say.
     assert!(store
-        .mark_done(&mut conn, last.id, "inst-b", 1, 1)
+        .mark_done(&mut conn, last.id, "inst-b", 1, 1, None)
         .await
         .unwrap());
     assert!(!store.all_done(&mut conn, slot).await.unwrap());
@@ -960,6 +1085,90 @@ async fn metadata_claims_heartbeats_and_completion() {
         by_table,
         vec![(t2.clone(), 1, 1, 1), (t1.clone(), 6, 6, 55)]
     );
+
+    // A table found rewritten starts over: every chunk of it pending again
+    // (done ones too), their counts off the job, the snapshot name cleared
+    // (for the coordinator to export a new one); the other table is kept.
+    assert_eq!(
+        store.reread_table(&mut conn, slot, &t1).await.unwrap(),
+        Some(6)
+    );
+    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!(job.snapshot_name, None);
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!((job.chunks_done, job.rows_done), (1, 1));
+    assert_eq!(
+        store.progress(&mut conn, slot).await.unwrap().totals(),
+        (1, 7, 1)
+    );
+    assert!(!store.all_done(&mut conn, slot).await.unwrap());
+    // Until a new snapshot is recorded, another reader finding the same
+    // rewrite changes nothing; one finding another table rewritten starts
+    // that one over too.
+    assert_eq!(
+        store.reread_table(&mut conn, slot, &t1).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.progress(&mut conn, slot).await.unwrap().totals(),
+        (1, 7, 1)
+    );
+    assert_eq!(
+        store.reread_table(&mut conn, slot, &t2).await.unwrap(),
+        Some(1)
+    );
+    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!((job.chunks_done, job.rows_done), (0, 0));
+    assert!(store
+        .set_snapshot(&mut conn, slot, "00000004-00000002-1", "inst-a")
+        .await
+        .unwrap());
+    // A claim held when the table starts over (again) can no longer
+    // complete or renew its chunk.
+    let held = store
+        .claim_chunk(&mut conn, slot, "inst-a", timeout)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.table, t1);
+    assert_eq!(
+        store.reread_table(&mut conn, slot, &t1).await.unwrap(),
+        Some(6)
+    );
+    assert!(!store
+        .mark_done(&mut conn, held.id, "inst-a", held.attempts, 5, None)
+        .await
+        .unwrap());
+    assert!(!store
+        .heartbeat(&mut conn, held.id, "inst-a", held.attempts)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .reread_table(&mut conn, "no_such_slot", &t1)
+            .await
+            .unwrap(),
+        None
+    );
+    // Read again, the job is complete with the same counts as before.
+    while let Some(c) = store
+        .claim_chunk(&mut conn, slot, "inst-a", timeout)
+        .await
+        .unwrap()
+    {
+        let rows = match (c.table == t2, c.chunk_no) {
+            (true, _) => 1,
+            (false, 0) => 5,
+            (false, _) => 10,
+        };
+        assert!(store
+            .mark_done(&mut conn, c.id, "inst-a", c.attempts, rows, None)
+            .await
+            .unwrap());
+    }
+    assert!(store.all_done(&mut conn, slot).await.unwrap());
+    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!((job.chunks_done, job.rows_done), (7, 56));
 
     // A new coordinator re-exports; the upsert keeps state and counters.
     assert!(store
@@ -1058,7 +1267,7 @@ async fn concurrent_claimers_get_distinct_chunks() {
                     .unwrap());
                 tokio::task::yield_now().await;
                 assert!(store
-                    .mark_done(&mut conn, c.id, &me, c.attempts, 3)
+                    .mark_done(&mut conn, c.id, &me, c.attempts, 3, None)
                     .await
                     .unwrap());
                 got.push(c.id);
@@ -1158,11 +1367,11 @@ async fn an_expired_claim_is_taken_over() {
         .await
         .unwrap());
     assert!(!store
-        .mark_done(&mut conn, a.id, "a", a.attempts, 9)
+        .mark_done(&mut conn, a.id, "a", a.attempts, 9, None)
         .await
         .unwrap());
     assert!(store
-        .mark_done(&mut conn, b.id, "b", b.attempts, 9)
+        .mark_done(&mut conn, b.id, "b", b.attempts, 9, None)
         .await
         .unwrap());
     let job = store.job(&mut conn, slot).await.unwrap().unwrap();

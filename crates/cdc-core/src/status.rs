@@ -108,6 +108,10 @@ pub struct SnapshotProgress {
     /// How often this instance lost the coordinator lock to another
     /// instance and stepped down.
     pub coordination_lost: u64,
+    /// How often a reader of this instance found a table rewritten under
+    /// the exported snapshot (`ALTER TABLE … TYPE`, `VACUUM FULL`, …) and
+    /// started the table over, to be read again under a new export.
+    pub tables_reread: u64,
 }
 
 impl SnapshotProgress {
@@ -245,6 +249,19 @@ impl SourceStatus {
         self.with_snapshot(|s| s.exports_replaced += 1);
     }
 
+    /// Counts one table found rewritten under the exported snapshot and
+    /// started over: its `chunks` chunks are all to be read again.
+    pub fn snapshot_table_reread(&self, table: &TableName, chunks: u64) {
+        self.with_snapshot(|s| {
+            s.tables_reread += 1;
+            let t = s.tables.entry(table.clone()).or_default();
+            if chunks > 0 {
+                t.chunks_total = chunks;
+            }
+            t.chunks_done = 0;
+        });
+    }
+
     /// Counts one loss of the coordinator lock to another instance.
     pub fn snapshot_coordination_lost(&self) {
         self.with_snapshot(|s| s.coordination_lost += 1);
@@ -296,6 +313,13 @@ mod tests {
             })
         );
         assert!(p.duration_secs().is_some());
+        s.snapshot_table_reread(&t, 4);
+        let p = s.snapshot_progress();
+        assert_eq!(p.tables_reread, 1);
+        assert_eq!(
+            p.tables.get(&t).map(|t| (t.chunks_done, t.chunks_total)),
+            Some((0, 4))
+        );
         assert!(p.finished_at.is_none());
         s.snapshot_finished();
         assert!(s.snapshot_progress().finished_at.is_some());

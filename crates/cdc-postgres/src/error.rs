@@ -48,6 +48,16 @@ pub enum PgError {
     /// read of the chunk is dropped and the chunk is read again.
     #[error("{0}")]
     ClaimLost(String),
+    /// A snapshot chunk's table was rewritten (`ALTER TABLE … TYPE`,
+    /// `VACUUM FULL`, `CLUSTER`, pg_repack, `TRUNCATE`) after the exported
+    /// snapshot was taken: reading it under that snapshot would miss rows,
+    /// so the chunk's read is dropped and the whole table is read again
+    /// under a new export.
+    #[error("table {table} was rewritten after the exported snapshot was taken")]
+    TableRewritten {
+        /// The table, `schema.name`.
+        table: String,
+    },
     /// Another process created the replication slot while this one tried to.
     #[error("the replication slot was created concurrently")]
     SlotRace,
@@ -215,7 +225,9 @@ impl PgError {
                 | sqlx::Error::WorkerCrashed => true,
                 _ => false,
             },
-            PgError::SnapshotGone(_) | PgError::ClaimLost(_) => true,
+            PgError::SnapshotGone(_) | PgError::ClaimLost(_) | PgError::TableRewritten { .. } => {
+                true
+            }
             PgError::Replication(e) => match e {
                 W::Io(_) | W::Task(_) | W::Internal(_) => true,
                 W::Server(_) => self.sqlstate().is_some_and(|c| transient_sqlstate(&c)),

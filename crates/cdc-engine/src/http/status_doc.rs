@@ -53,6 +53,7 @@ pub fn status_document(state: &EngineState) -> Value {
             "duration_seconds": progress.duration_secs(),
             "exports_replaced": progress.exports_replaced,
             "coordination_lost": progress.coordination_lost,
+            "tables_reread": progress.tables_reread,
             "tables": tables,
         })
     };

@@ -17,6 +17,8 @@ pub(crate) struct Completion {
     pub attempt: u32,
     pub rows: u64,
     pub table: TableName,
+    /// The table's files it was read from.
+    pub files: String,
 }
 
 /// Per chunk being emitted: the row held back (so the table's last row can
@@ -162,6 +164,7 @@ impl Emitter {
                     attempt: chunk.attempt,
                     rows,
                     table: chunk.table.name.clone(),
+                    files: chunk.files.clone(),
                 });
             }
         }
@@ -220,6 +223,7 @@ mod tests {
             }),
             chunk_no,
             is_last,
+            files: "1:1".into(),
         })
     }
 

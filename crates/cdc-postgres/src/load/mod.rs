@@ -29,6 +29,25 @@
 //! completed chunks are never read again, and streaming still starts at the
 //! slot's consistent point, so changes after it are replayed over the
 //! re-read rows and keyed sinks converge to the source state.
+//!
+//! # Tables rewritten under the snapshot
+//!
+//! `ALTER TABLE … TYPE`, `VACUUM FULL`, `CLUSTER` or pg_repack may rewrite
+//! a table while it is being read; chunks read afterwards under the old
+//! snapshot would see the new file (empty, or rows at other blocks). Each
+//! read checks for that first, under the table's lock
+//! ([`crate::snapshot::rewritten_since_snapshot`]). A reader that finds a
+//! rewrite hands on nothing of the chunk and starts the table over in the
+//! metadata ([`crate::snapshot::MetadataStore::reread_table`]: all its
+//! chunks pending, the job's snapshot cleared); the coordinator, on
+//! whichever instance, sees no recorded snapshot and exports a new one,
+//! under which the whole table is read again. Rows already delivered are
+//! delivered again; streaming from the consistent point makes them converge.
+//! A rewrite that falls between two exports made for another reason (a
+//! coordinator change) is seen by neither check: each chunk therefore
+//! records the table's files it was read from when it is marked done, and
+//! a table whose done chunks name different files is started over too
+//! ([`crate::snapshot::MetadataStore::read_from_differs`]).
 
 mod emitter;
 mod export;

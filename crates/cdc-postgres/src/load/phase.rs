@@ -69,6 +69,12 @@ pub(crate) struct SnapshotPhase {
     status: SourceStatus,
     /// Readers' failed imports of the exported snapshot since last checked.
     snapshot_gone: Arc<AtomicU64>,
+    /// When the coordinator last looked at the job's recorded snapshot.
+    last_export_check: Instant,
+    /// While the slot's session still holds the first export (and will
+    /// start the stream): the transaction holding the snapshot exported
+    /// since, because a table was rewritten.
+    reexport: Option<PgConnection>,
 }
 
 impl Drop for SnapshotPhase {
@@ -300,6 +306,7 @@ impl SnapshotPhase {
             out: tx,
             stop: stop.clone(),
             snapshot_gone: snapshot_gone.clone(),
+            status: status.clone(),
         };
         let heartbeat = HeartbeatContext {
             options: options.clone(),
@@ -334,6 +341,8 @@ impl SnapshotPhase {
             last_election: Instant::now(),
             status,
             snapshot_gone,
+            last_export_check: Instant::now(),
+            reexport: None,
         }))
     }
 
@@ -383,10 +392,22 @@ impl SnapshotPhase {
                     &self.settings.instance_id,
                     c.attempt,
                     c.rows,
+                    Some(&c.files),
                 )
                 .await;
-            let mine = match marked {
-                Ok(mine) => mine,
+            // `restarted`: its table was started over just now.
+            let marked = match marked {
+                Ok(true) => self
+                    .check_read_from(&c)
+                    .await
+                    .map(|restarted| (true, restarted)),
+                Ok(false) => Ok((false, false)),
+                Err(e) => Err(e),
+            };
+            let (mine, restarted) = match marked {
+                Ok(m) => m,
+                // Marked, but not checked: marked again (which changes
+                // nothing) and checked in the next round.
                 Err(e) => {
                     completed.insert(0, c);
                     self.emitter.requeue(completed);
@@ -401,7 +422,9 @@ impl SnapshotPhase {
             // the chunk done and report a takeover that did not happen).
             self.claims.forget(c.chunk_id, c.attempt);
             if mine {
-                self.status.snapshot_chunk_done(&c.table);
+                if !restarted {
+                    self.status.snapshot_chunk_done(&c.table);
+                }
                 crate::failpoint::failpoint!("snapshot::after_mark_done");
             } else {
                 tracing::warn!(chunk = c.chunk_id, attempt = c.attempt, "chunk was claimed again before its rows were durable here; it is read again under the new claim");
@@ -409,6 +432,42 @@ impl SnapshotPhase {
         }
         self.chunks_done.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// After chunk `c` was marked done: when the done chunks of its table
+    /// were read from different files of it, a rewrite came between their
+    /// reads unseen (each read under a snapshot that saw the file it read:
+    /// a new export came between them, after the rewrite), so rows moved
+    /// by it may be missing; the table is started over, as a reader does
+    /// when it sees a rewrite. `true` when it was started over.
+    async fn check_read_from(&mut self, c: &super::emitter::Completion) -> Result<bool, PgError> {
+        if !self
+            .store
+            .read_from_differs(&mut self.meta, c.chunk_id)
+            .await?
+        {
+            return Ok(false);
+        }
+        let table = &c.table;
+        match self
+            .store
+            .reread_table(&mut self.meta, &self.slot, table)
+            .await?
+        {
+            Some(chunks) => {
+                self.status.snapshot_table_reread(table, chunks);
+                tracing::warn!(table = %table, chunks,
+                    "table {table} was rewritten while the snapshot was running (ALTER TABLE … TYPE, VACUUM FULL, \
+                     CLUSTER, pg_repack or TRUNCATE): its chunks were read from different files of it, under \
+                     snapshots exported before and after, so rows may be missing; all {chunks} of its chunks are \
+                     read again under a new exported snapshot (rows of it already delivered are delivered again)");
+            }
+            None => {
+                tracing::info!(table = %table, "table {table} was rewritten while the snapshot was running; \
+                    it is already being read again");
+            }
+        }
+        Ok(true)
     }
 
     /// After a retryable error on the metadata connection (terminated by
@@ -437,36 +496,66 @@ impl SnapshotPhase {
         }
     }
 
-    /// When readers could not import the exported snapshot and this
-    /// instance coordinates: checks the export by importing it too; if it
-    /// is gone (its session was terminated, timed out or dropped while this
-    /// instance kept the coordinator lock), exports a new snapshot for the
-    /// remaining chunks, as a new coordinator would.
+    /// While this instance coordinates: looks at the job's recorded
+    /// snapshot when readers could not import it, and every 2 s anyway.
+    ///
+    /// * None recorded: a reader (of any instance) found a table rewritten
+    ///   after the snapshot was exported and started that table over
+    ///   ([`MetadataStore::reread_table`]); a new snapshot is exported now,
+    ///   after the rewrite, for it and the remaining chunks.
+    /// * Gone (its session was terminated, timed out or dropped while this
+    ///   instance kept the coordinator lock): checked by importing it; a
+    ///   new snapshot is exported for the remaining chunks, as a new
+    ///   coordinator would.
     async fn check_export(&mut self) -> Result<(), PgError> {
-        if self.export.is_none() || self.snapshot_gone.swap(0, Ordering::Relaxed) == 0 {
+        if self.export.is_none() {
             return Ok(());
         }
-        let name = self
-            .store
-            .job(&mut self.meta, &self.slot)
-            .await?
-            .and_then(|j| j.snapshot_name);
-        let alive = match &name {
-            Some(name) => match import_snapshot(&mut self.meta, name).await {
-                Ok(()) => {
-                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.meta).await;
-                    true
-                }
-                Err(PgError::SnapshotGone(_)) => false,
-                Err(e) => return Err(e),
-            },
-            None => false,
-        };
-        if alive {
+        let gone = self.snapshot_gone.swap(0, Ordering::Relaxed) > 0;
+        if !gone && self.last_export_check.elapsed() < Duration::from_secs(2) {
             return Ok(());
+        }
+        self.last_export_check = Instant::now();
+        let Some(job) = self.store.job(&mut self.meta, &self.slot).await? else {
+            return Ok(());
+        };
+        if job.state != JobState::Running {
+            return Ok(());
+        }
+        let Some(name) = job.snapshot_name else {
+            let (conn, new_name) = export_from_transaction(&self.options).await?;
+            self.store
+                .set_snapshot(
+                    &mut self.meta,
+                    &self.slot,
+                    &new_name,
+                    &self.settings.instance_id,
+                )
+                .await?;
+            tracing::warn!(slot = %self.slot, snapshot = %new_name,
+                "a table was rewritten while the snapshot was running: exported a new snapshot; it is \
+                 read again under it, and the remaining chunks too");
+            match self.export {
+                // The slot's session still holds the first export and
+                // starts the stream at the end: keep it.
+                Some(Export::Slot(_)) => self.reexport = Some(conn),
+                _ => self.export = Some(Export::Transaction(conn)),
+            }
+            return Ok(());
+        };
+        if !gone {
+            return Ok(());
+        }
+        match import_snapshot(&mut self.meta, &name).await {
+            Ok(()) => {
+                let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.meta).await;
+                return Ok(());
+            }
+            Err(PgError::SnapshotGone(_)) => {}
+            Err(e) => return Err(e),
         }
         let (conn, new_name) = export_from_transaction(&self.options).await?;
-        tracing::warn!(slot = %self.slot, old = name.as_deref().unwrap_or("-"), snapshot = %new_name,
+        tracing::warn!(slot = %self.slot, old = %name, snapshot = %new_name,
             "the exported snapshot is gone (its session ended) while this instance coordinates: \
              exported a new one for the remaining chunks; changes since the slot's consistent point are \
              replayed over the rows read under it");
@@ -481,6 +570,7 @@ impl SnapshotPhase {
         // The old export's session is gone; streaming will start from the
         // slot's confirmed position like after a coordinator change.
         self.export = Some(Export::Transaction(conn));
+        self.reexport = None;
         self.status.snapshot_export_replaced();
         Ok(())
     }
@@ -527,6 +617,7 @@ impl SnapshotPhase {
         } else {
             tracing::warn!(slot = %self.slot, "lost the coordinator lock (its session ended) and another instance coordinates now: stepping down; this instance reads on under the snapshot that one exported");
             self.export = None;
+            self.reexport = None;
             self.status.snapshot_coordination_lost();
         }
         Ok(())
@@ -759,6 +850,7 @@ impl SnapshotPhase {
             snapshot_lsn: self.snapshot_lsn,
         }));
         self.stop.cancel();
+        self.reexport = None;
         self.status.snapshot_finished();
         if self.mode == SnapshotMode::SnapshotOnly {
             return Ok(Transition::End);

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use cdc_core::{Row, TableName, TableSchema};
+use cdc_core::{Row, SourceStatus, TableName, TableSchema};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, watch};
@@ -18,7 +18,9 @@ use super::settings::SnapshotSettings;
 use crate::catalog::RelationInfo;
 use crate::conn::{for_role, Reconnects};
 use crate::error::PgError;
-use crate::snapshot::{describe_table, read_chunk, ChunkBounds, MetadataStore};
+use crate::snapshot::{
+    describe_table, read_chunk, rewritten_since_snapshot, ChunkBounds, MetadataStore,
+};
 
 /// A chunk this instance is reading, under one claim.
 #[derive(Debug)]
@@ -31,6 +33,8 @@ pub(crate) struct ChunkInfo {
     pub chunk_no: u32,
     /// The table's open-ended last chunk.
     pub is_last: bool,
+    /// The table's files the chunk is read from ([`crate::snapshot::HeapFiles`]).
+    pub files: String,
 }
 
 /// What readers hand to the source, in order per chunk and claim.
@@ -182,9 +186,21 @@ pub(crate) struct ReaderContext {
     pub chunks_done: watch::Receiver<u64>,
     pub out: mpsc::Sender<Result<LoadItem, PgError>>,
     pub stop: CancellationToken,
-    /// Counts imports that failed because the exported snapshot is gone,
-    /// for the coordinator to check its export.
+    /// Counts imports that failed because the exported snapshot is gone
+    /// (or none is recorded: a table was found rewritten), for the
+    /// coordinator to check its export.
     pub snapshot_gone: Arc<AtomicU64>,
+    /// Where tables read again after a rewrite are counted.
+    pub status: SourceStatus,
+}
+
+/// The tables a reader has described, under the exported snapshot they
+/// were described under: a new export (after a rewrite, `ALTER TABLE …
+/// TYPE` among them) may see other columns or types.
+#[derive(Default)]
+struct Schemas {
+    snapshot: String,
+    tables: HashMap<TableName, RelationInfo>,
 }
 
 /// Runs one reader until every chunk is done or `stop` fires. Fatal
@@ -193,7 +209,7 @@ pub(crate) struct ReaderContext {
 /// backoff ([`Reconnects`]); a lost snapshot makes the reader wait and
 /// retry with the snapshot the (new) coordinator records.
 pub(crate) async fn run_reader(mut ctx: ReaderContext) {
-    let mut schemas: HashMap<TableName, RelationInfo> = HashMap::new();
+    let mut schemas = Schemas::default();
     let mut conn: Option<PgConnection> = None;
     let mut reconnects = Reconnects::new("reader", Duration::from_secs(5));
     let idle = Duration::from_millis(500);
@@ -240,6 +256,10 @@ pub(crate) async fn run_reader(mut ctx: ReaderContext) {
                     },
                 }
             }
+            Err(PgError::TableRewritten { .. }) => {
+                // Logged, and the table started over, by `read_one`. Its
+                // chunks wait for the new export; the connection is fine.
+            }
             Err(e @ (PgError::SnapshotGone(_) | PgError::ClaimLost(_))) => {
                 if matches!(e, PgError::SnapshotGone(_)) {
                     ctx.snapshot_gone.fetch_add(1, Ordering::Relaxed);
@@ -278,7 +298,7 @@ async fn reader_failed(
 async fn read_one(
     ctx: &ReaderContext,
     conn: &mut PgConnection,
-    schemas: &mut HashMap<TableName, RelationInfo>,
+    schemas: &mut Schemas,
 ) -> Result<bool, PgError> {
     crate::failpoint::failpoint!("snapshot::reader_before_claim");
     let claimed_at = Instant::now();
@@ -306,21 +326,34 @@ async fn read_one(
             .snapshot_name
             .ok_or_else(|| PgError::SnapshotGone("no snapshot recorded yet".into()))?;
         import_snapshot(conn, &name).await?;
+        if schemas.snapshot != name {
+            schemas.tables.clear();
+            schemas.snapshot = name;
+        }
         let read = async {
-            let info = match schemas.get(&chunk.table) {
+            let info = match schemas.tables.get(&chunk.table) {
                 Some(i) => i.clone(),
                 None => {
                     let i = describe_table(conn, &ctx.database, &chunk.table).await?;
-                    schemas.insert(chunk.table.clone(), i.clone());
+                    schemas.tables.insert(chunk.table.clone(), i.clone());
                     i
                 }
             };
+            // Before any row is handed on: a table rewritten after the
+            // snapshot was exported cannot be read under it.
+            let heap = rewritten_since_snapshot(conn, &info.schema).await?;
+            if heap.rewritten {
+                return Err(PgError::TableRewritten {
+                    table: chunk.table.to_string(),
+                });
+            }
             let meta = Arc::new(ChunkInfo {
                 id: chunk.id,
                 attempt: chunk.attempts,
                 table: info.schema.clone(),
                 chunk_no: chunk.chunk_no,
                 is_last: is_last(&chunk.bounds),
+                files: heap.files,
             });
             started = Some(meta.clone());
             send(ctx, LoadItem::Start(meta.clone())).await?;
@@ -359,7 +392,13 @@ async fn read_one(
         read
     }
     .await;
-    if result.is_err() {
+    if let Err(PgError::TableRewritten { .. }) = &result {
+        if let Some(meta) = started {
+            let _ = ctx.out.send(Ok(LoadItem::Abort(meta))).await;
+        }
+        ctx.claims.forget(chunk.id, chunk.attempts);
+        reread_table(ctx, conn, &chunk.table).await;
+    } else if result.is_err() {
         // What was handed over of this read must not count (the source
         // would otherwise wait for its end forever), and another reader
         // (or a later attempt) may take the chunk at once.
@@ -391,6 +430,42 @@ async fn read_one(
         }
     }
     result.map(|()| true)
+}
+
+/// Starts `table` over after this reader found it rewritten under the
+/// exported snapshot (no row of the chunk was handed on): every chunk of
+/// it back to pending and the job's snapshot cleared, so the coordinator
+/// (on whichever instance) exports a new one, taken after the rewrite.
+/// When that fails, the claim on the chunk runs out and the next reader
+/// to claim it finds the rewrite again.
+async fn reread_table(ctx: &ReaderContext, conn: &mut PgConnection, table: &TableName) {
+    let mut reset = ctx.store.reread_table(conn, &ctx.slot, table).await;
+    if reset.is_err() {
+        // The reader's connection may be what failed: once more on a new one.
+        if let Ok(mut fresh) = PgConnection::connect_with(&ctx.options).await {
+            reset = ctx.store.reread_table(&mut fresh, &ctx.slot, table).await;
+            let _ = fresh.close().await;
+        }
+    }
+    match reset {
+        Ok(None) => {
+            tracing::info!(table = %table, "table {table} was rewritten while the snapshot was running; \
+                the snapshot is already waiting for a new export, under which it is read again");
+        }
+        Ok(Some(chunks)) => {
+            ctx.status.snapshot_table_reread(table, chunks);
+            tracing::warn!(table = %table, chunks,
+                "table {table} was rewritten while the snapshot was running (ALTER TABLE … TYPE, VACUUM FULL, \
+                 CLUSTER, pg_repack or TRUNCATE): the rows read of it under the exported snapshot may be \
+                 incomplete, so all {chunks} of its chunks are read again under a new exported snapshot \
+                 (rows of it already delivered are delivered again)");
+        }
+        Err(e) => {
+            tracing::warn!(table = %table, error = %cdc_core::error_chain(&e),
+                "table {table} was rewritten while the snapshot was running, but starting it over failed; \
+                 the next reader to claim the chunk finds the rewrite again");
+        }
+    }
 }
 
 async fn send(ctx: &ReaderContext, item: LoadItem) -> Result<(), PgError> {

@@ -550,6 +550,80 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
         .await
     }
 
+    /// Starts `table` over after it was found rewritten under the
+    /// exported snapshot: every chunk of it (done ones too: a rewrite moves
+    /// rows between blocks) goes back to pending and unclaimed (so no
+    /// claim held on one can mark it done any more), the job's counters
+    /// lose what those chunks had counted, and the job's snapshot name is
+    /// cleared, so that readers wait and the coordinator exports a new
+    /// snapshot, taken after the rewrite. One statement, so all of it or
+    /// nothing. Returns how many chunks the table has.
+    ///
+    /// `None`, changing nothing, when the job is not running, or when its
+    /// snapshot is already cleared and no chunk of the table is done: the
+    /// table was started over since the last export (by another reader
+    /// that found the same rewrite, after it had committed: the claim this
+    /// caller read under is no longer held, and the next export comes after
+    /// that rewrite too).
+    pub async fn reread_table(
+        &self,
+        conn: &mut PgConnection,
+        slot: &str,
+        table: &TableName,
+    ) -> Result<Option<u64>, PgError> {
+        let err = self.ctx("starting a rewritten table over");
+        // Chunk rows are locked before the job row, in id order, as
+        // `mark_done` and the claims do: no deadlock with them. The counts
+        // taken off the job are those of the chunks as locked, so two
+        // callers at once take each chunk's count off once.
+        let sql = format!(
+            "WITH j0 AS (
+                 SELECT slot_name FROM {jobs}
+                 WHERE slot_name = $1 AND state = 'running'
+                   AND (snapshot_name IS NOT NULL
+                        OR EXISTS (SELECT 1 FROM {chunks} d
+                                   WHERE d.slot_name = $1 AND d.table_schema = $2
+                                     AND d.table_name = $3 AND d.status = 'done'))),
+             r AS (
+                 SELECT c.id, c.status, c.\"rows\" FROM {chunks} c
+                 WHERE c.slot_name = (SELECT slot_name FROM j0)
+                   AND c.table_schema = $2 AND c.table_name = $3
+                 ORDER BY c.id
+                 FOR UPDATE),
+             u AS (
+                 UPDATE {chunks} c
+                 SET status = 'pending', claimed_by = NULL, claimed_at = NULL,
+                     heartbeat_at = NULL, \"rows\" = NULL, done_at = NULL,
+                     bounds = c.bounds - 'read_from'
+                 FROM r WHERE c.id = r.id
+                 RETURNING c.id),
+             j AS (
+                 UPDATE {jobs} j
+                 SET snapshot_name = NULL,
+                     chunks_done = j.chunks_done
+                         - (SELECT pg_catalog.count(*) FROM r WHERE r.status = 'done')::int,
+                     rows_done = j.rows_done
+                         - (SELECT COALESCE(pg_catalog.sum(r.\"rows\"), 0) FROM r WHERE r.status = 'done')::int8,
+                     updated_at = pg_catalog.now()
+                 WHERE j.slot_name = (SELECT slot_name FROM j0) AND j.state = 'running'
+                 RETURNING 1)
+             SELECT (SELECT pg_catalog.count(*) FROM u)::pg_catalog.int8 AS chunks,
+                    (SELECT pg_catalog.count(*) FROM j)::pg_catalog.int8 AS jobs",
+            jobs = self.jobs(),
+            chunks = self.chunks()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(slot)
+            .bind(&table.schema)
+            .bind(&table.name)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(&err)?;
+        let chunks: i64 = row.try_get("chunks").map_err(&err)?;
+        let jobs: i64 = row.try_get("jobs").map_err(&err)?;
+        Ok((jobs == 1).then(|| u64::try_from(chunks).unwrap_or(0)))
+    }
+
     /// Applies `set` (a fixed SQL `SET` list) to chunk `chunk_id` if
     /// `instance_id` still holds it in progress under claim `attempt`;
     /// `true` when it did.
@@ -583,7 +657,9 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
     /// `attempt`. `true` when the chunk is done under that claim (also when
     /// it already was: a retried call counts once); `false` when the chunk
     /// was claimed again since (by another instance or another reader of
-    /// this one).
+    /// this one). `read_from`: the table's files the chunk was read from
+    /// ([`crate::snapshot::HeapFiles::files`]), kept with the chunk for
+    /// [`MetadataStore::read_from_differs`].
     pub async fn mark_done(
         &self,
         conn: &mut PgConnection,
@@ -591,6 +667,7 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
         instance_id: &str,
         attempt: u32,
         rows: u64,
+        read_from: Option<&str>,
     ) -> Result<bool, PgError> {
         let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
         let err = self.ctx("marking a chunk done");
@@ -599,7 +676,9 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
             "WITH d AS (
                  UPDATE {chunks}
                  SET status = 'done', \"rows\" = $3, done_at = pg_catalog.now(),
-                     heartbeat_at = pg_catalog.now()
+                     heartbeat_at = pg_catalog.now(),
+                     bounds = CASE WHEN $5::text IS NULL THEN bounds
+                                   ELSE bounds || pg_catalog.jsonb_build_object('read_from', $5::text) END
                  WHERE id = $1 AND claimed_by = $2 AND attempts = $4 AND status = 'in_progress'
                  RETURNING slot_name)
              UPDATE {jobs} j
@@ -615,6 +694,7 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
             .bind(instance_id)
             .bind(rows)
             .bind(attempt)
+            .bind(read_from)
             .fetch_optional(&mut *conn)
             .await
             .map_err(&err)?;
@@ -633,6 +713,36 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
             .await
             .map_err(&err)?;
         Ok(already.flatten().unwrap_or(false))
+    }
+
+    /// `true` when the done chunks of the table of chunk `chunk_id` were
+    /// read from different files of it (recorded by
+    /// [`mark_done`](Self::mark_done)): a rewrite came between their reads,
+    /// each under a snapshot that saw the file it read (a new export
+    /// between them, taken after the rewrite), so the rows moved between
+    /// them may be missed; the table must be read again
+    /// ([`reread_table`](Self::reread_table)). Called after each chunk is
+    /// marked done, so of two chunks marked at once the later call sees
+    /// both.
+    pub async fn read_from_differs(
+        &self,
+        conn: &mut PgConnection,
+        chunk_id: i64,
+    ) -> Result<bool, PgError> {
+        let err = self.ctx("comparing the files chunks were read from");
+        let sql = format!(
+            "SELECT pg_catalog.count(DISTINCT o.bounds->>'read_from') > 1
+             FROM {chunks} c
+             JOIN {chunks} o ON o.slot_name = c.slot_name AND o.table_schema = c.table_schema
+                 AND o.table_name = c.table_name
+             WHERE c.id = $1 AND o.status = 'done'",
+            chunks = self.chunks()
+        );
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(chunk_id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(&err)
     }
 
     /// Chunks and rows per table of `slot`'s job.

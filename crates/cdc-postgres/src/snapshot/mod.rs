@@ -35,7 +35,10 @@
 //! **Reading.** [`chunk_query`] is a `COPY (SELECT …) TO STDOUT` with every
 //! identifier quoted and every bound a literal (COPY takes no parameters).
 //! The text output is cut into lines and values by [`copy_text`] and sent
-//! on in bounded batches; a chunk is never held in memory whole.
+//! on in bounded batches; a chunk is never held in memory whole. Before it,
+//! [`rewritten_since_snapshot`] locks the table and tells whether it was
+//! rewritten (a new `relfilenode`) after the snapshot was taken, in which
+//! case it cannot be read under that snapshot.
 //!
 //! **Coordination.** [`MetadataStore`] keeps a job row per slot and a chunk
 //! row per chunk in the source database. Workers claim chunks with one
@@ -43,7 +46,8 @@
 //! reading, and mark a chunk done (only while they still hold the claim)
 //! after the sinks have accepted its rows. A chunk whose heartbeat is older
 //! than the claim timeout is claimed again by someone else; its `reads`
-//! counter shows how often it was handed out.
+//! counter shows how often it was handed out. A table found rewritten is
+//! started over ([`MetadataStore::reread_table`]).
 
 pub mod copy_text;
 mod metadata;
@@ -59,5 +63,5 @@ pub use plan::{
     chunk_query, plan_chunks, ChunkBounds, ChunkStrategy, DEFAULT_ROWS_PER_BLOCK,
     MAX_INT_KEY_CHUNKS,
 };
-pub use read::read_chunk;
+pub use read::{read_chunk, rewritten_since_snapshot, HeapFiles};
 pub use table::describe_table;

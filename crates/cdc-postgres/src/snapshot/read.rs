@@ -13,7 +13,83 @@ use super::copy_text::{split_line, CopyField, LineAssembler};
 use super::plan::{chunk_query, ChunkBounds};
 use crate::catalog::RelationInfo;
 use crate::error::PgError;
+use crate::ident::quote_table;
 use crate::value::ValueType;
+
+/// Takes `ACCESS SHARE` on `table` (and, as `LOCK TABLE` does, on its
+/// partitions and inheritance children) for the rest of the caller's
+/// snapshot transaction, and tells whether any of them was rewritten after
+/// the transaction's snapshot was taken: one round trip, to be run right
+/// before [`read_chunk`] on the same transaction. Also returns the files
+/// read ([`HeapFiles::files`]), for the chunks of one table to be checked
+/// against each other once they are done.
+///
+/// `ALTER TABLE … TYPE`, `VACUUM FULL`, `CLUSTER`, pg_repack and
+/// `TRUNCATE` give a table a new file (`relfilenode`) and hold `ACCESS
+/// EXCLUSIVE` until they commit. A scan always reads the current file, so
+/// under a snapshot taken before such a rewrite it finds the rows with the
+/// rewriting transaction's id (invisible: the table looks empty), or rows
+/// at other block numbers (`VACUUM FULL`, `CLUSTER`). The check compares,
+/// for the table and every table below it, `pg_class.relfilenode` as the
+/// snapshot sees it (an ordinary query on the catalog reads it under the
+/// transaction snapshot) with `pg_relation_filenode()` (the current
+/// catalog, read after the lock made this session process the rewrite's
+/// invalidations). Once the lock is held no rewrite can commit before the
+/// transaction ends: a rewrite that committed earlier is seen here; one
+/// that comes later waits for this transaction, whose read of the old
+/// file is then complete.
+pub async fn rewritten_since_snapshot(
+    conn: &mut PgConnection,
+    table: &cdc_core::TableSchema,
+) -> Result<HeapFiles, PgError> {
+    // The OID is a number from the catalog, the name is quoted.
+    let sql = format!(
+        "LOCK TABLE {name} IN ACCESS SHARE MODE;
+         WITH RECURSIVE tree(oid) AS (
+             SELECT {oid}::pg_catalog.oid
+             UNION
+             SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)
+         SELECT (pg_catalog.count(*) FILTER (
+                    WHERE c.relfilenode IS DISTINCT FROM pg_catalog.pg_relation_filenode(c.oid)
+                ))::pg_catalog.int8 AS rewritten,
+                COALESCE(pg_catalog.string_agg(
+                    c.oid::pg_catalog.text || ':'
+                        || COALESCE(pg_catalog.pg_relation_filenode(c.oid)::pg_catalog.text, '-'),
+                    ',' ORDER BY c.oid), '') AS files
+         FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid
+         WHERE c.relkind = 'r'",
+        name = quote_table(&table.name),
+        oid = table.oid
+    );
+    let ctx = || format!("checking {} for a rewrite", table.name);
+    let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql(ctx(), e))?
+        .ok_or_else(|| {
+            PgError::Protocol(format!("{}: the rewrite check returned no row", ctx()))
+        })?;
+    let rewritten: i64 =
+        sqlx::Row::try_get(&row, "rewritten").map_err(|e| PgError::sql(ctx(), e))?;
+    let files: String = sqlx::Row::try_get(&row, "files").map_err(|e| PgError::sql(ctx(), e))?;
+    Ok(HeapFiles {
+        rewritten: rewritten > 0,
+        files,
+    })
+}
+
+/// What [`rewritten_since_snapshot`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeapFiles {
+    /// The table, or one below it, has another file now than the one the
+    /// snapshot sees.
+    pub rewritten: bool,
+    /// The files read, `oid:relfilenode` of the table and each table below
+    /// it, in OID order. Two reads of the table that name other files
+    /// read different generations of it (a rewrite came between them,
+    /// even when each read was consistent with its own snapshot).
+    pub files: String,
+}
 
 /// Reads the rows of `bounds` from `table` and sends them through `tx` in
 /// batches of `rows_per_batch` rows (the last one smaller; at least 1 row
