@@ -86,6 +86,26 @@ impl Setup {
         }
     }
 
+    /// Everything written so far (after a restart) is confirmed
+    /// eventually: the slot's `confirmed_flush_lsn` reaches the WAL
+    /// position of now.
+    async fn confirms_what_was_written(&self, engine: &Engine) {
+        let written = self.db.current_wal_lsn().await;
+        let advanced = wait_until(TIMEOUT, async || {
+            self.db
+                .slot_confirmed_flush_lsn(&self.slot)
+                .await
+                .is_some_and(|at| at >= written)
+        })
+        .await;
+        assert!(
+            advanced,
+            "confirmed_flush_lsn stayed at {:?}, before {written} written after the restart\n{}",
+            self.db.slot_confirmed_flush_lsn(&self.slot).await,
+            engine.output_report()
+        );
+    }
+
     /// Stops `writer`, checks that the engine still runs and that its
     /// output converges to the table, and that its warnings stayed few
     /// (one line per failed attempt, with growing delays).
@@ -228,20 +248,7 @@ async fn server_restart_while_streaming(how: Restart) {
         "the writer did not get going again: {:?}",
         writer.stats()
     );
-    // Everything written so far is confirmed eventually.
-    let written = s.db.current_wal_lsn().await;
-    let advanced = wait_until(TIMEOUT, async || {
-        s.db.slot_confirmed_flush_lsn(&s.slot)
-            .await
-            .is_some_and(|at| at >= written)
-    })
-    .await;
-    assert!(
-        advanced,
-        "confirmed_flush_lsn stayed at {:?}, before {written} written after the restart\n{}",
-        s.db.slot_confirmed_flush_lsn(&s.slot).await,
-        engine.output_report()
-    );
+    s.confirms_what_was_written(&engine).await;
     let status_ok = wait_until(TIMEOUT, async || {
         status_json(s.port).await.is_some_and(|st| {
             st["source_phase"] == "streaming"
@@ -395,18 +402,6 @@ async fn fast_restart_while_a_table_is_described() {
         "the writer did not get going again: {:?}",
         writer.stats()
     );
-    let written = s.db.current_wal_lsn().await;
-    let advanced = wait_until(TIMEOUT, async || {
-        s.db.slot_confirmed_flush_lsn(&s.slot)
-            .await
-            .is_some_and(|at| at >= written)
-    })
-    .await;
-    assert!(
-        advanced,
-        "confirmed_flush_lsn stayed at {:?}, before {written}\n{}",
-        s.db.slot_confirmed_flush_lsn(&s.slot).await,
-        engine.output_report()
-    );
+    s.confirms_what_was_written(&engine).await;
     s.converge(writer, engine).await;
 }

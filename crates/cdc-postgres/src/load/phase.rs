@@ -496,6 +496,21 @@ impl SnapshotPhase {
         }
     }
 
+    /// Exports a new snapshot from an ordinary transaction and records it
+    /// as the job's; returns the connection that keeps it alive and its name.
+    async fn export_and_record(&mut self) -> Result<(PgConnection, String), PgError> {
+        let (conn, name) = export_from_transaction(&self.options).await?;
+        self.store
+            .set_snapshot(
+                &mut self.meta,
+                &self.slot,
+                &name,
+                &self.settings.instance_id,
+            )
+            .await?;
+        Ok((conn, name))
+    }
+
     /// While this instance coordinates: looks at the job's recorded
     /// snapshot when readers could not import it, and every 2 s anyway.
     ///
@@ -523,15 +538,7 @@ impl SnapshotPhase {
             return Ok(());
         }
         let Some(name) = job.snapshot_name else {
-            let (conn, new_name) = export_from_transaction(&self.options).await?;
-            self.store
-                .set_snapshot(
-                    &mut self.meta,
-                    &self.slot,
-                    &new_name,
-                    &self.settings.instance_id,
-                )
-                .await?;
+            let (conn, new_name) = self.export_and_record().await?;
             tracing::warn!(slot = %self.slot, snapshot = %new_name,
                 "a table was rewritten while the snapshot was running: exported a new snapshot; it is \
                  read again under it, and the remaining chunks too");
@@ -554,19 +561,11 @@ impl SnapshotPhase {
             Err(PgError::SnapshotGone(_)) => {}
             Err(e) => return Err(e),
         }
-        let (conn, new_name) = export_from_transaction(&self.options).await?;
+        let (conn, new_name) = self.export_and_record().await?;
         tracing::warn!(slot = %self.slot, old = %name, snapshot = %new_name,
             "the exported snapshot is gone (its session ended) while this instance coordinates: \
              exported a new one for the remaining chunks; changes since the slot's consistent point are \
              replayed over the rows read under it");
-        self.store
-            .set_snapshot(
-                &mut self.meta,
-                &self.slot,
-                &new_name,
-                &self.settings.instance_id,
-            )
-            .await?;
         // The old export's session is gone; streaming will start from the
         // slot's confirmed position like after a coordinator change.
         self.export = Some(Export::Transaction(conn));
