@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use integration_tests::pipelines::yaml_str;
-use integration_tests::{unique_suffix, wait_until, Cluster, Engine, TempDir};
+use integration_tests::pipelines::{pipeline_yaml, yaml_str};
+use integration_tests::replay::{wait_converged, Tail};
+use integration_tests::{unique_suffix, wait_until, Cluster, Engine, TempDir, TestDb};
 use sqlx::Connection;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -148,4 +149,53 @@ async fn an_unacknowledged_message_is_not_confirmed_at_shutdown() {
         "the slot was confirmed to {at}, past the unacknowledged message at {message}\n{}",
         engine.output_report()
     );
+}
+
+/// The file sink's write fails after half the batch reached the file (a
+/// full disk, an I/O error); the engine retries the batch. The file must
+/// hold each line whole, once: the retry used to follow the half line,
+/// gluing it to the retried data.
+#[tokio::test]
+async fn a_file_write_that_fails_midway_leaves_no_half_line() {
+    let db = TestDb::create("file_partial").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v text)")
+        .await;
+    let s = unique_suffix();
+    let dir = TempDir::new("file-partial-out");
+    let out = dir.join("out.jsonl");
+    let yaml = pipeline_yaml(
+        &db,
+        &["public.t"],
+        &format!("fp_{s}"),
+        &format!("fpp_{s}"),
+        &out,
+        "{ mode: never }",
+    );
+    let engine = Engine::start_with(
+        &yaml,
+        &["run"],
+        &[("FAILPOINTS", "sink::file_partial_write=1*return")],
+    );
+    let streaming = wait_until(TIMEOUT, async || db.slot_active(&format!("fp_{s}")).await).await;
+    assert!(streaming, "{}", engine.output_report());
+    db.exec("INSERT INTO public.t SELECT g, repeat('x', 50) || g FROM generate_series(1, 200) g")
+        .await;
+    let retried = wait_until(TIMEOUT, async || {
+        engine.stderr_text().contains("sink::file_partial_write")
+    })
+    .await;
+    assert!(
+        retried,
+        "the failpoint never fired\n{}",
+        engine.output_report()
+    );
+    db.exec("UPDATE public.t SET v = 'after' WHERE id % 10 = 0")
+        .await;
+    // Every line parses (a glued line does not) and the rows converge.
+    let mut tails = [Tail::new(0, out)];
+    wait_converged(&db, &mut tails, &[&engine]).await;
+    let lines = tails[0].events.len();
+    assert_eq!(lines, 220, "each change once: {lines} lines");
+    drop(engine);
+    db.cleanup().await;
 }

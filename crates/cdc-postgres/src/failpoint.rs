@@ -25,6 +25,7 @@
 //! | `snapshot::heartbeat` | stop | before the heartbeat renews this instance's claims |
 //! | `stream::before_describe` | stop | while streaming: a Relation message arrived, before its table is described on the catalog connection |
 //! | `sink::before_write_reads` | stop | in the engine: before a sink writes a group of batches holding snapshot reads |
+//! | `sink::file_partial_write` | error | in the engine's file sink: half of a write reaches the file, then it fails with an I/O error |
 //! | `sink::before_ack` | stop | in the engine: after a sink wrote a group of batches with events, before they count as durable |
 
 /// Stops here when the named failpoint is configured (see the module

@@ -1,6 +1,6 @@
 //! JSON lines appended to a file, fsynced before a batch counts as durable.
 
-use std::io::{SeekFrom, Write as _};
+use std::io::{Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use cdc_core::encode::DebeziumJson;
@@ -16,7 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 ///
 /// Opening the file repairs a torn tail: if the process died in the middle
 /// of a write, the partial last line is cut off (its batch was never
-/// acknowledged, so it is delivered again).
+/// acknowledged, so it is delivered again). A write that fails midway is
+/// repaired the same way before the retry: the file is cut back to its
+/// length after the last successful sync, so the retried batch never
+/// follows half a line. A file the sink creates is made durable in its
+/// directory too (the directory is synced).
 pub struct FileSink {
     path: PathBuf,
     encoder: DebeziumJson,
@@ -24,6 +28,9 @@ pub struct FileSink {
     /// after that task panicked).
     file: Option<std::fs::File>,
     buf: Vec<u8>,
+    /// The file's length after the last successful sync: whole lines of
+    /// acknowledged batches only.
+    durable_len: u64,
 }
 
 impl FileSink {
@@ -37,6 +44,7 @@ impl FileSink {
                 .await
                 .map_err(|e| err("cannot create the directory of", e))?;
         }
+        let existed = tokio::fs::try_exists(path).await.unwrap_or(false);
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -45,10 +53,16 @@ impl FileSink {
             .open(path)
             .await
             .map_err(|e| err("cannot open", e))?;
+        if !existed {
+            sync_directory_of(path)
+                .await
+                .map_err(|e| err("cannot sync the directory of", e))?;
+        }
         repair_torn_tail(&mut file)
             .await
             .map_err(|e| err("cannot repair the end of", e))?;
-        file.seek(SeekFrom::End(0))
+        let durable_len = file
+            .seek(SeekFrom::End(0))
             .await
             .map_err(|e| err("cannot seek in", e))?;
         Ok(Self {
@@ -56,8 +70,21 @@ impl FileSink {
             encoder: DebeziumJson::new(name),
             file: Some(file.into_std().await),
             buf: Vec::with_capacity(64 * 1024),
+            durable_len,
         })
     }
+}
+
+/// `fsync` of the directory holding `path`, so that a file just created
+/// there survives a power loss with it.
+async fn sync_directory_of(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Truncates the file after its last newline, if it does not end with one.
@@ -100,9 +127,10 @@ async fn repair_torn_tail(file: &mut File) -> std::io::Result<()> {
 impl FileSink {
     /// Runs `op` on the file on the blocking pool, handing the file (and
     /// the buffer) there and back.
-    async fn blocking<F>(&mut self, what: &str, op: F) -> Result<(), SinkError>
+    async fn blocking<F, T>(&mut self, what: &str, op: F) -> Result<T, SinkError>
     where
-        F: FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()> + Send + 'static,
+        F: FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<T> + Send + 'static,
+        T: Send + 'static,
     {
         let Some(mut file) = self.file.take() else {
             return Err(SinkError::fatal(format!(
@@ -121,7 +149,7 @@ impl FileSink {
                 self.file = Some(file);
                 self.buf = buf;
                 // A failed write may have left part of the batch in the
-                // file; the retry appends the batch again (at-least-once).
+                // file; the next write cuts it off first.
                 result.map_err(|e| {
                     if e.kind() == std::io::ErrorKind::InvalidInput {
                         // EINVAL: the file does not support synchronization
@@ -162,11 +190,32 @@ impl Sink for FileSink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.blocking("writing to", |file, buf| {
-            file.write_all(buf)?;
-            file.sync_data()
-        })
-        .await
+        let durable_len = self.durable_len;
+        self.durable_len = self
+            .blocking("writing to", move |file, buf| {
+                // Whatever an earlier failed write left after the last
+                // acknowledged line goes: the retried batch follows a
+                // whole line.
+                if file.seek(SeekFrom::End(0))? != durable_len {
+                    tracing::warn!(
+                        "file sink: cutting off what a failed write left before writing again"
+                    );
+                    file.set_len(durable_len)?;
+                    file.seek(SeekFrom::Start(durable_len))?;
+                }
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("sink::file_partial_write", |_| {
+                    file.write_all(&buf[..buf.len() / 2])?;
+                    Err(std::io::Error::other(
+                        "injected by the failpoint sink::file_partial_write",
+                    ))
+                });
+                file.write_all(buf)?;
+                file.sync_data()?;
+                Ok(durable_len + buf.len() as u64)
+            })
+            .await?;
+        Ok(())
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {
