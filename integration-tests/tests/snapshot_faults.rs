@@ -627,3 +627,56 @@ async fn a_table_rewritten_before_a_new_export_for_another_reason_is_read_again(
     );
     reread_and_converge(run).await;
 }
+
+/// The claims' heartbeat stops for longer than `claim_timeout` (its
+/// connection refused, say, while the readers' connections work) while a
+/// reader is in the middle of chunk 0. Readers of the *same* instance then
+/// claim its chunks again (the first reader's lease runs out, so it stops
+/// handing rows over and aborts its read); every chunk must still be
+/// completed once, under its newest claim, and the output converge. (The
+/// emitter's part, a first reader's late end cutting a second read of the
+/// same chunk short, is reproduced exactly by the unit test
+/// `a_second_reader_of_the_same_chunk_is_not_cut_short_by_the_first`.)
+#[tokio::test]
+async fn two_readers_of_one_instance_on_one_chunk_lose_nothing() {
+    let db = TestDb::create("snapfault_two_readers").await;
+    table(&db, 8_000).await;
+    let s = unique_suffix();
+    let (slot, publication) = (format!("s2_{s}"), format!("s2p_{s}"));
+    let dir = TempDir::new("snapfault-two-readers-out");
+    let out = dir.join("out.jsonl");
+    let snapshot = "{ mode: initial, chunking: key, chunk_rows: 1000, workers: 2, \
+                    claim_timeout: 2s, heartbeat_interval: 500ms }";
+    let yaml = pipeline_yaml(&db, &["public.t"], &slot, &publication, &out, snapshot);
+    // The first read stops after its first rows for 4 s; meanwhile the
+    // heartbeat stops for 5 s.
+    let engine = Engine::start_with(
+        &yaml,
+        &["run"],
+        &[(
+            "FAILPOINTS",
+            "snapshot::reader_mid_chunk=1*return(4000);snapshot::heartbeat=1*return(5000)",
+        )],
+    );
+    let done = wait_until(TIMEOUT, async || {
+        job(&db, &slot).await.is_some_and(|j| j.state == "done")
+    })
+    .await;
+    assert!(done, "{}", engine.output_report());
+    let reclaimed: Vec<_> = chunks(&db, &slot)
+        .await
+        .into_iter()
+        .filter(|c| c.attempts > 1)
+        .collect();
+    assert!(
+        !reclaimed.is_empty(),
+        "no chunk was claimed again: the test did not make two claims of one chunk\n{}",
+        engine.output_report()
+    );
+    db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 = 3")
+        .await;
+    let mut tails = [Tail::new(0, out)];
+    wait_converged(&db, &mut tails, &[&engine]).await;
+    drop(engine);
+    db.cleanup().await;
+}
