@@ -161,6 +161,18 @@ impl Cluster {
         let c = self.connect("postgres").await;
         let _ = c.close().await;
     }
+
+    /// `pg_ctl restart -m immediate`: the server stops at once, without a
+    /// checkpoint (as after a crash: it recovers from the WAL at start);
+    /// returns once it accepts connections again.
+    pub async fn restart_immediate(&self) {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || pg_ctl(&dir, "restart", &["-m", "immediate"]))
+            .await
+            .expect("pg_ctl restart panicked");
+        let c = self.connect("postgres").await;
+        let _ = c.close().await;
+    }
 }
 
 /// Runs `pg_ctl <action>` with `args` as the owner of the cluster in `dir`.

@@ -49,6 +49,8 @@ fn keep_db_requested() -> bool {
 pub struct TestDb {
     name: String,
     url: String,
+    /// The superuser URL of the cluster it was created on (for dropping it).
+    admin_url: String,
     pool: Option<PgPool>,
     cleaned: bool,
 }
@@ -58,6 +60,13 @@ impl TestDb {
     /// (`prefix` lower-cased, reduced to `[a-z0-9_]`, at most 30 bytes) and
     /// connects a small pool to it.
     pub async fn create(prefix: &str) -> TestDb {
+        TestDb::create_on(&pg_url(), prefix).await
+    }
+
+    /// Like [`TestDb::create`], on the cluster of the superuser URL
+    /// `admin_url` (e.g. a [`crate::Cluster`]'s `url("postgres")`); the
+    /// database is dropped on that cluster again.
+    pub async fn create_on(admin_url: &str, prefix: &str) -> TestDb {
         let mut clean: String = prefix
             .chars()
             .map(|c| {
@@ -75,7 +84,7 @@ impl TestDb {
         let name = format!("{clean}_{}", unique_suffix());
         assert!(name.len() <= 63, "database name too long: {name}");
 
-        let base = pg_url();
+        let base = admin_url.to_owned();
         let mut admin = admin_connect(&base).await;
         let create = format!("CREATE DATABASE {}", quote_ident(&name));
         let mut attempt = 0;
@@ -107,6 +116,7 @@ impl TestDb {
         TestDb {
             name,
             url,
+            admin_url: base,
             pool: Some(pool),
             cleaned: false,
         }
@@ -207,6 +217,33 @@ impl TestDb {
         out
     }
 
+    /// Every row of a table as its `to_jsonb` object, keyed by
+    /// [`crate::replay::row_key`] of `key_columns` (the JSON text of the
+    /// one column's value, or a JSON array of the values of several), as
+    /// [`crate::replay::apply_keyed`] keys the rows it rebuilds.
+    pub async fn to_jsonb_rows_keyed(
+        &self,
+        table_sql_name: &str,
+        key_columns: &[&str],
+    ) -> BTreeMap<String, serde_json::Value> {
+        let sql = format!("SELECT to_jsonb(t)::text FROM {table_sql_name} AS t");
+        let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await
+            .unwrap_or_else(|e| panic!("reading {table_sql_name}: {e}"));
+        let mut out = BTreeMap::new();
+        for text in rows {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("jsonb text is JSON");
+            let k = crate::replay::row_key(&v, key_columns).unwrap_or_else(|| {
+                panic!("{table_sql_name}: key {key_columns:?} missing (or NULL) in row {v}")
+            });
+            if out.insert(k.clone(), v).is_some() {
+                panic!("{table_sql_name}: duplicate key {k} in {key_columns:?}");
+            }
+        }
+        out
+    }
+
     /// `confirmed_flush_lsn` of a replication slot; `None` when the slot does
     /// not exist or has no confirmed position.
     pub async fn slot_confirmed_flush_lsn(&self, slot: &str) -> Option<Lsn> {
@@ -282,7 +319,7 @@ impl TestDb {
             eprintln!("CDC_TEST_KEEP_DB: keeping database {}", self.name);
             return;
         }
-        if let Err(e) = drop_database(&pg_url(), &self.name).await {
+        if let Err(e) = drop_database(&self.admin_url, &self.name).await {
             panic!("dropping database {}: {e}", self.name);
         }
     }
@@ -303,9 +340,7 @@ impl Drop for TestDb {
         // connections are terminated on the server side.
         drop(self.pool.take());
         let name = self.name.clone();
-        let Ok(url) = std::env::var("CDC_TEST_PG_URL") else {
-            return;
-        };
+        let url = self.admin_url.clone();
         let res = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
