@@ -266,6 +266,8 @@ struct Instance {
     incarnation: u32,
     engine: Option<Engine>,
     stopped: bool,
+    /// Killed by the schedule (so its exit is expected).
+    killed: bool,
     /// The output file of every incarnation so far.
     outputs: Vec<PathBuf>,
 }
@@ -284,6 +286,9 @@ struct Round<'a> {
     stops: u32,
     terminated: u32,
     restarts: u32,
+    /// Exits the schedule did not cause, and panics.
+    exits: u32,
+    panics: Vec<String>,
     snapshot_done_at: Option<Duration>,
 }
 
@@ -293,6 +298,7 @@ struct Outcome {
     stops: u32,
     terminated: u32,
     restarts: u32,
+    exits: u32,
     rows: usize,
     snapshot_secs: Option<f64>,
     failure: Option<String>,
@@ -343,6 +349,7 @@ impl Round<'_> {
         inst.incarnation = inc;
         inst.engine = Some(engine);
         inst.stopped = false;
+        inst.killed = false;
         inst.outputs.push(out);
         self.note(format!("start {name} #{inc} (pid {pid})"));
     }
@@ -374,6 +381,7 @@ impl Round<'_> {
                 engine.sigkill();
                 let _ = engine.try_wait_exit(Duration::from_secs(5)).await;
                 inst.stopped = false;
+                inst.killed = true;
                 let name = inst.name.clone();
                 self.kills += 1;
                 self.note(format!(
@@ -440,6 +448,53 @@ impl Round<'_> {
         }
     }
 
+    /// An instance that exited without being killed is noted (with the end
+    /// of its log) and started again, as a supervisor would.
+    fn restart_exited(&mut self) {
+        for i in 0..INSTANCES {
+            let inst = &mut self.instances[i];
+            if inst.killed {
+                continue;
+            }
+            let Some(code) = inst.engine.as_mut().and_then(|e| e.poll_exit()) else {
+                continue;
+            };
+            let stderr = inst
+                .engine
+                .as_ref()
+                .map(|e| e.stderr_text())
+                .unwrap_or_default();
+            let last: Vec<&str> = stderr.lines().rev().take(3).collect();
+            let name = inst.name.clone();
+            self.exits += 1;
+            self.note(format!(
+                "{name} exited on its own with {code}; last lines: {}",
+                last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ));
+            self.start(i);
+        }
+    }
+
+    /// Panics in the engine logs of every incarnation.
+    fn scan_panics(&mut self) {
+        let mut found = Vec::new();
+        for inst in &self.instances {
+            for n in 1..=inst.incarnation {
+                let log = self
+                    .dir
+                    .join(format!("{}-{n}", inst.name))
+                    .join("stderr.log");
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                for (k, line) in text.lines().enumerate() {
+                    if line.contains("panicked at") {
+                        found.push(format!("{} line {}: {line}", log.display(), k + 1));
+                    }
+                }
+            }
+        }
+        self.panics = found;
+    }
+
     /// Runs the schedule while the writer writes; at the end every instance
     /// runs again.
     async fn inject(&mut self) {
@@ -465,13 +520,14 @@ impl Round<'_> {
                     continue;
                 }
             }
-            if self.snapshot_done_at.is_none() && last_poll.elapsed() >= Duration::from_millis(500)
-            {
+            if last_poll.elapsed() >= Duration::from_millis(500) {
                 last_poll = Instant::now();
-                if job_state(self.cluster, self.db.name(), &self.slot)
-                    .await
-                    .as_deref()
-                    == Some("done")
+                self.restart_exited();
+                if self.snapshot_done_at.is_none()
+                    && job_state(self.cluster, self.db.name(), &self.slot)
+                        .await
+                        .as_deref()
+                        == Some("done")
                 {
                     self.snapshot_done_at = Some(self.started.elapsed());
                     self.note("snapshot job done");
@@ -486,6 +542,7 @@ impl Round<'_> {
                 self.act(a, &mut Vec::new()).await;
             }
         }
+        self.restart_exited();
         for i in 0..INSTANCES {
             if self.instances[i].stopped {
                 self.act(Action::Continue(i), &mut Vec::new()).await;
@@ -963,6 +1020,7 @@ async fn run_round(
                 incarnation: 0,
                 engine: None,
                 stopped: false,
+                killed: false,
                 outputs: Vec::new(),
             })
             .collect(),
@@ -972,6 +1030,8 @@ async fn run_round(
         stops: 0,
         terminated: 0,
         restarts: 0,
+        exits: 0,
+        panics: Vec::new(),
         snapshot_done_at: None,
         plan: plan.clone(),
         db,
@@ -999,6 +1059,14 @@ async fn run_round(
     let mut rows = 0;
     let result = round.converge(&mut rows).await;
     outcome.rows = rows;
+    round.scan_panics();
+    let result = match result {
+        Ok(()) if !round.panics.is_empty() => Err(anyhow::anyhow!(
+            "the outputs converged, but an engine panicked:\n{}",
+            round.panics.join("\n")
+        )),
+        other => other,
+    };
     if let Err(e) = result {
         round.note(format!("FAILED: {e:#}"));
         outcome.failure = Some(format!("{e:#}"));
@@ -1007,6 +1075,7 @@ async fn run_round(
     outcome.stops = round.stops;
     outcome.terminated = round.terminated;
     outcome.restarts = round.restarts;
+    outcome.exits = round.exits;
     outcome.snapshot_secs = round.snapshot_done_at.map(|d| d.as_secs_f64());
     for inst in &mut round.instances {
         if let Some(e) = inst.engine.as_mut() {
@@ -1023,6 +1092,21 @@ async fn run_round(
 }
 
 // ------------------------------------------------------------------ main
+
+/// Waits for SIGINT or SIGTERM (e.g. from `timeout`); names it.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -1053,7 +1137,7 @@ async fn main() {
 
     let run_started = Instant::now();
     let mut seed = args.seed;
-    let (mut kills, mut faults, mut rows) = (0u64, 0u64, 0usize);
+    let (mut kills, mut faults, mut rows, mut total_exits) = (0u64, 0u64, 0usize, 0u64);
     let mut failures: Vec<(u32, u64, PathBuf)> = Vec::new();
     for n in 1..=args.rounds {
         let plan = Plan::new(seed);
@@ -1061,7 +1145,19 @@ async fn main() {
         let started = Instant::now();
         let cl = cluster.clone();
         let d = dir.clone();
-        let res = tokio::spawn(async move { run_round(&cl, plan, d).await }).await;
+        let mut round = tokio::spawn(async move { run_round(&cl, plan, d).await });
+        let res = tokio::select! {
+            res = &mut round => res,
+            sig = shutdown_signal() => {
+                // Dropping the round kills its engines and drops its
+                // database; dropping the cluster stops it.
+                round.abort();
+                let _ = round.await;
+                println!("chaos: {sig}: stopped in round {n} (seed {seed:#x}); its directory: {}", dir.display());
+                drop(cluster);
+                std::process::exit(130);
+            }
+        };
         let secs = started.elapsed().as_secs_f64();
         match res {
             Ok((o, dir, log)) => {
@@ -1070,11 +1166,17 @@ async fn main() {
                 rows += o.rows;
                 let snap = o.snapshot_secs.map_or("-".into(), |s| format!("{s:.1}s"));
                 let status = if o.failure.is_some() { "FAILED" } else { "ok" };
+                let exits = if o.exits > 0 {
+                    format!(" unexpected-exits {}", o.exits)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "round {n}/{} seed {seed:#x}: kills {} stops {} terminated {} restarts {} \
+                    "round {n}/{} seed {seed:#x}: kills {} stops {} terminated {} restarts {}{exits} \
                      rows {} snapshot {snap}: {status} {secs:.1}s",
                     args.rounds, o.kills, o.stops, o.terminated, o.restarts, o.rows
                 );
+                total_exits += u64::from(o.exits);
                 if let Some(f) = o.failure {
                     let _ = std::fs::copy(cluster.log_path(), dir.join("postgres.log"));
                     println!("  {}", f.lines().take(30).collect::<Vec<_>>().join("\n  "));
@@ -1108,7 +1210,7 @@ async fn main() {
         .collect();
     println!(
         "chaos summary: {} rounds, {kills} kills, {faults} faults injected, {rows} rows compared, \
-         {} failed{}{} ({:.0}s)",
+         {total_exits} unexpected engine exits, {} failed{}{} ({:.0}s)",
         args.rounds,
         failures.len(),
         if failed.is_empty() { "" } else { ": " },
