@@ -21,8 +21,9 @@
 # `cdc-engine run` instances with the same slot, a file sink each, a short
 # claim_timeout (3 s); a writer (inserts, updates with and without the
 # TOASTed columns, key changes, deletes, sometimes a TRUNCATE) for 20 s;
-# meanwhile kill -9 and restart of instances (each incarnation writes a new
-# file), SIGSTOP past claim_timeout then SIGCONT, pg_terminate_backend on
+# meanwhile kill -9 and restart of instances (random ones, the leader, or
+# all three at once; each incarnation writes a new file), SIGSTOP past
+# claim_timeout then SIGCONT, pg_terminate_backend on
 # engine sessions, and one server restart (`pg_ctl restart -m fast`, or
 # `-m immediate`). Then the writer stops, every instance runs, and once the
 # slot has confirmed the current WAL position and the files stopped

@@ -10,8 +10,9 @@
 //! seeded random generator hit the instances and the server, during the
 //! snapshot and during the stream:
 //!
-//! - `kill -9` of an instance, started again (into a new output file) after
-//!   a short delay;
+//! - `kill -9` of an instance (at random, or the one streaming from the slot
+//!   or coordinating the snapshot), started again (into a new output file)
+//!   after a short delay; in some rounds `kill -9` of every instance at once;
 //! - `SIGSTOP` of an instance for longer than `claim_timeout`, then
 //!   `SIGCONT`;
 //! - `pg_terminate_backend` of engine sessions (snapshot readers, the
@@ -156,11 +157,18 @@ fn random_seed() -> u64 {
 /// A fault of the schedule.
 #[derive(Debug, Clone)]
 enum Fault {
-    /// `kill -9` of an instance; started again after `down_for`.
-    Kill { instance: usize, down_for: Duration },
+    /// `kill -9` of an instance (`None`: the leader, see [`Round::leader`]);
+    /// started again after `down_for`.
+    Kill {
+        instance: Option<usize>,
+        down_for: Duration,
+    },
+    /// `kill -9` of every instance at once; each started again after
+    /// `down_for`.
+    KillAll { down_for: Duration },
     /// `SIGSTOP` for `stopped_for`, then `SIGCONT`.
     Stop {
-        instance: usize,
+        instance: Option<usize>,
         stopped_for: Duration,
     },
     /// `pg_terminate_backend` on `count` engine sessions.
@@ -207,20 +215,30 @@ impl Plan {
                 r.ms(SNAPSHOT_WINDOW.0, window - 2_000)
             }
         };
-        let kills = r.range(2, 3);
+        let kills = r.range(2, 4);
         for k in 0..kills {
             let early = k == 0 || r.chance(30);
             let t = at(&mut r, early);
             let f = Fault::Kill {
-                instance: r.below(INSTANCES as u64) as usize,
+                instance: (!r.chance(40)).then(|| r.below(INSTANCES as u64) as usize),
                 down_for: r.ms(100, 3_000),
             };
             faults.push((t, f));
         }
+        if r.chance(25) {
+            let early = r.chance(70);
+            let t = at(&mut r, early);
+            faults.push((
+                t,
+                Fault::KillAll {
+                    down_for: r.ms(100, 2_000),
+                },
+            ));
+        }
         let early = r.chance(50);
         let t = at(&mut r, early);
         let stop = Fault::Stop {
-            instance: r.below(INSTANCES as u64) as usize,
+            instance: (!r.chance(50)).then(|| r.below(INSTANCES as u64) as usize),
             stopped_for: CLAIM_TIMEOUT + r.ms(500, 2_500),
         };
         faults.push((t, stop));
@@ -361,9 +379,50 @@ impl Round<'_> {
             .is_some_and(|e| e.is_running())
     }
 
-    /// Instance `i` if it runs (and is not stopped, with `not_stopped`),
-    /// else another one that does.
-    fn choose(&mut self, i: usize, not_stopped: bool) -> Option<usize> {
+    /// The leader: the instance whose walsender holds the slot, or else
+    /// the snapshot's coordinator; `None` when neither is known.
+    async fn leader(&self) -> Option<usize> {
+        let mut c = try_connect(self.cluster, self.db.name()).await?;
+        let streaming: Option<String> = sqlx::query_scalar(
+            "SELECT a.application_name::text FROM pg_replication_slots s \
+             JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = $1",
+        )
+        .bind(&self.slot)
+        .fetch_optional(&mut c)
+        .await
+        .ok()
+        .flatten();
+        let name = match streaming {
+            Some(n) => Some(n),
+            None => sqlx::query_scalar::<_, Option<String>>(
+                "SELECT coordinator FROM cdc.snapshot_jobs WHERE slot_name = $1",
+            )
+            .bind(&self.slot)
+            .fetch_optional(&mut c)
+            .await
+            .ok()
+            .flatten()
+            .flatten(),
+        };
+        let _ = c.close().await;
+        let name = name?;
+        self.instances.iter().position(|i| i.name == name)
+    }
+
+    /// Instance `i` (the leader for `None`) if it runs (and is not
+    /// stopped, with `not_stopped`), else another one that does.
+    async fn choose(&mut self, i: Option<usize>, not_stopped: bool) -> Option<usize> {
+        let i = match i {
+            Some(i) => i,
+            None => {
+                let leader = self.leader().await;
+                self.note(format!(
+                    "the leader is {}",
+                    leader.map_or("unknown", |l| self.instances[l].name.as_str())
+                ));
+                leader.unwrap_or(0)
+            }
+        };
         (0..INSTANCES)
             .map(|k| (i + k) % INSTANCES)
             .find(|&k| self.running(k) && !(not_stopped && self.instances[k].stopped))
@@ -372,7 +431,7 @@ impl Round<'_> {
     async fn act(&mut self, action: Action, pending: &mut Vec<(Instant, Action)>) {
         match action {
             Action::Fault(Fault::Kill { instance, down_for }) => {
-                let Some(i) = self.choose(instance, false) else {
+                let Some(i) = self.choose(instance, false).await else {
                     self.note("kill: no instance runs");
                     return;
                 };
@@ -390,11 +449,33 @@ impl Round<'_> {
                 ));
                 pending.push((Instant::now() + down_for, Action::StartAgain(i)));
             }
+            Action::Fault(Fault::KillAll { down_for }) => {
+                let mut names = Vec::new();
+                for i in 0..INSTANCES {
+                    if !self.running(i) {
+                        continue;
+                    }
+                    let inst = &mut self.instances[i];
+                    let engine = inst.engine.as_mut().expect("running");
+                    engine.sigkill();
+                    let _ = engine.try_wait_exit(Duration::from_secs(5)).await;
+                    inst.stopped = false;
+                    inst.killed = true;
+                    names.push(inst.name.clone());
+                    self.kills += 1;
+                    pending.push((Instant::now() + down_for, Action::StartAgain(i)));
+                }
+                self.note(format!(
+                    "kill -9 of every instance ({}); starting them again in {} ms",
+                    names.join(", "),
+                    down_for.as_millis()
+                ));
+            }
             Action::Fault(Fault::Stop {
                 instance,
                 stopped_for,
             }) => {
-                let Some(i) = self.choose(instance, true) else {
+                let Some(i) = self.choose(instance, true).await else {
                     self.note("stop: no instance runs");
                     return;
                 };
