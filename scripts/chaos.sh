@@ -33,7 +33,8 @@
 # Output: one line per round (seed, faults, rows compared, ok/FAILED,
 # duration), the first differences and the fault log of a failed round,
 # and a summary line. A failed round's directory (engine configs and logs,
-# output files, faults.log, postgres.log) is kept and its path printed.
+# output files, failure.txt, faults.log, postgres.log) is kept and its path
+# printed.
 # Exit status 1 when a round failed.
 #
 # It builds the failpoints engine the way scripts/test.sh does (debug, same

@@ -1174,6 +1174,18 @@ async fn run_round(
 
 // ------------------------------------------------------------------ main
 
+/// `line`, cut to at most `max` bytes (on a character boundary).
+fn clip(line: &str, max: usize) -> String {
+    if line.len() <= max {
+        return line.to_owned();
+    }
+    let mut end = max;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} …", &line[..end])
+}
+
 /// Waits for SIGINT or SIGTERM (e.g. from `timeout`); names it.
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
@@ -1260,7 +1272,11 @@ async fn main() {
                 total_exits += u64::from(o.exits);
                 if let Some(f) = o.failure {
                     let _ = std::fs::copy(cluster.log_path(), dir.join("postgres.log"));
-                    println!("  {}", f.lines().take(30).collect::<Vec<_>>().join("\n  "));
+                    let _ = std::fs::write(dir.join("failure.txt"), &f);
+                    // Rows of TOASTed values are long: the whole report is
+                    // in failure.txt.
+                    let short: Vec<String> = f.lines().take(30).map(|l| clip(l, 400)).collect();
+                    println!("  {}", short.join("\n  "));
                     println!(
                         "  faults:\n    {}",
                         log.lines().collect::<Vec<_>>().join("\n    ")
