@@ -64,7 +64,7 @@ const CLAIM_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long faults are injected in a round (the writer runs as long).
 const CHAOS_WINDOW: Duration = Duration::from_secs(20);
 /// Faults aimed at the snapshot fall in its first seconds.
-const SNAPSHOT_WINDOW: (u64, u64) = (300, 6_000);
+const SNAPSHOT_WINDOW: (u64, u64) = (300, 8_000);
 
 // ------------------------------------------------------------------ rng
 
@@ -242,7 +242,7 @@ impl Plan {
             stopped_for: CLAIM_TIMEOUT + r.ms(500, 2_500),
         };
         faults.push((t, stop));
-        for k in 0..r.range(2, 3) {
+        for k in 0..r.range(2, 5) {
             let early = k == 0 || r.chance(30);
             let t = at(&mut r, early);
             faults.push((
@@ -266,8 +266,8 @@ impl Plan {
             rows_plain: r.range(60_000, 90_000),
             rows_toast: r.range(3_000, 5_000),
             rows_comp: r.range(16_000, 28_000),
-            chunk_rows: r.range(200, 500),
-            workers: r.range(1, 2),
+            chunk_rows: r.range(50, 500),
+            workers: r.range(1, 4),
             toast_identity_full: r.chance(50),
             comp_identity_full: r.chance(30),
             truncate_at: r.chance(30).then(|| r.ms(1_000, window - 3_000)),
