@@ -215,6 +215,33 @@ impl TestDb {
         out
     }
 
+    /// Every row of a table as its `to_jsonb` object, keyed by
+    /// [`crate::replay::row_key`] of `key_columns` (the JSON text of the
+    /// one column's value, or a JSON array of the values of several), as
+    /// [`crate::replay::apply_keyed`] keys the rows it rebuilds.
+    pub async fn to_jsonb_rows_keyed(
+        &self,
+        table_sql_name: &str,
+        key_columns: &[&str],
+    ) -> BTreeMap<String, serde_json::Value> {
+        let sql = format!("SELECT to_jsonb(t)::text FROM {table_sql_name} AS t");
+        let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_all(self.pool())
+            .await
+            .unwrap_or_else(|e| panic!("reading {table_sql_name}: {e}"));
+        let mut out = BTreeMap::new();
+        for text in rows {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("jsonb text is JSON");
+            let k = crate::replay::row_key(&v, key_columns).unwrap_or_else(|| {
+                panic!("{table_sql_name}: key {key_columns:?} missing (or NULL) in row {v}")
+            });
+            if out.insert(k.clone(), v).is_some() {
+                panic!("{table_sql_name}: duplicate key {k} in {key_columns:?}");
+            }
+        }
+        out
+    }
+
     /// `confirmed_flush_lsn` of a replication slot; `None` when the slot does
     /// not exist or has no confirmed position.
     pub async fn slot_confirmed_flush_lsn(&self, slot: &str) -> Option<Lsn> {

@@ -73,6 +73,20 @@ impl Engine {
         Engine::spawn(&engine_bin(), args, config_yaml, env)
     }
 
+    /// Like [`Engine::start_with`], in the directory `dir` (created when
+    /// missing; its `pipeline.yaml`, `stdout.log` and `stderr.log` are
+    /// overwritten), which is kept after drop.
+    pub fn start_in(dir: &Path, config_yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Engine {
+        Engine::spawn_in(
+            TempDir::kept(dir.to_path_buf()),
+            &engine_bin(),
+            args,
+            config_yaml,
+            env,
+            false,
+        )
+    }
+
     /// Starts `program <args...> --config <file with config_yaml>` the way
     /// [`Engine::start_with`] starts the engine (for other programs that
     /// take a config file, and for testing the harness).
@@ -95,7 +109,24 @@ impl Engine {
         env: &[(&str, &str)],
         stall_stdout: bool,
     ) -> Engine {
-        let dir = TempDir::new("engine");
+        Engine::spawn_in(
+            TempDir::new("engine"),
+            program,
+            args,
+            config_yaml,
+            env,
+            stall_stdout,
+        )
+    }
+
+    fn spawn_in(
+        dir: TempDir,
+        program: &Path,
+        args: &[&str],
+        config_yaml: &str,
+        env: &[(&str, &str)],
+        stall_stdout: bool,
+    ) -> Engine {
         let config_path = dir.join("pipeline.yaml");
         std::fs::write(&config_path, config_yaml)
             .unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));

@@ -1,9 +1,12 @@
 //! Reading back what file sinks wrote and rebuilding tables from it, the
 //! way a keyed consumer would: events of several files merged, sorted
 //! stably by (`source.commit_lsn`, `source.ordinal`), applied by key
-//! (`r`/`c`/`u`: the row becomes `after`, `d`: removed, `t`: cleared), and
-//! compared with the table's `to_jsonb` rows ([`crate::TestDb::to_jsonb_rows`]).
+//! (`r`/`c`/`u`: the row becomes `after`, except that the columns an update
+//! names in `source.unchanged_toast` keep their stored value; `d`: removed,
+//! `t`: cleared), and compared with the table's `to_jsonb` rows
+//! ([`crate::TestDb::to_jsonb_rows`], [`crate::TestDb::to_jsonb_rows_keyed`]).
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -32,6 +35,9 @@ pub struct Ev {
     pub ordinal: u64,
     pub before: Json,
     pub after: Json,
+    /// `source.unchanged_toast`: columns left out of `after` because their
+    /// (TOASTed) value did not change.
+    pub unchanged_toast: Vec<String>,
 }
 
 pub fn parse_event(file: usize, line: usize, text: &str, path: &Path) -> Ev {
@@ -70,6 +76,15 @@ pub fn parse_event(file: usize, line: usize, text: &str, path: &Path) -> Ev {
         ordinal: num_of(&src["ordinal"], "source.ordinal"),
         before: m.remove("before").unwrap_or(Json::Null),
         after: m.remove("after").unwrap_or(Json::Null),
+        unchanged_toast: src
+            .get("unchanged_toast")
+            .and_then(Json::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -140,10 +155,33 @@ pub fn merged<'a>(tails: &[&'a Tail]) -> Vec<&'a Ev> {
     all
 }
 
+/// The key of a row (an `after` or `before` object) under `key_columns`:
+/// the JSON text of the one column's value (`1`, `"abc"`), or a JSON array
+/// of the values of several (`[1,"abc"]`); `None` when a column is missing
+/// or NULL.
+pub fn row_key(row: &Json, key_columns: &[&str]) -> Option<String> {
+    let values: Vec<Json> = key_columns
+        .iter()
+        .map(|c| row.get(*c).filter(|v| !v.is_null()).cloned())
+        .collect::<Option<_>>()?;
+    match values.as_slice() {
+        [one] => Some(one.to_string()),
+        _ => Some(Json::Array(values).to_string()),
+    }
+}
+
 /// The table `table` (`schema.name`) as `events` (in order) rebuild it,
 /// keyed by the JSON text of `id`, as [`TestDb::to_jsonb_rows`] keys it.
-pub fn apply<'a>(events: &[&'a Ev], table: &str) -> BTreeMap<String, &'a Json> {
-    let mut rows = BTreeMap::new();
+pub fn apply(events: &[&Ev], table: &str) -> BTreeMap<String, Json> {
+    apply_keyed(events, table, &["id"])
+}
+
+/// Like [`apply`], keyed by [`row_key`] of `key_columns`, as
+/// [`TestDb::to_jsonb_rows_keyed`] keys the table's rows. An update's
+/// columns named in `source.unchanged_toast` keep the stored row's values;
+/// an update whose `before` has another key moves the row to the new key.
+pub fn apply_keyed(events: &[&Ev], table: &str, key_columns: &[&str]) -> BTreeMap<String, Json> {
+    let mut rows: BTreeMap<String, Json> = BTreeMap::new();
     for ev in events.iter().filter(|e| e.table == table) {
         let at = format!("file {} line {}", ev.file, ev.line);
         match ev.op.as_str() {
@@ -153,11 +191,31 @@ pub fn apply<'a>(events: &[&'a Ev], table: &str) -> BTreeMap<String, &'a Json> {
                     "{at}: {} without after: {ev:?}",
                     ev.op
                 );
-                rows.insert(ev.after["id"].to_string(), &ev.after);
+                let key = row_key(&ev.after, key_columns)
+                    .unwrap_or_else(|| panic!("{at}: no key {key_columns:?} in after: {ev:?}"));
+                // An update that changed the key: the old key's row goes.
+                if ev.op == "u" {
+                    if let Some(old) = row_key(&ev.before, key_columns).filter(|k| *k != key) {
+                        if let Some(prev) = rows.remove(&old) {
+                            rows.insert(key.clone(), prev);
+                        }
+                    }
+                }
+                let mut row = ev.after.clone();
+                if let (Some(prev), Some(obj)) = (rows.get(&key), row.as_object_mut()) {
+                    for c in &ev.unchanged_toast {
+                        if let Some(v) = prev.get(c) {
+                            obj.insert(c.clone(), v.clone());
+                        }
+                    }
+                }
+                rows.insert(key, row);
             }
             "d" => {
                 assert!(ev.before.is_object(), "{at}: delete without before: {ev:?}");
-                rows.remove(&ev.before["id"].to_string());
+                let key = row_key(&ev.before, key_columns)
+                    .unwrap_or_else(|| panic!("{at}: no key {key_columns:?} in before: {ev:?}"));
+                rows.remove(&key);
             }
             "t" => rows.clear(),
             other => panic!("{at}: unknown op {other:?}: {ev:?}"),
@@ -168,18 +226,24 @@ pub fn apply<'a>(events: &[&'a Ev], table: &str) -> BTreeMap<String, &'a Json> {
 
 /// `None` when `got` equals `want`, else a description of (up to 20 of)
 /// the differences.
-pub fn diff(got: &BTreeMap<String, &Json>, want: &BTreeMap<String, Json>) -> Option<String> {
+pub fn diff<G: Borrow<Json>>(
+    got: &BTreeMap<String, G>,
+    want: &BTreeMap<String, Json>,
+) -> Option<String> {
     let mut out = Vec::new();
     for (k, w) in want {
-        match got.get(k) {
+        match got.get(k).map(Borrow::borrow) {
             None => out.push(format!("id {k}: missing from the files; table has {w}")),
-            Some(g) if *g != w => out.push(format!("id {k}: files have {g}; table has {w}")),
+            Some(g) if g != w => out.push(format!("id {k}: files have {g}; table has {w}")),
             Some(_) => {}
         }
     }
     for (k, g) in got {
         if !want.contains_key(k) {
-            out.push(format!("id {k}: in the files ({g}) but not in the table"));
+            out.push(format!(
+                "id {k}: in the files ({}) but not in the table",
+                g.borrow()
+            ));
         }
     }
     if out.is_empty() {
@@ -217,5 +281,97 @@ pub async fn wait_converged(db: &TestDb, tails: &mut [Tail], engines: &[&Engine]
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(n: usize, op: &str, lsn: u64, before: Json, after: Json, unchanged: &[&str]) -> Ev {
+        Ev {
+            file: 0,
+            line: n,
+            op: op.into(),
+            table: "public.t".into(),
+            snapshot: "false".into(),
+            lsn,
+            commit_lsn: lsn,
+            ordinal: 0,
+            before,
+            after,
+            unchanged_toast: unchanged.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn row_keys() {
+        let row = json!({"a": 1, "b": "x", "c": null});
+        assert_eq!(row_key(&row, &["a"]).as_deref(), Some("1"));
+        assert_eq!(row_key(&row, &["b"]).as_deref(), Some("\"x\""));
+        assert_eq!(row_key(&row, &["a", "b"]).as_deref(), Some("[1,\"x\"]"));
+        assert_eq!(row_key(&row, &["c"]), None);
+        assert_eq!(row_key(&row, &["a", "missing"]), None);
+    }
+
+    #[test]
+    fn unchanged_toast_keeps_the_stored_value_and_key_changes_move_the_row() {
+        let events = [
+            ev(
+                1,
+                "r",
+                10,
+                Json::Null,
+                json!({"a": 1, "b": "k", "doc": "long", "n": 0}),
+                &[],
+            ),
+            ev(
+                2,
+                "u",
+                20,
+                Json::Null,
+                json!({"a": 1, "b": "k", "n": 1}),
+                &["doc"],
+            ),
+            ev(
+                3,
+                "u",
+                30,
+                json!({"a": 1, "b": "k"}),
+                json!({"a": 1, "b": "m", "n": 2}),
+                &["doc"],
+            ),
+            ev(
+                4,
+                "c",
+                40,
+                Json::Null,
+                json!({"a": 2, "b": "k", "doc": "x", "n": 0}),
+                &[],
+            ),
+            ev(5, "d", 50, json!({"a": 2, "b": "k"}), Json::Null, &[]),
+        ];
+        let refs: Vec<&Ev> = events.iter().collect();
+        let got = apply_keyed(&refs, "public.t", &["a", "b"]);
+        let want: BTreeMap<String, Json> = [(
+            "[1,\"m\"]".to_owned(),
+            json!({"a": 1, "b": "m", "doc": "long", "n": 2}),
+        )]
+        .into();
+        assert_eq!(diff(&got, &want), None);
+        // Without the stored value the column stays missing, and diff says so.
+        let got = apply_keyed(&refs[1..2], "public.t", &["a", "b"]);
+        let want: BTreeMap<String, Json> = [(
+            "[1,\"k\"]".to_owned(),
+            json!({"a": 1, "b": "k", "doc": "long", "n": 1}),
+        )]
+        .into();
+        assert!(diff(&got, &want).is_some_and(|d| d.contains("1 difference")));
+        // A truncate clears the table.
+        let t = ev(6, "t", 60, Json::Null, Json::Null, &[]);
+        let mut with_truncate = refs.clone();
+        with_truncate.push(&t);
+        assert!(apply_keyed(&with_truncate, "public.t", &["a", "b"]).is_empty());
     }
 }

@@ -70,6 +70,14 @@ impl TempDir {
         }
     }
 
+    /// The directory `path` (created when missing), kept after drop: for
+    /// output that must outlive the run.
+    pub fn kept(path: PathBuf) -> TempDir {
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create dir {}: {e}", path.display()));
+        TempDir { path, keep: true }
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
