@@ -60,8 +60,9 @@ pub use metadata::{
     DEFAULT_METADATA_SCHEMA,
 };
 pub use plan::{
-    chunk_query, plan_chunks, ChunkBounds, ChunkStrategy, DEFAULT_ROWS_PER_BLOCK,
+    chunk_query, chunk_query_from, has_rows, leaf_partitions, plan_chunks, ChunkBounds,
+    ChunkPartition, ChunkStrategy, LeafPartition, PlannedChunk, DEFAULT_ROWS_PER_BLOCK,
     MAX_INT_KEY_CHUNKS,
 };
-pub use read::{read_chunk, rewritten_since_snapshot, HeapFiles};
+pub use read::{read_chunk, read_chunk_from, rewritten_since_snapshot, HeapFiles};
 pub use table::describe_table;
