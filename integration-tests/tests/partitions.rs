@@ -344,6 +344,14 @@ fn range_partition(k: &serde_json::Value) -> u8 {
 async fn an_existing_publication_is_fixed_and_the_engine_restarts_on_it() {
     let db = TestDb::create("part_restart").await;
     create_partitioned(&db, 100).await;
+    // A partitioned table without rows: planned as one empty chunk.
+    db.exec(
+        "CREATE TABLE public.e (id int NOT NULL, at date NOT NULL, PRIMARY KEY (id, at))
+             PARTITION BY RANGE (at);
+         CREATE TABLE public.e_2026 PARTITION OF public.e
+             FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');",
+    )
+    .await;
     let (slot, publication) = slot_and_publication();
     db.exec(&format!(
         "CREATE PUBLICATION {publication} FOR TABLE public.r"
@@ -353,22 +361,52 @@ async fn an_existing_publication_is_fixed_and_the_engine_restarts_on_it() {
     let out = dir.join("out.jsonl");
     let yaml = pipeline_yaml(
         &db,
-        &["public.r"],
+        &["public.r", "public.e"],
         &slot,
         &publication,
         &out,
-        "{ mode: initial }",
+        "{ mode: initial, chunking: key, chunk_rows: 10 }",
     );
     let mut tail = Tail::new(0, out.clone());
 
     let mut engine = Engine::start(&yaml);
     wait_job_done(&db, &slot, &mut engine).await;
+    let e_chunks: Vec<_> = chunks(&db, &slot)
+        .await
+        .into_iter()
+        .filter(|c| c.table == "public.e")
+        .collect();
+    assert!(
+        e_chunks.len() == 1 && e_chunks[0].rows == Some(0),
+        "public.e: {e_chunks:?}"
+    );
+    db.exec("INSERT INTO public.e VALUES (1, '2026-06-01')")
+        .await;
+    wait_event(&mut tail, &engine, "the insert into public.e", |e| {
+        e.op == "c" && e.table == "public.e" && e.after["id"] == 1
+    })
+    .await;
     db.exec("INSERT INTO public.r VALUES (1001, 5, 'first run')")
         .await;
     wait_event(&mut tail, &engine, "the insert of the first run", |e| {
         e.op == "c" && e.table == "public.r" && e.after["id"] == 1001
     })
     .await;
+    // Keyset chunks on each partition (the key is (id, k)).
+    let r_chunks = chunks(&db, &slot)
+        .await
+        .into_iter()
+        .filter(|c| c.table == "public.r")
+        .collect::<Vec<_>>();
+    assert!(
+        r_chunks.len() >= 10 && r_chunks.iter().all(|c| c.strategy == "keyset"),
+        "public.r: {r_chunks:?}"
+    );
+    let want = db.to_jsonb_rows("public.r", "id").await;
+    let events: Vec<&Ev> = tail.events.iter().collect();
+    if let Some(d) = diff(&apply(&events, "public.r"), &want) {
+        panic!("public.r after the snapshot: {d}");
+    }
     let via_root = db
         .query_text(&format!(
             "SELECT pubviaroot::text FROM pg_publication WHERE pubname = '{publication}'"
