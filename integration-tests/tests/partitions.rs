@@ -8,7 +8,8 @@
 //!   root table's name and the rebuilt root tables equal the tables;
 //! * a publication without `publish_via_partition_root` that lists a
 //!   partitioned table is fixed at start, and the engine starts again on
-//!   it; what `TRUNCATE` of one partition and of the root produce;
+//!   it; what `TRUNCATE` of one partition and of the root and `DETACH
+//!   PARTITION` produce;
 //! * with `publication.create: false` such a publication is refused,
 //!   naming the fix;
 //! * changes of a relation the engine does not track are warned about once
@@ -438,6 +439,26 @@ async fn an_existing_publication_is_fixed_and_the_engine_restarts_on_it() {
     assert!(
         !tail.events.iter().any(|e| e.op == "t"),
         "TRUNCATE of a partition produced a truncate event"
+    );
+    // DETACH PARTITION publishes nothing, and the detached table's changes
+    // are no longer published.
+    let events_before = tail.events.len();
+    db.exec(
+        "ALTER TABLE public.r DETACH PARTITION public.r_high;
+         UPDATE public.r_high SET v = 'detached';",
+    )
+    .await;
+    db.exec("INSERT INTO public.r VALUES (1004, 7, 'after detaching r_high')")
+        .await;
+    wait_event(&mut tail, &engine, "the insert after DETACH r_high", |e| {
+        e.after["id"] == 1004
+    })
+    .await;
+    let since: Vec<&Ev> = tail.events[events_before..].iter().collect();
+    assert_eq!(
+        since.len(),
+        1,
+        "DETACH PARTITION and changes of the detached table published something: {since:?}"
     );
     // TRUNCATE of the root: a truncate of the root.
     db.exec("TRUNCATE public.r").await;
