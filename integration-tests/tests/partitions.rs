@@ -8,8 +8,8 @@
 //!   root table's name and the rebuilt root tables equal the tables;
 //! * a publication without `publish_via_partition_root` that lists a
 //!   partitioned table is fixed at start, and the engine starts again on
-//!   it; what `TRUNCATE` of one partition and of the root and `DETACH
-//!   PARTITION` produce;
+//!   it; what `TRUNCATE` of one partition and of the root, `DETACH
+//!   PARTITION` and `ATTACH PARTITION` produce;
 //! * with `publication.create: false` such a publication is refused,
 //!   naming the fix;
 //! * changes of a relation the engine does not track are warned about once
@@ -459,6 +459,29 @@ async fn an_existing_publication_is_fixed_and_the_engine_restarts_on_it() {
         since.len(),
         1,
         "DETACH PARTITION and changes of the detached table published something: {since:?}"
+    );
+    // ATTACH PARTITION: the rows the table holds publish nothing; its
+    // later changes are changes of the root.
+    let events_before = tail.events.len();
+    db.exec(
+        "CREATE TABLE public.r_top (LIKE public.r INCLUDING ALL);
+         INSERT INTO public.r_top VALUES (1005, 350, 'before attaching');
+         ALTER TABLE public.r ATTACH PARTITION public.r_top FOR VALUES FROM (300) TO (400);",
+    )
+    .await;
+    db.exec("INSERT INTO public.r VALUES (1006, 360, 'into the attached partition')")
+        .await;
+    wait_event(
+        &mut tail,
+        &engine,
+        "the insert into the attached partition",
+        |e| e.after["id"] == 1006,
+    )
+    .await;
+    let since: Vec<&Ev> = tail.events[events_before..].iter().collect();
+    assert!(
+        since.len() == 1 && since[0].table == "public.r" && since[0].op == "c",
+        "ATTACH PARTITION: {since:?}"
     );
     // TRUNCATE of the root: a truncate of the root.
     db.exec("TRUNCATE public.r").await;
