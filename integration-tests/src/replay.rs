@@ -262,7 +262,22 @@ pub fn diff<G: Borrow<Json>>(
 /// Polls `tails` until the merged events rebuild `public.t` exactly as it
 /// is now (the writers must have stopped), at most [`CATCH_UP_TIMEOUT`].
 pub async fn wait_converged(db: &TestDb, tails: &mut [Tail], engines: &[&Engine]) {
-    let want = db.to_jsonb_rows("public.t", "id").await;
+    wait_converged_tables(db, tails, engines, &["public.t"]).await;
+}
+
+/// Polls `tails` until the merged events rebuild every table of `tables`
+/// (`schema.name`, keyed by `id`) exactly as it is now (the writers must
+/// have stopped), at most [`CATCH_UP_TIMEOUT`].
+pub async fn wait_converged_tables(
+    db: &TestDb,
+    tails: &mut [Tail],
+    engines: &[&Engine],
+    tables: &[&str],
+) {
+    let mut wants = Vec::with_capacity(tables.len());
+    for table in tables {
+        wants.push(db.to_jsonb_rows(table, "id").await);
+    }
     let deadline = Instant::now() + CATCH_UP_TIMEOUT;
     loop {
         for t in tails.iter_mut() {
@@ -270,13 +285,22 @@ pub async fn wait_converged(db: &TestDb, tails: &mut [Tail], engines: &[&Engine]
         }
         let refs: Vec<&Tail> = tails.iter().collect();
         let events = merged(&refs);
-        let Some(d) = diff(&apply(&events, "public.t"), &want) else {
+        let differences: Vec<String> = tables
+            .iter()
+            .zip(&wants)
+            .filter_map(|(table, want)| {
+                diff(&apply(&events, table), want).map(|d| format!("{table}: {d}"))
+            })
+            .collect();
+        if differences.is_empty() {
             return;
-        };
+        }
         if Instant::now() >= deadline {
             let reports: Vec<String> = engines.iter().map(|e| e.output_report()).collect();
             panic!(
-                "the merged files did not converge to public.t within {CATCH_UP_TIMEOUT:?}: {d}\n{}",
+                "the merged files did not converge to {} within {CATCH_UP_TIMEOUT:?}: {}\n{}",
+                tables.join(", "),
+                differences.join("\n"),
                 reports.join("\n")
             );
         }

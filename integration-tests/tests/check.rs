@@ -195,7 +195,7 @@ async fn every_missing_piece_is_reported_at_once() {
     c.assert_line(
         &format!("FAIL publication {}:", n.publication),
         &[&format!(
-            "fix: run CREATE PUBLICATION \"{}\" FOR TABLE \"public\".\"t\", \"public\".\"nope\", \"public\".\"v\"; or set source.publication.create: true",
+            "fix: run CREATE PUBLICATION \"{}\" FOR TABLE \"public\".\"t\", \"public\".\"nope\", \"public\".\"v\" WITH (publish_via_partition_root = true); or set source.publication.create: true",
             n.publication
         )],
     );
@@ -321,7 +321,7 @@ async fn a_role_without_privileges_gets_every_grant_it_needs() {
             "the role does not own public.t (owner `postgres`)",
             &format!("fix: ALTER TABLE \"public\".\"t\" OWNER TO {r};"),
             &format!(
-                "or have the tables' owner run CREATE PUBLICATION \"{}\" FOR TABLE \"public\".\"t\";",
+                "or have the tables' owner run CREATE PUBLICATION \"{}\" FOR TABLE \"public\".\"t\" WITH (publish_via_partition_root = true);",
                 n.publication
             ),
         ],
@@ -423,12 +423,14 @@ async fn partitioned_tables_need_publish_via_partition_root() {
     .await;
     let n = names();
     let c = Checked::run(&yaml(db.url(), &["public.m"], &n, true, true, "", ""));
+    let c_no_create = Checked::run(&yaml(db.url(), &["public.m"], &n, false, true, "", ""));
     db.exec(&format!(
         "CREATE PUBLICATION {} FOR TABLE public.m",
         quote_ident(&n.publication)
     ))
     .await;
     let plain = Checked::run(&yaml(db.url(), &["public.m"], &n, true, true, "", ""));
+    let plain_no_create = Checked::run(&yaml(db.url(), &["public.m"], &n, false, true, "", ""));
     db.exec(&format!(
         "ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
         quote_ident(&n.publication)
@@ -436,19 +438,38 @@ async fn partitioned_tables_need_publish_via_partition_root() {
     .await;
     let via_root = Checked::run(&yaml(db.url(), &["public.m"], &n, true, true, "", ""));
     db.cleanup().await;
-    c.assert_exit(1);
+    // The engine creates the publication with publish_via_partition_root.
+    c.assert_exit(0);
     c.assert_line(
+        "ok   table public.m:",
+        &["will be created with publish_via_partition_root"],
+    );
+    c_no_create.assert_exit(1);
+    c_no_create.assert_line(
         "FAIL table public.m:",
         &[
             "is partitioned",
             &format!(
-                "fix: create the publication yourself: CREATE PUBLICATION \"{}\" FOR TABLE \"public\".\"m\" WITH (publish_via_partition_root = true);",
+                "fix: create the publication with it: CREATE PUBLICATION \"{}\" FOR TABLE \"public\".\"m\" WITH (publish_via_partition_root = true);",
                 n.publication
             ),
         ],
     );
-    plain.assert_exit(1);
+    // An existing publication without it: run sets it, or, when it may
+    // not change the publication, refuses.
+    plain.assert_exit(0);
     plain.assert_line(
+        "WARN table public.m:",
+        &[
+            "run sets it",
+            &format!(
+                "fix: ALTER PUBLICATION \"{}\" SET (publish_via_partition_root = true); (what run does)",
+                n.publication
+            ),
+        ],
+    );
+    plain_no_create.assert_exit(1);
+    plain_no_create.assert_line(
         "FAIL table public.m:",
         &[&format!(
             "fix: ALTER PUBLICATION \"{}\" SET (publish_via_partition_root = true);",

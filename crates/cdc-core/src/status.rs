@@ -132,6 +132,7 @@ struct Inner {
     reconnects: AtomicU64,
     heartbeats: AtomicU64,
     snapshot: Mutex<SnapshotProgress>,
+    untracked: Mutex<BTreeMap<TableName, u64>>,
 }
 
 /// The live status of a source; see the module documentation.
@@ -198,6 +199,32 @@ impl SourceStatus {
     /// Heartbeats written so far.
     pub fn heartbeats(&self) -> u64 {
         self.inner.heartbeats.load(Ordering::Relaxed)
+    }
+
+    /// Counts one change the server sent for `relation`, which the source
+    /// does not capture (not a configured table).
+    pub fn record_untracked(&self, relation: &TableName) {
+        let mut guard = self
+            .inner
+            .untracked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match guard.get_mut(relation) {
+            Some(n) => *n += 1,
+            None => {
+                guard.insert(relation.clone(), 1);
+            }
+        }
+    }
+
+    /// Changes skipped so far, per relation not captured
+    /// ([`record_untracked`](Self::record_untracked)).
+    pub fn untracked_changes(&self) -> BTreeMap<TableName, u64> {
+        self.inner
+            .untracked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn with_snapshot<R>(&self, f: impl FnOnce(&mut SnapshotProgress) -> R) -> R {

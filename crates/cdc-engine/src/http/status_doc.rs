@@ -75,6 +75,11 @@ pub fn status_document(state: &EngineState) -> Value {
         "lag_poll_error": lag.error.as_deref().map(|e| state.secrets.scrub(e).into_owned()),
         "reconnects": source.reconnects(),
         "heartbeats": source.heartbeats(),
+        "untracked_changes": source
+            .untracked_changes()
+            .into_iter()
+            .map(|(relation, n)| (relation.to_string(), json!(n)))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
         "sinks": sinks,
         "snapshot": snapshot,
     })

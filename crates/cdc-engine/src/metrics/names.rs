@@ -57,6 +57,13 @@ pub const SOURCE_HEARTBEATS: Metric = metric(
     Kind::Counter,
     "Heartbeat messages the source wrote to the server.",
 );
+/// Changes the server sent for relations the source does not capture,
+/// label `relation`.
+pub const SOURCE_UNTRACKED_CHANGES: Metric = metric(
+    "cdc_source_untracked_changes_total",
+    Kind::Counter,
+    "Changes received for relations that are not captured (not in source.tables), by relation.",
+);
 /// The phase, label `phase`; 1 for the current one, 0 for the others.
 pub const PHASE: Metric = metric(
     "cdc_phase",
@@ -177,6 +184,7 @@ pub const ALL: &[Metric] = &[
     SOURCE_EVENTS,
     SOURCE_RECONNECTS,
     SOURCE_HEARTBEATS,
+    SOURCE_UNTRACKED_CHANGES,
     PHASE,
     RECEIVED_LSN,
     ACKNOWLEDGED_LSN,

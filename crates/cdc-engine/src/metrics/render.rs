@@ -27,6 +27,15 @@ pub fn render_metrics(state: &EngineState) -> String {
     enc.sample_u64(names::SOURCE_RECONNECTS.name, &[], source.reconnects());
     enc.family(&names::SOURCE_HEARTBEATS);
     enc.sample_u64(names::SOURCE_HEARTBEATS.name, &[], source.heartbeats());
+    enc.family(&names::SOURCE_UNTRACKED_CHANGES);
+    for (relation, n) in source.untracked_changes() {
+        let relation = relation.to_string();
+        enc.sample_u64(
+            names::SOURCE_UNTRACKED_CHANGES.name,
+            &[("relation", &relation)],
+            n,
+        );
+    }
 
     enc.family(&names::PHASE);
     let current = state.phase_label();

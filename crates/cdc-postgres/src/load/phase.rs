@@ -23,7 +23,10 @@ use super::workers::{
 use crate::conn::{for_role, Reconnects};
 use crate::error::PgError;
 use crate::setup::{self, ServerInfo};
-use crate::snapshot::{describe_table, plan_chunks, ChunkStrategy, JobState, MetadataStore};
+use crate::snapshot::{
+    describe_table, has_rows, leaf_partitions, plan_chunks, ChunkBounds, ChunkPartition,
+    ChunkStrategy, JobState, MetadataStore, PlannedChunk,
+};
 use crate::stream::PgWireTransport;
 
 /// What the source does when the snapshot is complete.
@@ -97,12 +100,75 @@ fn now_us() -> i64 {
 /// integer key, keyset ranges for any other key, and CTID ranges for a
 /// table without one (the key planners refuse unfit tables with a
 /// `Setup` error before running any query, so the transaction stays usable).
+///
+/// A partitioned table has no rows of its own: each leaf partition that
+/// holds rows under the snapshot is planned as a table of its own (a leaf
+/// empty now gets its rows after the snapshot, which the stream carries),
+/// its chunks numbered on after the previous leaf's. The table's last
+/// chunk is the last of the last leaf. Without any such leaf, the table
+/// itself is planned (one empty chunk).
 async fn plan_table(
     conn: &mut PgConnection,
     info: &crate::catalog::RelationInfo,
     chunking: Chunking,
     chunk_rows: u64,
-) -> Result<Vec<crate::snapshot::ChunkBounds>, PgError> {
+) -> Result<Vec<PlannedChunk>, PgError> {
+    let Some(leaves) = leaf_partitions(conn, &info.schema).await? else {
+        let bounds = plan_relation(conn, info, chunking, chunk_rows).await?;
+        return Ok(bounds.into_iter().map(PlannedChunk::from).collect());
+    };
+    let mut out: Vec<PlannedChunk> = Vec::new();
+    for leaf in leaves {
+        let partition = ChunkPartition {
+            table: leaf.name.clone(),
+            last: false,
+        };
+        if !leaf.ordinary {
+            // A foreign table: no blocks and no statistics; read at once.
+            out.push(PlannedChunk {
+                partition: Some(partition),
+                bounds: ChunkBounds::Ctid {
+                    start_block: 0,
+                    end_block: None,
+                },
+            });
+            continue;
+        }
+        if !has_rows(conn, &leaf.name).await? {
+            continue;
+        }
+        let leaf_info = crate::catalog::RelationInfo {
+            schema: Arc::new(cdc_core::TableSchema {
+                oid: leaf.oid,
+                name: leaf.name.clone(),
+                ..(*info.schema).clone()
+            }),
+            types: info.types.clone(),
+        };
+        let bounds = plan_relation(conn, &leaf_info, chunking, chunk_rows).await?;
+        tracing::debug!(table = %info.schema.name, partition = %leaf.name, chunks = bounds.len(), "planned the chunks of a partition");
+        out.extend(bounds.into_iter().map(|bounds| PlannedChunk {
+            partition: Some(partition.clone()),
+            bounds,
+        }));
+    }
+    match out.last_mut().and_then(|c| c.partition.as_mut()) {
+        Some(last) => last.last = true,
+        None => {
+            let bounds = plan_relation(conn, info, Chunking::Ctid, chunk_rows).await?;
+            out = bounds.into_iter().map(PlannedChunk::from).collect();
+        }
+    }
+    Ok(out)
+}
+
+/// Plans one relation with the strategies `chunking` allows.
+async fn plan_relation(
+    conn: &mut PgConnection,
+    info: &crate::catalog::RelationInfo,
+    chunking: Chunking,
+    chunk_rows: u64,
+) -> Result<Vec<ChunkBounds>, PgError> {
     let candidates: &[ChunkStrategy] = match chunking {
         Chunking::Auto | Chunking::Ctid => &[ChunkStrategy::Ctid],
         Chunking::Key => &[
@@ -916,7 +982,9 @@ async fn plan(
             .create_job(meta, slot, name, lsn, &settings.instance_id)
             .await?;
         for (table, bounds) in &plans {
-            store.insert_chunks(meta, slot, table, bounds).await?;
+            store
+                .insert_planned_chunks(meta, slot, table, bounds)
+                .await?;
         }
         store.set_job_state(meta, slot, JobState::Running).await?;
         Ok::<(), PgError>(())

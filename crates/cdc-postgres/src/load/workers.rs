@@ -19,7 +19,8 @@ use crate::catalog::RelationInfo;
 use crate::conn::{for_role, Reconnects};
 use crate::error::PgError;
 use crate::snapshot::{
-    describe_table, read_chunk, rewritten_since_snapshot, ChunkBounds, MetadataStore,
+    describe_table, read_chunk_from, rewritten_since_snapshot, ClaimedChunk, MetadataStore,
+    PlannedChunk,
 };
 
 /// A chunk this instance is reading, under one claim.
@@ -165,12 +166,13 @@ impl cdc_core::ReadClaims for ClaimFence {
     }
 }
 
-fn is_last(bounds: &ChunkBounds) -> bool {
-    match bounds {
-        ChunkBounds::Ctid { end_block, .. } => end_block.is_none(),
-        ChunkBounds::IntKey { end, .. } => end.is_none(),
-        ChunkBounds::Keyset { end, .. } => end.is_none(),
+/// The last chunk of its table's plan (whose last row is marked `last`).
+fn is_last(chunk: &ClaimedChunk) -> bool {
+    PlannedChunk {
+        partition: chunk.partition.clone(),
+        bounds: chunk.bounds.clone(),
     }
+    .is_last()
 }
 
 /// Everything a reader task needs.
@@ -352,7 +354,7 @@ async fn read_one(
                 attempt: chunk.attempts,
                 table: info.schema.clone(),
                 chunk_no: chunk.chunk_no,
-                is_last: is_last(&chunk.bounds),
+                is_last: is_last(&chunk),
                 files: heap.files,
             });
             started = Some(meta.clone());
@@ -376,8 +378,18 @@ async fn read_one(
                 Ok::<(), PgError>(())
             };
             let reading = async {
-                let n =
-                    read_chunk(conn, &info, &chunk.bounds, ctx.settings.rows_per_batch, &tx).await;
+                // A chunk of a partitioned table reads one partition,
+                // its rows are rows of the partitioned table.
+                let from = chunk.partition.as_ref().map_or(&chunk.table, |p| &p.table);
+                let n = read_chunk_from(
+                    conn,
+                    &info,
+                    from,
+                    &chunk.bounds,
+                    ctx.settings.rows_per_batch,
+                    &tx,
+                )
+                .await;
                 drop(tx);
                 n
             };

@@ -3,12 +3,16 @@
 use cdc_core::TableName;
 use sqlx::{PgConnection, Row};
 
+use super::check::PublicationState;
 use crate::error::PgError;
 use crate::ident::{quote_ident, quote_table};
 
 /// Makes sure publication `name` exists and publishes every table in
 /// `tables`: created (or extended with `ADD TABLE`) when `create` is true,
-/// otherwise a missing piece is an error naming the SQL to run.
+/// otherwise a missing piece is an error naming the SQL to run. Created
+/// with `publish_via_partition_root`; an existing publication without it
+/// gets it when a table of `tables` is partitioned (with `create` true;
+/// otherwise that is an error naming the `ALTER PUBLICATION` to run).
 pub async fn ensure_publication(
     conn: &mut PgConnection,
     name: &str,
@@ -36,17 +40,7 @@ async fn ensure_once(
     tables: &[TableName],
     create: bool,
 ) -> Result<bool, PgError> {
-    let ctx = || format!("checking publication {name}");
-    let row = sqlx::query(
-        "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate
-         FROM pg_publication WHERE pubname = $1",
-    )
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(|e| PgError::sql(ctx(), e))?;
-
-    let Some(row) = row else {
+    let Some(publication) = PublicationState::read(conn, name).await? else {
         let all: Vec<&TableName> = tables.iter().collect();
         let sql = create_publication_sql(name, &all);
         if !create {
@@ -58,42 +52,53 @@ async fn ensure_once(
         return run_ddl(conn, sql, name).await;
     };
 
-    for flag in ["pubinsert", "pubupdate", "pubdelete", "pubtruncate"] {
-        if !row
-            .try_get::<bool, _>(flag)
-            .map_err(|e| PgError::sql(ctx(), e))?
-        {
+    for op in &publication.unpublished_ops {
+        tracing::warn!(
+            publication = name,
+            "publication does not publish {op}: those changes will not be captured"
+        );
+    }
+
+    // A partitioned table published without publish_via_partition_root
+    // has its changes sent under each partition's name, which the engine
+    // does not track.
+    if !publication.via_root {
+        let partitioned = partitioned_tables(conn, tables).await?;
+        if !partitioned.is_empty() {
+            let sql = via_root_sql(name);
+            let names: Vec<String> = partitioned.iter().map(|t| t.to_string()).collect();
+            if !create {
+                return Err(PgError::Setup(format!(
+                    "publication `{name}` does not set publish_via_partition_root, so the changes of \
+                     partitioned table(s) {} are sent under their partitions' names: run {sql}; or set \
+                     source.publication.create: true",
+                    names.join(", ")
+                )));
+            }
             tracing::warn!(
                 publication = name,
-                "publication does not publish {}: those changes will not be captured",
-                flag.trim_start_matches("pub")
+                "setting publish_via_partition_root on the publication, for partitioned table(s) {}: \
+                 changes of their partitions are published under the partitioned table's name from \
+                 now on (for every subscriber of this publication)",
+                names.join(", ")
             );
+            if !run_ddl(conn, sql, name).await? {
+                return Ok(false);
+            }
         }
     }
-    if row
-        .try_get::<bool, _>("puballtables")
-        .map_err(|e| PgError::sql(ctx(), e))?
-    {
+    if publication.all_tables {
         return Ok(true);
     }
 
-    let rows = sqlx::query(
-        "SELECT schemaname::text AS s, tablename::text AS t FROM pg_publication_tables WHERE pubname = $1",
-    )
-    .bind(name)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| PgError::sql(ctx(), e))?;
-    let published: Vec<TableName> = rows
+    // `publication.tables` holds the tables as added (pg_publication_rel)
+    // as well as what pg_publication_tables lists: a partitioned table
+    // added without publish_via_partition_root is listed there only by
+    // its partitions, and adding it again fails (42710).
+    let missing: Vec<&TableName> = tables
         .iter()
-        .filter_map(|r| {
-            Some(TableName::new(
-                r.try_get::<String, _>("s").ok()?,
-                r.try_get::<String, _>("t").ok()?,
-            ))
-        })
+        .filter(|t| !publication.tables.contains(t))
         .collect();
-    let missing: Vec<&TableName> = tables.iter().filter(|t| !published.contains(t)).collect();
     if missing.is_empty() {
         return Ok(true);
     }
@@ -107,6 +112,37 @@ async fn ensure_once(
     }
     tracing::info!(publication = name, "adding tables to publication");
     run_ddl(conn, sql, name).await
+}
+
+/// The tables of `tables` that are partitioned (`relkind` `p`).
+async fn partitioned_tables(
+    conn: &mut PgConnection,
+    tables: &[TableName],
+) -> Result<Vec<TableName>, PgError> {
+    let schemas: Vec<&str> = tables.iter().map(|t| t.schema.as_str()).collect();
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let rows = sqlx::query(
+        "SELECT n.nspname::text AS s, c.relname::text AS t
+         FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS w(s, t)
+         JOIN pg_catalog.pg_namespace n ON n.nspname = w.s
+         JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.t
+         WHERE c.relkind = 'p'",
+    )
+    .bind(schemas)
+    .bind(names)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| PgError::sql("looking for partitioned tables", e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(TableName::new(
+            r.try_get::<String, _>("s")
+                .map_err(|e| PgError::sql("looking for partitioned tables", e))?,
+            r.try_get::<String, _>("t")
+                .map_err(|e| PgError::sql("looking for partitioned tables", e))?,
+        ));
+    }
+    Ok(out)
 }
 
 /// Runs the DDL; `Ok(false)` when it lost a race with a concurrent
@@ -134,12 +170,24 @@ async fn run_ddl(conn: &mut PgConnection, sql: String, name: &str) -> Result<boo
         })
 }
 
-/// `CREATE PUBLICATION "name" FOR TABLE "s"."a", …`, every name quoted.
+/// `CREATE PUBLICATION "name" FOR TABLE "s"."a", … WITH
+/// (publish_via_partition_root = true)`, every name quoted: the changes of
+/// a partitioned table's partitions are published as changes of the
+/// partitioned table, the name the engine is configured with (PostgreSQL
+/// 13 and later; the option changes nothing for other tables).
 pub(crate) fn create_publication_sql(name: &str, tables: &[&TableName]) -> String {
     format!(
-        "CREATE PUBLICATION {} FOR TABLE {}",
+        "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
         quote_ident(name),
         table_list(tables)
+    )
+}
+
+/// `ALTER PUBLICATION "name" SET (publish_via_partition_root = true)`.
+pub(crate) fn via_root_sql(name: &str) -> String {
+    format!(
+        "ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
+        quote_ident(name)
     )
 }
 

@@ -14,7 +14,7 @@ use cdc_core::{Lsn, TableName};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use super::plan::ChunkBounds;
+use super::plan::{ChunkBounds, ChunkPartition, PlannedChunk};
 use crate::error::PgError;
 use crate::ident::{quote_ident, quote_literal};
 
@@ -104,6 +104,8 @@ pub struct ClaimedChunk {
     pub chunk_no: u32,
     /// Which rows to read.
     pub bounds: ChunkBounds,
+    /// For a partitioned table: the partition `bounds` apply to.
+    pub partition: Option<ChunkPartition>,
     /// How many times the chunk has been claimed, this claim included.
     pub attempts: u32,
     /// How many times the chunk has been handed out to be read, this
@@ -187,7 +189,10 @@ CASE WHEN pg_catalog.jsonb_typeof({t}.bounds->'columns') = 'array'
 CASE WHEN pg_catalog.jsonb_typeof({t}.bounds->'start') = 'array'
      THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text({t}.bounds->'start')) END AS key_start,
 CASE WHEN pg_catalog.jsonb_typeof({t}.bounds->'end') = 'array'
-     THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text({t}.bounds->'end')) END AS key_end";
+     THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text({t}.bounds->'end')) END AS key_end,
+{t}.bounds->'partition'->>'schema' AS partition_schema,
+{t}.bounds->'partition'->>'name' AS partition_name,
+({t}.bounds->'partition'->>'last')::pg_catalog.bool AS partition_last";
 
 /// Columns a job row is returned with.
 const JOB_COLUMNS: &str = "\
@@ -417,6 +422,20 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
         table: &TableName,
         chunks: &[ChunkBounds],
     ) -> Result<u64, PgError> {
+        let planned: Vec<PlannedChunk> = chunks.iter().cloned().map(PlannedChunk::from).collect();
+        self.insert_planned_chunks(conn, slot, table, &planned)
+            .await
+    }
+
+    /// [`insert_chunks`](Self::insert_chunks) of chunks that may each read
+    /// a partition of `table`.
+    pub async fn insert_planned_chunks(
+        &self,
+        conn: &mut PgConnection,
+        slot: &str,
+        table: &TableName,
+        chunks: &[PlannedChunk],
+    ) -> Result<u64, PgError> {
         let err = self.ctx("inserting chunks");
         let numbers = (0..chunks.len())
             .map(|n| {
@@ -425,8 +444,8 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
                 })
             })
             .collect::<Result<Vec<i32>, PgError>>()?;
-        let strategies: Vec<&str> = chunks.iter().map(ChunkBounds::strategy_name).collect();
-        let bounds: Vec<String> = chunks.iter().map(ChunkBounds::to_json).collect();
+        let strategies: Vec<&str> = chunks.iter().map(|c| c.bounds.strategy_name()).collect();
+        let bounds: Vec<String> = chunks.iter().map(PlannedChunk::to_json).collect();
         // One statement, so it composes with a transaction of the caller.
         // The subqueries see the chunk table as it was before the insert:
         // the new rows are added from `n`.
@@ -936,6 +955,23 @@ fn decode_chunk(row: &PgRow) -> Result<ClaimedChunk, PgError> {
             )))
         }
     };
+    let partition_schema: Option<String> = row.try_get("partition_schema").map_err(err)?;
+    let partition_name: Option<String> = row.try_get("partition_name").map_err(err)?;
+    let partition = match (partition_schema, partition_name) {
+        (Some(schema), Some(name)) => Some(ChunkPartition {
+            table: TableName::new(schema, name),
+            last: row
+                .try_get::<Option<bool>, _>("partition_last")
+                .map_err(err)?
+                .unwrap_or(false),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(bad_row(format!(
+                "chunk {id}: partition without schema or name"
+            )))
+        }
+    };
     Ok(ClaimedChunk {
         id,
         table: TableName::new(
@@ -944,6 +980,7 @@ fn decode_chunk(row: &PgRow) -> Result<ClaimedChunk, PgError> {
         ),
         chunk_no: small("chunk_no")?,
         bounds,
+        partition,
         attempts: small("attempts")?,
         reads: small("reads")?,
     })

@@ -32,6 +32,13 @@
 //! The first range is unbounded below and the last unbounded above, so the
 //! chunks partition every row the snapshot can see.
 //!
+//! A partitioned table has no storage: its chunks are planned on each of
+//! its [`leaf_partitions`] (a [`PlannedChunk`] names the partition it
+//! reads, [`ChunkPartition`]) and read from it with the partitioned
+//! table's columns ([`chunk_query_from`], [`read_chunk_from`]), so its rows
+//! are rows of the partitioned table, as the stream sends them with
+//! `publish_via_partition_root`.
+//!
 //! **Reading.** [`chunk_query`] is a `COPY (SELECT …) TO STDOUT` with every
 //! identifier quoted and every bound a literal (COPY takes no parameters).
 //! The text output is cut into lines and values by [`copy_text`] and sent
@@ -60,8 +67,9 @@ pub use metadata::{
     DEFAULT_METADATA_SCHEMA,
 };
 pub use plan::{
-    chunk_query, plan_chunks, ChunkBounds, ChunkStrategy, DEFAULT_ROWS_PER_BLOCK,
+    chunk_query, chunk_query_from, has_rows, leaf_partitions, plan_chunks, ChunkBounds,
+    ChunkPartition, ChunkStrategy, LeafPartition, PlannedChunk, DEFAULT_ROWS_PER_BLOCK,
     MAX_INT_KEY_CHUNKS,
 };
-pub use read::{read_chunk, rewritten_since_snapshot, HeapFiles};
+pub use read::{read_chunk, read_chunk_from, rewritten_since_snapshot, HeapFiles};
 pub use table::describe_table;

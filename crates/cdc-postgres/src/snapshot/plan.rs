@@ -3,7 +3,7 @@
 //! chunk is a range of physical blocks or of key values, so reading it
 //! costs the same wherever it lies in the table.
 
-use cdc_core::TableSchema;
+use cdc_core::{TableName, TableSchema};
 use sqlx::{PgConnection, Row};
 
 use crate::catalog::RelationInfo;
@@ -131,6 +131,144 @@ impl ChunkBounds {
         // Only valid UTF-8 went in.
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// The partition a chunk of a partitioned table reads (a partitioned
+/// table has no rows of its own: its chunks are planned on each leaf
+/// partition, and their rows are events of the partitioned table).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChunkPartition {
+    /// The leaf partition read.
+    pub table: TableName,
+    /// The chunk is the last of its partitioned table's plan (the table's
+    /// last row is marked in it; chunks of other partitions are
+    /// open-ended too).
+    pub last: bool,
+}
+
+/// A chunk as planned: its bounds and, for a partitioned table, the
+/// partition they apply to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PlannedChunk {
+    /// `None` for a chunk of the table itself.
+    pub partition: Option<ChunkPartition>,
+    /// Which rows of the table (or of the partition) to read.
+    pub bounds: ChunkBounds,
+}
+
+impl From<ChunkBounds> for PlannedChunk {
+    fn from(bounds: ChunkBounds) -> Self {
+        PlannedChunk {
+            partition: None,
+            bounds,
+        }
+    }
+}
+
+impl PlannedChunk {
+    /// [`ChunkBounds::to_json`], with a `partition` member
+    /// `{"schema":…,"name":…,"last":…}` for a chunk of a partition.
+    pub fn to_json(&self) -> String {
+        let mut json = self.bounds.to_json();
+        if let Some(p) = &self.partition {
+            use cdc_core::encode::write_json_string;
+            let mut out = Vec::with_capacity(64);
+            out.extend_from_slice(b",\"partition\":{\"schema\":");
+            write_json_string(&mut out, &p.table.schema);
+            out.extend_from_slice(b",\"name\":");
+            write_json_string(&mut out, &p.table.name);
+            out.extend_from_slice(if p.last {
+                b",\"last\":true}}"
+            } else {
+                b",\"last\":false}}"
+            });
+            json.pop();
+            json.push_str(&String::from_utf8_lossy(&out));
+        }
+        json
+    }
+
+    /// The last chunk of its table's plan: open-ended, and of the last
+    /// partition read for a partitioned table.
+    pub fn is_last(&self) -> bool {
+        let open = match &self.bounds {
+            ChunkBounds::Ctid { end_block, .. } => end_block.is_none(),
+            ChunkBounds::IntKey { end, .. } => end.is_none(),
+            ChunkBounds::Keyset { end, .. } => end.is_none(),
+        };
+        open && self.partition.as_ref().is_none_or(|p| p.last)
+    }
+}
+
+/// A leaf partition of a partitioned table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafPartition {
+    /// Its name.
+    pub name: TableName,
+    /// Its OID.
+    pub oid: u32,
+    /// An ordinary table (`false`: a foreign table, which has no blocks
+    /// and no statistics to plan by).
+    pub ordinary: bool,
+}
+
+/// The leaf partitions of `table` (at every level below it), by schema and
+/// name; `None` when it is not a partitioned table. Reads the catalog
+/// under the caller's snapshot.
+pub async fn leaf_partitions(
+    conn: &mut PgConnection,
+    table: &TableSchema,
+) -> Result<Option<Vec<LeafPartition>>, PgError> {
+    let ctx = || format!("listing the partitions of {}", table.name);
+    let partitioned: Option<bool> = sqlx::query_scalar(
+        "SELECT c.relkind = 'p' FROM pg_catalog.pg_class c WHERE c.oid = $1::pg_catalog.oid",
+    )
+    .bind(i64::from(table.oid))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| PgError::sql(ctx(), e))?;
+    if partitioned != Some(true) {
+        return Ok(None);
+    }
+    let rows = sqlx::query(
+        "SELECT c.oid::pg_catalog.int8 AS oid, n.nspname::pg_catalog.text AS s,
+                c.relname::pg_catalog.text AS t, c.relkind = 'r' AS ordinary
+         FROM pg_catalog.pg_partition_tree($1::pg_catalog.oid::pg_catalog.regclass) p
+         JOIN pg_catalog.pg_class c ON c.oid = p.relid
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE p.isleaf AND c.relkind IN ('r', 'f')
+         ORDER BY n.nspname, c.relname",
+    )
+    .bind(i64::from(table.oid))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| PgError::sql(ctx(), e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let oid: i64 = r.try_get("oid").map_err(|e| PgError::sql(ctx(), e))?;
+        out.push(LeafPartition {
+            name: TableName::new(
+                r.try_get::<String, _>("s")
+                    .map_err(|e| PgError::sql(ctx(), e))?,
+                r.try_get::<String, _>("t")
+                    .map_err(|e| PgError::sql(ctx(), e))?,
+            ),
+            oid: u32::try_from(oid)
+                .map_err(|_| PgError::Protocol(format!("{}: OID {oid} out of range", ctx())))?,
+            ordinary: r.try_get("ordinary").map_err(|e| PgError::sql(ctx(), e))?,
+        });
+    }
+    Ok(Some(out))
+}
+
+/// `true` when `table` (itself, not its children) holds a row visible to
+/// the caller's snapshot.
+pub async fn has_rows(conn: &mut PgConnection, table: &TableName) -> Result<bool, PgError> {
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM ONLY {})", quote_table(table));
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql(format!("looking for rows in {table}"), e))
 }
 
 /// How to split a table into chunks.
@@ -471,6 +609,13 @@ async fn plan_keyset(
 /// Columns are those of `table`, in order; a key column that is not
 /// selected (a generated column) may still appear in the condition.
 pub fn chunk_query(table: &TableSchema, bounds: &ChunkBounds) -> String {
+    chunk_query_from(table, &table.name, bounds)
+}
+
+/// [`chunk_query`] reading `table`'s columns from relation `from`: a
+/// partition of it (whose columns have the same names and types, in any
+/// order), or the table itself.
+pub fn chunk_query_from(table: &TableSchema, from: &TableName, bounds: &ChunkBounds) -> String {
     let mut sql = String::from("COPY (SELECT ");
     for (i, c) in table.columns.iter().enumerate() {
         if i > 0 {
@@ -479,7 +624,7 @@ pub fn chunk_query(table: &TableSchema, bounds: &ChunkBounds) -> String {
         sql.push_str(&quote_ident(&c.name));
     }
     sql.push_str(" FROM ");
-    sql.push_str(&quote_table(&table.name));
+    sql.push_str(&quote_table(from));
     let conditions = conditions(bounds);
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
@@ -742,6 +887,43 @@ mod tests {
             }
             .to_json(),
             r#"{"kind":"keyset","columns":["a","b\""],"start":["1","x\ty"],"end":null}"#
+        );
+    }
+
+    #[test]
+    fn partition_chunks_carry_their_partition_and_the_last_flag() {
+        let open = ChunkBounds::Ctid {
+            start_block: 4,
+            end_block: None,
+        };
+        let closed = ChunkBounds::Ctid {
+            start_block: 0,
+            end_block: Some(4),
+        };
+        let plain = PlannedChunk::from(open.clone());
+        assert_eq!(plain.to_json(), open.to_json());
+        assert!(plain.is_last());
+        assert!(!PlannedChunk::from(closed.clone()).is_last());
+        let of = |bounds: &ChunkBounds, last: bool| PlannedChunk {
+            partition: Some(ChunkPartition {
+                table: TableName::new("s", "p \"1\""),
+                last,
+            }),
+            bounds: bounds.clone(),
+        };
+        assert_eq!(
+            of(&open, true).to_json(),
+            r#"{"kind":"ctid","start_block":4,"end_block":null,"partition":{"schema":"s","name":"p \"1\"","last":true}}"#
+        );
+        // Every partition's last chunk is open-ended; only the table's
+        // last one is last.
+        assert!(of(&open, true).is_last());
+        assert!(!of(&open, false).is_last());
+        assert!(!of(&closed, true).is_last());
+        assert!(
+            of(&closed, false).to_json().ends_with(r#""last":false}}"#),
+            "{}",
+            of(&closed, false).to_json()
         );
     }
 }

@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use tokio::sync::mpsc;
 
 use super::copy_text::{split_line, CopyField, LineAssembler};
-use super::plan::{chunk_query, ChunkBounds};
+use super::plan::{chunk_query_from, ChunkBounds};
 use crate::catalog::RelationInfo;
 use crate::error::PgError;
 use crate::ident::quote_table;
@@ -117,6 +117,20 @@ pub async fn read_chunk(
     rows_per_batch: usize,
     tx: &mpsc::Sender<Vec<Row>>,
 ) -> Result<u64, PgError> {
+    read_chunk_from(conn, table, &table.schema.name, bounds, rows_per_batch, tx).await
+}
+
+/// [`read_chunk`] of the rows of relation `from`: a partition of `table`
+/// (its rows are read with `table`'s columns, as rows of `table`), or
+/// `table` itself.
+pub async fn read_chunk_from(
+    conn: &mut PgConnection,
+    table: &RelationInfo,
+    from: &cdc_core::TableName,
+    bounds: &ChunkBounds,
+    rows_per_batch: usize,
+    tx: &mpsc::Sender<Vec<Row>>,
+) -> Result<u64, PgError> {
     let schema = &table.schema;
     if table.types.len() != schema.columns.len() {
         return Err(PgError::Protocol(format!(
@@ -127,14 +141,8 @@ pub async fn read_chunk(
         )));
     }
     let rows_per_batch = rows_per_batch.max(1);
-    let sql = chunk_query(schema, bounds);
-    let ctx = || {
-        format!(
-            "reading a {} chunk of {}",
-            bounds.strategy_name(),
-            schema.name
-        )
-    };
+    let sql = chunk_query_from(schema, from, bounds);
+    let ctx = || format!("reading a {} chunk of {}", bounds.strategy_name(), from);
     let mut stream = conn
         .copy_out_raw(&sql)
         .await

@@ -126,6 +126,8 @@ struct Tx {
 struct Relation {
     info: RelationInfo,
     tracked: bool,
+    /// Why a relation that is not tracked is published (for the warning).
+    untracked_reason: Option<String>,
 }
 
 /// Streams changes of the configured tables from a logical replication
@@ -165,6 +167,8 @@ pub struct PgSource {
     ack: AckHandle,
     tracked: HashSet<TableName>,
     relations: HashMap<u32, Relation>,
+    /// Untracked relations already warned about (once per relation).
+    warned_untracked: HashSet<TableName>,
     tx: Option<Tx>,
     backoff: Backoff,
     /// The stream must be (re)started before reading on.
@@ -314,6 +318,7 @@ impl PgSource {
             transport,
             ack,
             relations: HashMap::new(),
+            warned_untracked: HashSet::new(),
             tx: None,
             reconnect_pending,
             stream_failed: false,
@@ -629,13 +634,73 @@ impl PgSource {
         })
     }
 
-    fn relation(&self, oid: u32) -> Result<Option<&RelationInfo>, PgError> {
-        match self.relations.get(&oid) {
-            Some(r) if r.tracked => Ok(Some(&r.info)),
-            Some(_) => Ok(None),
-            None => Err(PgError::Protocol(format!(
-                "a change for relation {oid} arrived before its Relation message"
-            ))),
+    /// The tracked relation `oid`; `None` for one that is not tracked,
+    /// whose change is counted and skipped (warned about the first time).
+    fn relation(&mut self, oid: u32) -> Result<Option<&RelationInfo>, PgError> {
+        let skipped = match self.relations.get(&oid) {
+            Some(r) if r.tracked => None,
+            Some(r) => Some((r.info.schema.name.clone(), r.untracked_reason.clone())),
+            None => {
+                return Err(PgError::Protocol(format!(
+                    "a change for relation {oid} arrived before its Relation message"
+                )))
+            }
+        };
+        if let Some((name, reason)) = skipped {
+            self.cfg.status.record_untracked(&name);
+            if self.warned_untracked.insert(name.clone()) {
+                tracing::warn!(relation = %name, "skipping the changes of {name}: {}",
+                    reason.as_deref().unwrap_or("it is not in source.tables"));
+            }
+            return Ok(None);
+        }
+        Ok(self.relations.get(&oid).map(|r| &r.info))
+    }
+
+    /// Why publication changes of `name` (OID `oid`) reach the engine,
+    /// which does not track it: for the warning about its skipped changes.
+    async fn untracked_reason(&mut self, oid: u32, name: &TableName) -> String {
+        let publication = &self.cfg.publication;
+        let root = sqlx::query(
+            "SELECT n.nspname::pg_catalog.text AS s, c.relname::pg_catalog.text AS t
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = pg_catalog.pg_partition_root($1::pg_catalog.oid::pg_catalog.regclass)
+               AND c.oid <> $1::pg_catalog.oid",
+        )
+        .bind(i64::from(oid))
+        .fetch_optional(&mut self.catalog)
+        .await;
+        let root = match root {
+            Ok(Some(row)) => match (
+                sqlx::Row::try_get::<String, _>(&row, "s"),
+                sqlx::Row::try_get::<String, _>(&row, "t"),
+            ) {
+                (Ok(s), Ok(t)) => Some(TableName::new(s, t)),
+                _ => None,
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, relation = %name, "could not look up the partition root");
+                None
+            }
+        };
+        match root {
+            Some(root) if self.tracked.contains(&root) => format!(
+                "{name} is a partition of {root}, and publication `{publication}` sends its changes \
+                 under the partition's name (it does not set publish_via_partition_root): they are not \
+                 captured as changes of {root}; run ALTER PUBLICATION {} SET (publish_via_partition_root = true); \
+                 and take a new snapshot of {root}",
+                crate::ident::quote_ident(publication)
+            ),
+            Some(root) => format!(
+                "{name} is a partition of {root}, which is not in source.tables either, but publication \
+                 `{publication}` publishes it; add {root} to source.tables, or remove it from the publication"
+            ),
+            None => format!(
+                "{name} is not in source.tables, but publication `{publication}` publishes it (FOR ALL \
+                 TABLES, or added to it outside the engine); add it to source.tables, or remove it from \
+                 the publication"
+            ),
         }
     }
 
@@ -660,6 +725,11 @@ impl PgSource {
                     other => other?,
                 };
                 let tracked = self.tracked.contains(&info.schema.name);
+                let untracked_reason = if tracked {
+                    None
+                } else {
+                    Some(self.untracked_reason(rel.oid, &info.schema.name).await)
+                };
                 let previous = self.relations.remove(&rel.oid);
                 if tracked && previous.as_ref().map(|p| &p.info.schema) != Some(&info.schema) {
                     batch
@@ -669,7 +739,14 @@ impl PgSource {
                             previous: previous.map(|p| p.info.schema),
                         }));
                 }
-                self.relations.insert(rel.oid, Relation { info, tracked });
+                self.relations.insert(
+                    rel.oid,
+                    Relation {
+                        info,
+                        tracked,
+                        untracked_reason,
+                    },
+                );
                 return Ok(());
             }
             Message::Insert(ins) => {

@@ -160,8 +160,12 @@ pub async fn run_check(
                 .findings
                 .extend(tables::toast_finding(&t, configured));
             if t.kind == 'p' {
-                let via_root = publication.as_ref().map(|p| p.via_root);
-                report.push(tables::partition_finding(&t, &req.publication, via_root));
+                report.push(tables::partition_finding(
+                    &t,
+                    &req.publication,
+                    publication.as_ref(),
+                    req.create_publication,
+                ));
             }
         }
         if snapshot_tables.contains(name) {

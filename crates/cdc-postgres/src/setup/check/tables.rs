@@ -4,9 +4,11 @@
 use cdc_core::{ReplicaIdentity, TableName};
 use sqlx::{PgConnection, Row};
 
+use super::objects::PublicationState;
 use super::report::Finding;
 use crate::error::PgError;
 use crate::ident::{quote_ident, quote_table};
+use crate::setup::publication::{create_publication_sql, via_root_sql};
 
 /// One table as found in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,9 +183,16 @@ pub fn toast_finding(t: &TableState, configured: Option<ReplicaIdentity>) -> Opt
     ))
 }
 
-/// A partitioned table: how its changes are published. `via_root` is the
-/// publication's `publish_via_partition_root` (`None`: no publication yet).
-pub fn partition_finding(t: &TableState, publication: &str, via_root: Option<bool>) -> Finding {
+/// A partitioned table: how its changes are published. `publication` is
+/// the publication as found (`None`: it does not exist yet); `create`:
+/// the engine may change it (`source.publication.create`).
+pub fn partition_finding(
+    t: &TableState,
+    name: &str,
+    publication: Option<&PublicationState>,
+    create: bool,
+) -> Finding {
+    let via_root = publication.map(|p| p.via_root);
     if via_root == Some(true) {
         return Finding::ok(
             subject(&t.name),
@@ -192,19 +201,32 @@ pub fn partition_finding(t: &TableState, publication: &str, via_root: Option<boo
     }
     let detail =
         "is partitioned: without publish_via_partition_root the publication sends changes under \
-         each partition's own name, which is not in source.tables, so the engine would drop them";
-    let fix = match via_root {
-        Some(_) => format!(
-            "ALTER PUBLICATION {} SET (publish_via_partition_root = true);",
-            quote_ident(publication)
+         each partition's own name, which is not in source.tables, so the engine would not capture them";
+    match publication {
+        None if create => Finding::ok(
+            subject(&t.name),
+            "partitioned; the publication will be created with publish_via_partition_root, so the \
+             changes of every partition are sent as changes of this table",
         ),
-        None => format!(
-            "create the publication yourself: CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true);",
-            quote_ident(publication),
-            quote_table(&t.name)
+        None => Finding::blocking(
+            subject(&t.name),
+            detail,
+            format!(
+                "create the publication with it: {};",
+                create_publication_sql(name, &[&t.name])
+            ),
         ),
-    };
-    Finding::blocking(subject(&t.name), detail, fix)
+        Some(p) if create && p.owned => Finding::warning(
+            subject(&t.name),
+            format!(
+                "is partitioned and publication `{name}` does not set publish_via_partition_root: \
+                 run sets it, so the changes of the partitions of every partitioned table in the \
+                 publication are sent under the partitioned table's name, to every subscriber of it"
+            ),
+            format!("{}; (what run does)", via_root_sql(name)),
+        ),
+        Some(_) => Finding::blocking(subject(&t.name), detail, format!("{};", via_root_sql(name))),
+    }
 }
 
 /// What the snapshot needs: `USAGE` on the schema and `SELECT` on the table.
@@ -320,17 +342,39 @@ mod tests {
     fn partitions_need_publish_via_partition_root() {
         let mut t = table();
         t.kind = 'p';
+        let publication = |via_root: bool, owned: bool| PublicationState {
+            all_tables: false,
+            via_root,
+            owned,
+            unpublished_ops: Vec::new(),
+            tables: vec![t.name.clone()],
+        };
+        let with = publication(true, true);
         assert_eq!(
-            partition_finding(&t, "p", Some(true)).severity,
+            partition_finding(&t, "p", Some(&with), false).severity,
             Severity::Ok
         );
-        let f = partition_finding(&t, "p", Some(false));
+        let without = publication(false, true);
+        let f = partition_finding(&t, "p", Some(&without), false);
         assert_eq!(f.severity, Severity::Blocking);
         assert_eq!(
             f.fix.as_deref(),
             Some("ALTER PUBLICATION \"p\" SET (publish_via_partition_root = true);")
         );
-        assert!(partition_finding(&t, "p", None)
+        // run sets it when it may change the publication, and can.
+        assert_eq!(
+            partition_finding(&t, "p", Some(&without), true).severity,
+            Severity::Warning
+        );
+        assert_eq!(
+            partition_finding(&t, "p", Some(&publication(false, false)), true).severity,
+            Severity::Blocking
+        );
+        assert_eq!(
+            partition_finding(&t, "p", None, true).severity,
+            Severity::Ok
+        );
+        assert!(partition_finding(&t, "p", None, false)
             .to_string()
             .contains("CREATE PUBLICATION \"p\" FOR TABLE \"public\".\"t\" WITH (publish_via_partition_root = true);"));
     }
