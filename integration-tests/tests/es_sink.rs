@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use integration_tests::value_columns::{create_value_table, insert_value_rows, Col};
 use integration_tests::{unique_suffix, wait_for, wait_until, Engine, TempDir, TestDb};
 use serde_json::{json, Value as Json};
 use sqlx::{Connection, PgConnection};
@@ -60,6 +61,7 @@ on_both_servers!(toast_and_truncate: toast_and_truncate_noida, toast_and_truncat
 on_both_servers!(retries_only_failed_items: retries_noida, retries_osmem);
 on_both_servers!(mapping_error_is_fatal: mapping_error_is_fatal_noida, mapping_error_is_fatal_osmem);
 on_both_servers!(dead_letter_file: dead_letter_noida, dead_letter_osmem);
+on_both_servers!(every_type: every_type_noida, every_type_osmem);
 
 // ---------------------------------------------------------------- helpers
 
@@ -588,6 +590,112 @@ async fn dead_letter_file(es: &str) {
         engine.output_report()
     );
     db.cleanup().await;
+}
+
+/// A table with a column of every type the value parser handles and the
+/// awkward values of each (NaN and infinities in float and numeric columns,
+/// infinite and BC dates and timestamps, numerics beyond the double range,
+/// JSON with mixed-type arrays and duplicate keys, text that looks like a
+/// date, ...), indexed by the snapshot and again by streaming: no document
+/// is refused, and each equals the row's `to_jsonb` apart from the
+/// documented renderings ([`es_rendering`]). The derived mapping makes
+/// dates range-searchable and text searchable by its exact value.
+async fn every_type(es: &str) {
+    let db = TestDb::create("es_types").await;
+    let columns = create_value_table(&db, "public.vt").await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.vt");
+    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.vt"], es, &prefix, ""));
+    let expected = es_rendering(&columns, db.to_jsonb_rows("public.vt", "id").await);
+    assert!(expected.len() > 10);
+    assert_converges(es, &index, &expected, &engine).await;
+
+    insert_value_rows(&db, "public.vt", &columns, 1000).await;
+    db.exec("UPDATE public.vt SET c_text = '2024-01-01', c_json = '{\"a\": \"x\"}' WHERE id = 1")
+        .await;
+    let expected = es_rendering(&columns, db.to_jsonb_rows("public.vt", "id").await);
+    assert_converges(es, &index, &expected, &engine).await;
+
+    // Row 0 and its streamed copy hold 2024-02-29 and "hello" only in
+    // row 1 and 1001 (1 was updated to a date-like text).
+    let range = json!({"range": {"c_date": {"gte": "2024-02-28", "lte": "2024-03-01"}}});
+    assert_eq!(
+        count(es, &index, range).await,
+        2,
+        "c_date is not a date field"
+    );
+    let term = json!({"term": {"c_text.keyword": "hello"}});
+    assert_eq!(
+        count(es, &index, term).await,
+        1,
+        "c_text has no keyword sub-field"
+    );
+    let term = json!({"term": {"c_text.keyword": "2024-01-01"}});
+    assert_eq!(
+        count(es, &index, term).await,
+        1,
+        "c_text is not a text field"
+    );
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// The documents the sink writes for rows whose `to_jsonb` is `rows`: a
+/// numeric value beyond the double range (a JSON number that does not fit
+/// an `f64`), also in arrays, is sent as a JSON string of its exact text,
+/// outside `json`/`jsonb` values, which are sent as they are (with
+/// duplicate keys removed, as `to_jsonb` already shows them).
+fn es_rendering(columns: &[&Col], rows: BTreeMap<String, Json>) -> BTreeMap<String, Json> {
+    fn huge_numbers_as_strings(value: &mut Json) {
+        match value {
+            Json::Number(n) => {
+                let text = n.to_string();
+                if text.parse::<f64>().is_ok_and(f64::is_infinite) {
+                    *value = Json::String(text);
+                }
+            }
+            Json::Array(items) => items.iter_mut().for_each(huge_numbers_as_strings),
+            _ => {}
+        }
+    }
+    let plain: Vec<&str> = columns
+        .iter()
+        .filter(|c| !c.ty.contains("json"))
+        .map(|c| c.name)
+        .collect();
+    rows.into_iter()
+        .map(|(id, mut row)| {
+            for name in &plain {
+                if let Some(v) = row.get_mut(*name) {
+                    huge_numbers_as_strings(v);
+                }
+            }
+            (id, row)
+        })
+        .collect()
+}
+
+/// How many documents of `index` match `query`, after a refresh.
+async fn count(es: &str, index: &str, query: Json) -> u64 {
+    let http = reqwest::Client::new();
+    let _ = http.post(format!("{es}/{index}/_refresh")).send().await;
+    let response = http
+        .post(format!("{es}/{index}/_count"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("count {index}: {e}"));
+    let status = response.status();
+    let body: Json = response.json().await.unwrap();
+    assert!(status.is_success(), "count {index}: {status} {body}");
+    body["count"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("count {index}: {body}"))
 }
 
 /// Creates `index` with `v` mapped as an integer.
