@@ -62,6 +62,7 @@ on_both_servers!(retries_only_failed_items: retries_noida, retries_osmem);
 on_both_servers!(mapping_error_is_fatal: mapping_error_is_fatal_noida, mapping_error_is_fatal_osmem);
 on_both_servers!(dead_letter_file: dead_letter_noida, dead_letter_osmem);
 on_both_servers!(every_type: every_type_noida, every_type_osmem);
+on_both_servers!(mappings_none: mappings_none_noida, mappings_none_osmem);
 
 // ---------------------------------------------------------------- helpers
 
@@ -645,39 +646,107 @@ async fn every_type(es: &str) {
     db.cleanup().await;
 }
 
-/// The documents the sink writes for rows whose `to_jsonb` is `rows`: a
-/// numeric value beyond the double range (a JSON number that does not fit
-/// an `f64`), also in arrays, is sent as a JSON string of its exact text,
-/// outside `json`/`jsonb` values, which are sent as they are (with
-/// duplicate keys removed, as `to_jsonb` already shows them).
+/// The documents the sink writes for rows whose `to_jsonb` is `rows` (the
+/// renderings of the sink's docs, outside `json`/`jsonb` values, which are
+/// sent as they are but for duplicate keys, which `to_jsonb` already
+/// drops):
+/// * a numeric beyond the double range (a JSON number that does not fit
+///   an `f64`), also in arrays, is a JSON string of its exact text;
+/// * a `float4`/`float8` of magnitude 1e21 or more is in exponent notation.
 fn es_rendering(columns: &[&Col], rows: BTreeMap<String, Json>) -> BTreeMap<String, Json> {
-    fn huge_numbers_as_strings(value: &mut Json) {
+    /// `float`: `Some(true)` for float4, `Some(false)` for float8 columns.
+    fn render(value: &mut Json, float: Option<bool>) {
         match value {
             Json::Number(n) => {
                 let text = n.to_string();
-                if text.parse::<f64>().is_ok_and(f64::is_infinite) {
+                let Ok(f) = text.parse::<f64>() else {
+                    return;
+                };
+                if f.is_infinite() {
                     *value = Json::String(text);
+                } else if let Some(float4) = float.filter(|_| f.abs() >= 1e21) {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let e = if float4 {
+                        format!("{:e}", f as f32)
+                    } else {
+                        format!("{f:e}")
+                    };
+                    *value = serde_json::from_str(&e).unwrap();
                 }
             }
-            Json::Array(items) => items.iter_mut().for_each(huge_numbers_as_strings),
+            Json::Array(items) => items.iter_mut().for_each(|v| render(v, float)),
             _ => {}
         }
     }
-    let plain: Vec<&str> = columns
+    let plain: Vec<(&str, Option<bool>)> = columns
         .iter()
         .filter(|c| !c.ty.contains("json"))
-        .map(|c| c.name)
+        .map(|c| {
+            let float =
+                c.ty.starts_with("float")
+                    .then(|| c.ty.starts_with("float4"));
+            (c.name, float)
+        })
         .collect();
     rows.into_iter()
         .map(|(id, mut row)| {
-            for name in &plain {
+            for (name, float) in &plain {
                 if let Some(v) = row.get_mut(*name) {
-                    huge_numbers_as_strings(v);
+                    render(v, *float);
                 }
             }
             (id, row)
         })
         .collect()
+}
+
+/// The `mappings` of `index`.
+async fn index_mapping(es: &str, index: &str) -> Json {
+    let response = reqwest::get(format!("{es}/{index}/_mapping"))
+        .await
+        .unwrap_or_else(|e| panic!("mapping of {index}: {e}"));
+    let body: Json = response.json().await.unwrap();
+    body.as_object()
+        .and_then(|o| o.values().next())
+        .map(|v| v["mappings"].clone())
+        .unwrap_or_else(|| panic!("mapping of {index}: {body}"))
+}
+
+/// `mappings: none` for a table: the sink creates no index, the server
+/// creates it from the first document with its own (dynamic) mapping.
+async fn mappings_none(es: &str) {
+    let db = TestDb::create("es_nomap").await;
+    db.exec(
+        "CREATE TABLE public.a (id int PRIMARY KEY, v text);
+         CREATE TABLE public.b (id int PRIMARY KEY, v text);
+         INSERT INTO public.a VALUES (1, 'x'); INSERT INTO public.b VALUES (1, 'x');",
+    )
+    .await;
+    let prefix = prefix();
+    let extra = ", mappings: none, table_mappings: { public.b: auto }";
+    let mut engine = Engine::start(&pipeline_yaml(
+        &db,
+        &["public.a", "public.b"],
+        es,
+        &prefix,
+        extra,
+    ));
+    for table in ["a", "b"] {
+        let expected = db.to_jsonb_rows(&format!("public.{table}"), "id").await;
+        assert_converges(es, &format!("{prefix}-public.{table}"), &expected, &engine).await;
+    }
+    let a = index_mapping(es, &format!("{prefix}-public.a")).await;
+    assert!(a.get("_meta").is_none(), "{a}");
+    assert_ne!(a["dynamic"].to_string().trim_matches('"'), "false", "{a}");
+    let b = index_mapping(es, &format!("{prefix}-public.b")).await;
+    assert!(b["_meta"]["cdc_es"].is_object(), "{b}");
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
 }
 
 /// How many documents of `index` match `query`, after a refresh.
