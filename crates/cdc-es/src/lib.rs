@@ -53,7 +53,8 @@
 //! (2xx), was a version conflict (older than the stored document), a delete
 //! of a missing document, or was refused permanently and written to the
 //! `dead_letter` file (`fsync`ed). Items that failed with 429 or 5xx are
-//! retried alone with backoff; other refusals (mapping errors) stop the
+//! retried alone with backoff, in their order, except those superseded by
+//! a later done item of the same document in the same request; other refusals (mapping errors) stop the
 //! pipeline unless `dead_letter` is set.
 
 mod bulk;

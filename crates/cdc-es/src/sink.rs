@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
 
-use crate::bulk::{parse_response, Action, ActionKind, ItemOutcome};
+use crate::bulk::{parse_response, retry_selection, Action, ActionKind, ItemOutcome};
 use crate::config::{EsSinkConfig, Mappings};
 use crate::document::{has_unchanged_toast, parse_fields, render, StoredFields};
 use crate::http::{Http, RequestError};
@@ -448,8 +448,9 @@ impl EsSink {
     }
 
     /// Sends `actions` as one `_bulk` request, then only the items that
-    /// failed with 429/5xx again, until all are done or `max_retries` is
-    /// used up (then a retryable error).
+    /// failed with 429/5xx again (not those superseded by a later written
+    /// item of their document, see [`retry_selection`]), until all are
+    /// done or `max_retries` is used up (then a retryable error).
     async fn send_bulk(&mut self, actions: Vec<Action>) -> Result<(), SinkError> {
         let mut todo = actions;
         let mut backoff = self.backoff();
@@ -467,11 +468,18 @@ impl EsSink {
                 Ok((_, response)) => {
                     let outcomes =
                         parse_response(&response, &todo).map_err(SinkError::retryable)?;
+                    let again = retry_selection(&todo, &outcomes);
                     let mut retry = Vec::new();
                     let mut last = String::new();
-                    for (action, outcome) in todo.into_iter().zip(outcomes) {
+                    for ((action, outcome), again) in todo.into_iter().zip(outcomes).zip(again) {
                         match outcome {
                             ItemOutcome::Done => {}
+                            ItemOutcome::Retry(_) if !again => {
+                                tracing::debug!(
+                                    pipeline = %self.pipeline, index = %action.index, id = %action.id,
+                                    "elasticsearch: failed item superseded by a later written change of its document; not retried"
+                                );
+                            }
                             ItemOutcome::Retry(m) => {
                                 last = m;
                                 retry.push(action);
