@@ -242,7 +242,7 @@ impl EsSink {
                         "elasticsearch: added new columns to the index mapping"
                     );
                 }
-                Err(RequestError::Permanent(m)) => tracing::warn!(
+                Err(RequestError::Permanent(m) | RequestError::Denied(m)) => tracing::warn!(
                     pipeline = %self.pipeline, index = %index,
                     "elasticsearch: cannot add new columns to the mapping ({m}); \
                      they stay in the documents, unindexed"
@@ -263,6 +263,19 @@ impl EsSink {
         Ok(())
     }
 
+    /// The answer of [`Self::discover_mapping`] when the credentials may
+    /// not read mappings or create indices: the index is left to the
+    /// server, as with `mappings: none`.
+    fn not_allowed(&self, index: &str, message: &str) -> Option<HashSet<String>> {
+        tracing::warn!(
+            pipeline = %self.pipeline, index,
+            "elasticsearch: not allowed to read the mapping of or create the index ({message}); \
+             the server's own mapping applies (grant `view_index_metadata` and `create_index` \
+             on the index, or set `mappings: none` to silence this)"
+        );
+        None
+    }
+
     /// The properties of `index` when this sink manages its mapping
     /// (creating the index with the mapping derived from `schema` when it
     /// does not exist); `None` for an index someone else created.
@@ -274,12 +287,16 @@ impl EsSink {
         let hint = "(set `mappings: none` to leave index creation to the server)";
         let path = format!("/{index}/_mapping");
         for _ in 0..3 {
-            let (status, answer) = self
+            let (status, answer) = match self
                 .request_retrying(Method::Get, &path, &[], None, true)
                 .await
-                .map_err(|e| {
-                    e.into_sink_error(&format!("reading the mapping of {index} {hint}"))
-                })?;
+            {
+                Ok(answer) => answer,
+                Err(RequestError::Denied(m)) => return Ok(self.not_allowed(index, &m)),
+                Err(e) => {
+                    return Err(e.into_sink_error(&format!("reading the mapping of {index} {hint}")))
+                }
+            };
             if status != StatusCode::NOT_FOUND {
                 let answer: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| {
                     SinkError::retryable(format!(
@@ -315,6 +332,7 @@ impl EsSink {
                 // Created meanwhile by someone else: read its mapping.
                 Err(RequestError::Permanent(m))
                     if m.contains("resource_already_exists_exception") => {}
+                Err(RequestError::Denied(m)) => return Ok(self.not_allowed(index, &m)),
                 Err(e) => return Err(e.into_sink_error(&format!("creating index {index} {hint}"))),
             }
         }
@@ -667,9 +685,14 @@ struct Pending {
 
 impl Sink for EsSink {
     async fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let mut last: Option<&Arc<TableSchema>> = None;
         for event in &batch.events {
             if let Event::Change(change) = event {
+                if last.is_some_and(|t| Arc::ptr_eq(t, &change.table)) {
+                    continue;
+                }
                 self.ensure_index(&change.table).await?;
+                last = Some(&change.table);
             }
         }
         let bases = self.fetch_bases(batch).await?;
