@@ -63,6 +63,7 @@ on_both_servers!(mapping_error_is_fatal: mapping_error_is_fatal_noida, mapping_e
 on_both_servers!(dead_letter_file: dead_letter_noida, dead_letter_osmem);
 on_both_servers!(every_type: every_type_noida, every_type_osmem);
 on_both_servers!(mappings_none: mappings_none_noida, mappings_none_osmem);
+on_both_servers!(mappings_denied: mappings_denied_noida, mappings_denied_osmem);
 
 // ---------------------------------------------------------------- helpers
 
@@ -467,7 +468,7 @@ async fn toast_and_truncate(es: &str) {
 /// others reach the server). The sink must send exactly the failed items
 /// again, and the index must still end up exact.
 async fn retries_only_failed_items(es: &str) {
-    let proxy = FaultProxy::start(es).await;
+    let proxy = FaultProxy::start(es, false).await;
     let db = TestDb::create("es_retry").await;
     db.exec(
         "CREATE TABLE public.r (id int PRIMARY KEY, v text);
@@ -749,6 +750,40 @@ async fn mappings_none(es: &str) {
     db.cleanup().await;
 }
 
+/// A user who may write documents but not read mappings or create
+/// indices (403): the sink warns and leaves the index to the server,
+/// instead of stopping.
+async fn mappings_denied(es: &str) {
+    let proxy = FaultProxy::start(es, true).await;
+    let db = TestDb::create("es_denied").await;
+    db.exec(
+        "CREATE TABLE public.d (id int PRIMARY KEY, v text);
+         INSERT INTO public.d SELECT g, 'v' || g FROM generate_series(1, 5) g;",
+    )
+    .await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.d");
+    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.d"], &proxy.url, &prefix, ""));
+    let expected = db.to_jsonb_rows("public.d", "id").await;
+    assert_converges(es, &index, &expected, &engine).await;
+    let mapping = index_mapping(es, &index).await;
+    assert!(mapping.get("_meta").is_none(), "{mapping}");
+    assert!(
+        engine
+            .stderr_text()
+            .contains("not allowed to read the mapping"),
+        "no warning\n{}",
+        engine.output_report()
+    );
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
 /// How many documents of `index` match `query`, after a refresh.
 async fn count(es: &str, index: &str, query: Json) -> u64 {
     let http = reqwest::Client::new();
@@ -795,14 +830,16 @@ struct BulkSeen {
 
 /// An HTTP/1.1 proxy on 127.0.0.1 that injects `_bulk` failures: the first
 /// request gets 503, the next two get a 429 for every other item. Anything
-/// else is passed through. Bounded: three injections, then pure relay.
+/// else is passed through (with `deny_index_admin`, requests to read or
+/// change a mapping or to create an index get 403 instead, as for a user
+/// with write privileges only). Bounded: three injections, then pure relay.
 struct FaultProxy {
     url: String,
     log: Arc<Mutex<Vec<BulkSeen>>>,
 }
 
 impl FaultProxy {
-    async fn start(upstream: &str) -> FaultProxy {
+    async fn start(upstream: &str, deny_index_admin: bool) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -817,7 +854,7 @@ impl FaultProxy {
                 let (log, bulks) = (state.0.clone(), state.1.clone());
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
-                    let _ = serve(socket, &upstream, &log, &bulks).await;
+                    let _ = serve(socket, &upstream, &log, &bulks, deny_index_admin).await;
                 });
             }
         });
@@ -830,6 +867,7 @@ async fn serve(
     upstream: &str,
     log: &Mutex<Vec<BulkSeen>>,
     bulks: &AtomicUsize,
+    deny_index_admin: bool,
 ) -> std::io::Result<()> {
     let http = reqwest::Client::new();
     let mut buf = Vec::new();
@@ -884,8 +922,17 @@ async fn serve(
                 .unwrap();
             (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
         };
-        let is_bulk = target.split('?').next() == Some("/_bulk");
-        let (status, answer) = if is_bulk {
+        let path = target.split('?').next().unwrap_or("");
+        let is_bulk = path == "/_bulk";
+        let index_admin =
+            path.ends_with("/_mapping") || (method == "PUT" && path.matches('/').count() == 1);
+        let (status, answer) = if deny_index_admin && index_admin {
+            (
+                403,
+                br#"{"error":{"type":"security_exception","reason":"action is unauthorized"},"status":403}"#
+                    .to_vec(),
+            )
+        } else if is_bulk {
             let actions = split_bulk(&body);
             let ids: Vec<String> = actions.iter().map(|(id, _)| id.clone()).collect();
             let n = bulks.fetch_add(1, Ordering::SeqCst);
@@ -940,6 +987,7 @@ async fn serve(
         };
         let reason = match status {
             200 => "OK",
+            403 => "Forbidden",
             404 => "Not Found",
             503 => "Service Unavailable",
             _ => "Status",
