@@ -136,10 +136,19 @@ fn field_kind(column: &Column) -> FieldKind {
     }
 }
 
-/// The `properties` of `columns`.
+/// Whether a column gets a property: not when its name is empty or holds
+/// a dot (Elasticsearch reads `a.b` as field `b` of an object `a`, which
+/// can clash with a column `a`). Such a column stays in the documents,
+/// unindexed (`dynamic: false`).
+pub(crate) fn mappable(name: &str) -> bool {
+    !name.is_empty() && !name.contains('.')
+}
+
+/// The `properties` of `columns` (those [`mappable`]).
 pub(crate) fn properties<'a>(columns: impl IntoIterator<Item = &'a Column>) -> Map<String, Json> {
     columns
         .into_iter()
+        .filter(|c| mappable(&c.name))
         .map(|c| (c.name.clone(), field_kind(c).property()))
         .collect()
 }
@@ -255,13 +264,18 @@ mod tests {
             database: "db".into(),
             oid: 1,
             name: TableName::new("public", "t"),
-            columns: vec![column("id", 23, "int4"), column("j", 114, "json")],
+            columns: vec![
+                column("id", 23, "int4"),
+                column("j", 114, "json"),
+                column("a.b", 25, "text"),
+            ],
             replica_identity: ReplicaIdentity::Default,
         };
         let m = mappings(&schema);
         assert_eq!(m["dynamic"], false);
         assert_eq!(m["_meta"][META_KEY]["table"], "public.t");
         assert_eq!(m["properties"]["id"]["type"], "integer");
+        assert_eq!(m["properties"].as_object().unwrap().len(), 2, "{m}");
         let answer = json!({"idx": {"mappings": m}});
         let mut names = managed_properties(&answer).unwrap();
         names.sort();

@@ -224,7 +224,7 @@ impl EsSink {
         let missing: Vec<&cdc_core::Column> = schema
             .columns
             .iter()
-            .filter(|c| !mapped.contains(&c.name))
+            .filter(|c| mapping::mappable(&c.name) && !mapped.contains(&c.name))
             .collect();
         if !missing.is_empty() {
             let body = serde_json::to_vec(
