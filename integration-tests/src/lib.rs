@@ -22,6 +22,8 @@
 //! - [`Writer`]: a background client changing `public.t` through server
 //!   restarts;
 //! - [`http`]: the engine's `/status` and other endpoints;
+//! - [`value_columns`]: a table with a column of every type and its
+//!   awkward values;
 //! - [`TempDir`], [`read_jsonl`], [`wait_until`] / [`wait_for`],
 //!   [`quote_ident`] / [`quote_literal`].
 //!
@@ -41,6 +43,7 @@ pub mod replay;
 mod role;
 pub mod snapshot_meta;
 mod util;
+pub mod value_columns;
 mod writer;
 
 pub use cluster::Cluster;

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use integration_tests::value_columns::{create_value_table, insert_value_rows, Col};
 use integration_tests::{unique_suffix, wait_for, wait_until, Engine, TempDir, TestDb};
 use serde_json::{json, Value as Json};
 use sqlx::{Connection, PgConnection};
@@ -60,6 +61,9 @@ on_both_servers!(toast_and_truncate: toast_and_truncate_noida, toast_and_truncat
 on_both_servers!(retries_only_failed_items: retries_noida, retries_osmem);
 on_both_servers!(mapping_error_is_fatal: mapping_error_is_fatal_noida, mapping_error_is_fatal_osmem);
 on_both_servers!(dead_letter_file: dead_letter_noida, dead_letter_osmem);
+on_both_servers!(every_type: every_type_noida, every_type_osmem);
+on_both_servers!(mappings_none: mappings_none_noida, mappings_none_osmem);
+on_both_servers!(mappings_denied: mappings_denied_noida, mappings_denied_osmem);
 
 // ---------------------------------------------------------------- helpers
 
@@ -464,7 +468,7 @@ async fn toast_and_truncate(es: &str) {
 /// others reach the server). The sink must send exactly the failed items
 /// again, and the index must still end up exact.
 async fn retries_only_failed_items(es: &str) {
-    let proxy = FaultProxy::start(es).await;
+    let proxy = FaultProxy::start(es, false).await;
     let db = TestDb::create("es_retry").await;
     db.exec(
         "CREATE TABLE public.r (id int PRIMARY KEY, v text);
@@ -590,6 +594,214 @@ async fn dead_letter_file(es: &str) {
     db.cleanup().await;
 }
 
+/// A table with a column of every type the value parser handles and the
+/// awkward values of each (NaN and infinities in float and numeric columns,
+/// infinite and BC dates and timestamps, numerics beyond the double range,
+/// JSON with mixed-type arrays and duplicate keys, text that looks like a
+/// date, ...), indexed by the snapshot and again by streaming: no document
+/// is refused, and each equals the row's `to_jsonb` apart from the
+/// documented renderings ([`es_rendering`]). The derived mapping makes
+/// dates range-searchable and text searchable by its exact value.
+async fn every_type(es: &str) {
+    let db = TestDb::create("es_types").await;
+    let columns = create_value_table(&db, "public.vt").await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.vt");
+    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.vt"], es, &prefix, ""));
+    let expected = es_rendering(&columns, db.to_jsonb_rows("public.vt", "id").await);
+    assert!(expected.len() > 10);
+    assert_converges(es, &index, &expected, &engine).await;
+
+    insert_value_rows(&db, "public.vt", &columns, 1000).await;
+    db.exec("UPDATE public.vt SET c_text = '2024-01-01', c_json = '{\"a\": \"x\"}' WHERE id = 1")
+        .await;
+    let expected = es_rendering(&columns, db.to_jsonb_rows("public.vt", "id").await);
+    assert_converges(es, &index, &expected, &engine).await;
+
+    // Row 0 and its streamed copy hold 2024-02-29 and "hello" only in
+    // row 1 and 1001 (1 was updated to a date-like text).
+    let range = json!({"range": {"c_date": {"gte": "2024-02-28", "lte": "2024-03-01"}}});
+    assert_eq!(
+        count(es, &index, range).await,
+        2,
+        "c_date is not a date field"
+    );
+    let term = json!({"term": {"c_text.keyword": "hello"}});
+    assert_eq!(
+        count(es, &index, term).await,
+        1,
+        "c_text has no keyword sub-field"
+    );
+    let term = json!({"term": {"c_text.keyword": "2024-01-01"}});
+    assert_eq!(
+        count(es, &index, term).await,
+        1,
+        "c_text is not a text field"
+    );
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// The documents the sink writes for rows whose `to_jsonb` is `rows` (the
+/// renderings of the sink's docs, outside `json`/`jsonb` values, which are
+/// sent as they are but for duplicate keys, which `to_jsonb` already
+/// drops):
+/// * a numeric beyond the double range (a JSON number that does not fit
+///   an `f64`), also in arrays, is a JSON string of its exact text;
+/// * a `float4`/`float8` of magnitude 1e21 or more is in exponent notation.
+fn es_rendering(columns: &[&Col], rows: BTreeMap<String, Json>) -> BTreeMap<String, Json> {
+    /// `float`: `Some(true)` for float4, `Some(false)` for float8 columns.
+    fn render(value: &mut Json, float: Option<bool>) {
+        match value {
+            Json::Number(n) => {
+                let text = n.to_string();
+                let Ok(f) = text.parse::<f64>() else {
+                    return;
+                };
+                if f.is_infinite() {
+                    *value = Json::String(text);
+                } else if let Some(float4) = float.filter(|_| f.abs() >= 1e21) {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let e = if float4 {
+                        format!("{:e}", f as f32)
+                    } else {
+                        format!("{f:e}")
+                    };
+                    *value = serde_json::from_str(&e).unwrap();
+                }
+            }
+            Json::Array(items) => items.iter_mut().for_each(|v| render(v, float)),
+            _ => {}
+        }
+    }
+    let plain: Vec<(&str, Option<bool>)> = columns
+        .iter()
+        .filter(|c| !c.ty.contains("json"))
+        .map(|c| {
+            let float =
+                c.ty.starts_with("float")
+                    .then(|| c.ty.starts_with("float4"));
+            (c.name, float)
+        })
+        .collect();
+    rows.into_iter()
+        .map(|(id, mut row)| {
+            for (name, float) in &plain {
+                if let Some(v) = row.get_mut(*name) {
+                    render(v, *float);
+                }
+            }
+            (id, row)
+        })
+        .collect()
+}
+
+/// The `mappings` of `index`.
+async fn index_mapping(es: &str, index: &str) -> Json {
+    let response = reqwest::get(format!("{es}/{index}/_mapping"))
+        .await
+        .unwrap_or_else(|e| panic!("mapping of {index}: {e}"));
+    let body: Json = response.json().await.unwrap();
+    body.as_object()
+        .and_then(|o| o.values().next())
+        .map(|v| v["mappings"].clone())
+        .unwrap_or_else(|| panic!("mapping of {index}: {body}"))
+}
+
+/// `mappings: none` for a table: the sink creates no index, the server
+/// creates it from the first document with its own (dynamic) mapping.
+async fn mappings_none(es: &str) {
+    let db = TestDb::create("es_nomap").await;
+    db.exec(
+        "CREATE TABLE public.a (id int PRIMARY KEY, v text);
+         CREATE TABLE public.b (id int PRIMARY KEY, v text);
+         INSERT INTO public.a VALUES (1, 'x'); INSERT INTO public.b VALUES (1, 'x');",
+    )
+    .await;
+    let prefix = prefix();
+    let extra = ", mappings: none, table_mappings: { public.b: auto }";
+    let mut engine = Engine::start(&pipeline_yaml(
+        &db,
+        &["public.a", "public.b"],
+        es,
+        &prefix,
+        extra,
+    ));
+    for table in ["a", "b"] {
+        let expected = db.to_jsonb_rows(&format!("public.{table}"), "id").await;
+        assert_converges(es, &format!("{prefix}-public.{table}"), &expected, &engine).await;
+    }
+    let a = index_mapping(es, &format!("{prefix}-public.a")).await;
+    assert!(a.get("_meta").is_none(), "{a}");
+    assert_ne!(a["dynamic"].to_string().trim_matches('"'), "false", "{a}");
+    let b = index_mapping(es, &format!("{prefix}-public.b")).await;
+    assert!(b["_meta"]["cdc_es"].is_object(), "{b}");
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// A user who may write documents but not read mappings or create
+/// indices (403): the sink warns and leaves the index to the server,
+/// instead of stopping.
+async fn mappings_denied(es: &str) {
+    let proxy = FaultProxy::start(es, true).await;
+    let db = TestDb::create("es_denied").await;
+    db.exec(
+        "CREATE TABLE public.d (id int PRIMARY KEY, v text);
+         INSERT INTO public.d SELECT g, 'v' || g FROM generate_series(1, 5) g;",
+    )
+    .await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.d");
+    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.d"], &proxy.url, &prefix, ""));
+    let expected = db.to_jsonb_rows("public.d", "id").await;
+    assert_converges(es, &index, &expected, &engine).await;
+    let mapping = index_mapping(es, &index).await;
+    assert!(mapping.get("_meta").is_none(), "{mapping}");
+    assert!(
+        engine
+            .stderr_text()
+            .contains("not allowed to read the mapping"),
+        "no warning\n{}",
+        engine.output_report()
+    );
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// How many documents of `index` match `query`, after a refresh.
+async fn count(es: &str, index: &str, query: Json) -> u64 {
+    let http = reqwest::Client::new();
+    let _ = http.post(format!("{es}/{index}/_refresh")).send().await;
+    let response = http
+        .post(format!("{es}/{index}/_count"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("count {index}: {e}"));
+    let status = response.status();
+    let body: Json = response.json().await.unwrap();
+    assert!(status.is_success(), "count {index}: {status} {body}");
+    body["count"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("count {index}: {body}"))
+}
+
 /// Creates `index` with `v` mapped as an integer.
 async fn create_integer_mapping(es: &str, index: &str) {
     let response = reqwest::Client::new()
@@ -618,14 +830,16 @@ struct BulkSeen {
 
 /// An HTTP/1.1 proxy on 127.0.0.1 that injects `_bulk` failures: the first
 /// request gets 503, the next two get a 429 for every other item. Anything
-/// else is passed through. Bounded: three injections, then pure relay.
+/// else is passed through (with `deny_index_admin`, requests to read or
+/// change a mapping or to create an index get 403 instead, as for a user
+/// with write privileges only). Bounded: three injections, then pure relay.
 struct FaultProxy {
     url: String,
     log: Arc<Mutex<Vec<BulkSeen>>>,
 }
 
 impl FaultProxy {
-    async fn start(upstream: &str) -> FaultProxy {
+    async fn start(upstream: &str, deny_index_admin: bool) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -640,7 +854,7 @@ impl FaultProxy {
                 let (log, bulks) = (state.0.clone(), state.1.clone());
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
-                    let _ = serve(socket, &upstream, &log, &bulks).await;
+                    let _ = serve(socket, &upstream, &log, &bulks, deny_index_admin).await;
                 });
             }
         });
@@ -653,6 +867,7 @@ async fn serve(
     upstream: &str,
     log: &Mutex<Vec<BulkSeen>>,
     bulks: &AtomicUsize,
+    deny_index_admin: bool,
 ) -> std::io::Result<()> {
     let http = reqwest::Client::new();
     let mut buf = Vec::new();
@@ -707,8 +922,17 @@ async fn serve(
                 .unwrap();
             (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
         };
-        let is_bulk = target.split('?').next() == Some("/_bulk");
-        let (status, answer) = if is_bulk {
+        let path = target.split('?').next().unwrap_or("");
+        let is_bulk = path == "/_bulk";
+        let index_admin =
+            path.ends_with("/_mapping") || (method == "PUT" && path.matches('/').count() == 1);
+        let (status, answer) = if deny_index_admin && index_admin {
+            (
+                403,
+                br#"{"error":{"type":"security_exception","reason":"action is unauthorized"},"status":403}"#
+                    .to_vec(),
+            )
+        } else if is_bulk {
             let actions = split_bulk(&body);
             let ids: Vec<String> = actions.iter().map(|(id, _)| id.clone()).collect();
             let n = bulks.fetch_add(1, Ordering::SeqCst);
@@ -763,6 +987,7 @@ async fn serve(
         };
         let reason = match status {
             200 => "OK",
+            403 => "Forbidden",
             404 => "Not Found",
             503 => "Service Unavailable",
             _ => "Status",

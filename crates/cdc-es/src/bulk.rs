@@ -1,7 +1,7 @@
 //! `_bulk` actions, their NDJSON form, and the classification of per-item
 //! results.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cdc_core::encode::write_json_string;
 use serde::Deserialize;
@@ -135,6 +135,31 @@ pub(crate) fn parse_response(body: &[u8], actions: &[Action]) -> Result<Vec<Item
     Ok(outcomes)
 }
 
+/// Which items of one `_bulk` write to send again, by position: those
+/// that failed with 429/5xx, except an item followed, in the same write,
+/// by a done item (written, or refused as older than the stored
+/// document) of the same document (`_index`, `_id`). Such an item is
+/// superseded: the index holds a later change of that document, and
+/// sending the older one again could overwrite it, because changes past
+/// the 65 535th of a transaction share a version and `external_gte`
+/// accepts an equal version. The items kept stay in their order, so the
+/// changes of one document are retried oldest first.
+pub(crate) fn retry_selection(actions: &[Action], outcomes: &[ItemOutcome]) -> Vec<bool> {
+    let mut written_later: HashSet<(&str, &str)> = HashSet::new();
+    let mut again = vec![false; outcomes.len()];
+    for (i, (action, outcome)) in actions.iter().zip(outcomes).enumerate().rev() {
+        let key = (action.index.as_str(), action.id.as_str());
+        match outcome {
+            ItemOutcome::Done => {
+                written_later.insert(key);
+            }
+            ItemOutcome::Retry(_) => again[i] = !written_later.contains(&key),
+            ItemOutcome::Reject(..) => {}
+        }
+    }
+    again
+}
+
 fn classify(kind: ActionKind, status: u16, error: Option<&serde_json::Value>) -> ItemOutcome {
     let error_type = error
         .and_then(|e| e.get("type"))
@@ -216,6 +241,95 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["document"]["id"], 1);
         assert_eq!(v["status"], 400);
+    }
+
+    fn on(index: &str, id: &str) -> Action {
+        Action {
+            index: index.into(),
+            ..action(ActionKind::Index, id)
+        }
+    }
+
+    fn retry() -> ItemOutcome {
+        ItemOutcome::Retry("status 429".into())
+    }
+
+    /// The ids `retry_selection` picks, in order.
+    fn picked(items: &[(Action, ItemOutcome)]) -> Vec<String> {
+        let (actions, outcomes): (Vec<Action>, Vec<ItemOutcome>) = items.iter().cloned().unzip();
+        let again = retry_selection(&actions, &outcomes);
+        assert_eq!(again.len(), actions.len());
+        actions
+            .iter()
+            .zip(again)
+            .filter(|(_, again)| *again)
+            .map(|(a, _)| format!("{}/{}", a.index, a.id))
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_item_superseded_by_a_later_written_one_is_not_retried() {
+        // x's first change failed, its second was written: sending the
+        // first again (with an equal version past ordinal 65535) would
+        // overwrite the newer value.
+        let d = ItemOutcome::Done;
+        assert!(picked(&[(on("i", "x"), retry()), (on("i", "x"), d.clone())]).is_empty());
+        // Also when the later one was refused as older than the stored
+        // document (409, counted as done): the index holds something newer.
+        let delete = Action {
+            index: "i".into(),
+            ..action(ActionKind::Delete, "x")
+        };
+        assert!(picked(&[
+            (on("i", "x"), retry()),
+            (on("i", "x"), retry()),
+            (delete, d.clone())
+        ])
+        .is_empty());
+    }
+
+    #[test]
+    fn failed_items_are_retried_in_their_order() {
+        let d = ItemOutcome::Done;
+        // An earlier written change does not supersede a later failed one.
+        assert_eq!(
+            picked(&[(on("i", "x"), d.clone()), (on("i", "x"), retry())]),
+            ["i/x"]
+        );
+        // Failed changes of one document, nothing written after them: all,
+        // in order, also around other documents' items.
+        assert_eq!(
+            picked(&[
+                (on("i", "x"), retry()),
+                (on("i", "y"), d.clone()),
+                (on("i", "y"), retry()),
+                (on("i", "x"), retry()),
+                (on("j", "x"), d.clone()),
+            ]),
+            ["i/x", "i/y", "i/x"]
+        );
+        // Same _id in another index is another document.
+        assert_eq!(
+            picked(&[(on("i", "x"), retry()), (on("j", "x"), d.clone())]),
+            ["i/x"]
+        );
+        // A later change refused for good (dead letter) wrote nothing.
+        assert_eq!(
+            picked(&[
+                (on("i", "x"), retry()),
+                (on("i", "x"), ItemOutcome::Reject(400, "bad".into()))
+            ]),
+            ["i/x"]
+        );
+        // Only the failed ones after the last written one.
+        assert_eq!(
+            picked(&[
+                (on("i", "x"), retry()),
+                (on("i", "x"), d),
+                (on("i", "x"), retry()),
+            ]),
+            ["i/x"]
+        );
     }
 
     #[test]

@@ -55,6 +55,22 @@ impl Refresh {
     }
 }
 
+/// Whether the sink gives a new index a mapping derived from the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mappings {
+    /// `auto` (default): an index that does not exist is created with one
+    /// property per column, typed after the column (see the crate docs),
+    /// and `dynamic: false`; columns added to the table later are added to
+    /// the mapping. An existing index is never changed unless the sink
+    /// created it.
+    #[default]
+    Auto,
+    /// `none`: the sink creates and changes no index; the server creates
+    /// it on the first document (index templates, dynamic mapping).
+    None,
+}
+
 /// `auth` of an elasticsearch sink: basic authentication or an API key.
 /// `Debug` masks the secrets.
 #[derive(Clone, PartialEq, Eq, Default, Deserialize)]
@@ -109,6 +125,14 @@ pub struct EsSinkConfig {
     /// (the name is used as given and must already be valid).
     #[serde(default)]
     pub indices: BTreeMap<String, String>,
+    /// `mappings`: `auto` (default) or `none`, see [`Mappings`].
+    #[serde(default)]
+    pub mappings: Mappings,
+    /// `table_mappings`: `schema.table: auto | none` for tables that
+    /// differ from `mappings` (e.g. `none` for a table whose index an
+    /// index template or its owner maps).
+    #[serde(default)]
+    pub table_mappings: BTreeMap<String, Mappings>,
     /// `batch_max_docs`: most actions in one `_bulk` request. Default 1000.
     #[serde(default = "default_batch_max_docs")]
     pub batch_max_docs: usize,
@@ -209,6 +233,14 @@ impl EsSinkConfig {
                 );
             }
         }
+        for table in self.table_mappings.keys() {
+            if crate::naming::split_table(table).is_none() {
+                push(
+                    &format!("table_mappings.{table}"),
+                    "expected a schema-qualified table name, e.g. `public.users`".to_owned(),
+                );
+            }
+        }
         if self.batch_max_docs == 0 {
             push("batch_max_docs", "must be at least 1".to_owned());
         }
@@ -244,7 +276,16 @@ mod tests {
         assert_eq!(c.batch_max_docs, 1000);
         assert_eq!(c.batch_max_bytes, 5 * 1024 * 1024);
         assert_eq!(c.refresh, Refresh::False);
+        assert_eq!(c.mappings, Mappings::Auto);
         assert!(c.validate().is_empty());
+        let c = config(
+            r#"{"urls": ["http://127.0.0.1:9200"], "mappings": "none",
+                "table_mappings": {"public.a": "auto", "b": "none"}}"#,
+        );
+        assert_eq!(c.mappings, Mappings::None);
+        assert_eq!(c.table_mappings["public.a"], Mappings::Auto);
+        let fields: Vec<String> = c.validate().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["table_mappings.b"]);
     }
 
     #[test]

@@ -18,15 +18,20 @@ use crate::config::EsSinkConfig;
 pub(crate) enum RequestError {
     /// Worth trying again: connection failure, timeout, 429, 5xx.
     Transient(String),
-    /// Trying again will not help: 4xx other than 429, bad response.
+    /// Trying again will not help: 4xx other than 429, 401 and 403, bad
+    /// response.
     Permanent(String),
+    /// 401 or 403: the credentials may not do this.
+    Denied(String),
 }
 
 impl RequestError {
     pub(crate) fn into_sink_error(self, what: &str) -> SinkError {
         match self {
             RequestError::Transient(m) => SinkError::retryable(format!("{what}: {m}")),
-            RequestError::Permanent(m) => SinkError::fatal(format!("{what}: {m}")),
+            RequestError::Permanent(m) | RequestError::Denied(m) => {
+                SinkError::fatal(format!("{what}: {m}"))
+            }
         }
     }
 }
@@ -117,6 +122,8 @@ impl Http {
         let message = format!("{path} answered {status}: {}", crate::bulk::snippet(&body));
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             Err(RequestError::Transient(message))
+        } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            Err(RequestError::Denied(message))
         } else if status == StatusCode::PAYLOAD_TOO_LARGE {
             Err(RequestError::Permanent(format!(
                 "{message} (lower `batch_max_bytes`)"

@@ -12,7 +12,24 @@
 //!   a JSON string (`42`, `alice`); several: the compact JSON array of
 //!   their values (`[1,"alice"]`).
 //! * **Document**: the row's columns as `to_jsonb` renders them
-//!   ([`cdc_core::encode::write_value`]), nothing added.
+//!   ([`cdc_core::encode::write_value`]), nothing added, with three
+//!   renderings that keep every value storable: a `numeric` beyond the
+//!   double range becomes a JSON string of its exact text; a `real` /
+//!   `double precision` of magnitude 1e21 or more is written in exponent
+//!   notation (same value); a `json` value with duplicate keys keeps only
+//!   the last of each (as `jsonb` does).
+//! * **Mapping** (`mappings: auto`, the default; `none` per sink or per
+//!   table in `table_mappings`): a missing index is created with
+//!   `dynamic: false` and a property per column: integers →
+//!   `short`/`integer`/`long`; `real` → `float`, `double`/`numeric` →
+//!   `double`, and `date`/`timestamp`/`timestamptz` → `date`
+//!   (`strict_date_optional_time`), all with `ignore_malformed`, so `NaN`,
+//!   infinities and dates out of range stay in `_source` unindexed;
+//!   character types → `text` + `.keyword`; `json`/`jsonb` and types
+//!   created in the database → disabled object; other built-in types →
+//!   `keyword`; arrays → their element's. Columns added later are added
+//!   to the mapping; an index the sink did not create (no `_meta.cdc_es`)
+//!   is never changed.
 //! * **Operations**: insert, update and snapshot read → `index`; delete →
 //!   `delete`; an update that changes the key also deletes the old `_id`;
 //!   an update whose unchanged TOAST columns were not sent → the stored
@@ -36,16 +53,18 @@
 //! (2xx), was a version conflict (older than the stored document), a delete
 //! of a missing document, or was refused permanently and written to the
 //! `dead_letter` file (`fsync`ed). Items that failed with 429 or 5xx are
-//! retried alone with backoff; other refusals (mapping errors) stop the
+//! retried alone with backoff, in their order, except those superseded by
+//! a later done item of the same document in the same request; other refusals (mapping errors) stop the
 //! pipeline unless `dead_letter` is set.
 
 mod bulk;
 mod config;
 mod document;
 mod http;
+mod mapping;
 mod naming;
 mod sink;
 mod version;
 
-pub use config::{EsAuth, EsSinkConfig, Refresh};
+pub use config::{EsAuth, EsSinkConfig, Mappings, Refresh};
 pub use sink::EsSink;

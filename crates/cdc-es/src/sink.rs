@@ -1,6 +1,7 @@
 //! [`EsSink`]: change events to `_bulk` requests, durable on return.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cdc_core::{Backoff, Batch, ChangeEvent, Event, Op, Sink, SinkError, TableName, TableSchema};
@@ -9,10 +10,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::AsyncWriteExt;
 
-use crate::bulk::{parse_response, Action, ActionKind, ItemOutcome};
-use crate::config::EsSinkConfig;
+use crate::bulk::{parse_response, retry_selection, Action, ActionKind, ItemOutcome};
+use crate::config::{EsSinkConfig, Mappings};
 use crate::document::{has_unchanged_toast, parse_fields, render, StoredFields};
 use crate::http::{Http, RequestError};
+use crate::mapping;
 use crate::naming::{document_id, split_table, IndexTemplate};
 use crate::version::external_version;
 
@@ -23,6 +25,16 @@ const MGET_CHUNK: usize = 1000;
 
 /// `(index, _id)` of a document.
 type DocKey = (String, String);
+
+/// What the sink knows about an index's mapping.
+struct IndexState {
+    /// The properties of an index whose mapping this sink manages; `None`
+    /// for an index it leaves alone (`mappings: none`, or not created by
+    /// the sink).
+    mapped: Option<HashSet<String>>,
+    /// The table schema last checked against it.
+    seen: Arc<TableSchema>,
+}
 
 /// A stored document as `_mget` returned it.
 struct StoredDoc {
@@ -41,6 +53,8 @@ pub struct EsSink {
     template: IndexTemplate,
     explicit: HashMap<TableName, String>,
     index_names: HashMap<TableName, String>,
+    table_mappings: HashMap<TableName, Mappings>,
+    indexes: HashMap<String, IndexState>,
     config: EsSinkConfig,
     pipeline: String,
     dead_letter: Option<tokio::fs::File>,
@@ -72,6 +86,13 @@ impl EsSink {
                 .ok_or_else(|| SinkError::fatal(format!("indices.{table}: not schema.table")))?;
             explicit.insert(name, index.clone());
         }
+        let mut table_mappings = HashMap::new();
+        for (table, mode) in &config.table_mappings {
+            let name = split_table(table).ok_or_else(|| {
+                SinkError::fatal(format!("table_mappings.{table}: not schema.table"))
+            })?;
+            table_mappings.insert(name, *mode);
+        }
         let http = Http::new(config)?;
         http.request(Method::Get, "/", &[], None, false, false)
             .await
@@ -98,6 +119,8 @@ impl EsSink {
             template,
             explicit,
             index_names: HashMap::new(),
+            table_mappings,
+            indexes: HashMap::new(),
             config: config.clone(),
             pipeline: pipeline_name.to_owned(),
             dead_letter,
@@ -137,6 +160,20 @@ impl EsSink {
         body: Option<Vec<u8>>,
         allow_404: bool,
     ) -> Result<(StatusCode, Vec<u8>), SinkError> {
+        self.request_retrying(method, path, query, body, allow_404)
+            .await
+            .map_err(|e| e.into_sink_error("elasticsearch"))
+    }
+
+    /// [`Self::request_with_retries`], keeping the request's own error.
+    async fn request_retrying(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        allow_404: bool,
+    ) -> Result<(StatusCode, Vec<u8>), RequestError> {
         let mut backoff = self.backoff();
         loop {
             match self
@@ -144,14 +181,164 @@ impl EsSink {
                 .request(method, path, query, body.clone(), false, allow_404)
                 .await
             {
-                Ok(answer) => return Ok(answer),
                 Err(RequestError::Transient(m)) if backoff.attempts() < self.config.max_retries => {
                     tracing::warn!(pipeline = %self.pipeline, "elasticsearch: {m}; retrying");
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
-                Err(e) => return Err(e.into_sink_error("elasticsearch")),
+                answer => return answer,
             }
         }
+    }
+
+    /// Makes sure the index of `schema`'s table has a mapping for its
+    /// columns (`mappings: auto`): creates the index with the derived
+    /// mapping when it does not exist, and adds properties for columns
+    /// that are new since. An index the sink did not create is left alone.
+    async fn ensure_index(&mut self, schema: &Arc<TableSchema>) -> Result<(), SinkError> {
+        let index = self.index_for(&schema.name)?;
+        let mode = self
+            .table_mappings
+            .get(&schema.name)
+            .copied()
+            .unwrap_or(self.config.mappings);
+        let mapped = match self.indexes.get_mut(&index) {
+            Some(state) if Arc::ptr_eq(&state.seen, schema) => return Ok(()),
+            Some(state) if *state.seen == **schema => {
+                state.seen = schema.clone();
+                return Ok(());
+            }
+            Some(state) => state.mapped.clone(),
+            None if mode == Mappings::None => None,
+            None => self.discover_mapping(&index, schema).await?,
+        };
+        let Some(mut mapped) = mapped else {
+            self.indexes.insert(
+                index,
+                IndexState {
+                    mapped: None,
+                    seen: schema.clone(),
+                },
+            );
+            return Ok(());
+        };
+        let missing: Vec<&cdc_core::Column> = schema
+            .columns
+            .iter()
+            .filter(|c| mapping::mappable(&c.name) && !mapped.contains(&c.name))
+            .collect();
+        if !missing.is_empty() {
+            let body = serde_json::to_vec(
+                &serde_json::json!({ "properties": mapping::properties(missing.iter().copied()) }),
+            )
+            .map_err(|e| SinkError::fatal(format!("encoding a mapping: {e}")))?;
+            let path = format!("/{index}/_mapping");
+            match self
+                .request_retrying(Method::Put, &path, &[], Some(body), false)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(
+                        pipeline = %self.pipeline, index = %index, columns = missing.len(),
+                        "elasticsearch: added new columns to the index mapping"
+                    );
+                }
+                Err(RequestError::Permanent(m) | RequestError::Denied(m)) => tracing::warn!(
+                    pipeline = %self.pipeline, index = %index,
+                    "elasticsearch: cannot add new columns to the mapping ({m}); \
+                     they stay in the documents, unindexed"
+                ),
+                Err(e) => {
+                    return Err(e.into_sink_error("elasticsearch: adding columns to a mapping"))
+                }
+            }
+            mapped.extend(missing.iter().map(|c| c.name.clone()));
+        }
+        self.indexes.insert(
+            index,
+            IndexState {
+                mapped: Some(mapped),
+                seen: schema.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The answer of [`Self::discover_mapping`] when the credentials may
+    /// not read mappings or create indices: the index is left to the
+    /// server, as with `mappings: none`.
+    fn not_allowed(&self, index: &str, message: &str) -> Option<HashSet<String>> {
+        tracing::warn!(
+            pipeline = %self.pipeline, index,
+            "elasticsearch: not allowed to read the mapping of or create the index ({message}); \
+             the server's own mapping applies (grant `view_index_metadata` and `create_index` \
+             on the index, or set `mappings: none` to silence this)"
+        );
+        None
+    }
+
+    /// The properties of `index` when this sink manages its mapping
+    /// (creating the index with the mapping derived from `schema` when it
+    /// does not exist); `None` for an index someone else created.
+    async fn discover_mapping(
+        &self,
+        index: &str,
+        schema: &TableSchema,
+    ) -> Result<Option<HashSet<String>>, SinkError> {
+        let hint = "(set `mappings: none` to leave index creation to the server)";
+        let path = format!("/{index}/_mapping");
+        for _ in 0..3 {
+            let (status, answer) = match self
+                .request_retrying(Method::Get, &path, &[], None, true)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(RequestError::Denied(m)) => return Ok(self.not_allowed(index, &m)),
+                Err(e) => {
+                    return Err(e.into_sink_error(&format!("reading the mapping of {index} {hint}")))
+                }
+            };
+            if status != StatusCode::NOT_FOUND {
+                let answer: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| {
+                    SinkError::retryable(format!(
+                        "unreadable mapping of {index} ({e}): {}",
+                        crate::bulk::snippet(&answer)
+                    ))
+                })?;
+                let managed = mapping::managed_properties(&answer);
+                if managed.is_none() {
+                    tracing::info!(
+                        pipeline = %self.pipeline, index,
+                        "elasticsearch: index exists and was not created by this sink; its mapping is left as it is"
+                    );
+                }
+                return Ok(managed.map(|names| names.into_iter().collect()));
+            }
+            let body =
+                serde_json::to_vec(&serde_json::json!({ "mappings": mapping::mappings(schema) }))
+                    .map_err(|e| SinkError::fatal(format!("encoding a mapping: {e}")))?;
+            match self
+                .request_retrying(Method::Put, &format!("/{index}"), &[], Some(body), false)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(
+                        pipeline = %self.pipeline, index, table = %schema.name,
+                        "elasticsearch: created the index with a mapping derived from the table"
+                    );
+                    return Ok(Some(
+                        schema.columns.iter().map(|c| c.name.clone()).collect(),
+                    ));
+                }
+                // Created meanwhile by someone else: read its mapping.
+                Err(RequestError::Permanent(m))
+                    if m.contains("resource_already_exists_exception") => {}
+                Err(RequestError::Denied(m)) => return Ok(self.not_allowed(index, &m)),
+                Err(e) => return Err(e.into_sink_error(&format!("creating index {index} {hint}"))),
+            }
+        }
+        Err(SinkError::retryable(format!(
+            "index {index} keeps appearing and disappearing while its mapping is read"
+        )))
     }
 
     /// Stored versions and fields of the documents that partial updates in
@@ -279,8 +466,9 @@ impl EsSink {
     }
 
     /// Sends `actions` as one `_bulk` request, then only the items that
-    /// failed with 429/5xx again, until all are done or `max_retries` is
-    /// used up (then a retryable error).
+    /// failed with 429/5xx again (not those superseded by a later written
+    /// item of their document, see [`retry_selection`]), until all are
+    /// done or `max_retries` is used up (then a retryable error).
     async fn send_bulk(&mut self, actions: Vec<Action>) -> Result<(), SinkError> {
         let mut todo = actions;
         let mut backoff = self.backoff();
@@ -298,11 +486,18 @@ impl EsSink {
                 Ok((_, response)) => {
                     let outcomes =
                         parse_response(&response, &todo).map_err(SinkError::retryable)?;
+                    let again = retry_selection(&todo, &outcomes);
                     let mut retry = Vec::new();
                     let mut last = String::new();
-                    for (action, outcome) in todo.into_iter().zip(outcomes) {
+                    for ((action, outcome), again) in todo.into_iter().zip(outcomes).zip(again) {
                         match outcome {
                             ItemOutcome::Done => {}
+                            ItemOutcome::Retry(_) if !again => {
+                                tracing::debug!(
+                                    pipeline = %self.pipeline, index = %action.index, id = %action.id,
+                                    "elasticsearch: failed item superseded by a later written change of its document; not retried"
+                                );
+                            }
                             ItemOutcome::Retry(m) => {
                                 last = m;
                                 retry.push(action);
@@ -490,6 +685,16 @@ struct Pending {
 
 impl Sink for EsSink {
     async fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let mut last: Option<&Arc<TableSchema>> = None;
+        for event in &batch.events {
+            if let Event::Change(change) = event {
+                if last.is_some_and(|t| Arc::ptr_eq(t, &change.table)) {
+                    continue;
+                }
+                self.ensure_index(&change.table).await?;
+                last = Some(&change.table);
+            }
+        }
         let bases = self.fetch_bases(batch).await?;
         let mut pending = Pending {
             actions: Vec::new(),

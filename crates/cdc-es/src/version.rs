@@ -17,6 +17,10 @@
 //!   change of that same transaction until the replay reaches the last one.
 //!   Strictly older versions are rejected by the server with 409, which the
 //!   sink counts as success.
+//!   For the same reason a failed `_bulk` item is not sent again when a
+//!   later item of the same document in that request was done
+//!   ([`crate::bulk::retry_selection`]): it would overwrite the newer
+//!   change with an equal version.
 //! * Snapshot rows carry the snapshot LSN C as their commit LSN, but their
 //!   version is `C × 2^16 − 1`, whatever their ordinal: a transaction whose
 //!   commit record starts exactly at C is streamed (PostgreSQL skips only
