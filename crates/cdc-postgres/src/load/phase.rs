@@ -710,16 +710,8 @@ impl SnapshotPhase {
             }
             Err(e) => return Err(e),
         }
-        let (conn, name) = export_from_transaction(&self.options).await?;
+        let (conn, name) = self.export_and_record().await?;
         tracing::warn!(slot = %self.slot, snapshot = %name, "the snapshot coordinator is gone; this instance exported a new snapshot for the remaining chunks");
-        self.store
-            .set_snapshot(
-                &mut self.meta,
-                &self.slot,
-                &name,
-                &self.settings.instance_id,
-            )
-            .await?;
         self.export = Some(Export::Transaction(conn));
         Ok(())
     }
