@@ -51,37 +51,36 @@ pub fn message_id(pipeline: &str, event: &ChangeEvent, out: &mut String) {
         event.op.code(),
         src.commit_lsn
     );
-    match (event.op, &event.after) {
-        (Op::Read, Some(row)) => {
-            let mut json = Vec::new();
-            let mut keyed = false;
-            json.push(b'[');
-            for (column, value) in event.table.columns.iter().zip(row.values()) {
-                if column.is_key {
-                    if keyed {
-                        json.push(b',');
-                    }
-                    keyed = true;
-                    write_value(&mut json, value);
-                }
+    let Some(row) = event.after.as_ref().filter(|_| event.op == Op::Read) else {
+        let _ = write!(out, "{}", src.ordinal);
+        return;
+    };
+    // The row's values are rendered into the id's own buffer: no
+    // allocation per message once the buffer has grown.
+    let mut bytes = std::mem::take(out).into_bytes();
+    let columns = &event.table.columns;
+    if columns.iter().any(|c| c.is_key) {
+        bytes.extend_from_slice(b"k:[");
+        let keys = columns.iter().zip(row.values()).filter(|(c, _)| c.is_key);
+        for (i, (_, value)) in keys.enumerate() {
+            if i > 0 {
+                bytes.push(b',');
             }
-            json.push(b']');
-            if keyed {
-                out.push_str("k:");
-                out.push_str(&String::from_utf8_lossy(&json));
-            } else {
-                json.clear();
-                for value in row.values() {
-                    write_value(&mut json, value);
-                    json.push(b',');
-                }
-                let _ = write!(out, "{}:{:016x}", src.ordinal, fnv1a(&json));
-            }
+            write_value(&mut bytes, value);
         }
-        _ => {
-            let _ = write!(out, "{}", src.ordinal);
+        bytes.push(b']');
+    } else {
+        let mark = bytes.len();
+        for value in row.values() {
+            write_value(&mut bytes, value);
+            bytes.push(b',');
         }
+        let hash = fnv1a(&bytes[mark..]);
+        bytes.truncate(mark);
+        let _ = std::io::Write::write_fmt(&mut bytes, format_args!("{}:{hash:016x}", src.ordinal));
     }
+    *out = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 }
 
 /// 64-bit FNV-1a: stable across builds and platforms, unlike std's hasher.
