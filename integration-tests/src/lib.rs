@@ -19,6 +19,8 @@
 //!   misconfigured clusters (`CDC_TEST_PG_NOLOGICAL_URL`, `CDC_TEST_PG_FEWSLOTS_URL`);
 //! - [`TestRole`]: a login role of a test's own;
 //! - [`CutProxy`]: a TCP relay whose connections a test can cut;
+//! - [`KafkaProxy`]: a proxy in front of a Kafka broker that a test can
+//!   cut or stall;
 //! - [`Writer`]: a background client changing `public.t` through server
 //!   restarts;
 //! - [`http`]: the engine's `/status` and other endpoints;
@@ -36,6 +38,7 @@ mod cluster;
 mod db;
 mod engine;
 pub mod http;
+mod kafka_proxy;
 mod other_cluster;
 pub mod pipelines;
 mod proxy;
@@ -49,6 +52,7 @@ mod writer;
 pub use cluster::Cluster;
 pub use db::{pg_url, url_with_database, TestDb};
 pub use engine::{engine_bin, run_engine, run_engine_validate, Engine};
+pub use kafka_proxy::{KafkaProxy, Released};
 pub use other_cluster::{extra_cluster_url, ExtraDb, SlotsLock};
 pub use proxy::CutProxy;
 pub use role::{TestRole, TEST_ROLE_PASSWORD};

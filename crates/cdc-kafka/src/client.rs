@@ -5,7 +5,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 
-use crate::config::{Acks, KafkaSinkConfig};
+use crate::config::KafkaSinkConfig;
 
 /// Forwards librdkafka's log lines and client errors to `tracing`.
 #[derive(Debug, Clone, Default)]
@@ -44,14 +44,17 @@ pub(crate) fn client_config(config: &KafkaSinkConfig, pipeline: &str) -> ClientC
             .clone()
             .unwrap_or_else(|| format!("cdc-{pipeline}")),
     );
-    c.set("enable.idempotence", config.idempotence.to_string());
-    c.set(
-        "acks",
-        match config.acks {
-            Acks::All => "all",
-            Acks::Leader => "1",
-        },
-    );
+    // Per-key order and no loss rest on these three: every in-sync replica
+    // has a message before it counts as delivered; the producer numbers its
+    // messages, so the broker drops a resent copy it already has and refuses
+    // one that would land out of order; and a message never expires, so
+    // the producer keeps resending it under the same number until the
+    // broker takes it. A message given up on and sent again by a new
+    // producer (a new id, new numbers) could land after a newer change of
+    // its key, should its first request still reach the broker.
+    c.set("enable.idempotence", "true");
+    c.set("acks", "all");
+    c.set("message.timeout.ms", "0");
     c.set("compression.type", config.compression.as_str());
     c.set("linger.ms", ms(config.batching.linger));
     c.set(
@@ -59,8 +62,11 @@ pub(crate) fn client_config(config: &KafkaSinkConfig, pipeline: &str) -> ClientC
         config.batching.max_messages.to_string(),
     );
     c.set("batch.size", config.batching.max_bytes.to_string());
-    c.set("message.timeout.ms", ms(config.timeouts.delivery));
+    // The broker's wait for replicas, and the client's wait for any
+    // answer: a request unanswered by then is given up with its connection
+    // and sent again, under the same sequence numbers, on a new one.
     c.set("request.timeout.ms", ms(config.timeouts.request));
+    c.set("socket.timeout.ms", ms(config.timeouts.request));
     // Same key → partition mapping as the Java client.
     c.set("partitioner", "murmur2_random");
     // Topics are created by the sink (`create_topics`) or must exist; a

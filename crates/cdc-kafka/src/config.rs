@@ -45,14 +45,6 @@ pub struct KafkaSinkConfig {
     /// (librdkafka `compression.type`). Default `none`.
     #[serde(default)]
     pub compression: Compression,
-    /// `acks`: `all` (every in-sync replica) or `leader`. Default `all`;
-    /// `leader` needs `idempotence: false`.
-    #[serde(default)]
-    pub acks: Acks,
-    /// `idempotence`: the idempotent producer (no duplicates or reordering
-    /// from the producer's own retries). Default `true`.
-    #[serde(default = "default_true")]
-    pub idempotence: bool,
     /// `batching`: how the producer groups messages into requests.
     #[serde(default)]
     pub batching: Batching,
@@ -113,17 +105,6 @@ impl Compression {
     }
 }
 
-/// `acks`: which replicas must have a message before it counts as delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Acks {
-    /// Every in-sync replica (`acks=all`).
-    #[default]
-    All,
-    /// The partition leader only (`acks=1`).
-    Leader,
-}
-
 /// `batching`: how messages are grouped into produce requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,13 +137,18 @@ impl Default for Batching {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
-    /// `delivery`: how long a message may wait for its delivery, retries
-    /// included (`message.timeout.ms`). When it passes, the batch fails
-    /// and is retried as a whole. Default `30s`.
-    #[serde(default = "default_delivery", deserialize_with = "duration")]
-    pub delivery: Duration,
-    /// `request`: how long one produce request may take
-    /// (`request.timeout.ms`). Default `30s`.
+    /// `stall_warning`: how long a batch may wait for its delivery
+    /// reports before the sink logs a warning (again after each further
+    /// period). Deliveries never expire: the producer keeps sending a
+    /// message, with the same producer id and sequence number, until the
+    /// broker takes it, so a message given up on can never land after a
+    /// newer one. Default `30s`.
+    #[serde(default = "default_stall_warning", deserialize_with = "duration")]
+    pub stall_warning: Duration,
+    /// `request`: how long one request may wait for its answer
+    /// (`request.timeout.ms`, `socket.timeout.ms`); then the producer
+    /// closes that connection and sends the request again, under the same
+    /// sequence numbers, on a new one. Default `30s`.
     #[serde(default = "default_request", deserialize_with = "duration")]
     pub request: Duration,
     /// `metadata`: how long a metadata lookup or topic creation may take
@@ -174,7 +160,7 @@ pub struct Timeouts {
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
-            delivery: default_delivery(),
+            stall_warning: default_stall_warning(),
             request: default_request(),
             metadata: default_metadata(),
         }
@@ -253,13 +239,39 @@ impl fmt::Debug for Secret {
 }
 
 /// Properties the sink sets itself and that `properties` must not change,
-/// because durability or the sink's own error handling depend on them.
+/// because durability, per-key order or the sink's own error handling
+/// depend on them.
 const RESERVED_PROPERTIES: &[(&str, &str)] = &[
     ("bootstrap.servers", "use `brokers`"),
     ("metadata.broker.list", "use `brokers`"),
-    ("acks", "use `acks`"),
-    ("request.required.acks", "use `acks`"),
-    ("enable.idempotence", "use `idempotence`"),
+    (
+        "acks",
+        "always `all`: a change acknowledged by the leader alone can be lost with it",
+    ),
+    (
+        "request.required.acks",
+        "always `all`: a change acknowledged by the leader alone can be lost with it",
+    ),
+    (
+        "enable.idempotence",
+        "always on: without producer sequence numbers a resent request can land after a newer change of its key",
+    ),
+    (
+        "message.timeout.ms",
+        "deliveries never expire (see `timeouts.stall_warning`): a message given up on could still land after a newer change of its key",
+    ),
+    (
+        "delivery.timeout.ms",
+        "deliveries never expire (see `timeouts.stall_warning`): a message given up on could still land after a newer change of its key",
+    ),
+    (
+        "retries",
+        "the producer never stops resending: a message given up on could still land after a newer change of its key",
+    ),
+    (
+        "message.send.max.retries",
+        "the producer never stops resending: a message given up on could still land after a newer change of its key",
+    ),
     (
         "transactional.id",
         "transactions are not supported by this sink",
@@ -319,13 +331,6 @@ impl KafkaSinkConfig {
                 );
             }
         }
-        if self.acks == Acks::Leader && self.idempotence {
-            push(
-                "acks",
-                "`leader` needs `idempotence: false` (the idempotent producer requires acks=all)"
-                    .into(),
-            );
-        }
         if self.batching.max_messages == 0 {
             push("batching.max_messages", "must be at least 1".into());
         }
@@ -337,7 +342,7 @@ impl KafkaSinkConfig {
             push("batching.linger", "must be at most 900s".into());
         }
         for (field, d) in [
-            ("timeouts.delivery", self.timeouts.delivery),
+            ("timeouts.stall_warning", self.timeouts.stall_warning),
             ("timeouts.request", self.timeouts.request),
             ("timeouts.metadata", self.timeouts.metadata),
         ] {
@@ -409,7 +414,7 @@ const fn default_batch_messages() -> u32 {
 const fn default_batch_bytes() -> u32 {
     1_000_000
 }
-const fn default_delivery() -> Duration {
+const fn default_stall_warning() -> Duration {
     Duration::from_secs(30)
 }
 const fn default_request() -> Duration {

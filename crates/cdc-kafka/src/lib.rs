@@ -7,8 +7,9 @@
 //! tombstone after each delete.
 //!
 //! A batch counts as durable only when every message's delivery report is
-//! back (idempotent producer, `acks=all` by default). Used by `cdc-engine`
-//! as `type: kafka`, or on its own:
+//! back (idempotent producer, `acks=all`, deliveries that never expire, so
+//! a resent message can never land after a newer change of its key). Used
+//! by `cdc-engine` as `type: kafka`, or on its own:
 //!
 //! ```no_run
 //! # async fn f(batch: cdc_core::Batch) -> Result<(), cdc_core::SinkError> {
@@ -32,7 +33,7 @@ mod route;
 mod sink;
 
 pub use config::{
-    Acks, Batching, Compression, CreateTopics, KafkaSinkConfig, SaslConfig, SaslMechanism, Secret,
+    Batching, Compression, CreateTopics, KafkaSinkConfig, SaslConfig, SaslMechanism, Secret,
     Timeouts, TlsConfig,
 };
 pub use sink::KafkaSink;

@@ -35,9 +35,13 @@ type Kafka = FutureProducer<SinkContext>;
 ///   carries those of its delete.
 ///
 /// [`write_batch`](Sink::write_batch) queues every message of the batch and
-/// returns once every delivery report is back. A failed delivery fails the
-/// batch, which the engine sends again as a whole (duplicates possible,
-/// never a loss); errors that retrying cannot fix (message too large,
+/// returns once every delivery report is back. Deliveries never expire:
+/// while a broker cannot be reached the producer keeps resending, under
+/// the same producer id and sequence numbers (so the broker drops copies
+/// it already has and refuses out-of-order ones), and `write_batch` waits,
+/// with a warning every `timeouts.stall_warning`. A failed batch is sent
+/// again as a whole by the engine (duplicates possible, never a loss or a
+/// reordering); errors that retrying cannot fix (message too large,
 /// authorization, missing topic) are fatal.
 pub struct KafkaSink {
     producer: Kafka,
@@ -52,8 +56,8 @@ pub struct KafkaSink {
     key: Vec<u8>,
     value: Vec<u8>,
     pending: VecDeque<(Arc<str>, usize, DeliveryFuture)>,
-    /// A batch failed: start the retry with a new producer.
-    renew: bool,
+    /// How long to wait for deliveries before warning that they stall.
+    stall_warning: Duration,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -122,7 +126,7 @@ impl KafkaSink {
             key: Vec::with_capacity(64),
             value: Vec::with_capacity(1024),
             pending: VecDeque::new(),
-            renew: false,
+            stall_warning: config.timeouts.stall_warning,
         })
     }
 
@@ -250,7 +254,7 @@ impl KafkaSink {
                     record = back;
                     // Make room: wait for the oldest delivery, or a moment.
                     match self.pending.pop_front() {
-                        Some(p) => settle(p).await?,
+                        Some(p) => self.settle(p).await?,
                         None => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
@@ -266,23 +270,18 @@ impl KafkaSink {
         }
     }
 
-    /// Before retrying a failed batch, replaces the producer: its
-    /// idempotence state (producer id, epoch, sequence numbers) may be
-    /// stuck after timed-out deliveries (some brokers then answer every
-    /// request with `ProducerFenced`), or librdkafka may have declared it
-    /// unusable. The old producer's queued and in-flight messages are
-    /// purged first, so none of them can land after the retry's.
-    async fn renew_producer_if_needed(&mut self) -> Result<(), SinkError> {
-        let fatal = self.producer.client().fatal_error();
-        if !self.renew && fatal.is_none() {
+    /// Replaces a producer that librdkafka declared failed for good (a
+    /// fatal idempotence error, for example after a broker lost the
+    /// producer's state). Only then: a new producer has a new id and new
+    /// sequence numbers, so a request of the old one that a broker has not
+    /// read yet could land after the new one's messages. Ordinary failures
+    /// (broker unreachable, leader changes, timeouts of single requests)
+    /// never replace the producer: it resends under the same numbers.
+    async fn renew_failed_producer(&mut self) -> Result<(), SinkError> {
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
             return Ok(());
-        }
-        match fatal {
-            Some((code, reason)) => tracing::warn!(
-                "the Kafka producer failed fatally ({code}: {reason}); creating a new one"
-            ),
-            None => tracing::info!("creating a new Kafka producer for the retry"),
-        }
+        };
+        tracing::warn!("the Kafka producer failed fatally ({code}: {reason}); creating a new one");
         let fresh = create_producer(&self.client_config)?;
         let old = std::mem::replace(&mut self.producer, fresh);
         let _ = tokio::task::spawn_blocking(move || {
@@ -291,14 +290,42 @@ impl KafkaSink {
             drop(old);
         })
         .await;
-        self.renew = false;
         Ok(())
+    }
+
+    /// Waits for one delivery report, warning every `stall_warning` while
+    /// it does not come.
+    async fn settle(
+        &self,
+        (topic, bytes, mut fut): (Arc<str>, usize, DeliveryFuture),
+    ) -> Result<(), SinkError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            match tokio::time::timeout(self.stall_warning, &mut fut).await {
+                Ok(Ok(Ok(_))) => return Ok(()),
+                Ok(Ok(Err((source, _)))) => {
+                    return Err(KafkaSinkError::Delivery {
+                        topic: topic.to_string(),
+                        bytes,
+                        source,
+                    }
+                    .into())
+                }
+                Ok(Err(_)) => return Err(KafkaSinkError::Canceled.into()),
+                Err(_) => tracing::warn!(
+                    topic = %topic,
+                    waiting = self.pending.len() + 1,
+                    "Kafka has not confirmed deliveries for {}s; the producer keeps resending them (same producer id and sequence numbers: no duplicate, no reordering) and the slot stays where it is",
+                    started.elapsed().as_secs()
+                ),
+            }
+        }
     }
 
     /// Queues every change of `batches`, then waits for all delivery
     /// reports.
     async fn write(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
-        self.renew_producer_if_needed().await?;
+        self.renew_failed_producer().await?;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -335,7 +362,7 @@ impl KafkaSink {
             }
         }
         while let Some(p) = self.pending.pop_front() {
-            settle(p).await?;
+            self.settle(p).await?;
         }
         Ok(())
     }
@@ -345,20 +372,6 @@ fn create_producer(config: &ClientConfig) -> Result<Kafka, SinkError> {
     config
         .create_with_context(SinkContext)
         .map_err(|e| KafkaSinkError::Config(e).into())
-}
-
-/// Waits for one delivery report.
-async fn settle((topic, bytes, fut): (Arc<str>, usize, DeliveryFuture)) -> Result<(), SinkError> {
-    match fut.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((source, _))) => Err(KafkaSinkError::Delivery {
-            topic: topic.to_string(),
-            bytes,
-            source,
-        }
-        .into()),
-        Err(_) => Err(KafkaSinkError::Canceled.into()),
-    }
 }
 
 impl Sink for KafkaSink {
@@ -372,9 +385,9 @@ impl Sink for KafkaSink {
         let result = self.write(batches).await;
         if result.is_err() {
             // Nothing of this group counts: forget the reports still
-            // outstanding, and retry with a new producer.
+            // outstanding. The retry queues the group again on the same
+            // producer (after its messages still queued, so in order).
             self.pending.clear();
-            self.renew = true;
         }
         result
     }

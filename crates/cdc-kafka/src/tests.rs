@@ -39,14 +39,12 @@ fn issue_example_parses_with_defaults() {
     assert!(c.validate().is_empty(), "{:?}", c.validate());
     assert_eq!(c.create_topics.unwrap().partitions, 3);
     assert_eq!(c.compression, crate::Compression::Zstd);
-    assert_eq!(c.acks, crate::Acks::All);
-    assert!(c.idempotence);
-    assert_eq!(c.timeouts.delivery, Duration::from_secs(30));
+    assert_eq!(c.timeouts.stall_warning, Duration::from_secs(30));
     assert_eq!(c.batching.linger, Duration::from_millis(5));
 
     let c = parse(
         "brokers: [a:1]\ntopics: { public.users: users-v1 }\n\
-         timeouts: { delivery: 5s, request: 500ms }\nbatching: { linger: 20ms }\n\
+         timeouts: { stall_warning: 5s, request: 500ms }\nbatching: { linger: 20ms }\n\
          sasl: { mechanism: SCRAM-SHA-512, username: u, password: secret }\n\
          tls: { ca: /etc/ca.pem }\n",
     )
@@ -63,15 +61,27 @@ fn issue_example_parses_with_defaults() {
 fn bad_configs_name_their_fields() {
     assert!(parse("brokers: [a:1]\nbogus: 1\n").is_err());
     assert!(parse("brokers: [a:1]\ncompression: brotli\n").is_err());
-    assert!(parse("brokers: [a:1]\ntimeouts: { delivery: 5 }\n").is_err());
+    assert!(parse("brokers: [a:1]\ntimeouts: { stall_warning: 5 }\n").is_err());
+    // Order and durability are not configurable: acks=all and the
+    // idempotent producer always, deliveries that never expire.
+    for key in [
+        "acks: leader",
+        "idempotence: false",
+        "timeouts: { delivery: 5s }",
+    ] {
+        let err = parse(&format!("brokers: [a:1]\n{key}\n")).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{key}: {err}");
+    }
     assert!(
         parse("brokers: [a:1]\nsasl: { mechanism: GSSAPI, username: u, password: p }\n").is_err()
     );
     let c = parse(
         "brokers: [nohost, 'h:0']\ntopic: 'x.{tabel}'\ntopics: { users: 'a b' }\n\
-         create_topics: { partitions: 0 }\nacks: leader\n\
-         tls: { cert: /c.pem }\nproperties: { acks: '0', enable.idempotence: 'false' }\n\
-         timeouts: { delivery: 0s }\n",
+         create_topics: { partitions: 0 }\n\
+         tls: { cert: /c.pem }\n\
+         properties: { acks: '0', enable.idempotence: 'false', message.timeout.ms: '5000', \
+         delivery.timeout.ms: '5000', retries: '0', message.send.max.retries: '0' }\n\
+         timeouts: { stall_warning: 0s }\n",
     )
     .unwrap();
     let fields: Vec<String> = c.validate().into_iter().map(|(f, _)| f).collect();
@@ -81,11 +91,14 @@ fn bad_configs_name_their_fields() {
         "topic",
         "topics.users",
         "create_topics.partitions",
-        "acks",
         "tls.key",
         "properties.acks",
         "properties.enable.idempotence",
-        "timeouts.delivery",
+        "properties.message.timeout.ms",
+        "properties.delivery.timeout.ms",
+        "properties.retries",
+        "properties.message.send.max.retries",
+        "timeouts.stall_warning",
     ] {
         assert!(
             fields.iter().any(|x| x == f),
@@ -158,7 +171,7 @@ fn sink_config(brokers: &str, extra: &str) -> KafkaSinkConfig {
     let timeouts = if extra.contains("timeouts:") {
         ""
     } else {
-        "timeouts: { delivery: 3s, metadata: 10s }\n"
+        "timeouts: { stall_warning: 3s, metadata: 10s }\n"
     };
     parse(&format!(
         "brokers: ['{brokers}']\ntopic: 'cdc.{{schema}}.{{table}}'\n{timeouts}{extra}"
@@ -270,7 +283,7 @@ async fn authorization_failure_is_fatal() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 5],
     );
-    let cfg = sink_config(&cluster.bootstrap_servers(), "idempotence: false\n");
+    let cfg = sink_config(&cluster.bootstrap_servers(), "");
     let mut sink = KafkaSink::connect(&cfg, "unit").await.unwrap();
     let err = sink
         .write_batch(&batch(vec![change(Op::Insert, 1, "a", 1)]))
@@ -281,11 +294,11 @@ async fn authorization_failure_is_fatal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn brokers_down_is_retryable_and_the_retry_delivers() {
+async fn a_write_waits_out_an_outage_and_delivers_once() {
     let cluster = mock();
     cluster.create_topic("cdc.public.users", 1, 3).unwrap();
     let brokers = cluster.bootstrap_servers();
-    let cfg = sink_config(&brokers, "timeouts: { delivery: 1s, metadata: 2s }\n");
+    let cfg = sink_config(&brokers, "timeouts: { stall_warning: 1s, metadata: 2s }\n");
     let mut sink = KafkaSink::connect(&cfg, "unit").await.unwrap();
     // The topic is known before the outage.
     sink.write_batch(&batch(vec![change(Op::Insert, 1, "a", 1)]))
@@ -294,30 +307,30 @@ async fn brokers_down_is_retryable_and_the_retry_delivers() {
     for id in 1..=3 {
         cluster.broker_down(id).unwrap();
     }
-    let err = sink
-        .write_batch(&batch(vec![change(Op::Insert, 2, "b", 2)]))
-        .await
-        .unwrap_err();
-    assert!(err.is_retryable(), "{err}");
+    // The write does not fail while the brokers are down: it waits (and
+    // warns), the producer resending under the same sequence numbers.
+    let writer = tokio::spawn(async move {
+        let r = sink
+            .write_batch(&batch(vec![change(Op::Insert, 2, "b", 2)]))
+            .await;
+        (sink, r)
+    });
+    // Down for longer than `stall_warning`.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     for id in 1..=3 {
         cluster.broker_up(id).unwrap();
     }
-    // The engine retries the same batch; eventually it is durable.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match sink
-            .write_batch(&batch(vec![change(Op::Insert, 2, "b", 2)]))
-            .await
-        {
-            Ok(()) => break,
-            Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("retry did not succeed: {e}"),
-        }
-    }
-    let msgs = read_back(&brokers, "cdc.public.users", 1, 2);
-    assert!(msgs.iter().any(|m| m.key() == Some(&b"{\"id\":2}"[..])));
+    let (_sink, result) = tokio::time::timeout(Duration::from_secs(30), writer)
+        .await
+        .expect("the write did not finish after the brokers came back")
+        .unwrap();
+    result.unwrap();
+    let msgs = read_back(&brokers, "cdc.public.users", 1, 3);
+    let twos = msgs
+        .iter()
+        .filter(|m| m.key() == Some(&b"{\"id\":2}"[..]))
+        .count();
+    assert_eq!(twos, 1, "the change was not delivered exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
