@@ -86,7 +86,7 @@ fn pipeline_yaml(db: &TestDb, tables: &[&str], es_url: &str, prefix: &str, extra
     ));
     y.push_str(&format!(
         "sinks:\n  - {{ type: elasticsearch, urls: ['{es_url}'], index: '{prefix}-{{schema}}.{{table}}', \
-         batch_max_docs: 200, max_retries: 8, retry_backoff_ms: 50{extra} }}\n"
+         batch_max_docs: 200, max_retries: 8, retry_backoff: 50ms{extra} }}\n"
     ));
     y.push_str("snapshot: { mode: initial }\n");
     y.push_str("retry: { initial_backoff: 100ms, max_backoff: 1s }\nlog: { level: info }\n");

@@ -1221,10 +1221,10 @@ async fn mutual_tls() {
         .await;
     let s = unique_suffix();
     let sink = |client_cert: bool| {
-        let mut tls = format!("ca_file: {}", json_str(&p("ca.pem").display().to_string()));
+        let mut tls = format!("ca: {}", json_str(&p("ca.pem").display().to_string()));
         if client_cert {
             tls.push_str(&format!(
-                ", cert_file: {}, key_file: {}",
+                ", cert: {}, key: {}",
                 json_str(&p("client.pem").display().to_string()),
                 json_str(&p("client.key").display().to_string())
             ));

@@ -49,6 +49,7 @@ mod error;
 mod event;
 mod lsn;
 mod schema;
+pub mod settings;
 mod sink;
 mod source;
 mod status;

@@ -35,11 +35,10 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Collects every secret of `config`: the source URL's password, Kafka's
-    /// SASL and TLS key passwords (and `properties` whose key names a
-    /// password or secret), NATS's token, password and nkey seed,
-    /// Elasticsearch's password and API key, and passwords written into any
-    /// sink URL.
+    /// Collects every secret of `config`: the source URL's password, every
+    /// sink's `auth` secrets (password, token, API key, nkey seed) and TLS
+    /// key password, Kafka `properties` whose key names a password or
+    /// secret, and passwords written into any sink URL.
     pub fn from_config(config: &Config) -> Self {
         let mut s = Self::default();
         s.add_url(&config.source.url);
@@ -62,12 +61,7 @@ impl Secrets {
             SinkConfig::Stdout(_) | SinkConfig::File(_) => {}
             #[cfg(feature = "kafka")]
             SinkConfig::Kafka(k) => {
-                if let Some(sasl) = &k.sasl {
-                    s.add(&sasl.password.0);
-                }
-                if let Some(pw) = k.tls.as_ref().and_then(|t| t.key_password.as_ref()) {
-                    s.add(&pw.0);
-                }
+                s.add_shared(k.auth.as_ref(), k.tls.as_ref());
                 for (key, value) in &k.properties {
                     let key = key.to_ascii_lowercase();
                     if key.contains("password") || key.contains("secret") {
@@ -78,24 +72,34 @@ impl Secrets {
             #[cfg(feature = "nats")]
             SinkConfig::Nats(n) => {
                 s.add_url(&n.url);
-                for v in [&n.auth.token, &n.auth.password, &n.auth.nkey_seed]
-                    .into_iter()
-                    .flatten()
-                {
-                    s.add(v);
-                }
+                s.add_shared(n.auth.as_ref(), n.tls.as_ref());
             }
             #[cfg(feature = "elasticsearch")]
             SinkConfig::Elasticsearch(e) => {
                 for url in &e.urls {
                     s.add_url(url);
                 }
-                if let Some(auth) = &e.auth {
-                    for v in [&auth.password, &auth.api_key].into_iter().flatten() {
-                        s.add(v);
-                    }
-                }
+                s.add_shared(e.auth.as_deref(), e.tls.as_deref());
             }
+        }
+    }
+
+    /// Adds the secrets of a sink's `auth` and `tls` sections.
+    #[cfg_attr(
+        not(any(feature = "kafka", feature = "nats", feature = "elasticsearch")),
+        allow(dead_code)
+    )]
+    fn add_shared(
+        &mut self,
+        auth: Option<&cdc_core::settings::Auth>,
+        tls: Option<&cdc_core::settings::Tls>,
+    ) {
+        let secrets = auth
+            .into_iter()
+            .flat_map(|a| a.secrets())
+            .chain(tls.into_iter().flat_map(|t| t.secrets()));
+        for secret in secrets {
+            self.add(secret.expose());
         }
     }
 

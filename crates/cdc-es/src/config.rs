@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use cdc_core::settings::{deserialize_duration, Auth, Credential, Tls, TlsSupport};
 use serde::Deserialize;
 
 use crate::naming::IndexTemplate;
@@ -15,17 +17,28 @@ const fn default_batch_max_bytes() -> usize {
     5 * 1024 * 1024
 }
 
-const fn default_request_timeout_secs() -> u64 {
-    30
+const fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 const fn default_max_retries() -> u32 {
     5
 }
 
-const fn default_retry_backoff_ms() -> u64 {
-    200
+const fn default_retry_backoff() -> Duration {
+    Duration::from_millis(200)
 }
+
+/// The credentials `auth` may give.
+const CREDENTIALS: &[Credential] = &[Credential::UserPassword, Credential::ApiKey];
+
+/// What the HTTP client does with `tls`: a CA to trust.
+const TLS_SUPPORT: TlsSupport = TlsSupport {
+    sink: "elasticsearch",
+    client_certificate: false,
+    key_password: false,
+    skip_hostname_verification: false,
+};
 
 fn default_index() -> String {
     "{schema}.{table}".to_owned()
@@ -71,34 +84,6 @@ pub enum Mappings {
     None,
 }
 
-/// `auth` of an elasticsearch sink: basic authentication or an API key.
-/// `Debug` masks the secrets.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EsAuth {
-    /// `username`: basic-auth user name; needs `password`. Not together with `api_key`.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// `password`: basic-auth password; needs `username`.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// `api_key`: an API key in its encoded form (base64 of `id:key`, what
-    /// `POST /_security/api_key` returns as `encoded`).
-    #[serde(default)]
-    pub api_key: Option<String>,
-}
-
-impl std::fmt::Debug for EsAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mask = |s: &Option<String>| s.as_ref().map(|_| "***");
-        f.debug_struct("EsAuth")
-            .field("username", &self.username)
-            .field("password", &mask(&self.password))
-            .field("api_key", &mask(&self.api_key))
-            .finish()
-    }
-}
-
 /// One `type: elasticsearch` entry of `sinks` (Elasticsearch 8 or
 /// OpenSearch, through the documented REST API).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -108,13 +93,14 @@ pub struct EsSinkConfig {
     /// used round-robin. Required, at least one.
     pub urls: Vec<String>,
     /// `auth`: credentials, `{ username, password }` (basic) or
-    /// `{ api_key }`; none when unset.
+    /// `{ api_key }` (its encoded form: base64 of `id:key`, what
+    /// `POST /_security/api_key` returns as `encoded`); none when unset.
     #[serde(default)]
-    pub auth: Option<Box<EsAuth>>,
-    /// `tls_ca`: PEM file with the CA certificate(s) that signed the
-    /// server's certificate; the system roots are used when unset.
+    pub auth: Option<Box<Auth>>,
+    /// `tls`: `{ ca }`, a PEM file with the CA certificate(s) that signed
+    /// the server's certificate; the system roots are used when unset.
     #[serde(default)]
-    pub tls_ca: Option<PathBuf>,
+    pub tls: Option<Box<Tls>>,
     /// `index`: index name template for tables not listed in `indices`;
     /// `{schema}` and `{table}` are replaced, then the name is lower-cased
     /// and sanitised (see the crate docs). Must contain `{table}`. Default
@@ -148,19 +134,25 @@ pub struct EsSinkConfig {
     /// mapping error); without it such an action stops the pipeline.
     #[serde(default)]
     pub dead_letter: Option<PathBuf>,
-    /// `request_timeout_secs`: timeout of each HTTP request. Default 30.
-    #[serde(default = "default_request_timeout_secs")]
-    pub request_timeout_secs: u64,
+    /// `request_timeout`: timeout of each HTTP request. Default `30s`.
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub request_timeout: Duration,
     /// `max_retries`: how often the items of a bulk request that failed
     /// with 429/5xx (or a request that failed to connect) are retried
     /// inside one batch write before the batch is handed back to the
     /// engine's retry. Default 5.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
-    /// `retry_backoff_ms`: first delay of those retries, doubled each time
-    /// up to 10 s. Default 200.
-    #[serde(default = "default_retry_backoff_ms")]
-    pub retry_backoff_ms: u64,
+    /// `retry_backoff`: first delay of those retries, doubled each time
+    /// up to 10 s. Default `200ms`.
+    #[serde(
+        default = "default_retry_backoff",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub retry_backoff: Duration,
 }
 
 impl EsSinkConfig {
@@ -181,35 +173,6 @@ impl EsSinkConfig {
                 ),
                 Err(e) => push(&format!("urls[{i}]"), format!("`{url}` is not a URL: {e}")),
             }
-        }
-        if let Some(auth) = &self.auth {
-            match (&auth.username, &auth.password, &auth.api_key) {
-                (Some(_), None, _) => push(
-                    "auth.password",
-                    "required when `username` is set".to_owned(),
-                ),
-                (None, Some(_), _) => push(
-                    "auth.username",
-                    "required when `password` is set".to_owned(),
-                ),
-                (None, None, None) => push(
-                    "auth",
-                    "give `username` and `password`, or `api_key`".to_owned(),
-                ),
-                _ => {}
-            }
-            if auth.api_key.is_some() && auth.username.is_some() {
-                push(
-                    "auth.api_key",
-                    "use either `api_key` or `username`/`password`, not both".to_owned(),
-                );
-            }
-            if matches!(&auth.api_key, Some(k) if k.trim().is_empty()) {
-                push("auth.api_key", "must not be empty".to_owned());
-            }
-        }
-        if matches!(&self.tls_ca, Some(p) if p.as_os_str().is_empty()) {
-            push("tls_ca", "must not be empty".to_owned());
         }
         if let Err(message) = IndexTemplate::parse(&self.index) {
             push("index", message);
@@ -247,14 +210,30 @@ impl EsSinkConfig {
         if self.batch_max_bytes < 1024 {
             push("batch_max_bytes", "must be at least 1024".to_owned());
         }
-        if self.request_timeout_secs == 0 {
-            push("request_timeout_secs", "must be at least 1".to_owned());
+        if self.request_timeout < Duration::from_millis(1) {
+            push("request_timeout", "must be greater than zero".to_owned());
         }
-        if self.retry_backoff_ms == 0 {
-            push("retry_backoff_ms", "must be at least 1".to_owned());
+        if self.retry_backoff < Duration::from_millis(1) {
+            push("retry_backoff", "must be at least 1ms".to_owned());
         }
         if matches!(&self.dead_letter, Some(p) if p.as_os_str().is_empty()) {
             push("dead_letter", "must not be empty".to_owned());
+        }
+        if let Some(auth) = &self.auth {
+            if matches!(&auth.api_key, Some(k) if k.expose().trim().is_empty()) {
+                push("auth.api_key", "must not be empty".to_owned());
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if matches!(&tls.ca, Some(p) if p.as_os_str().is_empty()) {
+                push("tls.ca", "must not be empty".to_owned());
+            }
+        }
+        if let Some(auth) = &self.auth {
+            problems.extend(auth.check(CREDENTIALS, &[]));
+        }
+        if let Some(tls) = &self.tls {
+            problems.extend(tls.check(TLS_SUPPORT));
         }
         problems
     }
@@ -313,7 +292,7 @@ mod tests {
             "urls[0]",
             "urls[1]",
             "auth.password",
-            "auth.api_key",
+            "auth",
             "index",
             "indices.users",
             "indices.public.b",
@@ -324,22 +303,5 @@ mod tests {
                 "{expected} missing in {fields:?}"
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod debug_tests {
-    use super::*;
-
-    #[test]
-    fn debug_masks_secrets() {
-        let auth = EsAuth {
-            username: Some("ann".into()),
-            password: Some("pw-secret".into()),
-            api_key: Some("key-secret".into()),
-        };
-        let text = format!("{auth:?}");
-        assert!(!text.contains("secret"), "{text}");
-        assert!(text.contains("ann"), "{text}");
     }
 }

@@ -56,22 +56,25 @@ impl Http {
             return Err(SinkError::fatal("urls: at least one URL is required"));
         }
         let pool = MultiNodeConnectionPool::round_robin(urls, None);
-        let timeout = Duration::from_secs(config.request_timeout_secs.max(1));
+        let timeout = config.request_timeout.max(Duration::from_millis(1));
         let mut builder = TransportBuilder::new(pool).timeout(timeout);
         if let Some(auth) = &config.auth {
             if let (Some(user), Some(password)) = (&auth.username, &auth.password) {
-                builder = builder.auth(Credentials::Basic(user.clone(), password.clone()));
+                builder = builder.auth(Credentials::Basic(
+                    user.clone(),
+                    password.expose().to_owned(),
+                ));
             } else if let Some(key) = &auth.api_key {
-                builder = builder.auth(Credentials::EncodedApiKey(key.trim().to_owned()));
+                builder = builder.auth(Credentials::EncodedApiKey(key.expose().trim().to_owned()));
             }
         }
-        if let Some(path) = &config.tls_ca {
+        if let Some(path) = config.tls.as_ref().and_then(|t| t.ca.as_ref()) {
             let pem = std::fs::read(path).map_err(|e| {
-                SinkError::fatal(format!("tls_ca: cannot read {}: {e}", path.display()))
+                SinkError::fatal(format!("tls.ca: cannot read {}: {e}", path.display()))
             })?;
             let cert = Certificate::from_pem(&pem).map_err(|e| {
                 SinkError::fatal(format!(
-                    "tls_ca: {} is not a PEM certificate: {e}",
+                    "tls.ca: {} is not a PEM certificate: {e}",
                     path.display()
                 ))
             })?;

@@ -66,5 +66,5 @@ mod naming;
 mod sink;
 mod version;
 
-pub use config::{EsAuth, EsSinkConfig, Mappings, Refresh};
+pub use config::{EsSinkConfig, Mappings, Refresh};
 pub use sink::EsSink;

@@ -145,10 +145,7 @@ impl EsSink {
     }
 
     fn backoff(&self) -> Backoff {
-        Backoff::new(
-            Duration::from_millis(self.config.retry_backoff_ms),
-            MAX_RETRY_BACKOFF,
-        )
+        Backoff::new(self.config.retry_backoff, MAX_RETRY_BACKOFF)
     }
 
     /// A request retried on transient failures up to `max_retries` times.

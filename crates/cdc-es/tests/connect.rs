@@ -80,11 +80,11 @@ async fn failures_are_classified() {
 
     // A CA file that is not there: fatal, naming the key.
     let c = config(
-        serde_json::json!({"urls": ["https://127.0.0.1:1"], "tls_ca": "/nonexistent/ca.pem"}),
+        serde_json::json!({"urls": ["https://127.0.0.1:1"], "tls": {"ca": "/nonexistent/ca.pem"}}),
     );
     let err = EsSink::connect(&c, "p").await.unwrap_err();
     assert!(
-        !err.is_retryable() && err.message().starts_with("tls_ca"),
+        !err.is_retryable() && err.message().starts_with("tls.ca"),
         "{err}"
     );
 

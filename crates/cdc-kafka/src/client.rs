@@ -73,7 +73,7 @@ pub(crate) fn client_config(config: &KafkaSinkConfig, pipeline: &str) -> ClientC
     // metadata lookup must not create them as a side effect.
     c.set("allow.auto.create.topics", "false");
     let tls = config.tls.is_some();
-    let protocol = match (tls, config.sasl.is_some()) {
+    let protocol = match (tls, config.auth.is_some()) {
         (false, false) => "plaintext",
         (true, false) => "ssl",
         (false, true) => "sasl_plaintext",
@@ -91,17 +91,23 @@ pub(crate) fn client_config(config: &KafkaSinkConfig, pipeline: &str) -> ClientC
             c.set("ssl.key.location", p.display().to_string());
         }
         if let Some(p) = &t.key_password {
-            c.set("ssl.key.password", p.0.clone());
+            c.set("ssl.key.password", p.expose());
         }
         c.set(
             "ssl.endpoint.identification.algorithm",
             if t.verify_hostname { "https" } else { "none" },
         );
     }
-    if let Some(s) = &config.sasl {
-        c.set("sasl.mechanism", s.mechanism.as_str());
-        c.set("sasl.username", s.username.clone());
-        c.set("sasl.password", s.password.0.clone());
+    if let Some(a) = &config.auth {
+        if let Some(m) = &a.mechanism {
+            c.set("sasl.mechanism", m.as_str());
+        }
+        if let Some(u) = &a.username {
+            c.set("sasl.username", u.as_str());
+        }
+        if let Some(p) = &a.password {
+            c.set("sasl.password", p.expose());
+        }
     }
     for (k, v) in &config.properties {
         c.set(k, v);

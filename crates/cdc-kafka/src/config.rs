@@ -2,11 +2,10 @@
 //! pure [`KafkaSinkConfig::validate`] (no network, no files read).
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use cdc_core::settings::{deserialize_duration, Auth, Credential, Tls, TlsSupport};
+use serde::Deserialize;
 
 use crate::route::TopicTemplate;
 
@@ -51,12 +50,15 @@ pub struct KafkaSinkConfig {
     /// `timeouts`: how long deliveries and requests may take.
     #[serde(default)]
     pub timeouts: Timeouts,
-    /// `tls`: connect with TLS. Absent: plaintext.
+    /// `tls`: connect with TLS (every key of [`Tls`] is supported).
+    /// Absent: plaintext.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
-    /// `sasl`: authenticate with SASL. Absent: no authentication.
+    pub tls: Option<Tls>,
+    /// `auth`: SASL authentication, `{ mechanism, username, password }`
+    /// with `mechanism` one of `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`.
+    /// Absent: no authentication.
     #[serde(default)]
-    pub sasl: Option<SaslConfig>,
+    pub auth: Option<Auth>,
     /// `properties`: any other librdkafka producer property, passed as is
     /// and applied last (so it overrides the keys above). Values are strings.
     #[serde(default)]
@@ -111,7 +113,7 @@ impl Compression {
 pub struct Batching {
     /// `linger`: how long to wait for more messages before sending a
     /// request (librdkafka `linger.ms`). Default `5ms`.
-    #[serde(default = "default_linger", deserialize_with = "duration")]
+    #[serde(default = "default_linger", deserialize_with = "deserialize_duration")]
     pub linger: Duration,
     /// `max_messages`: messages per request at most
     /// (`batch.num.messages`). Default 10000.
@@ -143,17 +145,23 @@ pub struct Timeouts {
     /// message, with the same producer id and sequence number, until the
     /// broker takes it, so a message given up on can never land after a
     /// newer one. Default `30s`.
-    #[serde(default = "default_stall_warning", deserialize_with = "duration")]
+    #[serde(
+        default = "default_stall_warning",
+        deserialize_with = "deserialize_duration"
+    )]
     pub stall_warning: Duration,
     /// `request`: how long one request may wait for its answer
     /// (`request.timeout.ms`, `socket.timeout.ms`); then the producer
     /// closes that connection and sends the request again, under the same
     /// sequence numbers, on a new one. Default `30s`.
-    #[serde(default = "default_request", deserialize_with = "duration")]
+    #[serde(default = "default_request", deserialize_with = "deserialize_duration")]
     pub request: Duration,
     /// `metadata`: how long a metadata lookup or topic creation may take
     /// before the batch fails (retryable). Default `10s`.
-    #[serde(default = "default_metadata", deserialize_with = "duration")]
+    #[serde(
+        default = "default_metadata",
+        deserialize_with = "deserialize_duration"
+    )]
     pub metadata: Duration,
 }
 
@@ -167,76 +175,16 @@ impl Default for Timeouts {
     }
 }
 
-/// `tls`: TLS towards the brokers.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// `ca`: PEM file of the certificate authorities to trust. Default:
-    /// the system's.
-    #[serde(default)]
-    pub ca: Option<PathBuf>,
-    /// `cert`: PEM file of the client certificate (mutual TLS).
-    #[serde(default)]
-    pub cert: Option<PathBuf>,
-    /// `key`: PEM file of the client certificate's private key.
-    #[serde(default)]
-    pub key: Option<PathBuf>,
-    /// `key_password`: password of `key`, if it is encrypted.
-    #[serde(default)]
-    pub key_password: Option<Secret>,
-    /// `verify_hostname`: check the broker's name against its certificate.
-    /// Default `true`.
-    #[serde(default = "default_true")]
-    pub verify_hostname: bool,
-}
+/// The SASL mechanisms `auth.mechanism` accepts.
+pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
-/// `sasl`: SASL authentication.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SaslConfig {
-    /// `mechanism`: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`. Required.
-    pub mechanism: SaslMechanism,
-    /// `username`. Required.
-    pub username: String,
-    /// `password` (use `${VAR}` to keep it out of the file). Required.
-    pub password: Secret,
-}
-
-/// `sasl.mechanism`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum SaslMechanism {
-    /// `PLAIN`.
-    #[serde(rename = "PLAIN")]
-    Plain,
-    /// `SCRAM-SHA-256`.
-    #[serde(rename = "SCRAM-SHA-256")]
-    ScramSha256,
-    /// `SCRAM-SHA-512`.
-    #[serde(rename = "SCRAM-SHA-512")]
-    ScramSha512,
-}
-
-impl SaslMechanism {
-    /// The librdkafka `sasl.mechanism` value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SaslMechanism::Plain => "PLAIN",
-            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
-            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
-        }
-    }
-}
-
-/// A password: printed as `***` by `Debug`, so it never reaches a log.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
+/// What librdkafka does with `tls`: everything.
+const TLS_SUPPORT: TlsSupport = TlsSupport {
+    sink: "kafka",
+    client_certificate: true,
+    key_password: true,
+    skip_hostname_verification: true,
+};
 
 /// Properties the sink sets itself and that `properties` must not change,
 /// because durability, per-key order or the sink's own error handling
@@ -276,7 +224,10 @@ const RESERVED_PROPERTIES: &[(&str, &str)] = &[
         "transactional.id",
         "transactions are not supported by this sink",
     ),
-    ("sasl.password", "use `sasl.password`"),
+    ("sasl.username", "use `auth.username`"),
+    ("sasl.password", "use `auth.password`"),
+    ("sasl.mechanism", "use `auth.mechanism`"),
+    ("sasl.mechanisms", "use `auth.mechanism`"),
 ];
 
 impl KafkaSinkConfig {
@@ -352,24 +303,6 @@ impl KafkaSinkConfig {
                 push(field, "is too long".into());
             }
         }
-        if let Some(tls) = &self.tls {
-            if tls.cert.is_some() != tls.key.is_some() {
-                let field = if tls.cert.is_some() {
-                    "tls.key"
-                } else {
-                    "tls.cert"
-                };
-                push(field, "`tls.cert` and `tls.key` go together".into());
-            }
-            if tls.key_password.is_some() && tls.key.is_none() {
-                push("tls.key_password", "needs `tls.key`".into());
-            }
-        }
-        if let Some(sasl) = &self.sasl {
-            if sasl.username.is_empty() {
-                push("sasl.username", "must not be empty".into());
-            }
-        }
         for key in self.properties.keys() {
             let field = format!("properties.{key}");
             if let Some((_, why)) = RESERVED_PROPERTIES.iter().find(|(k, _)| k == key) {
@@ -377,6 +310,12 @@ impl KafkaSinkConfig {
             } else if key.trim().is_empty() {
                 push(&field, "empty property name".into());
             }
+        }
+        if let Some(tls) = &self.tls {
+            problems.extend(tls.check(TLS_SUPPORT));
+        }
+        if let Some(auth) = &self.auth {
+            problems.extend(auth.check(&[Credential::UserPassword], SASL_MECHANISMS));
         }
         problems
     }
@@ -422,33 +361,4 @@ const fn default_request() -> Duration {
 }
 const fn default_metadata() -> Duration {
     Duration::from_secs(10)
-}
-
-/// A duration written as an integer and a unit: `ms`, `s`, `m`, `h`.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
-}
-
-/// Parses `10ms`, `30s`, `5m`, `1h`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration `{text}`: expected e.g. `500ms`, `30s`, `5m`"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        "" => return Err(format!("duration `{text}` needs a unit: ms, s, m or h")),
-        _ => {
-            return Err(format!(
-                "invalid duration unit in `{text}`: use ms, s, m or h"
-            ))
-        }
-    };
-    Ok(d)
 }

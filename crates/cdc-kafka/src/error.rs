@@ -101,7 +101,7 @@ impl KafkaSinkError {
                  `create_topics`)"
             }
             RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::Authentication => {
-                "authentication failed: check `sasl` and `tls`"
+                "authentication failed: check `auth` and `tls`"
             }
             RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
                 "the topic does not exist: create it, or set `create_topics`"

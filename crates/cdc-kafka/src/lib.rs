@@ -32,10 +32,7 @@ mod error;
 mod route;
 mod sink;
 
-pub use config::{
-    Batching, Compression, CreateTopics, KafkaSinkConfig, SaslConfig, SaslMechanism, Secret,
-    Timeouts, TlsConfig,
-};
+pub use config::{Batching, Compression, CreateTopics, KafkaSinkConfig, Timeouts, SASL_MECHANISMS};
 pub use sink::KafkaSink;
 
 #[cfg(test)]

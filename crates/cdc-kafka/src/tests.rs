@@ -45,7 +45,7 @@ fn issue_example_parses_with_defaults() {
     let c = parse(
         "brokers: [a:1]\ntopics: { public.users: users-v1 }\n\
          timeouts: { stall_warning: 5s, request: 500ms }\nbatching: { linger: 20ms }\n\
-         sasl: { mechanism: SCRAM-SHA-512, username: u, password: secret }\n\
+         auth: { mechanism: SCRAM-SHA-512, username: u, password: secret }\n\
          tls: { ca: /etc/ca.pem }\n",
     )
     .unwrap();
@@ -72,9 +72,11 @@ fn bad_configs_name_their_fields() {
         let err = parse(&format!("brokers: [a:1]\n{key}\n")).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{key}: {err}");
     }
-    assert!(
-        parse("brokers: [a:1]\nsasl: { mechanism: GSSAPI, username: u, password: p }\n").is_err()
-    );
+    let gssapi =
+        parse("brokers: [a:1]\nauth: { mechanism: GSSAPI, username: u, password: p }\n").unwrap();
+    assert_eq!(gssapi.validate()[0].0, "auth.mechanism");
+    let token = parse("brokers: [a:1]\nauth: { token: t }\n").unwrap();
+    assert_eq!(token.validate()[0].0, "auth.token");
     let c = parse(
         "brokers: [nohost, 'h:0']\ntopic: 'x.{tabel}'\ntopics: { users: 'a b' }\n\
          create_topics: { partitions: 0 }\n\

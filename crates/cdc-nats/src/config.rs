@@ -1,10 +1,9 @@
 //! The `type: nats` sink entry of a pipeline file.
 
-use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use cdc_core::settings::{deserialize_duration, Auth, Credential, Tls, TlsSupport};
+use serde::Deserialize;
 
 use crate::subject::SubjectTemplate;
 
@@ -41,20 +40,30 @@ pub struct NatsSinkConfig {
     /// the server routes each subject to whatever stream captures it.
     #[serde(default)]
     pub stream: Option<StreamConfig>,
-    /// Authentication; at most one method.
+    /// Credentials: one of `username` and `password`, `token`,
+    /// `nkey_seed`, `credentials_file` (a `.creds` file as `nsc` writes
+    /// it). Absent: none.
     #[serde(default)]
-    pub auth: AuthConfig,
-    /// TLS settings. TLS is also used when the URL says `tls://`.
+    pub auth: Option<Auth>,
+    /// TLS: present, the connection must use TLS (also when the URL says
+    /// `nats://`); `ca` is added to the system roots; `cert` and `key` give
+    /// a client certificate. TLS is also used when the URL says `tls://`.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<Tls>,
     /// How long to wait for the TCP/TLS connection and the server's INFO.
     /// Default `10s`.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: DurationText,
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub connect_timeout: Duration,
     /// How long to wait for each PubAck and each JetStream API reply.
     /// Default `10s`.
-    #[serde(default = "default_ack_timeout")]
-    pub ack_timeout: DurationText,
+    #[serde(
+        default = "default_ack_timeout",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub ack_timeout: Duration,
     /// Publishes whose PubAck may be outstanding at once. Default `1024`.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
@@ -86,25 +95,15 @@ pub struct StreamConfig {
     /// The server's de-duplication window by `Nats-Msg-Id`, used when the
     /// sink creates the stream. A replay after a crash is dropped only if it
     /// arrives within this window. Default `2m`.
-    #[serde(default = "default_duplicate_window")]
-    pub duplicate_window: DurationText,
+    #[serde(
+        default = "default_duplicate_window",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub duplicate_window: Duration,
     /// Create the stream when it does not exist (default `false`: a missing
     /// stream is a fatal error at start). An existing stream is never changed.
     #[serde(default)]
     pub create: bool,
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mask = |s: &Option<String>| s.as_ref().map(|_| "***");
-        f.debug_struct("AuthConfig")
-            .field("token", &mask(&self.token))
-            .field("user", &self.user)
-            .field("password", &mask(&self.password))
-            .field("credentials_file", &self.credentials_file)
-            .field("nkey_seed", &mask(&self.nkey_seed))
-            .finish()
-    }
 }
 
 /// Where a created stream keeps its messages.
@@ -118,89 +117,21 @@ pub enum Storage {
     Memory,
 }
 
-/// Credentials (`auth:`). Give one of: `token`; `user` and `password`;
-/// `credentials_file`; `nkey_seed`. `Debug` masks the secrets.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// A server token.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// User name, with `password`.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// Password, with `user`.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// A `.creds` file (JWT and nkey seed), as `nsc` writes it.
-    #[serde(default)]
-    pub credentials_file: Option<PathBuf>,
-    /// An nkey seed (`SU…`).
-    #[serde(default)]
-    pub nkey_seed: Option<String>,
-}
+/// The credentials `auth` may give.
+const CREDENTIALS: &[Credential] = &[
+    Credential::UserPassword,
+    Credential::Token,
+    Credential::NkeySeed,
+    Credential::CredentialsFile,
+];
 
-/// TLS settings (`tls:`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Require TLS even when the URL does not say `tls://`. Default `true`
-    /// when a `tls:` section is given.
-    #[serde(default = "default_true")]
-    pub required: bool,
-    /// PEM file of the CA certificates that sign the server's certificate
-    /// (added to the system roots).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate, with `key_file`, for mutual TLS.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-}
-
-/// A duration written as text: an integer and a unit, `ms`, `s`, `m` or
-/// `h` (`500ms`, `10s`, `2m`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct DurationText(pub Duration);
-
-impl fmt::Debug for DurationText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-impl DurationText {
-    /// Parses `<integer><ms|s|m|h>`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-        let (number, unit) = text.split_at(digits);
-        let n: u64 = number.parse().map_err(|_| {
-            format!("invalid duration `{text}`, expected e.g. `500ms`, `10s`, `2m`")
-        })?;
-        let d = match unit.trim() {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => {
-                return Err(format!(
-                    "invalid duration `{text}`, expected a unit of ms, s, m or h (e.g. `10s`)"
-                ))
-            }
-        };
-        Ok(Self(d))
-    }
-}
-
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        DurationText::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
+/// What async-nats does with `tls`.
+const TLS_SUPPORT: TlsSupport = TlsSupport {
+    sink: "nats",
+    client_certificate: true,
+    key_password: false,
+    skip_hostname_verification: false,
+};
 
 fn default_url() -> String {
     "nats://127.0.0.1:4222".to_owned()
@@ -214,16 +145,16 @@ const fn default_true() -> bool {
     true
 }
 
-const fn default_connect_timeout() -> DurationText {
-    DurationText(Duration::from_secs(10))
+const fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
-const fn default_ack_timeout() -> DurationText {
-    DurationText(Duration::from_secs(10))
+const fn default_ack_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
-const fn default_duplicate_window() -> DurationText {
-    DurationText(Duration::from_secs(120))
+const fn default_duplicate_window() -> Duration {
+    Duration::from_secs(120)
 }
 
 const fn default_max_in_flight() -> usize {
@@ -238,7 +169,7 @@ impl Default for NatsSinkConfig {
             prefix: None,
             jetstream: true,
             stream: None,
-            auth: AuthConfig::default(),
+            auth: None,
             tls: None,
             connect_timeout: default_connect_timeout(),
             ack_timeout: default_ack_timeout(),
@@ -307,7 +238,7 @@ impl NatsSinkConfig {
                     push(&format!("stream.subjects[{i}]"), e);
                 }
             }
-            if stream.duplicate_window.0.is_zero() {
+            if stream.duplicate_window.is_zero() {
                 push(
                     "stream.duplicate_window",
                     "must be greater than zero: replays after a crash are de-duplicated only within it".to_owned(),
@@ -315,58 +246,28 @@ impl NatsSinkConfig {
             }
         }
 
-        let a = &self.auth;
-        let methods = [
-            a.token.is_some(),
-            a.user.is_some() || a.password.is_some(),
-            a.credentials_file.is_some(),
-            a.nkey_seed.is_some(),
-        ]
-        .iter()
-        .filter(|x| **x)
-        .count();
-        if methods > 1 {
-            push(
-                "auth",
-                "give only one of token, user/password, credentials_file, nkey_seed".to_owned(),
-            );
-        }
-        if a.user.is_some() != a.password.is_some() {
-            let missing = if a.user.is_some() {
-                "auth.password"
-            } else {
-                "auth.user"
-            };
-            push(missing, "`user` and `password` go together".to_owned());
-        }
-        if let Some(seed) = &a.nkey_seed {
-            if !seed.trim().starts_with('S') {
-                push(
-                    "auth.nkey_seed",
-                    "an nkey seed starts with `S` (e.g. `SUA…`)".to_owned(),
-                );
-            }
-        }
-
-        if let Some(tls) = &self.tls {
-            if tls.cert_file.is_some() != tls.key_file.is_some() {
-                let missing = if tls.cert_file.is_some() {
-                    "tls.key_file"
-                } else {
-                    "tls.cert_file"
-                };
-                push(missing, "`cert_file` and `key_file` go together".to_owned());
-            }
-        }
-
-        if self.connect_timeout.0.is_zero() {
+        if self.connect_timeout.is_zero() {
             push("connect_timeout", "must be greater than zero".to_owned());
         }
-        if self.ack_timeout.0.is_zero() {
+        if self.ack_timeout.is_zero() {
             push("ack_timeout", "must be greater than zero".to_owned());
         }
         if self.max_in_flight == 0 {
             push("max_in_flight", "must be at least 1".to_owned());
+        }
+        if let Some(a) = &self.auth {
+            if let Some(seed) = &a.nkey_seed {
+                if !seed.expose().trim().starts_with('S') {
+                    push(
+                        "auth.nkey_seed",
+                        "an nkey seed starts with `S` (e.g. `SUA…`)".to_owned(),
+                    );
+                }
+            }
+            problems.extend(a.check(CREDENTIALS, &[]));
+        }
+        if let Some(tls) = &self.tls {
+            problems.extend(tls.check(TLS_SUPPORT));
         }
         problems
     }
@@ -413,25 +314,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(
-            DurationText::parse("2m").unwrap().0,
-            Duration::from_secs(120)
-        );
-        assert_eq!(
-            DurationText::parse("500ms").unwrap().0,
-            Duration::from_millis(500)
-        );
-        assert_eq!(
-            DurationText::parse("1h").unwrap().0,
-            Duration::from_secs(3600)
-        );
-        assert!(DurationText::parse("10").is_err());
-        assert!(DurationText::parse("s").is_err());
-        assert!(DurationText::parse("3 days").is_err());
-    }
-
-    #[test]
     fn defaults_are_valid() {
         let c = NatsSinkConfig::default();
         assert_eq!(c.validate(), Vec::<(String, String)>::new());
@@ -452,17 +334,17 @@ mod tests {
                 name: "a.b".into(),
                 subjects: vec!["x.>.y".into()],
                 storage: Storage::File,
-                duplicate_window: DurationText(Duration::ZERO),
+                duplicate_window: Duration::ZERO,
                 create: true,
             }),
-            auth: AuthConfig {
+            auth: Some(Auth {
                 token: Some("t".into()),
-                user: Some("u".into()),
-                ..AuthConfig::default()
-            },
-            tls: Some(TlsConfig {
-                cert_file: Some("c.pem".into()),
-                ..TlsConfig::default()
+                username: Some("u".into()),
+                ..Auth::default()
+            }),
+            tls: Some(Tls {
+                cert: Some("c.pem".into()),
+                ..Tls::default()
             }),
             max_in_flight: 0,
             ..NatsSinkConfig::default()
@@ -476,10 +358,10 @@ mod tests {
                 "stream.name",
                 "stream.subjects[0]",
                 "stream.duplicate_window",
+                "max_in_flight",
                 "auth",
                 "auth.password",
-                "tls.key_file",
-                "max_in_flight"
+                "tls.key"
             ]
         );
     }
@@ -500,13 +382,13 @@ mod debug_tests {
 
     #[test]
     fn debug_masks_secrets() {
-        let auth = AuthConfig {
+        let auth = Some(Auth {
             token: Some("tok-secret".into()),
-            user: Some("ann".into()),
+            username: Some("ann".into()),
             password: Some("pw-secret".into()),
-            credentials_file: None,
             nkey_seed: Some("SUAseed-secret".into()),
-        };
+            ..Auth::default()
+        });
         let text = format!(
             "{:?}",
             NatsSinkConfig {

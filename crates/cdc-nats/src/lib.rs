@@ -59,7 +59,7 @@ mod message;
 mod sink;
 mod subject;
 
-pub use config::{AuthConfig, DurationText, NatsSinkConfig, Storage, StreamConfig, TlsConfig};
+pub use config::{NatsSinkConfig, Storage, StreamConfig};
 pub use message::{message_id, COMMIT_LSN_HEADER, MSG_ID_HEADER, OP_HEADER, TABLE_HEADER};
 pub use sink::NatsSink;
 pub use subject::{sanitise, SubjectTemplate};

@@ -102,7 +102,7 @@ impl NatsSink {
             pipeline: pipeline_name.to_owned(),
             encoder: DebeziumJson::new(pipeline_name),
             max_in_flight: config.max_in_flight,
-            ack_timeout: config.ack_timeout.0,
+            ack_timeout: config.ack_timeout,
             chain: config.exclusive_stream,
             id_prefix: message::id_prefix(pipeline_name),
             subject_buf: String::new(),
@@ -117,8 +117,8 @@ impl NatsSink {
             return Ok(sink);
         }
         let js = jetstream::ContextBuilder::new()
-            .timeout(config.ack_timeout.0)
-            .ack_timeout(config.ack_timeout.0)
+            .timeout(config.ack_timeout)
+            .ack_timeout(config.ack_timeout)
             .max_ack_inflight(config.max_in_flight)
             .backpressure_on_inflight(true)
             .build(client);
@@ -365,7 +365,7 @@ async fn connect_options(
     config: &NatsSinkConfig,
     pipeline_name: &str,
 ) -> Result<ConnectOptions, SinkError> {
-    let auth = &config.auth;
+    let auth = config.auth.clone().unwrap_or_default();
     let mut options = match &auth.credentials_file {
         Some(path) => ConnectOptions::with_credentials_file(path)
             .await
@@ -379,27 +379,27 @@ async fn connect_options(
         None => ConnectOptions::new(),
     };
     if let Some(token) = &auth.token {
-        options = options.token(token.clone());
+        options = options.token(token.expose().to_owned());
     }
-    if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
-        options = options.user_and_password(user.clone(), password.clone());
+    if let (Some(user), Some(password)) = (&auth.username, &auth.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
     }
     if let Some(seed) = &auth.nkey_seed {
-        options = options.nkey(seed.trim().to_owned());
+        options = options.nkey(seed.expose().trim().to_owned());
     }
     if let Some(tls) = &config.tls {
-        options = options.require_tls(tls.required);
-        if let Some(ca) = &tls.ca_file {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca {
             options = options.add_root_certificates(ca.clone());
         }
-        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
     }
     Ok(options
         .name(format!("cdc-engine/{pipeline_name}"))
-        .connection_timeout(config.connect_timeout.0)
-        .request_timeout(Some(config.ack_timeout.0))
+        .connection_timeout(config.connect_timeout)
+        .request_timeout(Some(config.ack_timeout))
         // Reconnect forever: a batch in flight fails with a retryable
         // error and is written again once the server is back.
         .max_reconnects(None)
@@ -444,7 +444,7 @@ async fn ensure_stream(js: &jetstream::Context, config: &NatsSinkConfig) -> Resu
             Storage::File => stream::StorageType::File,
             Storage::Memory => stream::StorageType::Memory,
         },
-        duplicate_window: wanted.duplicate_window.0,
+        duplicate_window: wanted.duplicate_window,
         ..stream::Config::default()
     };
     match js.create_stream(stream_config).await {

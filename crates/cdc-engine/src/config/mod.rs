@@ -8,7 +8,6 @@
 //! or type error; the semantic checks that follow ([`validate`]) report every
 //! problem at once. `docs/configuration.md` is the user-facing reference.
 
-mod duration;
 mod error;
 mod interpolate;
 mod load;

@@ -11,7 +11,9 @@ use serde::Deserialize;
 
 use super::redact::redact_url;
 use super::sink::SinkConfig;
-use super::{duration, size, table_name};
+use cdc_core::settings::deserialize_duration;
+
+use super::{size, table_name};
 
 /// A whole configuration file: one pipeline from one PostgreSQL database to
 /// one or more sinks. Build it with [`load_config`](super::load_config) or
@@ -156,7 +158,7 @@ pub struct SlotConfig {
     /// slot became free, a duration string greater than zero. Default `10s`.
     #[serde(
         default = "default_activity_check_interval",
-        deserialize_with = "duration::deserialize"
+        deserialize_with = "deserialize_duration"
     )]
     pub activity_check_interval: Duration,
 }
@@ -193,7 +195,7 @@ pub struct HeartbeatConfig {
     /// Default `10s`.
     #[serde(
         default = "default_heartbeat_interval",
-        deserialize_with = "duration::deserialize"
+        deserialize_with = "deserialize_duration"
     )]
     pub interval: Duration,
 }
@@ -279,7 +281,7 @@ pub struct PipelineConfig {
     /// once. Default `10ms`.
     #[serde(
         default = "default_max_batch_wait",
-        deserialize_with = "duration::deserialize"
+        deserialize_with = "deserialize_duration"
     )]
     pub max_batch_wait: Duration,
     /// `shutdown_timeout`: after SIGINT/SIGTERM, how long the sinks may take
@@ -288,7 +290,7 @@ pub struct PipelineConfig {
     /// Default `30s`.
     #[serde(
         default = "default_shutdown_timeout",
-        deserialize_with = "duration::deserialize"
+        deserialize_with = "deserialize_duration"
     )]
     pub shutdown_timeout: Duration,
 }
@@ -335,14 +337,14 @@ pub struct RetryConfig {
     /// zero. Default `200ms`.
     #[serde(
         default = "default_initial_backoff",
-        deserialize_with = "duration::deserialize"
+        deserialize_with = "deserialize_duration"
     )]
     pub initial_backoff: Duration,
     /// `max_backoff`: the longest wait, at least `initial_backoff`.
     /// Default `30s`.
     #[serde(
         default = "default_max_backoff",
-        deserialize_with = "duration::deserialize"
+        deserialize_with = "deserialize_duration"
     )]
     pub max_backoff: Duration,
 }
@@ -433,7 +435,7 @@ pub struct MetricsConfig {
     /// it exits with a non-zero status. `0ms` exits at once. Default `5s`.
     #[serde(
         default = "default_hold_after_failure",
-        deserialize_with = "duration::deserialize"
+        deserialize_with = "deserialize_duration"
     )]
     pub hold_after_failure: Duration,
     /// `lag_poll_interval`: how often the engine asks the server for its
@@ -442,7 +444,7 @@ pub struct MetricsConfig {
     /// Default `5s`.
     #[serde(
         default = "default_lag_poll_interval",
-        deserialize_with = "duration::deserialize"
+        deserialize_with = "deserialize_duration"
     )]
     pub lag_poll_interval: Duration,
 }

@@ -6,7 +6,9 @@ use cdc_core::TableName;
 use serde::{Deserialize, Deserializer};
 
 use super::error::ConfigProblem;
-use super::{duration, table_name};
+use cdc_core::settings::deserialize_duration;
+
+use super::table_name;
 
 /// A value of `snapshot.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
@@ -69,14 +71,14 @@ pub struct SnapshotConfig {
     /// this long is claimed again by another reader. Default `30s`.
     #[serde(
         default = "default_claim_timeout",
-        deserialize_with = "duration::deserialize"
+        deserialize_with = "deserialize_duration"
     )]
     pub claim_timeout: Duration,
     /// `heartbeat_interval`: how often a reader confirms its chunks; less
     /// than half of `claim_timeout`. Default `5s`.
     #[serde(
         default = "default_heartbeat_interval",
-        deserialize_with = "duration::deserialize"
+        deserialize_with = "deserialize_duration"
     )]
     pub heartbeat_interval: Duration,
     /// `instance_id`: this instance's name in the metadata tables.

@@ -10,7 +10,7 @@ const EXPECTED: &str = "a duration such as `10ms`, `30s`, `5m` or `1h`";
 
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m` or `h`; spaces between
 /// the number and the unit are allowed.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
@@ -39,8 +39,10 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("duration `{text}` is too large"))
 }
 
-/// `deserialize_with` for a [`Duration`] field.
-pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+/// `#[serde(deserialize_with = "deserialize_duration")]` for a
+/// [`Duration`] field written as text (see [`parse_duration`]). A bare
+/// number is refused: its unit would be a guess.
+pub fn deserialize_duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Duration, D::Error> {
     struct DurationVisitor;
@@ -63,6 +65,12 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         }
 
         fn visit_i64<E: de::Error>(self, value: i64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "invalid duration `{value}`, expected {EXPECTED}"
+            )))
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<Duration, E> {
             Err(E::custom(format!(
                 "invalid duration `{value}`, expected {EXPECTED}"
             )))
@@ -92,5 +100,17 @@ mod tests {
             assert!(parse_duration(text).is_err(), "{text}");
         }
         assert!(parse_duration("18446744073709551615h").is_err());
+    }
+
+    #[test]
+    fn a_bare_number_names_the_missing_unit() {
+        #[derive(serde::Deserialize, Debug)]
+        struct C {
+            #[serde(deserialize_with = "deserialize_duration")]
+            #[allow(dead_code)]
+            t: Duration,
+        }
+        let err = serde_json::from_str::<C>(r#"{"t": 5}"#).unwrap_err();
+        assert!(err.to_string().contains("no unit"), "{err}");
     }
 }
