@@ -51,6 +51,7 @@ mod lsn;
 mod schema;
 pub mod settings;
 mod sink;
+mod sink_settings;
 mod source;
 mod status;
 mod value;
@@ -62,6 +63,7 @@ pub use event::{ChangeEvent, ControlEvent, Event, Op, SnapshotMarker, SourceInfo
 pub use lsn::{Lsn, ParseLsnError};
 pub use schema::{Column, ReplicaIdentity, TableName, TableSchema};
 pub use sink::{BoxFuture, DynSink, Sink};
+pub use sink_settings::SinkSettings;
 pub use source::Source;
 pub use status::{Phase, SnapshotProgress, SourceStatus, TableProgress};
 pub use value::{Row, Value};

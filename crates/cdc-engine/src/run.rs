@@ -111,12 +111,7 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
         let opened: Result<Box<dyn DynSink>, cdc_core::SinkError> = match sink {
             SinkConfig::Stdout(_) => Ok(Box::new(StdoutSink::new(pipeline))),
             SinkConfig::File(f) => boxed(FileSink::open(&f.path, pipeline).await),
-            #[cfg(feature = "kafka")]
-            SinkConfig::Kafka(c) => boxed(cdc_kafka::KafkaSink::connect(c, pipeline).await),
-            #[cfg(feature = "nats")]
-            SinkConfig::Nats(c) => boxed(cdc_nats::NatsSink::connect(c, pipeline).await),
-            #[cfg(feature = "elasticsearch")]
-            SinkConfig::Elasticsearch(c) => boxed(cdc_es::EsSink::connect(c, pipeline).await),
+            SinkConfig::Crate(c) => c.settings.open(pipeline).await,
         };
         match opened {
             Ok(sink) => sinks.push(NamedSink { name, sink }),

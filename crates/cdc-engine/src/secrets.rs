@@ -51,55 +51,17 @@ impl Secrets {
         s
     }
 
-    #[cfg_attr(
-        not(any(feature = "kafka", feature = "nats", feature = "elasticsearch")),
-        allow(unused_variables)
-    )]
     fn add_sink(&mut self, sink: &SinkConfig) {
-        let s = self;
         match sink {
             SinkConfig::Stdout(_) | SinkConfig::File(_) => {}
-            #[cfg(feature = "kafka")]
-            SinkConfig::Kafka(k) => {
-                s.add_shared(k.auth.as_ref(), k.tls.as_ref());
-                for (key, value) in &k.properties {
-                    let key = key.to_ascii_lowercase();
-                    if key.contains("password") || key.contains("secret") {
-                        s.add(value);
-                    }
+            SinkConfig::Crate(c) => {
+                for url in c.settings.urls() {
+                    self.add_url(url);
+                }
+                for secret in c.settings.secrets() {
+                    self.add(secret);
                 }
             }
-            #[cfg(feature = "nats")]
-            SinkConfig::Nats(n) => {
-                s.add_url(&n.url);
-                s.add_shared(n.auth.as_ref(), n.tls.as_ref());
-            }
-            #[cfg(feature = "elasticsearch")]
-            SinkConfig::Elasticsearch(e) => {
-                for url in &e.urls {
-                    s.add_url(url);
-                }
-                s.add_shared(e.auth.as_deref(), e.tls.as_deref());
-            }
-        }
-    }
-
-    /// Adds the secrets of a sink's `auth` and `tls` sections.
-    #[cfg_attr(
-        not(any(feature = "kafka", feature = "nats", feature = "elasticsearch")),
-        allow(dead_code)
-    )]
-    fn add_shared(
-        &mut self,
-        auth: Option<&cdc_core::settings::Auth>,
-        tls: Option<&cdc_core::settings::Tls>,
-    ) {
-        let secrets = auth
-            .into_iter()
-            .flat_map(|a| a.secrets())
-            .chain(tls.into_iter().flat_map(|t| t.secrets()));
-        for secret in secrets {
-            self.add(secret.expose());
         }
     }
 

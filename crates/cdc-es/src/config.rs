@@ -239,6 +239,37 @@ impl EsSinkConfig {
     }
 }
 
+impl cdc_core::SinkSettings for EsSinkConfig {
+    fn problems(&self) -> Vec<cdc_core::settings::Problem> {
+        self.validate()
+    }
+
+    /// `auth.password`, `auth.api_key`.
+    fn secrets(&self) -> Vec<&str> {
+        self.auth
+            .iter()
+            .flat_map(|a| a.secrets())
+            .chain(self.tls.iter().flat_map(|t| t.secrets()))
+            .map(|s| s.expose())
+            .collect()
+    }
+
+    /// `urls` (`https://user:password@host`).
+    fn urls(&self) -> Vec<&str> {
+        self.urls.iter().map(String::as_str).collect()
+    }
+
+    fn open<'a>(
+        &'a self,
+        pipeline: &'a str,
+    ) -> cdc_core::BoxFuture<'a, Result<Box<dyn cdc_core::DynSink>, cdc_core::SinkError>> {
+        Box::pin(async move {
+            let sink = crate::EsSink::connect(self, pipeline).await?;
+            Ok(Box::new(sink) as Box<dyn cdc_core::DynSink>)
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

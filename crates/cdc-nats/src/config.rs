@@ -308,6 +308,37 @@ fn check_subject_filter(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+impl cdc_core::SinkSettings for NatsSinkConfig {
+    fn problems(&self) -> Vec<cdc_core::settings::Problem> {
+        self.validate()
+    }
+
+    /// `auth`'s password, token and nkey seed, `tls.key_password`.
+    fn secrets(&self) -> Vec<&str> {
+        self.auth
+            .iter()
+            .flat_map(|a| a.secrets())
+            .chain(self.tls.iter().flat_map(|t| t.secrets()))
+            .map(|s| s.expose())
+            .collect()
+    }
+
+    /// `url` (`nats://user:password@host`).
+    fn urls(&self) -> Vec<&str> {
+        vec![self.url.as_str()]
+    }
+
+    fn open<'a>(
+        &'a self,
+        pipeline: &'a str,
+    ) -> cdc_core::BoxFuture<'a, Result<Box<dyn cdc_core::DynSink>, cdc_core::SinkError>> {
+        Box::pin(async move {
+            let sink = crate::NatsSink::connect(self, pipeline).await?;
+            Ok(Box::new(sink) as Box<dyn cdc_core::DynSink>)
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

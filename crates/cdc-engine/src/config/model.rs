@@ -18,7 +18,7 @@ use super::{size, table_name};
 /// A whole configuration file: one pipeline from one PostgreSQL database to
 /// one or more sinks. Build it with [`load_config`](super::load_config) or
 /// [`parse_config`](super::parse_config), which also validate it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// `name`: the pipeline's name, written as `source.name` in every
     /// Debezium-style event. Letters, digits, `.`, `_` and `-`.

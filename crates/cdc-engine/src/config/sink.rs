@@ -6,75 +6,93 @@
 //! errors inside it (`sinks[1]` instead of `sinks[1].path`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use cdc_core::SinkSettings;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 use super::error::{join_key, ConfigProblem};
 
+/// Decodes the keys of a sink entry found at a field (`sinks[1]`).
+type DecodeSettings = fn(Mapping, &str) -> Result<Arc<dyn SinkSettings>, ConfigProblem>;
+
+/// A sink type that a sink crate provides: its `type` name and how to
+/// decode the keys of its entries.
+struct SinkType {
+    name: &'static str,
+    decode: DecodeSettings,
+}
+
+impl SinkType {
+    #[cfg_attr(
+        not(any(feature = "kafka", feature = "nats", feature = "elasticsearch")),
+        allow(dead_code)
+    )]
+    const fn of<T: DeserializeOwned + SinkSettings>(name: &'static str) -> SinkType {
+        SinkType {
+            name,
+            decode: decode_settings::<T>,
+        }
+    }
+}
+
+/// The sink crates of this build, by `type`. Adding a sink crate: its
+/// config struct implements [`SinkSettings`], and one line here (behind
+/// the crate's cargo feature).
+const SINK_CRATES: &[SinkType] = &[
+    #[cfg(feature = "kafka")]
+    SinkType::of::<cdc_kafka::KafkaSinkConfig>("kafka"),
+    #[cfg(feature = "nats")]
+    SinkType::of::<cdc_nats::NatsSinkConfig>("nats"),
+    #[cfg(feature = "elasticsearch")]
+    SinkType::of::<cdc_es::EsSinkConfig>("elasticsearch"),
+];
+
 /// Every sink type name, including those this build does not provide.
 const SINK_TYPES: &str = "stdout, file, kafka, nats, elasticsearch";
 
-/// Sink types whose cargo feature this build was compiled without.
-const UNAVAILABLE_SINK_TYPES: &[&str] = &[
-    #[cfg(not(feature = "kafka"))]
-    "kafka",
-    #[cfg(not(feature = "nats"))]
-    "nats",
-    #[cfg(not(feature = "elasticsearch"))]
-    "elasticsearch",
-];
-
-/// One entry of `sinks`, chosen by its `type` key.
-///
-/// `Debug` shows the Kafka, NATS and Elasticsearch settings only as their
-/// type: they may hold passwords, tokens and keys (and URLs with
-/// credentials) that their own `Debug` output would print.
-#[derive(Clone, PartialEq, Eq)]
+/// One entry of `sinks`, chosen by its `type` key: a sink built into the
+/// engine, or one of a sink crate.
+#[derive(Clone)]
 pub enum SinkConfig {
     /// `type: stdout`.
     Stdout(StdoutSinkConfig),
     /// `type: file`.
     File(FileSinkConfig),
-    /// `type: kafka` (cargo feature `kafka`).
-    #[cfg(feature = "kafka")]
-    Kafka(cdc_kafka::KafkaSinkConfig),
-    /// `type: nats` (cargo feature `nats`).
-    #[cfg(feature = "nats")]
-    Nats(cdc_nats::NatsSinkConfig),
-    /// `type: elasticsearch` (cargo feature `elasticsearch`).
-    #[cfg(feature = "elasticsearch")]
-    Elasticsearch(cdc_es::EsSinkConfig),
+    /// A sink crate's type (`kafka`, `nats`, `elasticsearch`).
+    Crate(CrateSinkConfig),
+}
+
+/// The entry of a sink a sink crate provides.
+#[derive(Clone)]
+pub struct CrateSinkConfig {
+    /// The `type` value.
+    pub kind: &'static str,
+    /// Its keys, decoded by the sink crate.
+    pub settings: Arc<dyn SinkSettings>,
 }
 
 impl SinkConfig {
-    /// The `type` value: `stdout`, `file`.
+    /// The `type` value: `stdout`, `file`, `kafka`, ...
     pub const fn kind(&self) -> &'static str {
         match self {
             Self::Stdout(_) => "stdout",
             Self::File(_) => "file",
-            #[cfg(feature = "kafka")]
-            Self::Kafka(_) => "kafka",
-            #[cfg(feature = "nats")]
-            Self::Nats(_) => "nats",
-            #[cfg(feature = "elasticsearch")]
-            Self::Elasticsearch(_) => "elasticsearch",
+            Self::Crate(c) => c.kind,
         }
     }
 }
 
+/// Sink crates' settings are shown only as their type: they may hold
+/// passwords, tokens and keys (and URLs with credentials).
 impl std::fmt::Debug for SinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Stdout(c) => f.debug_tuple("Stdout").field(c).finish(),
             Self::File(c) => f.debug_tuple("File").field(c).finish(),
-            #[cfg(feature = "kafka")]
-            Self::Kafka(_) => f.write_str("Kafka(..)"),
-            #[cfg(feature = "nats")]
-            Self::Nats(_) => f.write_str("Nats(..)"),
-            #[cfg(feature = "elasticsearch")]
-            Self::Elasticsearch(_) => f.write_str("Elasticsearch(..)"),
+            Self::Crate(c) => write!(f, "{}(..)", c.kind),
         }
     }
 }
@@ -128,21 +146,35 @@ pub(crate) fn decode_sink(value: Value, field: &str) -> Result<SinkConfig, Confi
     match kind.as_str() {
         "stdout" => decode(entry, field).map(SinkConfig::Stdout),
         "file" => decode(entry, field).map(SinkConfig::File),
-        #[cfg(feature = "kafka")]
-        "kafka" => decode(entry, field).map(SinkConfig::Kafka),
-        #[cfg(feature = "nats")]
-        "nats" => decode(entry, field).map(SinkConfig::Nats),
-        #[cfg(feature = "elasticsearch")]
-        "elasticsearch" => decode(entry, field).map(SinkConfig::Elasticsearch),
-        kind if UNAVAILABLE_SINK_TYPES.contains(&kind) => Err(ConfigProblem::new(
-            type_field,
-            format!("sink type `{kind}` is not available in this build"),
-        )),
-        kind => Err(ConfigProblem::new(
-            type_field,
-            format!("unknown sink type `{kind}`, expected one of {SINK_TYPES}"),
-        )),
+        kind => match SINK_CRATES.iter().find(|t| t.name == kind) {
+            Some(t) => (t.decode)(entry, field).map(|settings| {
+                SinkConfig::Crate(CrateSinkConfig {
+                    kind: t.name,
+                    settings,
+                })
+            }),
+            None if SINK_TYPES.split(", ").any(|t| t == kind) => Err(ConfigProblem::new(
+                type_field,
+                format!("sink type `{kind}` is not available in this build"),
+            )),
+            None => Err(ConfigProblem::new(
+                type_field,
+                format!("unknown sink type `{kind}`, expected one of {SINK_TYPES}"),
+            )),
+        },
     }
+}
+
+/// Decodes a sink crate's entry.
+#[cfg_attr(
+    not(any(feature = "kafka", feature = "nats", feature = "elasticsearch")),
+    allow(dead_code)
+)]
+fn decode_settings<T: DeserializeOwned + SinkSettings>(
+    entry: Mapping,
+    field: &str,
+) -> Result<Arc<dyn SinkSettings>, ConfigProblem> {
+    decode::<T>(entry, field).map(|t| Arc::new(t) as Arc<dyn SinkSettings>)
 }
 
 /// Decodes the keys of a sink entry other than `type`.

@@ -159,19 +159,13 @@ pub(crate) fn sink_problems(sinks: &[SinkConfig]) -> Vec<ConfigProblem> {
                     }
                 }
             }
-            #[cfg(feature = "kafka")]
-            SinkConfig::Kafka(c) => push_sink_problems(&mut problems, i, c.validate()),
-            #[cfg(feature = "nats")]
-            SinkConfig::Nats(c) => push_sink_problems(&mut problems, i, c.validate()),
-            #[cfg(feature = "elasticsearch")]
-            SinkConfig::Elasticsearch(c) => push_sink_problems(&mut problems, i, c.validate()),
+            SinkConfig::Crate(c) => push_sink_problems(&mut problems, i, c.settings.problems()),
         }
     }
     problems
 }
 
 /// Adds a sink crate's own `(field, message)` findings under `sinks[i]`.
-#[cfg(any(feature = "kafka", feature = "nats", feature = "elasticsearch"))]
 fn push_sink_problems(problems: &mut Vec<ConfigProblem>, i: usize, found: Vec<(String, String)>) {
     for (field, message) in found {
         problems.push(ConfigProblem::new(format!("sinks[{i}].{field}"), message));
