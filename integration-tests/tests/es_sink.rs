@@ -11,16 +11,15 @@
 //! (serde_json with `arbitrary_precision`: numbers compare as their text).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use es_fault_proxy::{BulkFault, BulkItem, BulkSeen, FaultProxy, ForbidRule};
 use integration_tests::value_columns::{create_value_table, insert_value_rows, Col};
 use integration_tests::{unique_suffix, wait_for, wait_until, Engine, TempDir, TestDb};
 use serde_json::{json, Value as Json};
 use sqlx::{Connection, PgConnection};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// How long the index may take to match the table.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(45);
@@ -468,7 +467,16 @@ async fn toast_and_truncate(es: &str) {
 /// others reach the server). The sink must send exactly the failed items
 /// again, and the index must still end up exact.
 async fn retries_only_failed_items(es: &str) {
-    let proxy = FaultProxy::start(es, false).await;
+    let mut requests = 0;
+    let rule = Box::new(move |items: &[BulkItem]| {
+        requests += 1;
+        match requests {
+            1 => BulkFault::Status(503),
+            2 | 3 if items.len() > 1 => BulkFault::Reject((1..items.len()).step_by(2).collect()),
+            _ => BulkFault::Pass,
+        }
+    });
+    let proxy = FaultProxy::start(es, rule).await;
     let db = TestDb::create("es_retry").await;
     db.exec(
         "CREATE TABLE public.r (id int PRIMARY KEY, v text);
@@ -477,7 +485,13 @@ async fn retries_only_failed_items(es: &str) {
     .await;
     let prefix = prefix();
     let index = format!("{prefix}-public.r");
-    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.r"], &proxy.url, &prefix, ""));
+    let mut engine = Engine::start(&pipeline_yaml(
+        &db,
+        &["public.r"],
+        &proxy.url(),
+        &prefix,
+        "",
+    ));
     let expected = db.to_jsonb_rows("public.r", "id").await;
     assert_converges(es, &index, &expected, &engine).await;
     db.exec("UPDATE public.r SET v = v || '!' WHERE id <= 10; DELETE FROM public.r WHERE id > 25")
@@ -485,19 +499,26 @@ async fn retries_only_failed_items(es: &str) {
     let expected = db.to_jsonb_rows("public.r", "id").await;
     assert_converges(es, &index, &expected, &engine).await;
 
-    let log = proxy.log.lock().unwrap().clone();
+    let log = proxy.bulk_log();
+    let ids = |seen: &BulkSeen, positions: &[usize]| -> Vec<String> {
+        positions
+            .iter()
+            .map(|&p| seen.items[p].id.clone())
+            .collect()
+    };
+    let all = |seen: &BulkSeen| (0..seen.items.len()).collect::<Vec<_>>();
     assert!(log.len() >= 4, "expected at least 4 bulk requests: {log:?}");
-    assert_eq!(log[0].failed, log[0].ids, "the 503 fails every item");
+    assert_eq!(log[0].fault, BulkFault::Status(503), "{log:?}");
     // After each injected failure the next request holds exactly the
     // failed items.
     for k in 0..3 {
         assert!(
-            !log[k].failed.is_empty(),
+            !log[k].failed().is_empty(),
             "request {k} had no injected failures: {log:?}"
         );
         assert_eq!(
-            log[k + 1].ids,
-            log[k].failed,
+            ids(&log[k + 1], &all(&log[k + 1])),
+            ids(&log[k], &log[k].failed()),
             "request {} retried other items: {log:?}",
             k + 1
         );
@@ -754,7 +775,13 @@ async fn mappings_none(es: &str) {
 /// indices (403): the sink warns and leaves the index to the server,
 /// instead of stopping.
 async fn mappings_denied(es: &str) {
-    let proxy = FaultProxy::start(es, true).await;
+    // As for credentials that may write documents but not read mappings or
+    // create indices.
+    let forbid: ForbidRule = Box::new(|method: &str, path: &str| {
+        path.ends_with("/_mapping") || (method == "PUT" && path.matches('/').count() == 1)
+    });
+    let proxy =
+        FaultProxy::start_with(es, Box::new(|_: &[BulkItem]| BulkFault::Pass), Some(forbid)).await;
     let db = TestDb::create("es_denied").await;
     db.exec(
         "CREATE TABLE public.d (id int PRIMARY KEY, v text);
@@ -763,7 +790,13 @@ async fn mappings_denied(es: &str) {
     .await;
     let prefix = prefix();
     let index = format!("{prefix}-public.d");
-    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.d"], &proxy.url, &prefix, ""));
+    let mut engine = Engine::start(&pipeline_yaml(
+        &db,
+        &["public.d"],
+        &proxy.url(),
+        &prefix,
+        "",
+    ));
     let expected = db.to_jsonb_rows("public.d", "id").await;
     assert_converges(es, &index, &expected, &engine).await;
     let mapping = index_mapping(es, &index).await;
@@ -815,207 +848,4 @@ async fn create_integer_mapping(es: &str, index: &str) {
         "create {index}: {}",
         response.text().await.unwrap()
     );
-}
-
-// ---------------------------------------------------------------- fault proxy
-
-/// One `_bulk` request as the proxy saw it.
-#[derive(Debug, Clone)]
-struct BulkSeen {
-    /// `_id`s of its actions, in order.
-    ids: Vec<String>,
-    /// `_id`s the proxy failed.
-    failed: Vec<String>,
-}
-
-/// An HTTP/1.1 proxy on 127.0.0.1 that injects `_bulk` failures: the first
-/// request gets 503, the next two get a 429 for every other item. Anything
-/// else is passed through (with `deny_index_admin`, requests to read or
-/// change a mapping or to create an index get 403 instead, as for a user
-/// with write privileges only). Bounded: three injections, then pure relay.
-struct FaultProxy {
-    url: String,
-    log: Arc<Mutex<Vec<BulkSeen>>>,
-}
-
-impl FaultProxy {
-    async fn start(upstream: &str, deny_index_admin: bool) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let bulks = Arc::new(AtomicUsize::new(0));
-        let upstream = upstream.to_owned();
-        let state = (log.clone(), bulks);
-        tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let (log, bulks) = (state.0.clone(), state.1.clone());
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let _ = serve(socket, &upstream, &log, &bulks, deny_index_admin).await;
-                });
-            }
-        });
-        FaultProxy { url, log }
-    }
-}
-
-async fn serve(
-    mut socket: TcpStream,
-    upstream: &str,
-    log: &Mutex<Vec<BulkSeen>>,
-    bulks: &AtomicUsize,
-    deny_index_admin: bool,
-) -> std::io::Result<()> {
-    let http = reqwest::Client::new();
-    let mut buf = Vec::new();
-    loop {
-        // Head.
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 8192];
-            let n = socket.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let mut request_line = lines.next().unwrap_or("").split(' ');
-        let method = request_line.next().unwrap_or("GET").to_owned();
-        let target = request_line.next().unwrap_or("/").to_owned();
-        let mut length = 0usize;
-        let mut content_type = "application/json".to_owned();
-        for line in lines {
-            if let Some((k, v)) = line.split_once(':') {
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => length = v.trim().parse().unwrap_or(0),
-                    "content-type" => content_type = v.trim().to_owned(),
-                    _ => {}
-                }
-            }
-        }
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 65536];
-            let n = socket.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let body: Vec<u8> = buf[head_end..head_end + length].to_vec();
-        buf.drain(..head_end + length);
-
-        let forward = async |body: Vec<u8>| -> (u16, Vec<u8>) {
-            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-            let r = http
-                .request(method, format!("{upstream}{target}"))
-                .header("content-type", &content_type)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
-        };
-        let path = target.split('?').next().unwrap_or("");
-        let is_bulk = path == "/_bulk";
-        let index_admin =
-            path.ends_with("/_mapping") || (method == "PUT" && path.matches('/').count() == 1);
-        let (status, answer) = if deny_index_admin && index_admin {
-            (
-                403,
-                br#"{"error":{"type":"security_exception","reason":"action is unauthorized"},"status":403}"#
-                    .to_vec(),
-            )
-        } else if is_bulk {
-            let actions = split_bulk(&body);
-            let ids: Vec<String> = actions.iter().map(|(id, _)| id.clone()).collect();
-            let n = bulks.fetch_add(1, Ordering::SeqCst);
-            if n == 0 {
-                log.lock().unwrap().push(BulkSeen {
-                    ids: ids.clone(),
-                    failed: ids,
-                });
-                (
-                    503,
-                    br#"{"error":{"type":"injected","reason":"proxy 503"},"status":503}"#.to_vec(),
-                )
-            } else if n <= 2 && actions.len() > 1 {
-                let (mut pass, mut failed, mut pass_idx) = (Vec::new(), Vec::new(), Vec::new());
-                for (i, (id, lines)) in actions.iter().enumerate() {
-                    if i % 2 == 1 {
-                        failed.push(id.clone());
-                    } else {
-                        pass.extend_from_slice(lines);
-                        pass_idx.push(i);
-                    }
-                }
-                log.lock().unwrap().push(BulkSeen { ids, failed });
-                let (status, real) = forward(pass).await;
-                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&real));
-                let real: Json = serde_json::from_slice(&real).unwrap();
-                let mut real_items = real["items"].as_array().unwrap().clone().into_iter();
-                let items: Vec<Json> = (0..actions.len())
-                    .map(|i| {
-                        if pass_idx.contains(&i) {
-                            real_items.next().unwrap()
-                        } else {
-                            json!({"index": {"status": 429, "error": {
-                                "type": "es_rejected_execution_exception", "reason": "injected"}}})
-                        }
-                    })
-                    .collect();
-                (
-                    200,
-                    serde_json::to_vec(&json!({"errors": true, "took": 1, "items": items}))
-                        .unwrap(),
-                )
-            } else {
-                log.lock().unwrap().push(BulkSeen {
-                    ids,
-                    failed: Vec::new(),
-                });
-                forward(body).await
-            }
-        } else {
-            forward(body).await
-        };
-        let reason = match status {
-            200 => "OK",
-            403 => "Forbidden",
-            404 => "Not Found",
-            503 => "Service Unavailable",
-            _ => "Status",
-        };
-        let mut response = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            answer.len()
-        )
-        .into_bytes();
-        response.extend_from_slice(&answer);
-        socket.write_all(&response).await?;
-    }
-}
-
-/// The actions of an NDJSON bulk body: `(_id, its lines)`.
-fn split_bulk(body: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let text = String::from_utf8_lossy(body);
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
-    let mut out = Vec::new();
-    while let Some(line) = lines.next() {
-        let action: Json = serde_json::from_str(line).unwrap();
-        let (kind, meta) = action.as_object().unwrap().iter().next().unwrap();
-        let mut bytes = format!("{line}\n").into_bytes();
-        if kind != "delete" {
-            let doc = lines.next().unwrap();
-            bytes.extend_from_slice(format!("{doc}\n").as_bytes());
-        }
-        out.push((meta["_id"].as_str().unwrap().to_owned(), bytes));
-    }
-    out
 }
