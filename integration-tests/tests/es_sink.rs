@@ -58,6 +58,7 @@ on_both_servers!(snapshot_then_stream: snapshot_then_stream_noida, snapshot_then
 on_both_servers!(replay_converges: replay_converges_noida, replay_converges_osmem);
 on_both_servers!(toast_and_truncate: toast_and_truncate_noida, toast_and_truncate_osmem);
 on_both_servers!(retries_only_failed_items: retries_noida, retries_osmem);
+on_both_servers!(superseded_item_past_65535_changes: superseded_past_65535_noida, superseded_past_65535_osmem);
 on_both_servers!(mapping_error_is_fatal: mapping_error_is_fatal_noida, mapping_error_is_fatal_osmem);
 on_both_servers!(dead_letter_file: dead_letter_noida, dead_letter_osmem);
 on_both_servers!(every_type: every_type_noida, every_type_osmem);
@@ -93,13 +94,14 @@ fn pipeline_yaml(db: &TestDb, tables: &[&str], es_url: &str, prefix: &str, extra
 }
 
 /// Every document of `index` by `_id` (`_source`), after a refresh; empty
-/// when the index does not exist.
+/// when the index does not exist. Pages through a scroll, so indices of
+/// any size are read whole.
 async fn index_docs(es: &str, index: &str) -> BTreeMap<String, Json> {
     let http = reqwest::Client::new();
     let _ = http.post(format!("{es}/{index}/_refresh")).send().await;
     let response = http
-        .post(format!("{es}/{index}/_search"))
-        .json(&json!({"size": 10000, "query": {"match_all": {}}}))
+        .post(format!("{es}/{index}/_search?scroll=1m"))
+        .json(&json!({"size": 10000, "sort": ["_doc"], "query": {"match_all": {}}}))
         .send()
         .await
         .unwrap_or_else(|e| panic!("search {index}: {e}"));
@@ -111,11 +113,39 @@ async fn index_docs(es: &str, index: &str) -> BTreeMap<String, Json> {
         "search {index}: {}",
         response.status()
     );
-    let body: Json = response.json().await.unwrap();
-    let hits = body["hits"]["hits"].as_array().cloned().unwrap_or_default();
-    hits.into_iter()
-        .map(|h| (h["_id"].as_str().unwrap().to_owned(), h["_source"].clone()))
-        .collect()
+    let mut page: Json = response.json().await.unwrap();
+    let mut docs = BTreeMap::new();
+    loop {
+        let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        if hits.is_empty() {
+            break;
+        }
+        docs.extend(
+            hits.into_iter()
+                .map(|h| (h["_id"].as_str().unwrap().to_owned(), h["_source"].clone())),
+        );
+        let scroll_id = page["_scroll_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("search {index}: no _scroll_id"))
+            .to_owned();
+        page = http
+            .post(format!("{es}/_search/scroll"))
+            .json(&json!({"scroll": "1m", "scroll_id": scroll_id}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("scroll {index}: {e}"))
+            .json()
+            .await
+            .unwrap();
+    }
+    if let Some(scroll_id) = page["_scroll_id"].as_str() {
+        let _ = http
+            .delete(format!("{es}/_search/scroll"))
+            .json(&json!({ "scroll_id": scroll_id }))
+            .send()
+            .await;
+    }
+    docs
 }
 
 /// One document's `_source`, or `None`.
@@ -523,6 +553,82 @@ async fn retries_only_failed_items(es: &str) {
             k + 1
         );
     }
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// Changes past the 65 535th of one transaction share one version
+/// (`commit_lsn × 2^16 + 65535`, `external_gte`). One transaction updates
+/// rows 2..=257 256 times each (65 536 changes), then row 1 to `old`
+/// (change 65 536) and to `new` (65 537); both updates go in one `_bulk`
+/// request, and the proxy refuses `old` with 429 while the server writes
+/// `new`. The sink must not send `old` again (with the
+/// version it shares with `new` it would be accepted and win): the index
+/// ends equal to the table.
+async fn superseded_item_past_65535_changes(es: &str) {
+    let is_old = |item: &BulkItem| item.id == "1" && item.source_str("v") == Some("old");
+    let proxy = FaultProxy::start(es, es_fault_proxy::reject_once(is_old)).await;
+    let db = TestDb::create("es_big_tx").await;
+    db.exec(
+        "CREATE TABLE public.b (id int PRIMARY KEY, v text);
+         INSERT INTO public.b SELECT g, 'before' FROM generate_series(1, 257) g;",
+    )
+    .await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.b");
+    // The whole transaction in one batch (inside a transaction a batch ends
+    // only at a size limit), so the `_bulk` requests of 200 actions are cut
+    // where this test expects: changes 65 536 and 65 537 share one (checked
+    // below). Few rows, many changes: the servers index a transaction of
+    // 65 536 changes of 256 documents faster than one of 65 536 documents.
+    let yaml = pipeline_yaml(&db, &["public.b"], &proxy.url(), &prefix, "")
+        + "pipeline: { max_batch_events: 100000, max_batch_bytes: 256MiB }\n";
+    let mut engine = Engine::start(&yaml);
+    let expected = db.to_jsonb_rows("public.b", "id").await;
+    assert_converges(es, &index, &expected, &engine).await;
+    db.exec(
+        "BEGIN;
+         DO $$ BEGIN
+           FOR r IN 1..256 LOOP UPDATE public.b SET v = 'x' || r WHERE id > 1; END LOOP;
+         END $$;
+         UPDATE public.b SET v = 'old' WHERE id = 1;
+         UPDATE public.b SET v = 'new' WHERE id = 1;
+         COMMIT;",
+    )
+    .await;
+    // Batches are written in order, each whole: once the next
+    // transaction's row is in the index, the big one is written.
+    db.exec("INSERT INTO public.b VALUES (-1, 'after')").await;
+    let after = wait_until(CONVERGE_TIMEOUT, async || {
+        get_doc(es, &index, "-1").await.is_some()
+    })
+    .await;
+    assert!(
+        after,
+        "the transaction after the big one did not arrive\n{}",
+        engine.output_report()
+    );
+    let expected = db.to_jsonb_rows("public.b", "id").await;
+    assert_eq!(expected.len(), 258);
+    assert_converges(es, &index, &expected, &engine).await;
+
+    // The fault happened as intended: `old` and `new`, with one version,
+    // in one request, `old` refused, and never sent again.
+    let log = proxy.bulk_log();
+    let sent: Vec<&BulkSeen> = log.iter().filter(|s| s.items.iter().any(is_old)).collect();
+    assert_eq!(sent.len(), 1, "`old` was sent {} times", sent.len());
+    let at = sent[0].items.iter().position(is_old).unwrap();
+    assert_eq!(sent[0].fault, BulkFault::Reject(vec![at]));
+    let new = sent[0].items[at + 1..]
+        .iter()
+        .find(|i| i.id == "1" && i.source_str("v") == Some("new"))
+        .expect("`new` in the request that carried `old`");
+    assert_eq!(new.version, sent[0].items[at].version);
     assert_eq!(
         engine.stop(Duration::from_secs(30)).await,
         0,
