@@ -11,16 +11,15 @@
 //! (serde_json with `arbitrary_precision`: numbers compare as their text).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use es_fault_proxy::{BulkFault, BulkItem, BulkSeen, FaultProxy, ForbidRule};
 use integration_tests::value_columns::{create_value_table, insert_value_rows, Col};
 use integration_tests::{unique_suffix, wait_for, wait_until, Engine, TempDir, TestDb};
 use serde_json::{json, Value as Json};
 use sqlx::{Connection, PgConnection};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// How long the index may take to match the table.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(45);
@@ -59,6 +58,7 @@ on_both_servers!(snapshot_then_stream: snapshot_then_stream_noida, snapshot_then
 on_both_servers!(replay_converges: replay_converges_noida, replay_converges_osmem);
 on_both_servers!(toast_and_truncate: toast_and_truncate_noida, toast_and_truncate_osmem);
 on_both_servers!(retries_only_failed_items: retries_noida, retries_osmem);
+on_both_servers!(superseded_item_past_65535_changes: superseded_past_65535_noida, superseded_past_65535_osmem);
 on_both_servers!(mapping_error_is_fatal: mapping_error_is_fatal_noida, mapping_error_is_fatal_osmem);
 on_both_servers!(dead_letter_file: dead_letter_noida, dead_letter_osmem);
 on_both_servers!(every_type: every_type_noida, every_type_osmem);
@@ -94,13 +94,14 @@ fn pipeline_yaml(db: &TestDb, tables: &[&str], es_url: &str, prefix: &str, extra
 }
 
 /// Every document of `index` by `_id` (`_source`), after a refresh; empty
-/// when the index does not exist.
+/// when the index does not exist. Pages through a scroll, so indices of
+/// any size are read whole.
 async fn index_docs(es: &str, index: &str) -> BTreeMap<String, Json> {
     let http = reqwest::Client::new();
     let _ = http.post(format!("{es}/{index}/_refresh")).send().await;
     let response = http
-        .post(format!("{es}/{index}/_search"))
-        .json(&json!({"size": 10000, "query": {"match_all": {}}}))
+        .post(format!("{es}/{index}/_search?scroll=1m"))
+        .json(&json!({"size": 10000, "sort": ["_doc"], "query": {"match_all": {}}}))
         .send()
         .await
         .unwrap_or_else(|e| panic!("search {index}: {e}"));
@@ -112,11 +113,39 @@ async fn index_docs(es: &str, index: &str) -> BTreeMap<String, Json> {
         "search {index}: {}",
         response.status()
     );
-    let body: Json = response.json().await.unwrap();
-    let hits = body["hits"]["hits"].as_array().cloned().unwrap_or_default();
-    hits.into_iter()
-        .map(|h| (h["_id"].as_str().unwrap().to_owned(), h["_source"].clone()))
-        .collect()
+    let mut page: Json = response.json().await.unwrap();
+    let mut docs = BTreeMap::new();
+    loop {
+        let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        if hits.is_empty() {
+            break;
+        }
+        docs.extend(
+            hits.into_iter()
+                .map(|h| (h["_id"].as_str().unwrap().to_owned(), h["_source"].clone())),
+        );
+        let scroll_id = page["_scroll_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("search {index}: no _scroll_id"))
+            .to_owned();
+        page = http
+            .post(format!("{es}/_search/scroll"))
+            .json(&json!({"scroll": "1m", "scroll_id": scroll_id}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("scroll {index}: {e}"))
+            .json()
+            .await
+            .unwrap();
+    }
+    if let Some(scroll_id) = page["_scroll_id"].as_str() {
+        let _ = http
+            .delete(format!("{es}/_search/scroll"))
+            .json(&json!({ "scroll_id": scroll_id }))
+            .send()
+            .await;
+    }
+    docs
 }
 
 /// One document's `_source`, or `None`.
@@ -468,7 +497,16 @@ async fn toast_and_truncate(es: &str) {
 /// others reach the server). The sink must send exactly the failed items
 /// again, and the index must still end up exact.
 async fn retries_only_failed_items(es: &str) {
-    let proxy = FaultProxy::start(es, false).await;
+    let mut requests = 0;
+    let rule = Box::new(move |items: &[BulkItem]| {
+        requests += 1;
+        match requests {
+            1 => BulkFault::Status(503),
+            2 | 3 if items.len() > 1 => BulkFault::Reject((1..items.len()).step_by(2).collect()),
+            _ => BulkFault::Pass,
+        }
+    });
+    let proxy = FaultProxy::start(es, rule).await;
     let db = TestDb::create("es_retry").await;
     db.exec(
         "CREATE TABLE public.r (id int PRIMARY KEY, v text);
@@ -477,7 +515,13 @@ async fn retries_only_failed_items(es: &str) {
     .await;
     let prefix = prefix();
     let index = format!("{prefix}-public.r");
-    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.r"], &proxy.url, &prefix, ""));
+    let mut engine = Engine::start(&pipeline_yaml(
+        &db,
+        &["public.r"],
+        &proxy.url(),
+        &prefix,
+        "",
+    ));
     let expected = db.to_jsonb_rows("public.r", "id").await;
     assert_converges(es, &index, &expected, &engine).await;
     db.exec("UPDATE public.r SET v = v || '!' WHERE id <= 10; DELETE FROM public.r WHERE id > 25")
@@ -485,23 +529,106 @@ async fn retries_only_failed_items(es: &str) {
     let expected = db.to_jsonb_rows("public.r", "id").await;
     assert_converges(es, &index, &expected, &engine).await;
 
-    let log = proxy.log.lock().unwrap().clone();
+    let log = proxy.bulk_log();
+    let ids = |seen: &BulkSeen, positions: &[usize]| -> Vec<String> {
+        positions
+            .iter()
+            .map(|&p| seen.items[p].id.clone())
+            .collect()
+    };
+    let all = |seen: &BulkSeen| (0..seen.items.len()).collect::<Vec<_>>();
     assert!(log.len() >= 4, "expected at least 4 bulk requests: {log:?}");
-    assert_eq!(log[0].failed, log[0].ids, "the 503 fails every item");
+    assert_eq!(log[0].fault, BulkFault::Status(503), "{log:?}");
     // After each injected failure the next request holds exactly the
     // failed items.
     for k in 0..3 {
         assert!(
-            !log[k].failed.is_empty(),
+            !log[k].failed().is_empty(),
             "request {k} had no injected failures: {log:?}"
         );
         assert_eq!(
-            log[k + 1].ids,
-            log[k].failed,
+            ids(&log[k + 1], &all(&log[k + 1])),
+            ids(&log[k], &log[k].failed()),
             "request {} retried other items: {log:?}",
             k + 1
         );
     }
+    assert_eq!(
+        engine.stop(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// Changes past the 65 535th of one transaction share one version
+/// (`commit_lsn × 2^16 + 65535`, `external_gte`). One transaction updates
+/// rows 2..=257 256 times each (65 536 changes), then row 1 to `old`
+/// (change 65 536) and to `new` (65 537); both updates go in one `_bulk`
+/// request, and the proxy refuses `old` with 429 while the server writes
+/// `new`. The sink must not send `old` again (with the
+/// version it shares with `new` it would be accepted and win): the index
+/// ends equal to the table.
+async fn superseded_item_past_65535_changes(es: &str) {
+    let is_old = |item: &BulkItem| item.id == "1" && item.source_str("v") == Some("old");
+    let proxy = FaultProxy::start(es, es_fault_proxy::reject_once(is_old)).await;
+    let db = TestDb::create("es_big_tx").await;
+    db.exec(
+        "CREATE TABLE public.b (id int PRIMARY KEY, v text);
+         INSERT INTO public.b SELECT g, 'before' FROM generate_series(1, 257) g;",
+    )
+    .await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.b");
+    // The whole transaction in one batch (inside a transaction a batch ends
+    // only at a size limit), so the `_bulk` requests of 200 actions are cut
+    // where this test expects: changes 65 536 and 65 537 share one (checked
+    // below). Few rows, many changes: the servers index a transaction of
+    // 65 536 changes of 256 documents faster than one of 65 536 documents.
+    let yaml = pipeline_yaml(&db, &["public.b"], &proxy.url(), &prefix, "")
+        + "pipeline: { max_batch_events: 100000, max_batch_bytes: 256MiB }\n";
+    let mut engine = Engine::start(&yaml);
+    let expected = db.to_jsonb_rows("public.b", "id").await;
+    assert_converges(es, &index, &expected, &engine).await;
+    db.exec(
+        "BEGIN;
+         DO $$ BEGIN
+           FOR r IN 1..256 LOOP UPDATE public.b SET v = 'x' || r WHERE id > 1; END LOOP;
+         END $$;
+         UPDATE public.b SET v = 'old' WHERE id = 1;
+         UPDATE public.b SET v = 'new' WHERE id = 1;
+         COMMIT;",
+    )
+    .await;
+    // Batches are written in order, each whole: once the next
+    // transaction's row is in the index, the big one is written.
+    db.exec("INSERT INTO public.b VALUES (-1, 'after')").await;
+    let after = wait_until(CONVERGE_TIMEOUT, async || {
+        get_doc(es, &index, "-1").await.is_some()
+    })
+    .await;
+    assert!(
+        after,
+        "the transaction after the big one did not arrive\n{}",
+        engine.output_report()
+    );
+    let expected = db.to_jsonb_rows("public.b", "id").await;
+    assert_eq!(expected.len(), 258);
+    assert_converges(es, &index, &expected, &engine).await;
+
+    // The fault happened as intended: `old` and `new`, with one version,
+    // in one request, `old` refused, and never sent again.
+    let log = proxy.bulk_log();
+    let sent: Vec<&BulkSeen> = log.iter().filter(|s| s.items.iter().any(is_old)).collect();
+    assert_eq!(sent.len(), 1, "`old` was sent {} times", sent.len());
+    let at = sent[0].items.iter().position(is_old).unwrap();
+    assert_eq!(sent[0].fault, BulkFault::Reject(vec![at]));
+    let new = sent[0].items[at + 1..]
+        .iter()
+        .find(|i| i.id == "1" && i.source_str("v") == Some("new"))
+        .expect("`new` in the request that carried `old`");
+    assert_eq!(new.version, sent[0].items[at].version);
     assert_eq!(
         engine.stop(Duration::from_secs(30)).await,
         0,
@@ -754,7 +881,13 @@ async fn mappings_none(es: &str) {
 /// indices (403): the sink warns and leaves the index to the server,
 /// instead of stopping.
 async fn mappings_denied(es: &str) {
-    let proxy = FaultProxy::start(es, true).await;
+    // As for credentials that may write documents but not read mappings or
+    // create indices.
+    let forbid: ForbidRule = Box::new(|method: &str, path: &str| {
+        path.ends_with("/_mapping") || (method == "PUT" && path.matches('/').count() == 1)
+    });
+    let proxy =
+        FaultProxy::start_with(es, Box::new(|_: &[BulkItem]| BulkFault::Pass), Some(forbid)).await;
     let db = TestDb::create("es_denied").await;
     db.exec(
         "CREATE TABLE public.d (id int PRIMARY KEY, v text);
@@ -763,7 +896,13 @@ async fn mappings_denied(es: &str) {
     .await;
     let prefix = prefix();
     let index = format!("{prefix}-public.d");
-    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.d"], &proxy.url, &prefix, ""));
+    let mut engine = Engine::start(&pipeline_yaml(
+        &db,
+        &["public.d"],
+        &proxy.url(),
+        &prefix,
+        "",
+    ));
     let expected = db.to_jsonb_rows("public.d", "id").await;
     assert_converges(es, &index, &expected, &engine).await;
     let mapping = index_mapping(es, &index).await;
@@ -815,207 +954,4 @@ async fn create_integer_mapping(es: &str, index: &str) {
         "create {index}: {}",
         response.text().await.unwrap()
     );
-}
-
-// ---------------------------------------------------------------- fault proxy
-
-/// One `_bulk` request as the proxy saw it.
-#[derive(Debug, Clone)]
-struct BulkSeen {
-    /// `_id`s of its actions, in order.
-    ids: Vec<String>,
-    /// `_id`s the proxy failed.
-    failed: Vec<String>,
-}
-
-/// An HTTP/1.1 proxy on 127.0.0.1 that injects `_bulk` failures: the first
-/// request gets 503, the next two get a 429 for every other item. Anything
-/// else is passed through (with `deny_index_admin`, requests to read or
-/// change a mapping or to create an index get 403 instead, as for a user
-/// with write privileges only). Bounded: three injections, then pure relay.
-struct FaultProxy {
-    url: String,
-    log: Arc<Mutex<Vec<BulkSeen>>>,
-}
-
-impl FaultProxy {
-    async fn start(upstream: &str, deny_index_admin: bool) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let bulks = Arc::new(AtomicUsize::new(0));
-        let upstream = upstream.to_owned();
-        let state = (log.clone(), bulks);
-        tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let (log, bulks) = (state.0.clone(), state.1.clone());
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let _ = serve(socket, &upstream, &log, &bulks, deny_index_admin).await;
-                });
-            }
-        });
-        FaultProxy { url, log }
-    }
-}
-
-async fn serve(
-    mut socket: TcpStream,
-    upstream: &str,
-    log: &Mutex<Vec<BulkSeen>>,
-    bulks: &AtomicUsize,
-    deny_index_admin: bool,
-) -> std::io::Result<()> {
-    let http = reqwest::Client::new();
-    let mut buf = Vec::new();
-    loop {
-        // Head.
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 8192];
-            let n = socket.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let mut lines = head.split("\r\n");
-        let mut request_line = lines.next().unwrap_or("").split(' ');
-        let method = request_line.next().unwrap_or("GET").to_owned();
-        let target = request_line.next().unwrap_or("/").to_owned();
-        let mut length = 0usize;
-        let mut content_type = "application/json".to_owned();
-        for line in lines {
-            if let Some((k, v)) = line.split_once(':') {
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => length = v.trim().parse().unwrap_or(0),
-                    "content-type" => content_type = v.trim().to_owned(),
-                    _ => {}
-                }
-            }
-        }
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 65536];
-            let n = socket.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let body: Vec<u8> = buf[head_end..head_end + length].to_vec();
-        buf.drain(..head_end + length);
-
-        let forward = async |body: Vec<u8>| -> (u16, Vec<u8>) {
-            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-            let r = http
-                .request(method, format!("{upstream}{target}"))
-                .header("content-type", &content_type)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
-        };
-        let path = target.split('?').next().unwrap_or("");
-        let is_bulk = path == "/_bulk";
-        let index_admin =
-            path.ends_with("/_mapping") || (method == "PUT" && path.matches('/').count() == 1);
-        let (status, answer) = if deny_index_admin && index_admin {
-            (
-                403,
-                br#"{"error":{"type":"security_exception","reason":"action is unauthorized"},"status":403}"#
-                    .to_vec(),
-            )
-        } else if is_bulk {
-            let actions = split_bulk(&body);
-            let ids: Vec<String> = actions.iter().map(|(id, _)| id.clone()).collect();
-            let n = bulks.fetch_add(1, Ordering::SeqCst);
-            if n == 0 {
-                log.lock().unwrap().push(BulkSeen {
-                    ids: ids.clone(),
-                    failed: ids,
-                });
-                (
-                    503,
-                    br#"{"error":{"type":"injected","reason":"proxy 503"},"status":503}"#.to_vec(),
-                )
-            } else if n <= 2 && actions.len() > 1 {
-                let (mut pass, mut failed, mut pass_idx) = (Vec::new(), Vec::new(), Vec::new());
-                for (i, (id, lines)) in actions.iter().enumerate() {
-                    if i % 2 == 1 {
-                        failed.push(id.clone());
-                    } else {
-                        pass.extend_from_slice(lines);
-                        pass_idx.push(i);
-                    }
-                }
-                log.lock().unwrap().push(BulkSeen { ids, failed });
-                let (status, real) = forward(pass).await;
-                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&real));
-                let real: Json = serde_json::from_slice(&real).unwrap();
-                let mut real_items = real["items"].as_array().unwrap().clone().into_iter();
-                let items: Vec<Json> = (0..actions.len())
-                    .map(|i| {
-                        if pass_idx.contains(&i) {
-                            real_items.next().unwrap()
-                        } else {
-                            json!({"index": {"status": 429, "error": {
-                                "type": "es_rejected_execution_exception", "reason": "injected"}}})
-                        }
-                    })
-                    .collect();
-                (
-                    200,
-                    serde_json::to_vec(&json!({"errors": true, "took": 1, "items": items}))
-                        .unwrap(),
-                )
-            } else {
-                log.lock().unwrap().push(BulkSeen {
-                    ids,
-                    failed: Vec::new(),
-                });
-                forward(body).await
-            }
-        } else {
-            forward(body).await
-        };
-        let reason = match status {
-            200 => "OK",
-            403 => "Forbidden",
-            404 => "Not Found",
-            503 => "Service Unavailable",
-            _ => "Status",
-        };
-        let mut response = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            answer.len()
-        )
-        .into_bytes();
-        response.extend_from_slice(&answer);
-        socket.write_all(&response).await?;
-    }
-}
-
-/// The actions of an NDJSON bulk body: `(_id, its lines)`.
-fn split_bulk(body: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let text = String::from_utf8_lossy(body);
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
-    let mut out = Vec::new();
-    while let Some(line) = lines.next() {
-        let action: Json = serde_json::from_str(line).unwrap();
-        let (kind, meta) = action.as_object().unwrap().iter().next().unwrap();
-        let mut bytes = format!("{line}\n").into_bytes();
-        if kind != "delete" {
-            let doc = lines.next().unwrap();
-            bytes.extend_from_slice(format!("{doc}\n").as_bytes());
-        }
-        out.push((meta["_id"].as_str().unwrap().to_owned(), bytes));
-    }
-    out
 }

@@ -6,87 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+mod support;
 
-use cdc_core::{
-    Batch, ChangeEvent, Column, Event, Lsn, Op, ReplicaIdentity, Row, Sink, SnapshotMarker,
-    SourceInfo, TableName, TableSchema, Value,
-};
+use cdc_core::{Batch, Event, Lsn, Op, Row, Sink, SnapshotMarker, Value};
 use cdc_es::{EsSink, EsSinkConfig};
+use support::{change, docs, server_url, text, unique_table};
 
-fn server_url(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(u) if !u.trim().is_empty() => u.trim().trim_end_matches('/').to_owned(),
-        _ => panic!("{var} is not set: run ./scripts/test.sh (see scripts/servers/)"),
-    }
-}
-
-/// A table name no other test run uses.
-fn unique_table() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "t{}_{}_{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn schema(table: &str) -> Arc<TableSchema> {
-    let col = |name: &str, oid: u32, type_name: &str, key: bool| Column {
-        name: name.into(),
-        type_oid: oid,
-        type_name: type_name.into(),
-        type_modifier: -1,
-        nullable: !key,
-        is_key: key,
-    };
-    Arc::new(TableSchema {
-        database: "db".into(),
-        oid: 1,
-        name: TableName::new("replay", table),
-        columns: vec![
-            col("id", 23, "int4", true),
-            col("v", 23, "int4", false),
-            col("body", 25, "text", false),
-        ],
-        replica_identity: ReplicaIdentity::Default,
-    })
-}
-
-fn change(
-    table: &Arc<TableSchema>,
-    op: Op,
-    lsn: u64,
-    ordinal: u64,
-    row: Option<(i32, Value, Value)>,
-) -> Event {
-    let row = row.map(|(id, v, body)| Row::new(vec![Value::Int4(id), v, body]));
-    let (before, after) = match op {
-        Op::Delete => (row, None),
-        Op::Truncate => (None, None),
-        _ => (None, row),
-    };
-    Event::Change(ChangeEvent {
-        op,
-        table: table.clone(),
-        before,
-        after,
-        source: SourceInfo {
-            commit_lsn: Lsn(lsn),
-            lsn: Lsn(lsn),
-            ordinal,
-            ..SourceInfo::default()
-        },
-    })
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.into())
+/// The test table `replay.<table>`.
+fn schema(table: &str) -> std::sync::Arc<cdc_core::TableSchema> {
+    support::schema("replay", table)
 }
 
 async fn sink(es: &str) -> EsSink {
@@ -98,29 +26,6 @@ async fn sink(es: &str) -> EsSink {
     .unwrap();
     assert!(config.validate().is_empty());
     EsSink::connect(&config, "replay_test").await.unwrap()
-}
-
-async fn docs(es: &str, index: &str) -> Vec<(String, serde_json::Value)> {
-    let http = reqwest::Client::new();
-    let _ = http.post(format!("{es}/{index}/_refresh")).send().await;
-    let r = http
-        .post(format!("{es}/{index}/_search"))
-        .json(&serde_json::json!({"size": 100, "version": true, "query": {"match_all": {}}}))
-        .send()
-        .await
-        .unwrap();
-    if r.status() == reqwest::StatusCode::NOT_FOUND {
-        return Vec::new();
-    }
-    let body: serde_json::Value = r.json().await.unwrap();
-    let mut out: Vec<(String, serde_json::Value)> = body["hits"]["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| (h["_id"].as_str().unwrap().to_owned(), h["_source"].clone()))
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
 }
 
 async fn replay_converges(es: &str) {
