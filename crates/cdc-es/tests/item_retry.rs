@@ -31,7 +31,7 @@ async fn sink(url: &str, batch_max_docs: usize) -> EsSink {
         "refresh": "true",
         "batch_max_docs": batch_max_docs,
         "max_retries": 3,
-        "retry_backoff_ms": 10,
+        "retry_backoff": "10ms",
     }))
     .unwrap();
     assert!(config.validate().is_empty());
