@@ -42,8 +42,8 @@
 //! ## Versions
 //!
 //! `version = commit_lsn × 2^16 + min(ordinal, 65535)` with
-//! `version_type=external_gte` (snapshot rows: `C × 2^16 − 1` for the
-//! snapshot LSN C): later changes get larger versions, a replayed older
+//! `version_type=external_gte` (snapshot rows, which carry commit LSN
+//! `C − 1` for the snapshot LSN C: `C × 2^16 − 1`): later changes get larger versions, a replayed older
 //! change is refused with 409 and counted as success. Fits while the
 //! commit LSN is below `2^47`.
 //!

@@ -21,13 +21,13 @@
 //!   later item of the same document in that request was done
 //!   ([`crate::bulk::retry_selection`]): it would overwrite the newer
 //!   change with an equal version.
-//! * Snapshot rows carry the snapshot LSN C as their commit LSN, but their
-//!   version is `C × 2^16 − 1`, whatever their ordinal: a transaction whose
-//!   commit record starts exactly at C is streamed (PostgreSQL skips only
-//!   commits that start before the consistent point) with versions from
-//!   `C × 2^16` on, and must win over the rows read. No streamed commit has
-//!   a commit LSN below C, and none can start at C − 1 (WAL records are
-//!   8-byte aligned), so nothing streamed shares that version.
+//! * Snapshot rows carry C − 1 as their commit LSN (C: the snapshot's
+//!   consistent point), and their version is `(C − 1) × 2^16 + 65535 =
+//!   C × 2^16 − 1`, whatever their ordinal: a transaction whose commit
+//!   record starts exactly at C is streamed (PostgreSQL skips only commits
+//!   that start before the consistent point) with versions from `C × 2^16`
+//!   on, and must win over the rows read. No streamed commit has a commit
+//!   LSN below C, so nothing streamed shares that version.
 
 use cdc_core::{SnapshotMarker, SourceInfo};
 
@@ -52,8 +52,9 @@ pub(crate) fn external_version(source: &SourceInfo) -> Result<i64, String> {
     let version = if source.snapshot == SnapshotMarker::False {
         (lsn << ORDINAL_BITS) | source.ordinal.min(MAX_ORDINAL)
     } else {
-        // Just below every change committed at the snapshot LSN or later.
-        (lsn << ORDINAL_BITS).saturating_sub(1)
+        // Reads sit at C − 1: the top of that slot is just below every
+        // change committed at C or later, whatever the read's ordinal.
+        (lsn << ORDINAL_BITS) | MAX_ORDINAL
     };
     // `lsn < 2^47` makes this at most 2^63 - 1.
     i64::try_from(version.max(1)).map_err(|_| format!("version {version} out of range"))
@@ -85,15 +86,18 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_reads_rank_below_changes_at_their_lsn() {
+    fn snapshot_reads_rank_below_changes_at_the_snapshot_lsn() {
+        // Reads of a snapshot with consistent point C carry C − 1.
+        let c = 0x1_6B37_4D80;
         let read = |ordinal| SourceInfo {
             snapshot: SnapshotMarker::True,
-            ..at(0x1_6B37_4D80, ordinal)
+            ..at(c - 1, ordinal)
         };
         let first = external_version(&read(0)).unwrap();
         assert_eq!(first, external_version(&read((7 << 32) | 12)).unwrap());
-        assert!(first < external_version(&at(0x1_6B37_4D80, 0)).unwrap());
-        assert!(first > external_version(&at(0x1_6B37_4D78, u64::MAX)).unwrap());
+        assert_eq!(first, i64::try_from((c << ORDINAL_BITS) - 1).unwrap());
+        assert!(first < external_version(&at(c, 0)).unwrap());
+        assert!(first > external_version(&at(c - 8, u64::MAX)).unwrap());
     }
 
     #[test]

@@ -189,8 +189,9 @@ async fn replay_converges(es: &str) {
 /// A transaction whose commit record starts exactly at the snapshot LSN C
 /// is streamed (PostgreSQL skips only commits that start before the
 /// consistent point), with commit LSN C and small ordinals. Snapshot rows
-/// also carry C, with ordinals `chunk_no << 32 | index`: they must still
-/// rank below that transaction's changes, whichever arrives last.
+/// carry C − 1, as the source labels them, with ordinals
+/// `chunk_no << 32 | index`: they must rank below that transaction's
+/// changes, whichever arrives last.
 async fn snapshot_reads_rank_below_changes_committed_at_the_snapshot_lsn(es: &str) {
     const C: u64 = 0x1_6B37_4D80;
     let name = unique_table();
@@ -201,7 +202,7 @@ async fn snapshot_reads_rank_below_changes_committed_at_the_snapshot_lsn(es: &st
         let Event::Change(mut ev) = change(
             &table,
             Op::Read,
-            C,
+            C - 1,
             chunk << 32,
             Some((id, Value::Int4(0), text("snapshot"))),
         ) else {

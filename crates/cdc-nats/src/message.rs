@@ -32,12 +32,11 @@ pub const EXPECTED_LAST_ID_HEADER: &str = "Nats-Expected-Last-Msg-Id";
 /// read again (after its reader's instance died, under a new export) may
 /// hold other rows at the same positions, and a position id would make
 /// JetStream drop such a row as a duplicate of another. For a table with
-/// a key: `<pipeline>:<database>:<oid>:r:<snapshot LSN>:k:<key values as
-/// JSON>`, e.g. `orders:app:16384:r:0/1A2B3C8:k:[42]`; for a table without
-/// one: `…:r:<snapshot LSN>:<ordinal>:<64-bit FNV-1a of the row's values
-/// as JSON, hex>`. The op (`r`) also keeps reads apart from a transaction
-/// whose commit record starts exactly at the snapshot's consistent point
-/// (it has the snapshot LSN as its commit LSN).
+/// a key: `<pipeline>:<database>:<oid>:r:<commit LSN>:k:<key values as
+/// JSON>` (a read's commit LSN is the snapshot LSN minus one), e.g.
+/// `orders:app:16384:r:0/1A2B3C7:k:[42]`; for a table without one:
+/// `…:r:<commit LSN>:<ordinal>:<64-bit FNV-1a of the row's values as JSON,
+/// hex>`. The op (`r`) keeps reads apart from streamed changes.
 pub fn message_id(pipeline: &str, event: &ChangeEvent, out: &mut String) {
     out.clear();
     push_id_part(out, pipeline);

@@ -54,16 +54,23 @@ impl Emitter {
         }
     }
 
+    /// A snapshot read's position: commit LSN `C − 1` for the snapshot's
+    /// consistent point C. The rows show every transaction that committed
+    /// before C; one whose commit record starts exactly at C is not in the
+    /// snapshot and is streamed with commit LSN C. So reads sort below
+    /// every streamed change by (`commit_lsn`, `ordinal`), whatever their
+    /// ordinal (`chunk_no << 32 | index`, stable across re-reads of a chunk
+    /// under the same snapshot).
     fn event(&self, chunk: &ChunkInfo, row: Row, index: u64, marker: SnapshotMarker) -> Event {
+        let position = Lsn(self.snapshot_lsn.as_u64().saturating_sub(1));
         Event::Change(ChangeEvent {
             op: Op::Read,
             table: chunk.table.clone(),
             before: None,
             after: Some(row),
             source: SourceInfo {
-                commit_lsn: self.snapshot_lsn,
-                lsn: self.snapshot_lsn,
-                // Stable across re-reads of the same chunk under the same snapshot.
+                commit_lsn: position,
+                lsn: position,
                 ordinal: (u64::from(chunk.chunk_no) << 32) | (index & 0xFFFF_FFFF),
                 txid: None,
                 commit_time_us: self.started_at_us,
@@ -225,6 +232,31 @@ mod tests {
             is_last,
             files: "1:1".into(),
         })
+    }
+
+    #[test]
+    fn reads_sort_below_a_change_committed_at_the_snapshot_lsn() {
+        // A transaction whose commit record starts exactly at the consistent
+        // point C is streamed with commit LSN C and ordinals from 0: every
+        // read, whatever its chunk and row, must sort below it.
+        let c = Lsn(0x1C05_B898);
+        let mut e = Emitter::new(c, 0);
+        let mut b = Batch::default();
+        let late = chunk(7, 3, true);
+        e.push(LoadItem::Start(late.clone()), &mut b, 1);
+        e.push(LoadItem::Rows(late.clone(), rows(&[1, 2])), &mut b, 1);
+        e.push(LoadItem::End(late, 2), &mut b, 1);
+        let streamed_at_c = (c, 0u64);
+        for event in &b.events {
+            if let Event::Change(read) = event {
+                let position = (read.source.commit_lsn, read.source.ordinal);
+                assert!(
+                    position < streamed_at_c,
+                    "read at {position:?} sorts after a change at {streamed_at_c:?}"
+                );
+                assert_eq!(read.source.commit_lsn, Lsn(c.as_u64() - 1));
+            }
+        }
     }
 
     #[test]
