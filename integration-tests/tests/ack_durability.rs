@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cdc_core::{Batch, Event, Lsn, Op, Sink, SinkError, TableName, Value};
-use cdc_engine::pipeline::{run_pipeline, NamedSink, Outcome, PipelineError, PipelineOptions};
+use cdc_pipeline::{run_pipeline, NamedSink, Outcome, PipelineError, PipelineOptions};
 use cdc_postgres::{PgSource, PgSourceConfig};
 use integration_tests::{unique_suffix, wait_until, TestDb};
 use tokio::task::JoinHandle;

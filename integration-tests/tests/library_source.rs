@@ -1,13 +1,15 @@
 //! `PgSource` driven by hand, the way a library user following its docs
 //! drives it: take a batch, handle it, acknowledge it with one call. With
-//! a snapshot configured, the snapshot must complete and streaming follow.
+//! a snapshot configured, the snapshot must complete and streaming follow;
+//! an acknowledgement must reach the slot even while the consumer does not
+//! ask for the next batch.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cdc_core::{ControlEvent, Event, Op, Source, TableName, Value};
 use cdc_postgres::{PgSource, PgSourceConfig, SnapshotMode};
-use integration_tests::{unique_suffix, TestDb};
+use integration_tests::{unique_suffix, wait_until, TestDb};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -86,6 +88,70 @@ async fn one_ack_call_per_batch_completes_the_snapshot_then_streams() {
             .as_deref(),
         Some("done")
     );
+    drop(source);
+    db.cleanup().await;
+}
+
+/// A consumer that acknowledges a batch and then stays idle (it does not
+/// call `next_batch` again, as one waiting for its own downstream would):
+/// the slot must still be confirmed up to the batch's checkpoint, because
+/// the acknowledgement itself wakes the source.
+#[tokio::test]
+async fn an_acknowledgement_reaches_the_slot_while_the_consumer_is_idle() {
+    let db = TestDb::create("lib_ack_idle").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v text)")
+        .await;
+    let s = unique_suffix();
+    let slot = format!("ls_{s}");
+    let cfg = PgSourceConfig::new(
+        db.url(),
+        vec![TableName::new("public", "t")],
+        format!("lp_{s}"),
+        slot.clone(),
+    );
+    let mut source = PgSource::connect(cfg).await.expect("connect");
+    let ack = source.ack_handle();
+    let started = db
+        .slot_confirmed_flush_lsn(&slot)
+        .await
+        .expect("the slot has a position");
+    db.exec("INSERT INTO public.t VALUES (1, 'one')").await;
+
+    let deadline = Instant::now() + TIMEOUT;
+    let batch = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let batch = tokio::time::timeout(left, source.next_batch())
+            .await
+            .unwrap_or_else(|_| panic!("the insert did not arrive within {TIMEOUT:?}"))
+            .expect("next_batch")
+            .expect("the source does not end");
+        let has_insert = batch
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Change(c) if c.op == Op::Insert));
+        if has_insert && batch.checkpoint.is_some() {
+            break batch;
+        }
+        ack.durable(&batch);
+    };
+    let checkpoint = batch.checkpoint.expect("a checkpoint");
+    assert!(checkpoint > started, "{checkpoint} <= {started}");
+
+    // Handled: acknowledge it, then stay idle (no next_batch call).
+    ack.durable(&batch);
+    let confirmed = wait_until(Duration::from_secs(20), async || {
+        db.slot_confirmed_flush_lsn(&slot)
+            .await
+            .is_some_and(|lsn| lsn >= checkpoint)
+    })
+    .await;
+    let now = db.slot_confirmed_flush_lsn(&slot).await.unwrap_or_default();
+    assert!(
+        confirmed,
+        "the slot was not confirmed up to the acknowledged {checkpoint} while the consumer \
+         was idle: confirmed_flush_lsn is {now} (it started at {started})"
+    );
+    source.shutdown().await.expect("shutdown");
     drop(source);
     db.cleanup().await;
 }

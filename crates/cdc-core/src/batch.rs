@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use crate::event::{Event, Op};
 use crate::lsn::Lsn;
 
@@ -100,28 +102,57 @@ impl PartialEq for ReadFence {
     }
 }
 
-/// What the consumer has made durable, shared between a source and the
-/// pipeline that drives it. Both parts only ever move forward.
+/// What the consumer has made durable, shared between a source and
+/// whoever consumes it. It only ever moves forward.
 ///
-/// * [`advance`](AckHandle::advance): the position up to which every
-///   change is durable (a batch's `checkpoint`); the source reports it to
-///   PostgreSQL as the slot's flush position.
-/// * [`advance_batches`](AckHandle::advance_batches): how many batches,
-///   counted from the first one the source returned, are durable. Sources
-///   use it for progress that is not a WAL position, such as snapshot
-///   chunks, which are marked done only once their rows are durable.
+/// **Acknowledge a batch with one call**, [`durable`](AckHandle::durable),
+/// once the batch is handled for good, in the order the batches came:
 ///
-/// A library user driving a source by hand makes each batch durable in
-/// order and then calls [`durable`](AckHandle::durable) with it, which
-/// does both. The engine updates both itself with the minimum over all
-/// sinks.
+/// ```
+/// # use cdc_core::{AckHandle, Batch, Lsn};
+/// # let ack = AckHandle::new();
+/// # let batch = Batch { checkpoint: Some(Lsn(40)), seq: 4, ..Batch::default() };
+/// // ... the batch is written somewhere durable ...
+/// ack.durable(&batch);
+/// assert_eq!((ack.get(), ack.durable_batches()), (Lsn(40), 4));
+/// ```
+///
+/// The source learns of it at once, whatever the consumer does next: an
+/// acknowledgement wakes every [`AckWatch`], so a source reports it to its
+/// server even while nobody asks for the next batch.
+///
+/// A handle holds two positions, both moved by `durable`:
+/// * the position up to which every change is durable (a batch's
+///   `checkpoint`), which a source reports to its server (PostgreSQL: the
+///   slot's flush position);
+/// * how many batches, counted from the first one the source returned, are
+///   durable, for progress that is not a WAL position (snapshot chunks are
+///   marked done only once their rows are durable).
+///
+/// [`advance`](AckHandle::advance) and
+/// [`advance_batches`](AckHandle::advance_batches) move each on its own:
+/// they are for sources (a starting position) and for pipelines that
+/// acknowledge the minimum over several sinks (`cdc-pipeline`); a consumer
+/// of batches calls `durable`.
 #[derive(Debug, Clone, Default)]
 pub struct AckHandle(Arc<AckState>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct AckState {
     lsn: AtomicU64,
     batches: AtomicU64,
+    /// Sent to (its value is nothing) whenever either part moves.
+    advanced: watch::Sender<()>,
+}
+
+impl Default for AckState {
+    fn default() -> Self {
+        Self {
+            lsn: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            advanced: watch::Sender::new(()),
+        }
+    }
 }
 
 impl AckHandle {
@@ -130,9 +161,33 @@ impl AckHandle {
         Self::default()
     }
 
+    /// Acknowledges `batch` and, with it, every batch the source returned
+    /// before it: its checkpoint (if any) becomes the durable position and
+    /// its number the count of durable batches. Call it once the batch is
+    /// handled for good, in the order the batches came.
+    pub fn durable(&self, batch: &Batch) {
+        let moved_lsn = batch.checkpoint.is_some_and(|lsn| self.raise_lsn(lsn));
+        let moved_batches = self.raise_batches(batch.seq);
+        if moved_lsn || moved_batches {
+            self.wake();
+        }
+    }
+
     /// Raises the durable position to `lsn` (lower values are ignored).
+    /// Consumers of batches call [`durable`](AckHandle::durable) instead.
     pub fn advance(&self, lsn: Lsn) {
-        self.0.lsn.fetch_max(lsn.0, Ordering::AcqRel);
+        if self.raise_lsn(lsn) {
+            self.wake();
+        }
+    }
+
+    /// Records that the first `count` batches are durable (lower values
+    /// are ignored). Consumers of batches call
+    /// [`durable`](AckHandle::durable) instead.
+    pub fn advance_batches(&self, count: u64) {
+        if self.raise_batches(count) {
+            self.wake();
+        }
     }
 
     /// The durable position.
@@ -140,25 +195,45 @@ impl AckHandle {
         Lsn(self.0.lsn.load(Ordering::Acquire))
     }
 
-    /// Records that the first `count` batches are durable.
-    pub fn advance_batches(&self, count: u64) {
-        self.0.batches.fetch_max(count, Ordering::AcqRel);
-    }
-
-    /// Acknowledges `batch` and, with it, every batch the source returned
-    /// before it: its checkpoint (if any) becomes the durable position and
-    /// its number the count of durable batches. Call it once the batch is
-    /// handled for good, in the order the batches came.
-    pub fn durable(&self, batch: &Batch) {
-        if let Some(lsn) = batch.checkpoint {
-            self.advance(lsn);
-        }
-        self.advance_batches(batch.seq);
-    }
-
     /// How many batches, from the first, are durable.
     pub fn durable_batches(&self) -> u64 {
         self.0.batches.load(Ordering::Acquire)
+    }
+
+    /// Something to wait on for this handle's next advance (see
+    /// [`AckWatch::advanced`]).
+    pub fn watch(&self) -> AckWatch {
+        AckWatch(self.0.advanced.subscribe())
+    }
+
+    fn raise_lsn(&self, lsn: Lsn) -> bool {
+        self.0.lsn.fetch_max(lsn.0, Ordering::AcqRel) < lsn.0
+    }
+
+    fn raise_batches(&self, count: u64) -> bool {
+        self.0.batches.fetch_max(count, Ordering::AcqRel) < count
+    }
+
+    fn wake(&self) {
+        self.0.advanced.send_replace(());
+    }
+}
+
+/// Waits for an [`AckHandle`] to advance; from
+/// [`AckHandle::watch`]. Works on any executor.
+#[derive(Debug)]
+pub struct AckWatch(watch::Receiver<()>);
+
+impl AckWatch {
+    /// Returns once the handle has advanced (either part) since this watch
+    /// was made or since the last time this returned. Advances that come
+    /// while nobody waits are not lost: the next call returns at once.
+    /// Read the new values from the handle afterwards. Waits forever once
+    /// every clone of the handle is gone (nothing can advance any more).
+    pub async fn advanced(&mut self) {
+        if self.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -179,6 +254,46 @@ mod tests {
         a.advance_batches(3);
         b.advance_batches(2);
         assert_eq!(b.durable_batches(), 3);
+    }
+
+    /// Polls `fut` once, without an executor.
+    fn poll_once<F: std::future::Future>(fut: std::pin::Pin<&mut F>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        fut.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_watch_returns_once_per_advance_and_never_for_a_lower_value() {
+        let a = AckHandle::new();
+        let mut w = a.watch();
+        {
+            let wait = std::pin::pin!(w.advanced());
+            assert!(!poll_once(wait), "nothing advanced yet");
+        }
+        // Advanced while nobody waited: the next wait returns at once.
+        a.durable(&Batch {
+            checkpoint: Some(Lsn(40)),
+            seq: 4,
+            ..Batch::default()
+        });
+        assert!(poll_once(std::pin::pin!(w.advanced())));
+        let mut wait = std::pin::pin!(w.advanced());
+        assert!(!poll_once(wait.as_mut()), "returned twice for one advance");
+        // Lower or equal values move nothing and wake nobody.
+        a.advance(Lsn(30));
+        a.advance_batches(4);
+        a.durable(&Batch {
+            checkpoint: Some(Lsn(40)),
+            seq: 2,
+            ..Batch::default()
+        });
+        assert!(!poll_once(wait.as_mut()));
+        // Either part moving wakes it.
+        a.advance_batches(5);
+        assert!(poll_once(wait.as_mut()));
+        let mut w2 = a.clone().watch();
+        a.advance(Lsn(41));
+        assert!(poll_once(std::pin::pin!(w2.advanced())));
     }
 
     struct Flag(std::sync::atomic::AtomicBool);

@@ -57,7 +57,7 @@ mod status;
 mod value;
 
 pub use backoff::Backoff;
-pub use batch::{AckHandle, Batch, ReadClaims, ReadFence};
+pub use batch::{AckHandle, AckWatch, Batch, ReadClaims, ReadFence};
 pub use error::{error_chain, ErrorClass, SinkError, SourceError};
 pub use event::{ChangeEvent, ControlEvent, Event, Op, SnapshotMarker, SourceInfo};
 pub use lsn::{Lsn, ParseLsnError};

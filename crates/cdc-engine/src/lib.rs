@@ -7,9 +7,11 @@
 //! The binary is `cdc-engine run --config pipeline.yaml` (and
 //! `cdc-engine validate --config pipeline.yaml` and `cdc-engine check
 //! --config pipeline.yaml`, see [`check`]); this library exposes the
-//! same pieces for embedding: [`config`], [`pipeline::run_pipeline`] (works
-//! with any [`cdc_core::Source`] and [`cdc_core::Sink`]s), and the built-in
-//! [`sinks`].
+//! same pieces for embedding: [`config`], the built-in [`sinks`], and the
+//! bundled ones behind the features `kafka`, `nats` and `elasticsearch`.
+//! The pipeline runtime itself is the `cdc-pipeline` crate (re-exported
+//! here as [`pipeline`]): a custom sink needs only that crate and
+//! `cdc-core`, not this one.
 
 pub mod check;
 pub mod config;
@@ -17,9 +19,12 @@ pub mod engine_state;
 pub mod http;
 pub mod lag_poll;
 pub mod metrics;
-pub mod pipeline;
 pub mod progress;
 pub mod run;
 pub mod secrets;
 pub mod sinks;
 pub mod status_report;
+
+/// The pipeline runtime (`cdc-pipeline`): `run_pipeline`, `NamedSink`,
+/// `PipelineOptions`, …
+pub use cdc_pipeline as pipeline;

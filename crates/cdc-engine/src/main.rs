@@ -71,7 +71,8 @@ fn say(out: &mut dyn std::io::Write, line: &str) {
 }
 
 fn main() -> ExitCode {
-    // The test build reads FAILPOINTS (see cdc_postgres's failpoint module).
+    // The test build reads FAILPOINTS (see the failpoint modules of
+    // cdc_postgres and cdc_pipeline).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();

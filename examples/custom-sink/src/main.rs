@@ -2,13 +2,20 @@
 //!
 //! It shows everything a real sink needs:
 //! * durability: `write_batch` returns only after the files are fsynced;
-//! * error classification: I/O errors are retryable (the engine retries
+//! * error classification: I/O errors are retryable (the pipeline retries
 //!   the same batch with backoff), an unusable output directory is fatal;
-//! * at-least-once input, exactly-once output: after a crash the engine
+//! * at-least-once input, exactly-once output: after a crash the source
 //!   delivers changes again. Each event's position `(commit_lsn, ordinal)`
 //!   increases along the stream, so the sink remembers the last position it
 //!   wrote per table (in a small state file, fsynced with the data) and
 //!   skips anything at or before it.
+//!
+//! It runs on `cdc-pipeline`, the runtime the engine uses too (bounded
+//! channels, group commit, retries with backoff, and acknowledging to
+//! PostgreSQL only what the sink made durable), with `cdc-core` and
+//! `cdc-postgres`: no sink crate of the engine is in its dependency tree,
+//! so building it needs no C++ toolchain for Kafka (`cargo tree -p
+//! example-custom-sink -e normal` shows it; `scripts/test.sh` checks it).
 //!
 //! Run it:
 //! ```text
@@ -21,7 +28,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cdc_core::encode::DebeziumJson;
 use cdc_core::{Batch, Event, Lsn, Sink, SinkError, TableName};
-use cdc_engine::pipeline::{run_pipeline, NamedSink, PipelineOptions};
+use cdc_pipeline::{run_pipeline, NamedSink, PipelineOptions};
 use cdc_postgres::{PgSource, PgSourceConfig};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;

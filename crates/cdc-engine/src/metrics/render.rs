@@ -4,7 +4,7 @@ use cdc_core::{ErrorClass, Phase, TableProgress};
 
 use super::exposition::TextEncoder;
 use super::names;
-use super::pipeline::{op_label, SinkState, OPS};
+use super::{op_label, SinkState, OPS};
 use crate::engine_state::EngineState;
 
 /// The `/metrics` document for `state`.

@@ -1,9 +1,22 @@
 //! [`ReplicationTransport`] over the `pgwire-replication` crate.
+//!
+//! Acknowledgements reach the client without waiting for the next read: a
+//! small task (the follower) hands the client the position to report
+//! whenever the consumer's [`AckHandle`] advances or
+//! [`ack`](ReplicationTransport::ack) raises it, so the slot is confirmed
+//! while the consumer holds its batches and does not read. The client sits
+//! behind an async mutex that a read holds while it waits; the follower
+//! takes it between two reads (at once while nobody reads), and every read
+//! reports the position first too.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use cdc_core::Lsn;
+use cdc_core::{AckHandle, Lsn};
 use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
+use tokio::sync::{Mutex, Notify};
+use tokio::task::AbortHandle;
 
 use super::transport::{Recv, ReplicationTransport, WireEvent};
 use crate::error::PgError;
@@ -13,8 +26,61 @@ const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
 /// A replication stream served by `pgwire-replication`.
 pub struct PgWireTransport {
-    client: ReplicationClient,
-    acked: Lsn,
+    shared: Arc<Shared>,
+    /// The task reporting acknowledgements, once [`follow`](ReplicationTransport::follow) started it.
+    follower: Option<AbortHandle>,
+}
+
+/// What the transport and its follower share.
+struct Shared {
+    client: Mutex<ReplicationClient>,
+    /// The position to report as flushed; only ever raised.
+    wanted: AtomicU64,
+    /// `wanted` was raised by [`ReplicationTransport::ack`].
+    raised: Notify,
+}
+
+impl Shared {
+    fn new(client: ReplicationClient, acked: Lsn) -> Arc<Self> {
+        Arc::new(Self {
+            client: Mutex::new(client),
+            wanted: AtomicU64::new(acked.0),
+            raised: Notify::new(),
+        })
+    }
+
+    fn wanted(&self) -> Lsn {
+        Lsn(self.wanted.load(Ordering::Acquire))
+    }
+
+    /// Hands `wanted` to the client (monotonic there too).
+    fn report(&self, client: &ReplicationClient) {
+        client.update_applied_lsn(pgwire_replication::Lsn::from_u64(self.wanted().0));
+    }
+}
+
+/// Reports `ack`'s position, and whatever `ack()` raised, each time either
+/// moves, until aborted.
+async fn follow(shared: Arc<Shared>, ack: AckHandle) {
+    let mut advanced = ack.watch();
+    loop {
+        shared.wanted.fetch_max(ack.get().0, Ordering::AcqRel);
+        shared.report(&*shared.client.lock().await);
+        tokio::select! {
+            _ = advanced.advanced() => {}
+            _ = shared.raised.notified() => {}
+        }
+    }
+}
+
+impl Drop for PgWireTransport {
+    fn drop(&mut self) {
+        // The follower holds the client: without this a dropped transport
+        // would keep its connection until the next acknowledgement.
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
+    }
 }
 
 impl PgWireTransport {
@@ -48,8 +114,8 @@ impl PgWireTransport {
             .map_err(PgError::Replication)?;
         client.wait_started().await.map_err(PgError::Replication)?;
         Ok(Self {
-            client,
-            acked: start,
+            shared: Shared::new(client, start),
+            follower: None,
         })
     }
 
@@ -62,7 +128,10 @@ impl PgWireTransport {
         client.update_applied_lsn(pgwire_replication::Lsn::from_u64(acked.0));
         client.start().await.map_err(PgError::Replication)?;
         client.wait_started().await.map_err(PgError::Replication)?;
-        Ok(Self { client, acked })
+        Ok(Self {
+            shared: Shared::new(client, acked),
+            follower: None,
+        })
     }
 
     fn map(ev: ReplicationEvent) -> Option<WireEvent> {
@@ -122,8 +191,10 @@ impl PgWireTransport {
 
 impl ReplicationTransport for PgWireTransport {
     async fn recv(&mut self, wait: Duration) -> Result<Recv, PgError> {
+        let mut client = self.shared.client.lock().await;
+        self.shared.report(&client);
         loop {
-            let got = match tokio::time::timeout(wait, self.client.recv()).await {
+            let got = match tokio::time::timeout(wait, client.recv()).await {
                 Err(_elapsed) => return Ok(Recv::Idle),
                 Ok(got) => got.map_err(PgError::Replication)?,
             };
@@ -139,30 +210,44 @@ impl ReplicationTransport for PgWireTransport {
     }
 
     fn ack(&mut self, lsn: Lsn) {
-        if lsn > self.acked {
-            self.acked = lsn;
-            self.client
-                .update_applied_lsn(pgwire_replication::Lsn::from_u64(lsn.0));
+        if self.shared.wanted.fetch_max(lsn.0, Ordering::AcqRel) < lsn.0 {
+            // Reported by the follower, or by the next read, whichever
+            // takes the client first.
+            self.shared.raised.notify_one();
+        }
+    }
+
+    fn follow(&mut self, ack: &AckHandle) {
+        self.ack(ack.get());
+        if self.follower.is_none() {
+            let task = tokio::spawn(follow(self.shared.clone(), ack.clone()));
+            self.follower = Some(task.abort_handle());
         }
     }
 
     async fn shutdown(&mut self, final_ack: Lsn) -> Result<(), PgError> {
-        self.ack(final_ack);
-        let metrics = self.client.metrics();
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
+        self.shared.wanted.fetch_max(final_ack.0, Ordering::AcqRel);
+        let mut client = self.shared.client.lock().await;
+        self.shared.report(&client);
+        let acked = self.shared.wanted();
+        let metrics = client.metrics();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while metrics.last_applied_lsn().as_u64() < self.acked.0
-            && self.client.is_running()
+        while metrics.last_applied_lsn().as_u64() < acked.0
+            && client.is_running()
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if metrics.last_applied_lsn().as_u64() < self.acked.0 {
+        if metrics.last_applied_lsn().as_u64() < acked.0 {
             tracing::warn!(
-                acked = %self.acked,
+                acked = %acked,
                 "could not confirm the final acknowledgement reached the server; \
                  changes after the last confirmed position will be delivered again on restart"
             );
         }
-        self.client.shutdown().await.map_err(PgError::Replication)
+        client.shutdown().await.map_err(PgError::Replication)
     }
 }

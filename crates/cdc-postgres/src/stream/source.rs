@@ -834,7 +834,7 @@ impl PgSource {
             let Some(transport) = self.transport.as_mut() else {
                 return Ok(None);
             };
-            transport.ack(self.ack.get());
+            transport.follow(&self.ack);
             // A batch ends on time only between transactions (the rest of
             // a transaction is already on its way: pgoutput v1 sends it at
             // commit), so an acknowledged batch never ends inside one

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cdc_core::Lsn;
+use cdc_core::{AckHandle, Lsn};
 
 use crate::error::PgError;
 
@@ -80,6 +80,12 @@ pub trait ReplicationTransport: Send {
     /// Reports `lsn` as flushed (the slot may advance to it). Cheap,
     /// monotonic; sent to the server within the status interval.
     fn ack(&mut self, lsn: Lsn);
+
+    /// Reports `ack`'s position as flushed now, and from now on each time
+    /// it advances, also while nobody calls [`recv`](Self::recv) (the
+    /// consumer holds its batches). Calling it again changes nothing but
+    /// reporting the position now.
+    fn follow(&mut self, ack: &AckHandle);
 
     /// Makes sure `final_ack` reached the server (bounded wait), then ends
     /// the stream.

@@ -1,6 +1,8 @@
 //! Counters the pipeline updates as batches flow: events per table and
 //! operation on the way in, and per sink the events written, errors, write
-//! latency, channel fill and state.
+//! latency, channel fill and state. They are plain atomics to read from
+//! anywhere (the engine renders them at `/metrics` and `/status`); pass
+//! them to [`run_pipeline_observed`](crate::run_pipeline_observed).
 //!
 //! The write path takes no lock: per-table counters for the configured
 //! tables are created up front, a batch is counted in runs of events of
@@ -15,7 +17,9 @@ use std::time::Duration;
 
 use cdc_core::{Batch, ErrorClass, Event, Lsn, Op, TableName};
 
-use super::histogram::{Histogram, WRITE_SECONDS_BOUNDS};
+pub mod histogram;
+
+use histogram::{Histogram, WRITE_SECONDS_BOUNDS};
 
 /// Operations in counter order.
 pub const OPS: [Op; 5] = [Op::Read, Op::Insert, Op::Update, Op::Delete, Op::Truncate];

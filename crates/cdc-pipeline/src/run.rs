@@ -1,0 +1,196 @@
+//! The main loop: reads the source and hands each batch to every sink's
+//! channel (the workers are in `worker`, the watermark in `watermark`).
+//!
+//! Priorities of the main loop (a `biased` select):
+//! 1. a sink failed fatally → stop, acknowledge nothing more;
+//! 2. shutdown requested → stop reading, drain, acknowledge, return;
+//! 3. the next batch from the source → hand it to every sink (waits while
+//!    any sink's channel is full: that is the backpressure).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cdc_core::{Batch, DynSink, Lsn, Source};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{PipelineMetrics, SinkMetrics};
+use crate::watermark::Durable;
+use crate::worker::{run_worker, WorkerContext};
+
+/// Tuning of a pipeline run.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Batches buffered between the source and each sink.
+    pub channel_capacity: usize,
+    /// First delay before retrying a sink's retryable error.
+    pub retry_initial: Duration,
+    /// Longest delay between retries.
+    pub retry_max: Duration,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            channel_capacity: 8,
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A named sink, as the pipeline runs it.
+pub struct NamedSink {
+    /// For logs and errors, e.g. `sinks[1] (file)`.
+    pub name: String,
+    /// The sink.
+    pub sink: Box<dyn DynSink>,
+}
+
+/// Why a pipeline stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The source failed with a fatal error.
+    #[error("source")]
+    Source(#[source] cdc_core::SourceError),
+    /// A sink failed with a fatal error.
+    #[error("{sink}")]
+    Sink {
+        /// Which sink.
+        sink: String,
+        /// Its error.
+        #[source]
+        error: cdc_core::SinkError,
+    },
+}
+
+/// How the pipeline ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The last position acknowledged to the source.
+    pub acknowledged: Lsn,
+    /// `true` when the source ended by itself (not by a shutdown request).
+    pub source_ended: bool,
+}
+
+/// Runs `source` into `sinks` until `shutdown` is cancelled, the source
+/// ends, or something fails fatally. `hard_stop` aborts draining (a second
+/// Ctrl-C). Acknowledges to the source only positions every sink made durable.
+pub async fn run_pipeline<S: Source>(
+    source: S,
+    sinks: Vec<NamedSink>,
+    opts: PipelineOptions,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) -> Result<Outcome, PipelineError> {
+    let metrics = PipelineMetrics::new(
+        &[],
+        sinks
+            .iter()
+            .map(|s| SinkMetrics::new(s.name.clone(), "custom", opts.channel_capacity.max(1)))
+            .collect(),
+    );
+    run_pipeline_observed(source, sinks, opts, Arc::new(metrics), shutdown, hard_stop).await
+}
+
+/// [`run_pipeline`], counting what flows in `metrics`: events received
+/// per table and operation, and for the sink at index `i` of `sinks` the
+/// counters at index `i` of `metrics` (sinks without counters there are not
+/// counted).
+pub async fn run_pipeline_observed<S: Source>(
+    mut source: S,
+    sinks: Vec<NamedSink>,
+    opts: PipelineOptions,
+    metrics: Arc<PipelineMetrics>,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) -> Result<Outcome, PipelineError> {
+    let durable = Arc::new(Durable::new(
+        sinks.len(),
+        source.ack_handle(),
+        metrics.clone(),
+    ));
+    let (fail_tx, mut fail_rx) = mpsc::channel::<PipelineError>(sinks.len().max(1));
+    let mut senders = Vec::with_capacity(sinks.len());
+    let mut workers = Vec::with_capacity(sinks.len());
+    for (index, sink) in sinks.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel::<Arc<Batch>>(opts.channel_capacity.max(1));
+        senders.push(tx);
+        let cx = WorkerContext {
+            index,
+            durable: durable.clone(),
+            fail_tx: fail_tx.clone(),
+            opts: opts.clone(),
+            hard_stop: hard_stop.clone(),
+            metrics: metrics.sink(index).cloned(),
+        };
+        workers.push(tokio::spawn(run_worker(sink, rx, cx)));
+    }
+    drop(fail_tx);
+
+    let mut source_ended = false;
+    let mut failure = None;
+    'read: loop {
+        tokio::select! {
+            biased;
+            Some(err) = fail_rx.recv() => { failure = Some(err); break 'read; }
+            _ = shutdown.cancelled() => break 'read,
+            next = source.next_batch() => match next {
+                Ok(Some(batch)) => {
+                    metrics.record_source_batch(&batch);
+                    let batch = Arc::new(batch);
+                    for (index, tx) in senders.iter().enumerate() {
+                        let sink_metrics = metrics.sink(index);
+                        // Counted before the send so that the worker's
+                        // decrement never comes first; undone if the send
+                        // does not happen.
+                        let abandon = || if let Some(m) = sink_metrics { m.dequeued() };
+                        if let Some(m) = sink_metrics {
+                            m.enqueued();
+                        }
+                        tokio::select! {
+                            biased;
+                            Some(err) = fail_rx.recv() => { abandon(); failure = Some(err); break 'read; }
+                            _ = shutdown.cancelled() => { abandon(); break 'read; }
+                            sent = tx.send(batch.clone()) => if sent.is_err() {
+                                abandon();
+                                // The worker stopped; its failure is in fail_rx.
+                                if let Some(err) = fail_rx.recv().await { failure = Some(err); }
+                                break 'read;
+                            },
+                        }
+                    }
+                }
+                Ok(None) => { source_ended = true; break 'read; }
+                Err(e) => { failure = Some(PipelineError::Source(e)); break 'read; }
+            },
+        }
+    }
+    // Drain: closing the channels lets every worker finish what it holds.
+    drop(senders);
+    if failure.is_some() {
+        hard_stop.cancel();
+    }
+    for w in workers {
+        tokio::select! {
+            _ = w => {}
+            _ = hard_stop.cancelled() => {}
+        }
+    }
+    if failure.is_none() {
+        if let Ok(err) = fail_rx.try_recv() {
+            failure = Some(err);
+        }
+    }
+    let acknowledged = durable.acknowledged();
+    if let Err(e) = source.shutdown().await {
+        tracing::warn!(error = %cdc_core::error_chain(&e), "source shutdown");
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Outcome {
+            acknowledged,
+            source_ended,
+        }),
+    }
+}
