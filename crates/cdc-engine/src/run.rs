@@ -7,6 +7,7 @@ use std::sync::Arc;
 use cdc_core::{DynSink, Phase, SourceStatus};
 use cdc_postgres::{PgSource, PgSourceConfig};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use cdc_postgres::SnapshotSettings;
 
@@ -108,11 +109,18 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
     for (i, sink) in config.sinks.iter().enumerate() {
         let name = sink_name(i, sink);
         let pipeline = config.name.as_str();
-        let opened: Result<Box<dyn DynSink>, cdc_core::SinkError> = match sink {
-            SinkConfig::Stdout(_) => Ok(Box::new(StdoutSink::new(pipeline))),
-            SinkConfig::File(f) => boxed(FileSink::open(&f.path, pipeline).await),
-            SinkConfig::Crate(c) => c.settings.open(pipeline).await,
-        };
+        let span = tracing::info_span!("sink", name = %name);
+        let opened: Result<Box<dyn DynSink>, cdc_core::SinkError> = async {
+            match sink {
+                SinkConfig::Stdout(_) => {
+                    Ok(Box::new(StdoutSink::new(pipeline)) as Box<dyn DynSink>)
+                }
+                SinkConfig::File(f) => boxed(FileSink::open(&f.path, pipeline).await),
+                SinkConfig::Crate(c) => c.settings.open(pipeline).await,
+            }
+        }
+        .instrument(span)
+        .await;
         match opened {
             Ok(sink) => sinks.push(NamedSink { name, sink }),
             Err(error) => return Err(RunError::Sink { sink: name, error }),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use cdc_core::{Batch, DynSink, Lsn, Source};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::metrics::{PipelineMetrics, SinkMetrics};
 use crate::watermark::Durable;
@@ -124,7 +125,10 @@ pub async fn run_pipeline_observed<S: Source>(
             hard_stop: hard_stop.clone(),
             metrics: metrics.sink(index).cloned(),
         };
-        workers.push(tokio::spawn(run_worker(sink, rx, cx)));
+        // Everything the sink logs, its client libraries included, says
+        // which sink it came from.
+        let span = tracing::info_span!("sink", name = %sink.name);
+        workers.push(tokio::spawn(run_worker(sink, rx, cx).instrument(span)));
     }
     drop(fail_tx);
 
