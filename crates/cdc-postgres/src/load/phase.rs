@@ -22,12 +22,12 @@ use super::workers::{
 };
 use crate::conn::{for_role, Reconnects};
 use crate::error::PgError;
+use crate::replication::PgWireTransport;
 use crate::setup::{self, ServerInfo};
 use crate::snapshot::{
     describe_table, has_rows, leaf_partitions, plan_chunks, ChunkBounds, ChunkPartition,
     ChunkStrategy, JobState, MetadataStore, PlannedChunk,
 };
-use crate::stream::PgWireTransport;
 
 /// What the source does when the snapshot is complete.
 pub(crate) enum Transition {

@@ -10,15 +10,14 @@ use cdc_core::{
 use sqlx::{Connection, PgConnection};
 
 use super::heartbeat::{Heartbeat, HEARTBEAT_PREFIX};
-use super::pgwire::PgWireTransport;
 use super::rows::{fill_unchanged_toast, old_row, parse_tuple};
 use super::standby::{slot_activity, SlotActivity};
-use super::transport::{Recv, ReplicationTransport, WireEvent};
 use crate::catalog::{describe_relation, RelationInfo};
 use crate::conn::{for_role, ConnParams};
 use crate::error::{is_slot_in_use, slot_in_use, PgError, StreamNames};
 use crate::load::{SnapshotMode, SnapshotPhase, SnapshotSettings, StreamStart, Transition};
 use crate::pgoutput::{self, Message};
+use crate::replication::{PgWireTransport, Recv, ReplicationTransport, WireEvent};
 use crate::setup;
 
 /// Everything [`PgSource::connect`] needs.
