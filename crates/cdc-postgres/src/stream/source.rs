@@ -15,7 +15,7 @@ use super::standby::{slot_activity, SlotActivity};
 use crate::catalog::{describe_relation, RelationInfo};
 use crate::conn::{for_role, ConnParams};
 use crate::error::{is_slot_in_use, slot_in_use, PgError, StreamNames};
-use crate::load::{SnapshotMode, SnapshotPhase, SnapshotSettings, StreamStart, Transition};
+use crate::load::{SnapshotMode, SnapshotPhase, SnapshotRequest, SnapshotSettings, Transition};
 use crate::pgoutput::{self, Message};
 use crate::replication::{PgWireTransport, Recv, ReplicationTransport, WireEvent};
 use crate::setup;
@@ -257,17 +257,17 @@ impl PgSource {
                 cfg.buffer_events,
             );
             status.set_phase(Phase::Snapshot);
-            snapshot = SnapshotPhase::begin(
+            snapshot = SnapshotPhase::begin(SnapshotRequest {
                 mode,
-                cfg.snapshot.clone(),
-                snapshot_tables,
-                options.clone(),
-                &server,
-                &cfg.slot,
-                cfg.create_slot,
-                StreamStart { replication },
-                status.clone(),
-            )
+                settings: cfg.snapshot.clone(),
+                tables: snapshot_tables,
+                options: options.clone(),
+                server: server.clone(),
+                slot: cfg.slot.clone(),
+                create_slot: cfg.create_slot,
+                replication,
+                status: status.clone(),
+            })
             .await?;
             match &snapshot {
                 Some(phase) => ack.advance(phase.snapshot_lsn()),
