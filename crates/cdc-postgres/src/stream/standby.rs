@@ -1,10 +1,95 @@
-//! Who holds the replication slot: what a standby instance checks before
-//! it tries to take the slot over.
+//! Standing by: while another session streams from the slot, an instance
+//! with `standby` set waits, checks who holds the slot every
+//! `activity_check_interval`, and takes it over once it is free.
 
-use cdc_core::Lsn;
+use std::time::Duration;
+
+use cdc_core::{Lsn, Phase};
 use sqlx::{PgConnection, Row};
 
+use super::context::Context;
+use super::source::State;
 use crate::error::PgError;
+
+/// [`State::Standby`]: another session holds the slot.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Standby {
+    /// The stream ran and failed before: its start is a reconnection.
+    pub reconnect: bool,
+    /// The walsender last seen holding the slot (`None`: not known), so
+    /// that only a change is logged.
+    pub holder: Option<i32>,
+    /// The wait before the next check: `activity_check_interval`, or a
+    /// backoff delay after an error.
+    pub wait: Duration,
+}
+
+/// What a standby's check of the slot found.
+pub(super) enum SlotCheck {
+    /// Nobody streams from it: the acknowledged position moved to its
+    /// confirmed one.
+    Free,
+    /// Another session streams from it: stand by (again).
+    Held(Standby),
+}
+
+impl Context {
+    /// One step of [`State::Standby`]: waits, then tries again to start
+    /// the stream (which checks the slot first).
+    pub async fn stand_by(&mut self, standby: &Standby) -> Result<State, PgError> {
+        tokio::time::sleep(standby.wait).await;
+        self.attempt_start(standby.reconnect, Some(*standby)).await
+    }
+
+    /// The check a standby makes before it starts the stream. `standing`:
+    /// the standby state it is in, if any (for logging only what changed);
+    /// `reconnect` is carried into the standby state it returns.
+    pub async fn check_slot(
+        &mut self,
+        standing: Option<&Standby>,
+        reconnect: bool,
+    ) -> Result<SlotCheck, PgError> {
+        let slot = self.cfg.slot.clone();
+        match slot_activity(&mut self.catalog, &slot).await? {
+            SlotActivity::Missing => Err(PgError::Stopped(format!(
+                "replication slot `{slot}` no longer exists (dropped while the pipeline ran?): changes \
+                 since the last confirmed position may be lost. Start again with snapshot.mode: initial \
+                 (it creates the slot)"
+            ))),
+            SlotActivity::Lost => Err(PgError::Stopped(format!(
+                "replication slot `{slot}` was invalidated: the server removed WAL it still needed \
+                 (max_slot_wal_keep_size), so changes were lost. Raise max_slot_wal_keep_size, drop the \
+                 slot (SELECT pg_drop_replication_slot({}); ) and start again with snapshot.mode: initial",
+                crate::ident::quote_literal(&slot)
+            ))),
+            SlotActivity::Active { pid } => {
+                self.cfg.status.set_phase(Phase::Standby);
+                if standing.map(|s| s.holder) != Some(pid) {
+                    let pid = pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+                    tracing::info!(
+                        slot = %slot,
+                        "standing by: slot {slot} is active (pid {pid}); checking again every {:?}",
+                        self.cfg.activity_check_interval
+                    );
+                }
+                Ok(SlotCheck::Held(Standby {
+                    reconnect,
+                    holder: pid,
+                    wait: self.cfg.activity_check_interval,
+                }))
+            }
+            SlotActivity::Free {
+                confirmed_flush_lsn,
+            } => {
+                self.ack.advance(confirmed_flush_lsn);
+                if standing.is_some() {
+                    tracing::info!(slot = %slot, "slot {slot} is free: taking over from LSN {}", self.ack.get());
+                }
+                Ok(SlotCheck::Free)
+            }
+        }
+    }
+}
 
 /// The slot as seen in `pg_replication_slots`.
 #[derive(Debug, Clone, PartialEq, Eq)]
