@@ -14,7 +14,7 @@ use super::heartbeat::HEARTBEAT_PREFIX;
 use super::rows::{fill_unchanged_toast, old_row, parse_tuple};
 use crate::catalog::{describe_relation, RelationInfo};
 use crate::error::PgError;
-use crate::pgoutput::Message;
+use crate::pgoutput::{pgoutput_epoch_to_unix_micros, Message};
 
 /// What the stream said so far.
 pub(super) struct Changes {
@@ -24,7 +24,7 @@ pub(super) struct Changes {
     /// Untracked relations already warned about (once per relation).
     warned_untracked: HashSet<TableName>,
     /// The transaction being received.
-    pub tx: Option<Tx>,
+    tx: Option<Tx>,
     /// Highest WAL position received, published once per batch.
     pub received: Lsn,
     /// End of the last commit received.
@@ -46,13 +46,25 @@ impl Changes {
             last_keepalive_end: Lsn::ZERO,
         }
     }
+
+    /// `true` between a transaction's Begin and its Commit.
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Forgets the transaction being received: a new stream starts at a
+    /// transaction boundary.
+    pub fn forget_transaction(&mut self) {
+        self.tx = None;
+    }
 }
+
 /// The transaction being received.
-pub(super) struct Tx {
-    pub commit_lsn: Lsn,
-    pub xid: u32,
-    pub commit_time_us: i64,
-    pub ordinal: u64,
+struct Tx {
+    commit_lsn: Lsn,
+    xid: u32,
+    commit_time_us: i64,
+    ordinal: u64,
 }
 
 /// A relation described by the stream.
@@ -151,8 +163,11 @@ impl Context {
         }
     }
 
-    /// Adds what pgoutput message `msg` (its record at `wal_start`) means
-    /// to `batch`.
+    /// Adds what pgoutput message `msg` means to `batch`: every message
+    /// of the stream comes here, whether the source decoded it or the
+    /// protocol client did ([`crate::replication::WireEvent`]).
+    /// `wal_start`: the WAL position of a change's record (`0/0` when not
+    /// known: the change takes its transaction's commit LSN).
     pub async fn handle_message(
         &mut self,
         msg: Message,
@@ -160,6 +175,24 @@ impl Context {
         batch: &mut Batch,
     ) -> Result<(), PgError> {
         let change = match msg {
+            Message::Begin(begin) => {
+                self.changes.tx = Some(Tx {
+                    commit_lsn: begin.final_lsn,
+                    xid: begin.xid,
+                    commit_time_us: pgoutput_epoch_to_unix_micros(begin.commit_time),
+                    ordinal: 0,
+                });
+                return Ok(());
+            }
+            Message::Commit(commit) => {
+                let end_lsn = commit.end_lsn;
+                self.changes.tx = None;
+                self.heartbeat.activity();
+                self.changes.received = self.changes.received.max(end_lsn);
+                self.changes.last_commit_end = self.changes.last_commit_end.max(end_lsn);
+                batch.checkpoint = Some(end_lsn);
+                return Ok(());
+            }
             Message::Relation(rel) => {
                 crate::failpoint::failpoint!("stream::before_describe");
                 let info = match describe_relation(&mut self.catalog, &self.database, &rel).await {
@@ -244,14 +277,12 @@ impl Context {
                 return Ok(());
             }
             Message::Message(m) => {
+                self.changes.received = self.changes.received.max(m.lsn);
                 push_message(batch, m.transactional, m.lsn, m.prefix, &m.content);
                 return Ok(());
             }
-            // Begin/Commit are handled by the transport; type names and
-            // origins come from the catalog / are not needed.
-            Message::Begin(_) | Message::Commit(_) | Message::Origin(_) | Message::Type(_) => {
-                return Ok(())
-            }
+            // Type names come from the catalog; origins are not needed.
+            Message::Origin(_) | Message::Type(_) => return Ok(()),
         };
         let (op, table, before, after) = change;
         let source = self.source_info(wal_start)?;
@@ -268,13 +299,7 @@ impl Context {
 
 /// Adds a logical decoding message to `batch`: our own heartbeats as
 /// [`ControlEvent::Heartbeat`], anyone else's as [`ControlEvent::Message`].
-pub(super) fn push_message(
-    batch: &mut Batch,
-    transactional: bool,
-    lsn: Lsn,
-    prefix: String,
-    content: &[u8],
-) {
+fn push_message(batch: &mut Batch, transactional: bool, lsn: Lsn, prefix: String, content: &[u8]) {
     let event = if prefix == HEARTBEAT_PREFIX {
         ControlEvent::Heartbeat { lsn }
     } else {

@@ -106,7 +106,7 @@ impl Context {
                 } else {
                     tracing::info!(slot = %self.cfg.slot, start = %self.ack.get(), "streaming started");
                 }
-                self.changes.tx = None;
+                self.changes.forget_transaction();
                 self.heartbeat.activity();
                 self.cfg.status.set_phase(Phase::Streaming);
                 Ok(State::Streaming(t))

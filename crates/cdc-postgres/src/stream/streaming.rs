@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use cdc_core::{Batch, ErrorClass, Lsn};
 
-use super::changes::{push_message, Tx};
 use super::context::Context;
 use crate::error::PgError;
 use crate::pgoutput;
@@ -38,7 +37,7 @@ impl Context {
         let mut first_at: Option<Instant> = None;
         let idle_poll = Duration::from_millis(200);
         loop {
-            if first_at.is_none() && self.changes.tx.is_none() && self.heartbeat.due() {
+            if first_at.is_none() && !self.changes.in_transaction() && self.heartbeat.due() {
                 self.write_heartbeat().await;
             }
             transport.ack(self.ack.get());
@@ -47,14 +46,14 @@ impl Context {
             // commit), so an acknowledged batch never ends inside one
             // unless a size limit cut it.
             let wait = match first_at {
-                Some(t) if self.changes.tx.is_none() => {
+                Some(t) if !self.changes.in_transaction() => {
                     self.cfg.max_batch_wait.saturating_sub(t.elapsed())
                 }
                 _ => idle_poll,
             };
             match transport.recv(wait).await {
                 Ok(Recv::Idle) => {
-                    if first_at.is_some() && self.changes.tx.is_none() {
+                    if first_at.is_some() && !self.changes.in_transaction() {
                         return Ok(Streamed::Batch(batch));
                     }
                 }
@@ -97,7 +96,7 @@ impl Context {
     }
 
     /// Handles one event of the stream: positions, keepalives, and the
-    /// pgoutput messages (decoded here) that make up `batch`.
+    /// pgoutput messages that make up `batch` (raw ones decoded here).
     async fn handle(
         &mut self,
         transport: &mut PgWireTransport,
@@ -105,34 +104,6 @@ impl Context {
         batch: &mut Batch,
     ) -> Result<(), PgError> {
         match ev {
-            WireEvent::Begin {
-                final_lsn,
-                xid,
-                commit_time_us,
-            } => {
-                self.changes.tx = Some(Tx {
-                    commit_lsn: final_lsn,
-                    xid,
-                    commit_time_us,
-                    ordinal: 0,
-                });
-            }
-            WireEvent::Commit { end_lsn, .. } => {
-                self.changes.tx = None;
-                self.heartbeat.activity();
-                self.changes.received = self.changes.received.max(end_lsn);
-                self.changes.last_commit_end = self.changes.last_commit_end.max(end_lsn);
-                batch.checkpoint = Some(end_lsn);
-            }
-            WireEvent::Message {
-                transactional,
-                lsn,
-                prefix,
-                content,
-            } => {
-                self.changes.received = self.changes.received.max(lsn);
-                push_message(batch, transactional, lsn, prefix, &content);
-            }
             WireEvent::KeepAlive {
                 wal_end,
                 reply_requested,
@@ -155,6 +126,7 @@ impl Context {
                 let msg = pgoutput::decode(&data)?;
                 self.handle_message(msg, wal_start, batch).await?;
             }
+            WireEvent::Decoded(msg) => self.handle_message(msg, Lsn::ZERO, batch).await?,
         }
         Ok(())
     }
@@ -185,7 +157,7 @@ impl Context {
         // Every batch handed out is durable, not only every commit: a
         // non-transactional logical message has no commit and would
         // otherwise be confirmed past while a sink still holds it.
-        let caught_up = self.changes.tx.is_none()
+        let caught_up = !self.changes.in_transaction()
             && batch.is_empty()
             && batch.checkpoint.is_none()
             && self.ack.get() >= self.changes.last_commit_end
