@@ -7,9 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cdc_core::{Lsn, SourceStatus, TableName};
-use pgwire_replication::ReplicationConfig;
-use sqlx::postgres::PgConnectOptions;
+use cdc_core::Lsn;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -21,36 +19,13 @@ use super::export::{
 };
 use super::phase::{now_us, SnapshotPhase};
 use super::planner::record_plan;
-use super::settings::{SnapshotMode, SnapshotSettings};
+use super::request::SnapshotRequest;
+use super::settings::SnapshotMode;
 use super::workers::{run_heartbeat, run_reader, Claims, HeartbeatContext, ReaderContext};
 use crate::conn::for_role;
 use crate::error::PgError;
-use crate::setup::{self, ServerInfo};
+use crate::setup;
 use crate::snapshot::{Job, JobState, MetadataStore};
-
-/// What the snapshot phase starts from: the source's configuration, as
-/// far as the snapshot needs it, and what the preflight learned.
-pub(crate) struct SnapshotRequest {
-    /// `initial` or `snapshot_only` (never `never`).
-    pub mode: SnapshotMode,
-    /// The snapshot's settings.
-    pub settings: SnapshotSettings,
-    /// The tables to copy.
-    pub tables: Vec<TableName>,
-    /// Options of every snapshot connection (each sets its own role name).
-    pub options: PgConnectOptions,
-    /// The server, as the preflight found it.
-    pub server: ServerInfo,
-    /// The replication slot.
-    pub slot: String,
-    /// Whether the slot may be created.
-    pub create_slot: bool,
-    /// The replication session that creates the slot with an exported
-    /// snapshot (it starts the stream once the snapshot is done).
-    pub replication: ReplicationConfig,
-    /// Where snapshot progress is reported.
-    pub status: SourceStatus,
-}
 
 /// What [`Start::reconcile`] decided.
 enum Reconciled {

@@ -56,9 +56,10 @@ mod emitter;
 mod export;
 mod phase;
 mod planner;
+mod request;
 mod settings;
 mod workers;
 
-pub(crate) use begin::SnapshotRequest;
 pub(crate) use phase::{SnapshotPhase, Transition};
+pub(crate) use request::SnapshotRequest;
 pub use settings::{Chunking, SnapshotMode, SnapshotSettings};

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use cdc_core::Lsn;
 use sqlx::{Connection, PgConnection};
 
-use super::begin::SnapshotRequest;
 use super::export::import_snapshot;
+use super::request::SnapshotRequest;
 use super::settings::Chunking;
 use crate::conn::for_role;
 use crate::error::PgError;

@@ -1,5 +1,5 @@
 //! What every phase of a [`PgSource`](super::PgSource) works with, apart
-//! from the phase's own state ([`State`](super::source::State)).
+//! from the phase's own state ([`State`](super::state::State)).
 
 use cdc_core::{AckHandle, Backoff};
 use sqlx::{Connection, PgConnection};

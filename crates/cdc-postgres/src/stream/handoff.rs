@@ -5,8 +5,7 @@
 use cdc_core::{Batch, Phase};
 
 use super::context::Context;
-use super::reconnect::Starting;
-use super::source::State;
+use super::state::{Starting, State};
 use crate::error::PgError;
 use crate::load::{SnapshotPhase, Transition};
 

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use cdc_core::SourceStatus;
 use sqlx::PgConnection;
 
-use super::context::Context;
 use crate::error::PgError;
 
 /// Prefix of the heartbeat messages written by this crate.
@@ -102,27 +101,6 @@ impl Heartbeat {
                  while the captured tables are idle; the role needs REPLICATION or superuser, \
                  and the server must not be read-only)"
             );
-        }
-    }
-}
-
-impl Context {
-    /// Writes a heartbeat; failures are logged by [`Heartbeat`] and retried
-    /// after the next interval, never fatal.
-    pub async fn write_heartbeat(&mut self) {
-        if self.catalog_suspect {
-            if let Err(e) = self.ensure_catalog().await {
-                self.heartbeat.failed(&self.cfg.slot, &e);
-                return;
-            }
-        }
-        if self
-            .heartbeat
-            .write(&mut self.catalog, &self.cfg.slot, &self.cfg.status)
-            .await
-            .is_err()
-        {
-            self.catalog_suspect = true;
         }
     }
 }

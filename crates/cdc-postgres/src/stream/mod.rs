@@ -6,12 +6,14 @@ mod changes;
 mod config;
 mod connect;
 mod context;
+mod events;
 mod handoff;
 mod heartbeat;
 mod reconnect;
 mod rows;
 mod source;
 mod standby;
+mod state;
 mod streaming;
 
 pub use config::PgSourceConfig;

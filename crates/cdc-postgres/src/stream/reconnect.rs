@@ -1,48 +1,19 @@
-//! Starting the stream from the acknowledged position: the first time,
-//! after the snapshot, and again after a failure (waiting with backoff and
-//! jitter first, and retrying transient errors). With `standby` set, every
-//! attempt checks the slot first and stands by while another session holds
-//! it ([`super::standby`]).
+//! The steps of the states `Starting` and `Standby`: starting the stream
+//! from the acknowledged position, the first time, after the snapshot, and
+//! again after a failure (waiting with backoff and jitter first, and
+//! retrying transient errors). With `standby` set, every attempt checks the
+//! slot first ([`super::standby`]) and stands by while another session
+//! holds it.
 
 use std::time::Duration;
 
 use cdc_core::{ErrorClass, Phase};
 
 use super::context::Context;
-use super::source::State;
-use super::standby::{SlotCheck, Standby};
+use super::standby::SlotCheck;
+use super::state::{Standby, Starting, State};
 use crate::error::{is_slot_in_use, slot_in_use, PgError};
 use crate::replication::{PgWireTransport, ReplicationTransport};
-
-/// [`State::Starting`]: the stream is to be started.
-pub(super) struct Starting {
-    /// The stream that failed, shut down before the next attempt.
-    pub failed: Option<PgWireTransport>,
-    /// The stream ran and failed: its start is a reconnection.
-    pub reconnect: bool,
-    /// The wait before the next attempt.
-    pub wait: Option<Duration>,
-}
-
-impl Starting {
-    /// The first start (at connect, or after the snapshot): at once.
-    pub fn first() -> Self {
-        Self {
-            failed: None,
-            reconnect: false,
-            wait: None,
-        }
-    }
-
-    /// A restart after `failed` failed, in `wait` (a backoff delay).
-    pub fn after_failure(failed: Option<PgWireTransport>, wait: Duration) -> Self {
-        Self {
-            failed,
-            reconnect: true,
-            wait: Some(wait),
-        }
-    }
-}
 
 /// What an attempt to start the stream got to.
 enum Attempted {
@@ -66,13 +37,20 @@ impl Context {
         self.attempt_start(starting.reconnect, None).await
     }
 
+    /// One step of [`State::Standby`]: waits, then tries again to start
+    /// the stream (which checks the slot first).
+    pub async fn stand_by(&mut self, standby: &Standby) -> Result<State, PgError> {
+        tokio::time::sleep(standby.wait).await;
+        self.attempt_start(standby.reconnect, Some(*standby)).await
+    }
+
     /// One attempt to start the stream from the acknowledged position,
     /// from [`State::Starting`] or (`standing` given) [`State::Standby`].
     /// Returns the state it leads to: streaming; standing by while another
     /// session holds the slot; or, after a transient error, another attempt
     /// after a backoff delay. Definite errors end it with
     /// [`PgError::explain`]'s advice.
-    pub async fn attempt_start(
+    async fn attempt_start(
         &mut self,
         reconnect: bool,
         standing: Option<Standby>,

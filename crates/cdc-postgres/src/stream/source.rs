@@ -1,6 +1,6 @@
 //! [`PgSource`]: a [`cdc_core::Source`] reading a logical replication
-//! slot, as a state machine over its phases. Each phase's code is in a
-//! file of its own; [`PgSource::next_batch_inner`] makes every transition:
+//! slot, as a state machine over its phases. [`PgSource::next_batch_inner`]
+//! makes every transition:
 //!
 //! | from | when | to |
 //! |---|---|---|
@@ -19,53 +19,25 @@
 //! | `Streaming` | the stream or the catalog connection failed | `Starting`, after a backoff delay |
 //! | `Streaming` | the stream ended | `Ended` |
 //!
-//! Where each state's code is:
+//! The states and what each holds are in [`state`](super::state); the code
+//! of each phase is in a file of its own:
 //!
-//! | state | file |
+//! | phase | file |
 //! |---|---|
 //! | connecting (before any state) | [`connect`](super::connect) |
-//! | [`State::Snapshot`] and the handoff | [`handoff`](super::handoff) |
-//! | [`State::Starting`] | [`reconnect`](super::reconnect) |
-//! | [`State::Standby`] | [`standby`](super::standby) |
-//! | [`State::Streaming`] | [`streaming`](super::streaming), events from [`changes`](super::changes) |
+//! | `Snapshot`, and the handoff to streaming | [`handoff`](super::handoff) |
+//! | `Starting` and `Standby`: attempts to start the stream | [`reconnect`](super::reconnect) |
+//! | `Standby`: the check of who holds the slot | [`standby`](super::standby) |
+//! | `Streaming`: batches, keepalives, heartbeats | [`streaming`](super::streaming) |
+//! | `Streaming`: pgoutput messages into events | [`events`](super::events), over [`changes`](super::changes) |
 
 use cdc_core::{AckHandle, Batch, ErrorClass, Lsn, Phase, Source, SourceError, SourceStatus};
 
 use super::context::Context;
-use super::reconnect::Starting;
-use super::standby::Standby;
+use super::state::{Starting, State};
 use super::streaming::Streamed;
 use crate::error::PgError;
-use crate::load::SnapshotPhase;
-use crate::replication::{PgWireTransport, ReplicationTransport};
-
-/// Where a [`PgSource`] is.
-pub(super) enum State {
-    /// Reading the initial snapshot (modes `initial` and `snapshot_only`).
-    Snapshot(Box<SnapshotPhase>),
-    /// The stream is to be started: the first time, after the snapshot, or
-    /// again after a failure.
-    Starting(Starting),
-    /// Another session holds the slot; this instance waits to take it over.
-    Standby(Standby),
-    /// Streaming changes from the slot.
-    Streaming(PgWireTransport),
-    /// Nothing more to read: `snapshot_only` is done, or the stream ended.
-    Ended,
-}
-
-impl State {
-    /// The stream, taken out (the state becomes [`State::Ended`]).
-    fn take_stream(&mut self) -> Option<PgWireTransport> {
-        match std::mem::replace(self, State::Ended) {
-            State::Streaming(t)
-            | State::Starting(Starting {
-                failed: Some(t), ..
-            }) => Some(t),
-            _ => None,
-        }
-    }
-}
+use crate::replication::ReplicationTransport;
 
 /// Streams changes of the configured tables from a logical replication
 /// slot, as [`Batch`]es that end on size limits or when the stream goes

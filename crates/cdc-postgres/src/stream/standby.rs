@@ -1,28 +1,14 @@
 //! Standing by: while another session streams from the slot, an instance
 //! with `standby` set waits, checks who holds the slot every
-//! `activity_check_interval`, and takes it over once it is free.
-
-use std::time::Duration;
+//! `activity_check_interval`, and takes it over once it is free. This is
+//! the check; the attempts around it are in [`super::reconnect`].
 
 use cdc_core::{Lsn, Phase};
 use sqlx::{PgConnection, Row};
 
 use super::context::Context;
-use super::source::State;
+use super::state::Standby;
 use crate::error::PgError;
-
-/// [`State::Standby`]: another session holds the slot.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Standby {
-    /// The stream ran and failed before: its start is a reconnection.
-    pub reconnect: bool,
-    /// The walsender last seen holding the slot (`None`: not known), so
-    /// that only a change is logged.
-    pub holder: Option<i32>,
-    /// The wait before the next check: `activity_check_interval`, or a
-    /// backoff delay after an error.
-    pub wait: Duration,
-}
 
 /// What a standby's check of the slot found.
 pub(super) enum SlotCheck {
@@ -34,13 +20,6 @@ pub(super) enum SlotCheck {
 }
 
 impl Context {
-    /// One step of [`State::Standby`]: waits, then tries again to start
-    /// the stream (which checks the slot first).
-    pub async fn stand_by(&mut self, standby: &Standby) -> Result<State, PgError> {
-        tokio::time::sleep(standby.wait).await;
-        self.attempt_start(standby.reconnect, Some(*standby)).await
-    }
-
     /// The check a standby makes before it starts the stream. `standing`:
     /// the standby state it is in, if any (for logging only what changed);
     /// `reconnect` is carried into the standby state it returns.

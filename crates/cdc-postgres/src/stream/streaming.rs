@@ -167,4 +167,24 @@ impl Context {
             transport.ack(wal_end);
         }
     }
+
+    /// Writes a heartbeat; failures are logged by
+    /// [`Heartbeat`](super::heartbeat::Heartbeat) and retried
+    /// after the next interval, never fatal.
+    async fn write_heartbeat(&mut self) {
+        if self.catalog_suspect {
+            if let Err(e) = self.ensure_catalog().await {
+                self.heartbeat.failed(&self.cfg.slot, &e);
+                return;
+            }
+        }
+        if self
+            .heartbeat
+            .write(&mut self.catalog, &self.cfg.slot, &self.cfg.status)
+            .await
+            .is_err()
+        {
+            self.catalog_suspect = true;
+        }
+    }
 }
