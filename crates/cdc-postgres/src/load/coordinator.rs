@@ -12,6 +12,8 @@ use super::phase::SnapshotPhase;
 use crate::conn::for_role;
 use crate::error::PgError;
 use crate::snapshot::JobState;
+#[cfg(doc)]
+use crate::snapshot::MetadataStore;
 
 impl SnapshotPhase {
     /// While this instance coordinates: checks every 2 s that the session

@@ -7,6 +7,8 @@ use cdc_core::{Lsn, TableName};
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
+#[cfg(doc)]
+use super::MetadataStore;
 use crate::error::PgError;
 use crate::snapshot::plan::{ChunkBounds, ChunkPartition};
 
