@@ -18,6 +18,7 @@ pub mod ident;
 pub mod inspect;
 pub mod load;
 pub mod pgoutput;
+pub mod replication;
 pub mod setup;
 pub mod snapshot;
 pub mod stream;

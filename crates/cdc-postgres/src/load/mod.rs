@@ -49,11 +49,17 @@
 //! a table whose done chunks name different files is started over too
 //! ([`crate::snapshot::MetadataStore::read_from_differs`]).
 
+mod begin;
+mod completion;
+mod coordinator;
 mod emitter;
 mod export;
 mod phase;
+mod planner;
+mod request;
 mod settings;
 mod workers;
 
-pub(crate) use phase::{SnapshotPhase, StreamStart, Transition};
+pub(crate) use phase::{SnapshotPhase, Transition};
+pub(crate) use request::SnapshotRequest;
 pub use settings::{Chunking, SnapshotMode, SnapshotSettings};

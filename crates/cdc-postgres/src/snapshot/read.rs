@@ -10,7 +10,8 @@ use sqlx::PgConnection;
 use tokio::sync::mpsc;
 
 use super::copy_text::{split_line, CopyField, LineAssembler};
-use super::plan::{chunk_query_from, ChunkBounds};
+use super::plan::ChunkBounds;
+use super::query::chunk_query_from;
 use crate::catalog::RelationInfo;
 use crate::error::PgError;
 use crate::ident::quote_table;

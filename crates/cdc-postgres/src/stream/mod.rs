@@ -1,14 +1,21 @@
-//! Streaming changes from a logical replication slot.
+//! Streaming changes from a logical replication slot: [`PgSource`], a
+//! state machine over the phases of a source (its states and transitions
+//! are drawn in `source.rs`, each phase's code is in a file of its own).
 
+mod changes;
+mod config;
+mod connect;
+mod context;
+mod events;
+mod handoff;
 mod heartbeat;
-mod pgwire;
+mod reconnect;
 mod rows;
 mod source;
 mod standby;
-mod transport;
+mod state;
+mod streaming;
 
+pub use config::PgSourceConfig;
 pub use heartbeat::HEARTBEAT_PREFIX;
-
-pub use pgwire::PgWireTransport;
-pub use source::{PgSource, PgSourceConfig};
-pub use transport::{Recv, ReplicationTransport, WireEvent};
+pub use source::PgSource;

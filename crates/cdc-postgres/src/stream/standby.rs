@@ -1,10 +1,74 @@
-//! Who holds the replication slot: what a standby instance checks before
-//! it tries to take the slot over.
+//! Standing by: while another session streams from the slot, an instance
+//! with `standby` set waits, checks who holds the slot every
+//! `activity_check_interval`, and takes it over once it is free. This is
+//! the check; the attempts around it are in [`super::reconnect`].
 
-use cdc_core::Lsn;
+use cdc_core::{Lsn, Phase};
 use sqlx::{PgConnection, Row};
 
+use super::context::Context;
+use super::state::Standby;
 use crate::error::PgError;
+
+/// What a standby's check of the slot found.
+pub(super) enum SlotCheck {
+    /// Nobody streams from it: the acknowledged position moved to its
+    /// confirmed one.
+    Free,
+    /// Another session streams from it: stand by (again).
+    Held(Standby),
+}
+
+impl Context {
+    /// The check a standby makes before it starts the stream. `standing`:
+    /// the standby state it is in, if any (for logging only what changed);
+    /// `reconnect` is carried into the standby state it returns.
+    pub async fn check_slot(
+        &mut self,
+        standing: Option<&Standby>,
+        reconnect: bool,
+    ) -> Result<SlotCheck, PgError> {
+        let slot = self.cfg.slot.clone();
+        match slot_activity(&mut self.catalog, &slot).await? {
+            SlotActivity::Missing => Err(PgError::Stopped(format!(
+                "replication slot `{slot}` no longer exists (dropped while the pipeline ran?): changes \
+                 since the last confirmed position may be lost. Start again with snapshot.mode: initial \
+                 (it creates the slot)"
+            ))),
+            SlotActivity::Lost => Err(PgError::Stopped(format!(
+                "replication slot `{slot}` was invalidated: the server removed WAL it still needed \
+                 (max_slot_wal_keep_size), so changes were lost. Raise max_slot_wal_keep_size, drop the \
+                 slot (SELECT pg_drop_replication_slot({}); ) and start again with snapshot.mode: initial",
+                crate::ident::quote_literal(&slot)
+            ))),
+            SlotActivity::Active { pid } => {
+                self.cfg.status.set_phase(Phase::Standby);
+                if standing.map(|s| s.holder) != Some(pid) {
+                    let pid = pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+                    tracing::info!(
+                        slot = %slot,
+                        "standing by: slot {slot} is active (pid {pid}); checking again every {:?}",
+                        self.cfg.activity_check_interval
+                    );
+                }
+                Ok(SlotCheck::Held(Standby {
+                    reconnect,
+                    holder: pid,
+                    wait: self.cfg.activity_check_interval,
+                }))
+            }
+            SlotActivity::Free {
+                confirmed_flush_lsn,
+            } => {
+                self.ack.advance(confirmed_flush_lsn);
+                if standing.is_some() {
+                    tracing::info!(slot = %slot, "slot {slot} is free: taking over from LSN {}", self.ack.get());
+                }
+                Ok(SlotCheck::Free)
+            }
+        }
+    }
+}
 
 /// The slot as seen in `pg_replication_slots`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,21 +9,20 @@ use bytes::Bytes;
 use cdc_core::{AckHandle, Lsn};
 
 use crate::error::PgError;
+use crate::pgoutput;
 
 /// One item from the replication connection.
+///
+/// Every pgoutput message reaches the source as a [`pgoutput::Message`]
+/// and is handled in one place. A transport hands a message on as
+/// [`WireEvent::Data`], its bytes as the server sent them, for the source
+/// to decode with [`pgoutput::decode`]; only a message whose bytes its
+/// protocol client does not hand on (pgwire-replication decodes `Begin`,
+/// `Commit` and `Message` itself) comes as [`WireEvent::Decoded`], already
+/// in the decoder's types.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WireEvent {
-    /// A transaction starts; its commit record will be at `final_lsn`.
-    Begin {
-        /// LSN of the commit record.
-        final_lsn: Lsn,
-        /// Transaction id.
-        xid: u32,
-        /// Commit time, µs since the Unix epoch.
-        commit_time_us: i64,
-    },
-    /// A pgoutput message other than Begin/Commit/Message (Relation,
-    /// Insert, …), raw, with the WAL position of its record.
+    /// A pgoutput message, raw, with the WAL position of its record.
     Data {
         /// WAL position of the change.
         wal_start: Lsn,
@@ -32,26 +31,8 @@ pub enum WireEvent {
         /// The pgoutput message.
         data: Bytes,
     },
-    /// The transaction ended.
-    Commit {
-        /// LSN of the commit record.
-        commit_lsn: Lsn,
-        /// End of the commit record: the position to acknowledge.
-        end_lsn: Lsn,
-        /// Commit time, µs since the Unix epoch.
-        commit_time_us: i64,
-    },
-    /// A `pg_logical_emit_message` message.
-    Message {
-        /// Inside a transaction or not.
-        transactional: bool,
-        /// Its WAL position.
-        lsn: Lsn,
-        /// Its prefix.
-        prefix: String,
-        /// Its payload.
-        content: Bytes,
-    },
+    /// A pgoutput message the protocol client decoded itself.
+    Decoded(pgoutput::Message),
     /// The server is alive and has sent WAL up to `wal_end`.
     KeepAlive {
         /// Server's WAL position.

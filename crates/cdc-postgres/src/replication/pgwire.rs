@@ -20,9 +20,7 @@ use tokio::task::AbortHandle;
 
 use super::transport::{Recv, ReplicationTransport, WireEvent};
 use crate::error::PgError;
-
-/// Microseconds between 1970-01-01 and 2000-01-01 (PostgreSQL's epoch).
-const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+use crate::pgoutput;
 
 /// A replication stream served by `pgwire-replication`.
 pub struct PgWireTransport {
@@ -134,53 +132,62 @@ impl PgWireTransport {
         })
     }
 
+    /// The crate's event as ours. pgwire-replication decodes the pgoutput
+    /// `Begin`, `Commit` and `Message` messages itself and hands on their
+    /// fields, not their bytes (0.5 has no option to keep them raw): they
+    /// are carried over field by field into [`pgoutput`]'s types, as
+    /// [`pgoutput::decode`] would read them (times stay in microseconds
+    /// since 2000-01-01). The crate drops the Commit's flags, which
+    /// PostgreSQL always sends as 0. Every other message comes as bytes.
     fn map(ev: ReplicationEvent) -> Option<WireEvent> {
+        let lsn = |l: pgwire_replication::Lsn| Lsn(l.as_u64());
         Some(match ev {
             ReplicationEvent::Begin {
                 final_lsn,
                 xid,
                 commit_time_micros,
-            } => WireEvent::Begin {
-                final_lsn: Lsn(final_lsn.as_u64()),
+            } => WireEvent::Decoded(pgoutput::Message::Begin(pgoutput::Begin {
+                final_lsn: lsn(final_lsn),
+                commit_time: commit_time_micros,
                 xid,
-                commit_time_us: commit_time_micros.saturating_add(PG_EPOCH_OFFSET_US),
-            },
+            })),
             ReplicationEvent::XLogData {
                 wal_start,
                 wal_end,
                 data,
                 ..
             } => WireEvent::Data {
-                wal_start: Lsn(wal_start.as_u64()),
-                wal_end: Lsn(wal_end.as_u64()),
+                wal_start: lsn(wal_start),
+                wal_end: lsn(wal_end),
                 data,
             },
             ReplicationEvent::Commit {
-                lsn,
+                lsn: commit_lsn,
                 end_lsn,
                 commit_time_micros,
-            } => WireEvent::Commit {
-                commit_lsn: Lsn(lsn.as_u64()),
-                end_lsn: Lsn(end_lsn.as_u64()),
-                commit_time_us: commit_time_micros.saturating_add(PG_EPOCH_OFFSET_US),
-            },
+            } => WireEvent::Decoded(pgoutput::Message::Commit(pgoutput::Commit {
+                flags: 0,
+                commit_lsn: lsn(commit_lsn),
+                end_lsn: lsn(end_lsn),
+                commit_time: commit_time_micros,
+            })),
             ReplicationEvent::Message {
                 transactional,
-                lsn,
+                lsn: message_lsn,
                 prefix,
                 content,
-            } => WireEvent::Message {
+            } => WireEvent::Decoded(pgoutput::Message::Message(pgoutput::LogicalMessage {
                 transactional,
-                lsn: Lsn(lsn.as_u64()),
+                lsn: lsn(message_lsn),
                 prefix,
                 content,
-            },
+            })),
             ReplicationEvent::KeepAlive {
                 wal_end,
                 reply_requested,
                 ..
             } => WireEvent::KeepAlive {
-                wal_end: Lsn(wal_end.as_u64()),
+                wal_end: lsn(wal_end),
                 reply_requested,
             },
             // We never set a stop LSN; anything newer is not ours to interpret.

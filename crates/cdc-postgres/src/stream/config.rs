@@ -1,0 +1,102 @@
+//! [`PgSourceConfig`]: what a [`PgSource`](super::PgSource) is built from.
+
+use std::time::Duration;
+
+use cdc_core::{ReplicaIdentity, SourceStatus, TableName};
+
+use crate::load::SnapshotSettings;
+
+/// Everything [`PgSource::connect`](super::PgSource::connect) needs.
+#[derive(Clone)]
+pub struct PgSourceConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Tables to capture.
+    pub tables: Vec<TableName>,
+    /// Publication name.
+    pub publication: String,
+    /// Create the publication (or add missing tables) when needed.
+    pub create_publication: bool,
+    /// Replication slot name (`[a-z0-9_]`).
+    pub slot: String,
+    /// Create the slot when missing.
+    pub create_slot: bool,
+    /// Replica identities to set before streaming.
+    pub replica_identity: Vec<(TableName, ReplicaIdentity)>,
+    /// At most this many events per batch.
+    pub max_batch_events: usize,
+    /// At most about this many bytes of pgoutput data per batch.
+    pub max_batch_bytes: usize,
+    /// How long a non-empty batch waits for more events.
+    pub max_batch_wait: Duration,
+    /// How often the acknowledged position is reported to the server.
+    pub status_interval: Duration,
+    /// Replication events buffered by the protocol client.
+    pub buffer_events: usize,
+    /// First delay before reconnecting after a transient error.
+    pub reconnect_initial: Duration,
+    /// Longest delay between reconnection attempts.
+    pub reconnect_max: Duration,
+    /// Write a heartbeat (`pg_logical_emit_message`) after this long
+    /// without a transaction of the captured tables, so the slot advances
+    /// while only other tables write WAL; `None`: no heartbeats.
+    pub heartbeat_interval: Option<Duration>,
+    /// Several instances share the slot: while another session streams
+    /// from it, wait (phase [`Phase::Standby`](cdc_core::Phase::Standby))
+    /// and take over when it is released. Without it, a slot in use is an
+    /// error retried with backoff.
+    pub standby: bool,
+    /// How often a standby checks whether the slot became free.
+    pub activity_check_interval: Duration,
+    /// The initial snapshot, if any.
+    pub snapshot: SnapshotSettings,
+    /// Where the source reports its phase, positions and snapshot
+    /// progress; pass a clone of a handle to watch it from elsewhere
+    /// (e.g. before [`PgSource::connect`](super::PgSource::connect) returns).
+    pub status: SourceStatus,
+}
+
+impl std::fmt::Debug for PgSourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSourceConfig")
+            .field("url", &"<redacted>")
+            .field("tables", &self.tables)
+            .field("publication", &self.publication)
+            .field("slot", &self.slot)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("standby", &self.standby)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgSourceConfig {
+    /// A configuration with the usual defaults for the tuning knobs.
+    pub fn new(
+        url: impl Into<String>,
+        tables: Vec<TableName>,
+        publication: impl Into<String>,
+        slot: impl Into<String>,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            tables,
+            publication: publication.into(),
+            create_publication: true,
+            slot: slot.into(),
+            create_slot: true,
+            replica_identity: Vec::new(),
+            max_batch_events: 2048,
+            max_batch_bytes: 8 << 20,
+            max_batch_wait: Duration::from_millis(10),
+            status_interval: Duration::from_secs(1),
+            buffer_events: 1024,
+            reconnect_initial: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
+            heartbeat_interval: Some(Duration::from_secs(10)),
+            standby: false,
+            activity_check_interval: Duration::from_secs(10),
+            snapshot: SnapshotSettings::default(),
+            status: SourceStatus::new(),
+        }
+    }
+}

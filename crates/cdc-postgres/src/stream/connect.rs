@@ -1,0 +1,175 @@
+//! Connecting a [`PgSource`]: the checks, the setup of replica identities,
+//! publication and slot, and the state the source starts in.
+
+use cdc_core::{AckHandle, Backoff, Lsn, Phase, TableName};
+use sqlx::{Connection, PgConnection};
+
+use super::changes::Changes;
+use super::config::PgSourceConfig;
+use super::context::Context;
+use super::heartbeat::Heartbeat;
+use super::source::PgSource;
+use super::state::{Starting, State};
+use crate::conn::{for_role, ConnParams};
+use crate::error::{slot_in_use, PgError, StreamNames};
+use crate::load::{SnapshotMode, SnapshotPhase, SnapshotRequest};
+use crate::replication::PgWireTransport;
+use crate::setup::{self, ServerInfo};
+
+impl PgSource {
+    /// Runs the preflight check ([`setup::run_check`]: fails naming every
+    /// blocking problem, logs the warnings), prepares replica identities,
+    /// the publication and the slot as configured, then either starts the
+    /// snapshot (modes `initial` and `snapshot_only`, see [`crate::load`])
+    /// or streams from the slot's confirmed position.
+    pub async fn connect(cfg: PgSourceConfig) -> Result<Self, PgError> {
+        let params = ConnParams::parse(&cfg.url)?;
+        let mut catalog = PgConnection::connect_with(&for_role(&params.sqlx_options(), "catalog"))
+            .await
+            .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
+        let (server, snapshot_tables) = prepare(&mut catalog, &cfg).await?;
+        let ack = AckHandle::new();
+        let mode = cfg.snapshot.mode;
+        let snapshot = if mode == SnapshotMode::Never {
+            None
+        } else {
+            begin_snapshot(&cfg, &params, &server, snapshot_tables, &ack).await?
+        };
+        let state = match snapshot {
+            Some(phase) => State::Snapshot(Box::new(phase)),
+            None if mode == SnapshotMode::SnapshotOnly => State::Ended,
+            None => first_stream(&cfg, &params, &mut catalog, &server, &ack).await?,
+        };
+        let cx = Context {
+            changes: Changes::new(cfg.tables.iter().cloned().collect()),
+            backoff: Backoff::new(cfg.reconnect_initial, cfg.reconnect_max),
+            standby: cfg.standby,
+            heartbeat: Heartbeat::new(cfg.heartbeat_interval),
+            cfg,
+            params,
+            database: server.database,
+            catalog,
+            catalog_suspect: false,
+            ack,
+            returned: 0,
+        };
+        Ok(Self { state, cx })
+    }
+}
+
+/// Checks everything at once, then prepares what streaming needs (replica
+/// identities, the publication). Returns the server as the preflight found
+/// it and the tables the snapshot copies.
+async fn prepare(
+    catalog: &mut PgConnection,
+    cfg: &PgSourceConfig,
+) -> Result<(ServerInfo, Vec<TableName>), PgError> {
+    // Every problem at once, before anything is changed.
+    let report = setup::run_check(catalog, &setup::CheckRequest::from(cfg)).await?;
+    for finding in &report.findings {
+        match finding.severity {
+            setup::Severity::Ok => tracing::debug!("check: {}", finding.message()),
+            setup::Severity::Warning => tracing::warn!("{}", finding.message()),
+            setup::Severity::Blocking => {}
+        }
+    }
+    report.blocking_error()?;
+    let mode = cfg.snapshot.mode;
+    let snapshot_tables = cfg
+        .snapshot
+        .tables
+        .clone()
+        .unwrap_or_else(|| cfg.tables.clone());
+    let streams = mode != SnapshotMode::SnapshotOnly;
+    let checked = if streams {
+        &cfg.tables
+    } else {
+        &snapshot_tables
+    };
+    let (server, tables) = setup::preflight(catalog, checked, streams).await?;
+    if mode != SnapshotMode::Never {
+        setup::check_select(catalog, &server, &snapshot_tables).await?;
+    }
+    if streams {
+        // (The check above warned about identities that break updates.)
+        setup::ensure_replica_identity(catalog, &tables, &cfg.replica_identity).await?;
+        setup::ensure_publication(
+            catalog,
+            &cfg.publication,
+            &cfg.tables,
+            cfg.create_publication,
+        )
+        .await?;
+    }
+    Ok((server, snapshot_tables))
+}
+
+/// Starts the snapshot phase ([`SnapshotPhase::begin`]); `None` when no
+/// snapshot is needed (a completed one stands for the slot). The
+/// acknowledged position starts at the snapshot's consistent point.
+async fn begin_snapshot(
+    cfg: &PgSourceConfig,
+    params: &ConnParams,
+    server: &ServerInfo,
+    tables: Vec<TableName>,
+    ack: &AckHandle,
+) -> Result<Option<SnapshotPhase>, PgError> {
+    let status = &cfg.status;
+    let replication = PgWireTransport::client_config(
+        params.replication_config(&cfg.slot, &cfg.publication),
+        Lsn::ZERO,
+        cfg.status_interval,
+        cfg.buffer_events,
+    );
+    status.set_phase(Phase::Snapshot);
+    let snapshot = SnapshotPhase::begin(SnapshotRequest {
+        mode: cfg.snapshot.mode,
+        settings: cfg.snapshot.clone(),
+        tables,
+        options: params.sqlx_options(),
+        server: server.clone(),
+        slot: cfg.slot.clone(),
+        create_slot: cfg.create_slot,
+        replication,
+        status: status.clone(),
+    })
+    .await?;
+    match &snapshot {
+        Some(phase) => ack.advance(phase.snapshot_lsn()),
+        None => status.set_phase(Phase::Starting),
+    }
+    Ok(snapshot)
+}
+
+/// The first state of a source that streams without a snapshot: streaming
+/// from the slot's confirmed position, or, for a standby, a first start
+/// that checks who holds the slot ([`State::Starting`]).
+async fn first_stream(
+    cfg: &PgSourceConfig,
+    params: &ConnParams,
+    catalog: &mut PgConnection,
+    server: &ServerInfo,
+    ack: &AckHandle,
+) -> Result<State, PgError> {
+    let slot = setup::ensure_slot(catalog, server, &cfg.slot, cfg.create_slot).await?;
+    ack.advance(slot.confirmed_flush_lsn);
+    if cfg.standby {
+        return Ok(State::Starting(Starting::first()));
+    }
+    let names = StreamNames {
+        user: &params.user,
+        slot: &cfg.slot,
+        publication: &cfg.publication,
+    };
+    let t = PgWireTransport::start(
+        params.replication_config(&cfg.slot, &cfg.publication),
+        slot.confirmed_flush_lsn,
+        cfg.status_interval,
+        cfg.buffer_events,
+    )
+    .await
+    .map_err(|e| slot_in_use(e, &cfg.slot).explain(names))?;
+    tracing::info!(slot = %cfg.slot, start = %slot.confirmed_flush_lsn, "streaming started");
+    cfg.status.set_phase(Phase::Streaming);
+    Ok(State::Streaming(t))
+}

@@ -1,0 +1,59 @@
+//! What every phase of a [`PgSource`](super::PgSource) works with, apart
+//! from the phase's own state ([`State`](super::state::State)).
+
+use cdc_core::{AckHandle, Backoff};
+use sqlx::{Connection, PgConnection};
+
+use super::changes::Changes;
+use super::config::PgSourceConfig;
+use super::heartbeat::Heartbeat;
+use crate::conn::ConnParams;
+use crate::error::{PgError, StreamNames};
+
+/// The source's configuration, connections and bookkeeping, shared by
+/// all its phases.
+pub(super) struct Context {
+    pub cfg: PgSourceConfig,
+    pub params: ConnParams,
+    /// `current_database()`, for describing relations.
+    pub database: String,
+    /// The ordinary connection: Relation lookups, heartbeats, slot checks.
+    pub catalog: PgConnection,
+    /// The catalog connection may be broken (a heartbeat failed).
+    pub catalog_suspect: bool,
+    /// The position the sinks made durable, and the count of durable batches.
+    pub ack: AckHandle,
+    /// What the stream said so far: relations, the open transaction,
+    /// positions received.
+    pub changes: Changes,
+    /// Delays between attempts to start the stream after a failure.
+    pub backoff: Backoff,
+    /// Wait while another session holds the slot instead of failing.
+    pub standby: bool,
+    /// When to write heartbeats.
+    pub heartbeat: Heartbeat,
+    /// Batches returned so far (batches are numbered from 1).
+    pub returned: u64,
+}
+
+impl Context {
+    /// The names [`PgError::explain`] uses in its advice.
+    pub fn names(&self) -> StreamNames<'_> {
+        StreamNames {
+            user: &self.params.user,
+            slot: &self.cfg.slot,
+            publication: &self.cfg.publication,
+        }
+    }
+
+    /// Replaces the catalog connection when it no longer answers.
+    pub async fn ensure_catalog(&mut self) -> Result<(), PgError> {
+        if self.catalog.ping().await.is_err() {
+            self.catalog = PgConnection::connect_with(&self.params.sqlx_options_for("catalog"))
+                .await
+                .map_err(|e| PgError::sql("reconnecting to PostgreSQL", e))?;
+        }
+        self.catalog_suspect = false;
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! The states of a [`PgSource`](super::PgSource) and what each holds; the
+//! transitions are made in `source.rs`.
+
+use std::time::Duration;
+
+use crate::load::SnapshotPhase;
+use crate::replication::PgWireTransport;
+
+/// Where a [`PgSource`](super::PgSource) is.
+pub(super) enum State {
+    /// Reading the initial snapshot (modes `initial` and `snapshot_only`).
+    Snapshot(Box<SnapshotPhase>),
+    /// The stream is to be started: the first time, after the snapshot, or
+    /// again after a failure.
+    Starting(Starting),
+    /// Another session holds the slot; this instance waits to take it over.
+    Standby(Standby),
+    /// Streaming changes from the slot.
+    Streaming(PgWireTransport),
+    /// Nothing more to read: `snapshot_only` is done, or the stream ended.
+    Ended,
+}
+
+impl State {
+    /// The stream, taken out (the state becomes [`State::Ended`]).
+    pub fn take_stream(&mut self) -> Option<PgWireTransport> {
+        match std::mem::replace(self, State::Ended) {
+            State::Streaming(t)
+            | State::Starting(Starting {
+                failed: Some(t), ..
+            }) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// [`State::Starting`]: the stream is to be started.
+pub(super) struct Starting {
+    /// The stream that failed, shut down before the next attempt.
+    pub failed: Option<PgWireTransport>,
+    /// The stream ran and failed: its start is a reconnection.
+    pub reconnect: bool,
+    /// The wait before the next attempt.
+    pub wait: Option<Duration>,
+}
+
+impl Starting {
+    /// The first start (at connect, or after the snapshot): at once.
+    pub fn first() -> Self {
+        Self {
+            failed: None,
+            reconnect: false,
+            wait: None,
+        }
+    }
+
+    /// A restart after `failed` failed, in `wait` (a backoff delay).
+    pub fn after_failure(failed: Option<PgWireTransport>, wait: Duration) -> Self {
+        Self {
+            failed,
+            reconnect: true,
+            wait: Some(wait),
+        }
+    }
+}
+
+/// [`State::Standby`]: another session holds the slot.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Standby {
+    /// The stream ran and failed before: its start is a reconnection.
+    pub reconnect: bool,
+    /// The walsender last seen holding the slot (`None`: not known), so
+    /// that only a change is logged.
+    pub holder: Option<i32>,
+    /// The wait before the next check: `activity_check_interval`, or a
+    /// backoff delay after an error.
+    pub wait: Duration,
+}
