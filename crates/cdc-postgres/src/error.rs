@@ -87,17 +87,18 @@ pub struct StreamNames<'a> {
 
 /// SQLSTATEs after which trying again later can succeed.
 fn transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08") // connection exceptions
-        || matches!(
-            code,
-            "57P01" // admin_shutdown (walsender terminated, server stopping)
-            | "57P02" // crash_shutdown
-            | "57P03" // cannot_connect_now (starting up, recovery)
-            | "55006" // object_in_use: the slot is active in another session
-            | "53300" // too_many_connections
-            | "40001" // serialization_failure
-            | "40P01" // deadlock_detected
-        )
+    // The SQLSTATE classes of trouble that passes: connection exceptions
+    // (08), transaction rollbacks (40: serialization failures, deadlocks),
+    // insufficient resources (53: too many connections, out of memory or
+    // disk), operator intervention (57: shutdowns, restarts, cancels),
+    // system errors (58) and internal errors (XX); and object_in_use
+    // (55006: the slot is active in another session). Every other class is
+    // a problem a human must fix (permissions, missing objects, wal_level,
+    // data the server refuses): retrying the same request cannot succeed.
+    code == "55006"
+        || code
+            .get(..2)
+            .is_some_and(|class| matches!(class, "08" | "40" | "53" | "57" | "58" | "XX"))
 }
 
 /// Finds `SQLSTATE xxxxx` in a pgwire-replication server error text.
@@ -218,20 +219,29 @@ impl PgError {
             | PgError::Protocol(_) => false,
             PgError::SlotRace | PgError::SlotInUse(_) => true,
             PgError::Sql { source, .. } => match source {
-                sqlx::Error::Database(_) => self.sqlstate().is_some_and(|c| transient_sqlstate(&c)),
-                sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed => true,
-                _ => false,
+                sqlx::Error::Database(_) => self.sqlstate().is_none_or(|c| transient_sqlstate(&c)),
+                // Our configuration or our own mistake: retrying cannot help.
+                sqlx::Error::Configuration(_)
+                | sqlx::Error::InvalidArgument(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::RowNotFound
+                | sqlx::Error::TypeNotFound { .. }
+                | sqlx::Error::ColumnIndexOutOfBounds { .. }
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::ColumnDecode { .. }
+                | sqlx::Error::Encode(_)
+                | sqlx::Error::Decode(_) => false,
+                // I/O, pool and protocol trouble, and whatever else: retry.
+                _ => true,
             },
             PgError::SnapshotGone(_) | PgError::ClaimLost(_) | PgError::TableRewritten { .. } => {
                 true
             }
             PgError::Replication(e) => match e {
-                W::Io(_) | W::Task(_) | W::Internal(_) => true,
-                W::Server(_) => self.sqlstate().is_some_and(|c| transient_sqlstate(&c)),
-                _ => false,
+                W::Auth(_) | W::Tls(_) | W::MessageTooLarge { .. } => false,
+                W::Server(_) => self.sqlstate().is_none_or(|c| transient_sqlstate(&c)),
+                // I/O, protocol, the client's task, and whatever else: retry.
+                _ => true,
             },
         };
         if retryable {
@@ -291,7 +301,17 @@ mod tests {
             e("replication slot \"s\" does not exist (SQLSTATE 42704)").class(),
             ErrorClass::Fatal
         );
-        assert_eq!(e("no code").class(), ErrorClass::Fatal);
+        // What the classifier does not know is retried (the rule for every
+        // crate, docs/architecture.md).
+        assert_eq!(e("no code").class(), ErrorClass::Retryable);
+        assert_eq!(
+            e("logical decoding requires wal_level >= logical (SQLSTATE 55000)").class(),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            e("out of memory (SQLSTATE 53200)").class(),
+            ErrorClass::Retryable
+        );
         assert_eq!(PgError::Setup("x".into()).class(), ErrorClass::Fatal);
     }
 
