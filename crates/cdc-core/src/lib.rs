@@ -63,7 +63,7 @@ pub use event::{ChangeEvent, ControlEvent, Event, Op, SnapshotMarker, SourceInfo
 pub use lsn::{Lsn, ParseLsnError};
 pub use schema::{Column, ReplicaIdentity, TableName, TableSchema};
 pub use sink::{BoxFuture, DynSink, Sink};
-pub use sink_settings::SinkSettings;
+pub use sink_settings::{open_sink, section_secrets, SinkSettings};
 pub use source::Source;
 pub use status::{Phase, SnapshotProgress, SourceStatus, TableProgress};
 pub use value::{Row, Value};

@@ -1,8 +1,10 @@
 //! [`SinkSettings`]: what a runtime that builds sinks from a configuration
 //! file needs from a sink crate.
 
-use crate::settings::Problem;
-use crate::{BoxFuture, DynSink, SinkError};
+use std::future::Future;
+
+use crate::settings::{Auth, Problem, Tls};
+use crate::{BoxFuture, DynSink, Sink, SinkError};
 
 /// The configuration of one sink type, as the `cdc-engine` binary (or any
 /// runtime that reads sink entries from a file) uses it. A sink crate
@@ -68,4 +70,29 @@ pub trait SinkSettings: Send + Sync + 'static {
     /// carry as `source.name`). Retryable errors mean the servers cannot be
     /// reached yet; fatal ones, that the configuration cannot work.
     fn open<'a>(&'a self, pipeline: &'a str) -> BoxFuture<'a, Result<Box<dyn DynSink>, SinkError>>;
+}
+
+/// For [`SinkSettings::open`]: boxes the sink `connect` resolves to.
+///
+/// ```ignore
+/// fn open<'a>(&'a self, pipeline: &'a str) -> BoxFuture<'a, Result<Box<dyn DynSink>, SinkError>> {
+///     cdc_core::open_sink(MySink::connect(self, pipeline))
+/// }
+/// ```
+pub fn open_sink<'a, S, F>(connect: F) -> BoxFuture<'a, Result<Box<dyn DynSink>, SinkError>>
+where
+    S: Sink + 'static,
+    F: Future<Output = Result<S, SinkError>> + Send + 'a,
+{
+    Box::pin(async move { Ok(Box::new(connect.await?) as Box<dyn DynSink>) })
+}
+
+/// For [`SinkSettings::secrets`]: the secrets of a sink's `auth` and `tls`
+/// sections.
+pub fn section_secrets<'a>(auth: Option<&'a Auth>, tls: Option<&'a Tls>) -> Vec<&'a str> {
+    auth.into_iter()
+        .flat_map(Auth::secrets)
+        .chain(tls.into_iter().flat_map(Tls::secrets))
+        .map(|s| s.expose())
+        .collect()
 }

@@ -246,12 +246,7 @@ impl cdc_core::SinkSettings for EsSinkConfig {
 
     /// `auth.password`, `auth.api_key`.
     fn secrets(&self) -> Vec<&str> {
-        self.auth
-            .iter()
-            .flat_map(|a| a.secrets())
-            .chain(self.tls.iter().flat_map(|t| t.secrets()))
-            .map(|s| s.expose())
-            .collect()
+        cdc_core::section_secrets(self.auth.as_deref(), self.tls.as_deref())
     }
 
     /// `urls` (`https://user:password@host`).
@@ -263,10 +258,7 @@ impl cdc_core::SinkSettings for EsSinkConfig {
         &'a self,
         pipeline: &'a str,
     ) -> cdc_core::BoxFuture<'a, Result<Box<dyn cdc_core::DynSink>, cdc_core::SinkError>> {
-        Box::pin(async move {
-            let sink = crate::EsSink::connect(self, pipeline).await?;
-            Ok(Box::new(sink) as Box<dyn cdc_core::DynSink>)
-        })
+        cdc_core::open_sink(crate::EsSink::connect(self, pipeline))
     }
 }
 

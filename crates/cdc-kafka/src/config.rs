@@ -371,26 +371,18 @@ impl cdc_core::SinkSettings for KafkaSinkConfig {
     /// `auth.password`, `tls.key_password`, and `properties` whose key
     /// names a password or secret.
     fn secrets(&self) -> Vec<&str> {
-        let shared = self
-            .auth
-            .iter()
-            .flat_map(|a| a.secrets())
-            .chain(self.tls.iter().flat_map(|t| t.secrets()))
-            .map(|s| s.expose());
+        let shared = cdc_core::section_secrets(self.auth.as_ref(), self.tls.as_ref());
         let properties = self.properties.iter().filter_map(|(k, v)| {
             let k = k.to_ascii_lowercase();
             (k.contains("password") || k.contains("secret")).then_some(v.as_str())
         });
-        shared.chain(properties).collect()
+        shared.into_iter().chain(properties).collect()
     }
 
     fn open<'a>(
         &'a self,
         pipeline: &'a str,
     ) -> cdc_core::BoxFuture<'a, Result<Box<dyn cdc_core::DynSink>, cdc_core::SinkError>> {
-        Box::pin(async move {
-            let sink = crate::KafkaSink::connect(self, pipeline).await?;
-            Ok(Box::new(sink) as Box<dyn cdc_core::DynSink>)
-        })
+        cdc_core::open_sink(crate::KafkaSink::connect(self, pipeline))
     }
 }

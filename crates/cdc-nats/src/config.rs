@@ -315,12 +315,7 @@ impl cdc_core::SinkSettings for NatsSinkConfig {
 
     /// `auth`'s password, token and nkey seed, `tls.key_password`.
     fn secrets(&self) -> Vec<&str> {
-        self.auth
-            .iter()
-            .flat_map(|a| a.secrets())
-            .chain(self.tls.iter().flat_map(|t| t.secrets()))
-            .map(|s| s.expose())
-            .collect()
+        cdc_core::section_secrets(self.auth.as_ref(), self.tls.as_ref())
     }
 
     /// `url` (`nats://user:password@host`).
@@ -332,10 +327,7 @@ impl cdc_core::SinkSettings for NatsSinkConfig {
         &'a self,
         pipeline: &'a str,
     ) -> cdc_core::BoxFuture<'a, Result<Box<dyn cdc_core::DynSink>, cdc_core::SinkError>> {
-        Box::pin(async move {
-            let sink = crate::NatsSink::connect(self, pipeline).await?;
-            Ok(Box::new(sink) as Box<dyn cdc_core::DynSink>)
-        })
+        cdc_core::open_sink(crate::NatsSink::connect(self, pipeline))
     }
 }
 
