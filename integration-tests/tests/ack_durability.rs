@@ -100,7 +100,7 @@ fn changes_of(batch: &Batch) -> Vec<Change> {
         .iter()
         .filter_map(|e| match e {
             Event::Change(c) => Some(c),
-            Event::Control(_) => None,
+            _ => None,
         })
         .map(|c| {
             assert_eq!(c.op, Op::Insert, "only inserts are made: {c:?}");

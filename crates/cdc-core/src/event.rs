@@ -7,6 +7,12 @@ use crate::schema::{TableName, TableSchema};
 use crate::value::Row;
 
 /// What happened to a row.
+///
+/// Unlike [`Event`], [`ControlEvent`] and [`Value`], this enum is
+/// exhaustive on purpose: it mirrors Debezium's fixed set of op codes, and
+/// sinks and metrics match it in full, so that an operation added one day
+/// makes every consumer decide what to do with it rather than fall into a
+/// catch-all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     /// A row read by the initial snapshot (Debezium `r`).
@@ -36,6 +42,7 @@ impl Op {
 
 /// Where an event sits in a snapshot, as Debezium's `source.snapshot` field says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum SnapshotMarker {
     /// A streamed change, not part of a snapshot.
     #[default]
@@ -103,6 +110,7 @@ pub struct ChangeEvent {
 /// Events that are not row changes. Sinks may ignore them; the built-in
 /// sinks do.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ControlEvent {
     /// A table's schema differs from the one seen before (or is seen for the
     /// first time in this stream, then `previous` is `None`).
@@ -146,6 +154,7 @@ pub enum ControlEvent {
 
 /// Anything a source emits.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
     /// A row change.
     Change(ChangeEvent),

@@ -15,6 +15,7 @@ use crate::schema::TableName;
 
 /// The phase a source is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Phase {
     /// Connecting and checking the server.
     Starting,

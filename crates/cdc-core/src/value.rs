@@ -8,6 +8,7 @@
 /// `TimeZone=UTC`), so sinks never re-format them. Numbers that must stay
 /// exact (`numeric`) are held as their decimal text.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Value {
     /// SQL `NULL`.
     Null,
