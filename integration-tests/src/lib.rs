@@ -49,6 +49,7 @@ mod util;
 pub mod value_columns;
 mod writer;
 
+pub use cdc_sink_conformance::poll::{wait_for, wait_until};
 pub use cluster::Cluster;
 pub use db::{pg_url, url_with_database, TestDb};
 pub use engine::{engine_bin, run_engine, run_engine_validate, Engine};
@@ -56,7 +57,5 @@ pub use kafka_proxy::{KafkaProxy, Released};
 pub use other_cluster::{extra_cluster_url, ExtraDb, SlotsLock};
 pub use proxy::CutProxy;
 pub use role::{TestRole, TEST_ROLE_PASSWORD};
-pub use util::{
-    quote_ident, quote_literal, read_jsonl, unique_suffix, wait_for, wait_until, TempDir,
-};
+pub use util::{quote_ident, quote_literal, read_jsonl, unique_suffix, TempDir};
 pub use writer::{Writer, WriterStats};

@@ -1,11 +1,11 @@
-//! Small helpers: SQL quoting, unique names, temporary directories, JSON
-//! Lines files and polling.
+//! Small helpers: SQL quoting, unique names, temporary directories and JSON
+//! Lines files.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Quotes an SQL identifier: `my "t"` becomes `"my ""t"""`.
 pub fn quote_ident(s: &str) -> String {
@@ -135,47 +135,6 @@ pub fn read_jsonl(path: impl AsRef<Path>) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// How often [`wait_until`] and [`wait_for`] poll.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Polls `poll` every 100 ms until it returns `true` (then returns `true`)
-/// or `timeout` has passed (then returns `false`).
-///
-/// ```no_run
-/// # async fn f(path: std::path::PathBuf) {
-/// use std::time::Duration;
-/// use integration_tests::{read_jsonl, wait_until};
-/// let ok = wait_until(Duration::from_secs(30), async || read_jsonl(&path).len() >= 3).await;
-/// assert!(ok, "expected 3 events");
-/// # }
-/// ```
-pub async fn wait_until<F>(timeout: Duration, mut poll: F) -> bool
-where
-    F: AsyncFnMut() -> bool,
-{
-    wait_for(timeout, async || poll().await.then_some(()))
-        .await
-        .is_some()
-}
-
-/// Polls `poll` every 100 ms until it returns `Some` (then returns it) or
-/// `timeout` has passed (then returns `None`). Always polls at least once.
-pub async fn wait_for<T, F>(timeout: Duration, mut poll: F) -> Option<T>
-where
-    F: AsyncFnMut() -> Option<T>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = poll().await {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,20 +160,5 @@ mod tests {
         let v = read_jsonl(&p);
         assert_eq!(v.len(), 2);
         assert_eq!(v[1]["a"].to_string(), "2.50");
-    }
-
-    #[tokio::test]
-    async fn wait_helpers() {
-        let mut n = 0;
-        assert!(
-            wait_until(Duration::from_secs(5), async || {
-                n += 1;
-                n >= 3
-            })
-            .await
-        );
-        assert_eq!(n, 3);
-        let none: Option<()> = wait_for(Duration::from_millis(150), async || None).await;
-        assert!(none.is_none());
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::http::{free_port, get, status_json};
 use integration_tests::pipelines::pipeline_yaml;
-use integration_tests::replay::{apply, diff, merged, wait_converged_tables, Ev, Tail};
+use integration_tests::replay::{apply, diff, merged, wait_converged_tables, Change, Tail};
 use integration_tests::snapshot_meta::{chunks, job};
 use integration_tests::{unique_suffix, wait_until, Engine, TempDir, TestDb};
 use sqlx::{Connection, PgConnection};
@@ -181,7 +181,7 @@ async fn stop_clean(engine: &mut Engine, what: &str) {
 }
 
 /// Polls `tail` until an event of `table` satisfies `found`.
-async fn wait_event(tail: &mut Tail, engine: &Engine, what: &str, found: impl Fn(&Ev) -> bool) {
+async fn wait_event(tail: &mut Tail, engine: &Engine, what: &str, found: impl Fn(&Change) -> bool) {
     let seen = wait_until(TIMEOUT, async || {
         tail.poll();
         tail.events.iter().any(&found)
@@ -294,7 +294,7 @@ async fn partitioned_roots_are_snapshotted_per_partition_and_streamed_by_root() 
             planned.len() >= 3,
             "{root}: expected chunks on each of its 3 partitions, got {planned:?}"
         );
-        let reads: Vec<&&Ev> = events
+        let reads: Vec<&&Change> = events
             .iter()
             .filter(|e| e.op == "r" && e.table == root)
             .collect();
@@ -404,7 +404,7 @@ async fn an_existing_publication_is_fixed_and_the_engine_restarts_on_it() {
         "public.r: {r_chunks:?}"
     );
     let want = db.to_jsonb_rows("public.r", "id").await;
-    let events: Vec<&Ev> = tail.events.iter().collect();
+    let events: Vec<&Change> = tail.events.iter().collect();
     if let Some(d) = diff(&apply(&events, "public.r"), &want) {
         panic!("public.r after the snapshot: {d}");
     }
@@ -454,7 +454,7 @@ async fn an_existing_publication_is_fixed_and_the_engine_restarts_on_it() {
         e.after["id"] == 1004
     })
     .await;
-    let since: Vec<&Ev> = tail.events[events_before..].iter().collect();
+    let since: Vec<&Change> = tail.events[events_before..].iter().collect();
     assert_eq!(
         since.len(),
         1,
@@ -478,7 +478,7 @@ async fn an_existing_publication_is_fixed_and_the_engine_restarts_on_it() {
         |e| e.after["id"] == 1006,
     )
     .await;
-    let since: Vec<&Ev> = tail.events[events_before..].iter().collect();
+    let since: Vec<&Change> = tail.events[events_before..].iter().collect();
     assert!(
         since.len() == 1 && since[0].table == "public.r" && since[0].op == "c",
         "ATTACH PARTITION: {since:?}"

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use integration_tests::pipelines::pipeline_yaml;
-use integration_tests::replay::{apply, diff, merged, wait_converged, Ev, Tail};
+use integration_tests::replay::{apply, diff, merged, wait_converged, Change, Tail};
 use integration_tests::snapshot_meta::{chunks, job, parse_lsn, Chunk, Job};
 use integration_tests::{unique_suffix, wait_until, Engine, TempDir, TestDb};
 use serde_json::Value as Json;
@@ -403,8 +403,8 @@ async fn handoff_is_exact_under_concurrent_writes() {
             .as_deref()
             .expect("the done job has a snapshot LSN"),
     );
-    let reads: Vec<&Ev> = events.iter().filter(|e| e.op == "r").collect();
-    let stream: Vec<&Ev> = events.iter().filter(|e| e.op != "r").collect();
+    let reads: Vec<&Change> = events.iter().filter(|e| e.op == "r").collect();
+    let stream: Vec<&Change> = events.iter().filter(|e| e.op != "r").collect();
     eprintln!(
         "handoff: {} snapshot reads, {} stream events, snapshot LSN {snapshot_lsn}",
         reads.len(),
@@ -422,13 +422,13 @@ async fn handoff_is_exact_under_concurrent_writes() {
             seen.insert(e.after["id"].to_string()),
             "id {} read twice (line {})",
             e.after["id"],
-            e.line
+            e.seq
         );
         assert_eq!(
             (e.commit_lsn, e.lsn),
             (snapshot_lsn - 1, snapshot_lsn - 1),
             "snapshot read not just below the snapshot LSN (line {}): {e:?}",
-            e.line
+            e.seq
         );
     }
     let chunk_list = chunks(&db, &slot).await;
@@ -461,12 +461,12 @@ async fn handoff_is_exact_under_concurrent_writes() {
         assert!(
             e.commit_lsn >= snapshot_lsn,
             "stream event before the snapshot LSN {snapshot_lsn} (line {}): {e:?}",
-            e.line
+            e.seq
         );
         assert!(
             positions.insert((e.commit_lsn, e.ordinal)),
             "stream event delivered twice (line {}): {e:?}",
-            e.line
+            e.seq
         );
     }
 
@@ -486,7 +486,7 @@ async fn handoff_is_exact_under_concurrent_writes() {
         reads.len() - want_first - want_last,
         "reads marked true (every other read)"
     );
-    let bad: Vec<&&Ev> = stream.iter().filter(|e| e.snapshot != "false").collect();
+    let bad: Vec<&&Change> = stream.iter().filter(|e| e.snapshot != "false").collect();
     assert!(
         bad.is_empty(),
         "{} stream events not marked snapshot=false, e.g. {:?}",
@@ -494,8 +494,8 @@ async fn handoff_is_exact_under_concurrent_writes() {
         bad.first()
     );
     // One instance: every read is written before the first stream event.
-    let last_read_line = reads.iter().map(|e| e.line).max().unwrap_or(0);
-    let first_stream_line = stream.iter().map(|e| e.line).min().unwrap_or(usize::MAX);
+    let last_read_line = reads.iter().map(|e| e.seq).max().unwrap_or(0);
+    let first_stream_line = stream.iter().map(|e| e.seq).min().unwrap_or(usize::MAX);
     assert!(
         last_read_line < first_stream_line,
         "snapshot reads (last at line {last_read_line}) and stream events (first at line \
@@ -619,7 +619,7 @@ async fn three_instances_share_one_snapshot() {
     let want = db.to_jsonb_rows("public.t", "id").await;
     let mut union: BTreeMap<String, &Json> = BTreeMap::new();
     for t in &tails {
-        let mine: Vec<&Ev> = t.events.iter().filter(|e| e.op == "r").collect();
+        let mine: Vec<&Change> = t.events.iter().filter(|e| e.op == "r").collect();
         let rows_marked: i64 = chunk_list
             .iter()
             .filter(|c| c.claimed_by.as_deref() == Some(ids[t.file]))
@@ -636,7 +636,7 @@ async fn three_instances_share_one_snapshot() {
             if let Some(prev) = union.insert(k.clone(), &e.after) {
                 panic!(
                     "id {k} read twice ({prev} and, in {}'s file line {}, {})",
-                    ids[t.file], e.line, e.after
+                    ids[t.file], e.seq, e.after
                 );
             }
         }
@@ -864,7 +864,7 @@ async fn a_killed_worker_chunk_is_claimed_again() {
     }
     // Rows of a reclaimed chunk that the killed instance had delivered
     // arrive again from the survivor, at the same positions (same snapshot).
-    let survivor_reads: HashMap<u64, &Ev> = tails[survivor]
+    let survivor_reads: HashMap<u64, &Change> = tails[survivor]
         .events
         .iter()
         .filter(|e| e.op == "r")
@@ -881,7 +881,7 @@ async fn a_killed_worker_chunk_is_claimed_again() {
                 panic!(
                     "a row of reclaimed chunk {} delivered by the killed instance (line {}) was \
                      not read again at the same position: {e:?}",
-                    o.id, e.line
+                    o.id, e.seq
                 )
             });
             assert_eq!(
@@ -1372,7 +1372,7 @@ async fn empty_chunks_do_not_stall_the_handoff() {
     let want = db.to_jsonb_rows("public.t", "id").await;
     let ok = wait_until(Duration::from_secs(60), async || {
         tail.poll();
-        let events: Vec<&Ev> = tail.events.iter().collect();
+        let events: Vec<&Change> = tail.events.iter().collect();
         diff(&apply(&events, "public.t"), &want).is_none()
     })
     .await;
@@ -1425,7 +1425,7 @@ async fn a_dropped_slot_gets_a_new_snapshot() {
     let mut tail = Tail::new(0, out.clone());
     let ok = wait_until(Duration::from_secs(60), async || {
         tail.poll();
-        let events: Vec<&Ev> = tail.events.iter().collect();
+        let events: Vec<&Change> = tail.events.iter().collect();
         diff(&apply(&events, "public.t"), &want).is_none()
     })
     .await;
