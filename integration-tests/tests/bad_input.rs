@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use integration_tests::pipelines::{Pipeline, FAST_RETRY, STREAM_ONLY};
 use integration_tests::{
     extra_cluster_url, quote_ident, quote_literal, run_engine, run_engine_validate, unique_suffix,
     Engine, ExtraDb, SlotsLock, TestDb,
@@ -28,18 +29,15 @@ fn pipeline_yaml(
     slot: &str,
     create_slot: bool,
 ) -> String {
-    // A JSON string is a valid YAML double-quoted scalar.
-    let url = serde_json::to_string(url).unwrap();
-    let table = serde_json::to_string(table).unwrap();
-    format!(
-        "name: bad_input\n\
-         source:\n  url: {url}\n  tables: [{table}]\n  \
-         publication: {{ name: {publication}, create: {create_publication} }}\n  \
-         slot: {{ name: {slot}, create: {create_slot} }}\n\
-         sinks:\n  - type: stdout\n\
-         snapshot: {{ mode: never }}\n\
-         retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n"
-    )
+    Pipeline::new("bad_input", url)
+        .table(table)
+        .publication(publication)
+        .slot(slot)
+        .create(create_publication, create_slot)
+        .sink("{ type: stdout }")
+        .snapshot(STREAM_ONLY)
+        .retry(FAST_RETRY)
+        .yaml()
 }
 
 /// What a `cdc-engine run` that is expected to fail left behind.

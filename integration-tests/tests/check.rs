@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use integration_tests::pipelines::{Pipeline, FAST_RETRY, STREAM_ONLY};
 use integration_tests::{
     extra_cluster_url, quote_ident, quote_literal, run_engine, unique_suffix, Cluster, Engine,
     ExtraDb, SlotsLock, TestDb, TestRole, TEST_ROLE_PASSWORD,
@@ -44,27 +45,20 @@ fn yaml(
     source_extra: &str,
     top_extra: &str,
 ) -> String {
-    let url = serde_json::to_string(url).unwrap();
-    let tables: Vec<String> = tables
-        .iter()
-        .map(|t| serde_json::to_string(t).unwrap())
-        .collect();
-    let stream_only = if top_extra.contains("snapshot:") {
-        ""
-    } else {
-        "snapshot: { mode: never }\n"
-    };
-    format!(
-        "name: check_test\n\
-         source:\n  url: {url}\n  tables: [{}]\n  \
-         publication: {{ name: {}, create: {create_publication} }}\n  \
-         slot: {{ name: {}, create: {create_slot} }}\n{source_extra}\
-         sinks:\n  - type: stdout\n\
-         retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n{stream_only}{top_extra}",
-        tables.join(", "),
-        n.publication,
-        n.slot
-    )
+    let pipeline = Pipeline::new("check_test", url)
+        .tables(tables)
+        .publication(&n.publication)
+        .slot(&n.slot)
+        .create(create_publication, create_slot)
+        .source_lines(source_extra)
+        .sink("{ type: stdout }")
+        .retry(FAST_RETRY);
+    match top_extra.contains("snapshot:") {
+        true => pipeline,
+        false => pipeline.snapshot(STREAM_ONLY),
+    }
+    .extra(top_extra)
+    .yaml()
 }
 
 /// What `cdc-engine check` printed.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use integration_tests::pipelines::{yaml_str, Pipeline, FAST_RETRY};
 use integration_tests::{
     read_jsonl, run_engine, unique_suffix, wait_until, Engine, TempDir, TestDb,
 };
@@ -12,10 +13,6 @@ use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(45);
-
-fn yaml_str(s: &str) -> String {
-    serde_json::to_string(s).expect("a string")
-}
 
 /// The `pipeline` section of most tests here.
 const PIPELINE: &str = "{ max_batch_wait: 10ms, shutdown_timeout: 20s }";
@@ -30,16 +27,15 @@ fn pipeline(
     snapshot: &str,
     pipeline: &str,
 ) -> String {
-    format!(
-        "name: status_test\n\
-         source:\n  url: {}\n  tables: [public.t]\n  \
-         publication: {{ name: {publication} }}\n  slot: {{ name: {slot} }}\n\
-         sinks:\n  - {sink}\n\
-         snapshot: {snapshot}\n\
-         pipeline: {pipeline}\n\
-         retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n",
-        yaml_str(url)
-    )
+    Pipeline::new("status_test", url)
+        .table("public.t")
+        .publication(publication)
+        .slot(slot)
+        .sink(sink)
+        .snapshot(snapshot)
+        .batching(pipeline)
+        .retry(FAST_RETRY)
+        .yaml()
 }
 
 /// Runs `status --json`: the exit code and the document. For polling,

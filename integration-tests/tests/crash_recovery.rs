@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use integration_tests::pipelines::Pipeline;
 use integration_tests::{read_jsonl, unique_suffix, wait_until, Engine, TempDir, TestDb};
 use serde_json::Value as Json;
 use sqlx::{Connection, PgConnection};
@@ -239,17 +240,9 @@ async fn sigkill_twice_while_writing_loses_nothing() {
     let out = out_dir.join("changes.jsonl");
     let s = unique_suffix();
     let slot = format!("s_{s}");
-    let yaml = format!(
-        "name: crash\n\
-         source:\n  url: {url}\n  tables: [public.t]\n  \
-         publication: {{ name: p_{s} }}\n  slot: {{ name: {slot} }}\n\
-         sinks:\n  - type: file\n    path: {path}\n\
-         snapshot: {{ mode: never }}\n\
-         pipeline: {{ max_batch_events: 64, max_batch_wait: 10ms }}\n\
-         retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n",
-        url = serde_json::to_string(db.url()).unwrap(),
-        path = serde_json::to_string(&out.display().to_string()).unwrap(),
-    );
+    let yaml = Pipeline::streaming("crash", db.url(), "public.t", &format!("p_{s}"), &slot, 64)
+        .file_sink(&out)
+        .yaml();
 
     let mut runs = vec![Engine::start(&yaml)];
     // Streaming has begun once the slot exists and a connection holds it.

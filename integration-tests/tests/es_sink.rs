@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use es_fault_proxy::{BulkFault, BulkItem, BulkSeen, FaultProxy, ForbidRule};
+use integration_tests::pipelines::{Pipeline, FAST_RETRY};
 use integration_tests::value_columns::{create_value_table, insert_value_rows, Col};
 use integration_tests::{unique_suffix, wait_for, wait_until, Engine, TempDir, TestDb};
 use serde_json::{json, Value as Json};
@@ -75,22 +76,20 @@ fn prefix() -> String {
 /// A pipeline for `tables` with an initial snapshot and one elasticsearch
 /// sink whose entry gets `extra` (YAML flow-mapping items, e.g.
 /// `, dead_letter: '/x'`).
-fn pipeline_yaml(db: &TestDb, tables: &[&str], es_url: &str, prefix: &str, extra: &str) -> String {
+fn pipeline(db: &TestDb, tables: &[&str], es_url: &str, prefix: &str, extra: &str) -> Pipeline {
     let s = unique_suffix();
-    let mut y = format!("name: es_test\nsource:\n  url: '{}'\n  tables:\n", db.url());
-    for t in tables {
-        y.push_str(&format!("    - '{}'\n", t.replace('\'', "''")));
-    }
-    y.push_str(&format!(
-        "  publication: {{ name: es_pub_{s}, create: true }}\n  slot: {{ name: es_slot_{s}, create: true }}\n"
-    ));
-    y.push_str(&format!(
-        "sinks:\n  - {{ type: elasticsearch, urls: ['{es_url}'], index: '{prefix}-{{schema}}.{{table}}', \
-         batch_max_docs: 200, max_retries: 8, retry_backoff: 50ms{extra} }}\n"
-    ));
-    y.push_str("snapshot: { mode: initial }\n");
-    y.push_str("retry: { initial_backoff: 100ms, max_backoff: 1s }\nlog: { level: info }\n");
-    y
+    Pipeline::new("es_test", db.url())
+        .tables(tables)
+        .publication(&format!("es_pub_{s}"))
+        .slot(&format!("es_slot_{s}"))
+        .create(true, true)
+        .sink(&format!(
+            "{{ type: elasticsearch, urls: ['{es_url}'], index: '{prefix}-{{schema}}.{{table}}', \
+             batch_max_docs: 200, max_retries: 8, retry_backoff: 50ms{extra} }}"
+        ))
+        .snapshot("{ mode: initial }")
+        .retry(FAST_RETRY)
+        .log("{ level: info }")
 }
 
 /// Every document of `index` by `_id` (`_source`), after a refresh; empty
@@ -258,13 +257,16 @@ async fn snapshot_then_stream(es: &str) {
     )
     .await;
     let prefix = prefix();
-    let mut engine = Engine::start(&pipeline_yaml(
-        &db,
-        &["public.items", "public.\"Mixed Case\""],
-        es,
-        &prefix,
-        "",
-    ));
+    let mut engine = Engine::start(
+        &pipeline(
+            &db,
+            &["public.items", "public.\"Mixed Case\""],
+            es,
+            &prefix,
+            "",
+        )
+        .yaml(),
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -345,7 +347,7 @@ async fn replay_converges(es: &str) {
     .await;
     let prefix = prefix();
     let index = format!("{prefix}-public.counter");
-    let yaml = pipeline_yaml(&db, &["public.counter"], es, &prefix, "");
+    let yaml = pipeline(&db, &["public.counter"], es, &prefix, "").yaml();
     let mut engine = Engine::start(&yaml);
 
     // Watches document 1: its `v` must never decrease.
@@ -458,7 +460,7 @@ async fn toast_and_truncate(es: &str) {
     .await;
     let prefix = prefix();
     let index = format!("{prefix}-public.docs");
-    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.docs"], es, &prefix, ""));
+    let mut engine = Engine::start(&pipeline(&db, &["public.docs"], es, &prefix, "").yaml());
     let expected = db.to_jsonb_rows("public.docs", "id").await;
     assert_converges(es, &index, &expected, &engine).await;
 
@@ -515,13 +517,7 @@ async fn retries_only_failed_items(es: &str) {
     .await;
     let prefix = prefix();
     let index = format!("{prefix}-public.r");
-    let mut engine = Engine::start(&pipeline_yaml(
-        &db,
-        &["public.r"],
-        &proxy.url(),
-        &prefix,
-        "",
-    ));
+    let mut engine = Engine::start(&pipeline(&db, &["public.r"], &proxy.url(), &prefix, "").yaml());
     let expected = db.to_jsonb_rows("public.r", "id").await;
     assert_converges(es, &index, &expected, &engine).await;
     db.exec("UPDATE public.r SET v = v || '!' WHERE id <= 10; DELETE FROM public.r WHERE id > 25")
@@ -586,8 +582,9 @@ async fn superseded_item_past_65535_changes(es: &str) {
     // where this test expects: changes 65 536 and 65 537 share one (checked
     // below). Few rows, many changes: the servers index a transaction of
     // 65 536 changes of 256 documents faster than one of 65 536 documents.
-    let yaml = pipeline_yaml(&db, &["public.b"], &proxy.url(), &prefix, "")
-        + "pipeline: { max_batch_events: 100000, max_batch_bytes: 256MiB }\n";
+    let yaml = pipeline(&db, &["public.b"], &proxy.url(), &prefix, "")
+        .batching("{ max_batch_events: 100000, max_batch_bytes: 256MiB }")
+        .yaml();
     let mut engine = Engine::start(&yaml);
     let expected = db.to_jsonb_rows("public.b", "id").await;
     assert_converges(es, &index, &expected, &engine).await;
@@ -651,7 +648,7 @@ async fn mapping_error_is_fatal(es: &str) {
     let prefix = prefix();
     let index = format!("{prefix}-public.m");
     create_integer_mapping(es, &index).await;
-    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.m"], es, &prefix, ""));
+    let mut engine = Engine::start(&pipeline(&db, &["public.m"], es, &prefix, "").yaml());
     let code = engine.wait_exit(Duration::from_secs(60)).await;
     let stderr = engine.stderr_text();
     assert_ne!(code, 0, "{}", engine.output_report());
@@ -680,7 +677,7 @@ async fn dead_letter_file(es: &str) {
     let dir = TempDir::new("es-dlq");
     let dlq = dir.join("dead.jsonl");
     let extra = format!(", dead_letter: '{}'", dlq.display());
-    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.m"], es, &prefix, &extra));
+    let mut engine = Engine::start(&pipeline(&db, &["public.m"], es, &prefix, &extra).yaml());
     db.exec("INSERT INTO public.m VALUES (4, '40'), (5, 'five')")
         .await;
     let lines = wait_for(Duration::from_secs(45), async || {
@@ -734,7 +731,7 @@ async fn every_type(es: &str) {
     let columns = create_value_table(&db, "public.vt").await;
     let prefix = prefix();
     let index = format!("{prefix}-public.vt");
-    let mut engine = Engine::start(&pipeline_yaml(&db, &["public.vt"], es, &prefix, ""));
+    let mut engine = Engine::start(&pipeline(&db, &["public.vt"], es, &prefix, "").yaml());
     let expected = es_rendering(&columns, db.to_jsonb_rows("public.vt", "id").await);
     assert!(expected.len() > 10);
     assert_converges(es, &index, &expected, &engine).await;
@@ -852,13 +849,8 @@ async fn mappings_none(es: &str) {
     .await;
     let prefix = prefix();
     let extra = ", mappings: none, table_mappings: { public.b: auto }";
-    let mut engine = Engine::start(&pipeline_yaml(
-        &db,
-        &["public.a", "public.b"],
-        es,
-        &prefix,
-        extra,
-    ));
+    let mut engine =
+        Engine::start(&pipeline(&db, &["public.a", "public.b"], es, &prefix, extra).yaml());
     for table in ["a", "b"] {
         let expected = db.to_jsonb_rows(&format!("public.{table}"), "id").await;
         assert_converges(es, &format!("{prefix}-public.{table}"), &expected, &engine).await;
@@ -896,13 +888,7 @@ async fn mappings_denied(es: &str) {
     .await;
     let prefix = prefix();
     let index = format!("{prefix}-public.d");
-    let mut engine = Engine::start(&pipeline_yaml(
-        &db,
-        &["public.d"],
-        &proxy.url(),
-        &prefix,
-        "",
-    ));
+    let mut engine = Engine::start(&pipeline(&db, &["public.d"], &proxy.url(), &prefix, "").yaml());
     let expected = db.to_jsonb_rows("public.d", "id").await;
     assert_converges(es, &index, &expected, &engine).await;
     let mapping = index_mapping(es, &index).await;

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cdc_core::Lsn;
+use integration_tests::pipelines::{yaml_str, Pipeline};
 use integration_tests::{unique_suffix, wait_until, Engine, KafkaProxy, TestDb};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -63,44 +64,21 @@ macro_rules! for_each_broker {
 
 // ---------------------------------------------------------------- config
 
-fn yaml_str(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A pipeline of `tables` into one or more Kafka sinks (`sinks`: YAML of
-/// each entry's keys after `type: kafka`, indented by 4), with `extra`
-/// top-level YAML; stream-only unless `extra` sets `snapshot`.
-fn pipeline(db: &TestDb, slot: &str, tables: &[&str], sinks: &[String], extra: &str) -> String {
-    let mut y = format!(
-        "name: kt\nsource:\n  url: {}\n  tables:\n",
-        yaml_str(db.url())
-    );
-    for t in tables {
-        y.push_str(&format!("    - {}\n", yaml_str(t)));
-    }
-    y.push_str(&format!(
-        "  publication: {{ name: p_{slot} }}\n  slot: {{ name: {slot} }}\nsinks:\n"
-    ));
-    for s in sinks {
-        y.push_str("  - type: kafka\n");
-        y.push_str(s);
-    }
-    y.push_str(
-        "pipeline: { max_batch_events: 64, max_batch_wait: 10ms }\n\
-         retry: { initial_backoff: 100ms, max_backoff: 1s }\n",
-    );
-    if !extra.contains("snapshot:") {
-        y.push_str("snapshot: { mode: never }\n");
-    }
-    y.push_str(extra);
-    y
+/// A pipeline of `table` into one or more Kafka sinks (`sinks`: the block
+/// lines of each entry's keys after `type: kafka`); stream-only unless the
+/// caller sets `snapshot`.
+fn pipeline(db: &TestDb, slot: &str, table: &str, sinks: &[String]) -> Pipeline {
+    let p = Pipeline::streaming("kt", db.url(), table, &format!("p_{slot}"), slot, 64);
+    sinks
+        .iter()
+        .fold(p, |p, s| p.sink(&format!("type: kafka\n{s}")))
 }
 
 /// One sink entry: `brokers`, a unique topic prefix, 3 partitions per
 /// created topic, short timeouts.
 fn sink(brokers: &str, prefix: &str, extra: &str) -> String {
     format!(
-        "    brokers: [{}]\n    topic: {}\n    create_topics: {{ partitions: 3, replication_factor: 1 }}\n    \
+        "brokers: [{}]\ntopic: {}\ncreate_topics: {{ partitions: 3, replication_factor: 1 }}\n\
          timeouts: {{ stall_warning: 5s, metadata: 5s }}\n{extra}",
         yaml_str(brokers),
         yaml_str(&format!("{prefix}.{{schema}}.{{table}}")),
@@ -540,10 +518,11 @@ async fn snapshot_then_stream(var: &str) {
     let yaml = pipeline(
         &db,
         &slot,
-        &["public.t"],
-        &[sink(&brokers, &prefix, "    compression: zstd\n")],
-        "snapshot: { mode: initial }\n",
-    );
+        "public.t",
+        &[sink(&brokers, &prefix, "compression: zstd\n")],
+    )
+    .snapshot("{ mode: initial }")
+    .yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &slot, &engine).await;
     let writers = Writers::start(db.url(), 3, 1000);
@@ -585,13 +564,13 @@ async fn keys_headers_tombstones(var: &str) {
     let yaml = pipeline(
         &db,
         &slot,
-        &["public.\"Mixed Case\""],
+        "public.\"Mixed Case\"",
         &[
             sink(&brokers, &with, ""),
-            sink(&brokers, &without, "    tombstones: false\n"),
+            sink(&brokers, &without, "tombstones: false\n"),
         ],
-        "",
-    );
+    )
+    .yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &slot, &engine).await;
     db.exec("INSERT INTO public.\"Mixed Case\" VALUES (1, 'x', '{\"n\": 1}'), (2, 'y ü', null)")
@@ -687,10 +666,10 @@ async fn broker_unreachable(var: &str) {
     let yaml = pipeline(
         &db,
         &slot,
-        &["public.t"],
+        "public.t",
         &[sink(&proxy.addr().to_string(), &prefix, "")],
-        "",
-    );
+    )
+    .yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &slot, &engine).await;
     let writers = Writers::start(db.url(), 3, 1000);
@@ -776,12 +755,12 @@ async fn stalled_request_lands_late(var: &str) {
     let topic = format!("{prefix}.public.t");
     let slot = format!("ks_{s}");
     let entry = format!(
-        "    brokers: [{}]\n    topic: {}\n    create_topics: {{ partitions: 3, replication_factor: 1 }}\n    \
+        "brokers: [{}]\ntopic: {}\ncreate_topics: {{ partitions: 3, replication_factor: 1 }}\n\
          timeouts: {{ stall_warning: 3s, request: 3s, metadata: 5s }}\n",
         yaml_str(&proxy.addr().to_string()),
         yaml_str(&format!("{prefix}.{{schema}}.{{table}}")),
     );
-    let yaml = pipeline(&db, &slot, &["public.t"], &[entry], "");
+    let yaml = pipeline(&db, &slot, "public.t", &[entry]).yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &slot, &engine).await;
     db.exec("INSERT INTO public.t SELECT g, 0, 'first' FROM generate_series(1, 30) g")
@@ -832,13 +811,7 @@ async fn sigkill_restart(var: &str) {
     let prefix = format!("kt_kill_{s}");
     let topic = format!("{prefix}.public.t");
     let slot = format!("kk_{s}");
-    let yaml = pipeline(
-        &db,
-        &slot,
-        &["public.t"],
-        &[sink(&brokers, &prefix, "")],
-        "",
-    );
+    let yaml = pipeline(&db, &slot, "public.t", &[sink(&brokers, &prefix, "")]).yaml();
     let mut runs = vec![Engine::start(&yaml)];
     wait_streaming(&db, &slot, &runs[0]).await;
     let writers = Writers::start(db.url(), 3, 1000);
@@ -879,14 +852,14 @@ async fn fatal_message_too_large(var: &str) {
     let yaml = pipeline(
         &db,
         &slot,
-        &["public.t"],
+        "public.t",
         &[sink(
             &brokers,
             &prefix,
-            "    batching: { max_bytes: 20000 }\n    properties: { message.max.bytes: '20000' }\n",
+            "batching: { max_bytes: 20000 }\nproperties: { message.max.bytes: '20000' }\n",
         )],
-        "",
-    );
+    )
+    .yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &slot, &engine).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'small')").await;
@@ -938,11 +911,11 @@ async fn missing_topic_is_fatal(var: &str) {
     let topic = format!("{prefix}.public.t");
     let slot = format!("kn_{s}");
     let entry = format!(
-        "    brokers: [{}]\n    topic: {}\n    timeouts: {{ stall_warning: 5s, metadata: 5s }}\n",
+        "brokers: [{}]\ntopic: {}\ntimeouts: {{ stall_warning: 5s, metadata: 5s }}\n",
         yaml_str(&brokers),
         yaml_str(&format!("{prefix}.{{schema}}.{{table}}")),
     );
-    let yaml = pipeline(&db, &slot, &["public.t"], &[entry], "");
+    let yaml = pipeline(&db, &slot, "public.t", &[entry]).yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &slot, &engine).await;
     let before = db.current_wal_lsn().await;

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use integration_tests::pipelines::Pipeline;
 use integration_tests::{unique_suffix, wait_until, Engine, TempDir, TestDb};
 use nkeys::KeyPair;
 use serde_json::{json, Value as Json};
@@ -245,20 +246,23 @@ async fn credentials_file_auth() {
     let s = unique_suffix();
     let stream = format!("IT_{s}");
     let yaml = |creds_file: &Path| {
-        format!(
-            "name: it_{s}\n\
-             source:\n  url: {db_url}\n  tables: [public.t]\n  \
-             publication: {{ name: p_{s} }}\n  slot: {{ name: s_{s} }}\n\
-             sinks:\n  - type: nats\n    url: {url}\n    subject: \"it_{s}.{{table}}\"\n    \
-             auth: {{ credentials_file: {path} }}\n    \
-             stream: {{ name: {stream}, create: true, storage: memory }}\n\
-             snapshot: {{ mode: never }}\n\
-             pipeline: {{ max_batch_events: 200, max_batch_wait: 10ms }}\n\
-             retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n",
-            db_url = json_str(db.url()),
+        let (publication, slot) = (format!("p_{s}"), format!("s_{s}"));
+        Pipeline::streaming(
+            &format!("it_{s}"),
+            db.url(),
+            "public.t",
+            &publication,
+            &slot,
+            200,
+        )
+        .sink(&format!(
+            "type: nats\nurl: {url}\nsubject: \"it_{s}.{{table}}\"\n\
+                 auth: {{ credentials_file: {path} }}\n\
+                 stream: {{ name: {stream}, create: true, storage: memory }}",
             url = json_str(&server.url()),
             path = json_str(&creds_file.display().to_string()),
-        )
+        ))
+        .yaml()
     };
 
     for (bad, seed) in [

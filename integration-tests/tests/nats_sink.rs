@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::StorageType};
+use integration_tests::pipelines::Pipeline;
 use integration_tests::{
     run_engine_validate, unique_suffix, wait_until, CutProxy, Engine, TempDir, TestDb,
 };
@@ -261,25 +262,20 @@ impl Writers {
     }
 }
 
-/// A pipeline file with one nats sink entry (`sink` is the YAML of the
-/// entry's keys after `type: nats`, indented by 4) and `extra` top-level
-/// YAML; stream-only unless `extra` sets `snapshot`.
-fn pipeline_yaml(db: &TestDb, s: &str, tables: &str, extra: &str, sink: &str) -> String {
-    let stream_only = if extra.contains("snapshot:") {
-        ""
-    } else {
-        "snapshot: { mode: never }\n"
-    };
-    format!(
-        "name: it_{s}\n\
-         source:\n  url: {url}\n  tables: [{tables}]\n  \
-         publication: {{ name: p_{s} }}\n  slot: {{ name: s_{s} }}\n\
-         {extra}{stream_only}\
-         sinks:\n  - type: nats\n{sink}\
-         pipeline: {{ max_batch_events: 200, max_batch_wait: 10ms }}\n\
-         retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n",
-        url = json_str(db.url()),
+/// A pipeline of `table` (as written in YAML) with one nats sink entry
+/// (`sink`: the block lines of the entry's keys after `type: nats`);
+/// stream-only unless the caller sets `snapshot`.
+fn pipeline(db: &TestDb, s: &str, table: &str, sink: &str) -> Pipeline {
+    let (publication, slot) = (format!("p_{s}"), format!("s_{s}"));
+    Pipeline::streaming(
+        &format!("it_{s}"),
+        db.url(),
+        table,
+        &publication,
+        &slot,
+        200,
     )
+    .sink(&format!("type: nats\n{sink}"))
 }
 
 async fn wait_streaming(db: &TestDb, s: &str, engine: &mut Engine) {
@@ -342,17 +338,13 @@ async fn snapshot_then_stream_under_concurrent_writes() {
     let s = unique_suffix();
     let stream = format!("IT_{s}");
     let sink = format!(
-        "    url: {url}\n    subject: \"it_{s}.{{schema}}.{{table}}\"\n    \
+        "url: {url}\nsubject: \"it_{s}.{{schema}}.{{table}}\"\n\
          stream: {{ name: {stream}, create: true, storage: memory }}\n",
         url = json_str(&nats_url()),
     );
-    let yaml = pipeline_yaml(
-        &db,
-        &s,
-        "public.t",
-        "snapshot: { mode: initial, chunk_rows: 50, workers: 2 }\n",
-        &sink,
-    );
+    let yaml = pipeline(&db, &s, "public.t", &sink)
+        .snapshot("{ mode: initial, chunk_rows: 50, workers: 2 }")
+        .yaml();
     let started = Instant::now();
     let mut engine = Engine::start(&yaml);
     let writers = start_writers(&db, 4, 1);
@@ -430,11 +422,11 @@ async fn sigkill_replay_is_deduplicated() {
     let s = unique_suffix();
     let stream = format!("IT_{s}");
     let sink = format!(
-        "    url: {url}\n    subject: \"it_{s}.{{table}}\"\n    \
+        "url: {url}\nsubject: \"it_{s}.{{table}}\"\n\
          stream: {{ name: {stream}, create: true, duplicate_window: 2m }}\n",
         url = json_str(&nats_url()),
     );
-    let yaml = pipeline_yaml(&db, &s, "public.t", "", &sink);
+    let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
     let mut runs = vec![Engine::start(&yaml)];
     wait_streaming(&db, &s, runs.last_mut().unwrap()).await;
     let writers = start_writers(&db, 4, 1);
@@ -660,11 +652,11 @@ async fn server_restart_with_file_storage_loses_nothing() {
     let s = unique_suffix();
     let stream = format!("IT_{s}");
     let sink = format!(
-        "    url: {url}\n    subject: \"it_{s}.{{schema}}.{{table}}\"\n    ack_timeout: 2s\n    \
+        "url: {url}\nsubject: \"it_{s}.{{schema}}.{{table}}\"\nack_timeout: 2s\n\
          stream: {{ name: {stream}, create: true, storage: file }}\n",
         url = json_str(&server.url()),
     );
-    let yaml = pipeline_yaml(&db, &s, "public.t", "", &sink);
+    let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &s, &mut engine).await;
     let writers = start_writers(&db, 3, 1);
@@ -743,11 +735,11 @@ async fn cut_connections_never_reorder_the_stream() {
     let s = unique_suffix();
     let stream = format!("IT_{s}");
     let sink = format!(
-        "    url: nats://{addr}\n    subject: \"it_{s}.{{schema}}.{{table}}\"\n    ack_timeout: 2s\n    \
+        "url: nats://{addr}\nsubject: \"it_{s}.{{schema}}.{{table}}\"\nack_timeout: 2s\n\
          stream: {{ name: {stream}, create: true, storage: memory }}\n",
         addr = proxy.addr(),
     );
-    let yaml = pipeline_yaml(&db, &s, "public.t", "", &sink);
+    let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &s, &mut engine).await;
     let writers = start_writers(&db, 3, 1);
@@ -805,11 +797,11 @@ async fn creates_stream_and_sanitises_subjects() {
     let s = unique_suffix();
     let stream = format!("IT_{s}");
     let sink = format!(
-        "    url: {url}\n    subject: \"it_{s}.{{schema}}.{{table}}.{{op}}\"\n    \
+        "url: {url}\nsubject: \"it_{s}.{{schema}}.{{table}}.{{op}}\"\n\
          stream: {{ name: {stream}, create: true, storage: memory, duplicate_window: 30s }}\n",
         url = json_str(&nats_url()),
     );
-    let yaml = pipeline_yaml(&db, &s, r#"'"My Schema"."odd.name*x>"'"#, "", &sink);
+    let yaml = pipeline(&db, &s, r#""My Schema"."odd.name*x>""#, &sink).yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &s, &mut engine).await;
     db.exec(r#"INSERT INTO "My Schema"."odd.name*x>" VALUES (1, 'a'); DELETE FROM "My Schema"."odd.name*x>";"#)
@@ -858,10 +850,10 @@ async fn missing_stream_is_a_clear_fatal_error() {
         .await;
     let s = unique_suffix();
     let sink = format!(
-        "    url: {url}\n    subject: \"it_{s}.{{table}}\"\n    stream: {{ name: NOPE_{s} }}\n",
+        "url: {url}\nsubject: \"it_{s}.{{table}}\"\nstream: {{ name: NOPE_{s} }}\n",
         url = json_str(&nats_url()),
     );
-    let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink));
+    let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink).yaml());
     let code = engine.wait_exit(Duration::from_secs(90)).await;
     assert_ne!(code, 0, "{}", engine.output_report());
     let err = engine.stderr_text();
@@ -882,10 +874,10 @@ async fn subject_without_stream_is_fatal() {
         .await;
     let s = unique_suffix();
     let sink = format!(
-        "    url: {url}\n    subject: \"it_{s}.{{table}}\"\n",
+        "url: {url}\nsubject: \"it_{s}.{{table}}\"\n",
         url = json_str(&nats_url()),
     );
-    let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink));
+    let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink).yaml());
     wait_streaming(&db, &s, &mut engine).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'x')").await;
     let code = engine.wait_exit(Duration::from_secs(90)).await;
@@ -938,10 +930,10 @@ async fn core_mode_publishes() {
     .await
     .unwrap();
     let sink = format!(
-        "    url: {url}\n    jetstream: false\n    subject: \"it_{s}.{{prefix}}.{{table}}\"\n    prefix: pfx\n",
+        "url: {url}\njetstream: false\nsubject: \"it_{s}.{{prefix}}.{{table}}\"\nprefix: pfx\n",
         url = json_str(&nats_url()),
     );
-    let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink));
+    let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink).yaml());
     wait_streaming(&db, &s, &mut engine).await;
     db.exec("INSERT INTO public.t SELECT g, g, 'c' FROM generate_series(1, 20) g")
         .await;
@@ -998,12 +990,12 @@ async fn token_auth() {
     let s = unique_suffix();
     let sink = |token: &str| {
         format!(
-            "    url: {url}\n    subject: \"it_{s}.{{table}}\"\n    auth: {{ token: {token} }}\n    \
+            "url: {url}\nsubject: \"it_{s}.{{table}}\"\nauth: {{ token: {token} }}\n\
              stream: {{ name: IT_{s}, create: true, storage: memory }}\n",
             url = json_str(&server.url()),
         )
     };
-    let mut bad = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink("wrong")));
+    let mut bad = Engine::start(&pipeline(&db, &s, "public.t", &sink("wrong")).yaml());
     let code = bad.wait_exit(Duration::from_secs(90)).await;
     assert_ne!(code, 0, "{}", bad.output_report());
     assert!(
@@ -1013,7 +1005,7 @@ async fn token_auth() {
         bad.output_report()
     );
 
-    let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink("s3cret")));
+    let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink("s3cret")).yaml());
     wait_streaming(&db, &s, &mut engine).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     let client = async_nats::ConnectOptions::with_token("s3cret".into())
@@ -1068,13 +1060,13 @@ async fn nkey_auth() {
     let s = unique_suffix();
     let sink = |seed: &str| {
         format!(
-            "    url: {url}\n    subject: \"it_{s}.{{table}}\"\n    auth: {{ nkey_seed: {seed} }}\n    \
+            "url: {url}\nsubject: \"it_{s}.{{table}}\"\nauth: {{ nkey_seed: {seed} }}\n\
              stream: {{ name: IT_{s}, create: true, storage: memory }}\n",
             url = json_str(&server.url()),
         )
     };
     let stranger = nkeys::KeyPair::new_user().seed().expect("seed");
-    let mut bad = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink(&stranger)));
+    let mut bad = Engine::start(&pipeline(&db, &s, "public.t", &sink(&stranger)).yaml());
     let code = bad.wait_exit(Duration::from_secs(90)).await;
     assert_ne!(code, 0, "{}", bad.output_report());
     assert!(
@@ -1088,7 +1080,7 @@ async fn nkey_auth() {
         "the seed appears in the log"
     );
 
-    let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink(&seed)));
+    let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink(&seed)).yaml());
     wait_streaming(&db, &s, &mut engine).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     let client = async_nats::ConnectOptions::with_nkey(seed.clone())
@@ -1230,12 +1222,12 @@ async fn mutual_tls() {
             ));
         }
         format!(
-            "    url: {url}\n    subject: \"it_{s}.{{table}}\"\n    tls: {{ {tls} }}\n    \
+            "url: {url}\nsubject: \"it_{s}.{{table}}\"\ntls: {{ {tls} }}\n\
              stream: {{ name: IT_{s}, create: true, storage: memory }}\n",
             url = json_str(&server.url()),
         )
     };
-    let mut bad = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink(false)));
+    let mut bad = Engine::start(&pipeline(&db, &s, "public.t", &sink(false)).yaml());
     let code = bad.wait_exit(Duration::from_secs(90)).await;
     assert_ne!(code, 0, "{}", bad.output_report());
     assert!(
@@ -1244,7 +1236,7 @@ async fn mutual_tls() {
         bad.output_report()
     );
 
-    let mut engine = Engine::start(&pipeline_yaml(&db, &s, "public.t", "", &sink(true)));
+    let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink(true)).yaml());
     wait_streaming(&db, &s, &mut engine).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     let client = async_nats::ConnectOptions::new()

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use integration_tests::http::{client, free_port, get, status};
+use integration_tests::pipelines::{Pipeline, STREAM_ONLY};
 use integration_tests::{
     pg_url, quote_ident, quote_literal, read_jsonl, unique_suffix, wait_for, wait_until, Engine,
     TempDir, TestDb,
@@ -303,11 +304,6 @@ fn the_parser_is_strict() {
 
 // ---------------------------------------------------------------- helpers
 
-/// A single-quoted YAML scalar.
-fn yaml_str(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 async fn metrics(port: u16) -> Exposition {
     let (status, body) = get(port, "/metrics").await.expect("/metrics answers");
     assert_eq!(status, 200, "{body}");
@@ -322,17 +318,17 @@ fn lsn(v: &Value) -> Option<u64> {
 /// A stream-only pipeline config for `public.t` of `url` into `out`, with
 /// the endpoint on `port` and `extra` YAML appended (after `metrics`).
 fn config(url: &str, slot: &str, publication: &str, out: &Path, port: u16, extra: &str) -> String {
-    format!(
-        "name: ops_test\n\
-         source:\n  url: {}\n  tables: [public.t]\n  \
-         publication: {{ name: {publication} }}\n  slot: {{ name: {slot} }}\n\
-         sinks:\n  - type: file\n    path: {}\n\
-         snapshot: {{ mode: never }}\n\
-         pipeline: {{ max_batch_wait: 10ms, shutdown_timeout: 20s }}\n\
-         metrics:\n  listen: '127.0.0.1:{port}'\n  lag_poll_interval: 1s\n{extra}",
-        yaml_str(url),
-        yaml_str(&out.display().to_string()),
-    )
+    Pipeline::new("ops_test", url)
+        .table("public.t")
+        .publication(publication)
+        .slot(slot)
+        .file_sink(out)
+        .snapshot(STREAM_ONLY)
+        .batching("{ max_batch_wait: 10ms, shutdown_timeout: 20s }")
+        .extra(&format!(
+            "metrics:\n  listen: '127.0.0.1:{port}'\n  lag_poll_interval: 1s\n{extra}"
+        ))
+        .yaml()
 }
 
 /// Waits until `/healthz` answers 200.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cdc_core::Lsn;
+use integration_tests::pipelines::Pipeline;
 use integration_tests::{
     read_jsonl, unique_suffix, wait_for, wait_until, Cluster, Engine, TempDir, TestDb,
 };
@@ -21,24 +22,10 @@ const TABLE_DDL: &str = "CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NU
      ALTER TABLE public.t REPLICA IDENTITY FULL;
      CREATE TABLE public.u (id bigserial PRIMARY KEY, pad text);";
 
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
-}
-
-/// A stream-only pipeline capturing `public.t` of `url` into the file `out`; `extra`
-/// is appended (top-level keys); `slot_extra` goes into `source.slot`.
-fn pipeline_yaml(url: &str, s: &str, out: &Path, slot_extra: &str, extra: &str) -> String {
-    format!(
-        "name: ops\n\
-         source:\n  url: {url}\n  tables: [public.t]\n  \
-         publication: {{ name: p_{s} }}\n  slot: {{ name: s_{s}{slot_extra} }}\n\
-         sinks:\n  - type: file\n    path: {path}\n\
-         snapshot: {{ mode: never }}\n\
-         pipeline: {{ max_batch_events: 64, max_batch_wait: 10ms }}\n\
-         retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n{extra}",
-        url = json_str(url),
-        path = json_str(&out.display().to_string()),
-    )
+/// A stream-only pipeline capturing `public.t` of `url` into the file `out`.
+fn pipeline(url: &str, s: &str, out: &Path) -> Pipeline {
+    let (publication, slot) = (format!("p_{s}"), format!("s_{s}"));
+    Pipeline::streaming("ops", url, "public.t", &publication, &slot, 64).file_sink(out)
 }
 
 // ---------------------------------------------------------------- writers
@@ -362,7 +349,7 @@ async fn heartbeat_advances_the_slot_while_captured_tables_are_idle() {
         db.exec(TABLE_DDL).await;
         let s = unique_suffix();
         let out = dir.join(format!("{}.jsonl", db.name()));
-        let engine = Engine::start(&pipeline_yaml(db.url(), &s, &out, "", hb));
+        let engine = Engine::start(&pipeline(db.url(), &s, &out).extra(hb).yaml());
         runs.push((db, format!("s_{s}"), out, engine));
     }
     // Each pipeline streams and has acknowledged a first change.
@@ -471,13 +458,9 @@ async fn standby_takes_over_when_the_active_instance_dies() {
     let slot = format!("s_{s}");
     let outs = [dir.join("a.jsonl"), dir.join("b.jsonl")];
     let yaml = |out: &Path| {
-        pipeline_yaml(
-            db.url(),
-            &s,
-            out,
-            ", standby: true, activity_check_interval: 2s",
-            "",
-        )
+        pipeline(db.url(), &s, out)
+            .slot_options("standby: true, activity_check_interval: 2s")
+            .yaml()
     };
     let mut a = Engine::start(&yaml(&outs[0]));
     let a_pid = wait_for(Duration::from_secs(60), async || {
@@ -580,7 +563,7 @@ async fn reconnects_after_a_server_restart_and_loses_nothing() {
     let out = dir.join("changes.jsonl");
     let s = unique_suffix();
     let slot = format!("s_{s}");
-    let mut engine = Engine::start(&pipeline_yaml(&url, &s, &out, "", ""));
+    let mut engine = Engine::start(&pipeline(&url, &s, &out).yaml());
     // A walsender streams from it (not just the session creating it).
     let slot_active = async || cluster.slot_streaming(&slot).await;
     assert!(
@@ -686,8 +669,9 @@ async fn sigterm_acknowledges_exactly_what_the_sink_holds() {
     // transactions: a batch cut inside a transaction is acknowledged only
     // up to the previous commit, so its rows would legitimately be both in
     // the sink and pending (at-least-once).
-    let yaml = pipeline_yaml(db.url(), &s, &out, "", "")
-        .replace("max_batch_events: 64", "max_batch_events: 100000");
+    let yaml = pipeline(db.url(), &s, &out)
+        .batching("{ max_batch_events: 100000, max_batch_wait: 10ms }")
+        .yaml();
     let mut engine = Engine::start(&yaml);
     assert!(
         wait_until(Duration::from_secs(60), async || slot_active_pid(
@@ -820,7 +804,7 @@ async fn dropping_the_publication_stops_the_engine_with_a_clear_error() {
     let out = dir.join("changes.jsonl");
     let s = unique_suffix();
     let slot = format!("s_{s}");
-    let mut engine = Engine::start(&pipeline_yaml(db.url(), &s, &out, "", ""));
+    let mut engine = Engine::start(&pipeline(db.url(), &s, &out).yaml());
     assert!(
         wait_until(Duration::from_secs(60), async || slot_active_pid(
             &db, &slot
@@ -859,9 +843,9 @@ async fn dropping_the_slot_stops_the_engine_with_a_clear_error() {
     let out = dir.join("changes.jsonl");
     let s = unique_suffix();
     let slot = format!("s_{s}");
-    let yaml = pipeline_yaml(db.url(), &s, &out, "", "")
-        .replace("initial_backoff: 100ms", "initial_backoff: 2s")
-        .replace("max_backoff: 1s", "max_backoff: 2s");
+    let yaml = pipeline(db.url(), &s, &out)
+        .retry("{ initial_backoff: 2s, max_backoff: 2s }")
+        .yaml();
     let mut engine = Engine::start(&yaml);
     let streaming = wait_until(Duration::from_secs(60), async || {
         slot_active_pid(&db, &slot).await.is_some()
@@ -909,13 +893,11 @@ async fn an_invalidated_slot_stops_the_engine_with_a_clear_error() {
     let out = dir.join("changes.jsonl");
     let s = unique_suffix();
     let slot = format!("s_{s}");
-    let mut engine = Engine::start(&pipeline_yaml(
-        &url,
-        &s,
-        &out,
-        "",
-        "heartbeat: { enabled: false }\n",
-    ));
+    let mut engine = Engine::start(
+        &pipeline(&url, &s, &out)
+            .set("heartbeat", "{ enabled: false }")
+            .yaml(),
+    );
     let lost = wait_until(Duration::from_secs(90), async || {
         cluster
             .exec(

@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use integration_tests::pipelines::{yaml_str, Pipeline, STREAM_ONLY};
 use integration_tests::{read_jsonl, unique_suffix, wait_until, Engine, TempDir, TestDb};
 use serde_json::{json, Value};
 
@@ -19,11 +20,6 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(45);
 
 // ---------------------------------------------------------------- helpers
-
-/// A single-quoted YAML scalar.
-fn yaml_str(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
 
 /// One capture setup of a test: its slot, publication and output file.
 struct Capture {
@@ -44,32 +40,24 @@ impl Capture {
         let publication = format!("pub_{suffix}");
         let out_dir = TempDir::new("streaming-out");
         let out = out_dir.join("changes.jsonl");
-        let mut yaml = String::new();
-        yaml.push_str("name: streaming_test\n");
-        yaml.push_str("source:\n");
-        yaml.push_str(&format!("  url: {}\n", yaml_str(db.url())));
-        yaml.push_str("  tables:\n");
-        for t in tables {
-            yaml.push_str(&format!("    - {}\n", yaml_str(t)));
-        }
-        yaml.push_str(&format!(
-            "  publication: {{ name: {publication}, create: true }}\n"
-        ));
-        yaml.push_str(&format!("  slot: {{ name: {slot}, create: true }}\n"));
+        let mut pipeline = Pipeline::new("streaming_test", db.url())
+            .tables(tables)
+            .publication(&publication)
+            .slot(&slot)
+            .create(true, true);
         if !replica_identity.is_empty() {
-            yaml.push_str("  replica_identity:\n");
+            let mut lines = String::from("  replica_identity:\n");
             for (t, r) in replica_identity {
-                yaml.push_str(&format!("    {}: {r}\n", yaml_str(t)));
+                lines.push_str(&format!("    {}: {r}\n", yaml_str(t)));
             }
+            pipeline = pipeline.source_lines(&lines);
         }
-        yaml.push_str("sinks:\n");
-        yaml.push_str(&format!(
-            "  - {{ type: file, path: {} }}\n",
-            yaml_str(&out.to_string_lossy())
-        ));
         // Stream-only: these tests check the changes made after the start.
-        yaml.push_str("snapshot:\n  mode: never\n");
-        yaml.push_str("log:\n  level: info\n");
+        let yaml = pipeline
+            .file_sink(&out)
+            .snapshot(STREAM_ONLY)
+            .log("{ level: info }")
+            .yaml();
         Capture {
             slot,
             publication,
