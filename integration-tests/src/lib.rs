@@ -21,8 +21,9 @@
 //! - [`CutProxy`]: a TCP relay whose connections a test can cut;
 //! - [`KafkaProxy`]: a proxy in front of a Kafka broker that a test can
 //!   cut or stall;
-//! - [`Writer`]: a background client changing `public.t` through server
-//!   restarts;
+//! - [`Writers`]: concurrent clients changing `public.t` in small
+//!   transactions (a [`Workload`]), through server restarts, logging what
+//!   committed ([`Written`]);
 //! - [`http`]: the engine's `/status` and other endpoints;
 //! - [`value_columns`]: a table with a column of every type and its
 //!   awkward values;
@@ -47,7 +48,7 @@ mod role;
 pub mod snapshot_meta;
 mod util;
 pub mod value_columns;
-mod writer;
+mod writers;
 
 pub use cdc_sink_conformance::poll::{wait_for, wait_until};
 pub use cluster::Cluster;
@@ -58,4 +59,4 @@ pub use other_cluster::{extra_cluster_url, ExtraDb, SlotsLock};
 pub use proxy::CutProxy;
 pub use role::{TestRole, TEST_ROLE_PASSWORD};
 pub use util::{quote_ident, quote_literal, read_jsonl, unique_suffix, TempDir};
-pub use writer::{Writer, WriterStats};
+pub use writers::{Mix, RowChange, Workload, Writers, Written};

@@ -15,21 +15,20 @@
 //!   commit order (a repeated position is an at-least-once duplicate);
 //! * every committed write is there (no loss).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cdc_core::Lsn;
 use integration_tests::pipelines::{yaml_str, Pipeline};
-use integration_tests::{unique_suffix, wait_until, Engine, KafkaProxy, TestDb};
+use integration_tests::{
+    unique_suffix, wait_until, Engine, KafkaProxy, Mix, TestDb, Workload, Writers, Written,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value as Json;
-use sqlx::{Connection, PgConnection};
 
 // ---------------------------------------------------------------- brokers
 
@@ -333,153 +332,31 @@ async fn converge(db: &TestDb, brokers: &str, topic: &str, engine: &Engine) -> V
 
 // ---------------------------------------------------------------- writers
 
-/// What committed transactions wrote.
-#[derive(Debug, Default)]
-struct Written {
-    /// `(id, v)` of every row version written.
-    rows: Vec<(i32, i32)>,
-    /// `(id, v)` of every row deleted (`v`: the value it had).
-    deletes: Vec<(i32, i32)>,
-    committed: usize,
-}
-
-/// Concurrent writers of random small transactions on `public.t`.
-struct Writers {
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Written>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Writers {
-    fn start(url: &str, n: usize, counter_from: i32) -> Writers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Written::default()));
-        let counter = Arc::new(AtomicI32::new(counter_from));
-        let tasks = (0..n)
-            .map(|i| {
-                tokio::spawn(writer(
-                    url.to_owned(),
-                    i as u64,
-                    counter.clone(),
-                    stop.clone(),
-                    log.clone(),
-                ))
-            })
-            .collect();
-        Writers { stop, log, tasks }
+/// Three writers of up to two changes per transaction on ids 1..=40
+/// (70 % upserts, 30 % deletes), a transaction every 15 ms each.
+fn workload() -> Workload {
+    Workload {
+        max_changes: 2,
+        mix: Mix {
+            upsert: 7,
+            delete: 3,
+            ..Mix::default()
+        },
+        first_v: 1000,
+        pause: Duration::from_millis(15),
+        ..Workload::new(3)
     }
-
-    async fn finish(self) -> Written {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.expect("a writer panicked");
-        }
-        std::mem::take(&mut *self.log.lock().unwrap())
-    }
-}
-
-async fn writer(
-    url: String,
-    index: u64,
-    counter: Arc<AtomicI32>,
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Written>>,
-) {
-    let mut conn = PgConnection::connect(&url).await.expect("writer connects");
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(index + 1) | 1;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
-    while !stop.load(Ordering::Relaxed) {
-        let mut ids: Vec<(i32, u64)> = (0..=next(2))
-            .map(|_| (next(40) as i32 + 1, next(10)))
-            .collect();
-        ids.sort();
-        ids.dedup_by_key(|x| x.0);
-        let (mut rows, mut deletes) = (Vec::new(), Vec::new());
-        let res: Result<(), sqlx::Error> = async {
-            let mut tx = conn.begin().await?;
-            for (id, dice) in &ids {
-                if *dice < 7 {
-                    let v = counter.fetch_add(1, Ordering::Relaxed);
-                    sqlx::query(
-                        "INSERT INTO public.t (id, v, note) VALUES ($1, $2, $3) \
-                         ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, note = EXCLUDED.note",
-                    )
-                    .bind(id)
-                    .bind(v)
-                    .bind(format!("w{index} \"q\" ü {v}"))
-                    .execute(&mut *tx)
-                    .await?;
-                    rows.push((*id, v));
-                } else {
-                    let old: Option<i32> =
-                        sqlx::query_scalar("DELETE FROM public.t WHERE id = $1 RETURNING v")
-                            .bind(id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if let Some(v) = old {
-                        deletes.push((*id, v));
-                    }
-                }
-            }
-            tx.commit().await
-        }
-        .await;
-        if res.is_ok() {
-            let mut log = log.lock().unwrap();
-            log.rows.extend(rows);
-            log.deletes.extend(deletes);
-            log.committed += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(15)).await;
-    }
-    let _ = conn.close().await;
 }
 
 /// Every committed write and delete is among the messages.
 fn check_no_loss(msgs: &[Msg], written: &Written) {
-    let mut first: HashMap<(i32, i32), (String, usize)> = HashMap::new();
     let groups = by_key(msgs);
-    let id_v = |m: &Msg| -> Option<(i32, i32)> {
-        let a = m.value.as_ref()?.get("after").filter(|a| a.is_object())?;
-        Some((
-            a["id"].to_string().parse().ok()?,
-            a["v"].to_string().parse().ok()?,
-        ))
-    };
-    for (k, ms) in &groups {
-        for (i, m) in ms.iter().enumerate() {
-            if let Some(x) = id_v(m) {
-                first.entry(x).or_insert((k.clone(), i));
-            }
-        }
-    }
-    let missing: Vec<_> = written
-        .rows
-        .iter()
-        .filter(|x| !first.contains_key(x))
+    let events: Vec<&Json> = groups
+        .values()
+        .flatten()
+        .filter_map(|m| m.value.as_ref())
         .collect();
-    assert!(
-        missing.is_empty(),
-        "{} committed writes (id, v) are missing, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
-    for (id, v) in &written.deletes {
-        let (k, at) = first.get(&(*id, *v)).unwrap_or_else(|| {
-            let key = serde_json::json!({ "id": id }).to_string();
-            panic!(
-                "deleted row version ({id}, {v}) was never sent; messages of key {key}: {:#?}",
-                groups.get(&key)
-            )
-        });
-        let deleted = groups[k][at + 1..].iter().any(|m| m.op() == Some("d"));
-        assert!(deleted, "the delete of ({id}, {v}) is missing");
-    }
+    written.assert_no_loss(&events);
 }
 
 async fn new_table(db: &TestDb) {
@@ -525,7 +402,7 @@ async fn snapshot_then_stream(var: &str) {
     .yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &slot, &engine).await;
-    let writers = Writers::start(db.url(), 3, 1000);
+    let writers = Writers::start(db.url(), workload()).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let written = writers.finish().await;
     assert!(written.committed > 20, "only {} commits", written.committed);
@@ -672,7 +549,7 @@ async fn broker_unreachable(var: &str) {
     .yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &slot, &engine).await;
-    let writers = Writers::start(db.url(), 3, 1000);
+    let writers = Writers::start(db.url(), workload()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     proxy.cut(true);
@@ -814,7 +691,7 @@ async fn sigkill_restart(var: &str) {
     let yaml = pipeline(&db, &slot, "public.t", &[sink(&brokers, &prefix, "")]).yaml();
     let mut runs = vec![Engine::start(&yaml)];
     wait_streaming(&db, &slot, &runs[0]).await;
-    let writers = Writers::start(db.url(), 3, 1000);
+    let writers = Writers::start(db.url(), workload()).await;
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let e = runs.last_mut().expect("a run");

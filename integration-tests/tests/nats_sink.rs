@@ -10,17 +10,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::StorageType};
 use integration_tests::pipelines::Pipeline;
 use integration_tests::{
-    run_engine_validate, unique_suffix, wait_until, CutProxy, Engine, TempDir, TestDb,
+    run_engine_validate, unique_suffix, wait_until, CutProxy, Engine, Mix, TempDir, TestDb,
+    Workload, Writers,
 };
 use serde_json::Value as Json;
-use sqlx::{Connection, PgConnection};
 
 fn nats_url() -> String {
     match std::env::var("CDC_TEST_NATS_URL") {
@@ -160,106 +158,20 @@ fn position(ev: &Json) -> (u64, u64) {
     )
 }
 
-/// What the writers committed: one change per entry.
-#[derive(Debug, Default)]
-struct Written {
-    changes: usize,
-    committed: usize,
-}
-
-/// Small random transactions on `public.t (id, v, note)` until `stop`.
-async fn writer(
-    url: String,
-    index: u64,
-    counter: Arc<AtomicI32>,
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Written>>,
-) {
-    let mut conn = PgConnection::connect(&url).await.expect("writer connects");
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ (index + 1).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ {
-        let s = unique_suffix();
-        s.bytes().fold(0u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
+/// `n` writers of up to two changes per transaction on ids 1..=60 (80 %
+/// upserts, 20 % deletes).
+async fn start_writers(db: &TestDb, n: usize) -> Writers {
+    let workload = Workload {
+        keys: 60,
+        max_changes: 2,
+        mix: Mix {
+            upsert: 4,
+            delete: 1,
+            ..Mix::default()
+        },
+        ..Workload::new(n)
     };
-    let mut rnd = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
-    while !stop.load(Ordering::Relaxed) {
-        let mut ids: Vec<i32> = (0..=rnd(2)).map(|_| rnd(60) as i32 + 1).collect();
-        ids.sort_unstable();
-        let mut changes = 0;
-        let result: Result<(), sqlx::Error> = async {
-            let mut tx = conn.begin().await?;
-            for id in &ids {
-                let v = counter.fetch_add(1, Ordering::Relaxed);
-                if rnd(5) == 0 {
-                    let hit: Option<i32> =
-                        sqlx::query_scalar("DELETE FROM public.t WHERE id = $1 RETURNING id")
-                            .bind(id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    changes += usize::from(hit.is_some());
-                } else {
-                    sqlx::query(
-                        "INSERT INTO public.t (id, v, note) VALUES ($1, $2, $3) \
-                         ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, note = EXCLUDED.note",
-                    )
-                    .bind(id)
-                    .bind(v)
-                    .bind(format!("w{index} \"n\" {v}"))
-                    .execute(&mut *tx)
-                    .await?;
-                    changes += 1;
-                }
-            }
-            tx.commit().await
-        }
-        .await;
-        if result.is_ok() {
-            let mut log = log.lock().unwrap();
-            log.changes += changes;
-            log.committed += 1;
-        }
-    }
-    let _ = conn.close().await;
-}
-
-struct Writers {
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Written>>,
-    handles: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn start_writers(db: &TestDb, n: u64, first_v: i32) -> Writers {
-    let stop = Arc::new(AtomicBool::new(false));
-    let log = Arc::new(Mutex::new(Written::default()));
-    let counter = Arc::new(AtomicI32::new(first_v));
-    let handles = (0..n)
-        .map(|i| {
-            tokio::spawn(writer(
-                db.url().to_owned(),
-                i,
-                counter.clone(),
-                stop.clone(),
-                log.clone(),
-            ))
-        })
-        .collect();
-    Writers { stop, log, handles }
-}
-
-impl Writers {
-    async fn finish(self) -> Written {
-        self.stop.store(true, Ordering::Relaxed);
-        for h in self.handles {
-            h.await.expect("a writer panicked");
-        }
-        std::mem::take(&mut *self.log.lock().unwrap())
-    }
+    Writers::start(db.url(), workload).await
 }
 
 /// A pipeline of `table` (as written in YAML) with one nats sink entry
@@ -347,7 +259,7 @@ async fn snapshot_then_stream_under_concurrent_writes() {
         .yaml();
     let started = Instant::now();
     let mut engine = Engine::start(&yaml);
-    let writers = start_writers(&db, 4, 1);
+    let writers = start_writers(&db, 4).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let written = writers.finish().await;
     assert!(
@@ -429,7 +341,7 @@ async fn sigkill_replay_is_deduplicated() {
     let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
     let mut runs = vec![Engine::start(&yaml)];
     wait_streaming(&db, &s, runs.last_mut().unwrap()).await;
-    let writers = start_writers(&db, 4, 1);
+    let writers = start_writers(&db, 4).await;
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let engine = runs.last_mut().unwrap();
@@ -459,10 +371,10 @@ async fn sigkill_replay_is_deduplicated() {
         .sum();
     eprintln!(
         "{} changes committed, {stored} messages stored, {} distinct ids; {dropped} batches had replays dropped",
-        written.changes,
+        written.changes.len(),
         ids.len()
     );
-    if stored as usize != written.changes {
+    if stored as usize != written.changes.len() {
         // Where are the missing changes? Values of `v` are handed out in
         // order; a long run of missing values locates the gap.
         let mut vs: Vec<(i64, (u64, u64))> = messages
@@ -492,7 +404,7 @@ async fn sigkill_replay_is_deduplicated() {
             .collect();
         panic!(
             "messages in the stream ({stored}) != committed changes ({}); gaps: {gaps:#?}\nstarts: {starts:#?}\nlast run:\n{}",
-            written.changes,
+            written.changes.len(),
             runs.last().map(|r| r.output_report()).unwrap_or_default()
         );
     }
@@ -659,7 +571,7 @@ async fn server_restart_with_file_storage_loses_nothing() {
     let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &s, &mut engine).await;
-    let writers = start_writers(&db, 3, 1);
+    let writers = start_writers(&db, 3).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -679,10 +591,13 @@ async fn server_restart_with_file_storage_loses_nothing() {
         engine.output_report()
     );
     let stored = reader.message_count().await;
-    eprintln!("{} changes committed, {stored} stored", written.changes);
+    eprintln!(
+        "{} changes committed, {stored} stored",
+        written.changes.len()
+    );
     assert_eq!(
         stored as usize,
-        written.changes,
+        written.changes.len(),
         "\n{}",
         engine.output_report()
     );
@@ -742,7 +657,7 @@ async fn cut_connections_never_reorder_the_stream() {
     let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &s, &mut engine).await;
-    let writers = start_writers(&db, 3, 1);
+    let writers = start_writers(&db, 3).await;
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         proxy.cut();
@@ -756,7 +671,7 @@ async fn cut_connections_never_reorder_the_stream() {
     assert_eq!(ids.len(), messages.len(), "a Nats-Msg-Id was stored twice");
     assert_eq!(
         messages.len(),
-        written.changes,
+        written.changes.len(),
         "\n{}",
         engine.output_report()
     );
@@ -766,7 +681,7 @@ async fn cut_connections_never_reorder_the_stream() {
         .count();
     eprintln!(
         "{} changes, {refused} batch(es) refused by the chain and sent again",
-        written.changes
+        written.changes.len()
     );
     assert!(
         engine.stderr_text().contains("disconnected"),

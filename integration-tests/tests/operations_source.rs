@@ -6,14 +6,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cdc_core::Lsn;
 use integration_tests::pipelines::Pipeline;
 use integration_tests::{
-    read_jsonl, unique_suffix, wait_for, wait_until, Cluster, Engine, TempDir, TestDb,
+    read_jsonl, unique_suffix, wait_for, wait_until, Cluster, Engine, Mix, RowChange, TempDir,
+    TestDb, Workload, Writers,
 };
 use serde_json::Value as Json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -30,173 +31,22 @@ fn pipeline(url: &str, s: &str, out: &Path) -> Pipeline {
 
 // ---------------------------------------------------------------- writers
 
-/// What committed transactions wrote.
-#[derive(Debug, Default)]
-struct Written {
-    /// Change keys ([`Change`]) of every committed change.
-    changes: Vec<Change>,
-    committed: usize,
-    failed: usize,
-}
-
-/// One row change, identified by the row version it wrote or deleted
-/// (`v` values are unique, so this names exactly one change).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Change {
-    Write(i32, i32),
-    Delete(i32, i32),
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x % n
-    }
-}
-
-fn seed() -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in unique_suffix().bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h | 1
-}
-
-/// Small random transactions on `public.t` until `stop`, reconnecting
-/// after errors (the server may restart). Only transactions whose COMMIT
-/// returned success are logged.
-async fn writer(
-    url: String,
-    index: usize,
-    counter: Arc<AtomicI32>,
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Written>>,
-) {
-    let mut rng = Rng(seed() ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut conn: Option<PgConnection> = None;
-    while !stop.load(Ordering::Relaxed) {
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match PgConnection::connect(&url).await {
-                Ok(c) => conn.insert(c),
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let mut ids: Vec<i32> = (0..=rng.below(3))
-            .map(|_| rng.below(30) as i32 + 1)
-            .collect();
-        ids.sort();
-        ids.dedup();
-        let kinds: Vec<u64> = ids.iter().map(|_| rng.below(10)).collect();
-        let mut changes = Vec::new();
-        let result: Result<(), sqlx::Error> = async {
-            let mut tx = c.begin().await?;
-            for (id, kind) in ids.iter().zip(&kinds) {
-                if *kind < 7 {
-                    let v = counter.fetch_add(1, Ordering::Relaxed);
-                    sqlx::query(
-                        "INSERT INTO public.t (id, v, note) VALUES ($1, $2, $3) \
-                         ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, note = EXCLUDED.note",
-                    )
-                    .bind(id)
-                    .bind(v)
-                    .bind(format!("w{index}"))
-                    .execute(&mut *tx)
-                    .await?;
-                    changes.push(Change::Write(*id, v));
-                } else {
-                    let old: Option<i32> =
-                        sqlx::query_scalar("DELETE FROM public.t WHERE id = $1 RETURNING v")
-                            .bind(id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    if let Some(v) = old {
-                        changes.push(Change::Delete(*id, v));
-                    }
-                }
-            }
-            tx.commit().await
-        }
-        .await;
-        let mut log = log.lock().unwrap();
-        match result {
-            Ok(()) => {
-                log.changes.extend(changes);
-                log.committed += 1;
-            }
-            Err(_) => {
-                log.failed += 1;
-                conn = None;
-            }
-        }
-    }
-}
-
-/// Writers on `public.t` of `url`; stop them with [`Writers::finish`].
-struct Writers {
-    stop: Arc<AtomicBool>,
-    log: Arc<Mutex<Written>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Writers {
-    fn start(url: &str, n: usize) -> Writers {
-        let counter = Arc::new(AtomicI32::new(1));
-        let stop = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Mutex::new(Written::default()));
-        let tasks = (0..n)
-            .map(|i| {
-                tokio::spawn(writer(
-                    url.to_owned(),
-                    i,
-                    counter.clone(),
-                    stop.clone(),
-                    log.clone(),
-                ))
-            })
-            .collect();
-        Writers { stop, log, tasks }
-    }
-
-    fn committed(&self) -> usize {
-        self.log.lock().unwrap().committed
-    }
-
-    async fn finish(self) -> Written {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.expect("a writer panicked");
-        }
-        std::mem::take(&mut *self.log.lock().unwrap())
-    }
+/// `n` writers of 1 to 3 changes per transaction on ids 1..=30 (70 %
+/// upserts, 30 % deletes) of `url`.
+async fn start_writers(url: &str, n: usize) -> Writers {
+    let workload = Workload {
+        keys: 30,
+        mix: Mix {
+            upsert: 7,
+            delete: 3,
+            ..Mix::default()
+        },
+        ..Workload::new(n)
+    };
+    Writers::start(url, workload).await
 }
 
 // ---------------------------------------------------------------- sink files
-
-/// The change an event of the file records, if it is a row change of `t`.
-fn change_of(ev: &Json) -> Option<Change> {
-    let int = |v: &Json| v.to_string().parse::<i32>().ok();
-    match ev["op"].as_str()? {
-        "c" | "u" | "r" => Some(Change::Write(
-            int(&ev["after"]["id"])?,
-            int(&ev["after"]["v"])?,
-        )),
-        "d" => Some(Change::Delete(
-            int(&ev["before"]["id"])?,
-            int(&ev["before"]["v"])?,
-        )),
-        _ => None,
-    }
-}
 
 /// `(commit_lsn, ordinal)` of an event.
 fn position(ev: &Json) -> (u64, u64) {
@@ -246,18 +96,6 @@ fn describe_diff(file: &BTreeMap<String, Json>, table: &BTreeMap<String, Json>) 
     let n = out.len();
     out.truncate(15);
     format!("{n} difference(s):\n  {}", out.join("\n  "))
-}
-
-/// Every committed change must be among `seen`.
-fn assert_all_present(log: &Written, seen: &HashSet<Change>) {
-    let missing: Vec<_> = log.changes.iter().filter(|c| !seen.contains(c)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} committed changes are not in the sink, e.g. {:?}",
-        missing.len(),
-        log.changes.len(),
-        &missing[..missing.len().min(15)]
-    );
 }
 
 /// Polls until the events of `files` (de-duplicated by position, in
@@ -484,7 +322,7 @@ async fn standby_takes_over_when_the_active_instance_dies() {
     );
     assert!(a.is_running() && b.is_running());
 
-    let writers = Writers::start(db.url(), 3);
+    let writers = start_writers(db.url(), 3).await;
     let settled = wait_until(Duration::from_secs(60), async || writers.committed() > 100).await;
     assert!(settled, "the writers made no progress");
     assert!(
@@ -532,8 +370,8 @@ async fn standby_takes_over_when_the_active_instance_dies() {
             )
         });
     assert!(!read_jsonl(&outs[1]).is_empty(), "B wrote nothing");
-    let seen: HashSet<Change> = merged.iter().filter_map(change_of).collect();
-    assert_all_present(&log, &seen);
+    let seen: HashSet<RowChange> = merged.iter().filter_map(RowChange::of_event).collect();
+    log.assert_all_in(&seen);
     eprintln!(
         "{} transactions committed; A wrote {} events, B {}",
         log.committed,
@@ -571,7 +409,7 @@ async fn reconnects_after_a_server_restart_and_loses_nothing() {
         "not streaming\n{}",
         engine.output_report()
     );
-    let writers = Writers::start(&url, 3);
+    let writers = start_writers(&url, 3).await;
     assert!(wait_until(Duration::from_secs(60), async || writers.committed() > 100).await);
     cluster.restart_fast().await;
     assert!(
@@ -609,8 +447,8 @@ async fn reconnects_after_a_server_restart_and_loses_nothing() {
             engine.output_report()
         )
     });
-    let seen: HashSet<Change> = merged.iter().filter_map(change_of).collect();
-    assert_all_present(&log, &seen);
+    let seen: HashSet<RowChange> = merged.iter().filter_map(RowChange::of_event).collect();
+    log.assert_all_in(&seen);
     let err = engine.stderr_text();
     assert!(
         err.contains("replication stream reconnected"),
@@ -634,7 +472,7 @@ async fn reconnects_after_a_server_restart_and_loses_nothing() {
 /// Parses `(id, v)` from a test_decoding row like
 /// `table public.t: INSERT: id[integer]:3 v[integer]:17 note[text]:'w0'`
 /// (of an update: from its new tuple).
-fn decoded_change(data: &str) -> Option<Change> {
+fn decoded_change(data: &str) -> Option<RowChange> {
     let rest = data.strip_prefix("table public.t: ")?;
     let (kind, cols) = rest.split_once(": ")?;
     // An update shows the old row first (`old-key: …`), then `new-tuple: …`.
@@ -646,8 +484,8 @@ fn decoded_change(data: &str) -> Option<Change> {
     };
     let (id, v) = (field("id")?, field("v")?);
     match kind {
-        "INSERT" | "UPDATE" => Some(Change::Write(id, v)),
-        "DELETE" => Some(Change::Delete(id, v)),
+        "INSERT" | "UPDATE" => Some(RowChange::Write(id, v)),
+        "DELETE" => Some(RowChange::Delete(id, v)),
         _ => None,
     }
 }
@@ -683,7 +521,7 @@ async fn sigterm_acknowledges_exactly_what_the_sink_holds() {
         "not streaming\n{}",
         engine.output_report()
     );
-    let writers = Writers::start(db.url(), 3);
+    let writers = start_writers(db.url(), 3).await;
     assert!(wait_until(Duration::from_secs(60), async || writers.committed() > 200).await);
     engine.sigterm();
     let code = engine.wait_exit(Duration::from_secs(60)).await;
@@ -704,8 +542,11 @@ async fn sigterm_acknowledges_exactly_what_the_sink_holds() {
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(text.is_empty() || text.ends_with('\n'), "torn last line");
 
-    let sink: Vec<Change> = read_jsonl(&out).iter().filter_map(change_of).collect();
-    let sink_set: HashSet<Change> = sink.iter().copied().collect();
+    let sink: Vec<RowChange> = read_jsonl(&out)
+        .iter()
+        .filter_map(RowChange::of_event)
+        .collect();
+    let sink_set: HashSet<RowChange> = sink.iter().copied().collect();
     assert_eq!(
         sink.len(),
         sink_set.len(),
@@ -739,8 +580,8 @@ async fn sigterm_acknowledges_exactly_what_the_sink_holds() {
     .await
     .unwrap();
     let _ = conn.close().await;
-    let pending: Vec<Change> = rows.iter().filter_map(|(_, d)| decoded_change(d)).collect();
-    let pending_set: HashSet<Change> = pending.iter().copied().collect();
+    let pending: Vec<RowChange> = rows.iter().filter_map(|(_, d)| decoded_change(d)).collect();
+    let pending_set: HashSet<RowChange> = pending.iter().copied().collect();
 
     let overlap: Vec<_> = sink_set.intersection(&pending_set).collect();
     if !overlap.is_empty() {
@@ -755,8 +596,8 @@ async fn sigterm_acknowledges_exactly_what_the_sink_holds() {
         overlap.len(),
         &overlap[..overlap.len().min(10)]
     );
-    let all: BTreeSet<Change> = log.changes.iter().copied().collect();
-    let union: BTreeSet<Change> = sink_set.union(&pending_set).copied().collect();
+    let all: BTreeSet<RowChange> = log.changes.iter().copied().collect();
+    let union: BTreeSet<RowChange> = sink_set.union(&pending_set).copied().collect();
     let gap: Vec<_> = all.difference(&union).collect();
     assert!(
         gap.is_empty(),

@@ -15,12 +15,34 @@ use integration_tests::http::{free_port, status_json};
 use integration_tests::pipelines::pipeline_yaml;
 use integration_tests::replay::{wait_converged, Tail};
 use integration_tests::snapshot_meta::job;
-use integration_tests::{unique_suffix, wait_until, Cluster, Engine, TempDir, TestDb, Writer};
+use integration_tests::{
+    unique_suffix, wait_until, Cluster, Engine, Mix, TempDir, TestDb, Workload, Writers,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-/// One statement of the writer every this long.
+/// One change of the writer every this long.
 const WRITE_PAUSE: Duration = Duration::from_millis(20);
+
+/// One writer, one change per transaction every [`WRITE_PAUSE`], through
+/// server restarts, on a `public.t` of `rows` rows: half of them inserts
+/// of new ids, a quarter updates, a quarter deletes.
+async fn start_writer(url: &str, rows: u32) -> Writers {
+    let workload = Workload {
+        new_ids_from: Some(rows as i32 + 1),
+        max_changes: 1,
+        mix: Mix {
+            insert: 2,
+            update: 1,
+            delete: 1,
+            ..Mix::default()
+        },
+        pause: WRITE_PAUSE,
+        timeout: Some(Duration::from_secs(5)),
+        ..Workload::new(1)
+    };
+    Writers::start(url, workload).await
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Restart {
@@ -36,7 +58,7 @@ async fn restart(cluster: &Cluster, how: Restart) {
 }
 
 /// A cluster of the test's own with a database holding `public.t (id int
-/// primary key, v text)` of `rows` rows, and a pipeline config for it:
+/// primary key, v int, note text)` of `rows` rows, and a pipeline config for it:
 /// one file sink, the HTTP endpoint on a free port with a fast lag poll,
 /// heartbeats every second.
 struct Setup {
@@ -59,8 +81,8 @@ impl Setup {
         let cluster = Cluster::start(conf).await;
         let db = TestDb::create_on(&cluster.url("postgres"), prefix).await;
         db.exec(&format!(
-            "CREATE TABLE public.t (id int PRIMARY KEY, v text);\
-             INSERT INTO public.t SELECT g, 'v' || g FROM generate_series(1, {rows}) g;\
+            "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
+             INSERT INTO public.t SELECT g, g, 'v' || g FROM generate_series(1, {rows}) g;\
              ANALYZE public.t"
         ))
         .await;
@@ -109,9 +131,9 @@ impl Setup {
     /// Stops `writer`, checks that the engine still runs and that its
     /// output converges to the table, and that its warnings stayed few
     /// (one line per failed attempt, with growing delays).
-    async fn converge(self, writer: Writer, engine: Engine) {
-        let stats = writer.stop().await;
-        assert!(stats.ok > 0, "{stats:?}");
+    async fn converge(self, writer: Writers, engine: Engine) {
+        let written = writer.finish().await;
+        assert!(written.committed > 0, "{written:?}");
         self.converge_stopped(engine).await;
     }
 
@@ -179,8 +201,12 @@ async fn server_restart_during_the_snapshot(how: Restart, pause: Pause) {
     let engine = Engine::start_with(&s.yaml, &["run"], &[("FAILPOINTS", failpoints)]);
     let paused = wait_until(TIMEOUT, async || engine.stderr_text().contains(marker)).await;
     assert!(paused, "{}", engine.output_report());
-    let writer = Writer::start(s.db.url(), rows, WRITE_PAUSE);
-    assert!(writer.wait_more(10, TIMEOUT).await, "{:?}", writer.stats());
+    let writer = start_writer(s.db.url(), rows).await;
+    assert!(
+        writer.wait_more(10, TIMEOUT).await,
+        "{:?}",
+        writer.progress()
+    );
     let running = job(&s.db, &s.slot).await.expect("a snapshot job");
     assert_eq!(
         running.state,
@@ -192,7 +218,7 @@ async fn server_restart_during_the_snapshot(how: Restart, pause: Pause) {
     assert!(
         writer.wait_more(20, TIMEOUT).await,
         "the writer did not get going again: {:?}",
-        writer.stats()
+        writer.progress()
     );
     let done = wait_until(TIMEOUT, async || {
         job(&s.db, &s.slot).await.is_some_and(|j| j.state == "done")
@@ -205,7 +231,11 @@ async fn server_restart_during_the_snapshot(how: Restart, pause: Pause) {
     );
     let streaming = wait_until(TIMEOUT, async || s.cluster.slot_streaming(&s.slot).await).await;
     assert!(streaming, "{}", engine.output_report());
-    assert!(writer.wait_more(20, TIMEOUT).await, "{:?}", writer.stats());
+    assert!(
+        writer.wait_more(20, TIMEOUT).await,
+        "{:?}",
+        writer.progress()
+    );
     s.converge(writer, engine).await;
 }
 
@@ -240,13 +270,17 @@ async fn server_restart_while_streaming(how: Restart) {
     let engine = Engine::start(&s.yaml);
     let streaming = wait_until(TIMEOUT, async || s.cluster.slot_streaming(&s.slot).await).await;
     assert!(streaming, "{}", engine.output_report());
-    let writer = Writer::start(s.db.url(), rows, WRITE_PAUSE);
-    assert!(writer.wait_more(20, TIMEOUT).await, "{:?}", writer.stats());
+    let writer = start_writer(s.db.url(), rows).await;
+    assert!(
+        writer.wait_more(20, TIMEOUT).await,
+        "{:?}",
+        writer.progress()
+    );
     restart(&s.cluster, how).await;
     assert!(
         writer.wait_more(30, TIMEOUT).await,
         "the writer did not get going again: {:?}",
-        writer.stats()
+        writer.progress()
     );
     s.confirms_what_was_written(&engine).await;
     let status_ok = wait_until(TIMEOUT, async || {
@@ -328,10 +362,14 @@ async fn terminated_connections_while_streaming_are_replaced() {
     // The next change of public.t comes with a new Relation message.
     s.db.exec("ALTER TABLE public.t ALTER COLUMN v SET STATISTICS 200")
         .await;
-    let writer = Writer::start(s.db.url(), rows, WRITE_PAUSE);
-    assert!(writer.wait_more(20, TIMEOUT).await, "{:?}", writer.stats());
-    let stats = writer.stop().await;
-    assert!(stats.ok > 0, "{stats:?}");
+    let writer = start_writer(s.db.url(), rows).await;
+    assert!(
+        writer.wait_more(20, TIMEOUT).await,
+        "{:?}",
+        writer.progress()
+    );
+    let written = writer.finish().await;
+    assert!(written.committed > 0, "{written:?}");
     let other: String =
         s.db.query_text(
             "INSERT INTO public.other DEFAULT VALUES RETURNING pg_current_wal_insert_lsn()::text",
@@ -388,7 +426,7 @@ async fn fast_restart_while_a_table_is_described() {
     );
     let streaming = wait_until(TIMEOUT, async || s.cluster.slot_streaming(&s.slot).await).await;
     assert!(streaming, "{}", engine.output_report());
-    let writer = Writer::start(s.db.url(), rows, WRITE_PAUSE);
+    let writer = start_writer(s.db.url(), rows).await;
     let paused = wait_until(TIMEOUT, async || {
         engine
             .stderr_text()
@@ -400,7 +438,7 @@ async fn fast_restart_while_a_table_is_described() {
     assert!(
         writer.wait_more(30, TIMEOUT).await,
         "the writer did not get going again: {:?}",
-        writer.stats()
+        writer.progress()
     );
     s.confirms_what_was_written(&engine).await;
     s.converge(writer, engine).await;

@@ -16,16 +16,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use integration_tests::pipelines::pipeline_yaml;
 use integration_tests::replay::{apply, diff, merged, wait_converged, Change, Tail};
 use integration_tests::snapshot_meta::{chunks, job, parse_lsn, Chunk, Job};
-use integration_tests::{unique_suffix, wait_until, Engine, TempDir, TestDb};
+use integration_tests::{
+    unique_suffix, wait_until, Engine, Mix, TempDir, TestDb, Workload, Writers, Written,
+};
 use serde_json::Value as Json;
-use sqlx::{Connection, PgConnection};
 
 /// How long a SIGTERMed engine may take to drain and exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(45);
@@ -180,147 +179,23 @@ async fn stop_clean(engine: &mut Engine, what: &str) {
 
 // ---------------------------------------------------------------- writers
 
-/// A small xorshift generator: no statistical quality needed.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded(salt: u64) -> Rng {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
-        for b in unique_suffix().bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        Rng(h | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// Concurrent writers changing `public.t (id int primary key, v int,
-/// note text)` in small transactions: inserts of new ids, upserts of old
-/// ones (re-inserting deleted keys), updates and deletes.
-struct Writers {
-    stop: Arc<AtomicBool>,
-    committed: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    handles: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Writers {
-    /// Starts `n` writers; new ids are taken from `first_new_id` upwards,
-    /// existing ones picked among `1..` the next new id.
-    async fn start(db: &TestDb, n: usize, first_new_id: i32) -> Writers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let committed = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let next_id = Arc::new(AtomicI32::new(first_new_id));
-        let mut handles = Vec::new();
-        for i in 0..n {
-            let mut conn = PgConnection::connect(db.url())
-                .await
-                .unwrap_or_else(|e| panic!("writer {i}: cannot connect: {e}"));
-            let (stop, committed, failed, next_id) = (
-                stop.clone(),
-                committed.clone(),
-                failed.clone(),
-                next_id.clone(),
-            );
-            handles.push(tokio::spawn(async move {
-                let mut rng = Rng::seeded(i as u64);
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let ops: usize = 1 + rng.below(3) as usize;
-                    let mut planned: Vec<(i32, u64)> = (0..ops)
-                        .map(|_| match rng.below(10) {
-                            0..=2 => (next_id.fetch_add(1, Ordering::Relaxed), 0),
-                            k => {
-                                let hi = next_id.load(Ordering::Relaxed) as u64 - 1;
-                                (1 + rng.below(hi) as i32, k)
-                            }
-                        })
-                        .collect();
-                    // One lock order for every transaction: no deadlocks.
-                    planned.sort_by_key(|p| p.0);
-                    planned.dedup_by_key(|p| p.0);
-                    let result: Result<(), sqlx::Error> = async {
-                        let mut tx = conn.begin().await?;
-                        for (id, kind) in &planned {
-                            n += 1;
-                            let v = rng.next() as i32;
-                            let note = match rng.below(5) {
-                                0 => None,
-                                1 => Some(format!("w{i} tab\there nl\n \"q\" \\b\\ ü {n}")),
-                                _ => Some(format!("w{i}-{n}")),
-                            };
-                            match kind {
-                                0..=4 => sqlx::query(
-                                    "INSERT INTO public.t (id, v, note) VALUES ($1, $2, $3) \
-                                     ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v, note = EXCLUDED.note",
-                                )
-                                .bind(id)
-                                .bind(v)
-                                .bind(&note),
-                                5..=7 => {
-                                    sqlx::query("UPDATE public.t SET v = $2, note = $3 WHERE id = $1")
-                                        .bind(id)
-                                        .bind(v)
-                                        .bind(&note)
-                                }
-                                _ => sqlx::query("DELETE FROM public.t WHERE id = $1").bind(id),
-                            }
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                        tx.commit().await
-                    }
-                    .await;
-                    match result {
-                        Ok(()) => committed.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            if failed.fetch_add(1, Ordering::Relaxed) < 3 {
-                                eprintln!("writer {i}: transaction failed (rolled back): {e}");
-                            }
-                            0
-                        }
-                    };
-                    tokio::time::sleep(Duration::from_millis(3)).await;
-                }
-                let _ = conn.close().await;
-            }));
-        }
-        Writers {
-            stop,
-            committed,
-            failed,
-            handles,
-        }
-    }
-
-    fn committed(&self) -> u64 {
-        self.committed.load(Ordering::Relaxed)
-    }
-
-    /// Stops the writers and waits for them; `(committed, failed)`.
-    async fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for h in self.handles {
-            h.await.expect("a writer panicked");
-        }
-        (
-            self.committed.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
+/// `n` writers changing `public.t (id int primary key, v int, note text)`
+/// in transactions of 1 to 3 changes: inserts of new ids (from
+/// `first_new_id` on), upserts of old ones (re-inserting deleted keys),
+/// updates and deletes; a pause of 3 ms after each.
+async fn start_writers(db: &TestDb, n: usize, first_new_id: i32) -> Writers {
+    let workload = Workload {
+        new_ids_from: Some(first_new_id),
+        mix: Mix {
+            insert: 3,
+            upsert: 2,
+            update: 3,
+            delete: 2,
+        },
+        pause: Duration::from_millis(3),
+        ..Workload::new(n)
+    };
+    Writers::start(db.url(), workload).await
 }
 
 /// Creates `public.t (id int primary key, v int, note text)` with ids
@@ -363,14 +238,16 @@ async fn handoff_is_exact_under_concurrent_writes() {
         "{ mode: initial, chunk_rows: 10000, workers: 3 }",
     );
 
-    let writers = Writers::start(&db, 3, ROWS + 1).await;
+    let writers = start_writers(&db, 3, ROWS + 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_engine = writers.committed();
     let mut engine = Engine::start(&yaml);
     let job_done = wait_job_done(&db, &slot, &mut [&mut engine]).await;
     let at_done = writers.committed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (committed, failed) = writers.finish().await;
+    let Written {
+        committed, failed, ..
+    } = writers.finish().await;
     eprintln!(
         "handoff: writers committed {committed} transactions ({before_engine} before the engine \
          started, {at_done} when the job was done), {failed} failed; job {job_done:?}"
@@ -745,7 +622,7 @@ async fn a_killed_worker_chunk_is_claimed_again() {
         )
     };
 
-    let writers = Writers::start(&db, 2, ROWS + 1).await;
+    let writers = start_writers(&db, 2, ROWS + 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The second instance starts once the first coordinates the snapshot
     // (instances started at the same moment race on creating the
@@ -837,7 +714,9 @@ async fn a_killed_worker_chunk_is_claimed_again() {
 
     let job_done = wait_job_done(&db, &slot, &mut [&mut engines[survivor]]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (committed, failed) = writers.finish().await;
+    let Written {
+        committed, failed, ..
+    } = writers.finish().await;
     eprintln!("worker crash: writers committed {committed}, {failed} failed; job {job_done:?}");
 
     let mut tails: Vec<Tail> = outs
@@ -930,7 +809,7 @@ async fn a_killed_coordinator_resumes_under_a_new_snapshot() {
          heartbeat_interval: 1s, instance_id: only-one }",
     );
 
-    let writers = Writers::start(&db, 2, ROWS + 1).await;
+    let writers = start_writers(&db, 2, ROWS + 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut first = Engine::start(&yaml);
     let deadline = Instant::now() + JOB_TIMEOUT;
@@ -978,7 +857,9 @@ async fn a_killed_coordinator_resumes_under_a_new_snapshot() {
     let mut second = Engine::start(&yaml);
     let job_done = wait_job_done(&db, &slot, &mut [&mut second]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (committed, failed) = writers.finish().await;
+    let Written {
+        committed, failed, ..
+    } = writers.finish().await;
     eprintln!(
         "coordinator crash: writers committed {committed}, {failed} failed; job {job_done:?}"
     );
