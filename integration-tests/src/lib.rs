@@ -15,6 +15,7 @@
 //!   restart the server or need other server settings;
 //! - [`Engine`]: the engine binary as a child process, its output captured to
 //!   files; [`run_engine_validate`] for one-shot `validate` runs;
+//!   [`wait_streaming`] until it streams from its slot;
 //! - [`ExtraDb`] / [`extra_cluster_url`]: a database on one of the
 //!   misconfigured clusters (`CDC_TEST_PG_NOLOGICAL_URL`, `CDC_TEST_PG_FEWSLOTS_URL`);
 //! - [`TestRole`]: a login role of a test's own;
@@ -46,6 +47,7 @@ mod proxy;
 pub mod replay;
 mod role;
 pub mod snapshot_meta;
+mod stream_start;
 mod util;
 pub mod value_columns;
 mod writers;
@@ -58,5 +60,6 @@ pub use kafka_proxy::{KafkaProxy, Released};
 pub use other_cluster::{extra_cluster_url, ExtraDb, SlotsLock};
 pub use proxy::CutProxy;
 pub use role::{TestRole, TEST_ROLE_PASSWORD};
+pub use stream_start::wait_streaming;
 pub use util::{quote_ident, quote_literal, read_jsonl, unique_suffix, TempDir};
 pub use writers::{Mix, RowChange, Workload, Writers, Written};

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use integration_tests::pipelines::Pipeline;
 use integration_tests::{
-    read_jsonl, unique_suffix, wait_until, Engine, RowChange, TempDir, TestDb, Workload, Writers,
+    read_jsonl, unique_suffix, wait_streaming, wait_until, Engine, RowChange, TempDir, TestDb,
+    Workload, Writers,
 };
 use serde_json::Value as Json;
 
@@ -83,16 +84,7 @@ async fn sigkill_twice_while_writing_loses_nothing() {
         .yaml();
 
     let mut runs = vec![Engine::start(&yaml)];
-    // Streaming has begun once the slot exists and a connection holds it.
-    let streaming = wait_until(Duration::from_secs(30), async || {
-        db.slot_active(&slot).await
-    })
-    .await;
-    assert!(
-        streaming,
-        "the engine did not start streaming within 30s\n{}",
-        runs[0].output_report()
-    );
+    wait_streaming(&db, &mut runs[0], &slot, Duration::from_secs(30)).await;
 
     // The writers start once the slot exists: everything they commit is in
     // the slot's stream.

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use cdc_core::Lsn;
 use integration_tests::pipelines::{yaml_str, Pipeline};
 use integration_tests::{
-    unique_suffix, wait_until, Engine, KafkaProxy, Mix, TestDb, Workload, Writers, Written,
+    unique_suffix, wait_streaming, wait_until, Engine, KafkaProxy, Mix, TestDb, Workload, Writers,
+    Written,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -366,20 +367,8 @@ async fn new_table(db: &TestDb) {
 
 // ---------------------------------------------------------------- tests
 
-/// Waits until the engine streams from its slot: the slot is in use and
-/// the engine logged the start of streaming (a change committed while the
-/// slot is still being created may not be in its stream).
-async fn wait_streaming(db: &TestDb, slot: &str, engine: &Engine) {
-    let ok = wait_until(Duration::from_secs(30), async || {
-        engine.stderr_text().contains("streaming started") && db.slot_active(slot).await
-    })
-    .await;
-    assert!(
-        ok,
-        "the engine did not start streaming\n{}",
-        engine.output_report()
-    );
-}
+/// How long an engine may take to start streaming.
+const STREAMING: Duration = Duration::from_secs(30);
 
 /// Snapshot of existing rows, then streaming under concurrent writes.
 async fn snapshot_then_stream(var: &str) {
@@ -401,7 +390,7 @@ async fn snapshot_then_stream(var: &str) {
     .snapshot("{ mode: initial }")
     .yaml();
     let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &slot, &engine).await;
+    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
     let writers = Writers::start(db.url(), workload()).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let written = writers.finish().await;
@@ -449,7 +438,7 @@ async fn keys_headers_tombstones(var: &str) {
     )
     .yaml();
     let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &slot, &engine).await;
+    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
     db.exec("INSERT INTO public.\"Mixed Case\" VALUES (1, 'x', '{\"n\": 1}'), (2, 'y ü', null)")
         .await;
     db.exec("UPDATE public.\"Mixed Case\" SET payload = '[1]' WHERE a = 1")
@@ -548,7 +537,7 @@ async fn broker_unreachable(var: &str) {
     )
     .yaml();
     let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &slot, &engine).await;
+    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
     let writers = Writers::start(db.url(), workload()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -639,7 +628,7 @@ async fn stalled_request_lands_late(var: &str) {
     );
     let yaml = pipeline(&db, &slot, "public.t", &[entry]).yaml();
     let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &slot, &engine).await;
+    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
     db.exec("INSERT INTO public.t SELECT g, 0, 'first' FROM generate_series(1, 30) g")
         .await;
     converge(&db, &brokers, &topic, &engine).await;
@@ -690,7 +679,7 @@ async fn sigkill_restart(var: &str) {
     let slot = format!("kk_{s}");
     let yaml = pipeline(&db, &slot, "public.t", &[sink(&brokers, &prefix, "")]).yaml();
     let mut runs = vec![Engine::start(&yaml)];
-    wait_streaming(&db, &slot, &runs[0]).await;
+    wait_streaming(&db, &mut runs[0], &slot, STREAMING).await;
     let writers = Writers::start(db.url(), workload()).await;
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -738,7 +727,7 @@ async fn fatal_message_too_large(var: &str) {
     )
     .yaml();
     let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &slot, &engine).await;
+    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'small')").await;
     let ok = wait_until(Duration::from_secs(30), async || {
         !read_topic(&brokers, &topic).is_empty()
@@ -794,7 +783,7 @@ async fn missing_topic_is_fatal(var: &str) {
     );
     let yaml = pipeline(&db, &slot, "public.t", &[entry]).yaml();
     let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &slot, &engine).await;
+    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
     let before = db.current_wal_lsn().await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'x')").await;
     let code = engine.wait_exit(Duration::from_secs(60)).await;

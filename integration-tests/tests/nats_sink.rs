@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream::StorageType};
 use integration_tests::pipelines::Pipeline;
 use integration_tests::{
-    run_engine_validate, unique_suffix, wait_until, CutProxy, Engine, Mix, TempDir, TestDb,
-    Workload, Writers,
+    run_engine_validate, unique_suffix, wait_streaming, wait_until, CutProxy, Engine, Mix, TempDir,
+    TestDb, Workload, Writers,
 };
 use serde_json::Value as Json;
 
@@ -190,17 +190,8 @@ fn pipeline(db: &TestDb, s: &str, table: &str, sink: &str) -> Pipeline {
     .sink(&format!("type: nats\n{sink}"))
 }
 
-async fn wait_streaming(db: &TestDb, s: &str, engine: &mut Engine) {
-    let ok = wait_until(Duration::from_secs(90), async || {
-        db.slot_active(&format!("s_{s}")).await
-    })
-    .await;
-    assert!(
-        ok,
-        "the engine did not start streaming\n{}",
-        engine.output_report()
-    );
-}
+/// How long an engine may take to start streaming.
+const STREAMING: Duration = Duration::from_secs(90);
 
 /// Waits until the stream rebuilds `public.t`, applying the messages in
 /// stream order, or (`by_position`) in `(commit_lsn, ordinal)` order;
@@ -340,7 +331,7 @@ async fn sigkill_replay_is_deduplicated() {
     );
     let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
     let mut runs = vec![Engine::start(&yaml)];
-    wait_streaming(&db, &s, runs.last_mut().unwrap()).await;
+    wait_streaming(&db, &mut runs[0], &format!("s_{s}"), STREAMING).await;
     let writers = start_writers(&db, 4).await;
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -570,7 +561,7 @@ async fn server_restart_with_file_storage_loses_nothing() {
     );
     let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
     let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &s, &mut engine).await;
+    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
     let writers = start_writers(&db, 3).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.stop();
@@ -656,7 +647,7 @@ async fn cut_connections_never_reorder_the_stream() {
     );
     let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
     let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &s, &mut engine).await;
+    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
     let writers = start_writers(&db, 3).await;
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -718,7 +709,7 @@ async fn creates_stream_and_sanitises_subjects() {
     );
     let yaml = pipeline(&db, &s, r#""My Schema"."odd.name*x>""#, &sink).yaml();
     let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &s, &mut engine).await;
+    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
     db.exec(r#"INSERT INTO "My Schema"."odd.name*x>" VALUES (1, 'a'); DELETE FROM "My Schema"."odd.name*x>";"#)
         .await;
 
@@ -793,7 +784,7 @@ async fn subject_without_stream_is_fatal() {
         url = json_str(&nats_url()),
     );
     let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink).yaml());
-    wait_streaming(&db, &s, &mut engine).await;
+    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'x')").await;
     let code = engine.wait_exit(Duration::from_secs(90)).await;
     assert_ne!(code, 0, "{}", engine.output_report());
@@ -849,7 +840,7 @@ async fn core_mode_publishes() {
         url = json_str(&nats_url()),
     );
     let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink).yaml());
-    wait_streaming(&db, &s, &mut engine).await;
+    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
     db.exec("INSERT INTO public.t SELECT g, g, 'c' FROM generate_series(1, 20) g")
         .await;
     let mut reader = StreamReader::new(&nats_url(), &stream).await;
@@ -921,7 +912,7 @@ async fn token_auth() {
     );
 
     let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink("s3cret")).yaml());
-    wait_streaming(&db, &s, &mut engine).await;
+    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     let client = async_nats::ConnectOptions::with_token("s3cret".into())
         .connect(server.url())
@@ -996,7 +987,7 @@ async fn nkey_auth() {
     );
 
     let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink(&seed)).yaml());
-    wait_streaming(&db, &s, &mut engine).await;
+    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     let client = async_nats::ConnectOptions::with_nkey(seed.clone())
         .connect(server.url())
@@ -1152,7 +1143,7 @@ async fn mutual_tls() {
     );
 
     let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink(true)).yaml());
-    wait_streaming(&db, &s, &mut engine).await;
+    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     let client = async_nats::ConnectOptions::new()
         .require_tls(true)

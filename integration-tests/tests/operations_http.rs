@@ -14,8 +14,8 @@ use std::time::Duration;
 use integration_tests::http::{client, free_port, get, status};
 use integration_tests::pipelines::{Pipeline, STREAM_ONLY};
 use integration_tests::{
-    pg_url, quote_ident, quote_literal, read_jsonl, unique_suffix, wait_for, wait_until, Engine,
-    TempDir, TestDb,
+    pg_url, quote_ident, quote_literal, read_jsonl, unique_suffix, wait_for, wait_streaming,
+    wait_until, Engine, TempDir, TestDb,
 };
 use serde_json::Value;
 
@@ -344,27 +344,6 @@ async fn wait_healthy(engine: &mut Engine, port: u16) {
     );
 }
 
-/// Waits until the engine's slot is held by its replication stream (a
-/// walsender), not merely by the backend still creating it: changes
-/// committed while the slot is being created may fall before its
-/// consistent point.
-async fn wait_streaming(db: &TestDb, engine: &Engine, slot: &str) {
-    let sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r \
-         ON r.pid = s.active_pid WHERE s.slot_name = {})::text",
-        quote_literal(slot)
-    );
-    let streaming = wait_until(TIMEOUT, async || {
-        db.query_text(&sql).await.as_deref() == Some("true")
-    })
-    .await;
-    assert!(
-        streaming,
-        "no walsender holds slot {slot} after {TIMEOUT:?}\n{}",
-        engine.output_report()
-    );
-}
-
 const PHASES: &[&str] = &[
     "starting",
     "snapshot",
@@ -389,7 +368,7 @@ async fn metrics_and_status_follow_the_stream_and_the_lag() {
     let port = free_port();
     let mut engine = Engine::start(&config(db.url(), &slot, &publication, &out, port, ""));
     wait_healthy(&mut engine, port).await;
-    wait_streaming(&db, &engine, &slot).await;
+    wait_streaming(&db, &mut engine, &slot, TIMEOUT).await;
 
     // Other paths and methods.
     assert_eq!(get(port, "/nope").await.map(|r| r.0), Some(404));
@@ -577,7 +556,7 @@ async fn healthz_turns_503_on_a_fatal_sink_error_then_the_engine_exits_non_zero(
     );
     let mut engine = Engine::start(&yaml);
     wait_healthy(&mut engine, port).await;
-    wait_streaming(&db, &engine, &slot).await;
+    wait_streaming(&db, &mut engine, &slot, TIMEOUT).await;
     let (code, body) = get(port, "/healthz").await.expect("answers");
     assert_eq!((code, body.starts_with("ok")), (200, true), "{body}");
 
@@ -762,7 +741,7 @@ async fn start_as_role(db: &TestDb, password: &str, log: &str) -> RoleEngine {
     );
     let mut engine = Engine::start(&yaml);
     wait_healthy(&mut engine, port).await;
-    wait_streaming(db, &engine, &slot).await;
+    wait_streaming(db, &mut engine, &slot, TIMEOUT).await;
     RoleEngine {
         role,
         engine,

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use cdc_core::Lsn;
 use integration_tests::pipelines::Pipeline;
 use integration_tests::{
-    read_jsonl, unique_suffix, wait_for, wait_until, Cluster, Engine, Mix, RowChange, TempDir,
-    TestDb, Workload, Writers,
+    read_jsonl, unique_suffix, wait_for, wait_streaming, wait_until, Cluster, Engine, Mix,
+    RowChange, TempDir, TestDb, Workload, Writers,
 };
 use serde_json::Value as Json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -193,15 +193,7 @@ async fn heartbeat_advances_the_slot_while_captured_tables_are_idle() {
     // Each pipeline streams and has acknowledged a first change.
     let mut idle_from = Vec::new();
     for (db, slot, out, engine) in &mut runs {
-        let streaming = wait_until(Duration::from_secs(60), async || {
-            slot_active_pid(db, slot).await.is_some()
-        })
-        .await;
-        assert!(
-            streaming,
-            "not streaming within 60s\n{}",
-            engine.output_report()
-        );
+        wait_streaming(db, engine, slot, Duration::from_secs(60)).await;
         db.exec("INSERT INTO public.t VALUES (1, 1, 'first')").await;
         // Acknowledged: the slot is past the commit of that insert (other
         // tests write WAL too, so the current WAL position is no measure).
@@ -511,16 +503,7 @@ async fn sigterm_acknowledges_exactly_what_the_sink_holds() {
         .batching("{ max_batch_events: 100000, max_batch_wait: 10ms }")
         .yaml();
     let mut engine = Engine::start(&yaml);
-    assert!(
-        wait_until(Duration::from_secs(60), async || slot_active_pid(
-            &db, &slot
-        )
-        .await
-        .is_some())
-        .await,
-        "not streaming\n{}",
-        engine.output_report()
-    );
+    wait_streaming(&db, &mut engine, &slot, Duration::from_secs(60)).await;
     let writers = start_writers(db.url(), 3).await;
     assert!(wait_until(Duration::from_secs(60), async || writers.committed() > 200).await);
     engine.sigterm();
@@ -646,14 +629,7 @@ async fn dropping_the_publication_stops_the_engine_with_a_clear_error() {
     let s = unique_suffix();
     let slot = format!("s_{s}");
     let mut engine = Engine::start(&pipeline(db.url(), &s, &out).yaml());
-    assert!(
-        wait_until(Duration::from_secs(60), async || slot_active_pid(
-            &db, &slot
-        )
-        .await
-        .is_some())
-        .await
-    );
+    wait_streaming(&db, &mut engine, &slot, Duration::from_secs(60)).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     assert!(
         wait_until(Duration::from_secs(60), async || !read_jsonl(&out)
@@ -688,11 +664,7 @@ async fn dropping_the_slot_stops_the_engine_with_a_clear_error() {
         .retry("{ initial_backoff: 2s, max_backoff: 2s }")
         .yaml();
     let mut engine = Engine::start(&yaml);
-    let streaming = wait_until(Duration::from_secs(60), async || {
-        slot_active_pid(&db, &slot).await.is_some()
-    })
-    .await;
-    assert!(streaming, "not streaming\n{}", engine.output_report());
+    wait_streaming(&db, &mut engine, &slot, Duration::from_secs(60)).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     assert!(
         wait_until(Duration::from_secs(60), async || !read_jsonl(&out)

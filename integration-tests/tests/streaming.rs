@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use integration_tests::pipelines::{yaml_str, Pipeline, STREAM_ONLY};
-use integration_tests::{read_jsonl, unique_suffix, wait_until, Engine, TempDir, TestDb};
+use integration_tests::{
+    read_jsonl, unique_suffix, wait_streaming, wait_until, Engine, TempDir, TestDb,
+};
 use serde_json::{json, Value};
 
 /// How long to wait for the engine to start or for events to arrive.
@@ -24,7 +26,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(45);
 /// One capture setup of a test: its slot, publication and output file.
 struct Capture {
     slot: String,
-    publication: String,
     _out_dir: TempDir,
     out: PathBuf,
     yaml: String,
@@ -60,7 +61,6 @@ impl Capture {
             .yaml();
         Capture {
             slot,
-            publication,
             _out_dir: out_dir,
             out,
             yaml,
@@ -70,20 +70,7 @@ impl Capture {
     /// Starts the engine and waits until it streams from its slot.
     async fn start(&self, db: &TestDb) -> Engine {
         let mut engine = Engine::start(&self.yaml);
-        let slot = self.slot.clone();
-        let ready = wait_until(TIMEOUT, async || {
-            !engine.is_running()
-                || (engine.stderr_text().contains("streaming started")
-                    && db.slot_active(&slot).await)
-        })
-        .await;
-        assert!(
-            ready && engine.is_running(),
-            "the engine did not start streaming from slot {slot} (publication {})\n--- config:\n{}\n{}",
-            self.publication,
-            self.yaml,
-            engine.output_report()
-        );
+        wait_streaming(db, &mut engine, &self.slot, TIMEOUT).await;
         engine
     }
 
