@@ -5,11 +5,14 @@
 //! `to_jsonb` rows ([`crate::TestDb::to_jsonb_rows`],
 //! [`crate::TestDb::to_jsonb_rows_keyed`]).
 
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub use cdc_sink_conformance::replay::{apply, apply_keyed, diff, row_key, Change};
+pub use cdc_sink_conformance::replay::{apply, apply_keyed, converge, diff, row_key, Change};
+
+use serde_json::Value as Json;
 
 use crate::{Engine, TestDb};
 
@@ -90,6 +93,13 @@ impl Tail {
     }
 }
 
+/// Every event of the file at `path` now (a missing file has none).
+pub fn read_changes(path: &Path) -> Vec<Change> {
+    let mut tail = Tail::new(0, path.to_owned());
+    tail.poll();
+    tail.events
+}
+
 /// Every event of `tails`, concatenated in order and sorted stably by
 /// (`commit_lsn`, `ordinal`).
 pub fn merged<'a>(tails: &[&'a Tail]) -> Vec<&'a Change> {
@@ -113,36 +123,39 @@ pub async fn wait_converged_tables(
     engines: &[&Engine],
     tables: &[&str],
 ) {
-    let mut wants = Vec::with_capacity(tables.len());
+    // One map of every table's rows, keyed `<table> <key>`.
+    let keyed = |table: &str, rows: BTreeMap<String, Json>| {
+        rows.into_iter()
+            .map(move |(k, v)| (format!("{table} {k}"), v))
+            .collect::<Vec<_>>()
+    };
+    let mut want = BTreeMap::new();
     for table in tables {
-        wants.push(db.to_jsonb_rows(table, "id").await);
+        want.extend(keyed(table, db.to_jsonb_rows(table, "id").await));
     }
-    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-    loop {
-        for t in tails.iter_mut() {
-            t.poll();
-        }
-        let refs: Vec<&Tail> = tails.iter().collect();
-        let events = merged(&refs);
-        let differences: Vec<String> = tables
-            .iter()
-            .zip(&wants)
-            .filter_map(|(table, want)| {
-                diff(&apply(&events, table), want).map(|d| format!("{table}: {d}"))
-            })
-            .collect();
-        if differences.is_empty() {
-            return;
-        }
-        if Instant::now() >= deadline {
-            let reports: Vec<String> = engines.iter().map(|e| e.output_report()).collect();
-            panic!(
-                "the merged files did not converge to {} within {CATCH_UP_TIMEOUT:?}: {}\n{}",
-                tables.join(", "),
-                differences.join("\n"),
-                reports.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let result = converge(
+        CATCH_UP_TIMEOUT,
+        Duration::from_millis(400),
+        &want,
+        async || {
+            for t in tails.iter_mut() {
+                t.poll();
+            }
+            let refs: Vec<&Tail> = tails.iter().collect();
+            let events = merged(&refs);
+            tables
+                .iter()
+                .flat_map(|table| keyed(table, apply(&events, table)))
+                .collect::<BTreeMap<_, _>>()
+        },
+    )
+    .await;
+    if let Err(d) = result {
+        let reports: Vec<String> = engines.iter().map(|e| e.output_report()).collect();
+        panic!(
+            "the merged files did not converge to {} within {CATCH_UP_TIMEOUT:?}: {d}\n{}",
+            tables.join(", "),
+            reports.join("\n")
+        );
     }
 }

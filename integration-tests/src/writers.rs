@@ -17,6 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value as Json;
 use sqlx::{Connection, PgConnection};
 
+use crate::replay::Change;
+
 /// How a writer's changes are spread over the kinds of change: weights,
 /// in any unit (`insert: 3, upsert: 2, update: 3, delete: 2`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -88,20 +90,16 @@ pub enum RowChange {
 }
 
 impl RowChange {
-    /// The change a Debezium envelope records, if it is a row change with
-    /// integer `id` and `v` (a delete's from `before`: the table needs
-    /// `REPLICA IDENTITY FULL` for its `v`).
-    pub fn of_event(ev: &Json) -> Option<RowChange> {
+    /// The row change `change` records, if it is one with integer `id`
+    /// and `v` (a delete's from `before`: the table needs `REPLICA IDENTITY
+    /// FULL` for its `v`).
+    pub fn of(change: &Change) -> Option<RowChange> {
         let int = |v: &Json| v.to_string().parse::<i32>().ok();
-        match ev["op"].as_str()? {
-            "c" | "u" | "r" => Some(RowChange::Write(
-                int(&ev["after"]["id"])?,
-                int(&ev["after"]["v"])?,
-            )),
-            "d" => Some(RowChange::Delete(
-                int(&ev["before"]["id"])?,
-                int(&ev["before"]["v"])?,
-            )),
+        let row = change.row();
+        let (id, v) = (int(&row["id"])?, int(&row["v"])?);
+        match change.op.as_str() {
+            "c" | "u" | "r" => Some(RowChange::Write(id, v)),
+            "d" => Some(RowChange::Delete(id, v)),
             _ => None,
         }
     }
@@ -131,25 +129,21 @@ impl Written {
         );
     }
 
-    /// Fails unless `events` (change envelopes, each key's in the order a
-    /// consumer reads them) hold every committed write (an `after` with its
-    /// `id` and `v`) and, after the first occurrence of each deleted row
-    /// version, a delete of its row: nothing committed was lost.
-    pub fn assert_no_loss(&self, events: &[&Json]) {
+    /// Fails unless `events` (each key's in the order a consumer reads
+    /// them) hold every committed write (an `after` with its `id` and `v`)
+    /// and, after the first occurrence of each deleted row version, a
+    /// delete of its row: nothing committed was lost.
+    pub fn assert_no_loss(&self, events: &[&Change]) {
         let mut first: HashMap<(i32, i32), usize> = HashMap::new();
         let mut deletes_of: HashMap<i32, Vec<usize>> = HashMap::new();
         for (i, ev) in events.iter().enumerate() {
-            match RowChange::of_event(ev) {
-                Some(RowChange::Write(id, v)) => {
-                    first.entry((id, v)).or_insert(i);
-                }
-                _ if ev["op"] == "d" => {
-                    let id = ev["before"]["id"].to_string().parse().unwrap_or_else(|e| {
-                        panic!("event {i}: delete without an integer before.id ({e}): {ev}")
-                    });
-                    deletes_of.entry(id).or_default().push(i);
-                }
-                _ => {}
+            if ev.op == "d" {
+                let id = ev.before["id"].to_string().parse().unwrap_or_else(|e| {
+                    panic!("event {i}: delete without an integer before.id ({e}): {ev:?}")
+                });
+                deletes_of.entry(id).or_default().push(i);
+            } else if let Some(RowChange::Write(id, v)) = RowChange::of(ev) {
+                first.entry((id, v)).or_insert(i);
             }
         }
         let missing: Vec<_> = self

@@ -4,15 +4,14 @@
 //! every committed change (at least once), replaying it must give exactly the
 //! table's contents, and no line may be torn.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use integration_tests::pipelines::Pipeline;
+use integration_tests::replay::{apply, converge, diff, Change, Tail};
 use integration_tests::{
-    read_jsonl, unique_suffix, wait_streaming, wait_until, Engine, RowChange, TempDir, TestDb,
-    Workload, Writers,
+    read_jsonl, unique_suffix, wait_streaming, Engine, RowChange, TempDir, TestDb, Workload,
+    Writers,
 };
-use serde_json::Value as Json;
 
 /// Concurrent writer connections.
 const WRITERS: usize = 4;
@@ -24,51 +23,6 @@ const WRITE_FOR: Duration = Duration::from_secs(10);
 const KILLS_AT: [Duration; 2] = [Duration::from_secs(3), Duration::from_secs(6)];
 /// Pause between a kill and the restart.
 const RESTART_AFTER: Duration = Duration::from_millis(500);
-
-/// The table as the file's events rebuild it: keyed by the JSON text of
-/// `id`, as [`TestDb::to_jsonb_rows`] keys it.
-fn apply(events: &[Json]) -> BTreeMap<String, Json> {
-    let mut rows = BTreeMap::new();
-    for (i, ev) in events.iter().enumerate() {
-        let op = ev["op"]
-            .as_str()
-            .unwrap_or_else(|| panic!("event {i} has no op: {ev}"));
-        match op {
-            "c" | "u" | "r" => {
-                let after = &ev["after"];
-                assert!(after.is_object(), "event {i} ({op}) has no after: {ev}");
-                rows.insert(after["id"].to_string(), after.clone());
-            }
-            "d" => {
-                let before = &ev["before"];
-                assert!(before.is_object(), "delete event {i} has no before: {ev}");
-                rows.remove(&before["id"].to_string());
-            }
-            "t" => rows.clear(),
-            other => panic!("event {i}: unknown op {other:?}: {ev}"),
-        }
-    }
-    rows
-}
-
-fn describe_diff(file: &BTreeMap<String, Json>, table: &BTreeMap<String, Json>) -> String {
-    let mut out = Vec::new();
-    for (k, v) in table {
-        match file.get(k) {
-            None => out.push(format!("id {k}: missing from the file, table has {v}")),
-            Some(f) if f != v => out.push(format!("id {k}: file has {f}, table has {v}")),
-            Some(_) => {}
-        }
-    }
-    for (k, f) in file {
-        if !table.contains_key(k) {
-            out.push(format!("id {k}: in the file ({f}) but not in the table"));
-        }
-    }
-    let n = out.len();
-    out.truncate(20);
-    format!("{n} difference(s):\n  {}", out.join("\n  "))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_twice_while_writing_loses_nothing() {
@@ -142,23 +96,24 @@ async fn sigkill_twice_while_writing_loses_nothing() {
 
     // The last run catches up: poll until the file replays to the table.
     let expected = db.to_jsonb_rows("public.t", "id").await;
-    let mut last_diff = String::new();
-    let caught_up = wait_until(Duration::from_secs(60), async || {
-        let replayed = apply(&read_jsonl(&out));
-        if replayed == expected {
-            true
-        } else {
-            last_diff = describe_diff(&replayed, &expected);
-            false
-        }
-    })
+    let mut tail = Tail::new(0, out.clone());
+    let caught_up = converge(
+        Duration::from_secs(60),
+        Duration::ZERO,
+        &expected,
+        async || {
+            tail.poll();
+            apply(&tail.events.iter().collect::<Vec<_>>(), "public.t")
+        },
+    )
     .await;
     let last = runs.last_mut().unwrap();
-    assert!(
-        caught_up,
-        "the file did not converge to the table within 60s: {last_diff}\n{}",
-        last.output_report()
-    );
+    if let Err(d) = caught_up {
+        panic!(
+            "the file did not converge to the table within 60s: {d}\n{}",
+            last.output_report()
+        );
+    }
     let code = last.stop(Duration::from_secs(30)).await;
     assert_eq!(
         code,
@@ -174,22 +129,20 @@ async fn sigkill_twice_while_writing_loses_nothing() {
         "the file ends with a partial line: {:?}",
         &text[text.rfind('\n').map_or(0, |i| i + 1)..]
     );
-    let events = read_jsonl(&out);
+    tail.poll();
+    let events: Vec<&Change> = tail.events.iter().collect();
     assert_eq!(
         events.len(),
         text.lines().filter(|l| !l.trim().is_empty()).count()
     );
 
     // (a) Replaying the file in order gives exactly the table.
-    let replayed = apply(&events);
-    assert!(
-        replayed == expected,
-        "replaying the file does not give the table: {}",
-        describe_diff(&replayed, &expected)
-    );
+    if let Some(d) = diff(&apply(&events, "public.t"), &expected) {
+        panic!("replaying the file does not give the table: {d}");
+    }
 
     // (b) Every committed change is in the file, at least once.
-    log.assert_no_loss(&events.iter().collect::<Vec<_>>());
+    log.assert_no_loss(&events);
     eprintln!(
         "file: {} events for {} committed row writes and {} deletes ({} duplicates from replays)",
         events.len(),

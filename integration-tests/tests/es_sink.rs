@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use es_fault_proxy::{BulkFault, BulkItem, BulkSeen, FaultProxy, ForbidRule};
 use integration_tests::pipelines::{Pipeline, FAST_RETRY};
+use integration_tests::replay::converge;
 use integration_tests::value_columns::{create_value_table, insert_value_rows, Col};
 use integration_tests::{unique_suffix, wait_for, wait_until, Engine, TempDir, TestDb};
 use serde_json::{json, Value as Json};
@@ -192,43 +193,26 @@ async fn assert_converges(
     engine: &Engine,
 ) {
     let loose = reserialises_numbers(es);
-    let expected: BTreeMap<String, Json> = expected
-        .iter()
-        .map(|(k, v)| {
-            let v = if loose {
-                numbers_by_value(v)
-            } else {
-                v.clone()
-            };
-            (k.clone(), v)
-        })
-        .collect();
-    let mut last = BTreeMap::new();
-    let ok = wait_until(CONVERGE_TIMEOUT, async || {
-        last = index_docs(es, index).await;
-        if loose {
-            last = last
-                .iter()
-                .map(|(k, v)| (k.clone(), numbers_by_value(v)))
-                .collect();
-        }
-        last == expected
+    let comparable = |docs: &BTreeMap<String, Json>| -> BTreeMap<String, Json> {
+        docs.iter()
+            .map(|(k, v)| {
+                let v = if loose {
+                    numbers_by_value(v)
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    };
+    let want = comparable(expected);
+    let result = converge(CONVERGE_TIMEOUT, Duration::ZERO, &want, async || {
+        comparable(&index_docs(es, index).await)
     })
     .await;
-    if !ok {
-        let missing: Vec<_> = expected.keys().filter(|k| !last.contains_key(*k)).collect();
-        let extra: Vec<_> = last.keys().filter(|k| !expected.contains_key(*k)).collect();
-        let differ: Vec<_> = expected
-            .iter()
-            .filter(|(k, v)| last.get(*k).is_some_and(|d| d != *v))
-            .map(|(k, v)| format!("{k}: expected {v}, index has {}", last[k]))
-            .take(5)
-            .collect();
+    if let Err(d) = result {
         panic!(
-            "index {index} did not converge: {} docs, {} expected; missing {missing:?}; \
-             extra {extra:?}; differing {differ:?}\n{}",
-            last.len(),
-            expected.len(),
+            "index {index} did not converge: {d}\n{}",
             engine.output_report()
         );
     }

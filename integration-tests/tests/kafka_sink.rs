@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use cdc_core::Lsn;
 use integration_tests::pipelines::{yaml_str, Pipeline};
+use integration_tests::replay::{self, apply, diff, Change};
 use integration_tests::{
     unique_suffix, wait_streaming, wait_until, Engine, KafkaProxy, Mix, TestDb, Workload, Writers,
     Written,
@@ -211,28 +212,44 @@ fn by_key(msgs: &[Msg]) -> BTreeMap<String, Vec<Msg>> {
     out
 }
 
-/// The table as the messages rebuild it, keyed by the JSON text of `id`.
-fn replay(msgs: &[Msg]) -> BTreeMap<String, Json> {
-    let mut rows = BTreeMap::new();
-    for ms in by_key(msgs).values() {
-        for m in ms {
-            let key = m
-                .key
-                .as_ref()
-                .map(|k| k["id"].to_string())
-                .unwrap_or_default();
-            match (m.op(), &m.value) {
-                (Some("r" | "c" | "u"), Some(v)) => {
-                    rows.insert(key, v["after"].clone());
-                }
-                (Some("d"), _) | (None, None) => {
-                    rows.remove(&key);
-                }
-                other => panic!("unexpected message {other:?}: {m:?}"),
-            }
+/// The messages as changes, each key's in partition order; a tombstone
+/// (`with_tombstones`) is a delete of its key.
+fn changes(msgs: &[Msg], with_tombstones: bool) -> Vec<Change> {
+    let mut out = Vec::new();
+    for m in by_key(msgs).values().flatten() {
+        let (output, seq) = (m.partition as usize, m.offset as usize);
+        match (&m.value, &m.key) {
+            (Some(v), _) => out.push(
+                Change::from_json(output, seq, v.clone())
+                    .unwrap_or_else(|e| panic!("not a change event ({e}): {m:?}")),
+            ),
+            (None, Some(key)) if with_tombstones => out.push(Change {
+                output,
+                seq,
+                op: "d".into(),
+                table: format!(
+                    "{}.{}",
+                    m.headers.get("schema").map_or("", String::as_str),
+                    m.headers.get("table").map_or("", String::as_str)
+                ),
+                snapshot: "false".into(),
+                lsn: 0,
+                commit_lsn: 0,
+                ordinal: 0,
+                before: key.clone(),
+                after: Json::Null,
+                unchanged_toast: Vec::new(),
+            }),
+            (None, _) => {}
         }
     }
-    rows
+    out
+}
+
+/// `public.t` as the messages rebuild it, keyed by the JSON text of `id`.
+fn replay(msgs: &[Msg]) -> BTreeMap<String, Json> {
+    let changes = changes(msgs, true);
+    apply(&changes.iter().collect::<Vec<_>>(), "public.t")
 }
 
 /// Checks every message's key and headers against its value, the order of
@@ -288,46 +305,22 @@ fn check_messages(msgs: &[Msg], table: &str, strict_tombstones: bool) {
     }
 }
 
-fn diff(got: &BTreeMap<String, Json>, want: &BTreeMap<String, Json>) -> String {
-    let mut out = Vec::new();
-    for (k, v) in want {
-        match got.get(k) {
-            None => out.push(format!("id {k}: missing, table has {v}")),
-            Some(g) if g != v => out.push(format!("id {k}: topic has {g}, table has {v}")),
-            Some(_) => {}
-        }
-    }
-    for (k, g) in got {
-        if !want.contains_key(k) {
-            out.push(format!("id {k}: in the topic ({g}) but not in the table"));
-        }
-    }
-    let n = out.len();
-    out.truncate(10);
-    format!("{n} difference(s):\n  {}", out.join("\n  "))
-}
-
 /// Polls until the topic replays to the table; returns the messages.
 async fn converge(db: &TestDb, brokers: &str, topic: &str, engine: &Engine) -> Vec<Msg> {
     let want = db.to_jsonb_rows("public.t", "id").await;
-    let mut last = String::new();
     let mut msgs = Vec::new();
-    let ok = wait_until(Duration::from_secs(60), async || {
+    let pause = Duration::from_millis(400);
+    let result = replay::converge(Duration::from_secs(60), pause, &want, async || {
         msgs = read_topic(brokers, topic);
-        let got = replay(&msgs);
-        if got == want {
-            return true;
-        }
-        last = diff(&got, &want);
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        false
+        replay(&msgs)
     })
     .await;
-    assert!(
-        ok,
-        "the topic did not converge to the table within 60s: {last}\n{}",
-        engine.output_report()
-    );
+    if let Err(d) = result {
+        panic!(
+            "the topic did not converge to the table within 60s: {d}\n{}",
+            engine.output_report()
+        );
+    }
     msgs
 }
 
@@ -351,13 +344,8 @@ fn workload() -> Workload {
 
 /// Every committed write and delete is among the messages.
 fn check_no_loss(msgs: &[Msg], written: &Written) {
-    let groups = by_key(msgs);
-    let events: Vec<&Json> = groups
-        .values()
-        .flatten()
-        .filter_map(|m| m.value.as_ref())
-        .collect();
-    written.assert_no_loss(&events);
+    let changes = changes(msgs, false);
+    written.assert_no_loss(&changes.iter().collect::<Vec<_>>());
 }
 
 async fn new_table(db: &TestDb) {
@@ -655,7 +643,7 @@ async fn stalled_request_lands_late(var: &str) {
     assert!(
         got == want,
         "a produce request that reached the broker late was appended after newer changes: {}\n{}",
-        diff(&got, &want),
+        diff(&got, &want).unwrap_or_default(),
         engine.output_report()
     );
     check_messages(&msgs, "t", false);

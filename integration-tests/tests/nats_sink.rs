@@ -7,13 +7,14 @@
 //! server-restart test starts a server of its own from
 //! `CDC_TEST_NATS_SERVER_BIN`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::StorageType};
 use integration_tests::pipelines::Pipeline;
+use integration_tests::replay::{self, apply, Change};
 use integration_tests::{
     run_engine_validate, unique_suffix, wait_streaming, wait_until, CutProxy, Engine, Mix, TempDir,
     TestDb, Workload, Writers,
@@ -42,6 +43,8 @@ struct Msg {
     op_header: String,
     table_header: String,
     body: Json,
+    /// The body as a change event.
+    change: Change,
 }
 
 /// Reads a stream from sequence 1 on, remembering where it stopped.
@@ -88,12 +91,15 @@ impl StreamReader {
             let body: Json = serde_json::from_slice(&m.payload).unwrap_or_else(|e| {
                 panic!("message {} is not JSON ({e}): {:?}", m.sequence, m.payload)
             });
+            let change = Change::from_json(0, m.sequence as usize, body.clone())
+                .unwrap_or_else(|e| panic!("message {} is not a change ({e}): {body}", m.sequence));
             self.messages.push(Msg {
                 subject: m.subject.to_string(),
                 msg_id: header("Nats-Msg-Id"),
                 op_header: header("Cdc-Op"),
                 table_header: header("Cdc-Table"),
                 body,
+                change,
             });
             self.next_seq += 1;
         }
@@ -109,53 +115,6 @@ impl StreamReader {
         let mut stream = self.js.get_stream(&self.name).await.expect("stream");
         stream.info().await.expect("stream info").state.messages
     }
-}
-
-/// The table as the messages rebuild it, keyed by the JSON text of `id`.
-fn apply(messages: &[Msg]) -> BTreeMap<String, Json> {
-    let mut rows = BTreeMap::new();
-    for m in messages {
-        let ev = &m.body;
-        match ev["op"].as_str() {
-            Some("c" | "u" | "r") => {
-                rows.insert(ev["after"]["id"].to_string(), ev["after"].clone());
-            }
-            Some("d") => {
-                rows.remove(&ev["before"]["id"].to_string());
-            }
-            Some("t") => rows.clear(),
-            other => panic!("unknown op {other:?}: {ev}"),
-        }
-    }
-    rows
-}
-
-fn diff(got: &BTreeMap<String, Json>, want: &BTreeMap<String, Json>) -> String {
-    let mut out = Vec::new();
-    for (k, v) in want {
-        match got.get(k) {
-            None => out.push(format!("id {k}: missing, table has {v}")),
-            Some(g) if g != v => out.push(format!("id {k}: stream has {g}, table has {v}")),
-            _ => {}
-        }
-    }
-    for k in got.keys() {
-        if !want.contains_key(k) {
-            out.push(format!("id {k}: in the stream, not in the table"));
-        }
-    }
-    let n = out.len();
-    out.truncate(10);
-    format!("{n} difference(s): {}", out.join("; "))
-}
-
-/// `(commit_lsn, ordinal)` of a message body.
-fn position(ev: &Json) -> (u64, u64) {
-    let src = &ev["source"];
-    (
-        src["commit_lsn"].to_string().parse().unwrap(),
-        src["ordinal"].to_string().parse().unwrap(),
-    )
 }
 
 /// `n` writers of up to two changes per transaction on ids 1..=60 (80 %
@@ -203,26 +162,20 @@ async fn converge(
     by_position: bool,
 ) -> Vec<Msg> {
     let want = db.to_jsonb_rows("public.t", "id").await;
-    let mut last = String::new();
-    let ok = wait_until(Duration::from_secs(90), async || {
-        let mut messages = reader.poll().await.to_vec();
+    let result = replay::converge(Duration::from_secs(90), Duration::ZERO, &want, async || {
+        let mut changes: Vec<&Change> = reader.poll().await.iter().map(|m| &m.change).collect();
         if by_position {
-            messages.sort_by_key(|m| position(&m.body));
+            changes.sort_by_key(|c| c.position());
         }
-        let got = apply(&messages);
-        if got == want {
-            true
-        } else {
-            last = diff(&got, &want);
-            false
-        }
+        apply(&changes, "public.t")
     })
     .await;
-    assert!(
-        ok,
-        "the stream did not converge to the table: {last}\n{}",
-        engine.output_report()
-    );
+    if let Err(d) = result {
+        panic!(
+            "the stream did not converge to the table: {d}\n{}",
+            engine.output_report()
+        );
+    }
     reader.messages.clone()
 }
 
@@ -279,7 +232,7 @@ async fn snapshot_then_stream_under_concurrent_writes() {
     );
     let streamed: Vec<(u64, u64)> = messages[first_streamed..]
         .iter()
-        .map(|m| position(&m.body))
+        .map(|m| m.change.position())
         .collect();
     assert!(
         streamed.windows(2).all(|w| w[0] < w[1]),
@@ -370,7 +323,7 @@ async fn sigkill_replay_is_deduplicated() {
         // order; a long run of missing values locates the gap.
         let mut vs: Vec<(i64, (u64, u64))> = messages
             .iter()
-            .filter_map(|m| Some((m.body["after"]["v"].as_i64()?, position(&m.body))))
+            .filter_map(|m| Some((m.body["after"]["v"].as_i64()?, m.change.position())))
             .collect();
         vs.sort_unstable();
         let gaps: Vec<String> = vs
@@ -610,7 +563,7 @@ async fn server_restart_with_file_storage_loses_nothing() {
 
 /// Fails unless the messages' positions strictly increase in stream order.
 fn assert_in_commit_order(messages: &[Msg], engine: &Engine) {
-    let positions: Vec<(u64, u64)> = messages.iter().map(|m| position(&m.body)).collect();
+    let positions: Vec<(u64, u64)> = messages.iter().map(|m| m.change.position()).collect();
     let late: Vec<_> = positions.windows(2).filter(|w| w[0] >= w[1]).collect();
     assert!(
         late.is_empty(),

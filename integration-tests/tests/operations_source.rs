@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use cdc_core::Lsn;
 use integration_tests::pipelines::Pipeline;
+use integration_tests::replay::{self, apply, read_changes, Change};
 use integration_tests::{
     read_jsonl, unique_suffix, wait_for, wait_streaming, wait_until, Cluster, Engine, Mix,
     RowChange, TempDir, TestDb, Workload, Writers,
@@ -48,92 +49,34 @@ async fn start_writers(url: &str, n: usize) -> Writers {
 
 // ---------------------------------------------------------------- sink files
 
-/// `(commit_lsn, ordinal)` of an event.
-fn position(ev: &Json) -> (u64, u64) {
-    let src = &ev["source"];
-    (
-        src["commit_lsn"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no commit_lsn: {ev}")),
-        src["ordinal"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no ordinal: {ev}")),
-    )
-}
-
-/// The table as the events rebuild it, keyed by the JSON text of `id`.
-fn apply<'a>(events: impl IntoIterator<Item = &'a Json>) -> BTreeMap<String, Json> {
-    let mut rows = BTreeMap::new();
-    for ev in events {
-        match ev["op"].as_str() {
-            Some("c" | "u" | "r") => {
-                rows.insert(ev["after"]["id"].to_string(), ev["after"].clone());
-            }
-            Some("d") => {
-                rows.remove(&ev["before"]["id"].to_string());
-            }
-            Some("t") => rows.clear(),
-            other => panic!("unexpected op {other:?}: {ev}"),
-        }
-    }
-    rows
-}
-
-fn describe_diff(file: &BTreeMap<String, Json>, table: &BTreeMap<String, Json>) -> String {
-    let mut out = Vec::new();
-    for (k, v) in table {
-        match file.get(k) {
-            None => out.push(format!("id {k}: missing from the sink, table has {v}")),
-            Some(f) if f != v => out.push(format!("id {k}: sink has {f}, table has {v}")),
-            Some(_) => {}
-        }
-    }
-    for (k, f) in file {
-        if !table.contains_key(k) {
-            out.push(format!("id {k}: in the sink ({f}) but not in the table"));
-        }
-    }
-    let n = out.len();
-    out.truncate(15);
-    format!("{n} difference(s):\n  {}", out.join("\n  "))
-}
-
 /// Polls until the events of `files` (de-duplicated by position, in
 /// commit order) replay to `public.t`; returns the merged events.
 async fn converge(
     db_rows: impl AsyncFn() -> BTreeMap<String, Json>,
     files: &[&Path],
-) -> Result<Vec<Json>, String> {
+) -> Result<Vec<Change>, String> {
     let expected = db_rows().await;
-    let mut last = String::new();
     let mut merged = Vec::new();
-    let ok = wait_until(Duration::from_secs(90), async || {
-        merged = merge(files);
-        let replayed = apply(&merged);
-        if replayed == expected {
-            true
-        } else {
-            last = describe_diff(&replayed, &expected);
-            false
-        }
-    })
-    .await;
-    if ok {
-        Ok(merged)
-    } else {
-        Err(last)
-    }
+    replay::converge(
+        Duration::from_secs(90),
+        Duration::ZERO,
+        &expected,
+        async || {
+            merged = merge(files);
+            apply(&merged.iter().collect::<Vec<_>>(), "public.t")
+        },
+    )
+    .await?;
+    Ok(merged)
 }
 
 /// The row events of `files`, de-duplicated by `(commit_lsn, ordinal)` and
 /// sorted by it (commit order).
-fn merge(files: &[&Path]) -> Vec<Json> {
+fn merge(files: &[&Path]) -> Vec<Change> {
     let mut by_pos = BTreeMap::new();
     for f in files {
-        for ev in read_jsonl(f) {
-            if ev.get("op").is_some() {
-                by_pos.entry(position(&ev)).or_insert(ev);
-            }
+        for ev in read_changes(f) {
+            by_pos.entry(ev.position()).or_insert(ev);
         }
     }
     by_pos.into_values().collect()
@@ -198,7 +141,7 @@ async fn heartbeat_advances_the_slot_while_captured_tables_are_idle() {
         // Acknowledged: the slot is past the commit of that insert (other
         // tests write WAL too, so the current WAL position is no measure).
         let acked = wait_until(Duration::from_secs(60), async || {
-            let Some(commit) = read_jsonl(&*out).first().map(|ev| position(ev).0) else {
+            let Some(commit) = read_changes(out).first().map(|c| c.commit_lsn) else {
                 return false;
             };
             db.slot_confirmed_flush_lsn(slot)
@@ -362,7 +305,7 @@ async fn standby_takes_over_when_the_active_instance_dies() {
             )
         });
     assert!(!read_jsonl(&outs[1]).is_empty(), "B wrote nothing");
-    let seen: HashSet<RowChange> = merged.iter().filter_map(RowChange::of_event).collect();
+    let seen: HashSet<RowChange> = merged.iter().filter_map(RowChange::of).collect();
     log.assert_all_in(&seen);
     eprintln!(
         "{} transactions committed; A wrote {} events, B {}",
@@ -439,7 +382,7 @@ async fn reconnects_after_a_server_restart_and_loses_nothing() {
             engine.output_report()
         )
     });
-    let seen: HashSet<RowChange> = merged.iter().filter_map(RowChange::of_event).collect();
+    let seen: HashSet<RowChange> = merged.iter().filter_map(RowChange::of).collect();
     log.assert_all_in(&seen);
     let err = engine.stderr_text();
     assert!(
@@ -525,9 +468,9 @@ async fn sigterm_acknowledges_exactly_what_the_sink_holds() {
     let text = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(text.is_empty() || text.ends_with('\n'), "torn last line");
 
-    let sink: Vec<RowChange> = read_jsonl(&out)
+    let sink: Vec<RowChange> = read_changes(&out)
         .iter()
-        .filter_map(RowChange::of_event)
+        .filter_map(RowChange::of)
         .collect();
     let sink_set: HashSet<RowChange> = sink.iter().copied().collect();
     assert_eq!(
