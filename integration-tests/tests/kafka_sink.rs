@@ -17,9 +17,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cdc_core::Lsn;
+use cdc_core::{Lsn, Op, Sink, SinkError, TableName, TableSchema, Value};
+use cdc_kafka::{KafkaSink, KafkaSinkConfig};
+use cdc_sink_conformance::battery::{self, Stored, Subject};
+use cdc_sink_conformance::fixture;
 use integration_tests::pipelines::{yaml_str, Pipeline};
 use integration_tests::replay::{self, apply, diff, Change};
 use integration_tests::{
@@ -802,3 +806,77 @@ async fn missing_topic_is_fatal(var: &str) {
     db.cleanup().await;
 }
 for_each_broker!(missing_topic_is_fatal: missing_topic_is_fatal_tansu, missing_topic_is_fatal_noida);
+
+/// The sink itself runs the conformance battery
+/// ([`cdc_sink_conformance::battery`]): one topic per table of the checks,
+/// read back from the broker. Its fatal case: a message larger than the
+/// producer allows. Its transient fault: the broker is unreachable (a
+/// [`KafkaProxy`] between sink and broker drops every connection and
+/// refuses new ones) until healed.
+struct Conformance {
+    brokers: String,
+    proxy: KafkaProxy,
+    prefix: String,
+}
+
+impl Conformance {
+    fn config(&self, brokers: &str, extra: &str) -> KafkaSinkConfig {
+        serde_yaml::from_str(&sink(brokers, &self.prefix, extra)).expect("a sink config")
+    }
+
+    fn topic(&self, table: &TableName) -> String {
+        format!("{}.{table}", self.prefix)
+    }
+}
+
+impl Subject for Conformance {
+    type Sink = KafkaSink;
+
+    async fn open(&mut self, _table: &TableName) -> KafkaSink {
+        let config = self.config(&self.proxy.addr().to_string(), "");
+        KafkaSink::connect(&config, "conformance").await.unwrap()
+    }
+
+    async fn read(&mut self, table: &TableName) -> Stored {
+        Stored::Changes(changes(
+            &read_topic(&self.brokers, &self.topic(table)),
+            false,
+        ))
+    }
+
+    async fn break_destination(&mut self, _table: &TableName) {
+        self.proxy.cut(true);
+    }
+
+    async fn heal(&mut self, _table: &TableName) {
+        self.proxy.cut(false);
+    }
+
+    async fn fatal(&mut self, table: &Arc<TableSchema>) -> Result<(), SinkError> {
+        let config = self.config(
+            &self.brokers,
+            "properties: { message.max.bytes: '20000' }\n",
+        );
+        let mut sink = KafkaSink::connect(&config, "conformance").await?;
+        let big = Some((1, Value::Int4(1), fixture::text(&"x".repeat(40_000))));
+        let row = fixture::change(table, Op::Insert, 0x100, 0, big);
+        sink.write_batch(&fixture::batch(vec![row], Some(0x100)))
+            .await
+    }
+}
+
+async fn conforms(var: &str) {
+    let brokers = brokers(var);
+    let upstream: SocketAddr = brokers
+        .split(',')
+        .next()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("{var}={brokers}: expected one 127.0.0.1:port"));
+    let mut subject = Conformance {
+        proxy: KafkaProxy::start(upstream).await,
+        brokers,
+        prefix: format!("kt_cf_{}", unique_suffix()),
+    };
+    battery::run(&format!("kafka sink ({var})"), &mut subject).await;
+}
+for_each_broker!(conforms: conforms_tansu, conforms_noida);

@@ -14,9 +14,10 @@ mod support;
 
 use cdc_core::{Batch, Op, Sink, Value};
 use cdc_es::{EsSink, EsSinkConfig};
+use cdc_sink_conformance::fixture::{change, text, unique_name};
 use es_fault_proxy::{BulkFault, BulkItem, BulkSeen, FaultProxy};
 use serde_json::json;
-use support::{change, docs, server_url, text, unique_table};
+use support::{docs, server_url};
 
 /// Commit LSN of the test transaction.
 const COMMIT_LSN: u64 = 0x3_0000_1000;
@@ -84,8 +85,8 @@ fn expected() -> Vec<(String, serde_json::Value)> {
 /// with `new` it would be accepted and overwrite it.
 async fn superseded_item_is_not_sent_again(es: &str) {
     let proxy = FaultProxy::start(es, reject_first_shared_version_item()).await;
-    let name = unique_table();
-    let table = support::schema("retry", &name);
+    let name = unique_name("t");
+    let table = cdc_sink_conformance::fixture::table("retry", &name);
     let index = format!("it-retry.{name}");
     let mut sink = sink(&proxy.url(), 1000).await;
     sink.write_batch(&transaction(&table)).await.unwrap();
@@ -118,8 +119,8 @@ async fn superseded_item_is_not_sent_again(es: &str) {
 /// with any retry selection; a guard for the per-request scope of it.
 async fn failed_item_in_its_own_request_is_retried(es: &str) {
     let proxy = FaultProxy::start(es, reject_first_shared_version_item()).await;
-    let name = unique_table();
-    let table = support::schema("retry", &name);
+    let name = unique_name("t");
+    let table = cdc_sink_conformance::fixture::table("retry", &name);
     let index = format!("it-retry.{name}");
     let mut sink = sink(&proxy.url(), 1).await;
     sink.write_batch(&transaction(&table)).await.unwrap();

@@ -10,11 +10,12 @@ mod support;
 
 use cdc_core::{Batch, Event, Lsn, Op, Row, Sink, SnapshotMarker, Value};
 use cdc_es::{EsSink, EsSinkConfig};
-use support::{change, docs, server_url, text, unique_table};
+use cdc_sink_conformance::fixture::{change, text, unique_name};
+use support::{docs, server_url};
 
 /// The test table `replay.<table>`.
 fn schema(table: &str) -> std::sync::Arc<cdc_core::TableSchema> {
-    support::schema("replay", table)
+    cdc_sink_conformance::fixture::table("replay", table)
 }
 
 async fn sink(es: &str) -> EsSink {
@@ -29,7 +30,7 @@ async fn sink(es: &str) -> EsSink {
 }
 
 async fn replay_converges(es: &str) {
-    let name = unique_table();
+    let name = unique_name("t");
     let table = schema(&name);
     let index = format!("it-replay.{name}");
     let mut sink = sink(es).await;
@@ -194,7 +195,7 @@ async fn replay_converges(es: &str) {
 /// changes, whichever arrives last.
 async fn snapshot_reads_rank_below_changes_committed_at_the_snapshot_lsn(es: &str) {
     const C: u64 = 0x1_6B37_4D80;
-    let name = unique_table();
+    let name = unique_name("t");
     let table = schema(&name);
     let index = format!("it-replay.{name}");
     let mut sink = sink(es).await;
