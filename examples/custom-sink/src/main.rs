@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 type Position = (Lsn, u64);
 
 /// Writes `<dir>/<schema>.<table>.jsonl`, skipping replays.
-struct PerTableFiles {
+pub(crate) struct PerTableFiles {
     dir: PathBuf,
     encoder: DebeziumJson,
     /// Last position written per table, persisted in `<dir>/positions`.
@@ -46,7 +46,7 @@ struct PerTableFiles {
 }
 
 impl PerTableFiles {
-    async fn open(dir: &Path) -> Result<Self, SinkError> {
+    pub(crate) async fn open(dir: &Path) -> Result<Self, SinkError> {
         tokio::fs::create_dir_all(dir).await.map_err(|e| {
             SinkError::fatal(format!("cannot create {}", dir.display())).with_source(e)
         })?;
