@@ -310,6 +310,18 @@ impl Engine {
         self.sigterm();
         self.wait_exit(timeout).await
     }
+
+    /// [`Engine::stop`], and the engine must exit 0; panics naming `what`
+    /// (with the output) when it does not.
+    pub async fn stop_clean(&mut self, timeout: Duration, what: &str) {
+        let code = self.stop(timeout).await;
+        assert_eq!(
+            code,
+            0,
+            "{what}: SIGTERM did not stop the engine cleanly\n{}",
+            self.output_report()
+        );
+    }
 }
 
 impl Drop for Engine {

@@ -41,6 +41,7 @@ mod db;
 mod engine;
 pub mod http;
 mod kafka_proxy;
+pub mod multiset;
 mod other_cluster;
 pub mod pipelines;
 pub mod replay;

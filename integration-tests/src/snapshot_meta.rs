@@ -1,9 +1,11 @@
 //! The snapshot's coordination tables (`cdc.snapshot_jobs`,
 //! `cdc.snapshot_chunks`) as tests read them.
 
+use std::time::{Duration, Instant};
+
 use sqlx::Row;
 
-use crate::TestDb;
+use crate::{Engine, TestDb};
 
 /// `X/Y` (hex) as the 64-bit position `(X << 32) + Y`.
 pub fn parse_lsn(text: &str) -> u64 {
@@ -51,6 +53,32 @@ pub async fn job(db: &TestDb, slot: &str) -> Option<Job> {
         chunks_done: row.get("chunks_done"),
         rows_done: row.get("rows_done"),
     })
+}
+
+/// Waits until the job of `slot` is `done` and returns it; panics with the
+/// engines' output when it is not within `timeout` or every engine exited.
+pub async fn wait_job_done(
+    db: &TestDb,
+    slot: &str,
+    engines: &mut [&mut Engine],
+    timeout: Duration,
+) -> Job {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let j = job(db, slot).await;
+        if let Some(j) = j.as_ref().filter(|j| j.state == "done") {
+            return j.clone();
+        }
+        let all_exited = engines.iter_mut().all(|e| !e.is_running());
+        if all_exited || Instant::now() >= deadline {
+            let reports: Vec<String> = engines.iter().map(|e| e.output_report()).collect();
+            panic!(
+                "the snapshot job of {slot} is not done (job: {j:?}, all engines exited: {all_exited})\n{}",
+                reports.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A row of `cdc.snapshot_chunks`.

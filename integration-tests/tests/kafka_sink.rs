@@ -53,6 +53,17 @@ fn brokers(var: &str) -> String {
     }
 }
 
+/// The brokers of `var` and a [`KafkaProxy`] in front of the (first) one.
+async fn proxied(var: &str) -> (String, KafkaProxy) {
+    let brokers = brokers(var);
+    let upstream: SocketAddr = brokers
+        .split(',')
+        .next()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("{var}={brokers}: expected one 127.0.0.1:port"));
+    (brokers, KafkaProxy::start(upstream).await)
+}
+
 /// Runs one async test body against each broker.
 macro_rules! for_each_broker {
     ($body:ident: $tansu:ident, $noida:ident) => {
@@ -508,13 +519,7 @@ for_each_broker!(keys_headers_tombstones: keys_headers_tombstones_tansu, keys_he
 /// and broker drops every connection and refuses new ones): the slot never
 /// gets ahead of what Kafka holds, and afterwards every change arrives.
 async fn broker_unreachable(var: &str) {
-    let brokers = brokers(var);
-    let upstream: SocketAddr = brokers
-        .split(',')
-        .next()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or_else(|| panic!("{var}={brokers}: expected one 127.0.0.1:port"));
-    let proxy = KafkaProxy::start(upstream).await;
+    let (brokers, proxy) = proxied(var).await;
     let db = TestDb::create("kafka_cut").await;
     new_table(&db).await;
     let s = unique_suffix();
@@ -599,13 +604,7 @@ for_each_broker!(broker_unreachable: broker_unreachable_tansu, broker_unreachabl
 /// not be appended after them: the last message of each key stays the
 /// newest change.
 async fn stalled_request_lands_late(var: &str) {
-    let brokers = brokers(var);
-    let upstream: SocketAddr = brokers
-        .split(',')
-        .next()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or_else(|| panic!("{var}={brokers}: expected one 127.0.0.1:port"));
-    let proxy = KafkaProxy::start(upstream).await;
+    let (brokers, proxy) = proxied(var).await;
     let db = TestDb::create("kafka_stall").await;
     new_table(&db).await;
     let s = unique_suffix();
@@ -866,14 +865,9 @@ impl Subject for Conformance {
 }
 
 async fn conforms(var: &str) {
-    let brokers = brokers(var);
-    let upstream: SocketAddr = brokers
-        .split(',')
-        .next()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or_else(|| panic!("{var}={brokers}: expected one 127.0.0.1:port"));
+    let (brokers, proxy) = proxied(var).await;
     let mut subject = Conformance {
-        proxy: KafkaProxy::start(upstream).await,
+        proxy,
         brokers,
         prefix: format!("kt_cf_{}", unique_suffix()),
     };

@@ -18,7 +18,7 @@ use async_nats::jetstream;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use integration_tests::pipelines::Pipeline;
-use integration_tests::{unique_suffix, wait_until, Engine, TempDir, TestDb};
+use integration_tests::{unique_suffix, wait_streaming, wait_until, Engine, TempDir, TestDb};
 use nkeys::KeyPair;
 use serde_json::{json, Value as Json};
 
@@ -297,16 +297,8 @@ async fn credentials_file_auth() {
     );
 
     let mut engine = Engine::start(&yaml(&good));
-    let streaming = wait_until(Duration::from_secs(90), async || {
-        db.slot_active(&format!("s_{s}")).await
-    })
-    .await;
-    assert!(
-        streaming,
-        "the engine did not start streaming\n{}\n{}",
-        engine.output_report(),
-        server.log()
-    );
+    let slot = format!("s_{s}");
+    wait_streaming(&db, &mut engine, &slot, Duration::from_secs(90)).await;
     db.exec("INSERT INTO public.t VALUES (1, 42, 'creds \"ok\"')")
         .await;
     let one = wait_until(Duration::from_secs(90), async || {

@@ -837,6 +837,46 @@ fn validate_names_the_field() {
     assert!(text.contains("sinks[0].stream.name"), "{text}");
 }
 
+/// The two runs of an authentication test on `db`: with the sink entry
+/// `bad` the engine stops at start with a connection error; with `good` it
+/// streams, one inserted row arrives in the stream `IT_{s}` (read through
+/// `js`), and it stops cleanly. Returns both runs' stderr.
+async fn refused_then_published(
+    db: &TestDb,
+    s: &str,
+    bad: &str,
+    good: &str,
+    js: &jetstream::Context,
+) -> (String, String) {
+    let mut refused = Engine::start(&pipeline(db, s, "public.t", bad).yaml());
+    let code = refused.wait_exit(Duration::from_secs(90)).await;
+    assert_ne!(code, 0, "{}", refused.output_report());
+    assert!(
+        refused.stderr_text().contains("cannot connect to NATS"),
+        "{}",
+        refused.output_report()
+    );
+
+    let mut engine = Engine::start(&pipeline(db, s, "public.t", good).yaml());
+    wait_streaming(db, &mut engine, &format!("s_{s}"), STREAMING).await;
+    db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
+    let ok = wait_until(Duration::from_secs(90), async || {
+        match js.get_stream(format!("IT_{s}")).await {
+            Ok(mut st) => st.info().await.is_ok_and(|i| i.state.messages == 1),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(ok, "{}", engine.output_report());
+    assert_eq!(
+        engine.stop(Duration::from_secs(90)).await,
+        0,
+        "{}",
+        engine.output_report()
+    );
+    (refused.stderr_text(), engine.stderr_text())
+}
+
 /// Token authentication: a wrong token stops the engine at start with a
 /// message naming the server; the right one publishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -854,42 +894,19 @@ async fn token_auth() {
             url = json_str(&server.url()),
         )
     };
-    let mut bad = Engine::start(&pipeline(&db, &s, "public.t", &sink("wrong")).yaml());
-    let code = bad.wait_exit(Duration::from_secs(90)).await;
-    assert_ne!(code, 0, "{}", bad.output_report());
-    assert!(
-        bad.stderr_text()
-            .contains(&format!("cannot connect to NATS at {}", server.url())),
-        "{}",
-        bad.output_report()
-    );
-
-    let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink("s3cret")).yaml());
-    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
-    db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     let client = async_nats::ConnectOptions::with_token("s3cret".into())
         .connect(server.url())
         .await
         .unwrap();
     let js = jetstream::new(client);
-    let ok = wait_until(Duration::from_secs(90), async || {
-        match js.get_stream(format!("IT_{s}")).await {
-            Ok(mut st) => st.info().await.is_ok_and(|i| i.state.messages == 1),
-            Err(_) => false,
-        }
-    })
-    .await;
-    assert!(ok, "{}", engine.output_report());
-    assert_eq!(
-        engine.stop(Duration::from_secs(90)).await,
-        0,
-        "{}",
-        engine.output_report()
+    let (refused, _) = refused_then_published(&db, &s, &sink("wrong"), &sink("s3cret"), &js).await;
+    assert!(
+        refused.contains(&format!("cannot connect to NATS at {}", server.url())),
+        "{refused}"
     );
     db.cleanup().await;
 }
 
-/// Runs `openssl <args>` in `dir`; panics with its output on failure.
 /// Nkey authentication: the server knows one user's public nkey; a
 /// different seed stops the engine at start, the user's seed publishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -925,49 +942,23 @@ async fn nkey_auth() {
         )
     };
     let stranger = nkeys::KeyPair::new_user().seed().expect("seed");
-    let mut bad = Engine::start(&pipeline(&db, &s, "public.t", &sink(&stranger)).yaml());
-    let code = bad.wait_exit(Duration::from_secs(90)).await;
-    assert_ne!(code, 0, "{}", bad.output_report());
-    assert!(
-        bad.stderr_text()
-            .contains(&format!("cannot connect to NATS at {}", server.url())),
-        "{}",
-        bad.output_report()
-    );
-    assert!(
-        !bad.stderr_text().contains(&stranger),
-        "the seed appears in the log"
-    );
-
-    let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink(&seed)).yaml());
-    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
-    db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     let client = async_nats::ConnectOptions::with_nkey(seed.clone())
         .connect(server.url())
         .await
         .unwrap();
     let js = jetstream::new(client);
-    let ok = wait_until(Duration::from_secs(90), async || {
-        match js.get_stream(format!("IT_{s}")).await {
-            Ok(mut st) => st.info().await.is_ok_and(|i| i.state.messages == 1),
-            Err(_) => false,
-        }
-    })
-    .await;
-    assert!(ok, "{}", engine.output_report());
-    assert_eq!(
-        engine.stop(Duration::from_secs(90)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    let (refused, accepted) =
+        refused_then_published(&db, &s, &sink(&stranger), &sink(&seed), &js).await;
     assert!(
-        !engine.stderr_text().contains(&seed),
-        "the seed appears in the log"
+        refused.contains(&format!("cannot connect to NATS at {}", server.url())),
+        "{refused}"
     );
+    assert!(!refused.contains(&stranger), "the seed appears in the log");
+    assert!(!accepted.contains(&seed), "the seed appears in the log");
     db.cleanup().await;
 }
 
+/// Runs `openssl <args>` in `dir`; panics with its output on failure.
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
@@ -1086,18 +1077,6 @@ async fn mutual_tls() {
             url = json_str(&server.url()),
         )
     };
-    let mut bad = Engine::start(&pipeline(&db, &s, "public.t", &sink(false)).yaml());
-    let code = bad.wait_exit(Duration::from_secs(90)).await;
-    assert_ne!(code, 0, "{}", bad.output_report());
-    assert!(
-        bad.stderr_text().contains("cannot connect to NATS"),
-        "{}",
-        bad.output_report()
-    );
-
-    let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink(true)).yaml());
-    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
-    db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     let client = async_nats::ConnectOptions::new()
         .require_tls(true)
         .add_root_certificates(p("ca.pem"))
@@ -1106,19 +1085,6 @@ async fn mutual_tls() {
         .await
         .unwrap();
     let js = jetstream::new(client);
-    let ok = wait_until(Duration::from_secs(90), async || {
-        match js.get_stream(format!("IT_{s}")).await {
-            Ok(mut st) => st.info().await.is_ok_and(|i| i.state.messages == 1),
-            Err(_) => false,
-        }
-    })
-    .await;
-    assert!(ok, "{}", engine.output_report());
-    assert_eq!(
-        engine.stop(Duration::from_secs(90)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    refused_then_published(&db, &s, &sink(false), &sink(true), &js).await;
     db.cleanup().await;
 }

@@ -18,12 +18,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration_tests::http::{free_port, get, status_json};
 use integration_tests::pipelines::pipeline_yaml;
 use integration_tests::replay::{apply, diff, merged, wait_converged_tables, Change, Tail};
-use integration_tests::snapshot_meta::{chunks, job};
+use integration_tests::snapshot_meta::{chunks, wait_job_done};
 use integration_tests::{unique_suffix, wait_until, Engine, TempDir, TestDb};
 use sqlx::{Connection, PgConnection};
 
@@ -154,32 +154,6 @@ impl PartitionWriter {
     }
 }
 
-async fn wait_job_done(db: &TestDb, slot: &str, engine: &mut Engine) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if job(db, slot).await.is_some_and(|j| j.state == "done") {
-            return;
-        }
-        if !engine.is_running() || Instant::now() >= deadline {
-            panic!(
-                "the snapshot job of {slot} is not done\n{}",
-                engine.output_report()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn stop_clean(engine: &mut Engine, what: &str) {
-    let code = engine.stop(STOP_TIMEOUT).await;
-    assert_eq!(
-        code,
-        0,
-        "{what}: SIGTERM did not stop the engine cleanly\n{}",
-        engine.output_report()
-    );
-}
-
 /// Polls `tail` until an event of `table` satisfies `found`.
 async fn wait_event(tail: &mut Tail, engine: &Engine, what: &str, found: impl Fn(&Change) -> bool) {
     let seen = wait_until(TIMEOUT, async || {
@@ -216,7 +190,7 @@ async fn partitioned_roots_are_snapshotted_per_partition_and_streamed_by_root() 
     let writer = PartitionWriter::start(&db, ROWS + 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut engine = Engine::start(&yaml);
-    wait_job_done(&db, &slot, &mut engine).await;
+    wait_job_done(&db, &slot, &mut [&mut engine], TIMEOUT).await;
     let at_done = writer.committed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (committed, moved) = writer.finish().await;
@@ -229,7 +203,7 @@ async fn partitioned_roots_are_snapshotted_per_partition_and_streamed_by_root() 
 
     let mut tails = vec![Tail::new(0, out.clone())];
     wait_converged_tables(&db, &mut tails, &[&engine], &["public.r", "public.l"]).await;
-    stop_clean(&mut engine, "partitioned roots").await;
+    engine.stop_clean(STOP_TIMEOUT, "partitioned roots").await;
     tails[0].poll();
     let refs: Vec<&Tail> = tails.iter().collect();
     let events = merged(&refs);
@@ -371,7 +345,7 @@ async fn an_existing_publication_is_fixed_and_the_engine_restarts_on_it() {
     let mut tail = Tail::new(0, out.clone());
 
     let mut engine = Engine::start(&yaml);
-    wait_job_done(&db, &slot, &mut engine).await;
+    wait_job_done(&db, &slot, &mut [&mut engine], TIMEOUT).await;
     let e_chunks: Vec<_> = chunks(&db, &slot)
         .await
         .into_iter()
@@ -418,7 +392,7 @@ async fn an_existing_publication_is_fixed_and_the_engine_restarts_on_it() {
         Some("true"),
         "publish_via_partition_root"
     );
-    stop_clean(&mut engine, "first run").await;
+    engine.stop_clean(STOP_TIMEOUT, "first run").await;
 
     let mut engine = Engine::start(&yaml);
     db.exec("INSERT INTO public.r VALUES (1002, 150, 'second run')")
@@ -489,7 +463,7 @@ async fn an_existing_publication_is_fixed_and_the_engine_restarts_on_it() {
         e.op == "t" && e.table == "public.r"
     })
     .await;
-    stop_clean(&mut engine, "second run").await;
+    engine.stop_clean(STOP_TIMEOUT, "second run").await;
     assert!(
         !engine.stderr_text().contains("42710"),
         "{}",
@@ -573,7 +547,7 @@ async fn changes_of_untracked_relations_are_warned_about_and_counted() {
     let mut tail = Tail::new(0, out.clone());
 
     let mut engine = Engine::start(&yaml);
-    wait_job_done(&db, &slot, &mut engine).await;
+    wait_job_done(&db, &slot, &mut [&mut engine], TIMEOUT).await;
     for i in 1..=3 {
         db.exec(&format!("INSERT INTO public.b VALUES ({i}, 'untracked')"))
             .await;
@@ -624,7 +598,7 @@ async fn changes_of_untracked_relations_are_warned_about_and_counted() {
     .await;
     let status = status_json(port).await.expect("/status answers");
     assert_eq!(status["untracked_changes"]["public.b"], 5, "{status}");
-    stop_clean(&mut engine, "untracked").await;
+    engine.stop_clean(STOP_TIMEOUT, "untracked").await;
 
     let stderr = engine.stderr_text();
     let warned = |needle: &str| stderr.lines().filter(|l| l.contains(needle)).count();

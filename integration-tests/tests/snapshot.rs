@@ -18,9 +18,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use integration_tests::multiset::{multiset, multiset_diff};
 use integration_tests::pipelines::pipeline_yaml;
 use integration_tests::replay::{apply, diff, merged, wait_converged, Change, Tail};
-use integration_tests::snapshot_meta::{chunks, job, parse_lsn, Chunk, Job};
+use integration_tests::snapshot_meta::{chunks, job, parse_lsn, wait_job_done, Chunk};
 use integration_tests::{
     unique_suffix, wait_until, Engine, Mix, TempDir, TestDb, Workload, Writers, Written,
 };
@@ -41,88 +42,6 @@ fn slot_and_publication() -> (String, String) {
 
 // ---------------------------------------------------------------- events
 
-/// A JSON value as text with every object's keys sorted, so row objects
-/// compare as strings (for multiset comparisons).
-fn canonical(v: &Json) -> String {
-    fn write(v: &Json, out: &mut String) {
-        match v {
-            Json::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Json::String(k.clone()).to_string());
-                    out.push(':');
-                    write(&m[k], out);
-                }
-                out.push('}');
-            }
-            Json::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(v, &mut out);
-    out
-}
-
-/// Sorted canonical texts of `rows`.
-fn multiset<'a>(rows: impl IntoIterator<Item = &'a Json>) -> Vec<String> {
-    let mut v: Vec<String> = rows.into_iter().map(canonical).collect();
-    v.sort();
-    v
-}
-
-/// Describes how two sorted multisets differ (`None` when equal).
-fn multiset_diff(got: &[String], want: &[String]) -> Option<String> {
-    if got == want {
-        return None;
-    }
-    let mut g: BTreeMap<&str, i64> = BTreeMap::new();
-    for s in got {
-        *g.entry(s).or_default() += 1;
-    }
-    for s in want {
-        *g.entry(s).or_default() -= 1;
-    }
-    let mut out: Vec<String> = g
-        .into_iter()
-        .filter(|(_, n)| *n != 0)
-        .map(|(s, n)| {
-            let s = if s.len() > 200 {
-                format!("{}… ({} bytes)", &s[..s.floor_char_boundary(200)], s.len())
-            } else {
-                s.to_owned()
-            };
-            if n > 0 {
-                format!("{n} extra in the file: {s}")
-            } else {
-                format!("{} missing from the file: {s}", -n)
-            }
-        })
-        .collect();
-    let n = out.len();
-    out.truncate(20);
-    Some(format!(
-        "{} rows in the file, {} in the table; {n} distinct difference(s):\n  {}",
-        got.len(),
-        want.len(),
-        out.join("\n  ")
-    ))
-}
-
 /// Complete lines in a file (cheap: no parsing).
 fn line_count(path: &Path) -> usize {
     match std::fs::File::open(path) {
@@ -142,40 +61,6 @@ fn line_count(path: &Path) -> usize {
 }
 
 // ---------------------------------------------------------------- metadata
-
-/// Waits until the job of `slot` is `done`; panics with the engines'
-/// output when it is not within [`JOB_TIMEOUT`] or every engine exited.
-async fn wait_job_done(db: &TestDb, slot: &str, engines: &mut [&mut Engine]) -> Job {
-    let deadline = Instant::now() + JOB_TIMEOUT;
-    loop {
-        let j = job(db, slot).await;
-        if let Some(j) = &j {
-            if j.state == "done" {
-                return j.clone();
-            }
-        }
-        let all_exited = engines.iter_mut().all(|e| !e.is_running());
-        if all_exited || Instant::now() >= deadline {
-            let reports: Vec<String> = engines.iter().map(|e| e.output_report()).collect();
-            panic!(
-                "the snapshot job of {slot} is not done (job: {j:?}, all engines exited: {all_exited})\n{}",
-                reports.join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// SIGTERM, and the engine must exit 0.
-async fn stop_clean(engine: &mut Engine, what: &str) {
-    let code = engine.stop(STOP_TIMEOUT).await;
-    assert_eq!(
-        code,
-        0,
-        "{what}: SIGTERM did not stop the engine cleanly\n{}",
-        engine.output_report()
-    );
-}
 
 // ---------------------------------------------------------------- writers
 
@@ -242,7 +127,7 @@ async fn handoff_is_exact_under_concurrent_writes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_engine = writers.committed();
     let mut engine = Engine::start(&yaml);
-    let job_done = wait_job_done(&db, &slot, &mut [&mut engine]).await;
+    let job_done = wait_job_done(&db, &slot, &mut [&mut engine], JOB_TIMEOUT).await;
     let at_done = writers.committed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let Written {
@@ -263,7 +148,7 @@ async fn handoff_is_exact_under_concurrent_writes() {
 
     let mut tails = vec![Tail::new(0, out.clone())];
     wait_converged(&db, &mut tails, &[&engine]).await;
-    stop_clean(&mut engine, "handoff").await;
+    engine.stop_clean(STOP_TIMEOUT, "handoff").await;
     tails[0].poll();
     let events = &tails[0].events;
 
@@ -433,7 +318,7 @@ async fn three_instances_share_one_snapshot() {
 
     let job_done = {
         let mut refs: Vec<&mut Engine> = engines.iter_mut().collect();
-        wait_job_done(&db, &slot, &mut refs).await
+        wait_job_done(&db, &slot, &mut refs, JOB_TIMEOUT).await
     };
     // Instances that share a slot may start together: none may fail.
     for (i, e) in engines.iter_mut().enumerate() {
@@ -589,7 +474,7 @@ async fn three_instances_share_one_snapshot() {
         );
     }
     for (i, e) in engines.iter_mut().enumerate() {
-        stop_clean(e, ids[i]).await;
+        e.stop_clean(STOP_TIMEOUT, ids[i]).await;
     }
     stop_and_cleanup(db, started, "three_instances_share_one_snapshot").await;
 }
@@ -712,7 +597,7 @@ async fn a_killed_worker_chunk_is_claimed_again() {
         orphaned.iter().map(|c| c.id).collect::<Vec<_>>()
     );
 
-    let job_done = wait_job_done(&db, &slot, &mut [&mut engines[survivor]]).await;
+    let job_done = wait_job_done(&db, &slot, &mut [&mut engines[survivor]], JOB_TIMEOUT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let Written {
         committed, failed, ..
@@ -783,7 +668,9 @@ async fn a_killed_worker_chunk_is_claimed_again() {
         tails[victim].events.iter().all(|e| e.op == "r"),
         "the killed instance streamed"
     );
-    stop_clean(&mut engines[survivor], ids[survivor]).await;
+    engines[survivor]
+        .stop_clean(STOP_TIMEOUT, ids[survivor])
+        .await;
     stop_and_cleanup(db, started, "a_killed_worker_chunk_is_claimed_again").await;
 }
 
@@ -855,7 +742,7 @@ async fn a_killed_coordinator_resumes_under_a_new_snapshot() {
     // Writes go on while it is down.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut second = Engine::start(&yaml);
-    let job_done = wait_job_done(&db, &slot, &mut [&mut second]).await;
+    let job_done = wait_job_done(&db, &slot, &mut [&mut second], JOB_TIMEOUT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let Written {
         committed, failed, ..
@@ -905,7 +792,9 @@ async fn a_killed_coordinator_resumes_under_a_new_snapshot() {
         "the restarted instance did not log the resumption\n{}",
         second.output_report()
     );
-    stop_clean(&mut second, "restarted coordinator").await;
+    second
+        .stop_clean(STOP_TIMEOUT, "restarted coordinator")
+        .await;
     stop_and_cleanup(
         db,
         started,
@@ -1031,7 +920,7 @@ async fn every_table_shape_is_copied_exactly() {
     // Strategy mismatches are reported after every row has been checked.
     let mut wrong_strategy = Vec::new();
     for (chunking, db, slot, out, engine) in runs.iter_mut() {
-        wait_job_done(db, slot, &mut [engine]).await;
+        wait_job_done(db, slot, &mut [engine], JOB_TIMEOUT).await;
         let mut want_total = 0;
         let mut wants = Vec::new();
         for (_, sql_name, event_name, _) in SHAPES {
@@ -1107,7 +996,7 @@ async fn every_table_shape_is_copied_exactly() {
         }
     }
     for (chunking, db, _, _, mut engine) in runs {
-        stop_clean(&mut engine, chunking).await;
+        engine.stop_clean(STOP_TIMEOUT, chunking).await;
         db.cleanup().await;
     }
     wrong_strategy.truncate(30);
@@ -1238,7 +1127,7 @@ async fn empty_chunks_do_not_stall_the_handoff() {
     // load/emitter.rs pins the case down) ends while the batch is empty.
     let yaml = format!("{yaml}pipeline: {{ max_batch_events: 1 }}\n");
     let mut engine = Engine::start(&yaml);
-    let j = wait_job_done(&db, &slot, &mut [&mut engine]).await;
+    let j = wait_job_done(&db, &slot, &mut [&mut engine], JOB_TIMEOUT).await;
     let empty = chunks(&db, &slot)
         .await
         .iter()
@@ -1262,7 +1151,9 @@ async fn empty_chunks_do_not_stall_the_handoff() {
         "the file does not rebuild the table\n{}",
         engine.output_report()
     );
-    stop_clean(&mut engine, "empty_chunks_do_not_stall_the_handoff").await;
+    engine
+        .stop_clean(STOP_TIMEOUT, "empty_chunks_do_not_stall_the_handoff")
+        .await;
     stop_and_cleanup(db, started, "empty_chunks_do_not_stall_the_handoff").await;
 }
 
@@ -1287,8 +1178,8 @@ async fn a_dropped_slot_gets_a_new_snapshot() {
         "{ mode: initial, chunk_rows: 100, workers: 2 }",
     );
     let mut engine = Engine::start(&yaml);
-    wait_job_done(&db, &slot, &mut [&mut engine]).await;
-    stop_clean(&mut engine, "first run").await;
+    wait_job_done(&db, &slot, &mut [&mut engine], JOB_TIMEOUT).await;
+    engine.stop_clean(STOP_TIMEOUT, "first run").await;
 
     db.exec(&format!(
         "SELECT pg_drop_replication_slot({})",
@@ -1322,8 +1213,8 @@ async fn a_dropped_slot_gets_a_new_snapshot() {
         "{}",
         engine.output_report()
     );
-    wait_job_done(&db, &slot, &mut [&mut engine]).await;
-    stop_clean(&mut engine, "second run").await;
+    wait_job_done(&db, &slot, &mut [&mut engine], JOB_TIMEOUT).await;
+    engine.stop_clean(STOP_TIMEOUT, "second run").await;
     stop_and_cleanup(db, started, "a_dropped_slot_gets_a_new_snapshot").await;
 }
 

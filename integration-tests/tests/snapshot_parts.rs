@@ -24,6 +24,7 @@ use cdc_postgres::snapshot::{
     chunk_query, describe_table, plan_chunks, read_chunk, rewritten_since_snapshot, ChunkBounds,
     ChunkStrategy, JobState, MetadataStore,
 };
+use integration_tests::multiset::{canonical, multiset_diff};
 use integration_tests::{quote_literal, TestDb};
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
@@ -58,43 +59,6 @@ async fn begin_reader(conn: &mut PgConnection, snapshot: Option<&str>) {
         )
         .await;
     }
-}
-
-/// A JSON value as text with every object's keys sorted, so rows compare
-/// as strings whatever order their keys came in.
-fn canonical(v: &serde_json::Value) -> String {
-    fn write(v: &serde_json::Value, out: &mut String) {
-        match v {
-            serde_json::Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(&map[k], out);
-                }
-                out.push('}');
-            }
-            serde_json::Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut out = String::new();
-    write(v, &mut out);
-    out
 }
 
 /// A snapshot row as a JSON object `{column: write_value(value)}`, in
@@ -178,12 +142,8 @@ async fn read_chunks(
 fn assert_same_rows(got: &[Vec<u8>], expected: &[String], what: &str) {
     let got = canonical_rows(got);
     assert_eq!(got.len(), expected.len(), "{what}: row count");
-    if got != expected {
-        let g: HashSet<&String> = got.iter().collect();
-        let e: HashSet<&String> = expected.iter().collect();
-        let missing: Vec<_> = e.difference(&g).take(3).collect();
-        let extra: Vec<_> = g.difference(&e).take(3).collect();
-        panic!("{what}: rows differ\nmissing: {missing:#?}\nextra: {extra:#?}");
+    if let Some(d) = multiset_diff(&got, expected) {
+        panic!("{what}: rows differ: {d}");
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use integration_tests::pipelines::{yaml_str, Pipeline, STREAM_ONLY};
+use integration_tests::snapshot_meta::parse_lsn;
 use integration_tests::{
     read_jsonl, unique_suffix, wait_streaming, wait_until, Engine, TempDir, TestDb,
 };
@@ -105,17 +106,6 @@ impl Capture {
     fn lines(&self) -> Vec<Value> {
         read_jsonl(&self.out)
     }
-}
-
-/// SIGTERM, and the engine must exit 0.
-async fn stop(engine: &mut Engine) {
-    let code = engine.stop(STOP_TIMEOUT).await;
-    assert_eq!(
-        code,
-        0,
-        "the engine did not exit cleanly\n{}",
-        engine.output_report()
-    );
 }
 
 /// The rows of `sql` (a query) as `to_jsonb` objects; exactly one expected.
@@ -397,7 +387,7 @@ async fn every_type_equals_to_jsonb() {
     let final_rows = db.to_jsonb_rows("public.every", "id").await;
 
     cap.wait_lines(&mut engine, expected.len(), TIMEOUT).await;
-    stop(&mut engine).await;
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let lines = cap.lines();
     assert_eq!(
         lines.len(),
@@ -527,7 +517,7 @@ async fn replica_identity_default_and_full() {
     db.exec("DELETE FROM public.rid_full WHERE id = 3").await;
 
     cap.wait_lines(&mut engine, 6, TIMEOUT).await;
-    stop(&mut engine).await;
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let lines = cap.lines();
     assert_eq!(lines.len(), 6, "{}", pretty(&lines));
 
@@ -636,7 +626,7 @@ async fn unchanged_toast_default_and_full() {
     assert_eq!(f_upd["big"], f_ins["big"]);
 
     cap.wait_lines(&mut engine, 4, TIMEOUT).await;
-    stop(&mut engine).await;
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let lines = cap.lines();
     assert_eq!(lines.len(), 4, "{}", pretty(&lines));
 
@@ -705,7 +695,7 @@ async fn truncate_gives_one_event_per_table() {
         .await;
 
     cap.wait_lines(&mut engine, 3, TIMEOUT).await;
-    stop(&mut engine).await;
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let lines = cap.lines();
     assert_eq!(lines.len(), 3, "{}", pretty(&lines));
 
@@ -789,7 +779,7 @@ async fn transaction_boundaries_and_ordinals() {
 
     cap.wait_lines(&mut engine, tx1.len() + tx2.len(), TIMEOUT)
         .await;
-    stop(&mut engine).await;
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let lines = cap.lines();
     assert_eq!(lines.len(), tx1.len() + tx2.len(), "{}", pretty(&lines));
 
@@ -855,7 +845,7 @@ async fn big_transaction_arrives_whole_and_in_order() {
     cap.wait_lines(&mut engine, N + 1, Duration::from_secs(120))
         .await;
     let took = started.elapsed();
-    stop(&mut engine).await;
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let lines = cap.lines();
     assert_eq!(lines.len(), N + 1, "line count (waited {took:?})");
 
@@ -903,7 +893,7 @@ async fn quoted_schema_and_table_names() {
         .await;
 
     cap.wait_lines(&mut engine, 3, TIMEOUT).await;
-    stop(&mut engine).await;
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let lines = cap.lines();
     assert_eq!(lines.len(), 3, "{}", pretty(&lines));
     for l in &lines {
@@ -924,14 +914,6 @@ async fn quoted_schema_and_table_names() {
 
 // --------------------------------------------- 7. resume after restart
 
-/// `X/Y` LSN text as a 64-bit position.
-fn parse_lsn(text: &str) -> u64 {
-    let (hi, lo) = text
-        .split_once('/')
-        .unwrap_or_else(|| panic!("bad LSN {text}"));
-    (u64::from_str_radix(hi, 16).unwrap() << 32) + u64::from_str_radix(lo, 16).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_restart_resumes_without_duplicates() {
     let db = TestDb::create("stream_resume").await;
@@ -950,7 +932,7 @@ async fn clean_restart_resumes_without_duplicates() {
         .await;
     }
     cap.wait_lines(&mut engine, 100, TIMEOUT).await;
-    stop(&mut engine).await;
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let first_run = cap.lines();
     assert_eq!(first_run.len(), 100, "{}", pretty(&first_run));
 
@@ -992,7 +974,7 @@ async fn clean_restart_resumes_without_duplicates() {
     db.exec("INSERT INTO public.resume VALUES (1000, 'fence')")
         .await;
     cap.wait_lines(&mut engine, 151, TIMEOUT).await;
-    stop(&mut engine).await;
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let mut all = cap.lines();
     assert_eq!(
         all.last().map(|l| key_text(l, "id")).as_deref(),
