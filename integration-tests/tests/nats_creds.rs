@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use integration_tests::nats_stream::stream_messages;
 use integration_tests::pipelines::Pipeline;
 use integration_tests::{unique_suffix, wait_streaming, wait_until, Engine, TempDir, TestDb};
 use nkeys::KeyPair;
@@ -302,10 +303,7 @@ async fn credentials_file_auth() {
     db.exec("INSERT INTO public.t VALUES (1, 42, 'creds \"ok\"')")
         .await;
     let one = wait_until(Duration::from_secs(90), async || {
-        match js.get_stream(&stream).await {
-            Ok(mut st) => st.info().await.is_ok_and(|i| i.state.messages >= 1),
-            Err(_) => false,
-        }
+        stream_messages(&js, &stream).await.is_some_and(|n| n >= 1)
     })
     .await;
     assert!(one, "no message in {stream}\n{}", engine.output_report());

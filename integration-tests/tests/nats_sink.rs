@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::StorageType};
+use integration_tests::nats_stream::stream_messages;
 use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{self, apply, Change};
 use integration_tests::{
@@ -860,11 +861,9 @@ async fn refused_then_published(
     let mut engine = Engine::start(&pipeline(db, s, "public.t", good).yaml());
     wait_streaming(db, &mut engine, &format!("s_{s}"), STREAMING).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
+    let stream = format!("IT_{s}");
     let ok = wait_until(Duration::from_secs(90), async || {
-        match js.get_stream(format!("IT_{s}")).await {
-            Ok(mut st) => st.info().await.is_ok_and(|i| i.state.messages == 1),
-            Err(_) => false,
-        }
+        stream_messages(js, &stream).await == Some(1)
     })
     .await;
     assert!(ok, "{}", engine.output_report());

@@ -22,7 +22,7 @@ use cdc_sink_conformance::battery::{self, Script, Stored, Subject};
 use cdc_sink_conformance::fixture::unique_name;
 use es_fault_proxy::{BulkFault, FaultProxy};
 use serde_json::json;
-use support::{docs, server_url};
+use support::{docs, on_both_servers};
 
 struct Search {
     es: String,
@@ -112,23 +112,14 @@ impl Subject for Search {
     }
 }
 
-/// Runs the battery against the server at `var`, then drops the indices.
-async fn conforms(var: &str) {
-    let es = server_url(var);
-    let mut search = Search::new(&es).await;
-    battery::run(&format!("elasticsearch sink ({var})"), &mut search).await;
+/// Runs the battery against the server at `es`, then drops the indices.
+async fn conforms(es: &str) {
+    let mut search = Search::new(es).await;
+    battery::run(&format!("elasticsearch sink ({es})"), &mut search).await;
     let _ = reqwest::Client::new()
         .delete(format!("{es}/{}-*", search.prefix))
         .send()
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_elasticsearch_sink_conforms_noida() {
-    conforms("CDC_TEST_ES_URL").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_elasticsearch_sink_conforms_osmem() {
-    conforms("CDC_TEST_OPENSEARCH_URL").await;
-}
+on_both_servers!(conforms: the_elasticsearch_sink_conforms_noida, the_elasticsearch_sink_conforms_osmem);

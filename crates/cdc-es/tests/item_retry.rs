@@ -17,7 +17,7 @@ use cdc_es::{EsSink, EsSinkConfig};
 use cdc_sink_conformance::fixture::{change, text, unique_name};
 use es_fault_proxy::{BulkFault, BulkItem, BulkSeen, FaultProxy};
 use serde_json::json;
-use support::{docs, server_url};
+use support::{docs, on_both_servers};
 
 /// Commit LSN of the test transaction.
 const COMMIT_LSN: u64 = 0x3_0000_1000;
@@ -146,22 +146,5 @@ async fn failed_item_in_its_own_request_is_retried(es: &str) {
         .await;
 }
 
-#[tokio::test]
-async fn superseded_item_is_not_sent_again_noida() {
-    superseded_item_is_not_sent_again(&server_url("CDC_TEST_ES_URL")).await;
-}
-
-#[tokio::test]
-async fn superseded_item_is_not_sent_again_osmem() {
-    superseded_item_is_not_sent_again(&server_url("CDC_TEST_OPENSEARCH_URL")).await;
-}
-
-#[tokio::test]
-async fn failed_item_in_its_own_request_is_retried_noida() {
-    failed_item_in_its_own_request_is_retried(&server_url("CDC_TEST_ES_URL")).await;
-}
-
-#[tokio::test]
-async fn failed_item_in_its_own_request_is_retried_osmem() {
-    failed_item_in_its_own_request_is_retried(&server_url("CDC_TEST_OPENSEARCH_URL")).await;
-}
+on_both_servers!(superseded_item_is_not_sent_again: superseded_item_is_not_sent_again_noida, superseded_item_is_not_sent_again_osmem);
+on_both_servers!(failed_item_in_its_own_request_is_retried: failed_item_in_its_own_request_is_retried_noida, failed_item_in_its_own_request_is_retried_osmem);

@@ -11,7 +11,7 @@ mod support;
 use cdc_core::{Batch, Event, Lsn, Op, Row, Sink, SnapshotMarker, Value};
 use cdc_es::{EsSink, EsSinkConfig};
 use cdc_sink_conformance::fixture::{change, text, unique_name};
-use support::{docs, server_url};
+use support::{docs, on_both_servers};
 
 /// The test table `replay.<table>`.
 fn schema(table: &str) -> std::sync::Arc<cdc_core::TableSchema> {
@@ -262,26 +262,5 @@ async fn snapshot_reads_rank_below_changes_committed_at_the_snapshot_lsn(es: &st
         .await;
 }
 
-#[tokio::test]
-async fn snapshot_reads_rank_below_changes_at_the_snapshot_lsn_noida() {
-    snapshot_reads_rank_below_changes_committed_at_the_snapshot_lsn(&server_url("CDC_TEST_ES_URL"))
-        .await;
-}
-
-#[tokio::test]
-async fn snapshot_reads_rank_below_changes_at_the_snapshot_lsn_osmem() {
-    snapshot_reads_rank_below_changes_committed_at_the_snapshot_lsn(&server_url(
-        "CDC_TEST_OPENSEARCH_URL",
-    ))
-    .await;
-}
-
-#[tokio::test]
-async fn replay_converges_noida() {
-    replay_converges(&server_url("CDC_TEST_ES_URL")).await;
-}
-
-#[tokio::test]
-async fn replay_converges_osmem() {
-    replay_converges(&server_url("CDC_TEST_OPENSEARCH_URL")).await;
-}
+on_both_servers!(snapshot_reads_rank_below_changes_committed_at_the_snapshot_lsn: snapshot_reads_rank_below_changes_at_the_snapshot_lsn_noida, snapshot_reads_rank_below_changes_at_the_snapshot_lsn_osmem);
+on_both_servers!(replay_converges: replay_converges_noida, replay_converges_osmem);

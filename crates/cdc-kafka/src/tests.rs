@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cdc_core::{
-    Batch, ChangeEvent, Column, Event, Lsn, Op, ReplicaIdentity, Row, Sink, SourceInfo, TableName,
-    TableSchema, Value,
+    Batch, ChangeEvent, Event, Lsn, Op, ReplicaIdentity, Row, Sink, SourceInfo, TableSchema, Value,
 };
+use cdc_sink_conformance::fixture::{column, table_of};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
@@ -114,21 +114,11 @@ fn bad_configs_name_their_fields() {
 // ---------------------------------------------------------------- events
 
 fn users() -> Arc<TableSchema> {
-    let col = |name: &str, oid: u32, ty: &str, key: bool| Column {
-        name: name.into(),
-        type_oid: oid,
-        type_name: ty.into(),
-        type_modifier: -1,
-        nullable: !key,
-        is_key: key,
-    };
-    Arc::new(TableSchema {
-        database: "app".into(),
-        oid: 1,
-        name: TableName::new("public", "users"),
-        columns: vec![col("id", 23, "int4", true), col("name", 25, "text", false)],
-        replica_identity: ReplicaIdentity::Default,
-    })
+    let columns = vec![
+        column("id", 23, "int4", true),
+        column("name", 25, "text", false),
+    ];
+    table_of("public", "users", columns, ReplicaIdentity::Default)
 }
 
 fn change(op: Op, id: i32, name: &str, lsn: u64) -> Event {

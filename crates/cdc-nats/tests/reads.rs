@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use cdc_core::{
-    Batch, ChangeEvent, Column, Event, Lsn, Op, ReplicaIdentity, Row, Sink, SnapshotMarker,
-    SourceInfo, TableName, TableSchema, Value,
+    ChangeEvent, Event, Lsn, Op, ReplicaIdentity, Row, Sink, SnapshotMarker, SourceInfo,
+    TableSchema, Value,
 };
 use cdc_nats::{NatsSink, NatsSinkConfig};
+use cdc_sink_conformance::fixture::{batch, column, table_of, unique_name};
 
 fn nats_url() -> String {
     match std::env::var("CDC_TEST_NATS_URL") {
@@ -18,34 +19,16 @@ fn nats_url() -> String {
     }
 }
 
-fn unique() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{}_{nanos}", std::process::id())
-}
-
 fn table(key: bool) -> Arc<TableSchema> {
-    let col = |name: &str, is_key: bool| Column {
-        name: name.into(),
-        type_oid: 23,
-        type_name: "int4".into(),
-        type_modifier: -1,
-        nullable: !is_key,
-        is_key,
+    let columns = vec![
+        column("id", 23, "int4", key),
+        column("v", 23, "int4", false),
+    ];
+    let identity = match key {
+        true => ReplicaIdentity::Default,
+        false => ReplicaIdentity::Full,
     };
-    Arc::new(TableSchema {
-        database: "db".into(),
-        oid: 16384,
-        name: TableName::new("public", "t"),
-        columns: vec![col("id", key), col("v", false)],
-        replica_identity: if key {
-            ReplicaIdentity::Default
-        } else {
-            ReplicaIdentity::Full
-        },
-    })
+    table_of("public", "t", columns, identity)
 }
 
 /// A snapshot read of row `(id, v)` at index `index` of chunk 0.
@@ -63,13 +46,6 @@ fn read(table: &Arc<TableSchema>, id: i32, v: i32, index: u64) -> Event {
             ..SourceInfo::default()
         },
     })
-}
-
-fn batch(events: Vec<Event>) -> Batch {
-    Batch {
-        events,
-        ..Batch::default()
-    }
 }
 
 /// The `after.id` of every message in stream `name`; deletes the stream.
@@ -93,7 +69,7 @@ async fn ids_in_stream(name: &str) -> Vec<i64> {
 /// is at index 1. Row 3 was never delivered: it must not be dropped as a
 /// duplicate of row 2 (the ids of reads used to be positions).
 async fn a_row_read_again_at_another_rows_position_is_kept(key: bool) {
-    let s = unique();
+    let s = unique_name("");
     let stream = format!("READS_{s}");
     let config: NatsSinkConfig = serde_json::from_value(serde_json::json!({
         "url": nats_url(),
@@ -103,10 +79,10 @@ async fn a_row_read_again_at_another_rows_position_is_kept(key: bool) {
     .unwrap();
     let mut sink = NatsSink::connect(&config, "reads").await.unwrap();
     let t = table(key);
-    sink.write_batch(&batch(vec![read(&t, 1, 10, 0), read(&t, 2, 20, 1)]))
+    sink.write_batch(&batch(vec![read(&t, 1, 10, 0), read(&t, 2, 20, 1)], None))
         .await
         .unwrap();
-    sink.write_batch(&batch(vec![read(&t, 1, 10, 0), read(&t, 3, 30, 1)]))
+    sink.write_batch(&batch(vec![read(&t, 1, 10, 0), read(&t, 3, 30, 1)], None))
         .await
         .unwrap();
     sink.close().await.unwrap();

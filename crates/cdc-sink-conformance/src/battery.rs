@@ -446,32 +446,34 @@ mod tests {
     #[test]
     fn a_log_is_judged_by_key_order_and_replay() {
         let want: BTreeMap<String, Json> = [("1".to_owned(), json!({"id": 1, "v": 2}))].into();
-        let good = Stored::Changes(vec![
-            ch(1, 1, 10, "c"),
-            ch(2, 1, 11, "c"),
-            ch(1, 2, 20, "u"),
-            ch(2, 1, 30, "d"),
+        let log = |cs: &[(i64, i64, u64, &str)]| {
+            Stored::Changes(
+                cs.iter()
+                    .map(|&(id, v, at, op)| ch(id, v, at, op))
+                    .collect(),
+            )
+        };
+        let good = log(&[
+            (1, 1, 10, "c"),
+            (2, 1, 11, "c"),
+            (1, 2, 20, "u"),
+            (2, 1, 30, "d"),
         ]);
         assert_eq!(judge(&good, "s.t", &want), None);
         // A replayed older change after newer ones: a duplicate, fine as
         // long as the newest comes again.
-        let replayed = Stored::Changes(vec![
-            ch(1, 1, 10, "c"),
-            ch(1, 2, 20, "u"),
-            ch(1, 1, 10, "c"),
-            ch(1, 2, 20, "u"),
+        let replayed = log(&[
+            (1, 1, 10, "c"),
+            (1, 2, 20, "u"),
+            (1, 1, 10, "c"),
+            (1, 2, 20, "u"),
         ]);
         assert_eq!(judge(&replayed, "s.t", &want), None);
         // A change stored after a later one of its key: out of order.
-        let swapped = Stored::Changes(vec![
-            ch(1, 2, 20, "u"),
-            ch(1, 1, 10, "c"),
-            ch(1, 2, 21, "u"),
-        ]);
+        let swapped = log(&[(1, 2, 20, "u"), (1, 1, 10, "c"), (1, 2, 21, "u")]);
         assert!(judge(&swapped, "s.t", &want).is_some_and(|p| p.contains("stored after")));
         // The last value missing.
-        let stale = Stored::Changes(vec![ch(1, 1, 10, "c")]);
-        assert!(judge(&stale, "s.t", &want).is_some());
+        assert!(judge(&log(&[(1, 1, 10, "c")]), "s.t", &want).is_some());
         // Documents: the rows themselves.
         assert_eq!(judge(&Stored::Documents(want.clone()), "s.t", &want), None);
         assert!(judge(&Stored::Documents(BTreeMap::new()), "s.t", &want).is_some());

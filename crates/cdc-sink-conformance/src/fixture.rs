@@ -25,27 +25,43 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// `schema.table (id int4 PRIMARY KEY, v int4, body text)`.
-pub fn table(schema: &str, table: &str) -> Arc<TableSchema> {
-    let col = |name: &str, oid: u32, type_name: &str, key: bool| Column {
+/// A column named `name` of the type `type_name` (`type_oid`): part of
+/// the key (`key`), or else nullable.
+pub fn column(name: &str, type_oid: u32, type_name: &str, key: bool) -> Column {
+    Column {
         name: name.into(),
-        type_oid: oid,
+        type_oid,
         type_name: type_name.into(),
         type_modifier: -1,
         nullable: !key,
         is_key: key,
-    };
+    }
+}
+
+/// The table `schema.table` of `columns` (in database `db`).
+pub fn table_of(
+    schema: &str,
+    table: &str,
+    columns: Vec<Column>,
+    replica_identity: ReplicaIdentity,
+) -> Arc<TableSchema> {
     Arc::new(TableSchema {
         database: "db".into(),
         oid: 1,
         name: TableName::new(schema, table),
-        columns: vec![
-            col("id", 23, "int4", true),
-            col("v", 23, "int4", false),
-            col("body", 25, "text", false),
-        ],
-        replica_identity: ReplicaIdentity::Default,
+        columns,
+        replica_identity,
     })
+}
+
+/// `schema.table (id int4 PRIMARY KEY, v int4, body text)`.
+pub fn table(schema: &str, table: &str) -> Arc<TableSchema> {
+    let columns = vec![
+        column("id", 23, "int4", true),
+        column("v", 23, "int4", false),
+        column("body", 25, "text", false),
+    ];
+    table_of(schema, table, columns, ReplicaIdentity::Default)
 }
 
 /// A change of `row` (`id, v, body` of [`table`]) committed at `lsn`, the

@@ -3,6 +3,24 @@
 //! the documents of an index read back. The hand-made tables and changes
 //! come from [`cdc_sink_conformance::fixture`].
 
+/// One test per search server: `on_both_servers!(body: a_noida, a_osmem)`
+/// runs `body(&url)` against noida-db (`CDC_TEST_ES_URL`) as `a_noida` and
+/// against osmem-server (`CDC_TEST_OPENSEARCH_URL`) as `a_osmem`.
+macro_rules! on_both_servers {
+    ($body:ident: $noida:ident, $osmem:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $noida() {
+            $body(&$crate::support::server_url("CDC_TEST_ES_URL")).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $osmem() {
+            $body(&$crate::support::server_url("CDC_TEST_OPENSEARCH_URL")).await;
+        }
+    };
+}
+pub(crate) use on_both_servers;
+
 /// The search server's base URL from `var` (`CDC_TEST_ES_URL`: noida-db,
 /// `CDC_TEST_OPENSEARCH_URL`: osmem-server); panics when it is unset.
 pub fn server_url(var: &str) -> String {
