@@ -42,7 +42,7 @@ mod engine;
 pub mod http;
 mod kafka_proxy;
 pub mod multiset;
-pub mod nats_stream;
+pub mod nats;
 mod other_cluster;
 pub mod pipelines;
 pub mod replay;

@@ -17,7 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use integration_tests::nats_stream::stream_messages;
+use integration_tests::http::free_port;
+use integration_tests::nats::{server_bin, stream_messages};
 use integration_tests::pipelines::Pipeline;
 use integration_tests::{unique_suffix, wait_streaming, wait_until, Engine, TempDir, TestDb};
 use nkeys::KeyPair;
@@ -117,13 +118,7 @@ struct OperatorServer {
 impl OperatorServer {
     /// Trusts `operator`; knows `account` and the system account `system`.
     fn start(operator: &KeyPair, system: &KeyPair, account: &KeyPair) -> OperatorServer {
-        let bin = std::env::var("CDC_TEST_NATS_SERVER_BIN").unwrap_or_else(|_| {
-            panic!("CDC_TEST_NATS_SERVER_BIN is not set: run ./scripts/test.sh")
-        });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let (bin, port) = (server_bin(), free_port());
         let dir = TempDir::new("nats_creds_server");
         let operator_jwt = sign_jwt(
             operator,

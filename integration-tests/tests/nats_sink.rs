@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::StorageType};
-use integration_tests::nats_stream::stream_messages;
+use integration_tests::http::free_port;
+use integration_tests::nats::{server_bin, stream_messages};
 use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{self, apply, Change};
 use integration_tests::{
@@ -392,13 +393,7 @@ impl OwnServer {
         args: Vec<String>,
         client_tls: Option<(PathBuf, PathBuf, PathBuf)>,
     ) -> OwnServer {
-        let bin = std::env::var("CDC_TEST_NATS_SERVER_BIN").unwrap_or_else(|_| {
-            panic!("CDC_TEST_NATS_SERVER_BIN is not set: run ./scripts/test.sh")
-        });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let (bin, port) = (server_bin(), free_port());
         let mut s = OwnServer {
             bin,
             port,
