@@ -138,12 +138,7 @@ async fn healthy_while_streaming_then_degraded_when_the_slot_is_inactive() {
     );
     assert_eq!(doc["problems"], serde_json::json!([]));
 
-    assert_eq!(
-        engine.stop(STOP_TIMEOUT).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let inactive = wait_until(TIMEOUT, async || !db.slot_active(&slot).await).await;
     assert!(inactive);
     let (code, text, doc) = status(&yaml);

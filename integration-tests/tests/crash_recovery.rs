@@ -114,13 +114,8 @@ async fn sigkill_twice_while_writing_loses_nothing() {
             last.output_report()
         );
     }
-    let code = last.stop(Duration::from_secs(30)).await;
-    assert_eq!(
-        code,
-        0,
-        "SIGTERM did not stop the engine cleanly\n{}",
-        last.output_report()
-    );
+    last.stop_clean(Duration::from_secs(30), "the last run")
+        .await;
 
     // No torn lines: every line is complete JSON.
     let text = std::fs::read_to_string(&out).expect("the output file");

@@ -309,12 +309,7 @@ async fn snapshot_then_stream(es: &str) {
     assert!(!mixed.is_empty());
     assert_converges(es, &format!("{prefix}-public.mixed_case"), &mixed, &engine).await;
 
-    assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 
@@ -419,12 +414,7 @@ async fn replay_converges(es: &str) {
             pair[1]
         );
     }
-    assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 
@@ -469,12 +459,7 @@ async fn toast_and_truncate(es: &str) {
         .await;
     let expected = db.to_jsonb_rows("public.docs", "id").await;
     assert_converges(es, &index, &expected, &engine).await;
-    assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 
@@ -533,12 +518,7 @@ async fn retries_only_failed_items(es: &str) {
             k + 1
         );
     }
-    assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 
@@ -610,12 +590,7 @@ async fn superseded_item_past_65535_changes(es: &str) {
         .find(|i| i.id == "1" && i.source_str("v") == Some("new"))
         .expect("`new` in the request that carried `old`");
     assert_eq!(new.version, sent[0].items[at].version);
-    assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 
@@ -693,12 +668,7 @@ async fn dead_letter_file(es: &str) {
     .await
     .unwrap_or_else(|| panic!("good rows missing\n{}", engine.output_report()));
     assert_eq!(docs.keys().collect::<Vec<_>>(), ["1", "3", "4"]);
-    assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 
@@ -746,12 +716,7 @@ async fn every_type(es: &str) {
         1,
         "c_text is not a text field"
     );
-    assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 
@@ -844,12 +809,7 @@ async fn mappings_none(es: &str) {
     assert_ne!(a["dynamic"].to_string().trim_matches('"'), "false", "{a}");
     let b = index_mapping(es, &format!("{prefix}-public.b")).await;
     assert!(b["_meta"]["cdc_es"].is_object(), "{b}");
-    assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 
@@ -884,12 +844,7 @@ async fn mappings_denied(es: &str) {
         "no warning\n{}",
         engine.output_report()
     );
-    assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 

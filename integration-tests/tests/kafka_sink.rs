@@ -407,7 +407,7 @@ async fn snapshot_then_stream(var: &str) {
     assert!(reads >= 30, "only {reads} snapshot reads");
     let partitions: HashSet<i32> = msgs.iter().map(|m| m.partition).collect();
     assert!(partitions.len() > 1, "all keys went to one partition");
-    assert_eq!(engine.stop(Duration::from_secs(30)).await, 0);
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     eprintln!(
         "{var}: {} messages for {} commits in {:?}",
         msgs.len(),
@@ -510,7 +510,7 @@ async fn keys_headers_tombstones(var: &str) {
             assert_eq!(one[3].headers["commit_lsn"], one[2].headers["commit_lsn"]);
         }
     }
-    assert_eq!(engine.stop(Duration::from_secs(30)).await, 0);
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 for_each_broker!(keys_headers_tombstones: keys_headers_tombstones_tansu, keys_headers_tombstones_noida);
@@ -586,7 +586,7 @@ async fn broker_unreachable(var: &str) {
         "the stalled deliveries were not reported\n{}",
         engine.output_report()
     );
-    assert_eq!(engine.stop(Duration::from_secs(30)).await, 0);
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     eprintln!(
         "{var}: {} commits, {} messages, acked positions during the cut: {:?}",
         written.committed,
@@ -654,7 +654,7 @@ async fn stalled_request_lands_late(var: &str) {
         "{var}: {} messages for 90 changes (duplicates: resent copies the broker kept)",
         msgs.len()
     );
-    assert_eq!(engine.stop(Duration::from_secs(30)).await, 0);
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 for_each_broker!(stalled_request_lands_late: stalled_request_lands_late_tansu, stalled_request_lands_late_noida);
@@ -686,7 +686,7 @@ async fn sigkill_restart(var: &str) {
     let msgs = converge(&db, &brokers, &topic, last).await;
     check_messages(&msgs, "t", false);
     check_no_loss(&msgs, &written);
-    assert_eq!(last.stop(Duration::from_secs(30)).await, 0);
+    last.stop_clean(Duration::from_secs(30), "stop").await;
     eprintln!(
         "{var}: {} commits, {} messages",
         written.committed,

@@ -302,12 +302,7 @@ async fn credentials_file_auth() {
     })
     .await;
     assert!(one, "no message in {stream}\n{}", engine.output_report());
-    assert_eq!(
-        engine.stop(Duration::from_secs(90)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(90), "stop").await;
     assert!(
         !engine.stderr_text().contains(&user.seed().unwrap()),
         "the seed appears in the log"

@@ -253,12 +253,7 @@ async fn snapshot_then_stream_under_concurrent_writes() {
         .iter()
         .all(|m| m.op_header == m.body["op"].as_str().unwrap_or("")));
 
-    assert_eq!(
-        engine.stop(Duration::from_secs(90)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(90), "stop").await;
     eprintln!(
         "{} messages ({reads} snapshot reads, {} streamed changes) in {:?}",
         messages.len(),
@@ -302,12 +297,7 @@ async fn sigkill_replay_is_deduplicated() {
     let mut reader = StreamReader::new(&nats_url(), &stream).await;
     let last = runs.last_mut().unwrap();
     let messages = converge(&db, &mut reader, last, false).await;
-    assert_eq!(
-        last.stop(Duration::from_secs(90)).await,
-        0,
-        "{}",
-        last.output_report()
-    );
+    last.stop_clean(Duration::from_secs(90), "stop").await;
 
     let stored = reader.message_count().await;
     let ids: HashSet<&str> = messages.iter().map(|m| m.msg_id.as_str()).collect();
@@ -548,12 +538,7 @@ async fn server_restart_with_file_storage_loses_nothing() {
         "the engine never saw the server go away\n{}",
         engine.output_report()
     );
-    assert_eq!(
-        engine.stop(Duration::from_secs(90)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(90), "stop").await;
     db.cleanup().await;
 }
 
@@ -628,12 +613,7 @@ async fn cut_connections_never_reorder_the_stream() {
         "the engine never saw a connection drop\n{}",
         engine.output_report()
     );
-    assert_eq!(
-        engine.stop(Duration::from_secs(90)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(90), "stop").await;
     reader.delete().await;
     db.cleanup().await;
 }
@@ -686,12 +666,7 @@ async fn creates_stream_and_sanitises_subjects() {
     assert_eq!(config.subjects, vec![format!("it_{s}.*.*.*")]);
     assert_eq!(config.storage, StorageType::Memory);
     assert_eq!(config.duplicate_window, Duration::from_secs(30));
-    assert_eq!(
-        engine.stop(Duration::from_secs(90)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(90), "stop").await;
     reader.delete().await;
     db.cleanup().await;
 }
@@ -809,12 +784,7 @@ async fn core_mode_publishes() {
         "core mode must warn\n{}",
         engine.output_report()
     );
-    assert_eq!(
-        engine.stop(Duration::from_secs(90)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(90), "stop").await;
     js.delete_stream(&stream).await.unwrap();
     db.cleanup().await;
 }
@@ -862,12 +832,7 @@ async fn refused_then_published(
     })
     .await;
     assert!(ok, "{}", engine.output_report());
-    assert_eq!(
-        engine.stop(Duration::from_secs(90)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(90), "stop").await;
     (refused.stderr_text(), engine.stderr_text())
 }
 

@@ -526,12 +526,7 @@ async fn metrics_and_status_follow_the_stream_and_the_lag() {
     .await;
     assert!(lag_metrics, "/metrics does not show the lag");
 
-    assert_eq!(
-        engine.stop(STOP_TIMEOUT).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     db.cleanup().await;
 }
 
@@ -648,12 +643,7 @@ async fn no_password_in_logs_status_or_metrics() {
     let (_, status_body) = get(port, "/status").await.expect("/status");
     let (_, metrics_body) = get(port, "/metrics").await.expect("/metrics");
     let (_, health_body) = get(port, "/healthz").await.expect("/healthz");
-    assert_eq!(
-        engine.stop(STOP_TIMEOUT).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let stderr = engine.stderr_text();
     let stdout = engine.stdout_text();
 
@@ -807,12 +797,7 @@ async fn logs_keep_words_and_mask(password: &str) {
         .await;
     let written = wait_until(TIMEOUT, async || read_jsonl(&out).len() == 3).await;
     assert!(written, "{}", engine.output_report());
-    assert_eq!(
-        engine.stop(STOP_TIMEOUT).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let stderr = engine.stderr_text();
     for path in ["cdc_engine::", "cdc_postgres::"] {
         assert!(
@@ -895,12 +880,7 @@ async fn the_endpoint_answers_while_the_source_is_unreachable_and_log_env_overri
         "RUST_LOG=debug was ignored\n{}",
         engine.output_report()
     );
-    assert_eq!(
-        engine.stop(STOP_TIMEOUT).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     assert!(!engine.stderr_text().contains("pw-unreachable"));
 
     // CDC_LOG wins over RUST_LOG.
@@ -915,12 +895,7 @@ async fn the_endpoint_answers_while_the_source_is_unreachable_and_log_env_overri
     })
     .await;
     assert!(warned, "{}", engine.output_report());
-    assert_eq!(
-        engine.stop(STOP_TIMEOUT).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(STOP_TIMEOUT, "stop").await;
     let stderr = engine.stderr_text();
     assert!(
         !stderr.contains("DEBUG") && !stderr.contains(" INFO "),

@@ -202,12 +202,7 @@ async fn heartbeat_advances_the_slot_while_captured_tables_are_idle() {
         }
     }
     for (_, _, _, engine) in &mut runs {
-        assert_eq!(
-            engine.stop(Duration::from_secs(30)).await,
-            0,
-            "{}",
-            engine.output_report()
-        );
+        engine.stop_clean(Duration::from_secs(30), "stop").await;
     }
     drop(runs);
     on.cleanup().await;
@@ -313,12 +308,7 @@ async fn standby_takes_over_when_the_active_instance_dies() {
         read_jsonl(&outs[0]).len(),
         read_jsonl(&outs[1]).len()
     );
-    assert_eq!(
-        b.stop(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        b.output_report()
-    );
+    b.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 
@@ -394,12 +384,7 @@ async fn reconnects_after_a_server_restart_and_loses_nothing() {
         "{} committed, {} failed around the restart",
         log.committed, log.failed
     );
-    assert_eq!(
-        engine.stop(Duration::from_secs(30)).await,
-        0,
-        "{}",
-        engine.output_report()
-    );
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
 }
 
 // ---------------------------------------------------------------- SIGTERM
