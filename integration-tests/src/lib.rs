@@ -19,12 +19,21 @@
 //! - [`ExtraDb`] / [`extra_cluster_url`]: a database on one of the
 //!   misconfigured clusters (`CDC_TEST_PG_NOLOGICAL_URL`, `CDC_TEST_PG_FEWSLOTS_URL`);
 //! - [`TestRole`]: a login role of a test's own;
-//! - [`CutProxy`]: a TCP relay whose connections a test can cut;
+//! - [`CutProxy`]: a TCP relay whose connections a test can cut (from the
+//!   sinks' test kit, `cdc-sink-conformance`);
 //! - [`KafkaProxy`]: a proxy in front of a Kafka broker that a test can
 //!   cut or stall;
 //! - [`Writers`]: concurrent clients changing `public.t` in small
 //!   transactions (a [`Workload`]), through server restarts, logging what
 //!   committed ([`Written`]);
+//! - [`pipelines`]: the pipeline YAML of a test ([`pipelines::Pipeline`]);
+//! - [`replay`]: what a sink wrote rebuilt into rows by key and compared
+//!   with the table's `to_jsonb` (the file sink's files read with
+//!   [`replay::Tail`]; any other output through
+//!   [`cdc_sink_conformance::replay`]);
+//! - [`multiset`]: rows compared as multisets of canonical JSON;
+//! - [`snapshot_meta`]: the snapshot's coordination tables;
+//! - [`nats`]: the nats-server binary, JetStream stream counts;
 //! - [`http`]: the engine's `/status` and other endpoints;
 //! - [`value_columns`]: a table with a column of every type and its
 //!   awkward values;
