@@ -9,8 +9,10 @@
 //! `prlimit`: the write stops part way with EFBIG, as on a full disk),
 //! lifted again to heal. The limit holds for the whole process, so the
 //! battery runs as this file's only test.
-
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//!
+//! (Here rather than in `crates/cdc-engine/tests`: a test there would make
+//! `cargo test` build the engine binary without its failpoints, over the
+//! one `scripts/test.sh` built for the fault tests.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +22,7 @@ use cdc_core::{Sink, SinkError, TableName, TableSchema};
 use cdc_engine::sinks::FileSink;
 use cdc_sink_conformance::battery::{self, Script, Stored, Subject};
 use cdc_sink_conformance::replay::Change;
+use integration_tests::TempDir;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// SIGXFSZ, sent to a process that writes past its file size limit; with
@@ -27,7 +30,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 const SIGXFSZ: i32 = 25;
 
 struct Files {
-    dir: tempfile::TempDir,
+    dir: TempDir,
     /// The file size limit the process had (restored to heal).
     soft_limit: String,
     _sigxfsz: Signal,
@@ -39,7 +42,7 @@ impl Files {
             .trim()
             .to_owned();
         Files {
-            dir: tempfile::tempdir().unwrap(),
+            dir: TempDir::new("file-sink-conformance"),
             soft_limit,
             _sigxfsz: signal(SignalKind::from_raw(SIGXFSZ)).expect("a SIGXFSZ handler"),
         }
