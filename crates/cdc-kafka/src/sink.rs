@@ -254,7 +254,7 @@ impl KafkaSink {
                     record = back;
                     // Make room: wait for the oldest delivery, or a moment.
                     match self.pending.pop_front() {
-                        Some(p) => self.settle(p).await?,
+                        Some((topic, bytes, fut)) => delivered(topic, bytes, fut.await)?,
                         None => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
@@ -293,33 +293,33 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// Waits for one delivery report, warning every `stall_warning` while
-    /// it does not come.
-    async fn settle(
-        &self,
-        (topic, bytes, mut fut): (Arc<str>, usize, DeliveryFuture),
-    ) -> Result<(), SinkError> {
+    /// Waits for every outstanding delivery report, warning every
+    /// `stall_warning` while they do not come. One timer serves the whole
+    /// wait, not one per message.
+    async fn settle_pending(&mut self) -> Result<(), SinkError> {
         let started = tokio::time::Instant::now();
-        loop {
-            match tokio::time::timeout(self.stall_warning, &mut fut).await {
-                Ok(Ok(Ok(_))) => return Ok(()),
-                Ok(Ok(Err((source, _)))) => {
-                    return Err(KafkaSinkError::Delivery {
-                        topic: topic.to_string(),
-                        bytes,
-                        source,
+        let warn = tokio::time::sleep(self.stall_warning);
+        tokio::pin!(warn);
+        while let Some((topic, bytes, mut fut)) = self.pending.pop_front() {
+            let report = loop {
+                tokio::select! {
+                    biased;
+                    report = &mut fut => break report,
+                    () = &mut warn => {
+                        tracing::warn!(
+                            topic = %topic,
+                            waiting = self.pending.len() + 1,
+                            "Kafka has not confirmed deliveries for {}s; the producer keeps resending them (same producer id and sequence numbers: no duplicate, no reordering) and the slot stays where it is",
+                            started.elapsed().as_secs()
+                        );
+                        warn.as_mut()
+                            .reset(tokio::time::Instant::now() + self.stall_warning);
                     }
-                    .into())
                 }
-                Ok(Err(_)) => return Err(KafkaSinkError::Canceled.into()),
-                Err(_) => tracing::warn!(
-                    topic = %topic,
-                    waiting = self.pending.len() + 1,
-                    "Kafka has not confirmed deliveries for {}s; the producer keeps resending them (same producer id and sequence numbers: no duplicate, no reordering) and the slot stays where it is",
-                    started.elapsed().as_secs()
-                ),
-            }
+            };
+            delivered(topic, bytes, report)?;
         }
+        Ok(())
     }
 
     /// Queues every change of `batches`, then waits for all delivery
@@ -361,9 +361,7 @@ impl KafkaSink {
                 self.enqueue(&topic, change, true, true, &lsn).await?;
             }
         }
-        while let Some(p) = self.pending.pop_front() {
-            self.settle(p).await?;
-        }
+        self.settle_pending().await?;
         Ok(())
     }
 }
@@ -372,6 +370,24 @@ fn create_producer(config: &ClientConfig) -> Result<Kafka, SinkError> {
     config
         .create_with_context(SinkContext)
         .map_err(|e| KafkaSinkError::Config(e).into())
+}
+
+/// The outcome of one delivery report.
+fn delivered(
+    topic: Arc<str>,
+    bytes: usize,
+    report: <DeliveryFuture as std::future::Future>::Output,
+) -> Result<(), SinkError> {
+    match report {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((source, _))) => Err(KafkaSinkError::Delivery {
+            topic: topic.to_string(),
+            bytes,
+            source,
+        }
+        .into()),
+        Err(_) => Err(KafkaSinkError::Canceled.into()),
+    }
 }
 
 impl Sink for KafkaSink {
