@@ -68,7 +68,7 @@ async fn begin_commit_and_message_equal_what_the_decoder_reads() {
 
     let params = ConnParams::parse(db.url()).expect("the test database URL");
     let mut transport = PgWireTransport::start(
-        params.replication_config(&slot, &publication),
+        PgWireTransport::replication_config(&params, &slot, &publication),
         Lsn::ZERO,
         Duration::from_secs(1),
         64,

@@ -80,27 +80,27 @@ pub fn source_config(config: &Config) -> PgSourceConfig {
 }
 
 fn snapshot_settings(s: &SnapshotConfig) -> SnapshotSettings {
-    let defaults = SnapshotSettings::default();
-    SnapshotSettings {
-        mode: match s.mode {
-            SnapshotMode::Never => cdc_postgres::SnapshotMode::Never,
-            SnapshotMode::Initial => cdc_postgres::SnapshotMode::Initial,
-            SnapshotMode::SnapshotOnly => cdc_postgres::SnapshotMode::SnapshotOnly,
-        },
-        tables: s.tables.clone(),
-        chunking: match s.chunking {
-            Chunking::Auto => cdc_postgres::Chunking::Auto,
-            Chunking::Ctid => cdc_postgres::Chunking::Ctid,
-            Chunking::Key => cdc_postgres::Chunking::Key,
-        },
-        chunk_rows: s.chunk_rows,
-        workers: s.workers,
-        claim_timeout: s.claim_timeout,
-        heartbeat_interval: s.heartbeat_interval,
-        instance_id: s.instance_id.clone().unwrap_or(defaults.instance_id),
-        metadata_schema: s.metadata_schema.clone(),
-        rows_per_batch: defaults.rows_per_batch,
+    let mut settings = SnapshotSettings::default();
+    settings.mode = match s.mode {
+        SnapshotMode::Never => cdc_postgres::SnapshotMode::Never,
+        SnapshotMode::Initial => cdc_postgres::SnapshotMode::Initial,
+        SnapshotMode::SnapshotOnly => cdc_postgres::SnapshotMode::SnapshotOnly,
+    };
+    settings.tables = s.tables.clone();
+    settings.chunking = match s.chunking {
+        Chunking::Auto => cdc_postgres::Chunking::Auto,
+        Chunking::Ctid => cdc_postgres::Chunking::Ctid,
+        Chunking::Key => cdc_postgres::Chunking::Key,
+    };
+    settings.chunk_rows = s.chunk_rows;
+    settings.workers = s.workers;
+    settings.claim_timeout = s.claim_timeout;
+    settings.heartbeat_interval = s.heartbeat_interval;
+    if let Some(id) = &s.instance_id {
+        settings.instance_id = id.clone();
     }
+    settings.metadata_schema = s.metadata_schema.clone();
+    settings
 }
 
 /// Opens every configured sink.

@@ -9,8 +9,7 @@ use std::time::SystemTime;
 
 use cdc_core::{Lsn, TableName};
 use cdc_postgres::conn::ConnParams;
-use cdc_postgres::inspect::{inspect, SlotInfo, SourceReport};
-use cdc_postgres::snapshot::{JobState, MetadataStore};
+use cdc_postgres::inspect::{inspect, JobState, SlotInfo, SourceReport};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -125,12 +124,11 @@ async fn read(config: &Config) -> Result<SourceReport, String> {
     let mut conn = sqlx::PgConnection::connect_with(&params.sqlx_options_for("status"))
         .await
         .map_err(|e| format!("connecting to {}: {e}", config.source.redacted_url()))?;
-    let store = MetadataStore::new(config.snapshot.metadata_schema.clone());
     let report = inspect(
         &mut conn,
         &config.source.slot.name,
         &config.source.publication.name,
-        &store,
+        &config.snapshot.metadata_schema,
     )
     .await
     .map_err(|e| cdc_core::error_chain(&e));

@@ -2,7 +2,7 @@
 //! (sqlx) connection and the replication connection.
 //!
 //! Each ordinary connection names its role in `application_name`
-//! ([`for_role`]): `<name>/<role>`, where `<name>` is the URL's
+//! ([`ConnParams::sqlx_options_for`]): `<name>/<role>`, where `<name>` is the URL's
 //! `application_name` (default `cdc-engine`). The replication connection
 //! keeps `<name>` itself. The roles:
 //!
@@ -202,8 +202,8 @@ impl ConnParams {
     }
 
     /// Options for an ordinary sqlx connection, with the pinned settings
-    /// (`application_name` as in the URL: give it a role with
-    /// [`for_role`] before connecting).
+    /// (`application_name` as in the URL; [`ConnParams::sqlx_options_for`]
+    /// adds a role to it).
     pub fn sqlx_options(&self) -> sqlx::postgres::PgConnectOptions {
         use sqlx::postgres::{PgConnectOptions, PgSslMode};
         let mut o = PgConnectOptions::new_without_pgpass()
@@ -228,48 +228,12 @@ impl ConnParams {
         }
         o
     }
-
-    /// Configuration for a replication connection on `slot` / `publication`.
-    pub fn replication_config(
-        &self,
-        slot: &str,
-        publication: &str,
-    ) -> pgwire_replication::ReplicationConfig {
-        use pgwire_replication::{config::SslMode as W, TlsConfig};
-        let tls = match self.ssl_mode {
-            SslMode::Disable => TlsConfig::disabled(),
-            SslMode::Prefer => TlsConfig {
-                mode: W::Prefer,
-                ..TlsConfig::disabled()
-            },
-            SslMode::Require => TlsConfig::require(),
-            SslMode::VerifyCa => TlsConfig::verify_ca(self.ssl_root_cert.clone()),
-            SslMode::VerifyFull => TlsConfig::verify_full(self.ssl_root_cert.clone()),
-        };
-        let options = PINNED_SETTINGS
-            .iter()
-            .map(|(k, v)| format!("-c {k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        pgwire_replication::ReplicationConfig::new(
-            self.host.clone(),
-            self.user.clone(),
-            self.password.clone(),
-            self.database.clone(),
-            slot,
-            publication,
-        )
-        .with_port(self.port)
-        .with_tls(tls)
-        .with_options(options)
-        .with_application_name(self.application_name.clone())
-    }
 }
 
 /// `options` with `application_name` `<name>/<role>`, `<name>` being
 /// the `application_name` of `options` (default `cdc-engine`), so that
 /// `pg_stat_activity` tells the engine's connections apart.
-pub fn for_role(
+pub(crate) fn for_role(
     options: &sqlx::postgres::PgConnectOptions,
     role: &str,
 ) -> sqlx::postgres::PgConnectOptions {

@@ -24,7 +24,7 @@ pub enum PgError {
     },
     /// The replication connection failed.
     #[error("replication stream")]
-    Replication(#[source] pgwire_replication::PgWireError),
+    Replication(#[source] ReplicationError),
     /// A pgoutput message could not be decoded.
     #[error("malformed pgoutput message")]
     Decode(#[from] crate::pgoutput::DecodeError),
@@ -72,6 +72,31 @@ pub enum PgError {
     /// happened and what to do.
     #[error("{0}")]
     Stopped(String),
+}
+
+/// A failure of the replication connection (connecting, streaming,
+/// sending standby status). Its `Display` and `source()` carry the
+/// protocol client's own message; the type keeps that client out of this
+/// crate's public API.
+#[derive(Debug)]
+pub struct ReplicationError(pub(crate) pgwire_replication::PgWireError);
+
+impl std::fmt::Display for ReplicationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ReplicationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<pgwire_replication::PgWireError> for PgError {
+    fn from(e: pgwire_replication::PgWireError) -> Self {
+        PgError::Replication(ReplicationError(e))
+    }
 }
 
 /// What [`PgError::explain`] needs to name in its advice.
@@ -123,9 +148,9 @@ impl PgError {
                 source: sqlx::Error::Database(db),
                 ..
             } => db.code().map(|c| c.into_owned()),
-            PgError::Replication(pgwire_replication::PgWireError::Server(text)) => {
-                sqlstate_in_text(text).map(str::to_owned)
-            }
+            PgError::Replication(ReplicationError(pgwire_replication::PgWireError::Server(
+                text,
+            ))) => sqlstate_in_text(text).map(str::to_owned),
             _ => None,
         }
     }
@@ -137,9 +162,9 @@ impl PgError {
                 source: sqlx::Error::Database(db),
                 ..
             } => Some(db.message().to_owned()),
-            PgError::Replication(pgwire_replication::PgWireError::Server(text)) => {
-                Some(text.clone())
-            }
+            PgError::Replication(ReplicationError(pgwire_replication::PgWireError::Server(
+                text,
+            ))) => Some(text.clone()),
             _ => None,
         }
     }
@@ -237,7 +262,7 @@ impl PgError {
             PgError::SnapshotGone(_) | PgError::ClaimLost(_) | PgError::TableRewritten { .. } => {
                 true
             }
-            PgError::Replication(e) => match e {
+            PgError::Replication(ReplicationError(e)) => match e {
                 W::Auth(_) | W::Tls(_) | W::MessageTooLarge { .. } => false,
                 W::Server(_) => self.sqlstate().is_none_or(|c| transient_sqlstate(&c)),
                 // I/O, protocol, the client's task, and whatever else: retry.
@@ -288,7 +313,7 @@ mod tests {
 
     #[test]
     fn classifies_walsender_errors_by_sqlstate() {
-        let e = |t: &str| PgError::Replication(pgwire_replication::PgWireError::Server(t.into()));
+        let e = |t: &str| PgError::from(pgwire_replication::PgWireError::Server(t.into()));
         assert_eq!(
             e("terminating connection due to administrator command (SQLSTATE 57P01)").class(),
             ErrorClass::Retryable
@@ -384,9 +409,9 @@ mod tests {
                 sqlx::Error::Database(Box::new(ServerError { code, message })),
             );
             assert_eq!(sql.class(), ErrorClass::Retryable, "{code} {message}");
-            let replication = PgError::Replication(pgwire_replication::PgWireError::Server(
-                format!("FATAL: {message} (SQLSTATE {code})"),
-            ));
+            let replication = PgError::from(pgwire_replication::PgWireError::Server(format!(
+                "FATAL: {message} (SQLSTATE {code})"
+            )));
             assert_eq!(
                 replication.class(),
                 ErrorClass::Retryable,
@@ -401,7 +426,7 @@ mod tests {
         ] {
             let sql = PgError::sql("querying", sqlx::Error::Io(std::io::Error::from(kind)));
             assert_eq!(sql.class(), ErrorClass::Retryable, "{kind:?}");
-            let replication = PgError::Replication(pgwire_replication::PgWireError::Io(
+            let replication = PgError::from(pgwire_replication::PgWireError::Io(
                 std::sync::Arc::new(std::io::Error::from(kind)),
             ));
             assert_eq!(replication.class(), ErrorClass::Retryable, "{kind:?}");
@@ -419,7 +444,7 @@ mod tests {
 
     #[test]
     fn definite_stream_errors_say_what_to_do() {
-        let e = |t: &str| PgError::Replication(pgwire_replication::PgWireError::Server(t.into()));
+        let e = |t: &str| PgError::from(pgwire_replication::PgWireError::Server(t.into()));
         let names = StreamNames {
             user: "cdc",
             slot: "s1",

@@ -7,14 +7,13 @@
 //! # async fn example() -> Result<(), cdc_postgres::PgError> {
 //! use cdc_postgres::conn::ConnParams;
 //! use cdc_postgres::inspect::inspect;
-//! use cdc_postgres::snapshot::MetadataStore;
 //! use sqlx::Connection;
 //!
 //! let params = ConnParams::parse("postgres://cdc:secret@127.0.0.1/app")?;
 //! let mut conn = sqlx::PgConnection::connect_with(&params.sqlx_options())
 //!     .await
 //!     .map_err(|e| cdc_postgres::PgError::sql("connecting", e))?;
-//! let report = inspect(&mut conn, "cdc_slot", "cdc_pub", &MetadataStore::default()).await?;
+//! let report = inspect(&mut conn, "cdc_slot", "cdc_pub", "cdc").await?;
 //! if let Some(slot) = &report.slot {
 //!     println!("active: {}, lag: {:?} bytes", slot.active, slot.lag_bytes);
 //! }
@@ -26,7 +25,8 @@ use cdc_core::{Lsn, TableName};
 use sqlx::{PgConnection, Row};
 
 use crate::error::PgError;
-use crate::snapshot::{Claim, Job, MetadataStore, TableProgress};
+use crate::snapshot::MetadataStore;
+pub use crate::snapshot::{Claim, Job, JobState, TableProgress, DEFAULT_METADATA_SCHEMA};
 
 /// A replication slot as `pg_replication_slots` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,13 +96,16 @@ pub struct SourceReport {
 }
 
 /// Reads the state of `slot`, `publication` and the snapshot job of `slot`
-/// in `metadata`'s schema. Changes nothing.
+/// in the coordination tables of `metadata_schema` (the pipeline's
+/// `snapshot.metadata_schema`, [`DEFAULT_METADATA_SCHEMA`] unless set).
+/// Changes nothing.
 pub async fn inspect(
     conn: &mut PgConnection,
     slot: &str,
     publication: &str,
-    metadata: &MetadataStore,
+    metadata_schema: &str,
 ) -> Result<SourceReport, PgError> {
+    let metadata = &MetadataStore::new(metadata_schema);
     let ctx = |what: &'static str| move |e| PgError::sql(what, e);
     let server = sqlx::query(
         "SELECT current_setting('server_version_num')::int4 AS version,

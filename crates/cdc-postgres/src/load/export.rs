@@ -33,7 +33,7 @@ pub(crate) async fn create_slot_with_export(
 ) -> Result<SlotExport, PgError> {
     let mut client = ReplicationClient::connect_gated(cfg)
         .await
-        .map_err(PgError::Replication)?;
+        .map_err(PgError::from)?;
     let sql = if server_version >= 150_000 {
         format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
@@ -45,10 +45,7 @@ pub(crate) async fn create_slot_with_export(
             quote_ident(slot)
         )
     };
-    let rows = client
-        .simple_query(&sql)
-        .await
-        .map_err(PgError::Replication)?;
+    let rows = client.simple_query(&sql).await.map_err(PgError::from)?;
     let row = rows
         .into_iter()
         .next()

@@ -6,6 +6,7 @@ use cdc_core::TableName;
 
 /// When existing rows are copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SnapshotMode {
     /// Stream only.
     #[default]
@@ -18,6 +19,7 @@ pub enum SnapshotMode {
 
 /// How tables are split into chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Chunking {
     /// CTID block ranges.
     #[default]
@@ -30,6 +32,7 @@ pub enum Chunking {
 
 /// Everything about the snapshot.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SnapshotSettings {
     /// The mode.
     pub mode: SnapshotMode,

@@ -5,6 +5,7 @@ use cdc_core::Lsn;
 
 /// One decoded pgoutput (protocol version 1) message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Message {
     /// `B`: a transaction starts.
     Begin(Begin),

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cdc_core::{AckHandle, Lsn};
+
+use crate::conn::{ConnParams, SslMode, PINNED_SETTINGS};
 use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent};
 use tokio::sync::{Mutex, Notify};
 use tokio::task::AbortHandle;
@@ -82,6 +84,43 @@ impl Drop for PgWireTransport {
 }
 
 impl PgWireTransport {
+    /// The client configuration for a replication connection with
+    /// `params` on `slot` / `publication`, with the pinned session settings.
+    pub fn replication_config(
+        params: &ConnParams,
+        slot: &str,
+        publication: &str,
+    ) -> pgwire_replication::ReplicationConfig {
+        use pgwire_replication::{config::SslMode as W, TlsConfig};
+        let tls = match params.ssl_mode {
+            SslMode::Disable => TlsConfig::disabled(),
+            SslMode::Prefer => TlsConfig {
+                mode: W::Prefer,
+                ..TlsConfig::disabled()
+            },
+            SslMode::Require => TlsConfig::require(),
+            SslMode::VerifyCa => TlsConfig::verify_ca(params.ssl_root_cert.clone()),
+            SslMode::VerifyFull => TlsConfig::verify_full(params.ssl_root_cert.clone()),
+        };
+        let options = PINNED_SETTINGS
+            .iter()
+            .map(|(k, v)| format!("-c {k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        pgwire_replication::ReplicationConfig::new(
+            params.host.clone(),
+            params.user.clone(),
+            params.password.clone(),
+            params.database.clone(),
+            slot,
+            publication,
+        )
+        .with_port(params.port)
+        .with_tls(tls)
+        .with_options(options)
+        .with_application_name(params.application_name.clone())
+    }
+
     /// The client configuration for streaming from `start` (`Lsn::ZERO`:
     /// from the slot's confirmed position), reporting `start` as flushed
     /// until told otherwise.
@@ -109,8 +148,8 @@ impl PgWireTransport {
         let cfg = Self::client_config(cfg, start, status_interval, buffer_events);
         let mut client = ReplicationClient::connect(cfg)
             .await
-            .map_err(PgError::Replication)?;
-        client.wait_started().await.map_err(PgError::Replication)?;
+            .map_err(PgError::from)?;
+        client.wait_started().await.map_err(PgError::from)?;
         Ok(Self {
             shared: Shared::new(client, start),
             follower: None,
@@ -124,8 +163,8 @@ impl PgWireTransport {
         // The session was configured before the slot (and so this position)
         // existed: report it now, so shutdown can confirm it reached the server.
         client.update_applied_lsn(pgwire_replication::Lsn::from_u64(acked.0));
-        client.start().await.map_err(PgError::Replication)?;
-        client.wait_started().await.map_err(PgError::Replication)?;
+        client.start().await.map_err(PgError::from)?;
+        client.wait_started().await.map_err(PgError::from)?;
         Ok(Self {
             shared: Shared::new(client, acked),
             follower: None,
@@ -203,7 +242,7 @@ impl ReplicationTransport for PgWireTransport {
         loop {
             let got = match tokio::time::timeout(wait, client.recv()).await {
                 Err(_elapsed) => return Ok(Recv::Idle),
-                Ok(got) => got.map_err(PgError::Replication)?,
+                Ok(got) => got.map_err(PgError::from)?,
             };
             match got {
                 None => return Ok(Recv::Ended),
@@ -255,6 +294,6 @@ impl ReplicationTransport for PgWireTransport {
                  changes after the last confirmed position will be delivered again on restart"
             );
         }
-        client.shutdown().await.map_err(PgError::Replication)
+        client.shutdown().await.map_err(PgError::from)
     }
 }

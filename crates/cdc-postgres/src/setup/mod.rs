@@ -11,8 +11,9 @@ mod publication;
 mod replica_identity;
 mod slot;
 
-pub use check::{check_source, run_check, CheckReport, CheckRequest, Finding, Severity};
-pub use preflight::{check_select, preflight, ServerInfo, TableInfo};
-pub use publication::ensure_publication;
-pub use replica_identity::ensure_replica_identity;
-pub use slot::{ensure_slot, slot_confirmed_flush, slot_exists, SlotState};
+pub use check::{check_source, CheckReport, Finding, Severity};
+pub(crate) use check::{run_check, CheckRequest};
+pub(crate) use preflight::{check_select, preflight, ServerInfo};
+pub(crate) use publication::ensure_publication;
+pub(crate) use replica_identity::ensure_replica_identity;
+pub(crate) use slot::{ensure_slot, slot_confirmed_flush, slot_exists};

@@ -26,8 +26,6 @@ pub struct ServerInfo {
 pub struct TableInfo {
     /// Its name.
     pub name: TableName,
-    /// `pg_class.oid`.
-    pub oid: u32,
     /// Its current replica identity.
     pub replica_identity: ReplicaIdentity,
 }
@@ -103,7 +101,7 @@ pub async fn preflight(
     let mut found = Vec::with_capacity(tables.len());
     for table in tables {
         let row = sqlx::query(
-            "SELECT c.oid::int8 AS oid, c.relkind::text AS kind, c.relreplident::text AS ident
+            "SELECT c.relkind::text AS kind, c.relreplident::text AS ident
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2",
         )
@@ -126,11 +124,9 @@ pub async fn preflight(
                 "`{table}` is not a table (relkind `{kind}`): only ordinary and partitioned tables can be captured"
             )));
         }
-        let oid: i64 = row.try_get("oid").map_err(get_err)?;
         let ident: String = row.try_get("ident").map_err(get_err)?;
         found.push(TableInfo {
             name: table.clone(),
-            oid: u32::try_from(oid).unwrap_or_default(),
             replica_identity: ident
                 .bytes()
                 .next()

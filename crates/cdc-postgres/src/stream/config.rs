@@ -8,6 +8,7 @@ use crate::load::SnapshotSettings;
 
 /// Everything [`PgSource::connect`](super::PgSource::connect) needs.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct PgSourceConfig {
     /// `postgres://user:password@host:port/database`.
     pub url: String,

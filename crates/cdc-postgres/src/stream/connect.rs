@@ -20,7 +20,8 @@ impl PgSource {
     /// Runs the preflight check ([`setup::run_check`]: fails naming every
     /// blocking problem, logs the warnings), prepares replica identities,
     /// the publication and the slot as configured, then either starts the
-    /// snapshot (modes `initial` and `snapshot_only`, see [`crate::load`])
+    /// snapshot (modes `initial` and `snapshot_only`, see
+    /// [`SnapshotMode`](crate::SnapshotMode) and the crate documentation)
     /// or streams from the slot's confirmed position.
     pub async fn connect(cfg: PgSourceConfig) -> Result<Self, PgError> {
         let params = ConnParams::parse(&cfg.url)?;
@@ -116,7 +117,7 @@ async fn begin_snapshot(
 ) -> Result<Option<SnapshotPhase>, PgError> {
     let status = &cfg.status;
     let replication = PgWireTransport::client_config(
-        params.replication_config(&cfg.slot, &cfg.publication),
+        PgWireTransport::replication_config(params, &cfg.slot, &cfg.publication),
         Lsn::ZERO,
         cfg.status_interval,
         cfg.buffer_events,
@@ -162,7 +163,7 @@ async fn first_stream(
         publication: &cfg.publication,
     };
     let t = PgWireTransport::start(
-        params.replication_config(&cfg.slot, &cfg.publication),
+        PgWireTransport::replication_config(params, &cfg.slot, &cfg.publication),
         slot.confirmed_flush_lsn,
         cfg.status_interval,
         cfg.buffer_events,

@@ -66,8 +66,11 @@ impl Context {
                 }
             }
             PgWireTransport::start(
-                self.params
-                    .replication_config(&self.cfg.slot, &self.cfg.publication),
+                PgWireTransport::replication_config(
+                    &self.params,
+                    &self.cfg.slot,
+                    &self.cfg.publication,
+                ),
                 self.ack.get(),
                 self.cfg.status_interval,
                 self.cfg.buffer_events,

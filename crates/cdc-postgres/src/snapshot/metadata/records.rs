@@ -113,7 +113,8 @@ pub struct TableProgress {
     pub rows: u64,
 }
 
-/// Chunks of one table that one instance holds (see [`MetadataStore::claims`]).
+/// Chunks of one table that one instance holds (as
+/// [`crate::inspect::inspect`] reports them).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
     /// The table.
