@@ -169,6 +169,7 @@ fn options() -> PipelineOptions {
         channel_capacity: 2,
         retry_initial: Duration::from_millis(20),
         retry_max: Duration::from_millis(100),
+        give_up_after: None,
     }
 }
 

@@ -345,3 +345,32 @@ async fn missing_slot_without_create_says_how_to_create_it() {
         "slot {slot} was created despite create: false"
     );
 }
+
+/// A server that cannot be reached is retried (it may be starting), but
+/// with `retry.give_up_after` only that long: then the engine exits with
+/// an error that says what it was trying and for how long.
+#[tokio::test]
+async fn unreachable_server_is_given_up_after_the_retry_bound() {
+    let port = integration_tests::http::free_port();
+    let url = format!("postgres://cdc@127.0.0.1:{port}/nowhere");
+    let s = unique_suffix();
+    let yaml = Pipeline::new("bad_input", &url)
+        .table("public.t")
+        .publication(&format!("p_{s}"))
+        .slot(&format!("s_{s}"))
+        .sink("{ type: stdout }")
+        .snapshot(STREAM_ONLY)
+        .retry("{ initial_backoff: 100ms, max_backoff: 400ms, give_up_after: 2s }")
+        .yaml();
+    let failed = run_expecting_failure(&yaml).await;
+    failed.assert_fatal(
+        "unreachable server",
+        &["could not start the source", "retry.give_up_after 2s"],
+    );
+    assert!(
+        failed.elapsed >= Duration::from_secs(2),
+        "gave up after {:?}, before the bound\n{}",
+        failed.elapsed,
+        failed.report
+    );
+}

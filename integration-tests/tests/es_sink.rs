@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cdc_sink_conformance::CutProxy;
 use es_fault_proxy::{BulkFault, BulkItem, BulkSeen, FaultProxy, ForbidRule};
 use integration_tests::pipelines::{Pipeline, FAST_RETRY};
 use integration_tests::replay::converge;
@@ -66,6 +67,7 @@ on_both_servers!(dead_letter_file: dead_letter_noida, dead_letter_osmem);
 on_both_servers!(every_type: every_type_noida, every_type_osmem);
 on_both_servers!(mappings_none: mappings_none_noida, mappings_none_osmem);
 on_both_servers!(mappings_denied: mappings_denied_noida, mappings_denied_osmem);
+on_both_servers!(gives_up_after_the_retry_bound: gives_up_noida, gives_up_osmem);
 
 // ---------------------------------------------------------------- helpers
 
@@ -618,6 +620,82 @@ async fn mapping_error_is_fatal(es: &str) {
         "unclear message:\n{}",
         engine.output_report()
     );
+    db.cleanup().await;
+}
+
+/// With `retry.give_up_after`, a search server that stays unreachable
+/// ends the engine with an error naming the sink and the bound, no sooner
+/// than the bound; nothing unwritten was acknowledged, so a restart once
+/// the server is back delivers everything.
+async fn gives_up_after_the_retry_bound(es: &str) {
+    let db = TestDb::create("es_give_up").await;
+    db.exec(
+        "CREATE TABLE public.g (id int PRIMARY KEY, v text);
+         INSERT INTO public.g SELECT n, 'start' FROM generate_series(1, 3) n;",
+    )
+    .await;
+    let upstream: std::net::SocketAddr = es
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the search server's URL is http://127.0.0.1:port");
+    let proxy = CutProxy::start(upstream).await;
+    let prefix = prefix();
+    let index = format!("{prefix}-public.g");
+    let bound = Duration::from_secs(3);
+    let yaml = pipeline(
+        &db,
+        &["public.g"],
+        &format!("http://{}", proxy.addr()),
+        &prefix,
+        "",
+    )
+    .retry("{ initial_backoff: 100ms, max_backoff: 500ms, give_up_after: 3s }")
+    .yaml();
+    let mut engine = Engine::start(&yaml);
+    let copied = wait_until(Duration::from_secs(30), async || {
+        index_docs(es, &index).await.len() == 3
+    })
+    .await;
+    assert!(
+        copied,
+        "the snapshot did not arrive\n{}",
+        engine.output_report()
+    );
+
+    proxy.refuse(true);
+    proxy.cut();
+    let down_at = std::time::Instant::now();
+    db.exec(
+        "UPDATE public.g SET v = 'changed' WHERE id = 1; INSERT INTO public.g VALUES (4, 'new');",
+    )
+    .await;
+    let code = engine.try_wait_exit(Duration::from_secs(60)).await;
+    let elapsed = down_at.elapsed();
+    let stderr = engine.stderr_text();
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exit {code:?}: the engine should give up\n{}",
+        engine.output_report()
+    );
+    assert!(
+        elapsed >= bound,
+        "gave up after {elapsed:?}, before the bound of {bound:?}\n{}",
+        engine.output_report()
+    );
+    assert!(
+        stderr.contains("sinks[0] (elasticsearch)")
+            && stderr.contains("still failing after")
+            && stderr.contains("the retry bound is 3s"),
+        "unclear message:\n{}",
+        engine.output_report()
+    );
+
+    proxy.refuse(false);
+    let mut engine = Engine::start(&yaml);
+    let expected = db.to_jsonb_rows("public.g", "id").await;
+    assert_eq!(expected.len(), 4);
+    assert_converges(es, &index, &expected, &engine).await;
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 

@@ -69,6 +69,7 @@ pub fn source_config(config: &Config) -> PgSourceConfig {
     pg.max_batch_wait = config.pipeline.max_batch_wait;
     pg.reconnect_initial = config.retry.initial_backoff;
     pg.reconnect_max = config.retry.max_backoff;
+    pg.reconnect_give_up_after = config.retry.give_up_after;
     pg.snapshot = snapshot_settings(&config.snapshot);
     pg.heartbeat_interval = config
         .heartbeat
@@ -254,7 +255,8 @@ async fn connect_and_run(
     let mut pg_config = source_config(config);
     pg_config.status = status.clone();
     let mut backoff =
-        cdc_core::Backoff::new(config.retry.initial_backoff, config.retry.max_backoff);
+        cdc_core::Backoff::new(config.retry.initial_backoff, config.retry.max_backoff)
+            .give_up_after(config.retry.give_up_after);
     let source = loop {
         status.set_phase(Phase::Starting);
         let attempt = tokio::select! {
@@ -265,6 +267,15 @@ async fn connect_and_run(
             Ok(s) => break s,
             Err(e) if e.class() == cdc_core::ErrorClass::Retryable => {
                 let delay = backoff.next_delay();
+                if backoff.exhausted() {
+                    return Err(cdc_postgres::PgError::Stopped(format!(
+                        "could not start the source for {:.1?} (retry.give_up_after {:?}); last error: {}",
+                        backoff.failing_for().unwrap_or_default(),
+                        config.retry.give_up_after.unwrap_or_default(),
+                        cdc_core::error_chain(&e)
+                    ))
+                    .into());
+                }
                 status.set_phase(Phase::Reconnecting);
                 tracing::warn!(error = %cdc_core::error_chain(&e), retry_in = ?delay, "cannot start streaming yet; retrying");
                 tokio::select! {
@@ -279,6 +290,7 @@ async fn connect_and_run(
         channel_capacity: config.pipeline.channel_capacity,
         retry_initial: config.retry.initial_backoff,
         retry_max: config.retry.max_backoff,
+        give_up_after: config.retry.give_up_after,
     };
     Ok(run_pipeline_observed(source, sinks, opts, metrics, shutdown, hard_stop).await?)
 }

@@ -28,6 +28,10 @@ pub struct PipelineOptions {
     pub retry_initial: Duration,
     /// Longest delay between retries.
     pub retry_max: Duration,
+    /// A sink still failing with retryable errors this long after the
+    /// first failure of a run ends the pipeline with an error (nothing it
+    /// did not write is acknowledged). `None`: retry for ever.
+    pub give_up_after: Option<Duration>,
 }
 
 impl Default for PipelineOptions {
@@ -36,6 +40,7 @@ impl Default for PipelineOptions {
             channel_capacity: 8,
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
+            give_up_after: None,
         }
     }
 }

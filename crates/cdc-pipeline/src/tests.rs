@@ -100,6 +100,7 @@ fn opts() -> PipelineOptions {
         channel_capacity: 2,
         retry_initial: Duration::from_millis(1),
         retry_max: Duration::from_millis(5),
+        give_up_after: None,
     }
 }
 
@@ -161,6 +162,50 @@ async fn a_fatal_sink_error_stops_without_acknowledging_past_it() {
         *shut.lock().unwrap(),
         Some(Lsn(20)),
         "acknowledged past the failed batch"
+    );
+}
+
+#[tokio::test]
+async fn a_sink_failing_longer_than_the_bound_stops_the_pipeline() {
+    let shut = Arc::new(Mutex::new(None));
+    let ack = AckHandle::new();
+    let source = ScriptedSource {
+        batches: batches(&[Some(10), Some(20), Some(30)]),
+        ack: ack.clone(),
+        end_when_empty: false,
+        shut_down_at: shut.clone(),
+    };
+    // One sink works; the other fails retryably on every attempt.
+    let (healthy, _) = sink(None, 0, 0);
+    let (down, down_written) = sink(None, u32::MAX, 1);
+    let down = NamedSink {
+        name: "down".into(),
+        ..down
+    };
+    let mut options = opts();
+    options.give_up_after = Some(Duration::from_millis(50));
+    let err = run_pipeline(
+        source,
+        vec![healthy, down],
+        options,
+        CancellationToken::new(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    let PipelineError::Sink { sink, error } = &err else {
+        panic!("expected a sink error, got {err}");
+    };
+    assert_eq!(sink, "down");
+    assert!(!error.is_retryable(), "{error:?}");
+    let chain = cdc_core::error_chain(&err);
+    assert!(chain.contains("the retry bound is 50ms"), "{chain}");
+    assert!(chain.contains("flaky"), "{chain}");
+    assert!(down_written.lock().unwrap().is_empty());
+    assert_eq!(
+        *shut.lock().unwrap(),
+        Some(Lsn(0)),
+        "acknowledged what the failing sink never wrote"
     );
 }
 

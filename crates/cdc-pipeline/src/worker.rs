@@ -3,7 +3,7 @@
 //! durable.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cdc_core::{Backoff, Batch, DynSink};
 use tokio::sync::mpsc;
@@ -126,7 +126,8 @@ async fn write_with_retry(
     hard_stop: &CancellationToken,
     metrics: Option<&SinkMetrics>,
 ) -> Result<(), Option<cdc_core::SinkError>> {
-    let mut backoff = Backoff::new(opts.retry_initial, opts.retry_max);
+    let mut backoff =
+        Backoff::new(opts.retry_initial, opts.retry_max).give_up_after(opts.give_up_after);
     let changes = || group.iter().map(|b| change_count(b)).sum::<u64>();
     loop {
         let started = Instant::now();
@@ -161,6 +162,11 @@ async fn write_with_retry(
             Ok(()) => return Ok(()),
             Err(e) if e.is_retryable() => {
                 let delay = backoff.next_delay();
+                if let (true, Some(failing), Some(bound)) =
+                    (backoff.exhausted(), backoff.failing_for(), backoff.bound())
+                {
+                    return Err(Some(gave_up(e, failing, bound, backoff.attempts())));
+                }
                 tracing::warn!(sink = name, error = %cdc_core::error_chain(&e), retry_in = ?delay, attempt = backoff.attempts(), "sink write failed; retrying the batch");
                 tokio::select! {
                     _ = hard_stop.cancelled() => return Err(None),
@@ -170,4 +176,18 @@ async fn write_with_retry(
             Err(e) => return Err(Some(e)),
         }
     }
+}
+
+/// The fatal error that ends a sink's retries once they lasted `bound`.
+fn gave_up(
+    last: cdc_core::SinkError,
+    failing: Duration,
+    bound: Duration,
+    attempts: u32,
+) -> cdc_core::SinkError {
+    cdc_core::SinkError::fatal(format!(
+        "still failing after {failing:.1?} and {attempts} attempts (the retry bound is {bound:?}); last error: {}",
+        last.message()
+    ))
+    .with_source(last)
 }

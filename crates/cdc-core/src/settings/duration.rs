@@ -80,6 +80,23 @@ pub fn deserialize_duration<'de, D: Deserializer<'de>>(
     deserializer.deserialize_any(DurationVisitor)
 }
 
+/// `#[serde(default, deserialize_with = "deserialize_optional_duration")]`
+/// for an `Option<Duration>` field: absent or `null` is `None`, text is
+/// read as [`deserialize_duration`] reads it.
+pub fn deserialize_optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    struct Text(Duration);
+
+    impl<'de> serde::Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserialize_duration(deserializer).map(Text)
+        }
+    }
+
+    Ok(<Option<Text> as serde::Deserialize>::deserialize(deserializer)?.map(|t| t.0))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

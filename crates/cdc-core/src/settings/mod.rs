@@ -40,7 +40,7 @@ mod secret;
 mod tls;
 
 pub use auth::{Auth, Credential};
-pub use duration::{deserialize_duration, parse_duration};
+pub use duration::{deserialize_duration, deserialize_optional_duration, parse_duration};
 pub use secret::Secret;
 pub use tls::{Tls, TlsSupport};
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::redact::redact_url;
 use super::sink::SinkConfig;
-use cdc_core::settings::deserialize_duration;
+use cdc_core::settings::{deserialize_duration, deserialize_optional_duration};
 
 use super::{size, table_name};
 
@@ -347,6 +347,13 @@ pub struct RetryConfig {
         deserialize_with = "deserialize_duration"
     )]
     pub max_backoff: Duration,
+    /// `give_up_after`: a sink, or the connection to PostgreSQL, still
+    /// failing with retryable errors this long after the first failure of
+    /// a run stops the engine with an error (exit status 1; nothing
+    /// unwritten is acknowledged, so a restart resumes without loss).
+    /// Default: retry for ever.
+    #[serde(default, deserialize_with = "deserialize_optional_duration")]
+    pub give_up_after: Option<Duration>,
 }
 
 impl Default for RetryConfig {
@@ -354,6 +361,7 @@ impl Default for RetryConfig {
         Self {
             initial_backoff: default_initial_backoff(),
             max_backoff: default_max_backoff(),
+            give_up_after: None,
         }
     }
 }

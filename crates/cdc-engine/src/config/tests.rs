@@ -28,7 +28,7 @@ pipeline:
   max_batch_events: 100
   max_batch_bytes: 1MiB
   max_batch_wait: 50ms
-retry: { initial_backoff: 1s, max_backoff: 1m }
+retry: { initial_backoff: 1s, max_backoff: 1m, give_up_after: 10m }
 log: { level: debug, format: json }
 heartbeat: { interval: 30s, enabled: false }
 "#;
@@ -148,6 +148,7 @@ fn full_config() {
         RetryConfig {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
+            give_up_after: Some(Duration::from_secs(600)),
         }
     );
     assert_eq!(
@@ -356,6 +357,10 @@ fn bad_duration() {
     assert_problem(&text, "retry.initial_backoff", "has no unit");
     let text = with_sinks(MINIMAL, "retry: { max_backoff: 1.5s }\n");
     assert_problem(&text, "retry.max_backoff", "invalid duration `1.5s`");
+    let text = with_sinks(MINIMAL, "retry: { give_up_after: 10 }\n");
+    assert_problem(&text, "retry.give_up_after", "has no unit");
+    let text = with_sinks(MINIMAL, "retry: { give_up_after: 0s }\n");
+    assert_problem(&text, "retry.give_up_after", "greater than zero");
 }
 
 #[test]

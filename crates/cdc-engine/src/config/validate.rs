@@ -222,6 +222,12 @@ fn check_retry(retry: &RetryConfig, problems: &mut Vec<ConfigProblem>) {
             "must be greater than zero",
         ));
     }
+    if retry.give_up_after.is_some_and(|bound| bound.is_zero()) {
+        problems.push(ConfigProblem::new(
+            "retry.give_up_after",
+            "must be greater than zero (leave it out to retry for ever)",
+        ));
+    }
     if retry.max_backoff < retry.initial_backoff {
         problems.push(ConfigProblem::new(
             "retry.max_backoff",

@@ -38,6 +38,10 @@ pub struct PgSourceConfig {
     pub reconnect_initial: Duration,
     /// Longest delay between reconnection attempts.
     pub reconnect_max: Duration,
+    /// Still unable to (re)start the stream this long after the first
+    /// failure of a run: stop with [`PgError::Stopped`](crate::PgError)
+    /// instead of trying again. `None`: retry for ever.
+    pub reconnect_give_up_after: Option<Duration>,
     /// Write a heartbeat (`pg_logical_emit_message`) after this long
     /// without a transaction of the captured tables, so the slot advances
     /// while only other tables write WAL; `None`: no heartbeats.
@@ -93,6 +97,7 @@ impl PgSourceConfig {
             buffer_events: 1024,
             reconnect_initial: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(30),
+            reconnect_give_up_after: None,
             heartbeat_interval: Some(Duration::from_secs(10)),
             standby: false,
             activity_check_interval: Duration::from_secs(10),

@@ -43,7 +43,8 @@ impl PgSource {
         };
         let cx = Context {
             changes: Changes::new(cfg.tables.iter().cloned().collect()),
-            backoff: Backoff::new(cfg.reconnect_initial, cfg.reconnect_max),
+            backoff: Backoff::new(cfg.reconnect_initial, cfg.reconnect_max)
+                .give_up_after(cfg.reconnect_give_up_after),
             standby: cfg.standby,
             heartbeat: Heartbeat::new(cfg.heartbeat_interval),
             cfg,

@@ -106,6 +106,16 @@ impl Context {
             Err(e) if e.class() == ErrorClass::Retryable => {
                 let e = slot_in_use(e, &self.cfg.slot);
                 let delay = self.backoff.next_delay();
+                if self.backoff.exhausted() {
+                    return Err(PgError::Stopped(format!(
+                        "could not start the replication stream of slot {} for {:.1?} \
+                         (the retry bound is {:?}); last error: {}",
+                        self.cfg.slot,
+                        self.backoff.failing_for().unwrap_or_default(),
+                        self.backoff.bound().unwrap_or_default(),
+                        cdc_core::error_chain(&e)
+                    )));
+                }
                 tracing::warn!(error = %cdc_core::error_chain(&e), attempt = self.backoff.attempts(), retry_in = ?delay, "starting the replication stream failed; retrying");
                 Ok(match standing {
                     Some(standby) => State::Standby(Standby {
