@@ -123,6 +123,22 @@ pub async fn wait_converged_tables(
     engines: &[&Engine],
     tables: &[&str],
 ) {
+    let oracles: Vec<(&str, &str)> = tables.iter().map(|t| (*t, *t)).collect();
+    wait_converged_to(db, tails, engines, &oracles).await;
+}
+
+/// [`wait_converged_tables`] against a query per table: each
+/// `(table, oracle)` pair names the table as the events do and the SQL the
+/// rows it should end up with are read from (`public.t`, or a subquery in
+/// parentheses such as `(SELECT id, a FROM public.t WHERE a > 0)` for a
+/// table captured with a column list or a row filter).
+pub async fn wait_converged_to(
+    db: &TestDb,
+    tails: &mut [Tail],
+    engines: &[&Engine],
+    oracles: &[(&str, &str)],
+) {
+    let tables: Vec<&str> = oracles.iter().map(|(t, _)| *t).collect();
     // One map of every table's rows, keyed `<table> <key>`.
     let keyed = |table: &str, rows: BTreeMap<String, Json>| {
         rows.into_iter()
@@ -130,8 +146,8 @@ pub async fn wait_converged_tables(
             .collect::<Vec<_>>()
     };
     let mut want = BTreeMap::new();
-    for table in tables {
-        want.extend(keyed(table, db.to_jsonb_rows(table, "id").await));
+    for (table, oracle) in oracles {
+        want.extend(keyed(table, db.to_jsonb_rows(oracle, "id").await));
     }
     let result = converge(
         CATCH_UP_TIMEOUT,

@@ -19,6 +19,12 @@ pub struct RelationInfo {
     pub schema: Arc<TableSchema>,
     /// Parser for each column, positional.
     pub types: Vec<ValueType>,
+    /// Rows outside this filter are not captured: the publication's row
+    /// filter (PostgreSQL 15+) as the server deparses it, which the
+    /// snapshot's reads apply as the server applies it to the stream.
+    /// Always `None` for a Relation message (the server filters the
+    /// stream itself).
+    pub row_filter: Option<String>,
 }
 
 struct CatalogColumn {
@@ -115,5 +121,6 @@ pub async fn describe_relation(
                 .unwrap_or(ReplicaIdentity::Default),
         }),
         types: parsers,
+        row_filter: None,
     })
 }

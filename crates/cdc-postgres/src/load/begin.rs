@@ -275,6 +275,7 @@ impl Start {
         let ctx = ReaderContext {
             options: req.options.clone(),
             database: req.server.database.clone(),
+            publication: req.publication.clone(),
             slot: req.slot.clone(),
             store: self.store.clone(),
             settings: req.settings.clone(),

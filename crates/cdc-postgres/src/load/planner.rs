@@ -12,7 +12,7 @@ use super::settings::Chunking;
 use crate::conn::for_role;
 use crate::error::PgError;
 use crate::snapshot::{
-    describe_table, has_rows, leaf_partitions, plan_chunks, ChunkBounds, ChunkPartition,
+    describe_published_table, has_rows, leaf_partitions, plan_chunks, ChunkBounds, ChunkPartition,
     ChunkStrategy, JobState, MetadataStore, PlannedChunk,
 };
 
@@ -64,6 +64,7 @@ async fn plan_table(
                 ..(*info.schema).clone()
             }),
             types: info.types.clone(),
+            row_filter: info.row_filter.clone(),
         };
         let bounds = plan_relation(conn, &leaf_info, chunking, chunk_rows).await?;
         tracing::debug!(table = %info.schema.name, partition = %leaf.name, chunks = bounds.len(), "planned the chunks of a partition");
@@ -126,6 +127,7 @@ pub(super) async fn record_plan(
         settings,
         tables,
         server,
+        publication,
         ..
     } = req;
     let slot = slot.as_str();
@@ -135,7 +137,8 @@ pub(super) async fn record_plan(
     import_snapshot(&mut reader, name).await?;
     let mut plans = Vec::with_capacity(tables.len());
     for table in tables {
-        let info = describe_table(&mut reader, &server.database, table).await?;
+        let info =
+            describe_published_table(&mut reader, &server.database, table, publication).await?;
         let bounds = plan_table(&mut reader, &info, settings.chunking, settings.chunk_rows).await?;
         tracing::info!(table = %table, chunks = bounds.len(), "planned snapshot chunks");
         plans.push((table.clone(), bounds));

@@ -22,6 +22,10 @@ pub(crate) struct SnapshotRequest {
     pub server: ServerInfo,
     /// The replication slot.
     pub slot: String,
+    /// The publication whose column lists and row filters the snapshot
+    /// applies (it may not exist in `snapshot_only` mode: then every
+    /// column and row is read).
+    pub publication: String,
     /// Whether the slot may be created.
     pub create_slot: bool,
     /// The replication session that creates the slot with an exported

@@ -19,8 +19,8 @@ use crate::catalog::RelationInfo;
 use crate::conn::{for_role, Reconnects};
 use crate::error::PgError;
 use crate::snapshot::{
-    describe_table, read_chunk_from, rewritten_since_snapshot, ClaimedChunk, MetadataStore,
-    PlannedChunk,
+    describe_published_table, read_chunk_from, rewritten_since_snapshot, ClaimedChunk,
+    MetadataStore, PlannedChunk,
 };
 
 /// A chunk this instance is reading, under one claim.
@@ -180,6 +180,8 @@ fn is_last(chunk: &ClaimedChunk) -> bool {
 pub(crate) struct ReaderContext {
     pub options: PgConnectOptions,
     pub database: String,
+    /// Whose column lists and row filters the reads apply.
+    pub publication: String,
     pub slot: String,
     pub store: MetadataStore,
     pub settings: SnapshotSettings,
@@ -336,7 +338,13 @@ async fn read_one(
             let info = match schemas.tables.get(&chunk.table) {
                 Some(i) => i.clone(),
                 None => {
-                    let i = describe_table(conn, &ctx.database, &chunk.table).await?;
+                    let i = describe_published_table(
+                        conn,
+                        &ctx.database,
+                        &chunk.table,
+                        &ctx.publication,
+                    )
+                    .await?;
                     schemas.tables.insert(chunk.table.clone(), i.clone());
                     i
                 }

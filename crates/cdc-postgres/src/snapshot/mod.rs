@@ -59,6 +59,7 @@
 pub mod copy_text;
 mod metadata;
 mod plan;
+mod published;
 mod query;
 mod read;
 mod table;
@@ -71,6 +72,7 @@ pub use plan::{
     has_rows, leaf_partitions, plan_chunks, ChunkBounds, ChunkPartition, ChunkStrategy,
     LeafPartition, PlannedChunk, DEFAULT_ROWS_PER_BLOCK, MAX_INT_KEY_CHUNKS,
 };
+pub use published::{describe_published_table, published, Published};
 pub use query::{chunk_query, chunk_query_from};
 pub use read::{read_chunk, read_chunk_from, rewritten_since_snapshot, HeapFiles};
 pub use table::describe_table;

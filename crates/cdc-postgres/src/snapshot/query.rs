@@ -25,13 +25,20 @@ use crate::ident::{quote_ident, quote_literal, quote_table};
 /// Columns are those of `table`, in order; a key column that is not
 /// selected (a generated column) may still appear in the condition.
 pub fn chunk_query(table: &TableSchema, bounds: &ChunkBounds) -> String {
-    chunk_query_from(table, &table.name, bounds)
+    chunk_query_from(table, &table.name, bounds, None)
 }
 
 /// [`chunk_query`] reading `table`'s columns from relation `from`: a
 /// partition of it (whose columns have the same names and types, in any
-/// order), or the table itself.
-pub fn chunk_query_from(table: &TableSchema, from: &TableName, bounds: &ChunkBounds) -> String {
+/// order), or the table itself; only rows matching `row_filter` (a
+/// publication's row filter as the server deparsed it, never text from
+/// configuration) when given.
+pub fn chunk_query_from(
+    table: &TableSchema,
+    from: &TableName,
+    bounds: &ChunkBounds,
+    row_filter: Option<&str>,
+) -> String {
     let mut sql = String::from("COPY (SELECT ");
     for (i, c) in table.columns.iter().enumerate() {
         if i > 0 {
@@ -41,7 +48,10 @@ pub fn chunk_query_from(table: &TableSchema, from: &TableName, bounds: &ChunkBou
     }
     sql.push_str(" FROM ");
     sql.push_str(&quote_table(from));
-    let conditions = conditions(bounds);
+    let mut conditions = conditions(bounds);
+    if let Some(filter) = row_filter {
+        conditions.push(format!("({filter})"));
+    }
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));

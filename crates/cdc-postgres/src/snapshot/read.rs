@@ -142,7 +142,7 @@ pub async fn read_chunk_from(
         )));
     }
     let rows_per_batch = rows_per_batch.max(1);
-    let sql = chunk_query_from(schema, from, bounds);
+    let sql = chunk_query_from(schema, from, bounds, table.row_filter.as_deref());
     let ctx = || format!("reading a {} chunk of {}", bounds.strategy_name(), from);
     let mut stream = conn
         .copy_out_raw(&sql)

@@ -61,8 +61,8 @@ struct CatalogColumn {
 ///   index's columns under `USING INDEX`, none otherwise;
 /// * replica identity from `pg_class.relreplident`.
 ///
-/// Publication column lists (PostgreSQL 15) are not looked at: the
-/// snapshot reads every column.
+/// Publication column lists and row filters (PostgreSQL 15) are not
+/// looked at here: [`super::describe_published_table`] applies them.
 ///
 /// Only reads the catalog, so it can run inside the snapshot transaction.
 pub async fn describe_table(
@@ -173,5 +173,6 @@ pub async fn describe_table(
             replica_identity,
         }),
         types: parsers,
+        row_filter: None,
     })
 }

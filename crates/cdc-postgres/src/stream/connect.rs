@@ -131,6 +131,7 @@ async fn begin_snapshot(
         options: params.sqlx_options(),
         server: server.clone(),
         slot: cfg.slot.clone(),
+        publication: cfg.publication.clone(),
         create_slot: cfg.create_slot,
         replication,
         status: status.clone(),
