@@ -15,11 +15,11 @@
 
 pub mod check;
 pub mod config;
-pub mod engine_state;
-pub mod http;
-pub mod lag_poll;
-pub mod metrics;
-pub mod progress;
+pub(crate) mod engine_state;
+pub(crate) mod http;
+pub(crate) mod lag_poll;
+pub(crate) mod metrics;
+pub(crate) mod progress;
 pub mod run;
 pub mod secrets;
 pub mod sinks;

@@ -49,7 +49,7 @@ pub enum RunError {
 }
 
 /// The source configuration the pipeline's settings describe.
-pub fn source_config(config: &Config) -> PgSourceConfig {
+pub(crate) fn source_config(config: &Config) -> PgSourceConfig {
     let src = &config.source;
     let mut pg = PgSourceConfig::new(
         src.url.clone(),
@@ -104,7 +104,7 @@ fn snapshot_settings(s: &SnapshotConfig) -> SnapshotSettings {
 }
 
 /// Opens every configured sink.
-pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
+async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
     let mut sinks = Vec::with_capacity(config.sinks.len());
     for (i, sink) in config.sinks.iter().enumerate() {
         let name = sink_name(i, sink);

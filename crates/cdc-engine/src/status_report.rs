@@ -17,7 +17,7 @@ use sqlx::Connection;
 use crate::config::{Config, SnapshotMode};
 
 /// Default `--max-lag`: a slot further behind than this is degraded.
-pub const DEFAULT_MAX_LAG_BYTES: u64 = 1 << 30;
+const DEFAULT_MAX_LAG_BYTES: u64 = 1 << 30;
 
 /// The verdict of `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +256,7 @@ fn lsn_text(lsn: Option<Lsn>) -> String {
 }
 
 /// `1234 bytes`, `1.2 KiB`, `3.4 MiB`, `5.6 GiB`.
-pub fn bytes_text(n: u64) -> String {
+fn bytes_text(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} bytes");

@@ -31,7 +31,7 @@ pub struct ConfigProblem {
 
 impl ConfigError {
     /// An error holding one problem.
-    pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             problems: vec![ConfigProblem::new(field, message)],
         }
@@ -60,7 +60,7 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigProblem {
     /// A problem with `field` (see [`ConfigProblem::field`]).
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),

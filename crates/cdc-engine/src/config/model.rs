@@ -233,17 +233,6 @@ pub enum ReplicaIdentitySetting {
     Nothing,
 }
 
-impl ReplicaIdentitySetting {
-    /// The SQL keyword, as in `ALTER TABLE … REPLICA IDENTITY FULL`.
-    pub const fn keyword(self) -> &'static str {
-        match self {
-            Self::Default => "DEFAULT",
-            Self::Full => "FULL",
-            Self::Nothing => "NOTHING",
-        }
-    }
-}
-
 impl From<ReplicaIdentitySetting> for ReplicaIdentity {
     fn from(setting: ReplicaIdentitySetting) -> Self {
         match setting {
