@@ -122,7 +122,7 @@ async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
         .instrument(span)
         .await;
         match opened {
-            Ok(sink) => sinks.push(NamedSink { name, sink }),
+            Ok(sink) => sinks.push(NamedSink::new(name, sink)),
             Err(error) => return Err(RunError::Sink { sink: name, error }),
         }
     }
@@ -245,10 +245,8 @@ async fn connect_and_run(
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) -> Result<Outcome, RunError> {
-    let stopped = Outcome {
-        acknowledged: cdc_core::Lsn::ZERO,
-        source_ended: false,
-    };
+    // Stopped before anything was read: nothing acknowledged.
+    let stopped = Outcome::default();
     let sinks = open_sinks(config).await?;
     tracing::debug!(url = %config.source.redacted_url(), slot = %config.source.slot.name, "connecting to the source");
     let mut pg_config = source_config(config);
@@ -275,10 +273,9 @@ async fn connect_and_run(
             Err(e) => return Err(e.into()),
         }
     };
-    let opts = PipelineOptions {
-        channel_capacity: config.pipeline.channel_capacity,
-        retry_initial: config.retry.initial_backoff,
-        retry_max: config.retry.max_backoff,
-    };
+    let mut opts = PipelineOptions::default();
+    opts.channel_capacity = config.pipeline.channel_capacity;
+    opts.retry_initial = config.retry.initial_backoff;
+    opts.retry_max = config.retry.max_backoff;
     Ok(run_pipeline_observed(source, sinks, opts, metrics, shutdown, hard_stop).await?)
 }

@@ -34,7 +34,7 @@
 //!
 //! // `source`: e.g. a `cdc_postgres::PgSource`; `sink`: your own `Sink`.
 //! async fn run(source: impl Source, sink: impl Sink + 'static) -> Result<(), cdc_pipeline::PipelineError> {
-//!     let sinks = vec![NamedSink { name: "mine".into(), sink: Box::new(sink) }];
+//!     let sinks = vec![NamedSink::new("mine", Box::new(sink))];
 //!     // Cancel `shutdown` (on Ctrl-C, say) to stop reading, drain,
 //!     // acknowledge and return; cancel `hard_stop` to stop at once.
 //!     let (shutdown, hard_stop) = (CancellationToken::new(), CancellationToken::new());
