@@ -33,12 +33,7 @@ const fn default_retry_backoff() -> Duration {
 const CREDENTIALS: &[Credential] = &[Credential::UserPassword, Credential::ApiKey];
 
 /// What the HTTP client does with `tls`: a CA to trust.
-const TLS_SUPPORT: TlsSupport = TlsSupport {
-    sink: "elasticsearch",
-    client_certificate: false,
-    key_password: false,
-    skip_hostname_verification: false,
-};
+const TLS_SUPPORT: TlsSupport = TlsSupport::new("elasticsearch");
 
 fn default_index() -> String {
     "{schema}.{table}".to_owned()

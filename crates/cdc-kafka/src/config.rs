@@ -179,12 +179,10 @@ impl Default for Timeouts {
 pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 /// What librdkafka does with `tls`: everything.
-const TLS_SUPPORT: TlsSupport = TlsSupport {
-    sink: "kafka",
-    client_certificate: true,
-    key_password: true,
-    skip_hostname_verification: true,
-};
+const TLS_SUPPORT: TlsSupport = TlsSupport::new("kafka")
+    .with_client_certificate()
+    .with_key_password()
+    .with_skip_hostname_verification();
 
 /// Properties the sink sets itself and that `properties` must not change,
 /// because durability, per-key order or the sink's own error handling

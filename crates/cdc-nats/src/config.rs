@@ -126,12 +126,7 @@ const CREDENTIALS: &[Credential] = &[
 ];
 
 /// What async-nats does with `tls`.
-const TLS_SUPPORT: TlsSupport = TlsSupport {
-    sink: "nats",
-    client_certificate: true,
-    key_password: false,
-    skip_hostname_verification: false,
-};
+const TLS_SUPPORT: TlsSupport = TlsSupport::new("nats").with_client_certificate();
 
 fn default_url() -> String {
     "nats://127.0.0.1:4222".to_owned()
@@ -360,14 +355,16 @@ mod tests {
                 duplicate_window: Duration::ZERO,
                 create: true,
             }),
-            auth: Some(Auth {
-                token: Some("t".into()),
-                username: Some("u".into()),
-                ..Auth::default()
+            auth: Some({
+                let mut auth = Auth::default();
+                auth.token = Some("t".into());
+                auth.username = Some("u".into());
+                auth
             }),
-            tls: Some(Tls {
-                cert: Some("c.pem".into()),
-                ..Tls::default()
+            tls: Some({
+                let mut tls = Tls::default();
+                tls.cert = Some("c.pem".into());
+                tls
             }),
             max_in_flight: 0,
             ..NatsSinkConfig::default()
@@ -405,13 +402,12 @@ mod debug_tests {
 
     #[test]
     fn debug_masks_secrets() {
-        let auth = Some(Auth {
-            token: Some("tok-secret".into()),
-            username: Some("ann".into()),
-            password: Some("pw-secret".into()),
-            nkey_seed: Some("SUAseed-secret".into()),
-            ..Auth::default()
-        });
+        let mut auth = Auth::default();
+        auth.token = Some("tok-secret".into());
+        auth.username = Some("ann".into());
+        auth.password = Some("pw-secret".into());
+        auth.nkey_seed = Some("SUAseed-secret".into());
+        let auth = Some(auth);
         let text = format!(
             "{:?}",
             NatsSinkConfig {
