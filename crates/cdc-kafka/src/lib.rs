@@ -32,7 +32,7 @@ mod error;
 mod route;
 mod sink;
 
-pub use config::{Batching, Compression, CreateTopics, KafkaSinkConfig, Timeouts, SASL_MECHANISMS};
+pub use config::{Batching, Compression, CreateTopics, KafkaSinkConfig, Timeouts};
 pub use sink::KafkaSink;
 
 #[cfg(test)]

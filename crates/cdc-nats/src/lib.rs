@@ -62,4 +62,3 @@ mod subject;
 pub use config::{NatsSinkConfig, Storage, StreamConfig};
 pub use message::{message_id, COMMIT_LSN_HEADER, MSG_ID_HEADER, OP_HEADER, TABLE_HEADER};
 pub use sink::NatsSink;
-pub use subject::{sanitise, SubjectTemplate};
