@@ -21,6 +21,7 @@ use crate::sinks::{FileSink, StdoutSink};
 
 /// Why `run` failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// The source could not start.
     #[error("source")]

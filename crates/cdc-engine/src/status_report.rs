@@ -21,6 +21,7 @@ const DEFAULT_MAX_LAG_BYTES: u64 = 1 << 30;
 
 /// The verdict of `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Health {
     /// Everything the pipeline needs is there and moving.
     Healthy,
@@ -52,6 +53,7 @@ impl Health {
 
 /// A status report: what was found and what is wrong with it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StatusReport {
     /// The pipeline's name.
     pub pipeline: String,
@@ -77,6 +79,7 @@ pub struct StatusReport {
 
 /// Options of `cdc-engine status`.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct StatusOptions {
     /// A slot further behind than this many bytes is degraded.
     pub max_lag_bytes: u64,

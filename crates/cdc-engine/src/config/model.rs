@@ -19,6 +19,7 @@ use super::{size, table_name};
 /// one or more sinks. Build it with [`load_config`](super::load_config) or
 /// [`parse_config`](super::parse_config), which also validate it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// `name`: the pipeline's name, written as `source.name` in every
     /// Debezium-style event. Letters, digits, `.`, `_` and `-`.
@@ -60,6 +61,7 @@ pub(crate) fn default_name() -> String {
 /// `Debug` masks the password of `url`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SourceConfig {
     /// `url`: connection URL, `postgres://user:password@host:5432/dbname`
     /// (or `postgresql://`), with libpq query parameters such as
@@ -111,6 +113,7 @@ impl SourceConfig {
 /// `source.publication`: the PostgreSQL publication the slot decodes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct PublicationConfig {
     /// `name`: 1 to 63 characters among `A-Z`, `a-z`, `0-9` and `_` (it is
     /// passed as an option of the replication command). Default `cdc_pub`.
@@ -138,6 +141,7 @@ fn default_publication_name() -> String {
 /// `source.slot`: the logical replication slot (plugin `pgoutput`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SlotConfig {
     /// `name`: 1 to 63 characters among `a-z`, `0-9` and `_` (PostgreSQL's
     /// rule for slot names). Default `cdc_slot`.
@@ -186,6 +190,7 @@ const fn default_activity_check_interval() -> Duration {
 /// (or superuser); failures are logged and retried, never fatal.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct HeartbeatConfig {
     /// `enabled`: write heartbeats. Default `true`.
     #[serde(default = "default_true")]
@@ -224,6 +229,7 @@ const fn default_true() -> bool {
 /// A value of `source.replica_identity`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum ReplicaIdentitySetting {
     /// `default`: old values of the primary key columns only.
     Default,
@@ -248,6 +254,7 @@ impl From<ReplicaIdentitySetting> for ReplicaIdentity {
 /// `max_batch_bytes`, or `max_batch_wait` after its first event.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct PipelineConfig {
     /// `channel_capacity`: batches buffered between the source and each
     /// sink; when a sink's buffer is full, reading from PostgreSQL waits.
@@ -321,6 +328,7 @@ const fn default_max_batch_wait() -> Duration {
 /// up to `max_backoff`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// `initial_backoff`: the first wait, a duration string greater than
     /// zero. Default `200ms`.
@@ -358,6 +366,7 @@ const fn default_max_backoff() -> Duration {
 /// `log`: the engine's own log output.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LogConfig {
     /// `level`: `trace`, `debug`, `info`, `warn` or `error`. Default `info`.
     #[serde(default)]
@@ -371,6 +380,7 @@ pub struct LogConfig {
 /// A value of `log.level`: the least severe level logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum LogLevel {
     /// `trace`: everything, including per-message details.
     Trace,
@@ -402,6 +412,7 @@ impl LogLevel {
 /// A value of `log.format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum LogFormat {
     /// `text`: human-readable lines.
     #[default]
@@ -414,6 +425,7 @@ pub enum LogFormat {
 /// format), `GET /status` (JSON) and `GET /healthz` (`200` or `503`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct MetricsConfig {
     /// `listen`: the address and port to serve on, `IP:port`
     /// (`0.0.0.0:9187` for every interface). Default `127.0.0.1:9187`.
