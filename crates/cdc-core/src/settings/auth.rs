@@ -66,7 +66,8 @@ impl Credential {
         Credential::CredentialsFile,
     ];
 
-    /// How the configuration spells it.
+    /// How the configuration spells it, for messages: ``"`username` and
+    /// `password`"`` or ``"`token`"``.
     pub const fn keys(self) -> &'static str {
         match self {
             Credential::UserPassword => "`username` and `password`",

@@ -69,11 +69,11 @@ impl Default for Tls {
 pub struct TlsSupport {
     /// The sink's name, for messages (`kafka`).
     pub sink: &'static str,
-    /// `cert` and `key`.
+    /// Whether `cert` and `key` (a client certificate) are supported.
     pub client_certificate: bool,
-    /// `key_password`.
+    /// Whether `key_password` (an encrypted client key) is supported.
     pub key_password: bool,
-    /// `verify_hostname: false`.
+    /// Whether `verify_hostname: false` is supported.
     pub skip_hostname_verification: bool,
 }
 
