@@ -19,7 +19,9 @@ use crate::pipeline::{run_pipeline_observed, NamedSink, Outcome, PipelineError, 
 use crate::secrets::Secrets;
 use crate::sinks::{FileSink, StdoutSink};
 
-/// Why `run` failed.
+/// Why [`run`] failed. A source that cannot connect yet (a server still
+/// starting) is retried inside `run` and is not one of these; a sink that
+/// cannot be opened is, whatever its error's class.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {

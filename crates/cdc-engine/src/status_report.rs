@@ -77,7 +77,9 @@ pub struct StatusReport {
     pub health: Health,
 }
 
-/// Options of `cdc-engine status`.
+/// Options of `cdc-engine status`. Start from [`StatusOptions::default`]
+/// (a lag of 1 GiB is degraded, as `--max-lag` defaults to) and set the
+/// fields to change.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct StatusOptions {

@@ -28,7 +28,8 @@ pub struct Config {
     /// `source`: the PostgreSQL database to capture changes from. Required.
     pub source: SourceConfig,
     /// `sinks`: where change events go, at least one. Each entry is a map
-    /// with a `type` key (`stdout`, `file`) and that sink's own keys. Every
+    /// with a `type` key (`stdout`, `file`, `kafka`, `nats`,
+    /// `elasticsearch`) and that sink's own keys. Every
     /// event is delivered to every sink. Required.
     pub sinks: Vec<SinkConfig>,
     /// `pipeline`: batching and buffering between the source and the sinks.

@@ -70,7 +70,7 @@ pub enum SinkConfig {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct CrateSinkConfig {
-    /// The `type` value.
+    /// The `type` value, e.g. `kafka`.
     pub kind: &'static str,
     /// Its keys, decoded by the sink crate.
     pub settings: Arc<dyn SinkSettings>,
