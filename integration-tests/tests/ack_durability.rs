@@ -84,13 +84,7 @@ impl TestSink {
             calls: 0,
             accepted_changes: 0,
         };
-        (
-            NamedSink {
-                name: "test sink".into(),
-                sink: Box::new(sink),
-            },
-            log,
-        )
+        (NamedSink::new("test sink", Box::new(sink)), log)
     }
 }
 
@@ -165,12 +159,11 @@ fn source_config(db: &TestDb, publication: &str, slot: &str) -> PgSourceConfig {
 }
 
 fn options() -> PipelineOptions {
-    PipelineOptions {
-        channel_capacity: 2,
-        retry_initial: Duration::from_millis(20),
-        retry_max: Duration::from_millis(100),
-        give_up_after: None,
-    }
+    let mut options = PipelineOptions::default();
+    options.channel_capacity = 2;
+    options.retry_initial = Duration::from_millis(20);
+    options.retry_max = Duration::from_millis(100);
+    options
 }
 
 /// Single-row insert transactions of ids `from..=to`, one after the other.

@@ -157,10 +157,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         inner,
         shared: shared.clone(),
     };
-    let sinks = vec![NamedSink {
-        name: "bench".into(),
-        sink: Box::new(sink),
-    }];
+    let sinks = vec![NamedSink::new("bench", Box::new(sink))];
     let outcome = run_pipeline(
         source,
         sinks,

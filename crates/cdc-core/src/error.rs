@@ -4,6 +4,10 @@ use std::error::Error as StdError;
 use std::fmt;
 
 /// What the engine should do about an error.
+///
+/// Exhaustive on purpose, like [`Op`](crate::Op): every retry loop matches
+/// it in full, so a class added one day makes each of them decide what to
+/// do with it instead of falling into a catch-all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
     /// Transient (connection lost, timeout, broker busy): retry the same

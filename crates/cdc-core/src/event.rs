@@ -8,7 +8,7 @@ use crate::value::Row;
 
 /// What happened to a row.
 ///
-/// Unlike [`Event`], [`ControlEvent`] and [`Value`], this enum is
+/// Unlike [`Event`], [`ControlEvent`] and [`Value`](crate::Value), this enum is
 /// exhaustive on purpose: it mirrors Debezium's fixed set of op codes, and
 /// sinks and metrics match it in full, so that an operation added one day
 /// makes every consumer decide what to do with it rather than fall into a
@@ -82,11 +82,13 @@ pub struct SourceInfo {
     pub lsn: Lsn,
     /// Zero-based position of the change within its transaction.
     pub ordinal: u64,
-    /// Transaction id, when known.
+    /// PostgreSQL's transaction id (`xid`) of the change, when the source
+    /// knows it; Debezium's `source.txId`.
     pub txid: Option<u32>,
     /// Commit time, microseconds since the Unix epoch (0 when unknown).
     pub commit_time_us: i64,
-    /// Snapshot marker.
+    /// Where the event sits in a snapshot; [`SnapshotMarker::False`] (the
+    /// default) for a streamed change.
     pub snapshot: SnapshotMarker,
 }
 

@@ -30,6 +30,10 @@ impl fmt::Display for TableName {
 
 /// Which old-row values PostgreSQL logs for updates and deletes of a table
 /// (`ALTER TABLE … REPLICA IDENTITY …`).
+///
+/// Exhaustive on purpose: it mirrors the four values of PostgreSQL's
+/// `pg_class.relreplident`, and code that decides which columns an old row
+/// holds matches it in full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReplicaIdentity {
     /// `DEFAULT`: the primary key columns.

@@ -72,11 +72,44 @@ pub trait SinkSettings: Send + Sync + 'static {
     fn open<'a>(&'a self, pipeline: &'a str) -> BoxFuture<'a, Result<Box<dyn DynSink>, SinkError>>;
 }
 
-/// For [`SinkSettings::open`]: boxes the sink `connect` resolves to.
+/// For [`SinkSettings::open`]: boxes the sink `connect` resolves to, so
+/// that `open` is one line around the sink's own async constructor. An
+/// error of `connect` is returned as it is.
 ///
-/// ```ignore
-/// fn open<'a>(&'a self, pipeline: &'a str) -> BoxFuture<'a, Result<Box<dyn DynSink>, SinkError>> {
-///     cdc_core::open_sink(MySink::connect(self, pipeline))
+/// ```
+/// use cdc_core::{settings::Problem, Batch, BoxFuture, DynSink, Sink, SinkError, SinkSettings};
+///
+/// #[derive(serde::Deserialize)]
+/// struct MySinkConfig { url: String }
+///
+/// struct MySink { pipeline: String }
+///
+/// impl MySink {
+///     async fn connect(config: &MySinkConfig, pipeline: &str) -> Result<MySink, SinkError> {
+///         // ... connect to `config.url` ...
+///         Ok(MySink { pipeline: pipeline.to_owned() })
+///     }
+/// }
+///
+/// impl Sink for MySink {
+///     async fn write_batch(&mut self, _batch: &Batch) -> Result<(), SinkError> {
+///         Ok(())
+///     }
+/// }
+///
+/// impl SinkSettings for MySinkConfig {
+///     fn problems(&self) -> Vec<Problem> {
+///         Vec::new()
+///     }
+///     fn secrets(&self) -> Vec<&str> {
+///         Vec::new()
+///     }
+///     fn urls(&self) -> Vec<&str> {
+///         vec![self.url.as_str()]
+///     }
+///     fn open<'a>(&'a self, pipeline: &'a str) -> BoxFuture<'a, Result<Box<dyn DynSink>, SinkError>> {
+///         cdc_core::open_sink(MySink::connect(self, pipeline))
+///     }
 /// }
 /// ```
 pub fn open_sink<'a, S, F>(connect: F) -> BoxFuture<'a, Result<Box<dyn DynSink>, SinkError>>

@@ -83,8 +83,10 @@ impl std::fmt::Display for Phase {
     }
 }
 
-/// Snapshot progress of one table.
+/// Snapshot progress of one table, a copy taken by
+/// [`SourceStatus::snapshot_progress`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TableProgress {
     /// Rows read so far (by this instance).
     pub rows: u64,
@@ -94,8 +96,11 @@ pub struct TableProgress {
     pub chunks_total: u64,
 }
 
-/// Snapshot progress of the whole source.
+/// Snapshot progress of the whole source, a copy taken by
+/// [`SourceStatus::snapshot_progress`]. Later versions may count more
+/// (hence `#[non_exhaustive]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SnapshotProgress {
     /// When this instance started taking part in the snapshot.
     pub started_at: Option<SystemTime>,

@@ -24,7 +24,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How the findings are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
+enum Output {
     /// One line per finding, then a summary line.
     Text,
     /// One JSON document.
@@ -40,7 +40,7 @@ pub fn main(path: &Path, json: bool) -> u8 {
 
 /// Runs `check` for the configuration file at `path`, printing to `out`
 /// (findings) and `err` (why the check could not run); returns the exit code.
-pub fn command(path: &Path, output: Output, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+fn command(path: &Path, output: Output, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(e) => {
@@ -70,7 +70,7 @@ pub fn command(path: &Path, output: Output, out: &mut dyn Write, err: &mut dyn W
 }
 
 /// [`EXIT_BLOCKING`] when something blocks, else [`EXIT_READY`].
-pub fn exit_code(report: &CheckReport) -> u8 {
+fn exit_code(report: &CheckReport) -> u8 {
     if report.has_blocking() {
         EXIT_BLOCKING
     } else {
@@ -97,7 +97,7 @@ fn check_config(config: &Config) -> Result<CheckReport, String> {
 }
 
 /// The text report: a header, one line per finding, a summary.
-pub fn render_text(config: &Config, report: &CheckReport) -> String {
+fn render_text(config: &Config, report: &CheckReport) -> String {
     let mut s = format!(
         "checking pipeline {} against {}\n",
         config.name,
@@ -117,7 +117,7 @@ pub fn render_text(config: &Config, report: &CheckReport) -> String {
 }
 
 /// The JSON report: `{"pipeline", "ready", "summary", "findings": [{"severity", "subject", "detail", "fix"}]}`.
-pub fn render_json(config: &Config, report: &CheckReport) -> String {
+fn render_json(config: &Config, report: &CheckReport) -> String {
     let findings: Vec<serde_json::Value> = report
         .findings
         .iter()

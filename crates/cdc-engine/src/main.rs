@@ -161,9 +161,8 @@ fn status(config: &std::path::Path, json: bool, max_lag: u64) -> ExitCode {
             return ExitCode::from(Health::Unknown.exit_code());
         }
     };
-    let options = StatusOptions {
-        max_lag_bytes: max_lag,
-    };
+    let mut options = StatusOptions::default();
+    options.max_lag_bytes = max_lag;
     let report = runtime.block_on(cdc_engine::status_report::status(&cfg, options));
     let secrets = Secrets::from_config(&cfg);
     let text = if json {
@@ -195,7 +194,8 @@ fn init_logging(log: &cdc_engine::config::LogConfig, secrets: Secrets) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match log.format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        // `text`; `LogFormat` is non-exhaustive, and lines are the default.
+        _ => builder.init(),
     }
 }
 

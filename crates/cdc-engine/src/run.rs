@@ -19,8 +19,11 @@ use crate::pipeline::{run_pipeline_observed, NamedSink, Outcome, PipelineError, 
 use crate::secrets::Secrets;
 use crate::sinks::{FileSink, StdoutSink};
 
-/// Why `run` failed.
+/// Why [`run`] failed. A source that cannot connect yet (a server still
+/// starting) is retried inside `run` and is not one of these; a sink that
+/// cannot be opened is, whatever its error's class.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// The source could not start.
     #[error("source")]
@@ -49,7 +52,7 @@ pub enum RunError {
 }
 
 /// The source configuration the pipeline's settings describe.
-pub fn source_config(config: &Config) -> PgSourceConfig {
+pub(crate) fn source_config(config: &Config) -> PgSourceConfig {
     let src = &config.source;
     let mut pg = PgSourceConfig::new(
         src.url.clone(),
@@ -105,7 +108,7 @@ fn snapshot_settings(s: &SnapshotConfig) -> SnapshotSettings {
 }
 
 /// Opens every configured sink.
-pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
+async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
     let mut sinks = Vec::with_capacity(config.sinks.len());
     for (i, sink) in config.sinks.iter().enumerate() {
         let name = sink_name(i, sink);
@@ -123,7 +126,7 @@ pub async fn open_sinks(config: &Config) -> Result<Vec<NamedSink>, RunError> {
         .instrument(span)
         .await;
         match opened {
-            Ok(sink) => sinks.push(NamedSink { name, sink }),
+            Ok(sink) => sinks.push(NamedSink::new(name, sink)),
             Err(error) => return Err(RunError::Sink { sink: name, error }),
         }
     }
@@ -246,10 +249,8 @@ async fn connect_and_run(
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
 ) -> Result<Outcome, RunError> {
-    let stopped = Outcome {
-        acknowledged: cdc_core::Lsn::ZERO,
-        source_ended: false,
-    };
+    // Stopped before anything was read: nothing acknowledged.
+    let stopped = Outcome::default();
     let sinks = open_sinks(config).await?;
     tracing::debug!(url = %config.source.redacted_url(), slot = %config.source.slot.name, "connecting to the source");
     let mut pg_config = source_config(config);
@@ -286,11 +287,10 @@ async fn connect_and_run(
             Err(e) => return Err(e.into()),
         }
     };
-    let opts = PipelineOptions {
-        channel_capacity: config.pipeline.channel_capacity,
-        retry_initial: config.retry.initial_backoff,
-        retry_max: config.retry.max_backoff,
-        give_up_after: config.retry.give_up_after,
-    };
+    let mut opts = PipelineOptions::default();
+    opts.channel_capacity = config.pipeline.channel_capacity;
+    opts.retry_initial = config.retry.initial_backoff;
+    opts.retry_max = config.retry.max_backoff;
+    opts.give_up_after = config.retry.give_up_after;
     Ok(run_pipeline_observed(source, sinks, opts, metrics, shutdown, hard_stop).await?)
 }

@@ -16,10 +16,11 @@ use sqlx::Connection;
 use crate::config::{Config, SnapshotMode};
 
 /// Default `--max-lag`: a slot further behind than this is degraded.
-pub const DEFAULT_MAX_LAG_BYTES: u64 = 1 << 30;
+const DEFAULT_MAX_LAG_BYTES: u64 = 1 << 30;
 
 /// The verdict of `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Health {
     /// Everything the pipeline needs is there and moving.
     Healthy,
@@ -51,6 +52,7 @@ impl Health {
 
 /// A status report: what was found and what is wrong with it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StatusReport {
     /// The pipeline's name.
     pub pipeline: String,
@@ -74,8 +76,11 @@ pub struct StatusReport {
     pub health: Health,
 }
 
-/// Options of `cdc-engine status`.
+/// Options of `cdc-engine status`. Start from [`StatusOptions::default`]
+/// (a lag of 1 GiB is degraded, as `--max-lag` defaults to) and set the
+/// fields to change.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct StatusOptions {
     /// A slot further behind than this many bytes is degraded.
     pub max_lag_bytes: u64,
@@ -254,7 +259,7 @@ fn lsn_text(lsn: Option<Lsn>) -> String {
 }
 
 /// `1234 bytes`, `1.2 KiB`, `3.4 MiB`, `5.6 GiB`.
-pub fn bytes_text(n: u64) -> String {
+fn bytes_text(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
         return format!("{n} bytes");

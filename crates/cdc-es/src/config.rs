@@ -33,12 +33,7 @@ const fn default_retry_backoff() -> Duration {
 const CREDENTIALS: &[Credential] = &[Credential::UserPassword, Credential::ApiKey];
 
 /// What the HTTP client does with `tls`: a CA to trust.
-const TLS_SUPPORT: TlsSupport = TlsSupport {
-    sink: "elasticsearch",
-    client_certificate: false,
-    key_password: false,
-    skip_hostname_verification: false,
-};
+const TLS_SUPPORT: TlsSupport = TlsSupport::new("elasticsearch");
 
 fn default_index() -> String {
     "{schema}.{table}".to_owned()
@@ -47,6 +42,7 @@ fn default_index() -> String {
 /// When written documents become visible to searches (`_bulk?refresh=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Refresh {
     /// `false` (default): the server refreshes on its own schedule.
     #[default]
@@ -71,6 +67,7 @@ impl Refresh {
 /// Whether the sink gives a new index a mapping derived from the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Mappings {
     /// `auto` (default): an index that does not exist is created with one
     /// property per column, typed after the column (see the crate docs),
@@ -86,8 +83,22 @@ pub enum Mappings {
 
 /// One `type: elasticsearch` entry of `sinks` (Elasticsearch 8 or
 /// OpenSearch, through the documented REST API).
+///
+/// Read from YAML or JSON with serde, or built in code with
+/// [`EsSinkConfig::new`] (the node URLs; every other key at its default)
+/// and then the fields to change:
+///
+/// ```
+/// use cdc_es::{EsSinkConfig, Refresh};
+///
+/// let mut config = EsSinkConfig::new(["http://127.0.0.1:9200"]);
+/// config.index = "shop-{table}".into();
+/// config.refresh = Refresh::WaitFor;
+/// assert!(config.validate().is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct EsSinkConfig {
     /// `urls`: base URLs of the cluster's nodes (`http://` or `https://`),
     /// used round-robin. Required, at least one.
@@ -156,6 +167,32 @@ pub struct EsSinkConfig {
 }
 
 impl EsSinkConfig {
+    /// The settings for a cluster whose nodes answer at `urls` (`http://`
+    /// or `https://` each), every other key at the default it has when
+    /// absent from the file.
+    pub fn new<I, S>(urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            urls: urls.into_iter().map(Into::into).collect(),
+            auth: None,
+            tls: None,
+            index: default_index(),
+            indices: BTreeMap::new(),
+            mappings: Mappings::default(),
+            table_mappings: BTreeMap::new(),
+            batch_max_docs: default_batch_max_docs(),
+            batch_max_bytes: default_batch_max_bytes(),
+            refresh: Refresh::default(),
+            dead_letter: None,
+            request_timeout: default_request_timeout(),
+            max_retries: default_max_retries(),
+            retry_backoff: default_retry_backoff(),
+        }
+    }
+
     /// Checks the entry without touching the network or files; returns
     /// `(field, message)` pairs, empty when it is fine.
     pub fn validate(&self) -> Vec<(String, String)> {
@@ -288,6 +325,15 @@ mod tests {
         assert_eq!(c.table_mappings["public.a"], Mappings::Auto);
         let fields: Vec<String> = c.validate().into_iter().map(|(f, _)| f).collect();
         assert_eq!(fields, ["table_mappings.b"]);
+    }
+
+    #[test]
+    fn new_gives_the_defaults_of_a_file_that_names_only_the_urls() {
+        let parsed = config(r#"{"urls": ["http://a:9200", "http://b:9200"]}"#);
+        assert_eq!(
+            EsSinkConfig::new(["http://a:9200", "http://b:9200"]),
+            parsed
+        );
     }
 
     #[test]

@@ -2,7 +2,40 @@
 //!
 //! Elasticsearch / OpenSearch sink for the PostgreSQL CDC toolkit: every
 //! table becomes an index, every row a document, kept in step with
-//! PostgreSQL through `_bulk` requests that carry external versions.
+//! PostgreSQL through `_bulk` requests that carry external versions, so a
+//! replayed older change never overwrites a newer one.
+//!
+//! ## Using it
+//!
+//! In the `cdc-engine` binary it is `type: elasticsearch` of `sinks:`
+//! (`docs/sinks/elasticsearch.md` lists every key). As a library, build an
+//! [`EsSinkConfig`] (from YAML or JSON with serde, or in code with
+//! [`EsSinkConfig::new`]), connect, and hand the sink to
+//! `cdc_pipeline::run_pipeline` as
+//! `NamedSink::new("elasticsearch", Box::new(sink))`, or write batches
+//! yourself:
+//!
+//! ```no_run
+//! use cdc_core::{Batch, Sink, SinkError};
+//! use cdc_es::{EsSink, EsSinkConfig, Refresh};
+//!
+//! # async fn f(batch: Batch) -> Result<(), SinkError> {
+//! let mut config = EsSinkConfig::new(["http://127.0.0.1:9200"]);
+//! config.index = "shop-{table}".into(); // public.orders → shop-orders
+//! config.refresh = Refresh::WaitFor;
+//! // Checks that the cluster answers; "shop" is the pipeline's name.
+//! let mut sink = EsSink::connect(&config, "shop").await?;
+//! sink.write_batch(&batch).await?; // returns once every item is settled
+//! sink.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`EsSinkConfig`] is `#[non_exhaustive]` (a later version may add keys),
+//! and so are [`Mappings`] and [`Refresh`]: start from
+//! [`EsSinkConfig::new`] and assign the fields; match the enums with a `_`
+//! arm.
+//!
+//! ## What it writes
 //!
 //! * **Index name**: `indices` maps `schema.table` to an index explicitly;
 //!   otherwise the `index` template (`{schema}.{table}` by default) is
@@ -56,6 +89,8 @@
 //! retried alone with backoff, in their order, except those superseded by
 //! a later done item of the same document in the same request; other refusals (mapping errors) stop the
 //! pipeline unless `dead_letter` is set.
+
+#![warn(missing_docs)]
 
 mod bulk;
 mod config;

@@ -9,10 +9,25 @@ use serde::Deserialize;
 
 use crate::route::TopicTemplate;
 
-/// The Kafka sink: one topic per table, keyed by primary key, durable once
-/// every delivery report of a batch is back.
+/// The Kafka sink's settings (`type: kafka` in the engine's `sinks:`): one
+/// topic per table, keyed by primary key, durable once every delivery
+/// report of a batch is back.
+///
+/// Read from YAML or JSON with serde, or built in code with
+/// [`KafkaSinkConfig::new`] (the brokers; every other key at its default)
+/// and then the fields to change:
+///
+/// ```
+/// use cdc_kafka::{Compression, KafkaSinkConfig};
+///
+/// let mut config = KafkaSinkConfig::new(["kafka-1:9092", "kafka-2:9092"]);
+/// config.topic = Some("shop.{table}".into());
+/// config.compression = Compression::Zstd;
+/// assert!(config.validate().is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct KafkaSinkConfig {
     /// `brokers`: bootstrap servers, `host:port` each (librdkafka
     /// `bootstrap.servers`). Required, at least one.
@@ -65,9 +80,11 @@ pub struct KafkaSinkConfig {
     pub properties: BTreeMap<String, String>,
 }
 
-/// `create_topics`: settings of topics the sink creates.
+/// `create_topics`: settings of topics the sink creates. The default is
+/// what an empty `create_topics: {}` gives: one partition, one replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct CreateTopics {
     /// `partitions`: partitions per created topic. Default 1.
     #[serde(default = "default_partitions")]
@@ -77,9 +94,19 @@ pub struct CreateTopics {
     pub replication_factor: i32,
 }
 
+impl Default for CreateTopics {
+    fn default() -> Self {
+        Self {
+            partitions: default_partitions(),
+            replication_factor: default_replication_factor(),
+        }
+    }
+}
+
 /// `compression`: the producer's compression codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Compression {
     /// No compression.
     #[default]
@@ -107,9 +134,11 @@ impl Compression {
     }
 }
 
-/// `batching`: how messages are grouped into produce requests.
+/// `batching`: how messages are grouped into produce requests. The
+/// default is what an absent `batching` gives (each field's default below).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Batching {
     /// `linger`: how long to wait for more messages before sending a
     /// request (librdkafka `linger.ms`). Default `5ms`.
@@ -135,9 +164,11 @@ impl Default for Batching {
     }
 }
 
-/// `timeouts`: durations written like `30s`, `500ms`, `2m`.
+/// `timeouts`: durations written like `30s`, `500ms`, `2m`. The default is
+/// what an absent `timeouts` gives (each field's default below).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Timeouts {
     /// `stall_warning`: how long a batch may wait for its delivery
     /// reports before the sink logs a warning (again after each further
@@ -176,15 +207,13 @@ impl Default for Timeouts {
 }
 
 /// The SASL mechanisms `auth.mechanism` accepts.
-pub const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+const SASL_MECHANISMS: &[&str] = &["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
 
 /// What librdkafka does with `tls`: everything.
-const TLS_SUPPORT: TlsSupport = TlsSupport {
-    sink: "kafka",
-    client_certificate: true,
-    key_password: true,
-    skip_hostname_verification: true,
-};
+const TLS_SUPPORT: TlsSupport = TlsSupport::new("kafka")
+    .with_client_certificate()
+    .with_key_password()
+    .with_skip_hostname_verification();
 
 /// Properties the sink sets itself and that `properties` must not change,
 /// because durability, per-key order or the sink's own error handling
@@ -232,7 +261,30 @@ const RESERVED_PROPERTIES: &[(&str, &str)] = &[
 
 impl KafkaSinkConfig {
     /// The default `topic` template.
-    pub const DEFAULT_TOPIC: &'static str = "cdc.{schema}.{table}";
+    pub(crate) const DEFAULT_TOPIC: &'static str = "cdc.{schema}.{table}";
+
+    /// The settings for these bootstrap servers (`host:port` each), every
+    /// other key at the default it has when absent from the file.
+    pub fn new<I, S>(brokers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            brokers: brokers.into_iter().map(Into::into).collect(),
+            client_id: None,
+            topic: None,
+            topics: BTreeMap::new(),
+            create_topics: None,
+            tombstones: default_true(),
+            compression: Compression::default(),
+            batching: Batching::default(),
+            timeouts: Timeouts::default(),
+            tls: None,
+            auth: None,
+            properties: BTreeMap::new(),
+        }
+    }
 
     /// Checks the configuration without connecting: `(field, message)` per
     /// problem, `field` relative to the sink entry (`brokers`,

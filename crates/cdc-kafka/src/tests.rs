@@ -26,6 +26,14 @@ fn parse(yaml: &str) -> Result<KafkaSinkConfig, serde_yaml::Error> {
 }
 
 #[test]
+fn new_gives_the_defaults_of_a_file_that_names_only_the_brokers() {
+    let parsed = parse("brokers: [a:9092, b:9092]\n").unwrap();
+    assert_eq!(KafkaSinkConfig::new(["a:9092", "b:9092"]), parsed);
+    let parsed = parse("brokers: [a:9092]\ncreate_topics: {}\n").unwrap();
+    assert_eq!(parsed.create_topics, Some(crate::CreateTopics::default()));
+}
+
+#[test]
 fn issue_example_parses_with_defaults() {
     let c = parse(
         "brokers: [127.0.0.1:9092]\n\

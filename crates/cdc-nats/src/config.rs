@@ -16,8 +16,23 @@ use crate::subject::SubjectTemplate;
 ///     subject: "cdc.{schema}.{table}"
 ///     stream: { name: CDC, create: true, duplicate_window: 2m }
 /// ```
+///
+/// Built in code: start from [`NatsSinkConfig::default`] (every key at the
+/// default it has when absent from the file) and set the fields to change:
+///
+/// ```
+/// use cdc_nats::{NatsSinkConfig, StreamConfig};
+///
+/// let mut config = NatsSinkConfig::default();
+/// config.url = "nats://nats-1:4222,nats://nats-2:4222".into();
+/// let mut stream = StreamConfig::new("CDC");
+/// stream.create = true;
+/// config.stream = Some(stream);
+/// assert!(config.validate().is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct NatsSinkConfig {
     /// Server URL, or several separated by commas
     /// (`nats://a:4222,nats://b:4222`). Default `nats://127.0.0.1:4222`.
@@ -78,9 +93,11 @@ pub struct NatsSinkConfig {
     pub exclusive_stream: bool,
 }
 
-/// The JetStream stream the sink publishes into (`stream:`).
+/// The JetStream stream the sink publishes into (`stream:`). Built in code
+/// with [`StreamConfig::new`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StreamConfig {
     /// Stream name (no spaces, dots, `*` or `>`).
     pub name: String,
@@ -109,12 +126,27 @@ pub struct StreamConfig {
 /// Where a created stream keeps its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Storage {
     /// On disk: survives a server restart.
     #[default]
     File,
     /// In memory: lost when the server restarts.
     Memory,
+}
+
+impl StreamConfig {
+    /// The stream called `name`, every other key at the default it has
+    /// when absent from the file (so the sink does not create it).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            subjects: Vec::new(),
+            storage: Storage::default(),
+            duplicate_window: default_duplicate_window(),
+            create: false,
+        }
+    }
 }
 
 /// The credentials `auth` may give.
@@ -126,12 +158,7 @@ const CREDENTIALS: &[Credential] = &[
 ];
 
 /// What async-nats does with `tls`.
-const TLS_SUPPORT: TlsSupport = TlsSupport {
-    sink: "nats",
-    client_certificate: true,
-    key_password: false,
-    skip_hostname_verification: false,
-};
+const TLS_SUPPORT: TlsSupport = TlsSupport::new("nats").with_client_certificate();
 
 fn default_url() -> String {
     "nats://127.0.0.1:4222".to_owned()
@@ -181,7 +208,7 @@ impl Default for NatsSinkConfig {
 
 impl NatsSinkConfig {
     /// The server URLs of `url`, split at commas.
-    pub fn urls(&self) -> Vec<String> {
+    pub(crate) fn urls(&self) -> Vec<String> {
         self.url
             .split(',')
             .map(str::trim)
@@ -274,7 +301,7 @@ impl NatsSinkConfig {
 
     /// The subjects a stream created by the sink captures: `stream.subjects`,
     /// or else the template's filter (`cdc.*.*`).
-    pub fn stream_subjects(&self) -> Vec<String> {
+    pub(crate) fn stream_subjects(&self) -> Vec<String> {
         match &self.stream {
             Some(s) if !s.subjects.is_empty() => s.subjects.clone(),
             _ => SubjectTemplate::parse(&self.subject)
@@ -343,6 +370,17 @@ mod tests {
         assert_eq!(c.stream_subjects(), vec!["cdc.*.*".to_owned()]);
     }
 
+    #[test]
+    fn constructors_give_the_defaults_of_an_absent_key() {
+        let parsed: NatsSinkConfig =
+            serde_json::from_str(r#"{"stream": {"name": "CDC"}}"#).unwrap();
+        let built = NatsSinkConfig {
+            stream: Some(StreamConfig::new("CDC")),
+            ..NatsSinkConfig::default()
+        };
+        assert_eq!(built, parsed);
+    }
+
     fn fields(c: &NatsSinkConfig) -> Vec<String> {
         c.validate().into_iter().map(|(f, _)| f).collect()
     }
@@ -360,14 +398,16 @@ mod tests {
                 duplicate_window: Duration::ZERO,
                 create: true,
             }),
-            auth: Some(Auth {
-                token: Some("t".into()),
-                username: Some("u".into()),
-                ..Auth::default()
+            auth: Some({
+                let mut auth = Auth::default();
+                auth.token = Some("t".into());
+                auth.username = Some("u".into());
+                auth
             }),
-            tls: Some(Tls {
-                cert: Some("c.pem".into()),
-                ..Tls::default()
+            tls: Some({
+                let mut tls = Tls::default();
+                tls.cert = Some("c.pem".into());
+                tls
             }),
             max_in_flight: 0,
             ..NatsSinkConfig::default()
@@ -405,13 +445,12 @@ mod debug_tests {
 
     #[test]
     fn debug_masks_secrets() {
-        let auth = Some(Auth {
-            token: Some("tok-secret".into()),
-            username: Some("ann".into()),
-            password: Some("pw-secret".into()),
-            nkey_seed: Some("SUAseed-secret".into()),
-            ..Auth::default()
-        });
+        let mut auth = Auth::default();
+        auth.token = Some("tok-secret".into());
+        auth.username = Some("ann".into());
+        auth.password = Some("pw-secret".into());
+        auth.nkey_seed = Some("SUAseed-secret".into());
+        let auth = Some(auth);
         let text = format!(
             "{:?}",
             NatsSinkConfig {

@@ -1,8 +1,42 @@
-//! NATS sink for the PostgreSQL CDC toolkit.
+//! # cdc-nats
 //!
-//! [`NatsSink`] publishes every row change as one Debezium JSON message
+//! NATS sink for the PostgreSQL CDC toolkit: [`NatsSink`] publishes every
+//! row change as one Debezium JSON message
 //! ([`cdc_core::encode::DebeziumJson`]) to a subject made from a template,
-//! `cdc.{schema}.{table}` by default. Control events are not published.
+//! `cdc.{schema}.{table}` by default, into JetStream (durable, the
+//! default) or core NATS. Control events are not published.
+//!
+//! # Using it
+//!
+//! In the `cdc-engine` binary it is `type: nats` of `sinks:`
+//! (`docs/sinks/nats.md` lists every key). As a library, build a
+//! [`NatsSinkConfig`] (from YAML or JSON with serde, or in code from
+//! [`NatsSinkConfig::default`]), connect, and hand the sink to
+//! `cdc_pipeline::run_pipeline` as `NamedSink::new("nats", Box::new(sink))`,
+//! or write batches yourself:
+//!
+//! ```no_run
+//! use cdc_core::{Batch, Sink, SinkError};
+//! use cdc_nats::{NatsSink, NatsSinkConfig, StreamConfig};
+//!
+//! # async fn f(batch: Batch) -> Result<(), SinkError> {
+//! let mut config = NatsSinkConfig::default(); // nats://127.0.0.1:4222
+//! let mut stream = StreamConfig::new("CDC");
+//! stream.create = true; // subjects cdc.*.*, file storage, 2 min de-duplication
+//! config.stream = Some(stream);
+//! // "shop" is the pipeline's name: the envelope's `source.name`, `{prefix}`
+//! // by default, and the first part of every `Nats-Msg-Id`.
+//! let mut sink = NatsSink::connect(&config, "shop").await?;
+//! sink.write_batch(&batch).await?; // returns once every PubAck is in
+//! sink.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`NatsSinkConfig`] and [`StreamConfig`] are `#[non_exhaustive]` (a later
+//! version may add keys): start from `Default` or [`StreamConfig::new`] and
+//! assign the fields. Consumers find the message headers' names in
+//! [`MSG_ID_HEADER`], [`OP_HEADER`], [`TABLE_HEADER`] and
+//! [`COMMIT_LSN_HEADER`].
 //!
 //! # JetStream (default)
 //!
@@ -53,6 +87,8 @@
 //! enabled, a missing stream with `stream.create: false`, no stream for a
 //! subject and oversized messages are fatal.
 
+#![warn(missing_docs)]
+
 mod classify;
 mod config;
 mod message;
@@ -62,4 +98,3 @@ mod subject;
 pub use config::{NatsSinkConfig, Storage, StreamConfig};
 pub use message::{message_id, COMMIT_LSN_HEADER, MSG_ID_HEADER, OP_HEADER, TABLE_HEADER};
 pub use sink::NatsSink;
-pub use subject::{sanitise, SubjectTemplate};

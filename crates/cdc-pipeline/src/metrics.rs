@@ -64,6 +64,7 @@ impl OpCounters {
 
 /// What a sink is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SinkState {
     /// Writing normally (or idle).
     Running,
@@ -149,7 +150,7 @@ impl SinkMetrics {
     }
 
     /// A batch of `events` change events was made durable in `took`.
-    pub fn record_written(&self, events: u64, took: Duration) {
+    pub(crate) fn record_written(&self, events: u64, took: Duration) {
         self.events.fetch_add(events, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.write_seconds.observe_duration(took);
@@ -158,7 +159,7 @@ impl SinkMetrics {
     }
 
     /// A write failed with an error of `class`, rendered as `message`.
-    pub fn record_error(&self, class: ErrorClass, message: String) {
+    pub(crate) fn record_error(&self, class: ErrorClass, message: String) {
         let (counter, state) = match class {
             ErrorClass::Retryable => (&self.retryable_errors, SinkState::Retrying),
             ErrorClass::Fatal => (&self.fatal_errors, SinkState::Failed),
@@ -172,12 +173,12 @@ impl SinkMetrics {
     }
 
     /// One batch entered the channel (call before sending).
-    pub fn enqueued(&self) {
+    pub(crate) fn enqueued(&self) {
         self.queued.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One batch left the channel, or a send was abandoned.
-    pub fn dequeued(&self) {
+    pub(crate) fn dequeued(&self) {
         self.queued.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -255,7 +256,7 @@ impl PipelineMetrics {
     }
 
     /// Counts the change events of a batch read from the source.
-    pub fn record_source_batch(&self, batch: &Batch) {
+    pub(crate) fn record_source_batch(&self, batch: &Batch) {
         let mut run: Option<(&TableName, [u64; 5])> = None;
         for event in &batch.events {
             let Event::Change(change) = event else {
@@ -322,7 +323,7 @@ impl PipelineMetrics {
     }
 
     /// Records the position acknowledged to the source.
-    pub fn set_acknowledged(&self, lsn: Lsn) {
+    pub(crate) fn set_acknowledged(&self, lsn: Lsn) {
         self.acknowledged.fetch_max(lsn.0, Ordering::Relaxed);
     }
 
@@ -333,7 +334,7 @@ impl PipelineMetrics {
 }
 
 /// The number of change events (not control events) in a batch.
-pub fn change_count(batch: &Batch) -> u64 {
+pub(crate) fn change_count(batch: &Batch) -> u64 {
     batch
         .events
         .iter()

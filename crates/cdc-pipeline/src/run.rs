@@ -19,14 +19,30 @@ use crate::metrics::{PipelineMetrics, SinkMetrics};
 use crate::watermark::Durable;
 use crate::worker::{run_worker, WorkerContext};
 
-/// Tuning of a pipeline run.
+/// Tuning of a pipeline run. Start from [`PipelineOptions::default`] and
+/// set the fields to change (new fields may come in later versions, so
+/// the struct cannot be written as a literal outside this crate):
+///
+/// ```
+/// use std::time::Duration;
+/// use cdc_pipeline::PipelineOptions;
+///
+/// let mut opts = PipelineOptions::default();
+/// opts.channel_capacity = 2;
+/// opts.retry_max = Duration::from_secs(5);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PipelineOptions {
-    /// Batches buffered between the source and each sink.
+    /// Batches buffered between the source and each sink; when a sink's
+    /// channel is full, reading from the source waits (backpressure).
+    /// `0` counts as 1. Default 8.
     pub channel_capacity: usize,
-    /// First delay before retrying a sink's retryable error.
+    /// First delay before a sink's write is retried after a retryable
+    /// error; each further failure doubles it (with ±25 % jitter).
+    /// Default 200 ms.
     pub retry_initial: Duration,
-    /// Longest delay between retries.
+    /// Longest delay between two retries of a sink's write. Default 30 s.
     pub retry_max: Duration,
     /// A sink still failing with retryable errors this long after the
     /// first failure of a run ends the pipeline with an error (nothing it
@@ -45,16 +61,48 @@ impl Default for PipelineOptions {
     }
 }
 
-/// A named sink, as the pipeline runs it.
+/// A sink and the name the pipeline knows it by.
+///
+/// ```
+/// use cdc_core::{Batch, Sink, SinkError};
+/// use cdc_pipeline::NamedSink;
+///
+/// struct Discard;
+///
+/// impl Sink for Discard {
+///     async fn write_batch(&mut self, _batch: &Batch) -> Result<(), SinkError> {
+///         Ok(())
+///     }
+/// }
+///
+/// let named = NamedSink::new("discard", Box::new(Discard));
+/// assert_eq!(named.name, "discard");
+/// ```
+#[non_exhaustive]
 pub struct NamedSink {
-    /// For logs and errors, e.g. `sinks[1] (file)`.
+    /// The name in logs (the span `sink{name=…}` around everything the sink
+    /// logs), in [`PipelineError::Sink`] and in the sink's metrics, e.g.
+    /// `sinks[1] (file)`.
     pub name: String,
-    /// The sink.
+    /// The sink: any [`Sink`](cdc_core::Sink), boxed.
     pub sink: Box<dyn DynSink>,
 }
 
-/// Why a pipeline stopped with an error.
+impl NamedSink {
+    /// Names `sink`.
+    pub fn new(name: impl Into<String>, sink: Box<dyn DynSink>) -> Self {
+        Self {
+            name: name.into(),
+            sink,
+        }
+    }
+}
+
+/// Why a pipeline stopped with an error. Retryable errors never end up
+/// here: the source retries its own, and a sink's write is retried until it
+/// succeeds or fails fatally.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PipelineError {
     /// The source failed with a fatal error.
     #[error("source")]
@@ -70,12 +118,16 @@ pub enum PipelineError {
     },
 }
 
-/// How the pipeline ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How the pipeline ended without an error. The default is a pipeline
+/// that acknowledged nothing and was stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Outcome {
-    /// The last position acknowledged to the source.
+    /// The last position acknowledged to the source (every sink made
+    /// everything up to it durable); [`Lsn::ZERO`] when none was.
     pub acknowledged: Lsn,
-    /// `true` when the source ended by itself (not by a shutdown request).
+    /// `true` when the source ended by itself (a finished `snapshot_only`
+    /// run), `false` when `shutdown` stopped it.
     pub source_ended: bool,
 }
 

@@ -165,10 +165,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let outcome = run_pipeline(
         source,
-        vec![NamedSink {
-            name: "per-table files".into(),
-            sink: Box::new(sink),
-        }],
+        vec![NamedSink::new("per-table files", Box::new(sink))],
         PipelineOptions::default(),
         shutdown,
         CancellationToken::new(),

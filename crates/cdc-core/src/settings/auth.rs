@@ -11,8 +11,12 @@ use super::{Problem, Secret};
 /// `mechanism` names the SASL mechanism of `username`/`password` where the
 /// protocol has several (Kafka). Each sink accepts the kinds its servers
 /// support ([`check`](Auth::check)). `Debug` masks every secret.
+///
+/// Built in code: start from [`Auth::default`] (no credentials) and set
+/// the fields, e.g. `auth.username = Some("cdc".into())`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Auth {
     /// `username`, with `password`.
     #[serde(default)]
@@ -39,6 +43,7 @@ pub struct Auth {
 
 /// A kind of credential of [`Auth`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Credential {
     /// `username` and `password`.
     UserPassword,
@@ -61,7 +66,8 @@ impl Credential {
         Credential::CredentialsFile,
     ];
 
-    /// How the configuration spells it.
+    /// How the configuration spells it, for messages: ``"`username` and
+    /// `password`"`` or ``"`token`"``.
     pub const fn keys(self) -> &'static str {
         match self {
             Credential::UserPassword => "`username` and `password`",

@@ -16,7 +16,8 @@ impl Secret {
         Self(value.into())
     }
 
-    /// The secret itself.
+    /// The secret itself, to hand to the client that sends it; never to
+    /// a message or a log line.
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -8,8 +8,13 @@ use super::{Problem, Secret};
 
 /// TLS towards a sink's servers. Present: connect with TLS; absent:
 /// whatever the URL says (plaintext for Kafka).
+///
+/// Built in code: start from [`Tls::default`] (system roots, hostname
+/// verified, no client certificate) and set the fields, e.g.
+/// `tls.ca = Some("/etc/ssl/ca.pem".into())`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Tls {
     /// `ca`: PEM file of the certificate authorities to trust (in addition
     /// to, or instead of, the system's; see each sink).
@@ -43,17 +48,64 @@ impl Default for Tls {
 }
 
 /// What a sink's client can do with [`Tls`]; [`Tls::check`] refuses the
-/// rest by name.
+/// rest by name. Built with [`TlsSupport::new`] (a CA and hostname
+/// verification only) and the `with_*` methods, all `const`:
+///
+/// ```
+/// use cdc_core::settings::{Tls, TlsSupport};
+///
+/// const TLS_SUPPORT: TlsSupport = TlsSupport::new("my-sink").with_client_certificate();
+///
+/// let mut tls = Tls::default();
+/// tls.key_password = Some("pw".into());
+/// let problems = tls.check(TLS_SUPPORT);
+/// assert_eq!(problems[0].0, "tls.key_password");
+/// ```
+///
+/// A key added to [`Tls`] later comes with a field here that is `false`
+/// (not supported) unless a sink says otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsSupport {
     /// The sink's name, for messages (`kafka`).
     pub sink: &'static str,
-    /// `cert` and `key`.
+    /// Whether `cert` and `key` (a client certificate) are supported.
     pub client_certificate: bool,
-    /// `key_password`.
+    /// Whether `key_password` (an encrypted client key) is supported.
     pub key_password: bool,
-    /// `verify_hostname: false`.
+    /// Whether `verify_hostname: false` is supported.
     pub skip_hostname_verification: bool,
+}
+
+impl TlsSupport {
+    /// A sink named `sink` (for messages: `kafka`) whose client takes a CA
+    /// (`ca`) and always verifies hostnames: nothing else is supported.
+    pub const fn new(sink: &'static str) -> Self {
+        Self {
+            sink,
+            client_certificate: false,
+            key_password: false,
+            skip_hostname_verification: false,
+        }
+    }
+
+    /// Also `cert` and `key` (a client certificate, mutual TLS).
+    pub const fn with_client_certificate(mut self) -> Self {
+        self.client_certificate = true;
+        self
+    }
+
+    /// Also `key_password` (an encrypted client key).
+    pub const fn with_key_password(mut self) -> Self {
+        self.key_password = true;
+        self
+    }
+
+    /// Also `verify_hostname: false`.
+    pub const fn with_skip_hostname_verification(mut self) -> Self {
+        self.skip_hostname_verification = true;
+        self
+    }
 }
 
 impl Tls {

@@ -11,6 +11,7 @@ use serde_path_to_error::{Path, Segment};
 /// alone; the semantic checks that follow report all their problems at once.
 /// `Display` prints one problem per line.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConfigError {
     /// The problems, in the order they were found; never empty.
     pub problems: Vec<ConfigProblem>,
@@ -18,6 +19,7 @@ pub struct ConfigError {
 
 /// One thing wrong with a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConfigProblem {
     /// Where the problem is: a field path such as `source.slot.name`,
     /// `sinks[1].path` or `source.tables[2]`; `line L, column C` for problems
@@ -31,7 +33,7 @@ pub struct ConfigProblem {
 
 impl ConfigError {
     /// An error holding one problem.
-    pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             problems: vec![ConfigProblem::new(field, message)],
         }
@@ -60,7 +62,7 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigProblem {
     /// A problem with `field` (see [`ConfigProblem::field`]).
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),

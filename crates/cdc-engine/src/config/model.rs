@@ -19,6 +19,7 @@ use super::{size, table_name};
 /// one or more sinks. Build it with [`load_config`](super::load_config) or
 /// [`parse_config`](super::parse_config), which also validate it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// `name`: the pipeline's name, written as `source.name` in every
     /// Debezium-style event. Letters, digits, `.`, `_` and `-`.
@@ -27,7 +28,8 @@ pub struct Config {
     /// `source`: the PostgreSQL database to capture changes from. Required.
     pub source: SourceConfig,
     /// `sinks`: where change events go, at least one. Each entry is a map
-    /// with a `type` key (`stdout`, `file`) and that sink's own keys. Every
+    /// with a `type` key (`stdout`, `file`, `kafka`, `nats`,
+    /// `elasticsearch`) and that sink's own keys. Every
     /// event is delivered to every sink. Required.
     pub sinks: Vec<SinkConfig>,
     /// `pipeline`: batching and buffering between the source and the sinks.
@@ -60,6 +62,7 @@ pub(crate) fn default_name() -> String {
 /// `Debug` masks the password of `url`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SourceConfig {
     /// `url`: connection URL, `postgres://user:password@host:5432/dbname`
     /// (or `postgresql://`), with libpq query parameters such as
@@ -111,6 +114,7 @@ impl SourceConfig {
 /// `source.publication`: the PostgreSQL publication the slot decodes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct PublicationConfig {
     /// `name`: 1 to 63 characters among `A-Z`, `a-z`, `0-9` and `_` (it is
     /// passed as an option of the replication command). Default `cdc_pub`.
@@ -138,6 +142,7 @@ fn default_publication_name() -> String {
 /// `source.slot`: the logical replication slot (plugin `pgoutput`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SlotConfig {
     /// `name`: 1 to 63 characters among `a-z`, `0-9` and `_` (PostgreSQL's
     /// rule for slot names). Default `cdc_slot`.
@@ -186,6 +191,7 @@ const fn default_activity_check_interval() -> Duration {
 /// (or superuser); failures are logged and retried, never fatal.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct HeartbeatConfig {
     /// `enabled`: write heartbeats. Default `true`.
     #[serde(default = "default_true")]
@@ -224,6 +230,7 @@ const fn default_true() -> bool {
 /// A value of `source.replica_identity`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum ReplicaIdentitySetting {
     /// `default`: old values of the primary key columns only.
     Default,
@@ -231,17 +238,6 @@ pub enum ReplicaIdentitySetting {
     Full,
     /// `nothing`: no old values.
     Nothing,
-}
-
-impl ReplicaIdentitySetting {
-    /// The SQL keyword, as in `ALTER TABLE … REPLICA IDENTITY FULL`.
-    pub const fn keyword(self) -> &'static str {
-        match self {
-            Self::Default => "DEFAULT",
-            Self::Full => "FULL",
-            Self::Nothing => "NOTHING",
-        }
-    }
 }
 
 impl From<ReplicaIdentitySetting> for ReplicaIdentity {
@@ -259,6 +255,7 @@ impl From<ReplicaIdentitySetting> for ReplicaIdentity {
 /// `max_batch_bytes`, or `max_batch_wait` after its first event.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct PipelineConfig {
     /// `channel_capacity`: batches buffered between the source and each
     /// sink; when a sink's buffer is full, reading from PostgreSQL waits.
@@ -332,6 +329,7 @@ const fn default_max_batch_wait() -> Duration {
 /// up to `max_backoff`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RetryConfig {
     /// `initial_backoff`: the first wait, a duration string greater than
     /// zero. Default `200ms`.
@@ -377,6 +375,7 @@ const fn default_max_backoff() -> Duration {
 /// `log`: the engine's own log output.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LogConfig {
     /// `level`: `trace`, `debug`, `info`, `warn` or `error`. Default `info`.
     #[serde(default)]
@@ -390,6 +389,7 @@ pub struct LogConfig {
 /// A value of `log.level`: the least severe level logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum LogLevel {
     /// `trace`: everything, including per-message details.
     Trace,
@@ -421,6 +421,7 @@ impl LogLevel {
 /// A value of `log.format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum LogFormat {
     /// `text`: human-readable lines.
     #[default]
@@ -433,6 +434,7 @@ pub enum LogFormat {
 /// format), `GET /status` (JSON) and `GET /healthz` (`200` or `503`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct MetricsConfig {
     /// `listen`: the address and port to serve on, `IP:port`
     /// (`0.0.0.0:9187` for every interface). Default `127.0.0.1:9187`.

@@ -56,6 +56,7 @@ const SINK_TYPES: &str = "stdout, file, kafka, nats, elasticsearch";
 /// One entry of `sinks`, chosen by its `type` key: a sink built into the
 /// engine, or one of a sink crate.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum SinkConfig {
     /// `type: stdout`.
     Stdout(StdoutSinkConfig),
@@ -67,8 +68,9 @@ pub enum SinkConfig {
 
 /// The entry of a sink a sink crate provides.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct CrateSinkConfig {
-    /// The `type` value.
+    /// The `type` value, e.g. `kafka`.
     pub kind: &'static str,
     /// Its keys, decoded by the sink crate.
     pub settings: Arc<dyn SinkSettings>,
@@ -101,12 +103,14 @@ impl std::fmt::Debug for SinkConfig {
 /// a durable store. No other keys.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StdoutSinkConfig {}
 
 /// `type: file`: each change as one line of JSON appended to a file,
 /// `fsync`ed before the batch counts as durable.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct FileSinkConfig {
     /// `path`: the file to write, relative to the working directory unless
     /// absolute. Two file sinks cannot share a path. Required.

@@ -13,6 +13,7 @@ use super::table_name;
 /// A value of `snapshot.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SnapshotMode {
     /// `never`: stream changes only; existing rows are not copied.
     Never,
@@ -29,6 +30,7 @@ pub enum SnapshotMode {
 /// A value of `snapshot.chunking`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Chunking {
     /// `auto`: CTID block ranges (works for every table).
     #[default]
@@ -46,6 +48,7 @@ pub enum Chunking {
 /// source database.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SnapshotConfig {
     /// `mode`: `never`, `initial` or `snapshot_only`. Default `initial`:
     /// the rows that already exist come first (docs/configuration.md says

@@ -5,6 +5,4 @@ mod routes;
 mod server;
 mod status_doc;
 
-pub use routes::respond;
 pub use server::{bind, serve};
-pub use status_doc::status_document;

@@ -7,7 +7,5 @@ pub mod names;
 mod render;
 
 pub use cdc_pipeline::metrics::histogram;
-pub use cdc_pipeline::metrics::{
-    change_count, op_label, PipelineMetrics, SinkMetrics, SinkState, OPS,
-};
+pub use cdc_pipeline::metrics::{op_label, PipelineMetrics, SinkMetrics, SinkState, OPS};
 pub use render::render_metrics;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Upper bounds, in seconds, of the buckets of batch write durations: from
 /// 1 ms (a local file without much to sync) to 30 s (a broker retrying).
-pub const WRITE_SECONDS_BOUNDS: &[f64] = &[
+pub(crate) const WRITE_SECONDS_BOUNDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
