@@ -15,6 +15,7 @@ pub mod conn;
 mod error;
 mod failpoint;
 pub mod ident;
+pub mod incremental;
 pub mod inspect;
 pub mod load;
 pub mod pgoutput;

@@ -72,5 +72,7 @@ pub use plan::{
     LeafPartition, PlannedChunk, DEFAULT_ROWS_PER_BLOCK, MAX_INT_KEY_CHUNKS,
 };
 pub use query::{chunk_query, chunk_query_from};
+pub(crate) use query::{row_value, string_literal};
+pub(crate) use read::read_copy;
 pub use read::{read_chunk, read_chunk_from, rewritten_since_snapshot, HeapFiles};
 pub use table::describe_table;
