@@ -54,7 +54,10 @@ impl Seen {
 }
 
 fn config(db: &TestDb, chunk_rows: u64) -> PgSourceConfig {
-    let s = unique_suffix();
+    config_named(db, chunk_rows, &unique_suffix())
+}
+
+fn config_named(db: &TestDb, chunk_rows: u64, s: &str) -> PgSourceConfig {
     let mut cfg = PgSourceConfig::new(
         db.url(),
         vec![TableName::new("public", "t")],
@@ -69,7 +72,17 @@ fn config(db: &TestDb, chunk_rows: u64) -> PgSourceConfig {
 
 /// Takes batches (acknowledging each) until `done` holds, at most
 /// [`TIMEOUT`].
-async fn drive(source: &mut PgSource, seen: &mut Seen, mut done: impl FnMut(&Seen) -> bool) {
+async fn drive(source: &mut PgSource, seen: &mut Seen, done: impl FnMut(&Seen) -> bool) {
+    drive_acking(source, seen, true, done).await
+}
+
+/// [`drive`], acknowledging the batches only when `acknowledge` is set.
+async fn drive_acking(
+    source: &mut PgSource,
+    seen: &mut Seen,
+    acknowledge: bool,
+    mut done: impl FnMut(&Seen) -> bool,
+) {
     let ack = source.ack_handle();
     let deadline = Instant::now() + TIMEOUT;
     while !done(seen) {
@@ -89,7 +102,9 @@ async fn drive(source: &mut PgSource, seen: &mut Seen, mut done: impl FnMut(&See
                 Err(_) => continue,
             };
         seen.take(&batch.events);
-        ack.durable(&batch);
+        if acknowledge {
+            ack.durable(&batch);
+        }
     }
 }
 
@@ -171,4 +186,103 @@ async fn a_signal_snapshots_a_table_chunk_by_chunk_while_writers_change_it() {
     );
     drop(source);
     db.cleanup().await;
+}
+
+fn id(c: &Change) -> i64 {
+    c.after["id"].as_i64().expect("an integer id")
+}
+
+/// `(chunks_done, last key)` stored for the table.
+async fn stored(db: &TestDb) -> (i64, Option<i64>) {
+    let text = db
+        .query_text("SELECT chunks_done || ' ' || COALESCE(last_key[1], '-') FROM cdc.incremental_snapshots")
+        .await
+        .expect("a progress row");
+    let (chunks, key) = text.split_once(' ').expect("two fields");
+    (chunks.parse().expect("a count"), key.parse().ok())
+}
+
+#[tokio::test]
+async fn progress_waits_for_acknowledgements_and_a_restart_resumes_after_the_last_durable_chunk() {
+    let db = TestDb::create("incr_resume").await;
+    db.exec(
+        "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
+         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, 2000) g",
+    )
+    .await;
+    let names = unique_suffix();
+    let mut source = PgSource::connect(config_named(&db, 200, &names))
+        .await
+        .expect("connect");
+    db.exec(r#"INSERT INTO cdc.signals (kind, payload) VALUES ('snapshot', '{"tables": ["public.t"]}')"#)
+        .await;
+    // Acknowledged: progress follows the reads.
+    let mut first = Seen::default();
+    drive(&mut source, &mut first, |s| s.reads().len() >= 600).await;
+    let ok = wait_until(TIMEOUT, async || {
+        let _ = tokio::time::timeout(Duration::from_millis(100), source.next_batch()).await;
+        stored(&db).await.0 >= 3
+    })
+    .await;
+    assert!(
+        ok,
+        "progress did not reach 3 chunks: {:?}",
+        stored(&db).await
+    );
+    // Not acknowledged: every chunk is read and released, none is stored.
+    let (chunks, last_key) = stored(&db).await;
+    // (The restart below shows that none was: it resumes right after the
+    // key stored before these chunks.)
+    drive_acking(&mut source, &mut first, false, |s| !s.ends.is_empty()).await;
+    let last_key = last_key.expect("a stored key");
+    assert_eq!(
+        last_key,
+        chunks * 200,
+        "the stored key ends the stored chunks"
+    );
+    source.shutdown().await.expect("shutdown");
+    drop(source);
+
+    // The restart reads the table from the chunk after the stored key.
+    let mut source = wait_for_connect(config_named(&db, 200, &names)).await;
+    let mut second = Seen::default();
+    drive(&mut source, &mut second, |s| !s.ends.is_empty()).await;
+    let ids: Vec<i64> = second.reads().iter().map(|c| id(c)).collect();
+    assert_eq!(
+        ids.first(),
+        Some(&(last_key + 1)),
+        "resumed at the wrong key"
+    );
+    assert_eq!(
+        ids.len() as i64,
+        2000 - last_key,
+        "rows read again or skipped"
+    );
+    assert_eq!(second.begins, 0, "a resumed snapshot does not begin again");
+    let ok = wait_until(TIMEOUT, async || {
+        let _ = tokio::time::timeout(Duration::from_millis(100), source.next_batch()).await;
+        db.query_text("SELECT state FROM cdc.incremental_snapshots")
+            .await
+            .as_deref()
+            == Some("done")
+    })
+    .await;
+    assert!(ok, "the snapshot is not done: {:?}", stored(&db).await);
+    drop(source);
+    db.cleanup().await;
+}
+
+/// Connects once the previous session released the slot.
+async fn wait_for_connect(cfg: PgSourceConfig) -> PgSource {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match PgSource::connect(cfg.clone()).await {
+            Ok(s) => return s,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connect: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
 }
