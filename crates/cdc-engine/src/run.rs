@@ -70,6 +70,10 @@ pub fn source_config(config: &Config) -> PgSourceConfig {
     pg.reconnect_initial = config.retry.initial_backoff;
     pg.reconnect_max = config.retry.max_backoff;
     pg.snapshot = snapshot_settings(&config.snapshot);
+    pg.incremental = cdc_postgres::IncrementalSettings {
+        enabled: config.snapshot.incremental.enabled,
+        chunk_rows: config.snapshot.incremental.chunk_rows,
+    };
     pg.heartbeat_interval = config
         .heartbeat
         .enabled

@@ -31,5 +31,6 @@ pub use error::{PgError, StreamNames};
 #[cfg(feature = "failpoints")]
 #[doc(hidden)]
 pub use failpoint::reached as failpoint_reached;
+pub use incremental::IncrementalSettings;
 pub use load::{Chunking, SnapshotMode, SnapshotSettings};
 pub use stream::{PgSource, PgSourceConfig};
