@@ -301,4 +301,25 @@ mod tests {
             ""
         );
     }
+
+    #[test]
+    fn incremental_snapshots_are_off_unless_enabled() {
+        let c = parse_config(BASE).unwrap();
+        assert_eq!(c.snapshot.incremental, super::IncrementalConfig::default());
+        assert!(!c.snapshot.incremental.enabled);
+        let c = parse_config(&format!(
+            "{BASE}snapshot:\n  incremental: {{ enabled: true, chunk_rows: 10 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.snapshot.incremental,
+            super::IncrementalConfig {
+                enabled: true,
+                chunk_rows: 10
+            }
+        );
+        assert!(problems("snapshot:\n  incremental: { chunk_rows: 0 }\n")
+            .contains("snapshot.incremental.chunk_rows"));
+        assert!(problems("snapshot:\n  incremental: { size: 1 }\n").contains("size"));
+    }
 }
