@@ -53,6 +53,10 @@ pub enum SnapshotMarker {
     True,
     /// The last snapshot row of a table.
     Last,
+    /// A row read by an incremental snapshot while streaming went on
+    /// (Debezium's `incremental`): current as of its position in the
+    /// stream, which it shares with the changes around it.
+    Incremental,
 }
 
 impl SnapshotMarker {
@@ -63,6 +67,7 @@ impl SnapshotMarker {
             SnapshotMarker::First => "first",
             SnapshotMarker::True => "true",
             SnapshotMarker::Last => "last",
+            SnapshotMarker::Incremental => "incremental",
         }
     }
 }
@@ -146,6 +151,25 @@ pub enum ControlEvent {
         table: Option<TableName>,
         /// The consistent point the snapshot was taken at.
         snapshot_lsn: Lsn,
+    },
+    /// An incremental snapshot of a table starts: its reads (marked
+    /// [`SnapshotMarker::Incremental`]) follow, interleaved with the
+    /// table's streamed changes.
+    IncrementalSnapshotBegin {
+        /// The table.
+        table: TableName,
+        /// The snapshot's id (the signal that asked for it).
+        snapshot: i64,
+    },
+    /// Every row of an incremental snapshot of a table was read.
+    IncrementalSnapshotEnd {
+        /// The table.
+        table: TableName,
+        /// The snapshot's id.
+        snapshot: i64,
+        /// Rows emitted by the snapshot (from where it resumed, when it
+        /// was interrupted).
+        rows: u64,
     },
     /// The source is alive and has seen the server's WAL up to `lsn`.
     Heartbeat {

@@ -74,6 +74,8 @@ pub(crate) fn source_config(config: &Config) -> PgSourceConfig {
     pg.reconnect_max = config.retry.max_backoff;
     pg.reconnect_give_up_after = config.retry.give_up_after;
     pg.snapshot = snapshot_settings(&config.snapshot);
+    pg.incremental.enabled = config.snapshot.incremental.enabled;
+    pg.incremental.chunk_rows = config.snapshot.incremental.chunk_rows;
     pg.heartbeat_interval = config
         .heartbeat
         .enabled

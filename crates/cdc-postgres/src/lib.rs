@@ -96,6 +96,7 @@ pub mod conn;
 mod error;
 mod failpoint;
 pub mod ident;
+pub mod incremental;
 pub mod inspect;
 mod load;
 pub mod pgoutput;
@@ -137,5 +138,6 @@ pub use error::{PgError, ReplicationError, StreamNames};
 #[cfg(feature = "failpoints")]
 #[doc(hidden)]
 pub use failpoint::reached as failpoint_reached;
+pub use incremental::IncrementalSettings;
 pub use load::{Chunking, SnapshotMode, SnapshotSettings};
 pub use stream::{PgSource, PgSourceConfig, HEARTBEAT_PREFIX};

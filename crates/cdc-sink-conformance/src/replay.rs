@@ -28,7 +28,7 @@ pub struct Change {
     pub op: String,
     /// `schema.table`, unquoted.
     pub table: String,
-    /// `source.snapshot`: `false`, `first`, `true` or `last`.
+    /// `source.snapshot`: `false`, `first`, `true`, `last` or `incremental`.
     pub snapshot: String,
     /// `source.lsn`.
     pub lsn: u64,

@@ -28,6 +28,6 @@ pub use model::{
     PublicationConfig, ReplicaIdentitySetting, RetryConfig, SlotConfig, SourceConfig,
 };
 pub use sink::{FileSinkConfig, SinkConfig, StdoutSinkConfig};
-pub use snapshot::{Chunking, SnapshotConfig, SnapshotMode};
+pub use snapshot::{Chunking, IncrementalConfig, SnapshotConfig, SnapshotMode};
 pub use table_name::{parse_table_name, TableNameError};
 pub use validate::validate;

@@ -93,6 +93,42 @@ pub struct SnapshotConfig {
     /// Default `cdc`.
     #[serde(default = "default_metadata_schema")]
     pub metadata_schema: String,
+    /// `incremental`: snapshots of single tables while streaming, asked
+    /// for by a row in `<metadata_schema>.signals`.
+    #[serde(default)]
+    pub incremental: IncrementalConfig,
+}
+
+/// `snapshot.incremental`: tables read again chunk by chunk while the
+/// stream flows (watermarks in the WAL keep the reads and the changes in
+/// order).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct IncrementalConfig {
+    /// `enabled`: create `<metadata_schema>.signals` and
+    /// `<metadata_schema>.incremental_snapshots` when missing, add the
+    /// signal table to the publication, and run the snapshots its rows ask
+    /// for. Default `false`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// `chunk_rows`: rows per chunk, the longest the stream waits and the
+    /// most held in memory. Default `1024`.
+    #[serde(default = "default_incremental_chunk_rows")]
+    pub chunk_rows: u64,
+}
+
+impl Default for IncrementalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            chunk_rows: default_incremental_chunk_rows(),
+        }
+    }
+}
+
+const fn default_incremental_chunk_rows() -> u64 {
+    1024
 }
 
 impl Default for SnapshotConfig {
@@ -107,6 +143,7 @@ impl Default for SnapshotConfig {
             heartbeat_interval: default_heartbeat_interval(),
             instance_id: None,
             metadata_schema: default_metadata_schema(),
+            incremental: IncrementalConfig::default(),
         }
     }
 }
@@ -171,6 +208,12 @@ pub(crate) fn check_snapshot(
             }
         }
         (None, _) => {}
+    }
+    if snapshot.incremental.chunk_rows == 0 {
+        problems.push(ConfigProblem::new(
+            "snapshot.incremental.chunk_rows",
+            "must be at least 1",
+        ));
     }
     if snapshot.chunk_rows == 0 {
         problems.push(ConfigProblem::new(
@@ -261,5 +304,26 @@ mod tests {
             problems("snapshot:\n  mode: snapshot_only\n  tables: [public.zzz]\n"),
             ""
         );
+    }
+
+    #[test]
+    fn incremental_snapshots_are_off_unless_enabled() {
+        let c = parse_config(BASE).unwrap();
+        assert_eq!(c.snapshot.incremental, super::IncrementalConfig::default());
+        assert!(!c.snapshot.incremental.enabled);
+        let c = parse_config(&format!(
+            "{BASE}snapshot:\n  incremental: {{ enabled: true, chunk_rows: 10 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.snapshot.incremental,
+            super::IncrementalConfig {
+                enabled: true,
+                chunk_rows: 10
+            }
+        );
+        assert!(problems("snapshot:\n  incremental: { chunk_rows: 0 }\n")
+            .contains("snapshot.incremental.chunk_rows"));
+        assert!(problems("snapshot:\n  incremental: { size: 1 }\n").contains("size"));
     }
 }

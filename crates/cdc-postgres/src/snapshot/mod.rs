@@ -74,5 +74,7 @@ pub use plan::{
 };
 pub use published::{describe_published_table, published, Published};
 pub use query::{chunk_query, chunk_query_from};
+pub(crate) use query::{row_value, string_literal};
+pub(crate) use read::read_copy;
 pub use read::{read_chunk, read_chunk_from, rewritten_since_snapshot, HeapFiles};
 pub use table::describe_table;

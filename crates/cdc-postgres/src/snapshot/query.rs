@@ -111,7 +111,7 @@ fn conditions(bounds: &ChunkBounds) -> Vec<String> {
 /// `text` as a string literal that means the same whatever
 /// `standard_conforming_strings` is: `'…'`, or `E'…'` with backslashes
 /// doubled when it holds one.
-fn string_literal(text: &str) -> String {
+pub(crate) fn string_literal(text: &str) -> String {
     if !text.contains('\\') {
         return quote_literal(text);
     }
@@ -129,7 +129,7 @@ fn string_literal(text: &str) -> String {
 }
 
 /// `a` for one item, `ROW(a, b)` for several.
-fn row_value(items: impl ExactSizeIterator<Item = String>) -> String {
+pub(crate) fn row_value(items: impl ExactSizeIterator<Item = String>) -> String {
     if items.len() == 1 {
         return items.collect();
     }

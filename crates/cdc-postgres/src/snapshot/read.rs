@@ -132,6 +132,22 @@ pub async fn read_chunk_from(
     rows_per_batch: usize,
     tx: &mpsc::Sender<Vec<Row>>,
 ) -> Result<u64, PgError> {
+    let sql = chunk_query_from(&table.schema, from, bounds, table.row_filter.as_deref());
+    let what = format!("reading a {} chunk of {}", bounds.strategy_name(), from);
+    read_copy(conn, table, &sql, &what, rows_per_batch, tx).await
+}
+
+/// Runs `sql`, a `COPY (SELECT …) TO STDOUT` of `table`'s columns, and
+/// sends its rows as [`read_chunk_from`] does; `what` names the read in
+/// errors.
+pub(crate) async fn read_copy(
+    conn: &mut PgConnection,
+    table: &RelationInfo,
+    sql: &str,
+    what: &str,
+    rows_per_batch: usize,
+    tx: &mpsc::Sender<Vec<Row>>,
+) -> Result<u64, PgError> {
     let schema = &table.schema;
     if table.types.len() != schema.columns.len() {
         return Err(PgError::Protocol(format!(
@@ -142,10 +158,9 @@ pub async fn read_chunk_from(
         )));
     }
     let rows_per_batch = rows_per_batch.max(1);
-    let sql = chunk_query_from(schema, from, bounds, table.row_filter.as_deref());
-    let ctx = || format!("reading a {} chunk of {}", bounds.strategy_name(), from);
+    let ctx = || what.to_owned();
     let mut stream = conn
-        .copy_out_raw(&sql)
+        .copy_out_raw(sql)
         .await
         .map_err(|e| PgError::sql(ctx(), e))?;
 

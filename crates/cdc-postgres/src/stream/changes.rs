@@ -111,6 +111,16 @@ impl Changes {
         previous.map(|p| p.info.schema)
     }
 
+    /// Relation `oid` as described, tracked or not.
+    pub fn described(&self, oid: u32) -> Option<&RelationInfo> {
+        self.relations.get(&oid).map(|r| &r.info)
+    }
+
+    /// The commit LSN of the open transaction.
+    pub fn commit_lsn(&self) -> Option<Lsn> {
+        self.tx.as_ref().map(|t| t.commit_lsn)
+    }
+
     /// The position of the next change of the open transaction.
     pub fn source_info(&mut self, lsn: Lsn) -> Result<SourceInfo, PgError> {
         let tx = self.tx.as_mut().ok_or_else(|| {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use cdc_core::{ReplicaIdentity, SourceStatus, TableName};
 
+use crate::incremental::IncrementalSettings;
 use crate::load::SnapshotSettings;
 
 /// Everything [`PgSource::connect`](super::PgSource::connect) needs.
@@ -55,6 +56,9 @@ pub struct PgSourceConfig {
     pub activity_check_interval: Duration,
     /// The initial snapshot, if any.
     pub snapshot: SnapshotSettings,
+    /// Incremental snapshots while streaming (off by default); their
+    /// tables live in `snapshot.metadata_schema`.
+    pub incremental: IncrementalSettings,
     /// Where the source reports its phase, positions and snapshot
     /// progress; pass a clone of a handle to watch it from elsewhere
     /// (e.g. before [`PgSource::connect`](super::PgSource::connect) returns).
@@ -102,6 +106,7 @@ impl PgSourceConfig {
             standby: false,
             activity_check_interval: Duration::from_secs(10),
             snapshot: SnapshotSettings::default(),
+            incremental: IncrementalSettings::default(),
             status: SourceStatus::new(),
         }
     }

@@ -12,6 +12,7 @@ use super::source::PgSource;
 use super::state::{Starting, State};
 use crate::conn::{for_role, ConnParams};
 use crate::error::{slot_in_use, PgError, StreamNames};
+use crate::incremental::Incremental;
 use crate::load::{SnapshotMode, SnapshotPhase, SnapshotRequest};
 use crate::replication::PgWireTransport;
 use crate::setup::{self, ServerInfo};
@@ -28,7 +29,7 @@ impl PgSource {
         let mut catalog = PgConnection::connect_with(&for_role(&params.sqlx_options(), "catalog"))
             .await
             .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
-        let (server, snapshot_tables) = prepare(&mut catalog, &cfg).await?;
+        let (server, snapshot_tables, incremental) = prepare(&mut catalog, &cfg, &params).await?;
         let ack = AckHandle::new();
         let mode = cfg.snapshot.mode;
         let snapshot = if mode == SnapshotMode::Never {
@@ -54,6 +55,7 @@ impl PgSource {
             catalog_suspect: false,
             ack,
             returned: 0,
+            incremental,
         };
         Ok(Self { state, cx })
     }
@@ -65,7 +67,8 @@ impl PgSource {
 async fn prepare(
     catalog: &mut PgConnection,
     cfg: &PgSourceConfig,
-) -> Result<(ServerInfo, Vec<TableName>), PgError> {
+    params: &ConnParams,
+) -> Result<(ServerInfo, Vec<TableName>, Option<Incremental>), PgError> {
     // Every problem at once, before anything is changed.
     let report = setup::run_check(catalog, &setup::CheckRequest::from(cfg)).await?;
     for finding in &report.findings {
@@ -92,18 +95,32 @@ async fn prepare(
     if mode != SnapshotMode::Never {
         setup::check_select(catalog, &server, &snapshot_tables).await?;
     }
+    let mut incremental = None;
     if streams {
         // (The check above warned about identities that break updates.)
         setup::ensure_replica_identity(catalog, &tables, &cfg.replica_identity).await?;
+        let mut published = cfg.tables.clone();
+        if cfg.incremental.enabled {
+            let inc = Incremental::start(
+                catalog,
+                cfg,
+                &server.database,
+                params.sqlx_options_for("incremental"),
+            )
+            .await?;
+            // Signals arrive through the slot like any other change.
+            published.push(inc.signal_table());
+            incremental = Some(inc);
+        }
         setup::ensure_publication(
             catalog,
             &cfg.publication,
-            &cfg.tables,
+            &published,
             cfg.create_publication,
         )
         .await?;
     }
-    Ok((server, snapshot_tables))
+    Ok((server, snapshot_tables, incremental))
 }
 
 /// Starts the snapshot phase ([`SnapshotPhase::begin`]); `None` when no

@@ -9,6 +9,7 @@ use super::config::PgSourceConfig;
 use super::heartbeat::Heartbeat;
 use crate::conn::ConnParams;
 use crate::error::{PgError, StreamNames};
+use crate::incremental::Incremental;
 
 /// The source's configuration, connections and bookkeeping, shared by
 /// all its phases.
@@ -34,6 +35,8 @@ pub(super) struct Context {
     pub heartbeat: Heartbeat,
     /// Batches returned so far (batches are numbered from 1).
     pub returned: u64,
+    /// Incremental snapshots, when enabled.
+    pub incremental: Option<Incremental>,
 }
 
 impl Context {

@@ -8,6 +8,7 @@ use super::heartbeat::HEARTBEAT_PREFIX;
 use super::rows::{fill_unchanged_toast, old_row, parse_tuple};
 use crate::catalog::describe_relation;
 use crate::error::PgError;
+use crate::incremental::WATERMARK_PREFIX;
 use crate::pgoutput::Message;
 
 impl Context {
@@ -47,7 +48,11 @@ impl Context {
                     other => other?,
                 };
                 let tracked = self.changes.tracks(&info.schema.name);
-                let untracked_reason = if tracked {
+                let signals = self
+                    .incremental
+                    .as_ref()
+                    .is_some_and(|i| i.is_signal_table(&info.schema.name));
+                let untracked_reason = if tracked || signals {
                     None
                 } else {
                     Some(self.untracked_reason(rel.oid, &info.schema.name).await)
@@ -66,6 +71,11 @@ impl Context {
                 }
                 return Ok(());
             }
+            Message::Insert(ins) if self.is_signal(ins.relation_oid) => {
+                return self.signal(ins.relation_oid, &ins.new).await;
+            }
+            Message::Update(upd) if self.is_signal(upd.relation_oid) => return Ok(()),
+            Message::Delete(del) if self.is_signal(del.relation_oid) => return Ok(()),
             Message::Insert(ins) => {
                 let Some(rel) = self.changes.relation(ins.relation_oid, &self.cfg.status)? else {
                     return Ok(());
@@ -96,23 +106,33 @@ impl Context {
             }
             Message::Truncate(tr) => {
                 for oid in &tr.relation_oids {
+                    if self.is_signal(*oid) {
+                        continue;
+                    }
                     let Some(rel) = self.changes.relation(*oid, &self.cfg.status)? else {
                         continue;
                     };
                     let table = rel.schema.clone();
                     let source = self.changes.source_info(wal_start)?;
-                    batch.events.push(Event::Change(ChangeEvent {
+                    let change = ChangeEvent {
                         op: Op::Truncate,
                         table,
                         before: None,
                         after: None,
                         source,
-                    }));
+                    };
+                    self.observe(&change);
+                    batch.events.push(Event::Change(change));
                 }
                 return Ok(());
             }
             Message::Message(m) => {
                 self.changes.received = self.changes.received.max(m.lsn);
+                if m.prefix == WATERMARK_PREFIX {
+                    // Watermarks are never passed on (their transaction
+                    // still checkpoints as every transaction does).
+                    return self.watermark(&m.content, m.lsn, batch);
+                }
                 push_message(batch, m.transactional, m.lsn, m.prefix, &m.content);
                 return Ok(());
             }
@@ -121,13 +141,15 @@ impl Context {
         };
         let (op, table, before, after) = change;
         let source = self.changes.source_info(wal_start)?;
-        batch.events.push(Event::Change(ChangeEvent {
+        let change = ChangeEvent {
             op,
             table,
             before,
             after,
             source,
-        }));
+        };
+        self.observe(&change);
+        batch.events.push(Event::Change(change));
         Ok(())
     }
 

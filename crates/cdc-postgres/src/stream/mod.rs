@@ -11,6 +11,7 @@ mod handoff;
 mod heartbeat;
 mod reconnect;
 mod rows;
+mod snapshots;
 mod source;
 mod standby;
 mod state;

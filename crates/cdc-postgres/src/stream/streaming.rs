@@ -40,6 +40,13 @@ impl Context {
             if first_at.is_none() && !self.changes.in_transaction() && self.heartbeat.due() {
                 self.write_heartbeat().await;
             }
+            // At most one chunk of an incremental snapshot per batch, read
+            // between two transactions of the stream.
+            if first_at.is_none() && !self.changes.in_transaction() {
+                if let Some(inc) = self.incremental.as_mut() {
+                    inc.step(self.ack.get()).await;
+                }
+            }
             transport.follow(&self.ack);
             // A batch ends on time only between transactions (the rest of
             // a transaction is already on its way: pgoutput v1 sends it at
