@@ -60,6 +60,7 @@ pub(crate) fn source_config(config: &Config) -> PgSourceConfig {
         src.publication.name.clone(),
         src.slot.name.clone(),
     );
+    pg.selection = src.selection();
     pg.create_publication = src.publication.create;
     pg.create_slot = src.slot.create;
     pg.replica_identity = src

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use cdc_core::{Lsn, TableName};
 use cdc_postgres::conn::ConnParams;
 use cdc_postgres::inspect::{inspect, JobState, SlotInfo, SourceReport};
+use cdc_postgres::selection::Resolved;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -110,8 +111,17 @@ pub async fn status(config: &Config, options: StatusOptions) -> StatusReport {
         health: Health::Unknown,
     };
     match found {
-        Ok(found) => {
-            report.problems = judge(config, &found, options);
+        Ok((found, selected)) => {
+            for pattern in &selected.unmatched {
+                report.problems.push(format!(
+                    "table pattern {pattern} in source.tables matches no table"
+                ));
+            }
+            report.tables = selected.tables;
+            let tables = report.tables.clone();
+            report
+                .problems
+                .extend(judge(config, &found, &tables, options));
             report.health = if report.problems.is_empty() {
                 Health::Healthy
             } else {
@@ -124,11 +134,21 @@ pub async fn status(config: &Config, options: StatusOptions) -> StatusReport {
     report
 }
 
-async fn read(config: &Config) -> Result<SourceReport, String> {
+/// What `status` reads: the slot, publication and snapshot job, and the
+/// tables the selection resolves to now.
+async fn read(config: &Config) -> Result<(SourceReport, Resolved), String> {
     let params = ConnParams::parse(&config.source.url).map_err(|e| e.to_string())?;
     let mut conn = sqlx::PgConnection::connect_with(&params.sqlx_options_for("status"))
         .await
         .map_err(|e| format!("connecting to {}: {e}", config.source.redacted_url()))?;
+    let selected = cdc_postgres::selection::resolve(
+        &mut conn,
+        &config.source.tables,
+        &config.source.selection(),
+        &config.snapshot.metadata_schema,
+    )
+    .await
+    .map_err(|e| cdc_core::error_chain(&e))?;
     let report = inspect(
         &mut conn,
         &config.source.slot.name,
@@ -138,11 +158,16 @@ async fn read(config: &Config) -> Result<SourceReport, String> {
     .await
     .map_err(|e| cdc_core::error_chain(&e));
     let _ = conn.close().await;
-    report
+    report.map(|r| (r, selected))
 }
 
 /// The problems of what was found, each with what to do.
-fn judge(config: &Config, found: &SourceReport, options: StatusOptions) -> Vec<String> {
+fn judge(
+    config: &Config,
+    found: &SourceReport,
+    tables: &[TableName],
+    options: StatusOptions,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let streams = config.snapshot.mode != SnapshotMode::SnapshotOnly;
     let slot_name = &config.source.slot.name;
@@ -169,9 +194,7 @@ fn judge(config: &Config, found: &SourceReport, options: StatusOptions) -> Vec<S
                  (`cdc-engine run` creates it when source.publication.create is true)"
             )),
             Some(p) if !p.all_tables => {
-                let missing: Vec<String> = config
-                    .source
-                    .tables
+                let missing: Vec<String> = tables
                     .iter()
                     .filter(|t| !p.tables.contains(t))
                     .map(ToString::to_string)
@@ -320,6 +343,14 @@ impl StatusReport {
             found.server_version / 10000,
             found.server_version % 10000,
             lsn_text(found.wal_lsn)
+        ));
+        line(format!(
+            "tables: {}",
+            self.tables
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         if self.streams {
             match &found.slot {
@@ -531,11 +562,17 @@ mod tests {
         }
     }
 
+    /// The tables of `config(…)`, as `status` resolves them.
+    fn tables() -> Vec<TableName> {
+        vec![TableName::new("public", "t")]
+    }
+
     #[test]
     fn healthy_when_active_within_lag_and_published() {
         let problems = judge(
             &config("never"),
             &found(Some(slot())),
+            &tables(),
             StatusOptions::default(),
         );
         assert!(problems.is_empty(), "{problems:?}");
@@ -547,15 +584,15 @@ mod tests {
         let mut s = slot();
         s.active = false;
         s.wal_status = Some("lost".into());
-        let problems = judge(&config("never"), &found(Some(s)), opts);
+        let problems = judge(&config("never"), &found(Some(s)), &tables(), opts);
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].contains("wal_status lost"));
         assert!(problems[1].contains("inactive"));
         assert!(problems[2].contains("10 bytes behind"));
-        let problems = judge(&config("never"), &found(None), opts);
+        let problems = judge(&config("never"), &found(None), &tables(), opts);
         assert!(problems[0].contains("does not exist"), "{problems:?}");
         // A snapshot_only pipeline has no slot to judge.
-        assert!(judge(&config("snapshot_only"), &found(None), opts).is_empty());
+        assert!(judge(&config("snapshot_only"), &found(None), &tables(), opts).is_empty());
     }
 
     #[test]
@@ -564,7 +601,7 @@ mod tests {
         if let Some(p) = f.publication.as_mut() {
             p.tables.clear();
         }
-        let problems = judge(&config("never"), &f, StatusOptions::default());
+        let problems = judge(&config("never"), &f, &tables(), StatusOptions::default());
         assert!(
             problems[0].contains("does not publish public.t"),
             "{problems:?}"

@@ -100,6 +100,7 @@ pub mod incremental;
 pub mod inspect;
 mod load;
 pub mod pgoutput;
+pub mod selection;
 pub mod setup;
 mod stream;
 pub mod value;

@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use cdc_core::{ReplicaIdentity, TableName};
+use cdc_postgres::selection::TablePattern;
 use serde::Deserialize;
 
 use super::redact::redact_url;
@@ -61,7 +62,7 @@ pub(crate) fn default_name() -> String {
 ///
 /// `Debug` masks the password of `url`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "SourceDocument")]
 #[non_exhaustive]
 pub struct SourceConfig {
     /// `url`: connection URL, `postgres://user:password@host:5432/dbname`
@@ -73,10 +74,19 @@ pub struct SourceConfig {
     /// (`public.users`). Unquoted parts are folded to lower case as
     /// PostgreSQL does (`Public.Users` is `public.users`); double-quote parts
     /// to keep their case or use other characters
-    /// (`'"Mixed Case"."odd ""name"""'`, where `""` is one `"`). At least one,
-    /// no duplicates. Required.
-    #[serde(deserialize_with = "table_name::deserialize_list")]
+    /// (`'"Mixed Case"."odd ""name"""'`, where `""` is one `"`). At least one
+    /// entry, no duplicates. Required. This field holds the entries that
+    /// name one table; patterns are in
+    /// [`table_patterns`](Self::table_patterns).
     pub tables: Vec<TableName>,
+    /// The entries of `tables` that are patterns: `schema.*`, globs with
+    /// `*` and `?` in unquoted parts (`public.log_*`), or `/regex/`
+    /// matched against `schema.table`. Resolved against the catalog at
+    /// every start (see [`cdc_postgres::selection`]).
+    pub table_patterns: Vec<TablePattern>,
+    /// `exclude_tables`: names or patterns of tables left out, also when
+    /// `tables` names them. Default: none.
+    pub exclude_tables: Vec<TablePattern>,
     /// `publication`: the publication listing `tables`.
     #[serde(default)]
     pub publication: PublicationConfig,
@@ -92,11 +102,56 @@ pub struct SourceConfig {
     pub replica_identity: Vec<(TableName, ReplicaIdentitySetting)>,
 }
 
+/// `source` as written: `tables` entries are names or patterns.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceDocument {
+    url: String,
+    #[serde(deserialize_with = "table_name::deserialize_selectors")]
+    tables: Vec<table_name::Selector>,
+    #[serde(default, deserialize_with = "table_name::deserialize_selectors")]
+    exclude_tables: Vec<table_name::Selector>,
+    #[serde(default)]
+    publication: PublicationConfig,
+    #[serde(default)]
+    slot: SlotConfig,
+    #[serde(default, deserialize_with = "table_name::deserialize_map")]
+    replica_identity: Vec<(TableName, ReplicaIdentitySetting)>,
+}
+
+impl From<SourceDocument> for SourceConfig {
+    fn from(doc: SourceDocument) -> Self {
+        let mut tables = Vec::new();
+        let mut table_patterns = Vec::new();
+        for selector in doc.tables {
+            match selector {
+                table_name::Selector::Name(t) => tables.push(t),
+                table_name::Selector::Pattern(p) => table_patterns.push(p),
+            }
+        }
+        SourceConfig {
+            url: doc.url,
+            tables,
+            table_patterns,
+            exclude_tables: doc
+                .exclude_tables
+                .into_iter()
+                .map(table_name::Selector::into_pattern)
+                .collect(),
+            publication: doc.publication,
+            slot: doc.slot,
+            replica_identity: doc.replica_identity,
+        }
+    }
+}
+
 impl fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SourceConfig")
             .field("url", &redact_url(&self.url))
             .field("tables", &self.tables)
+            .field("table_patterns", &self.table_patterns)
+            .field("exclude_tables", &self.exclude_tables)
             .field("publication", &self.publication)
             .field("slot", &self.slot)
             .field("replica_identity", &self.replica_identity)
@@ -105,6 +160,22 @@ impl fmt::Debug for SourceConfig {
 }
 
 impl SourceConfig {
+    /// Whether `table` is captured as far as the configuration alone can
+    /// tell: named in `tables` or matching one of `table_patterns`, and not
+    /// matching `exclude_tables`.
+    pub fn selects(&self, table: &TableName) -> bool {
+        (self.tables.contains(table) || self.table_patterns.iter().any(|p| p.matches(table)))
+            && !self.exclude_tables.iter().any(|p| p.matches(table))
+    }
+
+    /// The patterns and exclusions, as the source resolves them.
+    pub fn selection(&self) -> cdc_postgres::selection::TableSelection {
+        let mut selection = cdc_postgres::selection::TableSelection::default();
+        selection.include = self.table_patterns.clone();
+        selection.exclude = self.exclude_tables.clone();
+        selection
+    }
+
     /// `url` with its password replaced by `***`, for logs and messages.
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)

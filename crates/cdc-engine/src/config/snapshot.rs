@@ -177,7 +177,7 @@ fn deserialize_tables<'de, D: Deserializer<'de>>(
 /// Semantic checks of `snapshot` against `source.tables`.
 pub(crate) fn check_snapshot(
     snapshot: &SnapshotConfig,
-    source_tables: &[TableName],
+    source: &super::model::SourceConfig,
     problems: &mut Vec<ConfigProblem>,
 ) {
     match (&snapshot.tables, snapshot.mode) {
@@ -199,10 +199,13 @@ pub(crate) fn check_snapshot(
                         format!("table `{table}` is listed twice"),
                     ));
                 }
-                if mode == SnapshotMode::Initial && !source_tables.contains(table) {
+                if mode == SnapshotMode::Initial && !source.selects(table) {
                     problems.push(ConfigProblem::new(
                         format!("snapshot.tables[{i}]"),
-                        format!("table `{table}` is not listed in source.tables"),
+                        format!(
+                            "table `{table}` is not listed in source.tables (by name or pattern), \
+                     or source.exclude_tables leaves it out"
+                        ),
                     ));
                 }
             }

@@ -180,6 +180,49 @@ where
     deserializer.deserialize_seq(ListVisitor)
 }
 
+/// One entry of `source.tables` or `source.exclude_tables`: a table name,
+/// or a pattern ([`TablePattern::is_pattern_text`]).
+pub(crate) enum Selector {
+    /// One table.
+    Name(TableName),
+    /// A glob or `/regex/`.
+    Pattern(cdc_postgres::selection::TablePattern),
+}
+
+impl Selector {
+    /// As a pattern (a name matches itself).
+    pub(crate) fn into_pattern(self) -> cdc_postgres::selection::TablePattern {
+        match self {
+            Selector::Name(t) => cdc_postgres::selection::TablePattern::Exact(t),
+            Selector::Pattern(p) => p,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Selector {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use cdc_postgres::selection::TablePattern;
+        let text = String::deserialize(deserializer)?;
+        if TablePattern::is_pattern_text(&text) {
+            TablePattern::parse(&text)
+                .map(Selector::Pattern)
+                .map_err(|err| de::Error::custom(format!("invalid table pattern `{text}`: {err}")))
+        } else {
+            parse_table_name(&text)
+                .map(Selector::Name)
+                .map_err(|err| de::Error::custom(format!("invalid table name `{text}`: {err}")))
+        }
+    }
+}
+
+/// `deserialize_with` for a list of table names and patterns.
+pub(crate) fn deserialize_selectors<'de, D>(deserializer: D) -> Result<Vec<Selector>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Vec::<Selector>::deserialize(deserializer)
+}
+
 /// `deserialize_with` for a map keyed by table name, kept in file order.
 pub(crate) fn deserialize_map<'de, D, V>(deserializer: D) -> Result<Vec<(TableName, V)>, D::Error>
 where

@@ -623,3 +623,75 @@ fn heartbeat_and_standby_defaults_and_checks() {
     let found = problems(&with_sinks(MINIMAL, "heartbeat: { every: 1s }\n"));
     assert!(found[0].1.contains("every"), "{found:?}");
 }
+
+#[test]
+fn tables_by_pattern_and_exclusions() {
+    let text = with_sinks(
+        &MINIMAL.replace(
+            "[public.users]",
+            "[public.users, 'Sales.*', 'public.log_2026_??', '/^audit\\.(a|b)$/']\n  exclude_tables: [sales.tmp, 'sales.scratch_*']\n  replica_identity: { sales.orders: full }",
+        ),
+        "",
+    );
+    let config = parse(&text).expect("valid");
+    let source = &config.source;
+    assert_eq!(source.tables, [TableName::new("public", "users")]);
+    let patterns: Vec<String> = source
+        .table_patterns
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(
+        patterns,
+        ["Sales.*", "public.log_2026_??", "/^audit\\.(a|b)$/"]
+    );
+    assert!(source.selects(&TableName::new("sales", "orders")));
+    assert!(source.selects(&TableName::new("audit", "b")));
+    assert!(
+        !source.selects(&TableName::new("sales", "tmp")),
+        "excluded by name"
+    );
+    assert!(
+        !source.selects(&TableName::new("sales", "scratch_1")),
+        "excluded by pattern"
+    );
+    assert!(!source.selects(&TableName::new("public", "orders")));
+    let selection = source.selection();
+    assert_eq!(selection.include.len(), 3);
+    assert_eq!(selection.exclude.len(), 2);
+}
+
+#[test]
+fn bad_patterns_are_named() {
+    let text = with_sinks(
+        &MINIMAL.replace("[public.users]", "[public.users, '/(/']"),
+        "",
+    );
+    assert_problem(&text, "source.tables[1]", "invalid table pattern `/(/`");
+    let text = with_sinks(
+        &MINIMAL.replace(
+            "[public.users]",
+            "[public.users]\n  exclude_tables: ['a b.*']",
+        ),
+        "",
+    );
+    assert_problem(
+        &text,
+        "source.exclude_tables[0]",
+        "invalid table pattern `a b.*`",
+    );
+    let text = with_sinks(&MINIMAL.replace("[public.users]", "['x.*', 'X.*']"), "");
+    assert_problem(&text, "source.tables", "pattern `X.*` is listed twice");
+    let text = with_sinks(
+        &MINIMAL.replace(
+            "[public.users]",
+            "['x.*']\n  replica_identity: { y.t: full }",
+        ),
+        "",
+    );
+    assert_problem(
+        &text,
+        "source.replica_identity.\"y.t\"",
+        "not listed in source.tables",
+    );
+}

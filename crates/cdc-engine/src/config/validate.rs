@@ -38,7 +38,7 @@ pub(crate) fn problems_except_sinks(config: &Config) -> Vec<ConfigProblem> {
         check_metrics(metrics, &mut problems);
     }
     check_intervals(config, &mut problems);
-    super::snapshot::check_snapshot(&config.snapshot, &config.source.tables, &mut problems);
+    super::snapshot::check_snapshot(&config.snapshot, &config.source, &mut problems);
     problems
 }
 
@@ -64,11 +64,19 @@ fn check_source(source: &SourceConfig, problems: &mut Vec<ConfigProblem>) {
         ));
     }
 
-    if source.tables.is_empty() {
+    if source.tables.is_empty() && source.table_patterns.is_empty() {
         problems.push(ConfigProblem::new(
             "source.tables",
-            "must list at least one table",
+            "must list at least one table or pattern",
         ));
+    }
+    for (i, p) in source.table_patterns.iter().enumerate() {
+        if source.table_patterns[..i].contains(p) {
+            problems.push(ConfigProblem::new(
+                "source.tables",
+                format!("pattern `{p}` is listed twice"),
+            ));
+        }
     }
     let mut first_seen: HashMap<&TableName, usize> = HashMap::new();
     for (i, table) in source.tables.iter().enumerate() {
@@ -110,10 +118,13 @@ fn check_source(source: &SourceConfig, problems: &mut Vec<ConfigProblem>) {
     let mut configured = HashSet::new();
     for (table, _) in &source.replica_identity {
         let field = join_key("source.replica_identity", &table.to_string());
-        if !source.tables.contains(table) {
+        if !source.selects(table) {
             problems.push(ConfigProblem::new(
                 field,
-                format!("table `{table}` is not listed in source.tables"),
+                format!(
+                    "table `{table}` is not listed in source.tables (by name or pattern), \
+                     or source.exclude_tables leaves it out"
+                ),
             ));
         } else if !configured.insert(table) {
             problems.push(ConfigProblem::new(

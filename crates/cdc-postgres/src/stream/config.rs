@@ -6,6 +6,7 @@ use cdc_core::{ReplicaIdentity, SourceStatus, TableName};
 
 use crate::incremental::IncrementalSettings;
 use crate::load::SnapshotSettings;
+use crate::selection::TableSelection;
 
 /// Everything [`PgSource::connect`](super::PgSource::connect) needs.
 #[derive(Clone)]
@@ -13,8 +14,14 @@ use crate::load::SnapshotSettings;
 pub struct PgSourceConfig {
     /// `postgres://user:password@host:port/database`.
     pub url: String,
-    /// Tables to capture.
+    /// Tables to capture, by name. [`PgSource::connect`](super::PgSource::connect)
+    /// adds the matches of [`selection`](Self::selection)'s patterns and
+    /// removes its exclusions.
     pub tables: Vec<TableName>,
+    /// Tables to capture by pattern, and tables to leave out; resolved
+    /// against the catalog when the source connects (the resolved list is
+    /// logged). Default: none.
+    pub selection: TableSelection,
     /// Publication name.
     pub publication: String,
     /// Create the publication (or add missing tables) when needed.
@@ -89,6 +96,7 @@ impl PgSourceConfig {
         Self {
             url: url.into(),
             tables,
+            selection: TableSelection::default(),
             publication: publication.into(),
             create_publication: true,
             slot: slot.into(),

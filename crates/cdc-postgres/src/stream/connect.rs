@@ -29,6 +29,7 @@ impl PgSource {
         let mut catalog = PgConnection::connect_with(&for_role(&params.sqlx_options(), "catalog"))
             .await
             .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
+        let cfg = select_tables(&mut catalog, cfg).await?;
         let (server, snapshot_tables, incremental) = prepare(&mut catalog, &cfg, &params).await?;
         let ack = AckHandle::new();
         let mode = cfg.snapshot.mode;
@@ -59,6 +60,38 @@ impl PgSource {
         };
         Ok(Self { state, cx })
     }
+}
+
+/// Resolves `cfg`'s table selection against the catalog (see
+/// [`crate::selection`]) into `cfg.tables`, warns about patterns that match
+/// nothing and logs what is captured.
+async fn select_tables(
+    catalog: &mut PgConnection,
+    mut cfg: PgSourceConfig,
+) -> Result<PgSourceConfig, PgError> {
+    if !cfg.selection.is_empty() {
+        let resolved = crate::selection::resolve(
+            catalog,
+            &cfg.tables,
+            &cfg.selection,
+            &cfg.snapshot.metadata_schema,
+        )
+        .await?;
+        for pattern in &resolved.unmatched {
+            tracing::warn!(pattern = %pattern, "table pattern {pattern} matches no table");
+        }
+        if resolved.tables.is_empty() {
+            return Err(PgError::Setup(
+                "the table selection (source.tables minus source.exclude_tables) matches no table: \
+                 check the patterns and exclusions"
+                    .into(),
+            ));
+        }
+        cfg.tables = resolved.tables;
+    }
+    let names: Vec<String> = cfg.tables.iter().map(ToString::to_string).collect();
+    tracing::info!(tables = %names.join(", "), "capturing {} table(s)", names.len());
+    Ok(cfg)
 }
 
 /// Checks everything at once, then prepares what streaming needs (replica

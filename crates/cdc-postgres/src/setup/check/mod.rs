@@ -115,9 +115,41 @@ pub async fn check_source(cfg: &PgSourceConfig) -> Result<CheckReport, PgError> 
     let mut conn = PgConnection::connect_with(&params.sqlx_options_for("check"))
         .await
         .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
+    let mut unmatched = Vec::new();
+    let mut resolved;
+    let cfg = if cfg.selection.is_empty() {
+        cfg
+    } else {
+        let found = crate::selection::resolve(
+            &mut conn,
+            &cfg.tables,
+            &cfg.selection,
+            &cfg.snapshot.metadata_schema,
+        )
+        .await?;
+        unmatched = found.unmatched;
+        resolved = cfg.clone();
+        resolved.tables = found.tables;
+        &resolved
+    };
     let report = run_check(&mut conn, &CheckRequest::from(cfg)).await;
     let _ = conn.close().await;
-    report
+    let mut report = report?;
+    for pattern in unmatched {
+        report.push(Finding::warning(
+            format!("table pattern {pattern}"),
+            "matches no table",
+            "check the pattern in source.tables (unquoted parts are lower-cased), or create a matching table",
+        ));
+    }
+    if cfg.tables.is_empty() {
+        report.push(Finding::blocking(
+            "source.tables",
+            "the table selection (source.tables minus source.exclude_tables) matches no table",
+            "check the patterns and exclusions",
+        ));
+    }
+    Ok(report)
 }
 
 /// Looks at everything `req` needs and reports each finding. Changes
