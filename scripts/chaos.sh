@@ -39,7 +39,7 @@
 #
 # It builds the failpoints engine the way scripts/test.sh does (debug, same
 # target directory: CARGO_TARGET_DIR or the workspace's target/) and the
-# chaos binary (integration-tests/src/bin/chaos.rs), and installs
+# chaos binary (integration-tests/src/bin/chaos/), and installs
 # PostgreSQL 15 when it is missing (scripts/system-packages.sh).
 set -euo pipefail
 
