@@ -1,8 +1,7 @@
 //! What the tests that drive [`cdc_es::EsSink`] with hand-made batches
 //! against the servers of `scripts/test.sh` share: the servers' URLs and
 //! the documents of an index read back, an index deleted. The hand-made
-//! tables and changes
-//! come from [`cdc_sink_conformance::fixture`].
+//! tables and changes come from [`cdc_sink_conformance::fixture`].
 
 /// One test per search server: `on_both_servers!(body: a_noida, a_osmem)`
 /// runs `body(&url)` against noida-db (`CDC_TEST_ES_URL`) as `a_noida` and
