@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -14,16 +15,14 @@ use crate::server::{current_wal_lsn, job_state, slot_confirmed};
 use crate::tables::TABLES;
 
 impl Round<'_> {
+    /// The output files of every incarnation of every instance.
     fn tails(&self) -> Vec<Tail> {
-        let mut n = 0;
-        let mut tails = Vec::new();
-        for inst in &self.instances {
-            for p in &inst.outputs {
-                tails.push(Tail::new(n, p.clone()));
-                n += 1;
-            }
-        }
-        tails
+        let outputs: Vec<PathBuf> = self
+            .instances
+            .iter()
+            .flat_map(|inst| inst.outputs.iter().cloned())
+            .collect();
+        Tail::of_files(&outputs)
     }
 
     /// Waits for the end state and compares; `Err` describes a failure.
