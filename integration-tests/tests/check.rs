@@ -12,38 +12,21 @@
 
 use std::time::Duration;
 
-use integration_tests::pipelines::{Pipeline, FAST_RETRY, STREAM_ONLY};
+use integration_tests::pipelines::{Names, Pipeline};
 use integration_tests::{
     extra_cluster_url, quote_ident, quote_literal, run_engine, unique_suffix, Cluster, Engine,
     ExtraDb, SlotsLock, TestDb, TestRole, TEST_ROLE_PASSWORD,
 };
 
-/// Names of one test's publication and slot.
-struct Names {
-    publication: String,
-    slot: String,
-}
-
 fn names() -> Names {
-    let s = unique_suffix();
-    Names {
-        publication: format!("chk_pub_{s}"),
-        slot: format!("chk_slot_{s}"),
-    }
+    Names::unique("chk")
 }
 
 /// The pipeline config of a test: `tables` at `url`, the publication and
 /// slot of `n` (created when missing), one stdout sink, stream-only; a test
 /// changes what it checks.
 fn pipeline(url: &str, tables: &[&str], n: &Names) -> Pipeline {
-    Pipeline::new("check_test", url)
-        .tables(tables)
-        .publication(&n.publication)
-        .slot(&n.slot)
-        .create(true, true)
-        .sink("{ type: stdout }")
-        .retry(FAST_RETRY)
-        .snapshot(STREAM_ONLY)
+    n.stdout_pipeline("check_test", url, tables)
 }
 
 /// What `cdc-engine check` printed.
