@@ -61,6 +61,25 @@ impl Round<'_> {
             .find(|&k| self.running(k) && !(not_stopped && self.instances[k].stopped))
     }
 
+    /// `kill -9` of running instance `i`, started again after `down_for`
+    /// (added to `pending`); its name.
+    async fn kill(
+        &mut self,
+        i: usize,
+        down_for: Duration,
+        pending: &mut Vec<(Instant, Action)>,
+    ) -> String {
+        let inst = &mut self.instances[i];
+        let engine = inst.engine.as_mut().expect("running");
+        engine.sigkill();
+        let _ = engine.try_wait_exit(Duration::from_secs(5)).await;
+        inst.stopped = false;
+        inst.killed = true;
+        self.kills += 1;
+        pending.push((Instant::now() + down_for, Action::StartAgain(i)));
+        inst.name.clone()
+    }
+
     async fn act(&mut self, action: Action, pending: &mut Vec<(Instant, Action)>) {
         match action {
             Action::Fault(Fault::Kill { instance, down_for }) => {
@@ -68,35 +87,18 @@ impl Round<'_> {
                     self.note("kill: no instance runs");
                     return;
                 };
-                let inst = &mut self.instances[i];
-                let engine = inst.engine.as_mut().expect("running");
-                engine.sigkill();
-                let _ = engine.try_wait_exit(Duration::from_secs(5)).await;
-                inst.stopped = false;
-                inst.killed = true;
-                let name = inst.name.clone();
-                self.kills += 1;
+                let name = self.kill(i, down_for, pending).await;
                 self.note(format!(
                     "kill -9 {name}; starting again in {} ms",
                     down_for.as_millis()
                 ));
-                pending.push((Instant::now() + down_for, Action::StartAgain(i)));
             }
             Action::Fault(Fault::KillAll { down_for }) => {
                 let mut names = Vec::new();
                 for i in 0..INSTANCES {
-                    if !self.running(i) {
-                        continue;
+                    if self.running(i) {
+                        names.push(self.kill(i, down_for, pending).await);
                     }
-                    let inst = &mut self.instances[i];
-                    let engine = inst.engine.as_mut().expect("running");
-                    engine.sigkill();
-                    let _ = engine.try_wait_exit(Duration::from_secs(5)).await;
-                    inst.stopped = false;
-                    inst.killed = true;
-                    names.push(inst.name.clone());
-                    self.kills += 1;
-                    pending.push((Instant::now() + down_for, Action::StartAgain(i)));
                 }
                 self.note(format!(
                     "kill -9 of every instance ({}); starting them again in {} ms",
