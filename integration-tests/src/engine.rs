@@ -303,6 +303,14 @@ impl Engine {
         }
     }
 
+    /// Waits up to `timeout` for it to fail and returns its standard error;
+    /// panics, with its output, when it is still running then or exited 0.
+    pub async fn wait_failure(&mut self, timeout: Duration) -> String {
+        let code = self.wait_exit(timeout).await;
+        assert_ne!(code, 0, "the engine exited 0\n{}", self.output_report());
+        self.stderr_text()
+    }
+
     /// SIGTERM, then waits up to `timeout` for the exit code; panics (with
     /// the output) if it does not exit.
     pub async fn stop(&mut self, timeout: Duration) -> i32 {

@@ -414,13 +414,7 @@ impl Case {
     /// acknowledged past `before` (the WAL position before the change it
     /// failed on); its log.
     async fn failure_log(&self, engine: &mut Engine, before: Lsn) -> String {
-        let code = engine.wait_exit(Duration::from_secs(60)).await;
-        assert_ne!(
-            code,
-            0,
-            "the engine did not fail\n{}",
-            engine.output_report()
-        );
+        let log = engine.wait_failure(Duration::from_secs(60)).await;
         let acked = self
             .db
             .slot_confirmed_flush_lsn(&self.slot)
@@ -431,7 +425,7 @@ impl Case {
             "the slot was acknowledged at {acked}, past the failed change (WAL was at {before} \
              before it)"
         );
-        engine.stderr_text()
+        log
     }
 }
 
