@@ -303,6 +303,19 @@ impl Engine {
         }
     }
 
+    /// Polls its standard error for up to `timeout` until it holds `text`;
+    /// whether it did.
+    pub async fn logs_within(&self, text: &str, timeout: Duration) -> bool {
+        crate::wait_until(timeout, async || self.stderr_text().contains(text)).await
+    }
+
+    /// SIGKILL, then the exit it causes (code `128 + 9`) within 10 s.
+    pub async fn kill9(&mut self) {
+        self.sigkill();
+        let code = self.wait_exit(Duration::from_secs(10)).await;
+        assert_eq!(code, 128 + 9, "not ended by SIGKILL");
+    }
+
     /// Waits up to `timeout` for it to fail and returns its standard error;
     /// panics, with its output, when it is still running then or exited 0.
     pub async fn wait_failure(&mut self, timeout: Duration) -> String {

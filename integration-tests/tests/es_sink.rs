@@ -365,10 +365,9 @@ async fn replay_converges(es: &str) {
     // Kill in the middle of streaming: after the snapshot handed over
     // (killing a snapshot is the snapshot's own tests' business), once
     // streamed updates of row 1 arrive.
-    let streaming = wait_until(Duration::from_secs(30), async || {
-        engine.stderr_text().contains("snapshot done")
-    })
-    .await;
+    let streaming = engine
+        .logs_within("snapshot done", Duration::from_secs(30))
+        .await;
     assert!(
         streaming,
         "the snapshot did not finish\n{}",

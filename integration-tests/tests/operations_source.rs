@@ -276,10 +276,9 @@ async fn standby_takes_over_when_the_active_instance_dies() {
         a.output_report()
     );
     let mut b = Engine::start(&yaml(&outs[1]));
-    let standing_by = wait_until(Duration::from_secs(60), async || {
-        b.stderr_text().contains("standing by: slot")
-    })
-    .await;
+    let standing_by = b
+        .logs_within("standing by: slot", Duration::from_secs(60))
+        .await;
     assert!(
         standing_by,
         "instance B did not stand by\n{}",

@@ -424,12 +424,9 @@ async fn fast_restart_while_a_table_is_described() {
     let streaming = wait_until(TIMEOUT, async || s.cluster.slot_streaming(&s.slot).await).await;
     assert!(streaming, "{}", engine.output_report());
     let writer = start_writer(s.db.url(), rows).await;
-    let paused = wait_until(TIMEOUT, async || {
-        engine
-            .stderr_text()
-            .contains("failpoint=\"stream::before_describe\"")
-    })
-    .await;
+    let paused = engine
+        .logs_within("failpoint=\"stream::before_describe\"", TIMEOUT)
+        .await;
     assert!(paused, "{}", engine.output_report());
     restart(&s.cluster, Restart::Fast).await;
     assert!(

@@ -747,8 +747,7 @@ async fn a_killed_coordinator_resumes_under_a_new_snapshot() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    first.sigkill();
-    assert_eq!(first.wait_exit(Duration::from_secs(10)).await, 128 + 9);
+    first.kill9().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let at_kill = chunks(db, slot).await;
     let done_before: BTreeSet<i64> = at_kill

@@ -191,11 +191,9 @@ async fn a_read_that_fails_midway_does_not_leave_its_instance_waiting() {
             "snapshot::reader_after_first_rows=1*return;snapshot::reader_before_claim=1*off->1*return(10000)",
         )],
     );
-    let failed = wait_until(TIMEOUT, async || {
-        a.stderr_text()
-            .contains("failpoint snapshot::reader_after_first_rows")
-    })
-    .await;
+    let failed = a
+        .logs_within("failpoint snapshot::reader_after_first_rows", TIMEOUT)
+        .await;
     assert!(failed, "{}", a.output_report());
     let done = case.job_reaches("done").await;
     assert!(done, "{}\n{}", b.output_report(), a.output_report());
@@ -404,10 +402,7 @@ async fn a_coordinator_that_lost_its_lock_steps_down() {
     let a = Engine::start_with(&yaml(&out_a), &["run"], &slow);
     assert!(case.job_reaches("running").await, "{}", a.output_report());
     let b = Engine::start_with(&yaml(&out_b), &["run"], &slow);
-    let joined = wait_until(TIMEOUT, async || {
-        b.stderr_text().contains("joining the snapshot")
-    })
-    .await;
+    let joined = b.logs_within("joining the snapshot", TIMEOUT).await;
     assert!(joined, "{}", b.output_report());
 
     // A's lock session ends, and the test holds the lock for a moment so
@@ -441,10 +436,7 @@ async fn a_coordinator_that_lost_its_lock_steps_down() {
         got
     };
     assert!(took, "the test could not take the freed lock");
-    let stepped_down = wait_until(TIMEOUT, async || {
-        a.stderr_text().contains("lost the coordinator lock")
-    })
-    .await;
+    let stepped_down = a.logs_within("lost the coordinator lock", TIMEOUT).await;
     assert!(stepped_down, "{}", a.output_report());
     let _: bool = sqlx::query_scalar("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
         .bind(&key)
@@ -492,11 +484,9 @@ async fn rows_read_under_a_claim_lost_while_paused_never_reach_the_sink() {
         &["run"],
         &[("FAILPOINTS", "sink::before_write_reads=1*return(1000)")],
     );
-    let at_write = wait_until(TIMEOUT, async || {
-        b.stderr_text()
-            .contains("failpoint=\"sink::before_write_reads\"")
-    })
-    .await;
+    let at_write = b
+        .logs_within("failpoint=\"sink::before_write_reads\"", TIMEOUT)
+        .await;
     assert!(at_write, "{}", b.output_report());
     b.sigstop();
 
