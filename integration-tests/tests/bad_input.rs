@@ -10,34 +10,23 @@
 
 use std::time::Duration;
 
-use integration_tests::pipelines::{Pipeline, FAST_RETRY, STREAM_ONLY};
+use integration_tests::pipelines::{Names, Pipeline};
 use integration_tests::{
     extra_cluster_url, quote_ident, quote_literal, run_engine, run_engine_validate, unique_suffix,
-    Engine, ExtraDb, SlotsLock, TestDb,
+    Engine, ExtraDb, SlotsLock, TestDb, TestRole, TEST_ROLE_PASSWORD,
 };
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 /// A runtime setup error must end the engine within this.
 const FATAL_EXIT_WITHIN: Duration = Duration::from_secs(20);
 
-/// A pipeline config with one stdout sink.
-fn pipeline_yaml(
-    url: &str,
-    table: &str,
-    publication: &str,
-    create_publication: bool,
-    slot: &str,
-    create_slot: bool,
-) -> String {
-    Pipeline::new("bad_input", url)
-        .table(table)
-        .publication(publication)
-        .slot(slot)
-        .create(create_publication, create_slot)
-        .sink("{ type: stdout }")
-        .snapshot(STREAM_ONLY)
-        .retry(FAST_RETRY)
-        .yaml()
+fn names() -> Names {
+    Names::unique("bad")
+}
+
+/// A pipeline config: `table` at `url`, the publication and slot of `n`
+/// (created when missing), one stdout sink, stream-only.
+fn pipeline(url: &str, table: &str, n: &Names) -> Pipeline {
+    n.stdout_pipeline("bad_input", url, &[table])
 }
 
 /// What a `cdc-engine run` that is expected to fail left behind.
@@ -152,15 +141,7 @@ async fn wal_level_not_logical_says_to_change_it_and_restart() {
     let admin = extra_cluster_url("CDC_TEST_PG_NOLOGICAL_URL");
     let db = ExtraDb::create(&admin, "bad_wal").await;
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
-    let s = unique_suffix();
-    let yaml = pipeline_yaml(
-        &db.url,
-        "public.t",
-        &format!("p_{s}"),
-        true,
-        &format!("s_{s}"),
-        true,
-    );
+    let yaml = pipeline(&db.url, "public.t", &names()).yaml();
     let failed = run_expecting_failure(&yaml).await;
     db.drop_db().await;
     failed.assert_fatal("wal_level = replica", &["wal_level", "logical", "restart"]);
@@ -185,15 +166,7 @@ async fn too_few_replication_slots_names_max_replication_slots() {
     }
     let db = ExtraDb::create(&admin, "bad_slots").await;
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
-    let s = unique_suffix();
-    let yaml = pipeline_yaml(
-        &db.url,
-        "public.t",
-        &format!("p_{s}"),
-        true,
-        &format!("s_{s}"),
-        true,
-    );
+    let yaml = pipeline(&db.url, "public.t", &names()).yaml();
     let failed = run_expecting_failure(&yaml).await;
     db.drop_db().await;
     for f in fillers {
@@ -207,57 +180,23 @@ async fn too_few_replication_slots_names_max_replication_slots() {
 async fn role_without_replication_says_alter_role() {
     let db = TestDb::create("bad_role").await;
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
-    let role = format!("norepl_{}", unique_suffix());
-    let password = "Secret_pw_1";
+    let role = TestRole::create(&db, "norepl", "NOREPLICATION").await;
     db.exec(&format!(
-        "CREATE ROLE {r} LOGIN NOREPLICATION PASSWORD {p}",
-        r = quote_ident(&role),
-        p = quote_literal(password)
+        "GRANT SELECT ON public.t TO {}",
+        quote_ident(role.name())
     ))
     .await;
-    db.exec(&format!(
-        "GRANT CONNECT ON DATABASE {d} TO {r}; GRANT USAGE ON SCHEMA public TO {r}; \
-         GRANT SELECT ON public.t TO {r}",
-        d = quote_ident(db.name()),
-        r = quote_ident(&role)
-    ))
-    .await;
-    let url = format!(
-        "postgres://{role}:{password}@{}",
-        db.url()
-            .split_once('@')
-            .map(|(_, host_and_db)| host_and_db)
-            .expect("TestDb URL has user@host")
-    );
-    let s = unique_suffix();
-    let yaml = pipeline_yaml(
-        &url,
-        "public.t",
-        &format!("p_{s}"),
-        true,
-        &format!("s_{s}"),
-        true,
-    );
+    let yaml = pipeline(role.url(), "public.t", &names()).yaml();
     let failed = run_expecting_failure(&yaml).await;
-    let name = db.name().to_owned();
+    let name = role.name().to_owned();
     db.cleanup().await;
-    let mut admin = PgConnection::connect(&integration_tests::pg_url())
-        .await
-        .unwrap();
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "DROP ROLE IF EXISTS {}",
-        quote_ident(&role)
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap_or_else(|e| panic!("dropping role {role} (database {name} is gone): {e}"));
-    let _ = admin.close().await;
+    role.drop_role().await;
     failed.assert_fatal(
         "role without REPLICATION",
-        &["REPLICATION", "ALTER ROLE", &role],
+        &["REPLICATION", "ALTER ROLE", &name],
     );
     assert!(
-        !failed.stderr.contains(password),
+        !failed.stderr.contains(TEST_ROLE_PASSWORD),
         "the password was printed\n{}",
         failed.report
     );
@@ -268,15 +207,7 @@ async fn missing_table_is_named() {
     let db = TestDb::create("bad_table").await;
     db.exec("CREATE TABLE public.present (id int PRIMARY KEY)")
         .await;
-    let s = unique_suffix();
-    let yaml = pipeline_yaml(
-        db.url(),
-        "public.no_such_table",
-        &format!("p_{s}"),
-        true,
-        &format!("s_{s}"),
-        true,
-    );
+    let yaml = pipeline(db.url(), "public.no_such_table", &names()).yaml();
     let failed = run_expecting_failure(&yaml).await;
     let slots = db.slot_names().await;
     db.cleanup().await;
@@ -291,23 +222,18 @@ async fn missing_table_is_named() {
 async fn missing_publication_without_create_names_the_sql() {
     let db = TestDb::create("bad_pub").await;
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
-    let s = unique_suffix();
-    let publication = format!("p_{s}");
-    let yaml = pipeline_yaml(
-        db.url(),
-        "public.t",
-        &publication,
-        false,
-        &format!("s_{s}"),
-        true,
-    );
+    let n = names();
+    let publication = &n.publication;
+    let yaml = pipeline(db.url(), "public.t", &n)
+        .create(false, true)
+        .yaml();
     let failed = run_expecting_failure(&yaml).await;
     let slots = db.slot_names().await;
     db.cleanup().await;
     failed.assert_fatal(
         "missing publication",
         &[
-            &publication,
+            publication,
             &format!("CREATE PUBLICATION \"{publication}\" FOR TABLE \"public\".\"t\""),
         ],
     );
@@ -321,22 +247,23 @@ async fn missing_publication_without_create_names_the_sql() {
 async fn missing_slot_without_create_says_how_to_create_it() {
     let db = TestDb::create("bad_slot").await;
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
-    let s = unique_suffix();
-    let publication = format!("p_{s}");
-    let slot = format!("s_{s}");
+    let n = names();
+    let slot = &n.slot;
     db.exec(&format!(
         "CREATE PUBLICATION {} FOR TABLE public.t",
-        quote_ident(&publication)
+        quote_ident(&n.publication)
     ))
     .await;
-    let yaml = pipeline_yaml(db.url(), "public.t", &publication, false, &slot, false);
+    let yaml = pipeline(db.url(), "public.t", &n)
+        .create(false, false)
+        .yaml();
     let failed = run_expecting_failure(&yaml).await;
-    let slot_exists = db.slot_exists(&slot).await;
+    let slot_exists = db.slot_exists(slot).await;
     db.cleanup().await;
     failed.assert_fatal(
         "missing slot",
         &[
-            &slot,
+            slot,
             &format!("pg_create_logical_replication_slot('{slot}', 'pgoutput')"),
         ],
     );

@@ -12,53 +12,21 @@
 
 use std::time::Duration;
 
-use integration_tests::pipelines::{Pipeline, FAST_RETRY, STREAM_ONLY};
+use integration_tests::pipelines::{Names, Pipeline};
 use integration_tests::{
     extra_cluster_url, quote_ident, quote_literal, run_engine, unique_suffix, Cluster, Engine,
     ExtraDb, SlotsLock, TestDb, TestRole, TEST_ROLE_PASSWORD,
 };
 
-/// Names of one test's publication and slot.
-struct Names {
-    publication: String,
-    slot: String,
-}
-
 fn names() -> Names {
-    let s = unique_suffix();
-    Names {
-        publication: format!("chk_pub_{s}"),
-        slot: format!("chk_slot_{s}"),
-    }
+    Names::unique("chk")
 }
 
-/// A pipeline config: `tables`, the publication and slot with their
-/// `create` flags, one stdout sink, and `extra` YAML lines under `source:`
-/// (indented by the caller) or at the top level. Stream-only (`snapshot:
-/// { mode: never }`) unless `top_extra` sets `snapshot`.
-fn yaml(
-    url: &str,
-    tables: &[&str],
-    n: &Names,
-    create_publication: bool,
-    create_slot: bool,
-    source_extra: &str,
-    top_extra: &str,
-) -> String {
-    let pipeline = Pipeline::new("check_test", url)
-        .tables(tables)
-        .publication(&n.publication)
-        .slot(&n.slot)
-        .create(create_publication, create_slot)
-        .source_lines(source_extra)
-        .sink("{ type: stdout }")
-        .retry(FAST_RETRY);
-    match top_extra.contains("snapshot:") {
-        true => pipeline,
-        false => pipeline.snapshot(STREAM_ONLY),
-    }
-    .extra(top_extra)
-    .yaml()
+/// The pipeline config of a test: `tables` at `url`, the publication and
+/// slot of `n` (created when missing), one stdout sink, stream-only; a test
+/// changes what it checks.
+fn pipeline(url: &str, tables: &[&str], n: &Names) -> Pipeline {
+    n.stdout_pipeline("check_test", url, tables)
 }
 
 /// What `cdc-engine check` printed.
@@ -69,6 +37,11 @@ struct Checked {
 }
 
 impl Checked {
+    /// `cdc-engine check` of `pipeline`.
+    fn of(pipeline: Pipeline) -> Checked {
+        Checked::run(&pipeline.yaml())
+    }
+
     fn run(yaml: &str) -> Checked {
         let (code, stdout, stderr) = run_engine(&["check"], yaml);
         assert!(
@@ -132,12 +105,10 @@ async fn a_healthy_pipeline_passes_with_exit_0() {
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY, n int8)")
         .await;
     let n = names();
-    let c = Checked::run(&yaml(db.url(), &["public.t"], &n, true, true, "", ""));
+    let config = pipeline(db.url(), &["public.t"], &n).yaml();
+    let c = Checked::run(&config);
     // The JSON form says the same.
-    let (jcode, json, _) = run_engine(
-        &["check", "--json"],
-        &yaml(db.url(), &["public.t"], &n, true, true, "", ""),
-    );
+    let (jcode, json, _) = run_engine(&["check", "--json"], &config);
     let slots = db.slot_names().await;
     db.cleanup().await;
     c.assert_exit(0);
@@ -166,15 +137,9 @@ async fn every_missing_piece_is_reported_at_once() {
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY); CREATE VIEW public.v AS SELECT * FROM public.t")
         .await;
     let n = names();
-    let c = Checked::run(&yaml(
-        db.url(),
-        &["public.t", "public.nope", "public.v"],
-        &n,
-        false,
-        false,
-        "",
-        "",
-    ));
+    let c = Checked::of(
+        pipeline(db.url(), &["public.t", "public.nope", "public.v"], &n).create(false, false),
+    );
     let name = db.name().to_owned();
     db.cleanup().await;
     c.assert_exit(1);
@@ -215,17 +180,11 @@ async fn replica_identity_and_toast() {
     .await;
     let n = names();
     let tables = ["public.nokey", "public.doc", "public.gone"];
-    let c = Checked::run(&yaml(db.url(), &tables, &n, true, true, "", ""));
+    let c = Checked::of(pipeline(db.url(), &tables, &n));
     // The configured identities are what run sets: FULL fixes both; an
     // explicit `default` is a choice, reported as a warning.
-    let configured = Checked::run(&yaml(
-        db.url(),
-        &tables,
-        &n,
-        true,
-        true,
+    let configured = Checked::of(pipeline(db.url(), &tables, &n).source_lines(
         "  replica_identity: { public.nokey: default, public.doc: full, public.gone: full }\n",
-        "",
     ));
     db.cleanup().await;
     c.assert_exit(1);
@@ -272,26 +231,16 @@ async fn a_role_without_privileges_gets_every_grant_it_needs() {
     let role_name = role.name().to_owned();
     let n = names();
     // Snapshot with its metadata schema missing: needs CREATE on the database.
-    let c = Checked::run(&yaml(
-        role.url(),
-        &["public.t"],
-        &n,
-        true,
-        true,
-        "",
-        "snapshot: { mode: initial, metadata_schema: chk_meta }\n",
-    ));
+    let c = Checked::of(
+        pipeline(role.url(), &["public.t"], &n)
+            .snapshot("{ mode: initial, metadata_schema: chk_meta }"),
+    );
     // The schema exists, but the role may not create in it.
     db.exec("CREATE SCHEMA chk_meta").await;
-    let c2 = Checked::run(&yaml(
-        role.url(),
-        &["public.t"],
-        &n,
-        true,
-        true,
-        "",
-        "snapshot: { mode: initial, metadata_schema: chk_meta }\n",
-    ));
+    let c2 = Checked::of(
+        pipeline(role.url(), &["public.t"], &n)
+            .snapshot("{ mode: initial, metadata_schema: chk_meta }"),
+    );
     let dbq = quote_ident(db.name());
     db.cleanup().await;
     role.drop_role().await;
@@ -345,24 +294,8 @@ async fn an_existing_publication_without_a_table() {
         quote_ident(&n.publication)
     ))
     .await;
-    let c = Checked::run(&yaml(
-        db.url(),
-        &["public.a", "public.b"],
-        &n,
-        false,
-        true,
-        "",
-        "",
-    ));
-    let with_create = Checked::run(&yaml(
-        db.url(),
-        &["public.a", "public.b"],
-        &n,
-        true,
-        true,
-        "",
-        "",
-    ));
+    let c = Checked::of(pipeline(db.url(), &["public.a", "public.b"], &n).create(false, true));
+    let with_create = Checked::of(pipeline(db.url(), &["public.a", "public.b"], &n));
     db.cleanup().await;
     c.assert_exit(1);
     c.assert_line(
@@ -392,7 +325,7 @@ async fn slots_of_another_plugin_and_in_use() {
         quote_literal(&n.slot)
     ))
     .await;
-    let c = Checked::run(&yaml(db.url(), &["public.t"], &n, true, true, "", ""));
+    let c = Checked::of(pipeline(db.url(), &["public.t"], &n));
     db.cleanup().await;
     c.assert_exit(1);
     c.assert_line(
@@ -416,21 +349,21 @@ async fn partitioned_tables_need_publish_via_partition_root() {
     )
     .await;
     let n = names();
-    let c = Checked::run(&yaml(db.url(), &["public.m"], &n, true, true, "", ""));
-    let c_no_create = Checked::run(&yaml(db.url(), &["public.m"], &n, false, true, "", ""));
+    let c = Checked::of(pipeline(db.url(), &["public.m"], &n));
+    let c_no_create = Checked::of(pipeline(db.url(), &["public.m"], &n).create(false, true));
     db.exec(&format!(
         "CREATE PUBLICATION {} FOR TABLE public.m",
         quote_ident(&n.publication)
     ))
     .await;
-    let plain = Checked::run(&yaml(db.url(), &["public.m"], &n, true, true, "", ""));
-    let plain_no_create = Checked::run(&yaml(db.url(), &["public.m"], &n, false, true, "", ""));
+    let plain = Checked::of(pipeline(db.url(), &["public.m"], &n));
+    let plain_no_create = Checked::of(pipeline(db.url(), &["public.m"], &n).create(false, true));
     db.exec(&format!(
         "ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
         quote_ident(&n.publication)
     ))
     .await;
-    let via_root = Checked::run(&yaml(db.url(), &["public.m"], &n, true, true, "", ""));
+    let via_root = Checked::of(pipeline(db.url(), &["public.m"], &n));
     db.cleanup().await;
     // The engine creates the publication with publish_via_partition_root.
     c.assert_exit(0);
@@ -485,7 +418,7 @@ async fn wal_level_replica_is_blocking() {
     let db = ExtraDb::create(&admin, "chk_wal").await;
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY)").await;
     let n = names();
-    let c = Checked::run(&yaml(&db.url, &["public.t"], &n, true, true, "", ""));
+    let c = Checked::of(pipeline(&db.url, &["public.t"], &n));
     db.drop_db().await;
     c.assert_exit(1);
     assert_eq!(
@@ -520,7 +453,7 @@ async fn no_free_replication_slot_is_blocking() {
     }
     drop(conn);
     let n = names();
-    let c = Checked::run(&yaml(&db.url, &["public.t"], &n, true, true, "", ""));
+    let c = Checked::of(pipeline(&db.url, &["public.t"], &n));
     db.drop_db().await;
     lock.release().await;
     c.assert_exit(1);
@@ -558,15 +491,9 @@ async fn run_refuses_to_start_naming_every_blocking_problem() {
     )
     .await;
     let n = names();
-    let yaml = yaml(
-        db.url(),
-        &["public.nokey", "public.t", "public.nope"],
-        &n,
-        true,
-        false,
-        "",
-        "",
-    );
+    let yaml = pipeline(db.url(), &["public.nokey", "public.t", "public.nope"], &n)
+        .create(true, false)
+        .yaml();
     let mut engine = Engine::start(&yaml);
     let code = engine.try_wait_exit(Duration::from_secs(20)).await;
     if code.is_none() {
@@ -600,7 +527,7 @@ async fn a_slot_in_use_elsewhere_is_a_warning() {
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY, n int)")
         .await;
     let n = names();
-    let config = yaml(db.url(), &["public.t"], &n, true, true, "", "");
+    let config = pipeline(db.url(), &["public.t"], &n).yaml();
     let mut engine = Engine::start(&config);
     let streaming = integration_tests::wait_until(Duration::from_secs(30), async || {
         db.slot_active(&n.slot).await
@@ -636,7 +563,7 @@ async fn a_publication_without_some_operations_is_a_warning() {
         quote_ident(&n.publication)
     ))
     .await;
-    let c = Checked::run(&yaml(db.url(), &["public.t"], &n, false, true, "", ""));
+    let c = Checked::of(pipeline(db.url(), &["public.t"], &n).create(false, true));
     db.cleanup().await;
     c.assert_exit(0);
     c.assert_line(
@@ -658,15 +585,7 @@ async fn no_wal_sender_at_all_is_blocking() {
         .exec("postgres", "CREATE TABLE public.t (id int PRIMARY KEY)")
         .await;
     let n = names();
-    let c = Checked::run(&yaml(
-        &cluster.url("postgres"),
-        &["public.t"],
-        &n,
-        true,
-        true,
-        "",
-        "",
-    ));
+    let c = Checked::of(pipeline(&cluster.url("postgres"), &["public.t"], &n));
     c.assert_exit(1);
     c.assert_line(
         "FAIL max_wal_senders:",
@@ -686,14 +605,14 @@ async fn every_wal_sender_in_use_is_a_warning() {
     let url = cluster.url("postgres");
     // An engine streams and holds the only WAL sender.
     let busy = names();
-    let engine = Engine::start(&yaml(&url, &["public.t"], &busy, true, true, "", ""));
+    let engine = Engine::start(&pipeline(&url, &["public.t"], &busy).yaml());
     let streaming = integration_tests::wait_until(Duration::from_secs(60), async || {
         cluster.slot_streaming(&busy.slot).await
     })
     .await;
     assert!(streaming, "{}", engine.output_report());
     let n = names();
-    let c = Checked::run(&yaml(&url, &["public.t"], &n, true, true, "", ""));
+    let c = Checked::of(pipeline(&url, &["public.t"], &n));
     drop(engine);
     c.assert_exit(0);
     c.assert_line(
@@ -745,15 +664,7 @@ async fn an_invalidated_slot_is_blocking() {
     })
     .await;
     assert!(lost, "the slot was not invalidated");
-    let c = Checked::run(&yaml(
-        &cluster.url("postgres"),
-        &["public.t"],
-        &n,
-        true,
-        true,
-        "",
-        "",
-    ));
+    let c = Checked::of(pipeline(&cluster.url("postgres"), &["public.t"], &n));
     c.assert_exit(1);
     c.assert_line(
         &format!("FAIL slot {}:", n.slot),
@@ -776,15 +687,10 @@ async fn a_metadata_schema_without_usage_is_blocking() {
     let role = TestRole::create(&db, "chk_nousage", "REPLICATION").await;
     let r = quote_ident(role.name());
     let n = names();
-    let c = Checked::run(&yaml(
-        role.url(),
-        &["public.t"],
-        &n,
-        true,
-        true,
-        "",
-        "snapshot: { mode: initial, metadata_schema: chk_m }\n",
-    ));
+    let c = Checked::of(
+        pipeline(role.url(), &["public.t"], &n)
+            .snapshot("{ mode: initial, metadata_schema: chk_m }"),
+    );
     db.cleanup().await;
     role.drop_role().await;
     c.assert_exit(1);

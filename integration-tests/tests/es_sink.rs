@@ -367,10 +367,9 @@ async fn replay_converges(es: &str) {
     // Kill in the middle of streaming: after the snapshot handed over
     // (killing a snapshot is the snapshot's own tests' business), once
     // streamed updates of row 1 arrive.
-    let streaming = wait_until(Duration::from_secs(30), async || {
-        engine.stderr_text().contains("snapshot done")
-    })
-    .await;
+    let streaming = engine
+        .logs_within("snapshot done", Duration::from_secs(30))
+        .await;
     assert!(
         streaming,
         "the snapshot did not finish\n{}",
@@ -610,9 +609,7 @@ async fn mapping_error_is_fatal(es: &str) {
     let index = format!("{prefix}-public.m");
     create_integer_mapping(es, &index).await;
     let mut engine = Engine::start(&pipeline(&db, &["public.m"], es, &prefix, "").yaml());
-    let code = engine.wait_exit(Duration::from_secs(60)).await;
-    let stderr = engine.stderr_text();
-    assert_ne!(code, 0, "{}", engine.output_report());
+    let stderr = engine.wait_failure(Duration::from_secs(60)).await;
     assert!(
         stderr.contains(&format!("elasticsearch refused document {index}/2"))
             && stderr.contains("status 400")

@@ -368,6 +368,67 @@ async fn new_table(db: &TestDb) {
         .await;
 }
 
+/// A test's database with `public.t` ([`new_table`]), a unique topic
+/// prefix (`kt_<tag>_…`), the topic of `public.t` under it and a unique
+/// slot.
+struct Case {
+    db: TestDb,
+    prefix: String,
+    topic: String,
+    slot: String,
+}
+
+impl Case {
+    /// `name`: the prefix of the database's name.
+    async fn new(name: &str, tag: &str) -> Case {
+        let db = TestDb::create(name).await;
+        new_table(&db).await;
+        let s = unique_suffix();
+        let prefix = format!("kt_{tag}_{s}");
+        Case {
+            db,
+            topic: format!("{prefix}.public.t"),
+            slot: format!("k{tag}_{s}"),
+            prefix,
+        }
+    }
+
+    /// [`pipeline`] of `public.t` on this case's slot into `sinks`.
+    fn pipeline(&self, sinks: &[String]) -> Pipeline {
+        pipeline(&self.db, &self.slot, "public.t", sinks)
+    }
+
+    /// [`sink`] entry with this case's topic prefix.
+    fn sink(&self, brokers: &str, extra: &str) -> String {
+        sink(brokers, &self.prefix, extra)
+    }
+
+    /// The engine of `yaml`, once it streams from this case's slot.
+    async fn start(&self, yaml: &str) -> Engine {
+        let mut engine = Engine::start(yaml);
+        wait_streaming(&self.db, &mut engine, &self.slot, STREAMING).await;
+        engine
+    }
+
+    /// Waits for `engine` to fail, and checks that the slot was not
+    /// acknowledged past `before` (the WAL position before the change it
+    /// failed on); its log.
+    async fn failure_log(&self, engine: &mut Engine, before: Lsn) -> String {
+        let log = engine.wait_failure(Duration::from_secs(60)).await;
+        let acked = self
+            .db
+            .slot_confirmed_flush_lsn(&self.slot)
+            .await
+            .unwrap_or(Lsn::ZERO);
+        assert!(
+            acked <= before,
+            "the slot was acknowledged at {acked}, past the failed change (WAL was at {before} \
+             before it)"
+        );
+        log
+    }
+}
+
 // ---------------------------------------------------------------- tests
 
 /// How long an engine may take to start streaming.
@@ -377,30 +438,21 @@ const STREAMING: Duration = Duration::from_secs(30);
 async fn snapshot_then_stream(var: &str) {
     let started = Instant::now();
     let brokers = brokers(var);
-    let db = TestDb::create("kafka_e2e").await;
-    new_table(&db).await;
+    let case = Case::new("kafka_e2e", "e2e").await;
+    let Case { db, topic, .. } = &case;
     db.exec("INSERT INTO public.t SELECT g, -g, 'snap ' || g FROM generate_series(1, 30) g")
         .await;
-    let s = unique_suffix();
-    let prefix = format!("kt_e2e_{s}");
-    let slot = format!("ke_{s}");
-    let yaml = pipeline(
-        &db,
-        &slot,
-        "public.t",
-        &[sink(&brokers, &prefix, "compression: zstd\n")],
-    )
-    .snapshot("{ mode: initial }")
-    .yaml();
-    let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
+    let yaml = case
+        .pipeline(&[case.sink(&brokers, "compression: zstd\n")])
+        .snapshot("{ mode: initial }")
+        .yaml();
+    let mut engine = case.start(&yaml).await;
     let writers = Writers::start(db.url(), workload()).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let written = writers.finish().await;
     assert!(written.committed > 20, "only {} commits", written.committed);
 
-    let topic = format!("{prefix}.public.t");
-    let msgs = converge(&db, &brokers, &topic, &engine).await;
+    let msgs = converge(db, &brokers, topic, &engine).await;
     check_messages(&msgs, "t", true);
     check_no_loss(&msgs, &written);
     let reads = msgs.iter().filter(|m| m.op() == Some("r")).count();
@@ -414,7 +466,7 @@ async fn snapshot_then_stream(var: &str) {
         written.committed,
         started.elapsed()
     );
-    db.cleanup().await;
+    case.db.cleanup().await;
 }
 for_each_broker!(snapshot_then_stream: snapshot_then_stream_tansu, snapshot_then_stream_noida);
 
@@ -520,43 +572,33 @@ for_each_broker!(keys_headers_tombstones: keys_headers_tombstones_tansu, keys_he
 /// gets ahead of what Kafka holds, and afterwards every change arrives.
 async fn broker_unreachable(var: &str) {
     let (brokers, proxy) = proxied(var).await;
-    let db = TestDb::create("kafka_cut").await;
-    new_table(&db).await;
-    let s = unique_suffix();
-    let prefix = format!("kt_cut_{s}");
-    let topic = format!("{prefix}.public.t");
-    let slot = format!("kc_{s}");
-    let yaml = pipeline(
-        &db,
-        &slot,
-        "public.t",
-        &[sink(&proxy.addr().to_string(), &prefix, "")],
-    )
-    .yaml();
-    let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
+    let case = Case::new("kafka_cut", "cut").await;
+    let Case {
+        db, topic, slot, ..
+    } = &case;
+    let yaml = case
+        .pipeline(&[case.sink(&proxy.addr().to_string(), "")])
+        .yaml();
+    let mut engine = case.start(&yaml).await;
     let writers = Writers::start(db.url(), workload()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     proxy.cut(true);
     let cut_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = read_topic(&brokers, &topic).len();
+    let before = read_topic(&brokers, topic).len();
     // Samples of (acknowledged position, what Kafka held then).
     let mut samples = Vec::new();
     while cut_at.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let acked = db
-            .slot_confirmed_flush_lsn(&slot)
-            .await
-            .unwrap_or(Lsn::ZERO);
-        let held: HashSet<(u64, u64)> = read_topic(&brokers, &topic)
+        let acked = db.slot_confirmed_flush_lsn(slot).await.unwrap_or(Lsn::ZERO);
+        let held: HashSet<(u64, u64)> = read_topic(&brokers, topic)
             .iter()
             .filter_map(Msg::position)
             .collect();
         samples.push((acked, held));
     }
-    let during = read_topic(&brokers, &topic).len();
+    let during = read_topic(&brokers, topic).len();
     assert_eq!(
         before, during,
         "messages reached the broker while the proxy was cut: the test does not cut the path"
@@ -565,7 +607,7 @@ async fn broker_unreachable(var: &str) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let written = writers.finish().await;
 
-    let msgs = converge(&db, &brokers, &topic, &engine).await;
+    let msgs = converge(db, &brokers, topic, &engine).await;
     check_messages(&msgs, "t", false);
     check_no_loss(&msgs, &written);
     for (acked, held) in &samples {
@@ -593,7 +635,7 @@ async fn broker_unreachable(var: &str) {
         msgs.len(),
         samples.iter().map(|s| s.0.to_string()).collect::<Vec<_>>()
     );
-    db.cleanup().await;
+    case.db.cleanup().await;
 }
 for_each_broker!(broker_unreachable: broker_unreachable_tansu, broker_unreachable_noida);
 
@@ -605,24 +647,20 @@ for_each_broker!(broker_unreachable: broker_unreachable_tansu, broker_unreachabl
 /// newest change.
 async fn stalled_request_lands_late(var: &str) {
     let (brokers, proxy) = proxied(var).await;
-    let db = TestDb::create("kafka_stall").await;
-    new_table(&db).await;
-    let s = unique_suffix();
-    let prefix = format!("kt_stall_{s}");
-    let topic = format!("{prefix}.public.t");
-    let slot = format!("ks_{s}");
+    let case = Case::new("kafka_stall", "stall").await;
+    let Case {
+        db, prefix, topic, ..
+    } = &case;
     let entry = format!(
         "brokers: [{}]\ntopic: {}\ncreate_topics: {{ partitions: 3, replication_factor: 1 }}\n\
          timeouts: {{ stall_warning: 3s, request: 3s, metadata: 5s }}\n",
         yaml_str(&proxy.addr().to_string()),
         yaml_str(&format!("{prefix}.{{schema}}.{{table}}")),
     );
-    let yaml = pipeline(&db, &slot, "public.t", &[entry]).yaml();
-    let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
+    let mut engine = case.start(&case.pipeline(&[entry]).yaml()).await;
     db.exec("INSERT INTO public.t SELECT g, 0, 'first' FROM generate_series(1, 30) g")
         .await;
-    converge(&db, &brokers, &topic, &engine).await;
+    converge(db, &brokers, topic, &engine).await;
 
     proxy.stall();
     db.exec("UPDATE public.t SET v = 1, note = 'stalled'").await;
@@ -633,14 +671,14 @@ async fn stalled_request_lands_late(var: &str) {
         engine.output_report()
     );
     // The sink gets those changes through anyway (on another connection).
-    converge(&db, &brokers, &topic, &engine).await;
+    converge(db, &brokers, topic, &engine).await;
     db.exec("UPDATE public.t SET v = 2, note = 'newer'").await;
-    converge(&db, &brokers, &topic, &engine).await;
+    converge(db, &brokers, topic, &engine).await;
 
     let released = proxy.release(Duration::from_secs(30)).await;
     eprintln!("{var}: released {released:?}");
     assert!(released.produce > 0, "no produce request was held");
-    let msgs = read_topic(&brokers, &topic);
+    let msgs = read_topic(&brokers, topic);
     let want = db.to_jsonb_rows("public.t", "id").await;
     let got = replay(&msgs);
     assert!(
@@ -655,35 +693,29 @@ async fn stalled_request_lands_late(var: &str) {
         msgs.len()
     );
     engine.stop_clean(Duration::from_secs(30), "stop").await;
-    db.cleanup().await;
+    case.db.cleanup().await;
 }
 for_each_broker!(stalled_request_lands_late: stalled_request_lands_late_tansu, stalled_request_lands_late_noida);
 
 /// SIGKILL twice mid-stream, restart each time: nothing is lost.
 async fn sigkill_restart(var: &str) {
     let brokers = brokers(var);
-    let db = TestDb::create("kafka_kill").await;
-    new_table(&db).await;
-    let s = unique_suffix();
-    let prefix = format!("kt_kill_{s}");
-    let topic = format!("{prefix}.public.t");
-    let slot = format!("kk_{s}");
-    let yaml = pipeline(&db, &slot, "public.t", &[sink(&brokers, &prefix, "")]).yaml();
-    let mut runs = vec![Engine::start(&yaml)];
-    wait_streaming(&db, &mut runs[0], &slot, STREAMING).await;
+    let case = Case::new("kafka_kill", "kill").await;
+    let Case { db, topic, .. } = &case;
+    let yaml = case.pipeline(&[case.sink(&brokers, "")]).yaml();
+    let mut runs = vec![case.start(&yaml).await];
     let writers = Writers::start(db.url(), workload()).await;
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let e = runs.last_mut().expect("a run");
-        e.sigkill();
-        assert_eq!(e.wait_exit(Duration::from_secs(10)).await, 128 + 9);
+        e.kill9().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         runs.push(Engine::start(&yaml));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let written = writers.finish().await;
     let last = runs.last_mut().expect("a run");
-    let msgs = converge(&db, &brokers, &topic, last).await;
+    let msgs = converge(db, &brokers, topic, last).await;
     check_messages(&msgs, "t", false);
     check_no_loss(&msgs, &written);
     last.stop_clean(Duration::from_secs(30), "stop").await;
@@ -692,7 +724,7 @@ async fn sigkill_restart(var: &str) {
         written.committed,
         msgs.len()
     );
-    db.cleanup().await;
+    case.db.cleanup().await;
 }
 for_each_broker!(sigkill_restart: sigkill_restart_tansu, sigkill_restart_noida);
 
@@ -700,28 +732,16 @@ for_each_broker!(sigkill_restart: sigkill_restart_tansu, sigkill_restart_noida);
 /// and the slot is not acknowledged past it.
 async fn fatal_message_too_large(var: &str) {
     let brokers = brokers(var);
-    let db = TestDb::create("kafka_fatal").await;
-    new_table(&db).await;
-    let s = unique_suffix();
-    let prefix = format!("kt_big_{s}");
-    let topic = format!("{prefix}.public.t");
-    let slot = format!("kb_{s}");
-    let yaml = pipeline(
-        &db,
-        &slot,
-        "public.t",
-        &[sink(
-            &brokers,
-            &prefix,
-            "batching: { max_bytes: 20000 }\nproperties: { message.max.bytes: '20000' }\n",
-        )],
-    )
-    .yaml();
-    let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
+    let case = Case::new("kafka_fatal", "big").await;
+    let Case { db, topic, .. } = &case;
+    let sink = case.sink(
+        &brokers,
+        "batching: { max_bytes: 20000 }\nproperties: { message.max.bytes: '20000' }\n",
+    );
+    let mut engine = case.start(&case.pipeline(&[sink]).yaml()).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'small')").await;
     let ok = wait_until(Duration::from_secs(30), async || {
-        !read_topic(&brokers, &topic).is_empty()
+        !read_topic(&brokers, topic).is_empty()
     })
     .await;
     assert!(
@@ -732,28 +752,13 @@ async fn fatal_message_too_large(var: &str) {
     let before_big = db.current_wal_lsn().await;
     db.exec("INSERT INTO public.t SELECT 2, 2, string_agg(md5(g::text), '') FROM generate_series(1, 2000) g")
         .await;
-    let code = engine.wait_exit(Duration::from_secs(60)).await;
-    assert_ne!(
-        code,
-        0,
-        "the engine did not fail\n{}",
-        engine.output_report()
-    );
-    let err = engine.stderr_text();
+    let err = case.failure_log(&mut engine, before_big).await;
     assert!(
-        err.contains("larger than") && err.contains(&topic),
+        err.contains("larger than") && err.contains(topic.as_str()),
         "no clear message about the size\n{}",
         engine.output_report()
     );
-    let acked = db
-        .slot_confirmed_flush_lsn(&slot)
-        .await
-        .unwrap_or(Lsn::ZERO);
-    assert!(
-        acked <= before_big,
-        "the slot was acknowledged at {acked}, past the failed change (WAL was at {before_big} before it)"
-    );
-    db.cleanup().await;
+    case.db.cleanup().await;
 }
 for_each_broker!(fatal_message_too_large: fatal_message_too_large_tansu, fatal_message_too_large_noida);
 
@@ -761,48 +766,29 @@ for_each_broker!(fatal_message_too_large: fatal_message_too_large_tansu, fatal_m
 /// pipeline with a message naming it (no broker-side auto-creation).
 async fn missing_topic_is_fatal(var: &str) {
     let brokers = brokers(var);
-    let db = TestDb::create("kafka_notopic").await;
-    new_table(&db).await;
-    let s = unique_suffix();
-    let prefix = format!("kt_none_{s}");
-    let topic = format!("{prefix}.public.t");
-    let slot = format!("kn_{s}");
+    let case = Case::new("kafka_notopic", "none").await;
+    let Case {
+        db, prefix, topic, ..
+    } = &case;
     let entry = format!(
         "brokers: [{}]\ntopic: {}\ntimeouts: {{ stall_warning: 5s, metadata: 5s }}\n",
         yaml_str(&brokers),
         yaml_str(&format!("{prefix}.{{schema}}.{{table}}")),
     );
-    let yaml = pipeline(&db, &slot, "public.t", &[entry]).yaml();
-    let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
+    let mut engine = case.start(&case.pipeline(&[entry]).yaml()).await;
     let before = db.current_wal_lsn().await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'x')").await;
-    let code = engine.wait_exit(Duration::from_secs(60)).await;
-    assert_ne!(
-        code,
-        0,
-        "the engine did not fail\n{}",
-        engine.output_report()
-    );
-    let err = engine.stderr_text();
+    let err = case.failure_log(&mut engine, before).await;
     assert!(
         err.contains(&format!("topic `{topic}`")) && err.contains("does not exist"),
         "no clear message about the missing topic\n{}",
         engine.output_report()
     );
-    let acked = db
-        .slot_confirmed_flush_lsn(&slot)
-        .await
-        .unwrap_or(Lsn::ZERO);
     assert!(
-        acked <= before,
-        "the slot was acknowledged at {acked}, past {before}"
-    );
-    assert!(
-        read_topic(&brokers, &topic).is_empty(),
+        read_topic(&brokers, topic).is_empty(),
         "the topic was created"
     );
-    db.cleanup().await;
+    case.db.cleanup().await;
 }
 for_each_broker!(missing_topic_is_fatal: missing_topic_is_fatal_tansu, missing_topic_is_fatal_noida);
 

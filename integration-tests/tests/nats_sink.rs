@@ -154,6 +154,26 @@ fn pipeline(db: &TestDb, s: &str, table: &str, sink: &str) -> Pipeline {
 /// How long an engine may take to start streaming.
 const STREAMING: Duration = Duration::from_secs(90);
 
+/// `public.t` of most tests here.
+const TABLE_T: &str = "CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)";
+
+/// A test's database with `public.t` ([`TABLE_T`]), and a unique suffix
+/// `s` for its names (publication `p_<s>`, slot `s_<s>`, subjects
+/// `it_<s>.…`, stream `IT_<s>`).
+async fn db_with_t(name: &str) -> (TestDb, String) {
+    let db = TestDb::create(name).await;
+    db.exec(TABLE_T).await;
+    (db, unique_suffix())
+}
+
+/// The engine of `yaml` (a [`pipeline`] with suffix `s`), once it
+/// streams.
+async fn start_streaming(db: &TestDb, s: &str, yaml: &str) -> Engine {
+    let mut engine = Engine::start(yaml);
+    wait_streaming(db, &mut engine, &format!("s_{s}"), STREAMING).await;
+    engine
+}
+
 /// Waits until the stream rebuilds `public.t`, applying the messages in
 /// stream order, or (`by_position`) in `(commit_lsn, ordinal)` order;
 /// returns the messages in stream order.
@@ -269,10 +289,7 @@ async fn snapshot_then_stream_under_concurrent_writes() {
 /// `Nats-Msg-Id`: the stream holds exactly one message per committed change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_replay_is_deduplicated() {
-    let db = TestDb::create("nats_dedup").await;
-    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
-        .await;
-    let s = unique_suffix();
+    let (db, s) = db_with_t("nats_dedup").await;
     let stream = format!("IT_{s}");
     let sink = format!(
         "url: {url}\nsubject: \"it_{s}.{{table}}\"\n\
@@ -280,14 +297,12 @@ async fn sigkill_replay_is_deduplicated() {
         url = json_str(&nats_url()),
     );
     let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
-    let mut runs = vec![Engine::start(&yaml)];
-    wait_streaming(&db, &mut runs[0], &format!("s_{s}"), STREAMING).await;
+    let mut runs = vec![start_streaming(&db, &s, &yaml).await];
     let writers = start_writers(&db, 4).await;
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let engine = runs.last_mut().unwrap();
-        engine.sigkill();
-        assert_eq!(engine.wait_exit(Duration::from_secs(10)).await, 128 + 9);
+        engine.kill9().await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         runs.push(Engine::start(&yaml));
     }
@@ -488,10 +503,7 @@ impl Drop for OwnServer {
 async fn server_restart_with_file_storage_loses_nothing() {
     let mut server = OwnServer::start();
     server.wait_ready().await;
-    let db = TestDb::create("nats_restart").await;
-    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
-        .await;
-    let s = unique_suffix();
+    let (db, s) = db_with_t("nats_restart").await;
     let stream = format!("IT_{s}");
     let sink = format!(
         "url: {url}\nsubject: \"it_{s}.{{schema}}.{{table}}\"\nack_timeout: 2s\n\
@@ -499,8 +511,7 @@ async fn server_restart_with_file_storage_loses_nothing() {
         url = json_str(&server.url()),
     );
     let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
-    let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
+    let mut engine = start_streaming(&db, &s, &yaml).await;
     let writers = start_writers(&db, 3).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.stop();
@@ -569,10 +580,7 @@ async fn cut_connections_never_reorder_the_stream() {
         .parse()
         .expect("CDC_TEST_NATS_URL is nats://127.0.0.1:PORT");
     let proxy = CutProxy::start(upstream).await;
-    let db = TestDb::create("nats_cut").await;
-    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
-        .await;
-    let s = unique_suffix();
+    let (db, s) = db_with_t("nats_cut").await;
     let stream = format!("IT_{s}");
     let sink = format!(
         "url: nats://{addr}\nsubject: \"it_{s}.{{schema}}.{{table}}\"\nack_timeout: 2s\n\
@@ -580,8 +588,7 @@ async fn cut_connections_never_reorder_the_stream() {
         addr = proxy.addr(),
     );
     let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
-    let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
+    let mut engine = start_streaming(&db, &s, &yaml).await;
     let writers = start_writers(&db, 3).await;
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -637,8 +644,7 @@ async fn creates_stream_and_sanitises_subjects() {
         url = json_str(&nats_url()),
     );
     let yaml = pipeline(&db, &s, r#""My Schema"."odd.name*x>""#, &sink).yaml();
-    let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
+    let mut engine = start_streaming(&db, &s, &yaml).await;
     db.exec(r#"INSERT INTO "My Schema"."odd.name*x>" VALUES (1, 'a'); DELETE FROM "My Schema"."odd.name*x>";"#)
         .await;
 
@@ -675,18 +681,13 @@ async fn creates_stream_and_sanitises_subjects() {
 /// engine at start with a message naming the stream and the fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_stream_is_a_clear_fatal_error() {
-    let db = TestDb::create("nats_missing").await;
-    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
-        .await;
-    let s = unique_suffix();
+    let (db, s) = db_with_t("nats_missing").await;
     let sink = format!(
         "url: {url}\nsubject: \"it_{s}.{{table}}\"\nstream: {{ name: NOPE_{s} }}\n",
         url = json_str(&nats_url()),
     );
     let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink).yaml());
-    let code = engine.wait_exit(Duration::from_secs(90)).await;
-    assert_ne!(code, 0, "{}", engine.output_report());
-    let err = engine.stderr_text();
+    let err = engine.wait_failure(Duration::from_secs(90)).await;
     assert!(
         err.contains(&format!("stream `NOPE_{s}` does not exist")) && err.contains("stream.create"),
         "{}",
@@ -699,23 +700,17 @@ async fn missing_stream_is_a_clear_fatal_error() {
 /// first batch with a fatal error; the slot does not move past it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_without_stream_is_fatal() {
-    let db = TestDb::create("nats_nostream").await;
-    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
-        .await;
-    let s = unique_suffix();
+    let (db, s) = db_with_t("nats_nostream").await;
     let sink = format!(
         "url: {url}\nsubject: \"it_{s}.{{table}}\"\n",
         url = json_str(&nats_url()),
     );
-    let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink).yaml());
-    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
+    let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
+    let mut engine = start_streaming(&db, &s, &yaml).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'x')").await;
-    let code = engine.wait_exit(Duration::from_secs(90)).await;
-    assert_ne!(code, 0, "{}", engine.output_report());
+    let err = engine.wait_failure(Duration::from_secs(90)).await;
     assert!(
-        engine
-            .stderr_text()
-            .contains(&format!("no JetStream stream captures subject `it_{s}.t`")),
+        err.contains(&format!("no JetStream stream captures subject `it_{s}.t`")),
         "{}",
         engine.output_report()
     );
@@ -745,10 +740,7 @@ async fn subject_without_stream_is_fatal() {
 /// every change with its headers; `{prefix}` comes from the config.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_mode_publishes() {
-    let db = TestDb::create("nats_core").await;
-    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
-        .await;
-    let s = unique_suffix();
+    let (db, s) = db_with_t("nats_core").await;
     let stream = format!("IT_{s}");
     let js = jetstream::new(async_nats::connect(nats_url()).await.unwrap());
     js.create_stream(jetstream::stream::Config {
@@ -763,8 +755,8 @@ async fn core_mode_publishes() {
         "url: {url}\njetstream: false\nsubject: \"it_{s}.{{prefix}}.{{table}}\"\nprefix: pfx\n",
         url = json_str(&nats_url()),
     );
-    let mut engine = Engine::start(&pipeline(&db, &s, "public.t", &sink).yaml());
-    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
+    let yaml = pipeline(&db, &s, "public.t", &sink).yaml();
+    let mut engine = start_streaming(&db, &s, &yaml).await;
     db.exec("INSERT INTO public.t SELECT g, g, 'c' FROM generate_series(1, 20) g")
         .await;
     let mut reader = StreamReader::new(&nats_url(), &stream).await;
@@ -815,16 +807,14 @@ async fn refused_then_published(
     js: &jetstream::Context,
 ) -> (String, String) {
     let mut refused = Engine::start(&pipeline(db, s, "public.t", bad).yaml());
-    let code = refused.wait_exit(Duration::from_secs(90)).await;
-    assert_ne!(code, 0, "{}", refused.output_report());
+    let err = refused.wait_failure(Duration::from_secs(90)).await;
     assert!(
-        refused.stderr_text().contains("cannot connect to NATS"),
+        err.contains("cannot connect to NATS"),
         "{}",
         refused.output_report()
     );
 
-    let mut engine = Engine::start(&pipeline(db, s, "public.t", good).yaml());
-    wait_streaming(db, &mut engine, &format!("s_{s}"), STREAMING).await;
+    let mut engine = start_streaming(db, s, &pipeline(db, s, "public.t", good).yaml()).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
     let stream = format!("IT_{s}");
     let ok = wait_until(Duration::from_secs(90), async || {
@@ -842,10 +832,7 @@ async fn refused_then_published(
 async fn token_auth() {
     let server = OwnServer::start_with_token(Some("s3cret"));
     server.wait_ready().await;
-    let db = TestDb::create("nats_auth").await;
-    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
-        .await;
-    let s = unique_suffix();
+    let (db, s) = db_with_t("nats_auth").await;
     let sink = |token: &str| {
         format!(
             "url: {url}\nsubject: \"it_{s}.{{table}}\"\nauth: {{ token: {token} }}\n\
@@ -889,10 +876,7 @@ async fn nkey_auth() {
     );
     server.nkey_seed = Some(seed.clone());
     server.wait_ready().await;
-    let db = TestDb::create("nats_nkey").await;
-    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
-        .await;
-    let s = unique_suffix();
+    let (db, s) = db_with_t("nats_nkey").await;
     let sink = |seed: &str| {
         format!(
             "url: {url}\nsubject: \"it_{s}.{{table}}\"\nauth: {{ nkey_seed: {seed} }}\n\
@@ -1017,10 +1001,7 @@ async fn mutual_tls() {
         Some((p("ca.pem"), p("client.pem"), p("client.key"))),
     );
     server.wait_ready().await;
-    let db = TestDb::create("nats_tls").await;
-    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text)")
-        .await;
-    let s = unique_suffix();
+    let (db, s) = db_with_t("nats_tls").await;
     let sink = |client_cert: bool| {
         let mut tls = format!("ca: {}", json_str(&p("ca.pem").display().to_string()));
         if client_cert {

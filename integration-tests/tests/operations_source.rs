@@ -5,7 +5,7 @@
 //! [`Cluster`] of its own when the server is restarted or reconfigured).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +28,41 @@ const TABLE_DDL: &str = "CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NU
 fn pipeline(url: &str, s: &str, out: &Path) -> Pipeline {
     let (publication, slot) = (format!("p_{s}"), format!("s_{s}"));
     Pipeline::streaming("ops", url, "public.t", &publication, &slot, 64).file_sink(out)
+}
+
+/// What a test captures with: a unique suffix `s` (publication `p_<s>`,
+/// slot `s_<s>`) and the file `changes.jsonl` in a temporary directory.
+struct Capture {
+    s: String,
+    slot: String,
+    out: PathBuf,
+    _dir: TempDir,
+}
+
+impl Capture {
+    fn new(name: &str) -> Capture {
+        let dir = TempDir::new(name);
+        let s = unique_suffix();
+        Capture {
+            slot: format!("s_{s}"),
+            out: dir.join("changes.jsonl"),
+            s,
+            _dir: dir,
+        }
+    }
+
+    /// [`pipeline`] of `url` into this capture's file.
+    fn pipeline(&self, url: &str) -> Pipeline {
+        pipeline(url, &self.s, &self.out)
+    }
+}
+
+/// Whether something reaches the file `out` within 60 s.
+async fn written(out: &Path) -> bool {
+    wait_until(Duration::from_secs(60), async || {
+        !read_jsonl(out).is_empty()
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- writers
@@ -241,10 +276,9 @@ async fn standby_takes_over_when_the_active_instance_dies() {
         a.output_report()
     );
     let mut b = Engine::start(&yaml(&outs[1]));
-    let standing_by = wait_until(Duration::from_secs(60), async || {
-        b.stderr_text().contains("standing by: slot")
-    })
-    .await;
+    let standing_by = b
+        .logs_within("standing by: slot", Duration::from_secs(60))
+        .await;
     assert!(
         standing_by,
         "instance B did not stand by\n{}",
@@ -322,13 +356,11 @@ async fn reconnects_after_a_server_restart_and_loses_nothing() {
     let cluster = Cluster::start("").await;
     cluster.exec("postgres", TABLE_DDL).await;
     let url = cluster.url("postgres");
-    let dir = TempDir::new("restart");
-    let out = dir.join("changes.jsonl");
-    let s = unique_suffix();
-    let slot = format!("s_{s}");
-    let mut engine = Engine::start(&pipeline(&url, &s, &out).yaml());
+    let capture = Capture::new("restart");
+    let Capture { slot, out, .. } = &capture;
+    let mut engine = Engine::start(&capture.pipeline(&url).yaml());
     // A walsender streams from it (not just the session creating it).
-    let slot_active = async || cluster.slot_streaming(&slot).await;
+    let slot_active = async || cluster.slot_streaming(slot).await;
     assert!(
         wait_until(Duration::from_secs(60), slot_active).await,
         "not streaming\n{}",
@@ -419,19 +451,18 @@ fn decoded_change(data: &str) -> Option<RowChange> {
 async fn sigterm_acknowledges_exactly_what_the_sink_holds() {
     let db = TestDb::create("sigterm_ack").await;
     db.exec(TABLE_DDL).await;
-    let dir = TempDir::new("sigterm_ack");
-    let out = dir.join("changes.jsonl");
-    let s = unique_suffix();
-    let slot = format!("s_{s}");
+    let capture = Capture::new("sigterm_ack");
+    let Capture { s, slot, out, .. } = &capture;
     // Batches large enough never to end inside one of the writers' small
     // transactions: a batch cut inside a transaction is acknowledged only
     // up to the previous commit, so its rows would legitimately be both in
     // the sink and pending (at-least-once).
-    let yaml = pipeline(db.url(), &s, &out)
+    let yaml = capture
+        .pipeline(db.url())
         .batching("{ max_batch_events: 100000, max_batch_wait: 10ms }")
         .yaml();
     let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &mut engine, &slot, Duration::from_secs(60)).await;
+    wait_streaming(&db, &mut engine, slot, Duration::from_secs(60)).await;
     let writers = start_writers(db.url(), 3).await;
     assert!(wait_until(Duration::from_secs(60), async || writers.committed() > 200).await);
     engine.sigterm();
@@ -450,13 +481,10 @@ async fn sigterm_acknowledges_exactly_what_the_sink_holds() {
         "SIGTERM did not stop the engine cleanly\n{}",
         engine.output_report()
     );
-    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let text = std::fs::read_to_string(out).unwrap_or_default();
     assert!(text.is_empty() || text.ends_with('\n'), "torn last line");
 
-    let sink: Vec<RowChange> = read_changes(&out)
-        .iter()
-        .filter_map(RowChange::of)
-        .collect();
+    let sink: Vec<RowChange> = read_changes(out).iter().filter_map(RowChange::of).collect();
     let sink_set: HashSet<RowChange> = sink.iter().copied().collect();
     assert_eq!(
         sink.len(),
@@ -468,12 +496,12 @@ async fn sigterm_acknowledges_exactly_what_the_sink_holds() {
     // the slot go.
     assert!(
         wait_until(Duration::from_secs(30), async || !db
-            .slot_active(&slot)
+            .slot_active(slot)
             .await)
         .await,
         "the slot stayed active after the engine exited"
     );
-    let confirmed = db.slot_confirmed_flush_lsn(&slot).await;
+    let confirmed = db.slot_confirmed_flush_lsn(slot).await;
     eprintln!("slot confirmed_flush_lsn after exit: {confirmed:?}");
     let copy = format!("c_{s}");
     let mut conn = PgConnection::connect(db.url()).await.unwrap();
@@ -552,18 +580,12 @@ async fn expect_failure(engine: &mut Engine, what: &str) -> String {
 async fn dropping_the_publication_stops_the_engine_with_a_clear_error() {
     let db = TestDb::create("pub_dropped").await;
     db.exec(TABLE_DDL).await;
-    let dir = TempDir::new("pub_dropped");
-    let out = dir.join("changes.jsonl");
-    let s = unique_suffix();
-    let slot = format!("s_{s}");
-    let mut engine = Engine::start(&pipeline(db.url(), &s, &out).yaml());
-    wait_streaming(&db, &mut engine, &slot, Duration::from_secs(60)).await;
+    let capture = Capture::new("pub_dropped");
+    let Capture { s, slot, out, .. } = &capture;
+    let mut engine = Engine::start(&capture.pipeline(db.url()).yaml());
+    wait_streaming(&db, &mut engine, slot, Duration::from_secs(60)).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
-    assert!(
-        wait_until(Duration::from_secs(60), async || !read_jsonl(&out)
-            .is_empty())
-        .await
-    );
+    assert!(written(out).await);
     db.exec(&format!("DROP PUBLICATION p_{s}")).await;
     db.exec("INSERT INTO public.t VALUES (2, 2, 'b')").await;
     let err = expect_failure(&mut engine, "publication dropped").await;
@@ -584,21 +606,16 @@ async fn dropping_the_publication_stops_the_engine_with_a_clear_error() {
 async fn dropping_the_slot_stops_the_engine_with_a_clear_error() {
     let db = TestDb::create("slot_dropped").await;
     db.exec(TABLE_DDL).await;
-    let dir = TempDir::new("slot_dropped");
-    let out = dir.join("changes.jsonl");
-    let s = unique_suffix();
-    let slot = format!("s_{s}");
-    let yaml = pipeline(db.url(), &s, &out)
+    let capture = Capture::new("slot_dropped");
+    let Capture { slot, out, .. } = &capture;
+    let yaml = capture
+        .pipeline(db.url())
         .retry("{ initial_backoff: 2s, max_backoff: 2s }")
         .yaml();
     let mut engine = Engine::start(&yaml);
-    wait_streaming(&db, &mut engine, &slot, Duration::from_secs(60)).await;
+    wait_streaming(&db, &mut engine, slot, Duration::from_secs(60)).await;
     db.exec("INSERT INTO public.t VALUES (1, 1, 'a')").await;
-    assert!(
-        wait_until(Duration::from_secs(60), async || !read_jsonl(&out)
-            .is_empty())
-        .await
-    );
+    assert!(written(out).await);
     let dropped = wait_until(Duration::from_secs(60), async || {
         db.try_exec(&format!(
             "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
@@ -630,12 +647,11 @@ async fn an_invalidated_slot_stops_the_engine_with_a_clear_error() {
     let cluster = Cluster::start("max_slot_wal_keep_size = 1MB").await;
     cluster.exec("postgres", TABLE_DDL).await;
     let url = cluster.url("postgres");
-    let dir = TempDir::new("slot_lost");
-    let out = dir.join("changes.jsonl");
-    let s = unique_suffix();
-    let slot = format!("s_{s}");
+    let capture = Capture::new("slot_lost");
+    let Capture { slot, .. } = &capture;
     let mut engine = Engine::start(
-        &pipeline(&url, &s, &out)
+        &capture
+            .pipeline(&url)
             .set("heartbeat", "{ enabled: false }")
             .yaml(),
     );
@@ -651,7 +667,7 @@ async fn an_invalidated_slot_stops_the_engine_with_a_clear_error() {
         let status: Option<String> = sqlx::query_scalar(
             "SELECT wal_status::text FROM pg_replication_slots WHERE slot_name = $1",
         )
-        .bind(&slot)
+        .bind(slot)
         .fetch_optional(&mut c)
         .await
         .unwrap_or(None);

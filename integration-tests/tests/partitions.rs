@@ -497,12 +497,11 @@ async fn create_false_without_partition_root_is_refused() {
         &format!("publication: {{ name: {publication}, create: false }}"),
     );
     let mut engine = Engine::start(&yaml);
-    let code = engine.wait_exit(TIMEOUT).await;
-    assert_ne!(code, 0, "{}", engine.output_report());
+    let err = engine.wait_failure(TIMEOUT).await;
     let fix =
         format!("ALTER PUBLICATION \"{publication}\" SET (publish_via_partition_root = true)");
     assert!(
-        engine.stderr_text().contains(&fix),
+        err.contains(&fix),
         "the refusal does not name {fix}\n{}",
         engine.output_report()
     );

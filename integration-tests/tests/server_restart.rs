@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cdc_core::Lsn;
 use integration_tests::http::{free_port, status_json};
 use integration_tests::pipelines::pipeline_yaml;
 use integration_tests::replay::{wait_converged, Tail};
@@ -113,16 +114,23 @@ impl Setup {
     /// position of now.
     async fn confirms_what_was_written(&self, engine: &Engine) {
         let written = self.db.current_wal_lsn().await;
+        self.confirms(engine, written, "written after the restart")
+            .await;
+    }
+
+    /// The slot's `confirmed_flush_lsn` reaches `lsn` (`what`: what it is
+    /// the position of) within [`TIMEOUT`].
+    async fn confirms(&self, engine: &Engine, lsn: Lsn, what: &str) {
         let advanced = wait_until(TIMEOUT, async || {
             self.db
                 .slot_confirmed_flush_lsn(&self.slot)
                 .await
-                .is_some_and(|at| at >= written)
+                .is_some_and(|at| at >= lsn)
         })
         .await;
         assert!(
             advanced,
-            "confirmed_flush_lsn stayed at {:?}, before {written} written after the restart\n{}",
+            "confirmed_flush_lsn stayed at {:?}, before {lsn} {what}\n{}",
             self.db.slot_confirmed_flush_lsn(&self.slot).await,
             engine.output_report()
         );
@@ -376,19 +384,8 @@ async fn terminated_connections_while_streaming_are_replaced() {
         )
         .await
         .expect("an LSN");
-    let other: cdc_core::Lsn = other.parse().expect("an LSN");
-    let advanced = wait_until(TIMEOUT, async || {
-        s.db.slot_confirmed_flush_lsn(&s.slot)
-            .await
-            .is_some_and(|at| at >= other)
-    })
-    .await;
-    assert!(
-        advanced,
-        "confirmed_flush_lsn stayed at {:?}, before {other} (heartbeats stopped?)\n{}",
-        s.db.slot_confirmed_flush_lsn(&s.slot).await,
-        engine.output_report()
-    );
+    let other: Lsn = other.parse().expect("an LSN");
+    s.confirms(&engine, other, "(heartbeats stopped?)").await;
     let lag_polled_again = wait_until(TIMEOUT, async || {
         status_json(s.port).await.is_some_and(|st| {
             st["lag_poll_error"].is_null()
@@ -427,12 +424,9 @@ async fn fast_restart_while_a_table_is_described() {
     let streaming = wait_until(TIMEOUT, async || s.cluster.slot_streaming(&s.slot).await).await;
     assert!(streaming, "{}", engine.output_report());
     let writer = start_writer(s.db.url(), rows).await;
-    let paused = wait_until(TIMEOUT, async || {
-        engine
-            .stderr_text()
-            .contains("failpoint=\"stream::before_describe\"")
-    })
-    .await;
+    let paused = engine
+        .logs_within("failpoint=\"stream::before_describe\"", TIMEOUT)
+        .await;
     assert!(paused, "{}", engine.output_report());
     restart(&s.cluster, Restart::Fast).await;
     assert!(

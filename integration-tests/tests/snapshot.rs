@@ -40,6 +40,64 @@ fn slot_and_publication() -> (String, String) {
     (format!("snap_{s}"), format!("snap_pub_{s}"))
 }
 
+/// What a test here starts from: a database of its own (named from
+/// `name`), a fresh slot and publication, a temporary directory (`name`
+/// with dashes) with the path of an output file in it, and the moment it
+/// started.
+struct Case {
+    started: Instant,
+    db: TestDb,
+    slot: String,
+    publication: String,
+    dir: TempDir,
+    out: PathBuf,
+}
+
+impl Case {
+    async fn new(name: &str) -> Case {
+        let started = Instant::now();
+        let db = TestDb::create(name).await;
+        let (slot, publication) = slot_and_publication();
+        let dir = TempDir::new(&name.replace('_', "-"));
+        let out = dir.join("out.jsonl");
+        Case {
+            started,
+            db,
+            slot,
+            publication,
+            dir,
+            out,
+        }
+    }
+
+    /// The pipeline config of this case: `tables` into its output file,
+    /// `snapshot` as a YAML flow mapping.
+    fn yaml(&self, tables: &[&str], snapshot: &str) -> String {
+        self.yaml_into(&self.out, tables, snapshot)
+    }
+
+    /// [`Case::yaml`] into the file `out` (one of several instances').
+    fn yaml_into(&self, out: &Path, tables: &[&str], snapshot: &str) -> String {
+        pipeline_yaml(
+            &self.db,
+            tables,
+            &self.slot,
+            &self.publication,
+            out,
+            snapshot,
+        )
+    }
+
+    /// Drops the database and reports that the test `name` passed.
+    async fn passed(self, name: &str) {
+        self.db.cleanup().await;
+        println!(
+            "{name}: passed in {:.1}s",
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
 // ---------------------------------------------------------------- events
 
 /// Complete lines in a file (cheap: no parsing).
@@ -60,7 +118,18 @@ fn line_count(path: &Path) -> usize {
     }
 }
 
-// ---------------------------------------------------------------- metadata
+/// Polls the file `out` until its events, applied in the order of the
+/// file, rebuild `public.t` as it is now; `false` after 60 s.
+async fn rebuilds_t(db: &TestDb, out: &Path) -> bool {
+    let want = db.to_jsonb_rows("public.t", "id").await;
+    let mut tail = Tail::new(0, out.to_owned());
+    wait_until(Duration::from_secs(60), async || {
+        tail.poll();
+        let events: Vec<&Change> = tail.events.iter().collect();
+        diff(&apply(&events, "public.t"), &want).is_none()
+    })
+    .await
+}
 
 // ---------------------------------------------------------------- writers
 
@@ -107,27 +176,20 @@ async fn create_t(db: &TestDb, n: i32) {
 ///    exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn handoff_is_exact_under_concurrent_writes() {
-    let started = Instant::now();
-    let db = TestDb::create("snap_handoff").await;
+    let case = Case::new("snap_handoff").await;
+    let Case { db, slot, out, .. } = &case;
     const ROWS: i32 = 200_000;
-    create_t(&db, ROWS).await;
-    let (slot, publication) = slot_and_publication();
-    let dir = TempDir::new("snap-handoff");
-    let out = dir.join("out.jsonl");
-    let yaml = pipeline_yaml(
-        &db,
+    create_t(db, ROWS).await;
+    let yaml = case.yaml(
         &["public.t"],
-        &slot,
-        &publication,
-        &out,
         "{ mode: initial, chunk_rows: 10000, workers: 3 }",
     );
 
-    let writers = start_writers(&db, 3, ROWS + 1).await;
+    let writers = start_writers(db, 3, ROWS + 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before_engine = writers.committed();
     let mut engine = Engine::start(&yaml);
-    let job_done = wait_job_done(&db, &slot, &mut [&mut engine], JOB_TIMEOUT).await;
+    let job_done = wait_job_done(db, slot, &mut [&mut engine], JOB_TIMEOUT).await;
     let at_done = writers.committed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let Written {
@@ -147,7 +209,7 @@ async fn handoff_is_exact_under_concurrent_writes() {
     );
 
     let mut tails = vec![Tail::new(0, out.clone())];
-    wait_converged(&db, &mut tails, &[&engine]).await;
+    wait_converged(db, &mut tails, &[&engine]).await;
     engine.stop_clean(STOP_TIMEOUT, "handoff").await;
     tails[0].poll();
     let events = &tails[0].events;
@@ -193,7 +255,7 @@ async fn handoff_is_exact_under_concurrent_writes() {
             e.seq
         );
     }
-    let chunk_list = chunks(&db, &slot).await;
+    let chunk_list = chunks(db, slot).await;
     let chunk_rows: i64 = chunk_list.iter().map(|c| c.rows.unwrap_or(-1)).sum();
     assert_eq!(
         reads.len() as i64,
@@ -276,49 +338,36 @@ async fn handoff_is_exact_under_concurrent_writes() {
             "chunk not done exactly once: {c:?}"
         );
     }
-    stop_and_cleanup(db, started, "handoff_is_exact_under_concurrent_writes").await;
-}
-
-async fn stop_and_cleanup(db: TestDb, started: Instant, name: &str) {
-    db.cleanup().await;
-    println!("{name}: passed in {:.1}s", started.elapsed().as_secs_f64());
+    case.passed("handoff_is_exact_under_concurrent_writes")
+        .await;
 }
 
 /// 2. Three instances with the same slot share one snapshot: every chunk
 ///    read once, by more than one instance; afterwards exactly one streams.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_share_one_snapshot() {
-    let started = Instant::now();
-    let db = TestDb::create("snap_three").await;
+    let case = Case::new("snap_three").await;
+    let Case { db, slot, dir, .. } = &case;
     const ROWS: i32 = 100_000;
-    create_t(&db, ROWS).await;
-    let (slot, publication) = slot_and_publication();
-    let dir = TempDir::new("snap-three");
+    create_t(db, ROWS).await;
     let ids = ["inst-a", "inst-b", "inst-c"];
     let outs: Vec<PathBuf> = ids.iter().map(|i| dir.join(format!("{i}.jsonl"))).collect();
     let mut engines: Vec<Engine> = ids
         .iter()
         .zip(&outs)
         .map(|(id, out)| {
-            Engine::start(&pipeline_yaml(
-                &db,
-                &["public.t"],
-                &slot,
-                &publication,
+            Engine::start(&case.yaml_into(
                 out,
+                &["public.t"],
                 &format!("{{ mode: initial, chunk_rows: 1000, workers: 2, instance_id: {id} }}"),
             ))
         })
         .collect();
-    let mut tails: Vec<Tail> = outs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Tail::new(i, p.clone()))
-        .collect();
+    let mut tails = Tail::of_files(&outs);
 
     let job_done = {
         let mut refs: Vec<&mut Engine> = engines.iter_mut().collect();
-        wait_job_done(&db, &slot, &mut refs, JOB_TIMEOUT).await
+        wait_job_done(db, slot, &mut refs, JOB_TIMEOUT).await
     };
     // Instances that share a slot may start together: none may fail.
     for (i, e) in engines.iter_mut().enumerate() {
@@ -348,7 +397,7 @@ async fn three_instances_share_one_snapshot() {
     }
 
     // Every chunk read once; more than one instance read chunks.
-    let chunk_list = chunks(&db, &slot).await;
+    let chunk_list = chunks(db, slot).await;
     assert_eq!(chunk_list.len() as i32, job_done.chunks_total);
     assert!(
         chunk_list.len() >= 20,
@@ -418,7 +467,7 @@ async fn three_instances_share_one_snapshot() {
     const CHANGES: usize = 2 + 3 + 2 + 1;
     {
         let refs: Vec<&Engine> = engines.iter().collect();
-        wait_converged(&db, &mut tails, &refs).await;
+        wait_converged(db, &mut tails, &refs).await;
     }
     // Every instance that did not stream must have tried the slot and
     // found it taken (a standby from then on): only then can the count of
@@ -476,7 +525,7 @@ async fn three_instances_share_one_snapshot() {
     for (i, e) in engines.iter_mut().enumerate() {
         e.stop_clean(STOP_TIMEOUT, ids[i]).await;
     }
-    stop_and_cleanup(db, started, "three_instances_share_one_snapshot").await;
+    case.passed("three_instances_share_one_snapshot").await;
 }
 
 /// 3. Two instances; the one that is not the coordinator is killed while it
@@ -484,21 +533,16 @@ async fn three_instances_share_one_snapshot() {
 ///    the job completes and the merged files equal the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_worker_chunk_is_claimed_again() {
-    let started = Instant::now();
-    let db = TestDb::create("snap_worker_crash").await;
+    let case = Case::new("snap_worker_crash").await;
+    let Case { db, slot, dir, .. } = &case;
     const ROWS: i32 = 300_000;
-    create_t(&db, ROWS).await;
-    let (slot, publication) = slot_and_publication();
-    let dir = TempDir::new("snap-worker-crash");
+    create_t(db, ROWS).await;
     let ids = ["inst-a", "inst-b"];
     let outs: Vec<PathBuf> = ids.iter().map(|i| dir.join(format!("{i}.jsonl"))).collect();
     let yaml = |i: usize| {
-        pipeline_yaml(
-            &db,
-            &["public.t"],
-            &slot,
-            &publication,
+        case.yaml_into(
             &outs[i],
+            &["public.t"],
             &format!(
                 "{{ mode: initial, chunk_rows: 10000, workers: 1, claim_timeout: 4s, \
                  heartbeat_interval: 1s, instance_id: {} }}",
@@ -507,7 +551,7 @@ async fn a_killed_worker_chunk_is_claimed_again() {
         )
     };
 
-    let writers = start_writers(&db, 2, ROWS + 1).await;
+    let writers = start_writers(db, 2, ROWS + 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The second instance starts once the first coordinates the snapshot
     // (instances started at the same moment race on creating the
@@ -516,7 +560,7 @@ async fn a_killed_worker_chunk_is_claimed_again() {
     let coordinating = {
         let deadline = Instant::now() + JOB_TIMEOUT;
         loop {
-            let j = job(&db, &slot).await;
+            let j = job(db, slot).await;
             if j.as_ref().is_some_and(|j| j.state == "running") {
                 break true;
             }
@@ -541,14 +585,14 @@ async fn a_killed_worker_chunk_is_claimed_again() {
         tries += 1;
         let deadline = Instant::now() + JOB_TIMEOUT;
         let victim = loop {
-            if let Some(j) = job(&db, &slot).await {
+            if let Some(j) = job(db, slot).await {
                 assert_ne!(
                     j.state, "done",
                     "the snapshot finished before the second instance held a chunk: make it slower"
                 );
                 if let Some(coord) = &j.coordinator {
                     let victim = if coord == ids[0] { 1 } else { 0 };
-                    let holds = chunks(&db, &slot).await.iter().any(|c| {
+                    let holds = chunks(db, slot).await.iter().any(|c| {
                         c.status == "in_progress" && c.claimed_by.as_deref() == Some(ids[victim])
                     });
                     // Mid-work: it holds a chunk and has already delivered rows.
@@ -570,7 +614,7 @@ async fn a_killed_worker_chunk_is_claimed_again() {
         assert_eq!(code, 128 + 9, "not ended by SIGKILL");
         // Statements it had already sent have finished by now.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let orphaned: Vec<Chunk> = chunks(&db, &slot)
+        let orphaned: Vec<Chunk> = chunks(db, slot)
             .await
             .into_iter()
             .filter(|c| c.status == "in_progress" && c.claimed_by.as_deref() == Some(ids[victim]))
@@ -597,21 +641,17 @@ async fn a_killed_worker_chunk_is_claimed_again() {
         orphaned.iter().map(|c| c.id).collect::<Vec<_>>()
     );
 
-    let job_done = wait_job_done(&db, &slot, &mut [&mut engines[survivor]], JOB_TIMEOUT).await;
+    let job_done = wait_job_done(db, slot, &mut [&mut engines[survivor]], JOB_TIMEOUT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let Written {
         committed, failed, ..
     } = writers.finish().await;
     eprintln!("worker crash: writers committed {committed}, {failed} failed; job {job_done:?}");
 
-    let mut tails: Vec<Tail> = outs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| Tail::new(i, p.clone()))
-        .collect();
-    wait_converged(&db, &mut tails, &[&engines[survivor]]).await;
+    let mut tails = Tail::of_files(&outs);
+    wait_converged(db, &mut tails, &[&engines[survivor]]).await;
 
-    let chunk_list = chunks(&db, &slot).await;
+    let chunk_list = chunks(db, slot).await;
     for c in &chunk_list {
         assert_eq!(c.status, "done", "chunk not done: {c:?}");
     }
@@ -671,7 +711,7 @@ async fn a_killed_worker_chunk_is_claimed_again() {
     engines[survivor]
         .stop_clean(STOP_TIMEOUT, ids[survivor])
         .await;
-    stop_and_cleanup(db, started, "a_killed_worker_chunk_is_claimed_again").await;
+    case.passed("a_killed_worker_chunk_is_claimed_again").await;
 }
 
 /// 4. One instance, killed when some but not all chunks are done, then
@@ -679,29 +719,22 @@ async fn a_killed_worker_chunk_is_claimed_again() {
 ///    again, and the file converges to the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_coordinator_resumes_under_a_new_snapshot() {
-    let started = Instant::now();
-    let db = TestDb::create("snap_coord_crash").await;
+    let case = Case::new("snap_coord_crash").await;
+    let Case { db, slot, out, .. } = &case;
     const ROWS: i32 = 200_000;
-    create_t(&db, ROWS).await;
-    let (slot, publication) = slot_and_publication();
-    let dir = TempDir::new("snap-coord-crash");
-    let out = dir.join("out.jsonl");
-    let yaml = pipeline_yaml(
-        &db,
+    create_t(db, ROWS).await;
+    let yaml = case.yaml(
         &["public.t"],
-        &slot,
-        &publication,
-        &out,
         "{ mode: initial, chunk_rows: 2000, workers: 2, claim_timeout: 4s, \
          heartbeat_interval: 1s, instance_id: only-one }",
     );
 
-    let writers = start_writers(&db, 2, ROWS + 1).await;
+    let writers = start_writers(db, 2, ROWS + 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut first = Engine::start(&yaml);
     let deadline = Instant::now() + JOB_TIMEOUT;
     let before = loop {
-        if let Some(j) = job(&db, &slot).await {
+        if let Some(j) = job(db, slot).await {
             if j.state == "running" && j.chunks_done >= 3 {
                 break j;
             }
@@ -714,10 +747,9 @@ async fn a_killed_coordinator_resumes_under_a_new_snapshot() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    first.sigkill();
-    assert_eq!(first.wait_exit(Duration::from_secs(10)).await, 128 + 9);
+    first.kill9().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let at_kill = chunks(&db, &slot).await;
+    let at_kill = chunks(db, slot).await;
     let done_before: BTreeSet<i64> = at_kill
         .iter()
         .filter(|c| c.status == "done")
@@ -742,7 +774,7 @@ async fn a_killed_coordinator_resumes_under_a_new_snapshot() {
     // Writes go on while it is down.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut second = Engine::start(&yaml);
-    let job_done = wait_job_done(&db, &slot, &mut [&mut second], JOB_TIMEOUT).await;
+    let job_done = wait_job_done(db, slot, &mut [&mut second], JOB_TIMEOUT).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let Written {
         committed, failed, ..
@@ -760,9 +792,9 @@ async fn a_killed_coordinator_resumes_under_a_new_snapshot() {
     );
 
     let mut tails = vec![Tail::new(0, out.clone())];
-    wait_converged(&db, &mut tails, &[&second]).await;
+    wait_converged(db, &mut tails, &[&second]).await;
 
-    let chunk_list = chunks(&db, &slot).await;
+    let chunk_list = chunks(db, slot).await;
     for c in &chunk_list {
         assert_eq!(c.status, "done", "chunk not done: {c:?}");
         if done_before.contains(&c.id) {
@@ -795,12 +827,8 @@ async fn a_killed_coordinator_resumes_under_a_new_snapshot() {
     second
         .stop_clean(STOP_TIMEOUT, "restarted coordinator")
         .await;
-    stop_and_cleanup(
-        db,
-        started,
-        "a_killed_coordinator_resumes_under_a_new_snapshot",
-    )
-    .await;
+    case.passed("a_killed_coordinator_resumes_under_a_new_snapshot")
+        .await;
 }
 
 /// The tables of [`table_shapes`]: (YAML name, SQL name, `schema.table` as
@@ -1017,8 +1045,8 @@ async fn every_table_shape_is_copied_exactly() {
 ///    no publication; a second run copies everything again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_only_copies_and_exits() {
-    let started = Instant::now();
-    let db = TestDb::create("snap_only").await;
+    let case = Case::new("snap_only").await;
+    let Case { db, slot, out, .. } = &case;
     db.exec(
         "CREATE TABLE public.a (id int PRIMARY KEY, v text, n numeric);
          INSERT INTO public.a SELECT g, 'a' || g, g * 1.5 FROM generate_series(1, 5000) g;
@@ -1027,15 +1055,8 @@ async fn snapshot_only_copies_and_exits() {
     )
     .await;
     db.exec("ANALYZE public.a, public.b").await;
-    let (slot, publication) = slot_and_publication();
-    let dir = TempDir::new("snap-only");
-    let out = dir.join("out.jsonl");
-    let yaml = pipeline_yaml(
-        &db,
+    let yaml = case.yaml(
         &["public.a", "public.b"],
-        &slot,
-        &publication,
-        &out,
         "{ mode: snapshot_only, tables: [public.a, public.b], chunk_rows: 1000 }",
     );
     let mut want = Vec::new();
@@ -1087,10 +1108,10 @@ async fn snapshot_only_copies_and_exits() {
             Some("0"),
             "run {run}: snapshot_only created a publication"
         );
-        let j = job(&db, &slot).await.expect("the job row");
+        let j = job(db, slot).await.expect("the job row");
         assert_eq!(j.state, "done", "run {run}: job {j:?}");
     }
-    stop_and_cleanup(db, started, "snapshot_only_copies_and_exits").await;
+    case.passed("snapshot_only_copies_and_exits").await;
 }
 
 /// A table whose middle pages hold no rows (deleted and vacuumed): many
@@ -1100,8 +1121,8 @@ async fn snapshot_only_copies_and_exits() {
 /// the streamed insert equal the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn empty_chunks_do_not_stall_the_handoff() {
-    let started = Instant::now();
-    let db = TestDb::create("snap_holes").await;
+    let case = Case::new("snap_holes").await;
+    let Case { db, slot, out, .. } = &case;
     db.exec(
         "CREATE TABLE public.t (id int PRIMARY KEY, pad text);
          INSERT INTO public.t SELECT g, repeat('x', 200) FROM generate_series(1, 4000) g;
@@ -1111,15 +1132,8 @@ async fn empty_chunks_do_not_stall_the_handoff() {
     // VACUUM cannot run in a transaction block: one statement each.
     db.exec("VACUUM public.t").await;
     db.exec("ANALYZE public.t").await;
-    let (slot, publication) = slot_and_publication();
-    let dir = TempDir::new("snap-holes");
-    let out = dir.join("out.jsonl");
-    let yaml = pipeline_yaml(
-        &db,
+    let yaml = case.yaml(
         &["public.t"],
-        &slot,
-        &publication,
-        &out,
         "{ mode: initial, chunk_rows: 20, workers: 2 }",
     );
     // One event per batch: a chunk's last row ends a batch, so an empty
@@ -1127,8 +1141,8 @@ async fn empty_chunks_do_not_stall_the_handoff() {
     // load/emitter.rs pins the case down) ends while the batch is empty.
     let yaml = format!("{yaml}pipeline: {{ max_batch_events: 1 }}\n");
     let mut engine = Engine::start(&yaml);
-    let j = wait_job_done(&db, &slot, &mut [&mut engine], JOB_TIMEOUT).await;
-    let empty = chunks(&db, &slot)
+    let j = wait_job_done(db, slot, &mut [&mut engine], JOB_TIMEOUT).await;
+    let empty = chunks(db, slot)
         .await
         .iter()
         .filter(|c| c.rows == Some(0))
@@ -1138,23 +1152,15 @@ async fn empty_chunks_do_not_stall_the_handoff() {
         "only {empty} empty chunks: the test needs holes ({j:?})"
     );
     db.exec("INSERT INTO public.t VALUES (5000, 'after')").await;
-    let mut tail = Tail::new(0, out.clone());
-    let want = db.to_jsonb_rows("public.t", "id").await;
-    let ok = wait_until(Duration::from_secs(60), async || {
-        tail.poll();
-        let events: Vec<&Change> = tail.events.iter().collect();
-        diff(&apply(&events, "public.t"), &want).is_none()
-    })
-    .await;
     assert!(
-        ok,
+        rebuilds_t(db, out).await,
         "the file does not rebuild the table\n{}",
         engine.output_report()
     );
     engine
         .stop_clean(STOP_TIMEOUT, "empty_chunks_do_not_stall_the_handoff")
         .await;
-    stop_and_cleanup(db, started, "empty_chunks_do_not_stall_the_handoff").await;
+    case.passed("empty_chunks_do_not_stall_the_handoff").await;
 }
 
 /// The snapshot is done and the engine stopped; then the slot is dropped
@@ -1163,27 +1169,20 @@ async fn empty_chunks_do_not_stall_the_handoff() {
 /// takes a new snapshot, so the file rebuilds the table, gap included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_slot_gets_a_new_snapshot() {
-    let started = Instant::now();
-    let db = TestDb::create("snap_reslot").await;
-    create_t(&db, 300).await;
-    let (slot, publication) = slot_and_publication();
-    let dir = TempDir::new("snap-reslot");
-    let out = dir.join("out.jsonl");
-    let yaml = pipeline_yaml(
-        &db,
+    let case = Case::new("snap_reslot").await;
+    let Case { db, slot, out, .. } = &case;
+    create_t(db, 300).await;
+    let yaml = case.yaml(
         &["public.t"],
-        &slot,
-        &publication,
-        &out,
         "{ mode: initial, chunk_rows: 100, workers: 2 }",
     );
     let mut engine = Engine::start(&yaml);
-    wait_job_done(&db, &slot, &mut [&mut engine], JOB_TIMEOUT).await;
+    wait_job_done(db, slot, &mut [&mut engine], JOB_TIMEOUT).await;
     engine.stop_clean(STOP_TIMEOUT, "first run").await;
 
     db.exec(&format!(
         "SELECT pg_drop_replication_slot({})",
-        integration_tests::quote_literal(&slot)
+        integration_tests::quote_literal(slot)
     ))
     .await;
     db.exec(
@@ -1193,16 +1192,8 @@ async fn a_dropped_slot_gets_a_new_snapshot() {
     .await;
 
     let mut engine = Engine::start(&yaml);
-    let want = db.to_jsonb_rows("public.t", "id").await;
-    let mut tail = Tail::new(0, out.clone());
-    let ok = wait_until(Duration::from_secs(60), async || {
-        tail.poll();
-        let events: Vec<&Change> = tail.events.iter().collect();
-        diff(&apply(&events, "public.t"), &want).is_none()
-    })
-    .await;
     assert!(
-        ok,
+        rebuilds_t(db, out).await,
         "the file does not rebuild the table after the slot was recreated\n{}",
         engine.output_report()
     );
@@ -1213,9 +1204,9 @@ async fn a_dropped_slot_gets_a_new_snapshot() {
         "{}",
         engine.output_report()
     );
-    wait_job_done(&db, &slot, &mut [&mut engine], JOB_TIMEOUT).await;
+    wait_job_done(db, slot, &mut [&mut engine], JOB_TIMEOUT).await;
     engine.stop_clean(STOP_TIMEOUT, "second run").await;
-    stop_and_cleanup(db, started, "a_dropped_slot_gets_a_new_snapshot").await;
+    case.passed("a_dropped_slot_gets_a_new_snapshot").await;
 }
 
 /// `VmRSS` of a process, in KiB.
@@ -1229,8 +1220,8 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
 ///    and the file sink: the peak RSS is reported (and sanity-bounded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_while_snapshotting_a_million_rows() {
-    let started = Instant::now();
-    let db = TestDb::create("snap_memory").await;
+    let case = Case::new("snap_memory").await;
+    let Case { db, slot, out, .. } = &case;
     const ROWS: usize = 1_000_000;
     db.exec(&format!(
         "CREATE TABLE public.m (id int PRIMARY KEY, v int);
@@ -1238,17 +1229,7 @@ async fn memory_while_snapshotting_a_million_rows() {
     ))
     .await;
     db.exec("ANALYZE public.m").await;
-    let (slot, publication) = slot_and_publication();
-    let dir = TempDir::new("snap-memory");
-    let out = dir.join("out.jsonl");
-    let yaml = pipeline_yaml(
-        &db,
-        &["public.m"],
-        &slot,
-        &publication,
-        &out,
-        "{ mode: snapshot_only, tables: [public.m] }",
-    );
+    let yaml = case.yaml(&["public.m"], "{ mode: snapshot_only, tables: [public.m] }");
     let load_started = Instant::now();
     let mut engine = Engine::start(&yaml);
     let pid = engine.pid();
@@ -1280,7 +1261,7 @@ async fn memory_while_snapshotting_a_million_rows() {
 
     // Complete: every id exactly once (found by text, not parsed: a million
     // lines).
-    let text = std::fs::read_to_string(&out).expect("the output file");
+    let text = std::fs::read_to_string(out).expect("the output file");
     let mut seen = vec![false; ROWS + 1];
     let mut lines = 0;
     for l in text.lines() {
@@ -1302,7 +1283,7 @@ async fn memory_while_snapshotting_a_million_rows() {
     let first: Json = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(first["op"], "r");
     drop(text);
-    let j = job(&db, &slot).await.expect("the job row");
+    let j = job(db, slot).await.expect("the job row");
     assert_eq!((j.state.as_str(), j.rows_done), ("done", ROWS as i64));
 
     let peak_mib = peak_kib as f64 / 1024.0;
@@ -1315,5 +1296,6 @@ async fn memory_while_snapshotting_a_million_rows() {
         peak_mib < 512.0,
         "peak RSS {peak_mib:.0} MiB is above the 512 MiB sanity bound"
     );
-    stop_and_cleanup(db, started, "memory_while_snapshotting_a_million_rows").await;
+    case.passed("memory_while_snapshotting_a_million_rows")
+        .await;
 }

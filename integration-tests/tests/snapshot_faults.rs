@@ -4,6 +4,7 @@
 //! changes the world under it, and checks that the file sinks' merged
 //! output, applied by key, equals the table.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -11,7 +12,7 @@ use sqlx::Connection;
 use integration_tests::http::{free_port, status};
 use integration_tests::pipelines::pipeline_yaml;
 use integration_tests::replay::{wait_converged, Tail};
-use integration_tests::snapshot_meta::{chunks, job};
+use integration_tests::snapshot_meta::{chunks, job, job_reaches};
 use integration_tests::{quote_literal, unique_suffix, wait_until, Engine, TempDir, TestDb};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -24,6 +25,56 @@ async fn table(db: &TestDb, rows: u32) {
          ANALYZE public.t"
     ))
     .await;
+}
+
+/// A test's database (named from `name`), a fresh slot and publication,
+/// and a temporary directory (`name` with dashes) for the output files.
+struct Case {
+    db: TestDb,
+    slot: String,
+    publication: String,
+    dir: TempDir,
+}
+
+impl Case {
+    async fn new(name: &str) -> Case {
+        let db = TestDb::create(name).await;
+        let s = unique_suffix();
+        Case {
+            db,
+            slot: format!("sf_{s}"),
+            publication: format!("sfp_{s}"),
+            dir: TempDir::new(&name.replace('_', "-")),
+        }
+    }
+
+    /// The pipeline config: `public.t` into the file `out`, `snapshot` as
+    /// a YAML flow mapping.
+    fn yaml(&self, out: &Path, snapshot: &str) -> String {
+        pipeline_yaml(
+            &self.db,
+            &["public.t"],
+            &self.slot,
+            &self.publication,
+            out,
+            snapshot,
+        )
+    }
+
+    /// Whether the job reaches `state` within [`TIMEOUT`].
+    async fn job_reaches(&self, state: &str) -> bool {
+        job_reaches(&self.db, &self.slot, state, TIMEOUT).await
+    }
+
+    /// Checks that the files `outs` of `engines` converge to the table,
+    /// then drops the engines and the database.
+    async fn finish(self, outs: &[PathBuf], engines: Vec<Engine>) {
+        let mut tails = Tail::of_files(outs);
+        let refs: Vec<&Engine> = engines.iter().collect();
+        wait_converged(&self.db, &mut tails, &refs).await;
+        drop(engines);
+        self.db.cleanup().await;
+    }
 }
 
 /// Chunks of `slot`'s job marked done (0 before there is a job).
@@ -45,19 +96,17 @@ async fn chunks_done(db: &TestDb, slot: &str) -> usize {
 /// as they were read under the old slot's snapshot. (Before the fix the
 /// done chunks were kept, and their rows stayed stale.)
 async fn slot_lost_under_a_running_job(recreate: bool) {
-    let db = TestDb::create(if recreate {
+    let case = Case::new(if recreate {
         "snapfault_recreated"
     } else {
         "snapfault_dropped"
     })
     .await;
-    table(&db, 20_000).await;
-    let s = unique_suffix();
-    let (slot, publication) = (format!("sf_{s}"), format!("sfp_{s}"));
-    let dir = TempDir::new("snapfault-out");
+    let Case { db, slot, dir, .. } = &case;
+    table(db, 20_000).await;
     let (out1, out2) = (dir.join("first.jsonl"), dir.join("second.jsonl"));
     let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 1 }";
-    let yaml = |out| pipeline_yaml(&db, &["public.t"], &slot, &publication, out, snapshot);
+    let yaml = |out| case.yaml(out, snapshot);
 
     // The first engine stops for good right after its third chunk is done.
     let mut first = Engine::start_with(
@@ -65,17 +114,17 @@ async fn slot_lost_under_a_running_job(recreate: bool) {
         &["run"],
         &[("FAILPOINTS", "snapshot::after_mark_done=2*off->return")],
     );
-    let three = wait_until(TIMEOUT, async || chunks_done(&db, &slot).await == 3).await;
+    let three = wait_until(TIMEOUT, async || chunks_done(db, slot).await == 3).await;
     assert!(three, "{}", first.output_report());
     first.sigkill();
     first.wait_exit(TIMEOUT).await;
-    let j = job(&db, &slot).await.expect("a job");
+    let j = job(db, slot).await.expect("a job");
     assert_eq!(j.state, "running", "{j:?}");
-    assert_eq!(chunks_done(&db, &slot).await, 3);
+    assert_eq!(chunks_done(db, slot).await, 3);
 
     // The operator drops the slot; the rows change.
-    let quoted_slot = quote_literal(&slot);
-    let inactive = wait_until(TIMEOUT, async || !db.slot_active(&slot).await).await;
+    let quoted_slot = quote_literal(slot);
+    let inactive = wait_until(TIMEOUT, async || !db.slot_active(slot).await).await;
     assert!(inactive);
     db.exec(&format!("SELECT pg_drop_replication_slot({quoted_slot})"))
         .await;
@@ -94,19 +143,12 @@ async fn slot_lost_under_a_running_job(recreate: bool) {
     }
 
     let second = Engine::start(&yaml(&out2));
-    let done = wait_until(TIMEOUT, async || {
-        job(&db, &slot).await.is_some_and(|j| j.state == "done")
-    })
-    .await;
-    assert!(done, "{}", second.output_report());
+    assert!(case.job_reaches("done").await, "{}", second.output_report());
     db.exec(
         "UPDATE public.t SET v = 'streamed' WHERE id = 1; DELETE FROM public.t WHERE id % 11 = 0",
     )
     .await;
-    let mut tails = [Tail::new(0, out1), Tail::new(1, out2)];
-    wait_converged(&db, &mut tails, &[&first, &second]).await;
-    drop(second);
-    db.cleanup().await;
+    case.finish(&[out1, out2], vec![first, second]).await;
 }
 
 #[tokio::test]
@@ -125,14 +167,12 @@ async fn running_job_whose_slot_was_recreated_starts_over() {
 /// its failed read for ever), and the merged output must equal the table.
 #[tokio::test]
 async fn a_read_that_fails_midway_does_not_leave_its_instance_waiting() {
-    let db = TestDb::create("snapfault_failed_read").await;
-    table(&db, 40_000).await;
-    let s = unique_suffix();
-    let (slot, publication) = (format!("sr_{s}"), format!("srp_{s}"));
-    let dir = TempDir::new("snapfault-read-out");
+    let case = Case::new("snapfault_failed_read").await;
+    let Case { db, dir, .. } = &case;
+    table(db, 40_000).await;
     let (out_a, out_b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
     let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 1 }";
-    let yaml = |out| pipeline_yaml(&db, &["public.t"], &slot, &publication, out, snapshot);
+    let yaml = |out| case.yaml(out, snapshot);
 
     // B coordinates and reads slowly: every claim waits 300 ms.
     let b = Engine::start_with(
@@ -140,11 +180,7 @@ async fn a_read_that_fails_midway_does_not_leave_its_instance_waiting() {
         &["run"],
         &[("FAILPOINTS", "snapshot::reader_before_claim=return(300)")],
     );
-    let running = wait_until(TIMEOUT, async || {
-        job(&db, &slot).await.is_some_and(|j| j.state == "running")
-    })
-    .await;
-    assert!(running, "{}", b.output_report());
+    assert!(case.job_reaches("running").await, "{}", b.output_report());
     // A's first read fails after its first rows; its next claim waits 10 s,
     // long enough for B to read that chunk and every other one.
     let a = Engine::start_with(
@@ -155,16 +191,11 @@ async fn a_read_that_fails_midway_does_not_leave_its_instance_waiting() {
             "snapshot::reader_after_first_rows=1*return;snapshot::reader_before_claim=1*off->1*return(10000)",
         )],
     );
-    let failed = wait_until(TIMEOUT, async || {
-        a.stderr_text()
-            .contains("failpoint snapshot::reader_after_first_rows")
-    })
-    .await;
+    let failed = a
+        .logs_within("failpoint snapshot::reader_after_first_rows", TIMEOUT)
+        .await;
     assert!(failed, "{}", a.output_report());
-    let done = wait_until(TIMEOUT, async || {
-        job(&db, &slot).await.is_some_and(|j| j.state == "done")
-    })
-    .await;
+    let done = case.job_reaches("done").await;
     assert!(done, "{}\n{}", b.output_report(), a.output_report());
     let finished = wait_until(TIMEOUT, async || {
         a.stderr_text()
@@ -178,10 +209,7 @@ async fn a_read_that_fails_midway_does_not_leave_its_instance_waiting() {
     );
     db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 1000 = 1")
         .await;
-    let mut tails = [Tail::new(0, out_a), Tail::new(1, out_b)];
-    wait_converged(&db, &mut tails, &[&a, &b]).await;
-    drop((a, b));
-    db.cleanup().await;
+    case.finish(&[out_a, out_b], vec![a, b]).await;
 }
 
 /// Where [`PausedSnapshot`] pauses the engine for 3 s.
@@ -214,12 +242,10 @@ const KEYED: Setup = Setup {
 /// paused by a failpoint, with its HTTP endpoint on `port`;
 /// [`PausedSnapshot::start`] returns during the pause.
 struct PausedSnapshot {
-    db: TestDb,
-    slot: String,
-    out: std::path::PathBuf,
+    case: Case,
+    out: PathBuf,
     engine: Engine,
     port: u16,
-    _dir: TempDir,
 }
 
 impl PausedSnapshot {
@@ -228,23 +254,14 @@ impl PausedSnapshot {
     }
 
     async fn start_with(prefix: &str, pause: Pause, setup: Setup) -> PausedSnapshot {
-        let db = TestDb::create(prefix).await;
+        let case = Case::new(prefix).await;
+        let Case { db, slot, dir, .. } = &case;
         db.exec(setup.table).await;
-        let s = unique_suffix();
-        let (slot, publication) = (format!("sp_{s}"), format!("spp_{s}"));
-        let dir = TempDir::new("snapfault-paused-out");
         let out = dir.join("out.jsonl");
         let port = free_port();
         let yaml = format!(
             "{}metrics: {{ listen: '127.0.0.1:{port}' }}\n",
-            pipeline_yaml(
-                &db,
-                &["public.t"],
-                &slot,
-                &publication,
-                &out,
-                setup.snapshot
-            )
+            case.yaml(&out, setup.snapshot)
         );
         let failpoints = match pause {
             Pause::AfterThirdChunkDone => "snapshot::after_mark_done=2*off->1*return(3000)",
@@ -252,7 +269,7 @@ impl PausedSnapshot {
         };
         let engine = Engine::start_with(&yaml, &["run"], &[("FAILPOINTS", failpoints)]);
         let paused = wait_until(TIMEOUT, async || match pause {
-            Pause::AfterThirdChunkDone => chunks_done(&db, &slot).await >= 3,
+            Pause::AfterThirdChunkDone => chunks_done(db, slot).await >= 3,
             Pause::BeforeLaterClaims => engine
                 .stderr_text()
                 .contains("failpoint=\"snapshot::reader_before_claim\""),
@@ -260,39 +277,57 @@ impl PausedSnapshot {
         .await;
         assert!(paused, "{}", engine.output_report());
         PausedSnapshot {
-            db,
-            slot,
+            case,
             out,
             engine,
             port,
-            _dir: dir,
         }
     }
 
     /// Waits for the job to be done, changes some rows, and checks that
     /// the output converges to the table.
     async fn converge(&self) {
-        let done = wait_until(TIMEOUT, async || {
-            job(&self.db, &self.slot)
-                .await
-                .is_some_and(|j| j.state == "done")
-        })
-        .await;
+        let db = &self.case.db;
+        let done = self.case.job_reaches("done").await;
         assert!(done, "{}", self.engine.output_report());
-        self.db
-            .exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 IN (7, 8)")
+        db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 IN (7, 8)")
             .await;
         let mut tails = [Tail::new(0, self.out.clone())];
-        wait_converged(&self.db, &mut tails, &[&self.engine]).await;
+        wait_converged(db, &mut tails, &[&self.engine]).await;
     }
 
     /// [`converge`](Self::converge), then stops the engine and drops the
     /// database.
     async fn finish_and_converge(self) {
         self.converge().await;
-        let PausedSnapshot { db, engine, .. } = self;
+        self.stop().await;
+    }
+
+    /// Stops the engine and drops the database.
+    async fn stop(self) {
+        let PausedSnapshot { case, engine, .. } = self;
         drop(engine);
-        db.cleanup().await;
+        case.db.cleanup().await;
+    }
+
+    /// Terminates the session that exported the snapshot: the walsender
+    /// that created the slot (idle since; it holds the slot no longer,
+    /// only the snapshot).
+    async fn terminate_export(&self) {
+        let terminated = self
+            .case
+            .db
+            .query_text(
+                "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
+                 WHERE backend_type = 'walsender' AND datname = current_database()",
+            )
+            .await;
+        assert_eq!(
+            terminated.as_deref(),
+            Some("1"),
+            "{}",
+            self.engine.output_report()
+        );
     }
 }
 
@@ -306,6 +341,7 @@ impl PausedSnapshot {
 async fn terminated_connections_during_the_snapshot_are_replaced() {
     let run = PausedSnapshot::start("snapfault_terminated", Pause::AfterThirdChunkDone).await;
     let terminated = run
+        .case
         .db
         .query_text(
             "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
@@ -329,22 +365,9 @@ async fn a_lost_export_is_replaced_while_the_coordinator_keeps_its_lock() {
     // The readers stop before their later claims: those chunks are read
     // after the export is gone.
     let run = PausedSnapshot::start("snapfault_export", Pause::BeforeLaterClaims).await;
-    // The exporting session: the walsender that created the slot (idle
-    // since; it holds the slot no longer, only the snapshot).
-    let terminated = run
+    run.terminate_export().await;
+    run.case
         .db
-        .query_text(
-            "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
-             WHERE backend_type = 'walsender' AND datname = current_database()",
-        )
-        .await;
-    assert_eq!(
-        terminated.as_deref(),
-        Some("1"),
-        "{}",
-        run.engine.output_report()
-    );
-    run.db
         .exec("UPDATE public.t SET v = 'between' WHERE id % 10 = 3")
         .await;
     let replaced = wait_until(TIMEOUT, async || {
@@ -364,14 +387,12 @@ async fn a_lost_export_is_replaced_while_the_coordinator_keeps_its_lock() {
 /// over, and the snapshot finishes and converges.
 #[tokio::test]
 async fn a_coordinator_that_lost_its_lock_steps_down() {
-    let db = TestDb::create("snapfault_lock").await;
-    table(&db, 20_000).await;
-    let s = unique_suffix();
-    let (slot, publication) = (format!("sl_{s}"), format!("slp_{s}"));
-    let dir = TempDir::new("snapfault-lock-out");
+    let case = Case::new("snapfault_lock").await;
+    let Case { db, slot, dir, .. } = &case;
+    table(db, 20_000).await;
     let (out_a, out_b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
     let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 1 }";
-    let yaml = |out| pipeline_yaml(&db, &["public.t"], &slot, &publication, out, snapshot);
+    let yaml = |out| case.yaml(out, snapshot);
     // Both read slowly (every claim after the first two waits 2.5 s), so
     // the snapshot is still running when the lock goes.
     let slow = [(
@@ -379,16 +400,9 @@ async fn a_coordinator_that_lost_its_lock_steps_down() {
         "snapshot::reader_before_claim=2*off->return(2500)",
     )];
     let a = Engine::start_with(&yaml(&out_a), &["run"], &slow);
-    let running = wait_until(TIMEOUT, async || {
-        job(&db, &slot).await.is_some_and(|j| j.state == "running")
-    })
-    .await;
-    assert!(running, "{}", a.output_report());
+    assert!(case.job_reaches("running").await, "{}", a.output_report());
     let b = Engine::start_with(&yaml(&out_b), &["run"], &slow);
-    let joined = wait_until(TIMEOUT, async || {
-        b.stderr_text().contains("joining the snapshot")
-    })
-    .await;
+    let joined = b.logs_within("joining the snapshot", TIMEOUT).await;
     assert!(joined, "{}", b.output_report());
 
     // A's lock session ends, and the test holds the lock for a moment so
@@ -422,10 +436,7 @@ async fn a_coordinator_that_lost_its_lock_steps_down() {
         got
     };
     assert!(took, "the test could not take the freed lock");
-    let stepped_down = wait_until(TIMEOUT, async || {
-        a.stderr_text().contains("lost the coordinator lock")
-    })
-    .await;
+    let stepped_down = a.logs_within("lost the coordinator lock", TIMEOUT).await;
     assert!(stepped_down, "{}", a.output_report());
     let _: bool = sqlx::query_scalar("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
         .bind(&key)
@@ -434,17 +445,11 @@ async fn a_coordinator_that_lost_its_lock_steps_down() {
         .expect("unlock");
     let _ = holder.close().await;
 
-    let done = wait_until(TIMEOUT, async || {
-        job(&db, &slot).await.is_some_and(|j| j.state == "done")
-    })
-    .await;
+    let done = case.job_reaches("done").await;
     assert!(done, "{}\n{}", a.output_report(), b.output_report());
     db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 = 5")
         .await;
-    let mut tails = [Tail::new(0, out_a), Tail::new(1, out_b)];
-    wait_converged(&db, &mut tails, &[&a, &b]).await;
-    drop((a, b));
-    db.cleanup().await;
+    case.finish(&[out_a, out_b], vec![a, b]).await;
 }
 
 /// Instance B has read rows of a chunk and its sink is about to write
@@ -457,15 +462,13 @@ async fn a_coordinator_that_lost_its_lock_steps_down() {
 /// (B used to write them.)
 #[tokio::test]
 async fn rows_read_under_a_claim_lost_while_paused_never_reach_the_sink() {
-    let db = TestDb::create("snapfault_paused_holder").await;
-    table(&db, 20_000).await;
-    let s = unique_suffix();
-    let (slot, publication) = (format!("sh_{s}"), format!("shp_{s}"));
-    let dir = TempDir::new("snapfault-paused-holder-out");
+    let case = Case::new("snapfault_paused_holder").await;
+    let Case { db, dir, .. } = &case;
+    table(db, 20_000).await;
     let (out_a, out_b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
     let snapshot = "{ mode: initial, chunking: key, chunk_rows: 2000, workers: 1, \
                     claim_timeout: 3s, heartbeat_interval: 500ms }";
-    let yaml = |out| pipeline_yaml(&db, &["public.t"], &slot, &publication, out, snapshot);
+    let yaml = |out| case.yaml(out, snapshot);
 
     // A coordinates and reads slowly, so that B gets chunks too.
     let a = Engine::start_with(
@@ -473,11 +476,7 @@ async fn rows_read_under_a_claim_lost_while_paused_never_reach_the_sink() {
         &["run"],
         &[("FAILPOINTS", "snapshot::reader_before_claim=return(700)")],
     );
-    let running = wait_until(TIMEOUT, async || {
-        job(&db, &slot).await.is_some_and(|j| j.state == "running")
-    })
-    .await;
-    assert!(running, "{}", a.output_report());
+    assert!(case.job_reaches("running").await, "{}", a.output_report());
     // B's sink waits before its first write of snapshot rows; the test
     // freezes the whole process there.
     let mut b = Engine::start_with(
@@ -485,21 +484,15 @@ async fn rows_read_under_a_claim_lost_while_paused_never_reach_the_sink() {
         &["run"],
         &[("FAILPOINTS", "sink::before_write_reads=1*return(1000)")],
     );
-    let at_write = wait_until(TIMEOUT, async || {
-        b.stderr_text()
-            .contains("failpoint=\"sink::before_write_reads\"")
-    })
-    .await;
+    let at_write = b
+        .logs_within("failpoint=\"sink::before_write_reads\"", TIMEOUT)
+        .await;
     assert!(at_write, "{}", b.output_report());
     b.sigstop();
 
     // A takes B's chunks over and finishes; then every row changes, and A
     // streams that.
-    let done = wait_until(TIMEOUT, async || {
-        job(&db, &slot).await.is_some_and(|j| j.state == "done")
-    })
-    .await;
-    assert!(done, "{}", a.output_report());
+    assert!(case.job_reaches("done").await, "{}", a.output_report());
     db.exec("UPDATE public.t SET v = 'streamed ' || id; DELETE FROM public.t WHERE id % 10 = 0")
         .await;
     let mut tail_a = Tail::new(0, out_a.clone());
@@ -529,10 +522,7 @@ async fn rows_read_under_a_claim_lost_while_paused_never_reach_the_sink() {
         stale.first(),
         b.output_report()
     );
-    let mut tails = [Tail::new(0, out_a), Tail::new(1, out_b)];
-    wait_converged(&db, &mut tails, &[&a, &b]).await;
-    drop((a, b));
-    db.cleanup().await;
+    case.finish(&[out_a, out_b], vec![a, b]).await;
 }
 
 /// The warning a reader logs when it finds a table rewritten under the
@@ -551,9 +541,7 @@ async fn reread_and_converge(run: PausedSnapshot) {
     let st = status(run.port).await;
     let reread = st["snapshot"]["tables_reread"].as_u64().unwrap_or(0);
     assert!(reread >= 1, "/status: {st:#}");
-    let PausedSnapshot { db, engine, .. } = run;
-    drop(engine);
-    db.cleanup().await;
+    run.stop().await;
 }
 
 /// `ALTER TABLE … ALTER COLUMN … TYPE` rewrites the table (every row gets
@@ -564,7 +552,8 @@ async fn reread_and_converge(run: PausedSnapshot) {
 #[tokio::test]
 async fn a_table_rewritten_by_alter_type_during_the_snapshot_is_read_again() {
     let run = PausedSnapshot::start("snapfault_alter", Pause::BeforeLaterClaims).await;
-    run.db
+    run.case
+        .db
         .exec("ALTER TABLE public.t ALTER COLUMN id TYPE bigint")
         .await;
     reread_and_converge(run).await;
@@ -591,12 +580,12 @@ const HOLLOW: Setup = Setup {
 async fn a_table_rewritten_by_vacuum_full_during_a_ctid_snapshot_is_read_again() {
     let run =
         PausedSnapshot::start_with("snapfault_vacfull", Pause::BeforeLaterClaims, HOLLOW).await;
-    let strategies = chunks(&run.db, &run.slot).await;
+    let strategies = chunks(&run.case.db, &run.case.slot).await;
     assert!(
         strategies.len() >= 6 && strategies.iter().all(|c| c.strategy == "ctid"),
         "{strategies:?}"
     );
-    run.db.exec("VACUUM FULL public.t").await;
+    run.case.db.exec("VACUUM FULL public.t").await;
     reread_and_converge(run).await;
 }
 
@@ -611,20 +600,8 @@ async fn a_table_rewritten_before_a_new_export_for_another_reason_is_read_again(
     let run =
         PausedSnapshot::start_with("snapfault_vacfull_export", Pause::BeforeLaterClaims, HOLLOW)
             .await;
-    run.db.exec("VACUUM FULL public.t").await;
-    let terminated = run
-        .db
-        .query_text(
-            "SELECT count(pg_terminate_backend(pid))::text FROM pg_stat_activity \
-             WHERE backend_type = 'walsender' AND datname = current_database()",
-        )
-        .await;
-    assert_eq!(
-        terminated.as_deref(),
-        Some("1"),
-        "{}",
-        run.engine.output_report()
-    );
+    run.case.db.exec("VACUUM FULL public.t").await;
+    run.terminate_export().await;
     reread_and_converge(run).await;
 }
 
@@ -639,15 +616,13 @@ async fn a_table_rewritten_before_a_new_export_for_another_reason_is_read_again(
 /// `a_second_reader_of_the_same_chunk_is_not_cut_short_by_the_first`.)
 #[tokio::test]
 async fn two_readers_of_one_instance_on_one_chunk_lose_nothing() {
-    let db = TestDb::create("snapfault_two_readers").await;
-    table(&db, 8_000).await;
-    let s = unique_suffix();
-    let (slot, publication) = (format!("s2_{s}"), format!("s2p_{s}"));
-    let dir = TempDir::new("snapfault-two-readers-out");
+    let case = Case::new("snapfault_two_readers").await;
+    let Case { db, slot, dir, .. } = &case;
+    table(db, 8_000).await;
     let out = dir.join("out.jsonl");
     let snapshot = "{ mode: initial, chunking: key, chunk_rows: 1000, workers: 2, \
                     claim_timeout: 2s, heartbeat_interval: 500ms }";
-    let yaml = pipeline_yaml(&db, &["public.t"], &slot, &publication, &out, snapshot);
+    let yaml = case.yaml(&out, snapshot);
     // The first read stops after its first rows for 4 s; meanwhile the
     // heartbeat stops for 5 s.
     let engine = Engine::start_with(
@@ -658,12 +633,8 @@ async fn two_readers_of_one_instance_on_one_chunk_lose_nothing() {
             "snapshot::reader_mid_chunk=1*return(4000);snapshot::heartbeat=1*return(5000)",
         )],
     );
-    let done = wait_until(TIMEOUT, async || {
-        job(&db, &slot).await.is_some_and(|j| j.state == "done")
-    })
-    .await;
-    assert!(done, "{}", engine.output_report());
-    let reclaimed: Vec<_> = chunks(&db, &slot)
+    assert!(case.job_reaches("done").await, "{}", engine.output_report());
+    let reclaimed: Vec<_> = chunks(db, slot)
         .await
         .into_iter()
         .filter(|c| c.attempts > 1)
@@ -675,8 +646,5 @@ async fn two_readers_of_one_instance_on_one_chunk_lose_nothing() {
     );
     db.exec("UPDATE public.t SET v = 'streamed' WHERE id % 100 = 3")
         .await;
-    let mut tails = [Tail::new(0, out)];
-    wait_converged(&db, &mut tails, &[&engine]).await;
-    drop(engine);
-    db.cleanup().await;
+    case.finish(&[out], vec![engine]).await;
 }

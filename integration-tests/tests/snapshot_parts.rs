@@ -22,7 +22,7 @@ use cdc_postgres::ident::quote_table;
 use cdc_postgres::pgoutput::{decode, Message};
 use cdc_postgres::snapshot::{
     chunk_query, describe_table, plan_chunks, read_chunk, rewritten_since_snapshot, ChunkBounds,
-    ChunkStrategy, JobState, MetadataStore,
+    ChunkStrategy, ClaimedChunk, Job, JobState, MetadataStore, Progress,
 };
 use integration_tests::multiset::{canonical, multiset_diff};
 use integration_tests::{quote_literal, TestDb};
@@ -46,6 +46,17 @@ async fn exec(conn: &mut PgConnection, sql: &str) {
         .execute(&mut *conn)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A connection holding an exported snapshot open, and the snapshot's name.
+async fn export_snapshot(db: &TestDb) -> (PgConnection, String) {
+    let mut exporter = connect(db).await;
+    exec(&mut exporter, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
+    let snapshot = sqlx::query_scalar("SELECT pg_export_snapshot()")
+        .fetch_one(&mut exporter)
+        .await
+        .unwrap();
+    (exporter, snapshot)
 }
 
 /// Begins the transaction a snapshot reader runs in, importing `snapshot`
@@ -200,12 +211,7 @@ async fn check_strategy(
     chunk_rows: u64,
     reference: &mut Reference,
 ) -> Vec<ChunkBounds> {
-    let mut conn = connect(db).await;
-    begin_reader(&mut conn, None).await;
-    let info = describe_table(&mut conn, db.name(), table).await.unwrap();
-    let chunks = plan_chunks(&mut conn, &info, strategy, chunk_rows)
-        .await
-        .unwrap_or_else(|e| panic!("planning {table} with {strategy:?}: {e}"));
+    let (mut conn, info, chunks) = plan(db, table, strategy, chunk_rows).await;
     assert_contiguous(&chunks);
     let mut got = read_chunks(&mut conn, &info, &chunks, 1000).await;
     let what = format!("{table} {strategy:?} ({} chunks)", chunks.len());
@@ -226,6 +232,23 @@ async fn check_strategy(
     chunks
 }
 
+/// The chunks `strategy` plans for `table`, with the table as described
+/// and the connection whose reader transaction planned them (still open).
+async fn plan(
+    db: &TestDb,
+    table: &TableName,
+    strategy: ChunkStrategy,
+    chunk_rows: u64,
+) -> (PgConnection, RelationInfo, Vec<ChunkBounds>) {
+    let mut conn = connect(db).await;
+    begin_reader(&mut conn, None).await;
+    let info = describe_table(&mut conn, db.name(), table).await.unwrap();
+    let chunks = plan_chunks(&mut conn, &info, strategy, chunk_rows)
+        .await
+        .unwrap_or_else(|e| panic!("planning {table} with {strategy:?}: {e}"));
+    (conn, info, chunks)
+}
+
 /// The chunks `strategy` plans for `table`, in a transaction of its own.
 async fn plan_only(
     db: &TestDb,
@@ -233,12 +256,7 @@ async fn plan_only(
     strategy: ChunkStrategy,
     chunk_rows: u64,
 ) -> Vec<ChunkBounds> {
-    let mut conn = connect(db).await;
-    begin_reader(&mut conn, None).await;
-    let info = describe_table(&mut conn, db.name(), table).await.unwrap();
-    let chunks = plan_chunks(&mut conn, &info, strategy, chunk_rows)
-        .await
-        .unwrap();
+    let (mut conn, _, chunks) = plan(db, table, strategy, chunk_rows).await;
     exec(&mut conn, "COMMIT").await;
     chunks
 }
@@ -586,12 +604,7 @@ async fn chunks_read_under_an_exported_snapshot_see_only_its_rows() {
          INSERT INTO exp SELECT i, 'v' || i FROM generate_series(1, 20000) AS i;",
     )
     .await;
-    let mut exporter = connect(&db).await;
-    exec(&mut exporter, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
-    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
-        .fetch_one(&mut exporter)
-        .await
-        .unwrap();
+    let (mut exporter, snapshot) = export_snapshot(&db).await;
     let mut plain = connect(&db).await;
     let expected = expected_rows(&mut plain, "exp").await;
 
@@ -657,12 +670,7 @@ async fn rewrites_after_the_export_are_found_and_later_ones_wait() {
     )
     .await;
     let names = ["rw", "pt", "tr", "other"];
-    let mut exporter = connect(&db).await;
-    exec(&mut exporter, "BEGIN ISOLATION LEVEL REPEATABLE READ").await;
-    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
-        .fetch_one(&mut exporter)
-        .await
-        .unwrap();
+    let (mut exporter, snapshot) = export_snapshot(&db).await;
     let mut reader = connect(&db).await;
     let mut infos = Vec::new();
     let mut files = Vec::new();
@@ -844,21 +852,64 @@ async fn metadata_tables_need_create_only_the_first_time() {
     db.cleanup().await;
 }
 
+/// A [`MetadataStore`] on a connection of its own, for the job of one
+/// slot: what the store's tests call (see [`store_calls`]).
+struct Meta {
+    store: MetadataStore,
+    conn: PgConnection,
+    slot: &'static str,
+}
+
+impl Meta {
+    async fn new(db: &TestDb, store: MetadataStore, slot: &'static str) -> Meta {
+        Meta {
+            store,
+            conn: connect(db).await,
+            slot,
+        }
+    }
+}
+
+/// Methods of [`Meta`], each calling the store's method of the same name
+/// on the connection (`[slot] fn`: with the slot first) and unwrapping its
+/// answer.
+macro_rules! store_calls {
+    ($($([$slot:ident])? fn $name:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
+        impl Meta {
+            $(async fn $name(&mut self, $($arg: $ty),*) -> $out {
+                let answer = self.store.$name(&mut self.conn, $(self.$slot,)? $($arg),*).await;
+                answer.unwrap()
+            })*
+        }
+    };
+}
+
+store_calls! {
+    [slot] fn create_job(snapshot_name: &str, lsn: Lsn, coordinator: &str) -> Job;
+    [slot] fn job() -> Option<Job>;
+    [slot] fn set_job_state(state: JobState) -> bool;
+    [slot] fn set_snapshot(snapshot_name: &str, coordinator: &str) -> bool;
+    [slot] fn delete_job() -> bool;
+    [slot] fn insert_chunks(table: &TableName, chunks: &[ChunkBounds]) -> u64;
+    [slot] fn claim_chunk(instance: &str, timeout: Duration) -> Option<ClaimedChunk>;
+    fn heartbeat(id: i64, instance: &str, attempt: u32) -> bool;
+    fn release_chunk(id: i64, instance: &str, attempt: u32) -> bool;
+    fn mark_done(id: i64, instance: &str, attempt: u32, rows: u64, read_from: Option<&str>) -> bool;
+    [slot] fn reread_table(table: &TableName) -> Option<u64>;
+    [slot] fn progress() -> Progress;
+    [slot] fn all_done() -> bool;
+}
+
 #[tokio::test]
 async fn metadata_claims_heartbeats_and_completion() {
     let db = TestDb::create("snap_meta").await;
-    let mut conn = connect(&db).await;
-    let store = MetadataStore::new("Meta \"Schema\"");
-    store.ensure_schema(&mut conn).await.unwrap();
-    store.ensure_schema(&mut conn).await.unwrap();
+    let mut meta = Meta::new(&db, MetadataStore::new("Meta \"Schema\""), "slot_a").await;
+    meta.store.ensure_schema(&mut meta.conn).await.unwrap();
+    meta.store.ensure_schema(&mut meta.conn).await.unwrap();
 
-    let slot = "slot_a";
-    assert_eq!(store.job(&mut conn, slot).await.unwrap(), None);
+    assert_eq!(meta.job().await, None);
     let lsn: Lsn = "16/B374D848".parse().unwrap();
-    let job = store
-        .create_job(&mut conn, slot, "00000003-00000002-1", lsn, "inst-a")
-        .await
-        .unwrap();
+    let job = meta.create_job("00000003-00000002-1", lsn, "inst-a").await;
     assert_eq!(job.state, JobState::Planning);
     assert_eq!(job.snapshot_lsn, Some(lsn));
     assert_eq!(job.snapshot_name.as_deref(), Some("00000003-00000002-1"));
@@ -868,113 +919,50 @@ async fn metadata_claims_heartbeats_and_completion() {
     let t1 = TableName::new("public", "t1");
     let t2 = TableName::new("Odd Schema", "Mixed \"Case\"");
     let chunks = sample_chunks();
-    assert_eq!(
-        store
-            .insert_chunks(&mut conn, slot, &t1, &chunks)
-            .await
-            .unwrap(),
-        chunks.len() as u64
-    );
+    assert_eq!(meta.insert_chunks(&t1, &chunks).await, chunks.len() as u64);
     // Idempotent by chunk number.
-    assert_eq!(
-        store
-            .insert_chunks(&mut conn, slot, &t1, &chunks)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(meta.insert_chunks(&t1, &chunks).await, 0);
     let t2_chunks = [ChunkBounds::Ctid {
         start_block: 0,
         end_block: None,
     }];
-    store
-        .insert_chunks(&mut conn, slot, &t2, &t2_chunks)
-        .await
-        .unwrap();
-    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    meta.insert_chunks(&t2, &t2_chunks).await;
+    let job = meta.job().await.unwrap();
     assert_eq!((job.tables_total, job.chunks_total), (2, 7));
-    assert!(!store.all_done(&mut conn, slot).await.unwrap());
+    assert!(!meta.all_done().await);
 
     // Claims come in id order, with their bounds intact through jsonb.
     let timeout = Duration::from_secs(60);
     let mut claimed = Vec::new();
     for (i, expected) in chunks.iter().enumerate() {
-        let c = store
-            .claim_chunk(&mut conn, slot, "inst-a", timeout)
-            .await
-            .unwrap()
-            .unwrap();
+        let c = meta.claim_chunk("inst-a", timeout).await.unwrap();
         assert_eq!(&c.bounds, expected);
         assert_eq!(c.table, t1);
         assert_eq!(c.chunk_no as usize, i);
         assert_eq!((c.attempts, c.reads), (1, 1));
         claimed.push(c);
     }
-    let last = store
-        .claim_chunk(&mut conn, slot, "inst-b", timeout)
-        .await
-        .unwrap()
-        .unwrap();
+    let last = meta.claim_chunk("inst-b", timeout).await.unwrap();
     assert_eq!(last.table, t2);
-    assert_eq!(
-        store
-            .claim_chunk(&mut conn, slot, "inst-b", timeout)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(meta.claim_chunk("inst-b", timeout).await, None);
 
     // Heartbeat and mark_done only work for the claimant, under its claim.
     let first = claimed[0].id;
-    assert!(store
-        .heartbeat(&mut conn, first, "inst-a", 1)
-        .await
-        .unwrap());
-    assert!(!store
-        .heartbeat(&mut conn, first, "inst-b", 1)
-        .await
-        .unwrap());
-    assert!(!store
-        .heartbeat(&mut conn, first, "inst-a", 2)
-        .await
-        .unwrap());
-    assert!(!store
-        .mark_done(&mut conn, first, "inst-b", 1, 5, None)
-        .await
-        .unwrap());
-    assert!(!store
-        .mark_done(&mut conn, first, "inst-a", 2, 5, None)
-        .await
-        .unwrap());
-    assert!(store
-        .mark_done(&mut conn, first, "inst-a", 1, 5, None)
-        .await
-        .unwrap());
+    assert!(meta.heartbeat(first, "inst-a", 1).await);
+    assert!(!meta.heartbeat(first, "inst-b", 1).await);
+    assert!(!meta.heartbeat(first, "inst-a", 2).await);
+    assert!(!meta.mark_done(first, "inst-b", 1, 5, None).await);
+    assert!(!meta.mark_done(first, "inst-a", 2, 5, None).await);
+    assert!(meta.mark_done(first, "inst-a", 1, 5, None).await);
     // A retried mark_done is accepted and counted once.
-    assert!(store
-        .mark_done(&mut conn, first, "inst-a", 1, 5, None)
-        .await
-        .unwrap());
-    assert!(!store
-        .heartbeat(&mut conn, first, "inst-a", 1)
-        .await
-        .unwrap());
+    assert!(meta.mark_done(first, "inst-a", 1, 5, None).await);
+    assert!(!meta.heartbeat(first, "inst-a", 1).await);
 
     // A released chunk goes back to the pool at once.
     let second = claimed[1].id;
-    assert!(!store
-        .release_chunk(&mut conn, second, "inst-b", 1)
-        .await
-        .unwrap());
-    assert!(store
-        .release_chunk(&mut conn, second, "inst-a", 1)
-        .await
-        .unwrap());
-    let again = store
-        .claim_chunk(&mut conn, slot, "inst-b", timeout)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(!meta.release_chunk(second, "inst-b", 1).await);
+    assert!(meta.release_chunk(second, "inst-a", 1).await);
+    let again = meta.claim_chunk("inst-b", timeout).await.unwrap();
     assert_eq!(again.id, second);
     assert_eq!((again.attempts, again.reads), (2, 2));
     claimed[1] = again.clone();
@@ -982,59 +970,34 @@ async fn metadata_claims_heartbeats_and_completion() {
     // A chunk claimed again by another reader of the same instance fences
     // the first claim: same instance, new attempt.
     let third = claimed[2].id;
-    let schema = integration_tests::quote_ident(store.schema());
+    let schema = integration_tests::quote_ident(meta.store.schema());
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "UPDATE {schema}.snapshot_chunks SET heartbeat_at = now() - interval '1 hour' WHERE id = {third}"
     )))
-    .execute(&mut conn)
+    .execute(&mut meta.conn)
     .await
     .unwrap();
-    let reclaimed = store
-        .claim_chunk(&mut conn, slot, "inst-a", timeout)
-        .await
-        .unwrap()
-        .unwrap();
+    let reclaimed = meta.claim_chunk("inst-a", timeout).await.unwrap();
     assert_eq!((reclaimed.id, reclaimed.attempts), (third, 2));
-    assert!(!store
-        .heartbeat(&mut conn, third, "inst-a", 1)
-        .await
-        .unwrap());
-    assert!(!store
-        .mark_done(&mut conn, third, "inst-a", 1, 10, None)
-        .await
-        .unwrap());
-    assert!(!store
-        .release_chunk(&mut conn, third, "inst-a", 1)
-        .await
-        .unwrap());
-    assert!(store
-        .heartbeat(&mut conn, third, "inst-a", 2)
-        .await
-        .unwrap());
+    assert!(!meta.heartbeat(third, "inst-a", 1).await);
+    assert!(!meta.mark_done(third, "inst-a", 1, 10, None).await);
+    assert!(!meta.release_chunk(third, "inst-a", 1).await);
+    assert!(meta.heartbeat(third, "inst-a", 2).await);
     claimed[2] = reclaimed;
 
     for c in claimed.iter().skip(1) {
         let owner = if c.id == second { "inst-b" } else { "inst-a" };
-        assert!(store
-            .mark_done(&mut conn, c.id, owner, c.attempts, 10, None)
-            .await
-            .unwrap());
+        assert!(meta.mark_done(c.id, owner, c.attempts, 10, None).await);
     }
-    let progress = store.progress(&mut conn, slot).await.unwrap();
+    let progress = meta.progress().await;
     assert_eq!(progress.tables.len(), 2);
     assert_eq!(progress.totals(), (6, 7, 55));
     // Still planning: never "all done", whatever the chunks say.
-    assert!(store
-        .mark_done(&mut conn, last.id, "inst-b", 1, 1, None)
-        .await
-        .unwrap());
-    assert!(!store.all_done(&mut conn, slot).await.unwrap());
-    assert!(store
-        .set_job_state(&mut conn, slot, JobState::Running)
-        .await
-        .unwrap());
-    assert!(store.all_done(&mut conn, slot).await.unwrap());
-    let progress = store.progress(&mut conn, slot).await.unwrap();
+    assert!(meta.mark_done(last.id, "inst-b", 1, 1, None).await);
+    assert!(!meta.all_done().await);
+    assert!(meta.set_job_state(JobState::Running).await);
+    assert!(meta.all_done().await);
+    let progress = meta.progress().await;
     assert_eq!(progress.totals(), (7, 7, 56));
     let by_table: Vec<_> = progress
         .tables
@@ -1049,124 +1012,79 @@ async fn metadata_claims_heartbeats_and_completion() {
     // A table found rewritten starts over: every chunk of it pending again
     // (done ones too), their counts off the job, the snapshot name cleared
     // (for the coordinator to export a new one); the other table is kept.
-    assert_eq!(
-        store.reread_table(&mut conn, slot, &t1).await.unwrap(),
-        Some(6)
-    );
-    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!(meta.reread_table(&t1).await, Some(6));
+    let job = meta.job().await.unwrap();
     assert_eq!(job.snapshot_name, None);
     assert_eq!(job.state, JobState::Running);
     assert_eq!((job.chunks_done, job.rows_done), (1, 1));
-    assert_eq!(
-        store.progress(&mut conn, slot).await.unwrap().totals(),
-        (1, 7, 1)
-    );
-    assert!(!store.all_done(&mut conn, slot).await.unwrap());
+    assert_eq!(meta.progress().await.totals(), (1, 7, 1));
+    assert!(!meta.all_done().await);
     // Until a new snapshot is recorded, another reader finding the same
     // rewrite changes nothing; one finding another table rewritten starts
     // that one over too.
-    assert_eq!(
-        store.reread_table(&mut conn, slot, &t1).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        store.progress(&mut conn, slot).await.unwrap().totals(),
-        (1, 7, 1)
-    );
-    assert_eq!(
-        store.reread_table(&mut conn, slot, &t2).await.unwrap(),
-        Some(1)
-    );
-    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert_eq!(meta.reread_table(&t1).await, None);
+    assert_eq!(meta.progress().await.totals(), (1, 7, 1));
+    assert_eq!(meta.reread_table(&t2).await, Some(1));
+    let job = meta.job().await.unwrap();
     assert_eq!((job.chunks_done, job.rows_done), (0, 0));
-    assert!(store
-        .set_snapshot(&mut conn, slot, "00000004-00000002-1", "inst-a")
-        .await
-        .unwrap());
+    assert!(meta.set_snapshot("00000004-00000002-1", "inst-a").await);
     // A claim held when the table starts over (again) can no longer
     // complete or renew its chunk.
-    let held = store
-        .claim_chunk(&mut conn, slot, "inst-a", timeout)
-        .await
-        .unwrap()
-        .unwrap();
+    let held = meta.claim_chunk("inst-a", timeout).await.unwrap();
     assert_eq!(held.table, t1);
-    assert_eq!(
-        store.reread_table(&mut conn, slot, &t1).await.unwrap(),
-        Some(6)
+    assert_eq!(meta.reread_table(&t1).await, Some(6));
+    assert!(
+        !meta
+            .mark_done(held.id, "inst-a", held.attempts, 5, None)
+            .await
     );
-    assert!(!store
-        .mark_done(&mut conn, held.id, "inst-a", held.attempts, 5, None)
-        .await
-        .unwrap());
-    assert!(!store
-        .heartbeat(&mut conn, held.id, "inst-a", held.attempts)
-        .await
-        .unwrap());
+    assert!(!meta.heartbeat(held.id, "inst-a", held.attempts).await);
     assert_eq!(
-        store
-            .reread_table(&mut conn, "no_such_slot", &t1)
+        meta.store
+            .reread_table(&mut meta.conn, "no_such_slot", &t1)
             .await
             .unwrap(),
         None
     );
     // Read again, the job is complete with the same counts as before.
-    while let Some(c) = store
-        .claim_chunk(&mut conn, slot, "inst-a", timeout)
-        .await
-        .unwrap()
-    {
+    while let Some(c) = meta.claim_chunk("inst-a", timeout).await {
         let rows = match (c.table == t2, c.chunk_no) {
             (true, _) => 1,
             (false, 0) => 5,
             (false, _) => 10,
         };
-        assert!(store
-            .mark_done(&mut conn, c.id, "inst-a", c.attempts, rows, None)
-            .await
-            .unwrap());
+        assert!(meta.mark_done(c.id, "inst-a", c.attempts, rows, None).await);
     }
-    assert!(store.all_done(&mut conn, slot).await.unwrap());
-    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert!(meta.all_done().await);
+    let job = meta.job().await.unwrap();
     assert_eq!((job.chunks_done, job.rows_done), (7, 56));
 
     // A new coordinator re-exports; the upsert keeps state and counters.
-    assert!(store
-        .set_snapshot(&mut conn, slot, "00000004-00000001-1", "inst-b")
+    assert!(meta.set_snapshot("00000004-00000001-1", "inst-b").await);
+    assert!(!meta
+        .store
+        .set_snapshot(&mut meta.conn, "no_such_slot", "x", "inst-b")
         .await
         .unwrap());
-    assert!(!store
-        .set_snapshot(&mut conn, "no_such_slot", "x", "inst-b")
-        .await
-        .unwrap());
-    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    let job = meta.job().await.unwrap();
     assert_eq!(job.snapshot_name.as_deref(), Some("00000004-00000001-1"));
     assert_eq!(job.coordinator.as_deref(), Some("inst-b"));
     assert_eq!((job.chunks_done, job.rows_done), (7, 56));
-    let job = store
-        .create_job(&mut conn, slot, "s2", Lsn(7), "inst-c")
-        .await
-        .unwrap();
+    let job = meta.create_job("s2", Lsn(7), "inst-c").await;
     assert_eq!(job.state, JobState::Running);
     assert_eq!(job.snapshot_lsn, Some(Lsn(7)));
     assert_eq!((job.chunks_total, job.chunks_done), (7, 7));
 
-    assert!(store
-        .set_job_state(&mut conn, slot, JobState::Done)
-        .await
-        .unwrap());
-    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert!(meta.set_job_state(JobState::Done).await);
+    let job = meta.job().await.unwrap();
     assert_eq!(job.state, JobState::Done);
     assert!(job.finished_at.is_some());
     assert!(job.created_at <= job.updated_at);
 
-    assert!(store.delete_job(&mut conn, slot).await.unwrap());
-    assert_eq!(store.job(&mut conn, slot).await.unwrap(), None);
-    assert_eq!(
-        store.progress(&mut conn, slot).await.unwrap().tables,
-        vec![]
-    );
-    drop(conn);
+    assert!(meta.delete_job().await);
+    assert_eq!(meta.job().await, None);
+    assert_eq!(meta.progress().await.tables, vec![]);
+    drop(meta);
     db.cleanup().await;
 }
 
@@ -1187,49 +1105,30 @@ async fn concurrent_claimers_get_distinct_chunks() {
         s.await.unwrap();
     }
 
-    let mut conn = connect(&db).await;
     let slot = "slot_c";
-    store
-        .create_job(&mut conn, slot, "snap", Lsn(1), "coord")
-        .await
-        .unwrap();
+    let mut meta = Meta::new(&db, store.clone(), slot).await;
+    meta.create_job("snap", Lsn(1), "coord").await;
     let chunks: Vec<ChunkBounds> = (0..60)
         .map(|i| ChunkBounds::Ctid {
             start_block: i * 10,
             end_block: if i == 59 { None } else { Some(i * 10 + 10) },
         })
         .collect();
-    store
-        .insert_chunks(&mut conn, slot, &TableName::new("public", "t"), &chunks)
-        .await
-        .unwrap();
-    store
-        .set_job_state(&mut conn, slot, JobState::Running)
-        .await
-        .unwrap();
+    meta.insert_chunks(&TableName::new("public", "t"), &chunks)
+        .await;
+    meta.set_job_state(JobState::Running).await;
 
     let mut workers = Vec::new();
     for w in 0..4 {
-        let mut conn = connect(&db).await;
-        let store = store.clone();
+        let mut meta = Meta::new(&db, store.clone(), slot).await;
         workers.push(tokio::spawn(async move {
             let me = format!("worker-{w}");
             let mut got = Vec::new();
-            while let Some(c) = store
-                .claim_chunk(&mut conn, slot, &me, Duration::from_secs(60))
-                .await
-                .unwrap()
-            {
+            while let Some(c) = meta.claim_chunk(&me, Duration::from_secs(60)).await {
                 assert_eq!(c.reads, 1);
-                assert!(store
-                    .heartbeat(&mut conn, c.id, &me, c.attempts)
-                    .await
-                    .unwrap());
+                assert!(meta.heartbeat(c.id, &me, c.attempts).await);
                 tokio::task::yield_now().await;
-                assert!(store
-                    .mark_done(&mut conn, c.id, &me, c.attempts, 3, None)
-                    .await
-                    .unwrap());
+                assert!(meta.mark_done(c.id, &me, c.attempts, 3, None).await);
                 got.push(c.id);
             }
             got
@@ -1249,100 +1148,62 @@ async fn concurrent_claimers_get_distinct_chunks() {
         "SELECT count(*) FROM cdc.snapshot_chunks WHERE slot_name = $1 AND (reads <> 1 OR status <> 'done')",
     )
     .bind(slot)
-    .fetch_one(&mut conn)
+    .fetch_one(&mut meta.conn)
     .await
     .unwrap();
     assert_eq!(reread, 0);
-    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    let job = meta.job().await.unwrap();
     assert_eq!((job.chunks_done, job.rows_done), (60, 180));
-    assert!(store.all_done(&mut conn, slot).await.unwrap());
-    drop(conn);
+    assert!(meta.all_done().await);
+    drop(meta);
     db.cleanup().await;
 }
 
 #[tokio::test]
 async fn an_expired_claim_is_taken_over() {
     let db = TestDb::create("snap_takeover").await;
-    let mut conn = connect(&db).await;
-    let store = MetadataStore::new("coord");
-    store.ensure_schema(&mut conn).await.unwrap();
-    let slot = "slot_t";
-    store
-        .create_job(&mut conn, slot, "snap", Lsn(1), "a")
-        .await
-        .unwrap();
-    store
-        .insert_chunks(
-            &mut conn,
-            slot,
-            &TableName::new("public", "t"),
-            &[ChunkBounds::Ctid {
-                start_block: 0,
-                end_block: None,
-            }],
-        )
-        .await
-        .unwrap();
+    let mut meta = Meta::new(&db, MetadataStore::new("coord"), "slot_t").await;
+    meta.store.ensure_schema(&mut meta.conn).await.unwrap();
+    meta.create_job("snap", Lsn(1), "a").await;
+    meta.insert_chunks(
+        &TableName::new("public", "t"),
+        &[ChunkBounds::Ctid {
+            start_block: 0,
+            end_block: None,
+        }],
+    )
+    .await;
     let timeout = Duration::from_secs(1);
-    let a = store
-        .claim_chunk(&mut conn, slot, "a", timeout)
-        .await
-        .unwrap()
-        .unwrap();
+    let a = meta.claim_chunk("a", timeout).await.unwrap();
     assert_eq!(a.reads, 1);
     // Fresh heartbeat: nothing to take over.
-    assert_eq!(
-        store
-            .claim_chunk(&mut conn, slot, "b", timeout)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(meta.claim_chunk("b", timeout).await, None);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(store
-        .heartbeat(&mut conn, a.id, "a", a.attempts)
-        .await
-        .unwrap());
+    assert!(meta.heartbeat(a.id, "a", a.attempts).await);
     tokio::time::sleep(Duration::from_millis(400)).await;
     // The heartbeat kept it alive past the first second.
-    assert_eq!(
-        store
-            .claim_chunk(&mut conn, slot, "b", timeout)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(meta.claim_chunk("b", timeout).await, None);
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let b = store
-        .claim_chunk(&mut conn, slot, "b", timeout)
+    let b = meta
+        .claim_chunk("b", timeout)
         .await
-        .unwrap()
         .expect("the expired claim is taken over");
     assert_eq!(b.id, a.id);
     assert_eq!((b.attempts, b.reads), (2, 2));
     assert_eq!(b.bounds, a.bounds);
     // The old claimant finds out and cannot complete the chunk.
-    assert!(!store
-        .heartbeat(&mut conn, a.id, "a", a.attempts)
-        .await
-        .unwrap());
-    assert!(!store
-        .mark_done(&mut conn, a.id, "a", a.attempts, 9, None)
-        .await
-        .unwrap());
-    assert!(store
-        .mark_done(&mut conn, b.id, "b", b.attempts, 9, None)
-        .await
-        .unwrap());
-    let job = store.job(&mut conn, slot).await.unwrap().unwrap();
+    assert!(!meta.heartbeat(a.id, "a", a.attempts).await);
+    assert!(!meta.mark_done(a.id, "a", a.attempts, 9, None).await);
+    assert!(meta.mark_done(b.id, "b", b.attempts, 9, None).await);
+    let job = meta.job().await.unwrap();
     assert_eq!((job.chunks_done, job.rows_done), (1, 9));
     let reads: i32 = sqlx::query_scalar("SELECT reads FROM coord.snapshot_chunks WHERE id = $1")
         .bind(a.id)
-        .fetch_one(&mut conn)
+        .fetch_one(&mut meta.conn)
         .await
         .unwrap();
     assert_eq!(reads, 2);
-    drop(conn);
+    drop(meta);
     db.cleanup().await;
 }
 

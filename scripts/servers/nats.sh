@@ -33,42 +33,20 @@ server_nats_install() {
 }
 
 server_nats_start() {
-	local bin="$CDC_TEST_VENV/bin/nats-server" i
+	local bin="$CDC_TEST_VENV/bin/nats-server"
 	mkdir -p "$NATS_DIR/store"
 	"$bin" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -js -sd "$NATS_DIR/store" \
 		>"$NATS_DIR/nats-server.log" 2>&1 &
 	echo $! >"$NATS_DIR/nats-server.pid"
-	for ((i = 0; i < 300; i++)); do
-		if curl -fsS "http://127.0.0.1:$NATS_MONITOR_PORT/healthz?js-enabled-only=true" >/dev/null 2>&1; then
-			export CDC_TEST_NATS_URL="nats://127.0.0.1:$NATS_PORT"
-			export CDC_TEST_NATS_SERVER_BIN="$bin"
-			export CDC_TEST_NATS_STORE_DIR="$NATS_DIR/store"
-			export CDC_TEST_NATS_MONITOR_URL="http://127.0.0.1:$NATS_MONITOR_PORT"
-			info "CDC_TEST_NATS_URL=$CDC_TEST_NATS_URL"
-			return 0
-		fi
-		if ! kill -0 "$(cat "$NATS_DIR/nats-server.pid")" 2>/dev/null; then
-			break
-		fi
-		sleep 0.1
-	done
-	info "nats-server did not become ready; its log:"
-	tail -n 30 "$NATS_DIR/nats-server.log" >&2 || true
-	return 1
+	wait_ready nats-server "$NATS_DIR/nats-server.pid" "$NATS_DIR/nats-server.log" 300 0.1 \
+		curl -fsS "http://127.0.0.1:$NATS_MONITOR_PORT/healthz?js-enabled-only=true" || return 1
+	export CDC_TEST_NATS_URL="nats://127.0.0.1:$NATS_PORT"
+	export CDC_TEST_NATS_SERVER_BIN="$bin"
+	export CDC_TEST_NATS_STORE_DIR="$NATS_DIR/store"
+	export CDC_TEST_NATS_MONITOR_URL="http://127.0.0.1:$NATS_MONITOR_PORT"
+	info "CDC_TEST_NATS_URL=$CDC_TEST_NATS_URL"
 }
 
 server_nats_stop() {
-	local pid i
-	[ "${KEEP_SERVERS:-0}" = 1 ] && return 0
-	[ -f "$NATS_DIR/nats-server.pid" ] || return 0
-	pid="$(cat "$NATS_DIR/nats-server.pid")"
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < 100; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	rm -f "$NATS_DIR/nats-server.pid"
+	if [ "${KEEP_SERVERS:-0}" != 1 ]; then stop_pid_file "$NATS_DIR/nats-server.pid" 10; fi
 }

@@ -16,7 +16,7 @@ NOIDA_DIR="$WORK_DIR/noida"
 server_noida_install() { venv_install "noida-db==$NOIDA_VERSION"; }
 
 server_noida_start() {
-	local bin i
+	local bin
 	# The venv's `noida-db` is a Python wrapper that runs the packaged
 	# binary as a child: run the binary itself, so the pid file names the
 	# server and stopping it stops the server.
@@ -33,36 +33,19 @@ server_noida_start() {
 		--elasticsearch-port "$NOIDA_ES_PORT" --kafka-port "$NOIDA_KAFKA_PORT" \
 		</dev/null >"$NOIDA_DIR/noida.log" 2>&1 &
 	echo $! >"$NOIDA_DIR/noida.pid"
-	for ((i = 0; i < 150; i++)); do
-		if curl -fsS "http://127.0.0.1:$NOIDA_ES_PORT/" >/dev/null 2>&1 &&
-			(exec 3<>"/dev/tcp/127.0.0.1/$NOIDA_KAFKA_PORT") 2>/dev/null; then
-			export CDC_TEST_ES_URL="http://127.0.0.1:$NOIDA_ES_PORT"
-			export CDC_TEST_NOIDA_KAFKA_BROKERS="127.0.0.1:$NOIDA_KAFKA_PORT"
-			info "CDC_TEST_ES_URL=$CDC_TEST_ES_URL CDC_TEST_NOIDA_KAFKA_BROKERS=$CDC_TEST_NOIDA_KAFKA_BROKERS"
-			return 0
-		fi
-		if ! kill -0 "$(cat "$NOIDA_DIR/noida.pid")" 2>/dev/null; then
-			break
-		fi
-		sleep 0.2
-	done
-	info "noida-db did not come up; its log:"
-	tail -n 30 "$NOIDA_DIR/noida.log" >&2 || true
-	return 1
+	wait_ready noida-db "$NOIDA_DIR/noida.pid" "$NOIDA_DIR/noida.log" 150 0.2 noida_ready || return 1
+	export CDC_TEST_ES_URL="http://127.0.0.1:$NOIDA_ES_PORT"
+	export CDC_TEST_NOIDA_KAFKA_BROKERS="127.0.0.1:$NOIDA_KAFKA_PORT"
+	info "CDC_TEST_ES_URL=$CDC_TEST_ES_URL CDC_TEST_NOIDA_KAFKA_BROKERS=$CDC_TEST_NOIDA_KAFKA_BROKERS"
+}
+
+# Both of its APIs answer.
+noida_ready() {
+	curl -fsS "http://127.0.0.1:$NOIDA_ES_PORT/" && (exec 3<>"/dev/tcp/127.0.0.1/$NOIDA_KAFKA_PORT")
 }
 
 server_noida_stop() {
-	local pid
-	if [ -f "$NOIDA_DIR/noida.pid" ] && [ "${KEEP_SERVERS:-0}" != 1 ]; then
-		pid="$(cat "$NOIDA_DIR/noida.pid")"
-		kill "$pid" 2>/dev/null || true
-		for _ in 1 2 3 4 5 6 7 8 9 10; do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.2
-		done
-		kill -9 "$pid" 2>/dev/null || true
-		rm -f "$NOIDA_DIR/noida.pid"
-	fi
+	if [ "${KEEP_SERVERS:-0}" != 1 ]; then stop_pid_file "$NOIDA_DIR/noida.pid" 2; fi
 }
 
 SERVERS+=(noida)

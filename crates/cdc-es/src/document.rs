@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use cdc_core::encode::{write_json_string, write_value};
+use cdc_core::encode::{write_json_array, write_json_string, write_value};
 use cdc_core::{Row, TableSchema, Value};
 use serde_json::value::RawValue;
 
@@ -75,16 +75,7 @@ pub(crate) fn write_es_value(out: &mut Vec<u8>, value: &Value) {
             out.extend_from_slice(format!("{v:e}").as_bytes());
         }
         Value::Json(text) => write_json_unique_keys(out, text),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(b", ");
-                }
-                write_es_value(out, item);
-            }
-            out.push(b']');
-        }
+        Value::Array(items) => write_json_array(out, items, write_es_value),
         _ => write_value(out, value),
     }
 }

@@ -36,6 +36,14 @@ impl RequestError {
     }
 }
 
+/// A request's failure as a sink error, named `elasticsearch`: transient
+/// ones retryable, the others fatal.
+impl From<RequestError> for SinkError {
+    fn from(e: RequestError) -> Self {
+        e.into_sink_error("elasticsearch")
+    }
+}
+
 /// The cluster's REST API.
 #[derive(Debug, Clone)]
 pub(crate) struct Http {

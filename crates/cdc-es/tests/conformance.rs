@@ -22,7 +22,7 @@ use cdc_sink_conformance::battery::{self, Script, Stored, Subject};
 use cdc_sink_conformance::fixture::unique_name;
 use es_fault_proxy::{BulkFault, FaultProxy};
 use serde_json::json;
-use support::{docs, on_both_servers};
+use support::{delete_index, docs, on_both_servers};
 
 struct Search {
     es: String,
@@ -116,10 +116,7 @@ impl Subject for Search {
 async fn conforms(es: &str) {
     let mut search = Search::new(es).await;
     battery::run(&format!("elasticsearch sink ({es})"), &mut search).await;
-    let _ = reqwest::Client::new()
-        .delete(format!("{es}/{}-*", search.prefix))
-        .send()
-        .await;
+    delete_index(es, &format!("{}-*", search.prefix)).await;
 }
 
 on_both_servers!(conforms: the_elasticsearch_sink_conforms_noida, the_elasticsearch_sink_conforms_osmem);

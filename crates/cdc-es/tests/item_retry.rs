@@ -17,7 +17,7 @@ use cdc_es::{EsSink, EsSinkConfig};
 use cdc_sink_conformance::fixture::{change, text, unique_name};
 use es_fault_proxy::{BulkFault, BulkItem, BulkSeen, FaultProxy};
 use serde_json::json;
-use support::{docs, on_both_servers};
+use support::{delete_index, docs, on_both_servers};
 
 /// Commit LSN of the test transaction.
 const COMMIT_LSN: u64 = 0x3_0000_1000;
@@ -37,6 +37,27 @@ async fn sink(url: &str, batch_max_docs: usize) -> EsSink {
     .unwrap();
     assert!(config.validate().is_empty());
     EsSink::connect(&config, "item_retry_test").await.unwrap()
+}
+
+/// [`FaultProxy`] in front of `es` with
+/// [`reject_first_shared_version_item`], a fresh table, the index its
+/// documents go to, and a [`sink`] of `batch_max_docs` writing through the
+/// proxy.
+async fn setup(
+    es: &str,
+    batch_max_docs: usize,
+) -> (
+    FaultProxy,
+    std::sync::Arc<cdc_core::TableSchema>,
+    String,
+    EsSink,
+) {
+    let proxy = FaultProxy::start(es, reject_first_shared_version_item()).await;
+    let name = unique_name("t");
+    let table = cdc_sink_conformance::fixture::table("retry", &name);
+    let index = format!("it-retry.{name}");
+    let sink = sink(&proxy.url(), batch_max_docs).await;
+    (proxy, table, index, sink)
 }
 
 /// One transaction: row 1 inserted (ordinal 10), then updated to `old`
@@ -84,11 +105,7 @@ fn expected() -> Vec<(String, serde_json::Value)> {
 /// writes `new`. `old` must not be sent again: with the version it shares
 /// with `new` it would be accepted and overwrite it.
 async fn superseded_item_is_not_sent_again(es: &str) {
-    let proxy = FaultProxy::start(es, reject_first_shared_version_item()).await;
-    let name = unique_name("t");
-    let table = cdc_sink_conformance::fixture::table("retry", &name);
-    let index = format!("it-retry.{name}");
-    let mut sink = sink(&proxy.url(), 1000).await;
+    let (proxy, table, index, mut sink) = setup(es, 1000).await;
     sink.write_batch(&transaction(&table)).await.unwrap();
     assert_eq!(
         docs(es, &index).await,
@@ -108,21 +125,14 @@ async fn superseded_item_is_not_sent_again(es: &str) {
     );
     assert_eq!(log[0].fault, BulkFault::Reject(vec![1]));
     sink.close().await.unwrap();
-    let _ = reqwest::Client::new()
-        .delete(format!("{es}/{index}"))
-        .send()
-        .await;
+    delete_index(es, &index).await;
 }
 
 /// One action per `_bulk`: `old` fails alone, is retried and written, and
 /// only then is `new` sent. Requests go one after another, so this holds
 /// with any retry selection; a guard for the per-request scope of it.
 async fn failed_item_in_its_own_request_is_retried(es: &str) {
-    let proxy = FaultProxy::start(es, reject_first_shared_version_item()).await;
-    let name = unique_name("t");
-    let table = cdc_sink_conformance::fixture::table("retry", &name);
-    let index = format!("it-retry.{name}");
-    let mut sink = sink(&proxy.url(), 1).await;
+    let (proxy, table, index, mut sink) = setup(es, 1).await;
     sink.write_batch(&transaction(&table)).await.unwrap();
     assert_eq!(docs(es, &index).await, expected());
 
@@ -140,10 +150,7 @@ async fn failed_item_in_its_own_request_is_retried(es: &str) {
     );
     assert_eq!(proxy.bulk_log()[1].fault, BulkFault::Reject(vec![0]));
     sink.close().await.unwrap();
-    let _ = reqwest::Client::new()
-        .delete(format!("{es}/{index}"))
-        .send()
-        .await;
+    delete_index(es, &index).await;
 }
 
 on_both_servers!(superseded_item_is_not_sent_again: superseded_item_is_not_sent_again_noida, superseded_item_is_not_sent_again_osmem);

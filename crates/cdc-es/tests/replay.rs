@@ -11,7 +11,7 @@ mod support;
 use cdc_core::{Batch, Event, Lsn, Op, Row, Sink, SnapshotMarker, Value};
 use cdc_es::{EsSink, EsSinkConfig};
 use cdc_sink_conformance::fixture::{change, text, unique_name};
-use support::{docs, on_both_servers};
+use support::{delete_index, docs, on_both_servers};
 
 /// The test table `replay.<table>`.
 fn schema(table: &str) -> std::sync::Arc<cdc_core::TableSchema> {
@@ -181,10 +181,7 @@ async fn replay_converges(es: &str) {
         );
     }
     sink.close().await.unwrap();
-    let _ = reqwest::Client::new()
-        .delete(format!("{es}/{index}"))
-        .send()
-        .await;
+    delete_index(es, &index).await;
 }
 
 /// A transaction whose commit record starts exactly at the snapshot LSN C
@@ -256,10 +253,7 @@ async fn snapshot_reads_rank_below_changes_committed_at_the_snapshot_lsn(es: &st
         }
     }
     sink.close().await.unwrap();
-    let _ = reqwest::Client::new()
-        .delete(format!("{es}/{index}"))
-        .send()
-        .await;
+    delete_index(es, &index).await;
 }
 
 on_both_servers!(snapshot_reads_rank_below_changes_committed_at_the_snapshot_lsn: snapshot_reads_rank_below_changes_at_the_snapshot_lsn_noida, snapshot_reads_rank_below_changes_at_the_snapshot_lsn_osmem);

@@ -166,26 +166,18 @@ mod tests {
 
     #[test]
     fn classification() {
-        assert_eq!(
-            code_class(RDKafkaErrorCode::MessageSizeTooLarge),
-            ErrorClass::Fatal
-        );
-        assert_eq!(
-            code_class(RDKafkaErrorCode::TopicAuthorizationFailed),
-            ErrorClass::Fatal
-        );
-        assert_eq!(
-            code_class(RDKafkaErrorCode::MessageTimedOut),
-            ErrorClass::Retryable
-        );
-        assert_eq!(
-            code_class(RDKafkaErrorCode::NotEnoughReplicas),
-            ErrorClass::Retryable
-        );
-        assert_eq!(
-            code_class(RDKafkaErrorCode::AllBrokersDown),
-            ErrorClass::Retryable
-        );
+        for (code, class) in [
+            (RDKafkaErrorCode::MessageSizeTooLarge, ErrorClass::Fatal),
+            (
+                RDKafkaErrorCode::TopicAuthorizationFailed,
+                ErrorClass::Fatal,
+            ),
+            (RDKafkaErrorCode::MessageTimedOut, ErrorClass::Retryable),
+            (RDKafkaErrorCode::NotEnoughReplicas, ErrorClass::Retryable),
+            (RDKafkaErrorCode::AllBrokersDown, ErrorClass::Retryable),
+        ] {
+            assert_eq!(code_class(code), class, "{code:?}");
+        }
         let e: SinkError = KafkaSinkError::Delivery {
             topic: "t".into(),
             bytes: 10,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cdc_core::encode::DebeziumJson;
+use cdc_core::settings::no_problems;
 use cdc_core::{Batch, ChangeEvent, Event, Op, Sink, SinkError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
@@ -80,9 +81,7 @@ impl KafkaSink {
         config: &KafkaSinkConfig,
         pipeline_name: &str,
     ) -> Result<KafkaSink, SinkError> {
-        if let Some((field, message)) = config.validate().into_iter().next() {
-            return Err(SinkError::fatal(format!("{field}: {message}")));
-        }
+        no_problems(config.validate()).map_err(SinkError::fatal)?;
         let router = Router::new(config.topic.as_deref(), &config.topics)
             .map_err(|m| SinkError::fatal(format!("topic: {m}")))?;
         let client_config = client_config(config, pipeline_name);

@@ -8,6 +8,7 @@ use async_nats::jetstream::{self, stream};
 use async_nats::{Client, ConnectOptions, Event as NatsEvent};
 use bytes::Bytes;
 use cdc_core::encode::DebeziumJson;
+use cdc_core::settings::no_problems;
 use cdc_core::{error_chain, Batch, ChangeEvent, Event, Op, Sink, SinkError};
 
 use crate::classify;
@@ -62,11 +63,8 @@ impl NatsSink {
         config: &NatsSinkConfig,
         pipeline_name: &str,
     ) -> Result<NatsSink, SinkError> {
-        if let Some((field, message)) = config.validate().into_iter().next() {
-            return Err(SinkError::fatal(format!(
-                "invalid nats sink: {field}: {message}"
-            )));
-        }
+        no_problems(config.validate())
+            .map_err(|p| SinkError::fatal(format!("invalid nats sink: {p}")))?;
         let template = SubjectTemplate::parse(&config.subject)
             .map_err(|e| SinkError::fatal(format!("invalid nats sink: subject: {e}")))?;
         // async-nats builds its TLS configuration with rustls' process-wide

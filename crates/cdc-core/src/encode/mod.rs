@@ -10,4 +10,4 @@ mod value_json;
 
 pub use debezium::DebeziumJson;
 pub use json_text::write_json_string;
-pub use value_json::write_value;
+pub use value_json::{write_json_array, write_value};

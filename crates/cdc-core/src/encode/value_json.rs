@@ -53,16 +53,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
             }
             out.push(b'"');
         }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(b", ");
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
+        Value::Array(items) => write_json_array(out, items, write_value),
         Value::Text(s)
         | Value::Date(s)
         | Value::Time(s)
@@ -72,6 +63,20 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
         | Value::Interval(s)
         | Value::Other(s) => write_json_string(out, s),
     }
+}
+
+/// Appends `items` to `out` as a JSON array the way `to_jsonb` prints one
+/// (`[1, 2]`: a comma and a space between items), each item written by
+/// `write` ([`write_value`], or a sink's own rendering of some values).
+pub fn write_json_array(out: &mut Vec<u8>, items: &[Value], write: impl Fn(&mut Vec<u8>, &Value)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        write(out, item);
+    }
+    out.push(b']');
 }
 
 fn write_int(out: &mut Vec<u8>, v: i64) {

@@ -47,3 +47,20 @@ pub use tls::{Tls, TlsSupport};
 /// A configuration problem: the field (relative to the sink entry, e.g.
 /// `auth.password`) and what is wrong with it.
 pub type Problem = (String, String);
+
+/// `Ok` when `problems` is empty, else the first of them as
+/// `<field>: <message>`: how a sink's `connect` refuses an entry that was
+/// not validated before.
+///
+/// ```
+/// use cdc_core::settings::no_problems;
+/// assert_eq!(no_problems(Vec::new()), Ok(()));
+/// let problems = vec![("brokers".to_owned(), "at least one is required".to_owned())];
+/// assert_eq!(no_problems(problems), Err("brokers: at least one is required".to_owned()));
+/// ```
+pub fn no_problems(problems: Vec<Problem>) -> Result<(), String> {
+    match problems.into_iter().next() {
+        Some((field, message)) => Err(format!("{field}: {message}")),
+        None => Ok(()),
+    }
+}

@@ -59,7 +59,7 @@ impl EsSink {
             .map_err(|e| SinkError::fatal(format!("encoding a mapping: {e}")))?;
             let path = format!("/{index}/_mapping");
             match self
-                .request_retrying(Method::Put, &path, &[], Some(body), false)
+                .request_with_retries(Method::Put, &path, &[], Some(body), false)
                 .await
             {
                 Ok(_) => {
@@ -114,7 +114,7 @@ impl EsSink {
         let path = format!("/{index}/_mapping");
         for _ in 0..3 {
             let (status, answer) = match self
-                .request_retrying(Method::Get, &path, &[], None, true)
+                .request_with_retries(Method::Get, &path, &[], None, true)
                 .await
             {
                 Ok(answer) => answer,
@@ -143,7 +143,7 @@ impl EsSink {
                 serde_json::to_vec(&serde_json::json!({ "mappings": mapping::mappings(schema) }))
                     .map_err(|e| SinkError::fatal(format!("encoding a mapping: {e}")))?;
             match self
-                .request_retrying(Method::Put, &format!("/{index}"), &[], Some(body), false)
+                .request_with_retries(Method::Put, &format!("/{index}"), &[], Some(body), false)
                 .await
             {
                 Ok(_) => {

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cdc_core::settings::no_problems;
 use cdc_core::{Backoff, Batch, ChangeEvent, Event, Op, Sink, SinkError, TableName, TableSchema};
 use elasticsearch::http::Method;
 use tokio::io::AsyncWriteExt;
@@ -77,9 +78,7 @@ impl EsSink {
     /// failure is retryable, a refusal such as 401 fatal), and opens the
     /// dead-letter file if one is configured.
     pub async fn connect(config: &EsSinkConfig, pipeline_name: &str) -> Result<EsSink, SinkError> {
-        if let Some((field, message)) = config.validate().into_iter().next() {
-            return Err(SinkError::fatal(format!("{field}: {message}")));
-        }
+        no_problems(config.validate()).map_err(SinkError::fatal)?;
         let template = IndexTemplate::parse(&config.index)
             .map_err(|m| SinkError::fatal(format!("index: {m}")))?;
         let mut explicit = HashMap::new();

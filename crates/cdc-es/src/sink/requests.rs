@@ -1,6 +1,5 @@
 //! Requests other than `_bulk`, retried on transient failures.
 
-use cdc_core::SinkError;
 use elasticsearch::http::{Method, StatusCode};
 
 use crate::http::RequestError;
@@ -9,21 +8,10 @@ use super::EsSink;
 
 impl EsSink {
     /// A request retried on transient failures up to `max_retries` times.
+    /// Its error, when it gives up or the failure is not transient, keeps
+    /// the kind of failure (denied, permanent) for callers that handle one;
+    /// `?` turns it into a [`cdc_core::SinkError`].
     pub(super) async fn request_with_retries(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<Vec<u8>>,
-        allow_404: bool,
-    ) -> Result<(StatusCode, Vec<u8>), SinkError> {
-        self.request_retrying(method, path, query, body, allow_404)
-            .await
-            .map_err(|e| e.into_sink_error("elasticsearch"))
-    }
-
-    /// [`Self::request_with_retries`], keeping the request's own error.
-    pub(super) async fn request_retrying(
         &self,
         method: Method,
         path: &str,

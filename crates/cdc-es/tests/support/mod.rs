@@ -1,7 +1,7 @@
 //! What the tests that drive [`cdc_es::EsSink`] with hand-made batches
 //! against the servers of `scripts/test.sh` share: the servers' URLs and
-//! the documents of an index read back. The hand-made tables and changes
-//! come from [`cdc_sink_conformance::fixture`].
+//! the documents of an index read back, an index deleted. The hand-made
+//! tables and changes come from [`cdc_sink_conformance::fixture`].
 
 /// One test per search server: `on_both_servers!(body: a_noida, a_osmem)`
 /// runs `body(&url)` against noida-db (`CDC_TEST_ES_URL`) as `a_noida` and
@@ -53,4 +53,13 @@ pub async fn docs(es: &str, index: &str) -> Vec<(String, serde_json::Value)> {
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// Deletes `index` (or the indices a pattern such as `prefix-*` matches;
+/// best effort: a test's cleanup).
+pub async fn delete_index(es: &str, index: &str) {
+    let _ = reqwest::Client::new()
+        .delete(format!("{es}/{index}"))
+        .send()
+        .await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use cdc_core::TableName;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
-use super::records::{decode_chunk, Claim, ClaimedChunk, CHUNK_COLUMNS};
+use super::records::{decode_chunk, decode_table, Claim, ClaimedChunk, CHUNK_COLUMNS};
 use super::store::MetadataStore;
 use crate::error::PgError;
 use crate::snapshot::plan::{ChunkBounds, PlannedChunk};
@@ -99,7 +99,6 @@ impl MetadataStore {
         instance_id: &str,
         claim_timeout: Duration,
     ) -> Result<Option<ClaimedChunk>, PgError> {
-        let err = self.ctx("claiming a chunk");
         let chunks = self.chunks();
         let sql = format!(
             "UPDATE {chunks} AS c
@@ -118,13 +117,11 @@ impl MetadataStore {
             CHUNK_COLUMNS.replace("{t}", "c")
         );
         let timeout_us = i64::try_from(claim_timeout.as_micros()).unwrap_or(i64::MAX);
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let query = sqlx::query(AssertSqlSafe(sql))
             .bind(slot)
             .bind(instance_id)
-            .bind(timeout_us)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(&err)?;
+            .bind(timeout_us);
+        let row = self.optional_row(conn, query, "claiming a chunk").await?;
         row.map(|r| decode_chunk(&r)).transpose()
     }
 
@@ -257,20 +254,16 @@ impl MetadataStore {
         set: &'static str,
         what: &'static str,
     ) -> Result<bool, PgError> {
-        let err = self.ctx(what);
         let sql = format!(
             "UPDATE {} SET {set}
              WHERE id = $1 AND claimed_by = $2 AND attempts = $3 AND status = 'in_progress'",
             self.chunks()
         );
-        let done = sqlx::query(AssertSqlSafe(sql))
+        let query = sqlx::query(AssertSqlSafe(sql))
             .bind(chunk_id)
             .bind(instance_id)
-            .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-            .execute(&mut *conn)
-            .await
-            .map_err(&err)?;
-        Ok(done.rows_affected() == 1)
+            .bind(i32::try_from(attempt).unwrap_or(i32::MAX));
+        self.changes_one(conn, query, what).await
     }
 
     /// Marks chunk `chunk_id` done with `rows` rows, adding them to the
@@ -370,7 +363,8 @@ impl MetadataStore {
     /// and instance, how many chunks and how long ago the oldest of their
     /// heartbeats was.
     pub async fn claims(&self, conn: &mut PgConnection, slot: &str) -> Result<Vec<Claim>, PgError> {
-        let err = self.ctx("reading claims");
+        let what = "reading claims";
+        let err = self.ctx(what);
         let sql = format!(
             "SELECT table_schema, table_name, COALESCE(claimed_by, '') AS instance,
                     pg_catalog.count(*) AS chunks,
@@ -382,26 +376,20 @@ impl MetadataStore {
              ORDER BY table_schema, table_name, claimed_by",
             self.chunks()
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(slot)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(&err)?;
-        let mut claims = Vec::with_capacity(rows.len());
-        for row in rows {
-            let chunks: i64 = row.try_get("chunks").map_err(&err)?;
-            let age: f64 = row.try_get("heartbeat_age").map_err(&err)?;
-            claims.push(Claim {
-                table: TableName::new(
-                    row.try_get::<String, _>("table_schema").map_err(&err)?,
-                    row.try_get::<String, _>("table_name").map_err(&err)?,
-                ),
-                instance: row.try_get("instance").map_err(&err)?,
-                chunks: u64::try_from(chunks).unwrap_or(0),
-                heartbeat_age: Duration::try_from_secs_f64(age.max(0.0)).unwrap_or_default(),
-            });
-        }
-        Ok(claims)
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(slot);
+        let rows = self.all_rows(conn, query, what).await?;
+        rows.iter()
+            .map(|row| {
+                let chunks: i64 = row.try_get("chunks").map_err(&err)?;
+                let age: f64 = row.try_get("heartbeat_age").map_err(&err)?;
+                Ok(Claim {
+                    table: decode_table(row, &err)?,
+                    instance: row.try_get("instance").map_err(&err)?,
+                    chunks: u64::try_from(chunks).unwrap_or(0),
+                    heartbeat_age: Duration::try_from_secs_f64(age.max(0.0)).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     /// `true` when the job of `slot` is past planning (`running` or `done`)

@@ -177,6 +177,18 @@ pub(super) fn bad_row(what: impl std::fmt::Display) -> PgError {
     PgError::Protocol(format!("snapshot metadata: {what}"))
 }
 
+/// The table a chunk row (or a row grouped by table) is of: its
+/// `table_schema` and `table_name` columns; `err` wraps a decoding error.
+pub(super) fn decode_table(
+    row: &PgRow,
+    err: impl Fn(sqlx::Error) -> PgError,
+) -> Result<TableName, PgError> {
+    Ok(TableName::new(
+        row.try_get::<String, _>("table_schema").map_err(&err)?,
+        row.try_get::<String, _>("table_name").map_err(&err)?,
+    ))
+}
+
 fn micros_to_time(us: i64) -> SystemTime {
     if us >= 0 {
         UNIX_EPOCH + Duration::from_micros(us.unsigned_abs())
@@ -277,10 +289,7 @@ pub(super) fn decode_chunk(row: &PgRow) -> Result<ClaimedChunk, PgError> {
     };
     Ok(ClaimedChunk {
         id,
-        table: TableName::new(
-            row.try_get::<String, _>("table_schema").map_err(err)?,
-            row.try_get::<String, _>("table_name").map_err(err)?,
-        ),
+        table: decode_table(row, err)?,
         chunk_no: small("chunk_no")?,
         bounds,
         partition,

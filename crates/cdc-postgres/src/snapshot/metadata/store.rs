@@ -1,10 +1,14 @@
 //! [`MetadataStore`]: the coordination tables, their schema, and the job
 //! rows.
 
-use cdc_core::{Lsn, TableName};
-use sqlx::{AssertSqlSafe, PgConnection, Row};
+use cdc_core::Lsn;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row};
 
-use super::records::{decode_job, Job, JobState, Progress, TableProgress, JOB_COLUMNS};
+use super::records::{
+    decode_job, decode_table, Job, JobState, Progress, TableProgress, JOB_COLUMNS,
+};
 use crate::error::PgError;
 use crate::ident::{quote_ident, quote_literal};
 
@@ -58,27 +62,55 @@ impl MetadataStore {
         move |e| PgError::sql(context.clone(), e)
     }
 
+    /// Runs `query`: the row it returned, if any. `what` names it in the
+    /// error.
+    pub(super) async fn optional_row(
+        &self,
+        conn: &mut PgConnection,
+        query: Query<'_, Postgres, PgArguments>,
+        what: &str,
+    ) -> Result<Option<PgRow>, PgError> {
+        query
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(self.ctx(what))
+    }
+
+    /// Runs `query`: every row it returned. `what` names it in the error.
+    pub(super) async fn all_rows(
+        &self,
+        conn: &mut PgConnection,
+        query: Query<'_, Postgres, PgArguments>,
+        what: &str,
+    ) -> Result<Vec<PgRow>, PgError> {
+        query.fetch_all(&mut *conn).await.map_err(self.ctx(what))
+    }
+
+    /// Runs `query` (an `UPDATE` or `DELETE` of at most one row); `true`
+    /// when it changed a row. `what` names it in the error.
+    pub(super) async fn changes_one(
+        &self,
+        conn: &mut PgConnection,
+        query: Query<'_, Postgres, PgArguments>,
+        what: &str,
+    ) -> Result<bool, PgError> {
+        let done = query.execute(&mut *conn).await.map_err(self.ctx(what))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Creates the schema and both tables when they are missing. Safe to
     /// call from several instances at once (serialised by an advisory
     /// lock); one script, so it also works inside the caller's transaction.
     /// Needs the `CREATE` privilege on the database the first time.
     pub async fn ensure_schema(&self, conn: &mut PgConnection) -> Result<(), PgError> {
-        let jobs = self.jobs();
-        let chunks = self.chunks();
         // PostgreSQL checks the CREATE privilege before it looks at
         // `IF NOT EXISTS`: skip the DDL when the tables are there, so a
         // role without CREATE on the database can run once they exist.
-        let exists: bool = sqlx::query_scalar(
-            "SELECT pg_catalog.to_regclass($1) IS NOT NULL AND pg_catalog.to_regclass($2) IS NOT NULL",
-        )
-        .bind(&jobs)
-        .bind(&chunks)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(self.ctx("looking for the coordination tables"))?;
-        if exists {
+        if self.exists(&mut *conn).await? {
             return Ok(());
         }
+        let jobs = self.jobs();
+        let chunks = self.chunks();
         let err = self.ctx("creating the coordination tables");
         let schema = quote_ident(&self.schema);
         let lock_key = quote_literal(&self.schema);
@@ -133,16 +165,12 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
 
     /// The job of `slot`, if there is one.
     pub async fn job(&self, conn: &mut PgConnection, slot: &str) -> Result<Option<Job>, PgError> {
-        let err = self.ctx("reading the job");
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM {} WHERE slot_name = $1",
             self.jobs()
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(slot)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(&err)?;
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(slot);
+        let row = self.optional_row(conn, query, "reading the job").await?;
         row.map(|r| decode_job(&r)).transpose()
     }
 
@@ -188,20 +216,17 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
         snapshot_name: &str,
         coordinator: &str,
     ) -> Result<bool, PgError> {
-        let err = self.ctx("recording the exported snapshot");
         let sql = format!(
             "UPDATE {} SET snapshot_name = $2, coordinator = $3, updated_at = pg_catalog.now()
              WHERE slot_name = $1",
             self.jobs()
         );
-        let done = sqlx::query(AssertSqlSafe(sql))
+        let query = sqlx::query(AssertSqlSafe(sql))
             .bind(slot)
             .bind(snapshot_name)
-            .bind(coordinator)
-            .execute(&mut *conn)
+            .bind(coordinator);
+        self.changes_one(conn, query, "recording the exported snapshot")
             .await
-            .map_err(&err)?;
-        Ok(done.rows_affected() == 1)
     }
 
     /// Moves the job to `state`; `finished_at` is set for `done` and
@@ -212,37 +237,30 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
         slot: &str,
         state: JobState,
     ) -> Result<bool, PgError> {
-        let err = self.ctx("changing the job state");
         let sql = format!(
             "UPDATE {} SET state = $2, updated_at = pg_catalog.now(),
                  finished_at = CASE WHEN $2 IN ('done', 'failed') THEN pg_catalog.now() END
              WHERE slot_name = $1",
             self.jobs()
         );
-        let done = sqlx::query(AssertSqlSafe(sql))
+        let query = sqlx::query(AssertSqlSafe(sql))
             .bind(slot)
-            .bind(state.as_str())
-            .execute(&mut *conn)
+            .bind(state.as_str());
+        self.changes_one(conn, query, "changing the job state")
             .await
-            .map_err(&err)?;
-        Ok(done.rows_affected() == 1)
     }
 
     /// Deletes the job of `slot` and its chunks. `false` when there was none.
     pub async fn delete_job(&self, conn: &mut PgConnection, slot: &str) -> Result<bool, PgError> {
-        let err = self.ctx("deleting the job");
         let sql = format!("DELETE FROM {} WHERE slot_name = $1", self.jobs());
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(slot)
-            .execute(&mut *conn)
-            .await
-            .map_err(&err)?;
-        Ok(done.rows_affected() == 1)
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(slot);
+        self.changes_one(conn, query, "deleting the job").await
     }
 
     /// Chunks and rows per table of `slot`'s job.
     pub async fn progress(&self, conn: &mut PgConnection, slot: &str) -> Result<Progress, PgError> {
-        let err = self.ctx("reading progress");
+        let what = "reading progress";
+        let err = self.ctx(what);
         let sql = format!(
             "SELECT table_schema, table_name,
                     pg_catalog.count(*) AS chunks_total,
@@ -253,27 +271,23 @@ CREATE INDEX IF NOT EXISTS "snapshot_chunks_open" ON {chunks} (slot_name, id)
              ORDER BY table_schema, table_name",
             self.chunks()
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(slot)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(&err)?;
-        let mut tables = Vec::with_capacity(rows.len());
-        for row in rows {
-            let count = |name: &str| -> Result<u64, PgError> {
-                let v: i64 = row.try_get(name).map_err(&err)?;
-                Ok(u64::try_from(v).unwrap_or(0))
-            };
-            tables.push(TableProgress {
-                table: TableName::new(
-                    row.try_get::<String, _>("table_schema").map_err(&err)?,
-                    row.try_get::<String, _>("table_name").map_err(&err)?,
-                ),
-                chunks_total: count("chunks_total")?,
-                chunks_done: count("chunks_done")?,
-                rows: count("done_rows")?,
-            });
-        }
+        let query = sqlx::query(AssertSqlSafe(sql)).bind(slot);
+        let rows = self.all_rows(conn, query, what).await?;
+        let tables = rows
+            .iter()
+            .map(|row| {
+                let count = |name: &str| -> Result<u64, PgError> {
+                    let v: i64 = row.try_get(name).map_err(&err)?;
+                    Ok(u64::try_from(v).unwrap_or(0))
+                };
+                Ok(TableProgress {
+                    table: decode_table(row, &err)?,
+                    chunks_total: count("chunks_total")?,
+                    chunks_done: count("chunks_done")?,
+                    rows: count("done_rows")?,
+                })
+            })
+            .collect::<Result<_, PgError>>()?;
         Ok(Progress { tables })
     }
 
