@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use integration_tests::pipelines::{Names, Pipeline};
+use integration_tests::pipelines::{Names, Pipeline, STREAM_ONLY};
 use integration_tests::{
     extra_cluster_url, quote_ident, quote_literal, run_engine, run_engine_validate, unique_suffix,
     Engine, ExtraDb, SlotsLock, TestDb, TestRole, TEST_ROLE_PASSWORD,
