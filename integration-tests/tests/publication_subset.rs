@@ -1,9 +1,11 @@
 //! A publication that captures part of a table (PostgreSQL 15+: a column
 //! list, a row filter), made by hand and used with `publication.create:
-//! false`: the snapshot reads exactly the columns and rows the stream
-//! sends, so the sink ends up with the source restricted to them, under a
-//! writer that moves rows in and out of the filter during the snapshot
-//! and while streaming.
+//! false`, or set by the engine from `source.columns` and
+//! `source.row_filters`: the snapshot reads exactly the columns and rows
+//! the stream sends, so the sink ends up with the source restricted to
+//! them, under a writer that moves rows in and out of the filter during
+//! the snapshot and while streaming. A column list without the key is
+//! refused.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +23,13 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 /// `public.cols`: published without `secret`. `public.rows`: only the
 /// rows whose `region` is `eu` (REPLICA IDENTITY FULL, which a filter on
 /// a column outside the key needs for updates and deletes).
-async fn create_tables(db: &TestDb, publication: &str) {
+async fn create_tables(db: &TestDb, publication: Option<&str>) {
+    let publication = publication.map_or(String::new(), |p| {
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE public.cols (id, a), public.rows WHERE (region = 'eu');",
+            quote_ident(p)
+        )
+    });
     db.exec(&format!(
         "CREATE TABLE public.cols (id int PRIMARY KEY, a int NOT NULL, secret text);
          INSERT INTO public.cols SELECT n, n, 'secret ' || n FROM generate_series(1, {ROWS}) n;
@@ -30,8 +38,7 @@ async fn create_tables(db: &TestDb, publication: &str) {
          INSERT INTO public.rows
            SELECT n, CASE WHEN n % 2 = 0 THEN 'eu' ELSE 'us' END, 0
            FROM generate_series(1, {ROWS}) n;
-         CREATE PUBLICATION {} FOR TABLE public.cols (id, a), public.rows WHERE (region = 'eu');",
-        quote_ident(publication)
+         {publication}"
     ))
     .await;
 }
@@ -82,25 +89,96 @@ async fn a_hand_made_column_list_and_row_filter_hold_in_snapshot_and_stream() {
     let db = TestDb::create("pub_subset").await;
     let s = unique_suffix();
     let (slot, publication) = (format!("subset_{s}"), format!("subset_pub_{s}"));
-    create_tables(&db, &publication).await;
-    let dir = TempDir::new("pub-subset");
-    let out = dir.join("out.jsonl");
-    let yaml = Pipeline::new("subset", db.url())
+    create_tables(&db, Some(&publication)).await;
+    let yaml = |out: &std::path::Path| {
+        subset_pipeline(&db, &slot, &publication, out)
+            .create(false, true)
+            .yaml()
+    };
+    snapshot_and_stream_agree(&db, &slot, yaml).await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_columns_and_row_filters_hold_in_snapshot_and_stream() {
+    let db = TestDb::create("cfg_subset").await;
+    let s = unique_suffix();
+    let (slot, publication) = (format!("cfgsub_{s}"), format!("cfgsub_pub_{s}"));
+    create_tables(&db, None).await;
+    let yaml = |out: &std::path::Path| {
+        subset_pipeline(&db, &slot, &publication, out)
+            .create(true, true)
+            .source_lines(
+                "  columns: { public.cols: { exclude: [secret] } }\n  \
+                 row_filters: { public.rows: \"region = 'eu'\" }\n",
+            )
+            .yaml()
+    };
+    snapshot_and_stream_agree(&db, &slot, yaml).await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_column_list_without_the_key_is_refused() {
+    let db = TestDb::create("cfg_nokey").await;
+    let s = unique_suffix();
+    create_tables(&db, None).await;
+    let dir = TempDir::new("cfg-nokey");
+    let yaml = subset_pipeline(
+        &db,
+        &format!("nokey_{s}"),
+        &format!("nokey_pub_{s}"),
+        &dir.join("out.jsonl"),
+    )
+    .create(true, true)
+    .source_lines("  columns: { public.cols: { include: [a, secret] } }\n")
+    .yaml();
+    let mut engine = Engine::start(&yaml);
+    let code = engine.try_wait_exit(Duration::from_secs(30)).await;
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exit {code:?}\n{}",
+        engine.output_report()
+    );
+    let stderr = engine.stderr_text();
+    assert!(
+        stderr.contains("public.cols") && stderr.contains("leaves out its key column(s) id"),
+        "unclear message\n{}",
+        engine.output_report()
+    );
+    db.cleanup().await;
+}
+
+/// The pipeline of these tests: both tables, file sink at `out`, an
+/// initial snapshot in several chunks.
+fn subset_pipeline(db: &TestDb, slot: &str, publication: &str, out: &std::path::Path) -> Pipeline {
+    Pipeline::new("subset", db.url())
         .tables(&["public.cols", "public.rows"])
-        .publication(&publication)
-        .slot(&slot)
-        .create(false, true)
-        .file_sink(&out)
+        .publication(publication)
+        .slot(slot)
+        .file_sink(out)
         .snapshot("{ mode: initial, chunk_rows: 500, workers: 2 }")
         .retry(FAST_RETRY)
         .log("{ level: info }")
-        .yaml();
+}
+
+/// Runs the engine on `yaml(out)` under the writer through the snapshot
+/// and beyond, then checks that the file holds the source restricted to
+/// the published columns and rows, and that no event ever carried more.
+async fn snapshot_and_stream_agree(
+    db: &TestDb,
+    slot: &str,
+    yaml: impl Fn(&std::path::Path) -> String,
+) {
+    let dir = TempDir::new("pub-subset");
+    let out = dir.join("out.jsonl");
+    let yaml = yaml(&out);
 
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
-    let writer = start_writer(&db, stop.clone(), done.clone());
+    let writer = start_writer(db, stop.clone(), done.clone());
     let mut engine = Engine::start(&yaml);
-    wait_job_done(&db, &slot, &mut [&mut engine], TIMEOUT).await;
+    wait_job_done(db, slot, &mut [&mut engine], TIMEOUT).await;
     let at_done = done.load(Ordering::Relaxed);
     // Keep writing while streaming.
     let more = integration_tests::wait_until(TIMEOUT, async || {
@@ -117,7 +195,7 @@ async fn a_hand_made_column_list_and_row_filter_hold_in_snapshot_and_stream() {
 
     let mut tails = vec![Tail::new(0, out.clone())];
     wait_converged_to(
-        &db,
+        db,
         &mut tails,
         &[&engine],
         &[
@@ -152,5 +230,4 @@ async fn a_hand_made_column_list_and_row_filter_hold_in_snapshot_and_stream() {
             }
         }
     }
-    db.cleanup().await;
 }

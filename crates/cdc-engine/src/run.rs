@@ -61,6 +61,7 @@ pub(crate) fn source_config(config: &Config) -> PgSourceConfig {
         src.slot.name.clone(),
     );
     pg.selection = src.selection();
+    pg.subsets = src.subsets();
     pg.create_publication = src.publication.create;
     pg.create_slot = src.slot.create;
     pg.replica_identity = src

@@ -239,6 +239,32 @@ impl TableSelection {
     }
 }
 
+/// Which columns of a table are captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ColumnSelection {
+    /// Only these columns (the key columns must be among them).
+    Include(Vec<String>),
+    /// Every column but these (no key column among them).
+    Exclude(Vec<String>),
+}
+
+/// Part of a table: some of its columns, some of its rows. Applied as the
+/// table's column list and row filter in the publication (PostgreSQL
+/// 15+), so that excluded values never leave the server, and read back
+/// from the publication by the snapshot, so that both agree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TableSubset {
+    /// The columns captured; `None`: all.
+    pub columns: Option<ColumnSelection>,
+    /// A boolean SQL expression on the table's columns; only rows for which
+    /// it is true are captured. It is SQL text from the configuration,
+    /// checked by the server when the publication is created or changed.
+    /// `None`: every row.
+    pub row_filter: Option<String>,
+}
+
 /// What [`resolve`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {

@@ -24,8 +24,9 @@ mod validate;
 pub use error::{ConfigError, ConfigProblem};
 pub use load::{load_config, parse_config};
 pub use model::{
-    Config, HeartbeatConfig, LogConfig, LogFormat, LogLevel, MetricsConfig, PipelineConfig,
-    PublicationConfig, ReplicaIdentitySetting, RetryConfig, SlotConfig, SourceConfig,
+    ColumnsConfig, Config, HeartbeatConfig, LogConfig, LogFormat, LogLevel, MetricsConfig,
+    PipelineConfig, PublicationConfig, ReplicaIdentitySetting, RetryConfig, SlotConfig,
+    SourceConfig,
 };
 pub use sink::{FileSinkConfig, SinkConfig, StdoutSinkConfig};
 pub use snapshot::{Chunking, IncrementalConfig, SnapshotConfig, SnapshotMode};

@@ -87,6 +87,18 @@ pub struct SourceConfig {
     /// `exclude_tables`: names or patterns of tables left out, also when
     /// `tables` names them. Default: none.
     pub exclude_tables: Vec<TablePattern>,
+    /// `columns`: a map from table to `{ include: [columns] }` or
+    /// `{ exclude: [columns] }`, the columns captured of that table (in
+    /// the snapshot and the stream alike; a key column cannot be left
+    /// out). Set as the table's column list on the publication
+    /// (PostgreSQL 15+, `publication.create: true`). Default: every column.
+    pub columns: Vec<(TableName, ColumnsConfig)>,
+    /// `row_filters`: a map from table to a boolean SQL expression on its
+    /// columns; only rows for which it is true are captured (in the
+    /// snapshot and the stream alike). Set as the table's row filter on the
+    /// publication (PostgreSQL 15+, `publication.create: true`), whose
+    /// rules apply. Default: every row.
+    pub row_filters: Vec<(TableName, String)>,
     /// `publication`: the publication listing `tables`.
     #[serde(default)]
     pub publication: PublicationConfig,
@@ -117,6 +129,24 @@ struct SourceDocument {
     slot: SlotConfig,
     #[serde(default, deserialize_with = "table_name::deserialize_map")]
     replica_identity: Vec<(TableName, ReplicaIdentitySetting)>,
+    #[serde(default, deserialize_with = "table_name::deserialize_map")]
+    columns: Vec<(TableName, ColumnsConfig)>,
+    #[serde(default, deserialize_with = "table_name::deserialize_map")]
+    row_filters: Vec<(TableName, String)>,
+}
+
+/// `source.columns.<table>`: `{ include: [a, b] }` or `{ exclude: [c] }`,
+/// exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ColumnsConfig {
+    /// `include`: only these columns (names as the catalog spells them).
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+    /// `exclude`: every column but these.
+    #[serde(default)]
+    pub exclude: Option<Vec<String>>,
 }
 
 impl From<SourceDocument> for SourceConfig {
@@ -141,6 +171,8 @@ impl From<SourceDocument> for SourceConfig {
             publication: doc.publication,
             slot: doc.slot,
             replica_identity: doc.replica_identity,
+            columns: doc.columns,
+            row_filters: doc.row_filters,
         }
     }
 }
@@ -155,6 +187,8 @@ impl fmt::Debug for SourceConfig {
             .field("publication", &self.publication)
             .field("slot", &self.slot)
             .field("replica_identity", &self.replica_identity)
+            .field("columns", &self.columns)
+            .field("row_filters", &self.row_filters)
             .finish()
     }
 }
@@ -166,6 +200,36 @@ impl SourceConfig {
     pub fn selects(&self, table: &TableName) -> bool {
         (self.tables.contains(table) || self.table_patterns.iter().any(|p| p.matches(table)))
             && !self.exclude_tables.iter().any(|p| p.matches(table))
+    }
+
+    /// `columns` and `row_filters` per table, as the source applies them.
+    pub fn subsets(&self) -> Vec<(TableName, cdc_postgres::selection::TableSubset)> {
+        use cdc_postgres::selection::{ColumnSelection, TableSubset};
+        fn entry<'a>(
+            out: &'a mut Vec<(TableName, TableSubset)>,
+            t: &TableName,
+        ) -> &'a mut TableSubset {
+            let i = match out.iter().position(|(n, _)| n == t) {
+                Some(i) => i,
+                None => {
+                    out.push((t.clone(), TableSubset::default()));
+                    out.len() - 1
+                }
+            };
+            &mut out[i].1
+        }
+        let mut out: Vec<(TableName, TableSubset)> = Vec::new();
+        for (t, c) in &self.columns {
+            entry(&mut out, t).columns = match (&c.include, &c.exclude) {
+                (Some(list), _) => Some(ColumnSelection::Include(list.clone())),
+                (None, Some(list)) => Some(ColumnSelection::Exclude(list.clone())),
+                (None, None) => None,
+            };
+        }
+        for (t, f) in &self.row_filters {
+            entry(&mut out, t).row_filter = Some(f.clone());
+        }
+        out
     }
 
     /// The patterns and exclusions, as the source resolves them.

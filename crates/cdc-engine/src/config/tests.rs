@@ -695,3 +695,98 @@ fn bad_patterns_are_named() {
         "not listed in source.tables",
     );
 }
+
+#[test]
+fn columns_and_row_filters() {
+    let text = with_sinks(
+        &MINIMAL.replace(
+            "[public.users]",
+            "[public.users, 'shop.*']\n  columns: { public.users: { exclude: [password_hash] }, shop.orders: { include: [id, total] } }\n  row_filters: { shop.orders: \"region = 'eu'\" }",
+        ),
+        "",
+    );
+    let config = parse(&text).expect("valid");
+    let subsets = config.source.subsets();
+    assert_eq!(subsets.len(), 2);
+    let (users, u) = &subsets[0];
+    assert_eq!(users, &TableName::new("public", "users"));
+    assert_eq!(
+        u.columns,
+        Some(cdc_postgres::selection::ColumnSelection::Exclude(vec![
+            "password_hash".into()
+        ]))
+    );
+    assert_eq!(u.row_filter, None);
+    let (_, o) = &subsets[1];
+    assert_eq!(o.row_filter.as_deref(), Some("region = 'eu'"));
+}
+
+#[test]
+fn bad_columns_and_row_filters_are_named() {
+    let text = with_sinks(
+        &MINIMAL.replace(
+            "[public.users]",
+            "[public.users]\n  columns: { public.other: { include: [a] } }",
+        ),
+        "",
+    );
+    assert_problem(
+        &text,
+        "source.columns.\"public.other\"",
+        "not listed in source.tables",
+    );
+    let text = with_sinks(
+        &MINIMAL.replace(
+            "[public.users]",
+            "[public.users]\n  columns: { public.users: { include: [] } }",
+        ),
+        "",
+    );
+    assert_problem(
+        &text,
+        "source.columns.\"public.users\".include",
+        "at least one column",
+    );
+    let text = with_sinks(
+        &MINIMAL.replace(
+            "[public.users]",
+            "[public.users]\n  row_filters: { public.users: ' ' }",
+        ),
+        "",
+    );
+    assert_problem(
+        &text,
+        "source.row_filters.\"public.users\"",
+        "boolean SQL expression",
+    );
+    let text = with_sinks(
+        &MINIMAL.replace(
+            "[public.users]",
+            "[public.users]\n  publication: { create: false }\n  row_filters: { public.users: 'id > 0' }",
+        ),
+        "",
+    );
+    assert_problem(&text, "source.publication.create", "must be true");
+    let text = with_sinks(
+        &MINIMAL.replace(
+            "[public.users]",
+            "[public.users]\n  columns: { public.users: { keep: [a] } }",
+        ),
+        "",
+    );
+    let found = problems(&text);
+    assert!(
+        found
+            .iter()
+            .any(|(f, m)| f.starts_with("source.columns") && m.contains("unknown field `keep`")),
+        "{found:?}"
+    );
+    let text = with_sinks(
+        &MINIMAL.replace(
+            "[public.users]",
+            "[public.users]\n  columns: { public.users: { include: [a], exclude: [b] } }",
+        ),
+        "",
+    );
+    assert_problem(&text, "source.columns.\"public.users\"", "exactly one of");
+}

@@ -115,6 +115,8 @@ fn check_source(source: &SourceConfig, problems: &mut Vec<ConfigProblem>) {
         ));
     }
 
+    check_subsets(source, problems);
+
     let mut configured = HashSet::new();
     for (table, _) in &source.replica_identity {
         let field = join_key("source.replica_identity", &table.to_string());
@@ -246,6 +248,76 @@ fn check_retry(retry: &RetryConfig, problems: &mut Vec<ConfigProblem>) {
                 "must be at least retry.initial_backoff ({:?}), is {:?}",
                 retry.initial_backoff, retry.max_backoff
             ),
+        ));
+    }
+}
+
+/// `source.columns` and `source.row_filters`: selected tables, non-empty
+/// lists and filters, each table once, and a publication the engine
+/// manages.
+fn check_subsets(source: &SourceConfig, problems: &mut Vec<ConfigProblem>) {
+    let mut seen: HashSet<&TableName> = HashSet::new();
+    for (table, columns) in &source.columns {
+        let field = join_key("source.columns", &table.to_string());
+        if !source.selects(table) {
+            problems.push(ConfigProblem::new(
+                field,
+                format!("table `{table}` is not listed in source.tables (by name or pattern)"),
+            ));
+            continue;
+        }
+        if !seen.insert(table) {
+            problems.push(ConfigProblem::new(
+                field,
+                format!("table `{table}` is given twice"),
+            ));
+            continue;
+        }
+        let (key, list) = match (&columns.include, &columns.exclude) {
+            (Some(l), None) => ("include", l),
+            (None, Some(l)) => ("exclude", l),
+            _ => {
+                problems.push(ConfigProblem::new(
+                    field,
+                    "give exactly one of `include` and `exclude`",
+                ));
+                continue;
+            }
+        };
+        if list.is_empty() || list.iter().any(|c| c.is_empty()) {
+            problems.push(ConfigProblem::new(
+                format!("{field}.{key}"),
+                "must list at least one column, each a non-empty name",
+            ));
+        }
+    }
+    let mut seen: HashSet<&TableName> = HashSet::new();
+    for (table, filter) in &source.row_filters {
+        let field = join_key("source.row_filters", &table.to_string());
+        if !source.selects(table) {
+            problems.push(ConfigProblem::new(
+                field,
+                format!("table `{table}` is not listed in source.tables (by name or pattern)"),
+            ));
+        } else if !seen.insert(table) {
+            problems.push(ConfigProblem::new(
+                field,
+                format!("table `{table}` is given twice"),
+            ));
+        } else if filter.trim().is_empty() {
+            problems.push(ConfigProblem::new(
+                field,
+                "must be a boolean SQL expression",
+            ));
+        }
+    }
+    if (!source.columns.is_empty() || !source.row_filters.is_empty()) && !source.publication.create
+    {
+        problems.push(ConfigProblem::new(
+            "source.publication.create",
+            "must be true with source.columns or source.row_filters (the engine sets them on the \
+             publication); with a publication made by hand, put the column list and row filter on \
+             the publication itself: the snapshot reads them from there",
         ));
     }
 }

@@ -6,6 +6,7 @@ use sqlx::{PgConnection, Row};
 use super::check::PublicationState;
 use crate::error::PgError;
 use crate::ident::{quote_ident, quote_table};
+use crate::selection::{ColumnSelection, TableSubset};
 
 /// Makes sure publication `name` exists and publishes every table in
 /// `tables`: created (or extended with `ADD TABLE`) when `create` is true,
@@ -13,16 +14,30 @@ use crate::ident::{quote_ident, quote_table};
 /// with `publish_via_partition_root`; an existing publication without it
 /// gets it when a table of `tables` is partitioned (with `create` true;
 /// otherwise that is an error naming the `ALTER PUBLICATION` to run).
+/// A table of `subsets` is published with its column list and row filter
+/// (PostgreSQL 15+); one already published otherwise is changed to them
+/// (with `create` true).
 pub async fn ensure_publication(
     conn: &mut PgConnection,
     name: &str,
     tables: &[TableName],
+    subsets: &[(TableName, TableSubset)],
     create: bool,
 ) -> Result<(), PgError> {
+    let mut specs = Vec::with_capacity(tables.len());
+    for t in tables {
+        let subset = subsets.iter().find(|(s, _)| s == t).map(|(_, s)| s);
+        specs.push(table_spec(conn, t, subset).await?);
+    }
     // Another instance may create or extend the publication at the same
     // moment: losing that race means looking again, not failing.
     for _ in 0..3 {
-        if ensure_once(conn, name, tables, create).await? {
+        if ensure_once(conn, name, tables, &specs, create).await? {
+            for (table, _) in subsets.iter().filter(|(t, _)| tables.contains(t)) {
+                if let Some(spec) = tables.iter().position(|t| t == table).map(|i| &specs[i]) {
+                    apply_subset(conn, name, table, spec).await?;
+                }
+            }
             return Ok(());
         }
         tracing::info!(
@@ -30,19 +45,22 @@ pub async fn ensure_publication(
             "publication changed concurrently; checking again"
         );
     }
-    ensure_once(conn, name, tables, false).await.map(|_| ())
+    ensure_once(conn, name, tables, &specs, false)
+        .await
+        .map(|_| ())
 }
 
-/// One check-and-fix pass; `Ok(false)` when a concurrent change got in the way.
+/// One check-and-fix pass; `Ok(false)` when a concurrent change got in the
+/// way. `specs`: each table of `tables` as the DDL names it.
 async fn ensure_once(
     conn: &mut PgConnection,
     name: &str,
     tables: &[TableName],
+    specs: &[String],
     create: bool,
 ) -> Result<bool, PgError> {
     let Some(publication) = PublicationState::read(conn, name).await? else {
-        let all: Vec<&TableName> = tables.iter().collect();
-        let sql = create_publication_sql(name, &all);
+        let sql = create_publication_sql_of(name, &specs.join(", "));
         if !create {
             return Err(PgError::Setup(format!(
                 "publication `{name}` does not exist: run {sql}; or set source.publication.create: true"
@@ -102,7 +120,17 @@ async fn ensure_once(
     if missing.is_empty() {
         return Ok(true);
     }
-    let sql = add_tables_sql(name, &missing);
+    let missing_specs: Vec<&str> = tables
+        .iter()
+        .zip(specs)
+        .filter(|(t, _)| missing.contains(t))
+        .map(|(_, s)| s.as_str())
+        .collect();
+    let sql = format!(
+        "ALTER PUBLICATION {} ADD TABLE {}",
+        quote_ident(name),
+        missing_specs.join(", ")
+    );
     if !create {
         let names: Vec<String> = missing.iter().map(|t| t.to_string()).collect();
         return Err(PgError::Setup(format!(
@@ -176,11 +204,189 @@ async fn run_ddl(conn: &mut PgConnection, sql: String, name: &str) -> Result<boo
 /// partitioned table, the name the engine is configured with (PostgreSQL
 /// 13 and later; the option changes nothing for other tables).
 pub(crate) fn create_publication_sql(name: &str, tables: &[&TableName]) -> String {
+    create_publication_sql_of(name, &table_list(tables))
+}
+
+/// [`create_publication_sql`] of a table list already written.
+fn create_publication_sql_of(name: &str, table_list: &str) -> String {
     format!(
-        "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+        "CREATE PUBLICATION {} FOR TABLE {table_list} WITH (publish_via_partition_root = true)",
         quote_ident(name),
-        table_list(tables)
     )
+}
+
+/// `table` as a publication's DDL names it: `"s"."t"`, with `subset`'s
+/// column list (every name quoted; an exclusion turned into the list of
+/// the other columns) and row filter. Columns that do not exist, and a
+/// column list without the table's key columns, are refused naming them.
+async fn table_spec(
+    conn: &mut PgConnection,
+    table: &TableName,
+    subset: Option<&TableSubset>,
+) -> Result<String, PgError> {
+    let mut spec = quote_table(table);
+    let Some(subset) = subset else {
+        return Ok(spec);
+    };
+    if let Some(selection) = &subset.columns {
+        let ctx = || format!("reading the columns of {table}");
+        let rows = sqlx::query(
+            "SELECT a.attname::text AS name,
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                            WHERE i.indrelid = a.attrelid AND (i.indisprimary OR i.indisreplident)
+                              AND a.attnum = ANY (i.indkey)) AS key
+             FROM pg_catalog.pg_attribute a
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2
+               AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+             ORDER BY a.attnum",
+        )
+        .bind(&table.schema)
+        .bind(&table.name)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql(ctx(), e))?;
+        let mut columns: Vec<(String, bool)> = Vec::with_capacity(rows.len());
+        for r in rows {
+            columns.push((
+                r.try_get("name").map_err(|e| PgError::sql(ctx(), e))?,
+                r.try_get("key").map_err(|e| PgError::sql(ctx(), e))?,
+            ));
+        }
+        let listed = match selection {
+            ColumnSelection::Include(c) | ColumnSelection::Exclude(c) => c,
+        };
+        let unknown: Vec<&str> = listed
+            .iter()
+            .filter(|c| !columns.iter().any(|(n, _)| n == *c))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(PgError::Setup(format!(
+                "source.columns of {table} names column(s) {} that {table} does not have",
+                unknown.join(", ")
+            )));
+        }
+        let keep = |c: &str| match selection {
+            ColumnSelection::Include(list) => list.iter().any(|l| l == c),
+            ColumnSelection::Exclude(list) => !list.iter().any(|l| l == c),
+        };
+        let dropped_keys: Vec<&str> = columns
+            .iter()
+            .filter(|(n, key)| *key && !keep(n))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !dropped_keys.is_empty() {
+            return Err(PgError::Setup(format!(
+                "source.columns of {table} leaves out its key column(s) {}: changes could not be keyed \
+                 (and PostgreSQL refuses updates and deletes of a table whose published columns \
+                 miss its replica identity)",
+                dropped_keys.join(", ")
+            )));
+        }
+        let kept: Vec<String> = columns
+            .iter()
+            .filter(|(n, _)| keep(n))
+            .map(|(n, _)| quote_ident(n))
+            .collect();
+        spec.push_str(&format!(" ({})", kept.join(", ")));
+    }
+    if let Some(filter) = &subset.row_filter {
+        spec.push_str(&format!(" WHERE ({filter})"));
+    }
+    Ok(spec)
+}
+
+/// Makes `table`'s column list and row filter in publication `name` those
+/// of `spec` (PostgreSQL 15+): drops and adds the table again in one
+/// transaction, and keeps the change only when it changed what
+/// `pg_publication_tables` shows.
+async fn apply_subset(
+    conn: &mut PgConnection,
+    name: &str,
+    table: &TableName,
+    spec: &str,
+) -> Result<(), PgError> {
+    let ctx = || format!("setting the column list and row filter of {table} in publication {name}");
+    let shown = async |conn: &mut PgConnection| {
+        sqlx::query(
+            "SELECT attnames::text[] AS columns, rowfilter FROM pg_catalog.pg_publication_tables
+             WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+        )
+        .bind(name)
+        .bind(&table.schema)
+        .bind(&table.name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql(ctx(), e))
+        .and_then(|row| {
+            row.map(|r| {
+                Ok::<_, PgError>((
+                    r.try_get::<Option<Vec<String>>, _>("columns")
+                        .map_err(|e| PgError::sql(ctx(), e))?,
+                    r.try_get::<Option<String>, _>("rowfilter")
+                        .map_err(|e| PgError::sql(ctx(), e))?,
+                ))
+            })
+            .transpose()
+        })
+    };
+    sqlx::raw_sql("BEGIN")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql(ctx(), e))?;
+    let result = async {
+        let before = shown(conn).await?;
+        let sql = format!(
+            "ALTER PUBLICATION {pubname} DROP TABLE {t}; ALTER PUBLICATION {pubname} ADD TABLE {spec}",
+            pubname = quote_ident(name),
+            t = quote_table(table),
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| subset_refused(table, e))?;
+        let after = shown(conn).await?;
+        Ok::<bool, PgError>(before != after)
+    }
+    .await;
+    match result {
+        Ok(true) => {
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| PgError::sql(ctx(), e))?;
+            tracing::info!(publication = name, table = %table,
+                "set the column list and row filter of {table} in the publication; they apply to \
+                 changes committed from now on (re-snapshot the table to bring a sink in line)");
+            Ok(())
+        }
+        Ok(false) => {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            Err(e)
+        }
+    }
+}
+
+/// A column list or row filter the server refused, with its reason.
+fn subset_refused(table: &TableName, e: sqlx::Error) -> PgError {
+    match &e {
+        sqlx::Error::Database(db) => PgError::Setup(format!(
+            "PostgreSQL refused the column list or row filter of {table} (source.columns, \
+             source.row_filters): {}{}",
+            db.message(),
+            db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|d| d.detail())
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        )),
+        _ => PgError::sql(format!("changing the publication for {table}"), e),
+    }
 }
 
 /// `ALTER PUBLICATION "name" SET (publish_via_partition_root = true)`.

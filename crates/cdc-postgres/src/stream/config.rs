@@ -6,7 +6,7 @@ use cdc_core::{ReplicaIdentity, SourceStatus, TableName};
 
 use crate::incremental::IncrementalSettings;
 use crate::load::SnapshotSettings;
-use crate::selection::TableSelection;
+use crate::selection::{TableSelection, TableSubset};
 
 /// Everything [`PgSource::connect`](super::PgSource::connect) needs.
 #[derive(Clone)]
@@ -22,6 +22,10 @@ pub struct PgSourceConfig {
     /// against the catalog when the source connects (the resolved list is
     /// logged). Default: none.
     pub selection: TableSelection,
+    /// Tables captured in part: a column list and a row filter each, set
+    /// on the publication (PostgreSQL 15+; needs `create_publication`) and
+    /// read back by the snapshot. Default: none.
+    pub subsets: Vec<(TableName, TableSubset)>,
     /// Publication name.
     pub publication: String,
     /// Create the publication (or add missing tables) when needed.
@@ -97,6 +101,7 @@ impl PgSourceConfig {
             url: url.into(),
             tables,
             selection: TableSelection::default(),
+            subsets: Vec::new(),
             publication: publication.into(),
             create_publication: true,
             slot: slot.into(),

@@ -145,10 +145,29 @@ async fn prepare(
             published.push(inc.signal_table());
             incremental = Some(inc);
         }
+        if !cfg.subsets.is_empty() {
+            if server.version_num < 150_000 {
+                return Err(PgError::Setup(format!(
+                    "column lists and row filters (source.columns, source.row_filters) need \
+                     PostgreSQL 15 or later; this server is {}",
+                    server.version_num
+                )));
+            }
+            if !cfg.create_publication {
+                return Err(PgError::Setup(
+                    "column lists and row filters (source.columns, source.row_filters) are set on \
+                     a publication the engine manages (source.publication.create: true); with a \
+                     publication made by hand, put them on the publication: the snapshot reads \
+                     them from there"
+                        .into(),
+                ));
+            }
+        }
         setup::ensure_publication(
             catalog,
             &cfg.publication,
             &published,
+            &cfg.subsets,
             cfg.create_publication,
         )
         .await?;
