@@ -702,3 +702,38 @@ async fn a_metadata_schema_without_usage_is_blocking() {
         ],
     );
 }
+
+/// Column lists and row filters: a column that does not exist, a key
+/// column left out and a filter the server cannot parse are each one
+/// blocking line; a pattern that matches nothing is a warning.
+#[tokio::test]
+async fn columns_row_filters_and_patterns_are_checked() {
+    let db = TestDb::create("chk_subset").await;
+    db.exec(
+        "CREATE TABLE public.t (id int PRIMARY KEY, a int, b text);
+         CREATE TABLE public.u (id int PRIMARY KEY, a int);",
+    )
+    .await;
+    let n = names();
+    let c = Checked::of(
+        pipeline(db.url(), &["public.t", "public.u", "nowhere.*"], &n).source_lines(
+            "  columns: { public.t: { exclude: [nope] }, public.u: { include: [a] } }\n  \
+         row_filters: { public.t: \"a >>> 1\" }\n",
+        ),
+    );
+    db.cleanup().await;
+    c.assert_exit(1);
+    c.assert_line(
+        "FAIL columns of public.t:",
+        &["column(s) nope", "does not have"],
+    );
+    c.assert_line(
+        "FAIL columns of public.u:",
+        &["leaves out its key column(s) id"],
+    );
+    c.assert_line(
+        "FAIL row filter of public.t:",
+        &["a >>> 1", "operator does not exist"],
+    );
+    c.assert_line("WARN table pattern nowhere.*:", &["matches no table"]);
+}

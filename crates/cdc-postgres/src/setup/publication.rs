@@ -229,73 +229,87 @@ async fn table_spec(
         return Ok(spec);
     };
     if let Some(selection) = &subset.columns {
-        let ctx = || format!("reading the columns of {table}");
-        let rows = sqlx::query(
-            "SELECT a.attname::text AS name,
-                    EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                            WHERE i.indrelid = a.attrelid AND (i.indisprimary OR i.indisreplident)
-                              AND a.attnum = ANY (i.indkey)) AS key
-             FROM pg_catalog.pg_attribute a
-             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = $1 AND c.relname = $2
-               AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-             ORDER BY a.attnum",
-        )
-        .bind(&table.schema)
-        .bind(&table.name)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| PgError::sql(ctx(), e))?;
-        let mut columns: Vec<(String, bool)> = Vec::with_capacity(rows.len());
-        for r in rows {
-            columns.push((
-                r.try_get("name").map_err(|e| PgError::sql(ctx(), e))?,
-                r.try_get("key").map_err(|e| PgError::sql(ctx(), e))?,
-            ));
-        }
-        let listed = match selection {
-            ColumnSelection::Include(c) | ColumnSelection::Exclude(c) => c,
-        };
-        let unknown: Vec<&str> = listed
-            .iter()
-            .filter(|c| !columns.iter().any(|(n, _)| n == *c))
-            .map(String::as_str)
-            .collect();
-        if !unknown.is_empty() {
-            return Err(PgError::Setup(format!(
-                "source.columns of {table} names column(s) {} that {table} does not have",
-                unknown.join(", ")
-            )));
-        }
-        let keep = |c: &str| match selection {
-            ColumnSelection::Include(list) => list.iter().any(|l| l == c),
-            ColumnSelection::Exclude(list) => !list.iter().any(|l| l == c),
-        };
-        let dropped_keys: Vec<&str> = columns
-            .iter()
-            .filter(|(n, key)| *key && !keep(n))
-            .map(|(n, _)| n.as_str())
-            .collect();
-        if !dropped_keys.is_empty() {
-            return Err(PgError::Setup(format!(
-                "source.columns of {table} leaves out its key column(s) {}: changes could not be keyed \
-                 (and PostgreSQL refuses updates and deletes of a table whose published columns \
-                 miss its replica identity)",
-                dropped_keys.join(", ")
-            )));
-        }
-        let kept: Vec<String> = columns
-            .iter()
-            .filter(|(n, _)| keep(n))
-            .map(|(n, _)| quote_ident(n))
-            .collect();
+        let kept = subset_columns(conn, table, selection)
+            .await?
+            .map_err(PgError::Setup)?;
+        let kept: Vec<String> = kept.iter().map(|c| quote_ident(c)).collect();
         spec.push_str(&format!(" ({})", kept.join(", ")));
     }
     if let Some(filter) = &subset.row_filter {
         spec.push_str(&format!(" WHERE ({filter})"));
     }
     Ok(spec)
+}
+
+/// The columns of `table` that `selection` keeps, in table order; the
+/// inner `Err` says what is wrong with the selection (a column that does
+/// not exist, a key column left out).
+pub(crate) async fn subset_columns(
+    conn: &mut PgConnection,
+    table: &TableName,
+    selection: &ColumnSelection,
+) -> Result<Result<Vec<String>, String>, PgError> {
+    let ctx = || format!("reading the columns of {table}");
+    let rows = sqlx::query(
+        "SELECT a.attname::text AS name,
+                EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                        WHERE i.indrelid = a.attrelid AND (i.indisprimary OR i.indisreplident)
+                          AND a.attnum = ANY (i.indkey)) AS key
+         FROM pg_catalog.pg_attribute a
+         JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relname = $2
+           AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+         ORDER BY a.attnum",
+    )
+    .bind(&table.schema)
+    .bind(&table.name)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| PgError::sql(ctx(), e))?;
+    let mut columns: Vec<(String, bool)> = Vec::with_capacity(rows.len());
+    for r in rows {
+        columns.push((
+            r.try_get("name").map_err(|e| PgError::sql(ctx(), e))?,
+            r.try_get("key").map_err(|e| PgError::sql(ctx(), e))?,
+        ));
+    }
+    let listed = match selection {
+        ColumnSelection::Include(c) | ColumnSelection::Exclude(c) => c,
+    };
+    let unknown: Vec<&str> = listed
+        .iter()
+        .filter(|c| !columns.iter().any(|(n, _)| n == *c))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Ok(Err(format!(
+            "source.columns of {table} names column(s) {} that {table} does not have",
+            unknown.join(", ")
+        )));
+    }
+    let keep = |c: &str| match selection {
+        ColumnSelection::Include(list) => list.iter().any(|l| l == c),
+        ColumnSelection::Exclude(list) => !list.iter().any(|l| l == c),
+    };
+    let dropped_keys: Vec<&str> = columns
+        .iter()
+        .filter(|(n, key)| *key && !keep(n))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !dropped_keys.is_empty() {
+        return Ok(Err(format!(
+            "source.columns of {table} leaves out its key column(s) {}: changes could not be keyed \
+             (and PostgreSQL refuses updates and deletes of a table whose published columns \
+             miss its replica identity)",
+            dropped_keys.join(", ")
+        )));
+    }
+    Ok(Ok(columns
+        .into_iter()
+        .filter(|(n, _)| keep(n))
+        .map(|(n, _)| n)
+        .collect()))
 }
 
 /// Makes `table`'s column list and row filter in publication `name` those

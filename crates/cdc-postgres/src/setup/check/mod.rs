@@ -46,6 +46,8 @@ pub struct CheckRequest {
     pub streams: bool,
     /// A snapshot runs: the tables it copies and its metadata schema.
     pub snapshot: Option<SnapshotNeeds>,
+    /// Tables captured in part (column lists, row filters).
+    pub subsets: Vec<(TableName, crate::selection::TableSubset)>,
 }
 
 /// What a snapshot needs.
@@ -74,6 +76,7 @@ impl CheckRequest {
             replica_identity: Vec::new(),
             streams: true,
             snapshot: None,
+            subsets: Vec::new(),
         }
     }
 
@@ -97,6 +100,7 @@ impl From<&PgSourceConfig> for CheckRequest {
             standby: cfg.standby,
             replica_identity: cfg.replica_identity.clone(),
             streams: mode != SnapshotMode::SnapshotOnly,
+            subsets: cfg.subsets.clone(),
             snapshot: (mode != SnapshotMode::Never).then(|| SnapshotNeeds {
                 tables: cfg
                     .snapshot
@@ -214,6 +218,7 @@ pub async fn run_check(
     }
 
     if req.streams {
+        subset_findings(conn, req, &server, &mut report).await?;
         objects::publication_findings(
             &server,
             &req.publication,
@@ -241,4 +246,81 @@ pub async fn run_check(
         ));
     }
     Ok(report)
+}
+
+/// Column lists and row filters: a server that has them (15+), columns
+/// that exist and keep the key, filters the server can parse.
+async fn subset_findings(
+    conn: &mut PgConnection,
+    req: &CheckRequest,
+    server: &ServerState,
+    report: &mut CheckReport,
+) -> Result<(), PgError> {
+    if req.subsets.is_empty() {
+        return Ok(());
+    }
+    if server.version_num < 150_000 {
+        report.push(Finding::blocking(
+            "source.columns, source.row_filters",
+            format!(
+                "column lists and row filters need PostgreSQL 15 or later; this server is {}",
+                server.version_num
+            ),
+            "leave them out, or upgrade the server",
+        ));
+        return Ok(());
+    }
+    for (table, subset) in &req.subsets {
+        if !req.tables.contains(table) {
+            continue;
+        }
+        if let Some(selection) = &subset.columns {
+            match super::publication::subset_columns(conn, table, selection).await? {
+                Ok(_) => {}
+                Err(problem) => report.push(Finding::blocking(
+                    format!("columns of {table}"),
+                    problem,
+                    "fix source.columns (names are case-sensitive; keep the key columns)",
+                )),
+            }
+        }
+        if let Some(filter) = &subset.row_filter {
+            if let Err(problem) = filter_parses(conn, table, filter).await? {
+                report.push(Finding::blocking(
+                    format!("row filter of {table}"),
+                    format!("PostgreSQL cannot use `{filter}`: {problem}"),
+                    "fix source.row_filters",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the server parses and plans `filter` on `table`: `EXPLAIN`
+/// in a read-only transaction that is rolled back. The inner `Err` is the
+/// server's message.
+async fn filter_parses(
+    conn: &mut PgConnection,
+    table: &TableName,
+    filter: &str,
+) -> Result<Result<(), String>, PgError> {
+    let ctx = || format!("checking the row filter of {table}");
+    sqlx::raw_sql("BEGIN READ ONLY")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql(ctx(), e))?;
+    let sql = format!(
+        "EXPLAIN SELECT 1 FROM {} WHERE ({filter})",
+        crate::ident::quote_table(table)
+    );
+    let result = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await;
+    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+    match result {
+        Ok(_) => Ok(Ok(())),
+        Err(sqlx::Error::Database(db)) => Ok(Err(db.message().to_owned())),
+        Err(e) => Err(PgError::sql(ctx(), e)),
+    }
 }
