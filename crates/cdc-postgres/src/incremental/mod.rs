@@ -39,14 +39,18 @@
 //! resumes after its last durable chunk.
 
 mod chunks;
+mod filter;
 mod progress;
 mod request;
 mod runner;
+mod signals;
 mod window;
 
 pub(crate) use runner::Incremental;
 
+pub use filter::{check_filter_text, validate_filter, MAX_FILTER_LEN};
 pub use progress::{PROGRESS_TABLE, SIGNAL_TABLE};
+pub use request::{snapshot_payload, SIGNAL_KINDS};
 
 /// Prefix of the watermark messages of incremental snapshots.
 pub const WATERMARK_PREFIX: &str = "cdc_incremental";

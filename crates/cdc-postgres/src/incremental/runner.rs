@@ -14,7 +14,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::chunks::{choose_key, read_chunk};
 use super::progress::{ProgressStore, TableJob};
-use super::request::{parse_signal, Mark, MarkKind, Signal};
+use super::request::{Mark, MarkKind};
 use super::window::{Closed, Window};
 use super::WATERMARK_PREFIX;
 use crate::error::PgError;
@@ -26,8 +26,10 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// The chunk between its read and its high watermark.
 #[derive(Debug)]
-struct OpenChunk {
-    table: Arc<TableSchema>,
+pub(super) struct OpenChunk {
+    /// The snapshot whose job the chunk is of.
+    pub snapshot: i64,
+    pub table: Arc<TableSchema>,
     window: Window,
     low: Mark,
     high: Mark,
@@ -63,8 +65,8 @@ struct Durable {
 
 /// The incremental snapshots of one source.
 pub(crate) struct Incremental {
-    store: ProgressStore,
-    slot: String,
+    pub(super) store: ProgressStore,
+    pub(super) slot: String,
     /// Whose column list and row filter the chunks apply.
     publication: String,
     database: String,
@@ -74,10 +76,11 @@ pub(crate) struct Incremental {
     run: String,
     conn: Option<PgConnection>,
     tracked: HashSet<TableName>,
-    /// Tables to snapshot, the one in progress first, with how far it got
-    /// in memory (ahead of what is stored).
-    queue: VecDeque<TableJob>,
-    open: Option<OpenChunk>,
+    /// Tables to snapshot, in the order they are read (paused ones are
+    /// passed over), with how far each got in memory (ahead of what is
+    /// stored).
+    pub(super) queue: VecDeque<TableJob>,
+    pub(super) open: Option<OpenChunk>,
     pending: VecDeque<Durable>,
     retry_at: Option<Instant>,
     marks: u64,
@@ -99,10 +102,12 @@ impl Incremental {
         let tracked: HashSet<TableName> = cfg.tables.iter().cloned().collect();
         let store = ProgressStore::new(&cfg.snapshot.metadata_schema);
         store.ensure(conn).await?;
+        // Filters are checked for standard strings (no backslash escapes).
+        let options = options.options([("standard_conforming_strings", "on")]);
         let queue: VecDeque<TableJob> = store.unfinished(conn, slot).await?.into();
         for job in &queue {
             tracing::info!(table = %job.table, snapshot = job.snapshot, chunks_done = job.chunks_done,
-                "resuming an incremental snapshot");
+                paused = job.paused, "resuming an incremental snapshot");
         }
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -136,7 +141,7 @@ impl Incremental {
         *name == self.store.signal_table()
     }
 
-    async fn connection(&mut self) -> Result<&mut PgConnection, PgError> {
+    pub(super) async fn connection(&mut self) -> Result<&mut PgConnection, PgError> {
         connection(&mut self.conn, &self.options).await
     }
 
@@ -153,7 +158,7 @@ impl Incremental {
         if self.open.is_some() || self.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        let Some(job) = self.queue.front().cloned() else {
+        let Some(job) = self.queue.iter().find(|j| !j.paused).cloned() else {
             return;
         };
         self.retry_at = None;
@@ -177,7 +182,7 @@ impl Incremental {
             Err(e) => {
                 let reason = cdc_core::error_chain(&e).to_string();
                 tracing::error!(table = %job.table, snapshot = job.snapshot, "incremental snapshot of {} failed: {reason}", job.table);
-                self.queue.pop_front();
+                self.queue.retain(|j| !j.is(job.snapshot, &job.table));
                 let (store, slot) = (self.store.clone(), self.slot.clone());
                 if let Ok(conn) = self.connection().await {
                     if let Err(e) = store
@@ -216,7 +221,15 @@ impl Incremental {
                 .map_err(|e| PgError::sql("starting a chunk read", e))?;
             let info = describe_published_table(conn, &database, &job.table, &publication).await?;
             let key = choose_key(conn, &info.schema).await?;
-            let rows = read_chunk(conn, &info, &key, job.last_key.as_deref(), limit).await?;
+            let rows = read_chunk(
+                conn,
+                &info,
+                &key,
+                job.last_key.as_deref(),
+                job.filter.as_deref(),
+                limit,
+            )
+            .await?;
             sqlx::raw_sql("COMMIT")
                 .execute(&mut *conn)
                 .await
@@ -235,6 +248,7 @@ impl Incremental {
         let last = (rows.rows.len() as u64) < limit;
         tracing::debug!(table = %job.table, chunk, rows = rows.rows.len(), "incremental snapshot chunk read");
         Ok(OpenChunk {
+            snapshot: job.snapshot,
             table: info.schema,
             window: Window::new(key.positions, rows.rows),
             low,
@@ -269,7 +283,11 @@ impl Incremental {
             return None;
         }
         let open = self.open.take()?;
-        let job = self.queue.front_mut()?;
+        let index = self
+            .queue
+            .iter()
+            .position(|j| j.is(open.snapshot, &open.table.name))?;
+        let job = self.queue.get_mut(index)?;
         let read = open.window.len();
         match open.window.close() {
             Closed::Reread => {
@@ -294,7 +312,7 @@ impl Incremental {
                 let snapshot = job.snapshot;
                 if open.last {
                     tracing::info!(table = %job.table, snapshot, rows = job.rows_done, "incremental snapshot of the table read");
-                    self.queue.pop_front();
+                    self.queue.remove(index);
                 }
                 Some(Release {
                     table: open.table,
@@ -305,39 +323,6 @@ impl Incremental {
                 })
             }
         }
-    }
-
-    /// A row inserted into the signal table: `id`, `kind` and `payload`
-    /// (JSON text). A snapshot request is recorded and queued; a malformed
-    /// signal is logged and ignored. Fails only when it cannot be recorded
-    /// (then the stream is started over and the signal read again).
-    pub async fn on_signal(
-        &mut self,
-        id: i64,
-        kind: &str,
-        payload: Option<&str>,
-    ) -> Result<(), PgError> {
-        let tables = match parse_signal(kind, payload) {
-            Ok(Signal::Snapshot(tables)) => tables,
-            Err(reason) => {
-                tracing::warn!(signal = id, "ignoring signal {id}: {reason}");
-                return Ok(());
-            }
-        };
-        let (store, slot) = (self.store.clone(), self.slot.clone());
-        let conn = self.connection().await?;
-        let added = store.enqueue(conn, &slot, id, &tables).await?;
-        for table in added {
-            tracing::info!(table = %table, snapshot = id, "incremental snapshot requested");
-            self.queue.push_back(TableJob {
-                snapshot: id,
-                table,
-                last_key: None,
-                chunks_done: 0,
-                rows_done: 0,
-            });
-        }
-        Ok(())
     }
 
     /// Stores the progress of every released chunk whose high watermark's
