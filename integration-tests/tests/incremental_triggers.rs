@@ -213,3 +213,246 @@ async fn a_table_added_to_source_tables_is_snapshotted_incrementally_after_a_res
         .await;
     db.cleanup().await;
 }
+
+/// A stream-only pipeline of `public.t` and `public.other` into a file,
+/// running and streaming; with `metrics`, its HTTP endpoint on that port.
+async fn streaming_engine(
+    db: &TestDb,
+    dir: &TempDir,
+    metrics: Option<u16>,
+) -> (Names, String, Engine) {
+    let names = Names::new();
+    let mut pipeline = names.pipeline(
+        db,
+        &["public.t", "public.other"],
+        &dir.join("out.jsonl"),
+        "never",
+    );
+    if let Some(port) = metrics {
+        pipeline = pipeline.set(
+            "metrics",
+            &format!("{{ listen: '127.0.0.1:{port}', snapshot_requests: true }}"),
+        );
+    }
+    let yaml = pipeline.yaml();
+    let mut engine = Engine::start(&yaml);
+    wait_streaming(db, &mut engine, &names.slot, TIMEOUT).await;
+    (names, yaml, engine)
+}
+
+/// `cdc-engine snapshot --config <yaml> <args>`: (exit code, stdout, stderr).
+async fn cli_snapshot(yaml: &str, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["snapshot"];
+    all.extend_from_slice(args);
+    let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+    let yaml = yaml.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        integration_tests::run_engine(&args, &yaml)
+    })
+    .await
+    .expect("the CLI runs")
+}
+
+async fn signal_count(db: &TestDb) -> i64 {
+    db.query_text("SELECT count(*)::text FROM cdc.signals")
+        .await
+        .and_then(|n| n.parse().ok())
+        .expect("a count")
+}
+
+/// Waits until the file's events rebuild the rows of `public.t` matching
+/// `condition` (SQL) exactly as the table holds them, looking only at the
+/// rebuilt rows whose `id` satisfies `matches`. Returns the file's events.
+async fn wait_converged_where(
+    db: &TestDb,
+    engine: &Engine,
+    path: &std::path::Path,
+    condition: &str,
+    matches: impl Fn(i64) -> bool,
+) -> Tail {
+    let want = db
+        .to_jsonb_rows(&format!("(SELECT * FROM public.t WHERE {condition})"), "id")
+        .await;
+    let mut tail = Tail::new(0, path.to_owned());
+    let result = integration_tests::replay::converge(
+        integration_tests::replay::CATCH_UP_TIMEOUT,
+        Duration::from_millis(400),
+        &want,
+        async || {
+            tail.poll();
+            let events = integration_tests::replay::merged(&[&tail]);
+            integration_tests::replay::apply(&events, "public.t")
+                .into_iter()
+                .filter(|(k, _)| k.parse::<i64>().is_ok_and(&matches))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        },
+    )
+    .await;
+    if let Err(d) = result {
+        panic!(
+            "the rows of public.t where {condition} did not converge: {d}\n{}",
+            engine.output_report()
+        );
+    }
+    tail
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_asks_a_running_engine_for_a_filtered_snapshot_and_refuses_bad_requests() {
+    let db = database("incr_cli").await;
+    let dir = TempDir::new("incr_cli");
+    let (_names, yaml, engine) = streaming_engine(&db, &dir, None).await;
+
+    // Refused before anything is written: a table not captured, a column
+    // the table lacks, text that would escape its parentheses.
+    for (args, says) in [
+        (&["--table", "public.nope"][..], "not in source.tables"),
+        (
+            &["--table", "public.t", "--where", "nope > 1"][..],
+            "is not a valid condition on it",
+        ),
+        (
+            &["--table", "public.t", "--where", "true) OR (true"][..],
+            "closes a parenthesis it did not open",
+        ),
+    ] {
+        let (code, out, err) = cli_snapshot(&yaml, args).await;
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(
+        signal_count(&db).await,
+        0,
+        "a refused request wrote a signal"
+    );
+
+    let writers = Writers::start(db.url(), writers()).await;
+    let (code, out, err) =
+        cli_snapshot(&yaml, &["--table", "public.t", "--where", "id % 3 = 0"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("queued: public.t where id % 3 = 0"), "{out}");
+    wait_state(&db, &engine, "public.t", "done").await;
+    let written = writers.finish().await;
+    let filter = db
+        .query_text("SELECT filter FROM cdc.incremental_snapshots")
+        .await;
+    assert_eq!(filter.as_deref(), Some("id % 3 = 0"));
+
+    let tail = wait_converged_where(&db, &engine, &dir.join("out.jsonl"), "id % 3 = 0", |id| {
+        id % 3 == 0
+    })
+    .await;
+    let reads: Vec<i64> = tail
+        .events
+        .iter()
+        .filter(|c| c.op == "r")
+        .map(|c| c.after["id"].as_i64().expect("an integer id"))
+        .collect();
+    eprintln!(
+        "{} reads; writers: {} transactions",
+        reads.len(),
+        written.committed
+    );
+    assert!(
+        reads.iter().all(|id| id % 3 == 0),
+        "a read outside the filter"
+    );
+    assert!(
+        reads.len() > ROWS as usize / 6,
+        "only {} reads",
+        reads.len()
+    );
+    let mut engine = engine;
+    engine
+        .stop_clean(Duration::from_secs(30), "the engine")
+        .await;
+    db.cleanup().await;
+}
+
+/// `POST /snapshot` with `body`: status and JSON answer.
+async fn post_snapshot(port: u16, body: &str) -> (u16, serde_json::Value) {
+    let r = integration_tests::http::client()
+        .post(format!("http://127.0.0.1:{port}/snapshot"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("the endpoint answers");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("a body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn post_snapshot_and_a_signal_row_ask_for_filtered_snapshots() {
+    let db = database("incr_http").await;
+    let dir = TempDir::new("incr_http");
+    let port = integration_tests::http::free_port();
+    let (_names, _yaml, engine) = streaming_engine(&db, &dir, Some(port)).await;
+
+    let (status, answer) =
+        post_snapshot(port, r#"{"tables": ["public.t"], "where": "nope"}"#).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().is_some_and(|e| e.contains("nope")),
+        "{answer}"
+    );
+    assert_eq!(
+        signal_count(&db).await,
+        0,
+        "a refused request wrote a signal"
+    );
+
+    let writers = Writers::start(db.url(), writers()).await;
+    let (status, answer) =
+        post_snapshot(port, r#"{"tables": ["public.t"], "where": "id <= 5000"}"#).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["tables"], serde_json::json!(["public.t"]));
+    assert_eq!(answer["where"], "id <= 5000");
+    assert!(answer["signal"].as_i64().is_some(), "{answer}");
+    wait_state(&db, &engine, "public.t", "done").await;
+
+    // The same by a signal row, with another filter: a second snapshot.
+    db.exec(
+        r#"INSERT INTO cdc.signals (kind, payload)
+           VALUES ('snapshot', '{"tables": ["public.t"], "where": "id > 15000 AND id <= 17000"}')"#,
+    )
+    .await;
+    let second = wait_until(TIMEOUT, async || {
+        progress_of(&db, "public.t").await.len() == 2
+    })
+    .await;
+    assert!(second, "{:?}", progress_of(&db, "public.t").await);
+    wait_state(&db, &engine, "public.t", "done").await;
+    writers.finish().await;
+
+    let in_filters = |id: i64| id <= 5000 || (15000 < id && id <= 17000);
+    let tail = wait_converged_where(
+        &db,
+        &engine,
+        &dir.join("out.jsonl"),
+        "id <= 5000 OR (id > 15000 AND id <= 17000)",
+        in_filters,
+    )
+    .await;
+    let reads: Vec<i64> = tail
+        .events
+        .iter()
+        .filter(|c| c.op == "r")
+        .map(|c| c.after["id"].as_i64().expect("an integer id"))
+        .collect();
+    assert!(
+        reads.iter().all(|id| in_filters(*id)),
+        "a read outside the filters"
+    );
+    assert!(reads.len() > 3500, "only {} reads", reads.len());
+    let mut engine = engine;
+    engine
+        .stop_clean(Duration::from_secs(30), "the engine")
+        .await;
+    db.cleanup().await;
+}

@@ -1,17 +1,36 @@
 //! Which path answers what.
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use hyper::{Method, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 
 use super::status_doc::status_document;
 use crate::engine_state::{EngineState, Health};
 use crate::metrics::exposition::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::metrics::render_metrics;
 
-const JSON: &str = "application/json";
-const TEXT: &str = "text/plain; charset=utf-8";
+pub(super) const JSON: &str = "application/json";
+pub(super) const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The response to `req`: `POST /snapshot` ([`super::snapshot`]), or
+/// what [`respond`] says.
+pub async fn handle(req: Request<Incoming>, state: &EngineState) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/snapshot" {
+        let method = req.method().clone();
+        let body = Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| e.to_string());
+        return super::snapshot::respond(&method, body, state).await;
+    }
+    respond(req.method(), req.uri().path(), state)
+}
+
+/// The longest request body read, in bytes.
+const MAX_BODY: usize = 64 * 1024;
 
 /// The response to `method path`: `GET` (or `HEAD`) of `/metrics`,
 /// `/status` or `/healthz`; `405` for other methods on those paths; `404`
@@ -61,7 +80,11 @@ fn healthz(state: &EngineState) -> Response<Full<Bytes>> {
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+pub(super) fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
@@ -75,7 +98,6 @@ mod tests {
     use std::sync::Arc;
 
     use cdc_core::{Phase, SourceStatus};
-    use http_body_util::BodyExt;
     use tokio_util::sync::CancellationToken;
 
     use super::*;

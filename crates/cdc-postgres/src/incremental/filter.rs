@@ -179,7 +179,8 @@ pub async fn validate_filter(
         quote_table(table),
         filter_condition(filter)
     );
-    sqlx::raw_sql("BEGIN READ ONLY")
+    // The text was checked for standard strings (no backslash escapes).
+    sqlx::raw_sql("BEGIN READ ONLY; SET LOCAL standard_conforming_strings = on")
         .execute(&mut *conn)
         .await
         .map_err(|e| PgError::sql("checking a snapshot filter", e))?;

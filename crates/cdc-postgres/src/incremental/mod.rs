@@ -44,6 +44,7 @@ mod progress;
 mod request;
 mod runner;
 mod signals;
+mod submit;
 mod window;
 
 pub(crate) use runner::Incremental;
@@ -51,6 +52,7 @@ pub(crate) use runner::Incremental;
 pub use filter::{check_filter_text, validate_filter, MAX_FILTER_LEN};
 pub use progress::{PROGRESS_TABLE, SIGNAL_TABLE};
 pub use request::{snapshot_payload, SIGNAL_KINDS};
+pub use submit::{request_snapshot, IncrementalRequest};
 
 /// Prefix of the watermark messages of incremental snapshots.
 pub const WATERMARK_PREFIX: &str = "cdc_incremental";
