@@ -456,3 +456,241 @@ async fn post_snapshot_and_a_signal_row_ask_for_filtered_snapshots() {
         .await;
     db.cleanup().await;
 }
+
+/// What a library consumer saw, in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    /// An incremental read of `public.t`, by id.
+    Read(i64),
+    /// A change of `public.other`, by id.
+    Other(i64),
+    /// A logical message of prefix `test`.
+    Mark(String),
+    /// The end of a table's incremental snapshot.
+    End,
+}
+
+/// A library source of `public.t` and `public.other` with its consumer's
+/// view.
+struct Library {
+    cfg: cdc_postgres::PgSourceConfig,
+    source: cdc_postgres::PgSource,
+    seen: Vec<Seen>,
+}
+
+impl Library {
+    async fn connect(db: &TestDb) -> Library {
+        let s = unique_suffix();
+        let mut cfg = cdc_postgres::PgSourceConfig::new(
+            db.url(),
+            vec![
+                cdc_core::TableName::new("public", "t"),
+                cdc_core::TableName::new("public", "other"),
+            ],
+            format!("lp_{s}"),
+            format!("ls_{s}"),
+        );
+        cfg.incremental.enabled = true;
+        cfg.incremental.chunk_rows = 100;
+        cfg.max_batch_wait = Duration::from_millis(5);
+        let source = cdc_postgres::PgSource::connect(cfg.clone())
+            .await
+            .expect("connect");
+        Library {
+            cfg,
+            source,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Takes batches, acknowledging each, until `done` holds.
+    async fn drive(&mut self, what: &str, mut done: impl FnMut(&[Seen]) -> bool) {
+        use cdc_core::{ControlEvent, Event, Source};
+        let ack = self.source.ack_handle();
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while !done(&self.seen) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within {TIMEOUT:?}; last seen: {:?}",
+                &self.seen[self.seen.len().saturating_sub(5)..]
+            );
+            let Ok(batch) =
+                tokio::time::timeout(Duration::from_millis(300), self.source.next_batch()).await
+            else {
+                continue;
+            };
+            let batch = batch.expect("next_batch").expect("the source does not end");
+            for event in &batch.events {
+                let id = |row: &Option<cdc_core::Row>| match row.as_ref().map(|r| &r.values()[0]) {
+                    Some(cdc_core::Value::Int4(i)) => i64::from(*i),
+                    other => panic!("an int4 id, not {other:?}"),
+                };
+                match event {
+                    Event::Change(c) if c.table.name.name == "t" && c.op == cdc_core::Op::Read => {
+                        self.seen.push(Seen::Read(id(&c.after)))
+                    }
+                    Event::Change(c) if c.table.name.name == "other" => {
+                        self.seen.push(Seen::Other(id(&c.after)))
+                    }
+                    Event::Control(ControlEvent::Message {
+                        prefix, content, ..
+                    }) if prefix == "test" => self
+                        .seen
+                        .push(Seen::Mark(String::from_utf8_lossy(content).into_owned())),
+                    Event::Control(ControlEvent::IncrementalSnapshotEnd { .. }) => {
+                        self.seen.push(Seen::End)
+                    }
+                    _ => {}
+                }
+            }
+            ack.durable(&batch);
+        }
+    }
+
+    /// Commits `sql` with a message `mark` (prefix `test`) in the same
+    /// transaction, and takes batches until the message came through.
+    async fn signal(&mut self, db: &TestDb, sql: &str, mark: &str) {
+        db.exec(&format!(
+            "BEGIN; {sql}; SELECT pg_logical_emit_message(true, 'test', '{mark}'); COMMIT"
+        ))
+        .await;
+        let want = Seen::Mark(mark.to_owned());
+        self.drive(mark, |s| s.contains(&want)).await;
+    }
+
+    /// `n` transactions on `public.other`, each taken from the stream
+    /// before the next: at least `n` batches, each a chance to read a
+    /// chunk.
+    async fn activity(&mut self, db: &TestDb, n: i64) {
+        for _ in 0..n {
+            let id: i64 = db
+                .query_text("INSERT INTO public.other (v) VALUES (0) RETURNING id::text")
+                .await
+                .and_then(|t| t.parse().ok())
+                .expect("an id");
+            self.drive("activity", |s| s.contains(&Seen::Other(id)))
+                .await;
+        }
+    }
+
+    fn reads_between(&self, from: &str, to: Option<&str>) -> usize {
+        let at = |m: &str| {
+            self.seen
+                .iter()
+                .position(|s| *s == Seen::Mark(m.to_owned()))
+                .unwrap_or_else(|| panic!("no mark {m}"))
+        };
+        let end = to.map_or(self.seen.len(), at);
+        self.seen[at(from)..end]
+            .iter()
+            .filter(|s| matches!(s, Seen::Read(_)))
+            .count()
+    }
+}
+
+async fn state_of_t(db: &TestDb) -> Vec<String> {
+    progress_of(db, "public.t")
+        .await
+        .into_iter()
+        .map(|p| p.split(' ').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signals_pause_resume_and_stop_a_snapshot_and_the_state_survives_a_restart() {
+    let db = TestDb::create("incr_control").await;
+    db.exec(
+        "CREATE TABLE public.t (id int PRIMARY KEY, v int);\
+         INSERT INTO public.t SELECT g, g FROM generate_series(1, 3000) g;\
+         CREATE TABLE public.other (id serial PRIMARY KEY, v int)",
+    )
+    .await;
+    let mut lib = Library::connect(&db).await;
+    let snapshot = r#"INSERT INTO cdc.signals (kind, payload) VALUES ('snapshot', '{"tables": ["public.t"]}')"#;
+    lib.signal(&db, snapshot, "asked").await;
+    lib.drive("500 reads", |s| {
+        s.iter().filter(|e| matches!(e, Seen::Read(_))).count() >= 500
+    })
+    .await;
+
+    // Paused (all snapshots: no payload): the state is stored at once, no
+    // chunk is read however many batches go by, and a restart keeps it.
+    lib.signal(
+        &db,
+        "INSERT INTO cdc.signals (kind) VALUES ('pause-snapshot')",
+        "paused",
+    )
+    .await;
+    assert_eq!(state_of_t(&db).await, ["paused"]);
+    lib.activity(&db, 30).await;
+    cdc_core::Source::shutdown(&mut lib.source)
+        .await
+        .expect("shutdown");
+    let cfg = lib.cfg.clone();
+    let seen = std::mem::take(&mut lib.seen);
+    drop(lib);
+    let mut lib = loop {
+        match cdc_postgres::PgSource::connect(cfg.clone()).await {
+            Ok(source) => break Library { cfg, source, seen },
+            Err(e) => {
+                eprintln!("connect: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    lib.activity(&db, 10).await;
+    assert_eq!(state_of_t(&db).await, ["paused"]);
+    lib.signal(
+        &db,
+        r#"INSERT INTO cdc.signals (kind, payload) VALUES ('resume-snapshot', '{"tables": ["public.t"]}')"#,
+        "resumed",
+    )
+    .await;
+    assert_eq!(
+        lib.reads_between("paused", Some("resumed")),
+        0,
+        "read while paused"
+    );
+    lib.drive("the end", |s| s.contains(&Seen::End)).await;
+    let ids: std::collections::BTreeSet<i64> = lib
+        .seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Read(id) => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, (1..=3000).collect(), "rows missing after the pause");
+
+    // A second snapshot, stopped midway: nothing more is read, the state
+    // says so, and a restart does not take it up again.
+    lib.signal(&db, snapshot, "asked again").await;
+    lib.drive("reads of the second snapshot", |s| {
+        let asked = s
+            .iter()
+            .position(|e| *e == Seen::Mark("asked again".into()))
+            .unwrap_or(s.len());
+        s[asked..]
+            .iter()
+            .filter(|e| matches!(e, Seen::Read(_)))
+            .count()
+            >= 300
+    })
+    .await;
+    lib.signal(
+        &db,
+        r#"INSERT INTO cdc.signals (kind, payload) VALUES ('stop-snapshot', '{"tables": ["public.t"]}')"#,
+        "stopped",
+    )
+    .await;
+    assert_eq!(state_of_t(&db).await, ["done", "stopped"]);
+    lib.activity(&db, 30).await;
+    assert_eq!(lib.reads_between("stopped", None), 0, "read after the stop");
+    assert_eq!(
+        lib.seen.iter().filter(|s| **s == Seen::End).count(),
+        1,
+        "the stopped snapshot ended"
+    );
+    drop(lib);
+    db.cleanup().await;
+}
