@@ -450,6 +450,54 @@ async fn post_snapshot_and_a_signal_row_ask_for_filtered_snapshots() {
         "a read outside the filters"
     );
     assert!(reads.len() > 3500, "only {} reads", reads.len());
+
+    // Progress as /status, /metrics and `cdc-engine status` show it: the
+    // table's latest snapshot, done, with the stored numbers.
+    let stored = db
+        .query_json(
+            "SELECT snapshot_id, chunks_done, rows_done FROM cdc.incremental_snapshots \
+             ORDER BY snapshot_id DESC LIMIT 1",
+        )
+        .await
+        .remove(0);
+    let status = integration_tests::http::status(port).await;
+    let shown = &status["incremental_snapshots"][0];
+    assert_eq!(shown["table"], "public.t", "{status}");
+    assert_eq!(shown["state"], "done", "{status}");
+    assert_eq!(shown["snapshot"], stored["snapshot_id"], "{status}");
+    assert_eq!(shown["chunks"], stored["chunks_done"], "{status}");
+    assert_eq!(shown["rows"], stored["rows_done"], "{status}");
+    assert_eq!(shown["where"], "id > 15000 AND id <= 17000", "{status}");
+    let (_, metrics) = integration_tests::http::get(port, "/metrics")
+        .await
+        .expect("/metrics answers");
+    let rows_total: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("cdc_incremental_snapshot_rows_total{table=\"public.t\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rows counter in\n{metrics}"));
+    assert_eq!(
+        rows_total as usize,
+        reads.len(),
+        "rows counted != rows read"
+    );
+    assert!(
+        metrics.contains("cdc_incremental_snapshot_state{table=\"public.t\",state=\"done\"} 1"),
+        "{metrics}"
+    );
+    let yaml = std::fs::read_to_string(engine.config_path()).expect("the config");
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || integration_tests::run_engine(&["status"], &yaml))
+            .await
+            .expect("the CLI runs");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "incremental snapshot {} public.t: done, {} chunks, {} rows",
+            stored["snapshot_id"], stored["chunks_done"], stored["rows_done"]
+        )),
+        "{out}"
+    );
     let mut engine = engine;
     engine
         .stop_clean(Duration::from_secs(30), "the engine")

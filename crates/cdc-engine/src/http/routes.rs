@@ -163,4 +163,35 @@ mod tests {
         assert_eq!(status["error"], "cannot connect to postgres://u:***@h/db");
         assert_eq!(status["sinks"][0]["state"], "running");
     }
+
+    #[tokio::test]
+    async fn incremental_snapshots_in_status_and_metrics() {
+        let st = state(&CancellationToken::new());
+        let metrics = body(respond(&Method::GET, "/metrics", &st)).await;
+        assert!(!metrics.contains("cdc_incremental"), "shown before any");
+        let t = cdc_core::TableName::new("public", "t");
+        let mut p = cdc_core::IncrementalProgress::new(4, cdc_core::IncrementalState::Pending);
+        p.filter = Some("id > 1".into());
+        st.source.incremental_snapshot(&t, p);
+        st.source
+            .incremental_chunk(&t, 4, 100, Some(vec!["100".into()]), false);
+        let metrics = body(respond(&Method::GET, "/metrics", &st)).await;
+        for line in [
+            "cdc_incremental_snapshot_rows_total{table=\"public.t\"} 100\n",
+            "cdc_incremental_snapshot_chunks_total{table=\"public.t\"} 1\n",
+            "cdc_incremental_snapshot_state{table=\"public.t\",state=\"running\"} 1\n",
+            "cdc_incremental_snapshot_state{table=\"public.t\",state=\"paused\"} 0\n",
+        ] {
+            assert!(metrics.contains(line), "{line} not in\n{metrics}");
+        }
+        let status: serde_json::Value =
+            serde_json::from_str(&body(respond(&Method::GET, "/status", &st)).await).unwrap();
+        assert_eq!(
+            status["incremental_snapshots"],
+            serde_json::json!([{
+                "table": "public.t", "snapshot": 4, "state": "running", "chunks": 1,
+                "rows": 100, "last_key": ["100"], "where": "id > 1", "error": null
+            }])
+        );
+    }
 }

@@ -50,7 +50,8 @@ mod window;
 pub(crate) use runner::Incremental;
 
 pub use filter::{check_filter_text, validate_filter, MAX_FILTER_LEN};
-pub use progress::{PROGRESS_TABLE, SIGNAL_TABLE};
+pub(crate) use progress::ProgressStore;
+pub use progress::{StoredIncremental, PROGRESS_TABLE, SIGNAL_TABLE};
 pub use request::{snapshot_payload, SIGNAL_KINDS};
 pub use submit::{request_snapshot, IncrementalRequest};
 

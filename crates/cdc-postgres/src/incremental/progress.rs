@@ -5,7 +5,7 @@
 //! it got, advanced only once the chunk's reads are durable; its state:
 //! `pending`, `running`, `paused`, `done`, `stopped` or `failed`).
 
-use cdc_core::TableName;
+use cdc_core::{IncrementalState, TableName};
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use crate::error::PgError;
@@ -432,6 +432,93 @@ ALTER TABLE {progress} ADD CONSTRAINT incremental_snapshots_state_check
         let added = self.enqueue(&mut tx, slot, id, &new, None).await?;
         tx.commit().await.map_err(&err)?;
         Ok(Some((id, added)))
+    }
+}
+
+/// One table of an incremental snapshot as stored, for reports
+/// ([`crate::inspect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIncremental {
+    /// The snapshot's id (its signal row's).
+    pub snapshot: i64,
+    /// The table.
+    pub table: TableName,
+    /// Where it stands.
+    pub state: IncrementalState,
+    /// Its filter (SQL), if any.
+    pub filter: Option<String>,
+    /// The key of the last row durably delivered, as text.
+    pub last_key: Option<Vec<String>>,
+    /// Chunks durably delivered.
+    pub chunks_done: i64,
+    /// Rows durably delivered.
+    pub rows_done: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When the row last changed.
+    pub updated_at: std::time::SystemTime,
+}
+
+impl ProgressStore {
+    /// The unfinished snapshots of `slot` and its `finished` most recent
+    /// finished ones, in the order they were asked for; nothing when the
+    /// progress table does not exist.
+    pub async fn recent(
+        &self,
+        conn: &mut PgConnection,
+        slot: &str,
+        finished: i64,
+    ) -> Result<Vec<StoredIncremental>, PgError> {
+        let err = self.ctx("reading incremental snapshots");
+        let exists: bool = sqlx::query_scalar("SELECT pg_catalog.to_regclass($1) IS NOT NULL")
+            .bind(self.progress())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(&err)?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "WITH p AS (SELECT * FROM {} WHERE slot_name = $1),
+                  latest AS (SELECT snapshot_id, table_schema, table_name FROM p
+                             WHERE state NOT IN ('pending', 'running', 'paused')
+                             ORDER BY snapshot_id DESC, position DESC LIMIT $2)
+             SELECT snapshot_id, table_schema, table_name, state, filter, last_key, chunks_done,
+                    rows_done, error,
+                    (EXTRACT(EPOCH FROM updated_at) * 1000)::int8 AS updated_ms
+             FROM p
+             WHERE state IN ('pending', 'running', 'paused')
+                OR (snapshot_id, table_schema, table_name) IN (SELECT * FROM latest)
+             ORDER BY snapshot_id, position",
+            self.progress()
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(slot)
+            .bind(finished)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(&err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let state: String = row.try_get("state").map_err(&err)?;
+            let updated_ms: i64 = row.try_get("updated_ms").map_err(&err)?;
+            out.push(StoredIncremental {
+                snapshot: row.try_get("snapshot_id").map_err(&err)?,
+                table: table_of(&row).map_err(&err)?,
+                state: IncrementalState::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == state)
+                    .unwrap_or(IncrementalState::Failed),
+                filter: row.try_get("filter").map_err(&err)?,
+                last_key: row.try_get("last_key").map_err(&err)?,
+                chunks_done: row.try_get("chunks_done").map_err(&err)?,
+                rows_done: row.try_get("rows_done").map_err(&err)?,
+                error: row.try_get("error").map_err(&err)?,
+                updated_at: std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(u64::try_from(updated_ms).unwrap_or(0)),
+            });
+        }
+        Ok(out)
     }
 }
 

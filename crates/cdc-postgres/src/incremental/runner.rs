@@ -8,7 +8,10 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cdc_core::{ChangeEvent, ErrorClass, Lsn, Row, TableName, TableSchema};
+use cdc_core::{
+    ChangeEvent, ErrorClass, IncrementalProgress, IncrementalState, Lsn, Row, SourceStatus,
+    TableName, TableSchema,
+};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
@@ -84,6 +87,8 @@ pub(crate) struct Incremental {
     pending: VecDeque<Durable>,
     retry_at: Option<Instant>,
     marks: u64,
+    /// Where progress is shown (`/status`, metrics).
+    pub(super) status: SourceStatus,
 }
 
 impl Incremental {
@@ -106,6 +111,7 @@ impl Incremental {
         let options = options.options([("standard_conforming_strings", "on")]);
         let queue: VecDeque<TableJob> = store.unfinished(conn, slot).await?.into();
         for job in &queue {
+            report(&cfg.status, job);
             tracing::info!(table = %job.table, snapshot = job.snapshot, chunks_done = job.chunks_done,
                 paused = job.paused, "resuming an incremental snapshot");
         }
@@ -128,6 +134,7 @@ impl Incremental {
             pending: VecDeque::new(),
             retry_at: None,
             marks: 0,
+            status: cfg.status.clone(),
         })
     }
 
@@ -183,6 +190,12 @@ impl Incremental {
                 let reason = cdc_core::error_chain(&e).to_string();
                 tracing::error!(table = %job.table, snapshot = job.snapshot, "incremental snapshot of {} failed: {reason}", job.table);
                 self.queue.retain(|j| !j.is(job.snapshot, &job.table));
+                self.status.incremental_state(
+                    &job.table,
+                    job.snapshot,
+                    IncrementalState::Failed,
+                    Some(reason.clone()),
+                );
                 let (store, slot) = (self.store.clone(), self.slot.clone());
                 if let Ok(conn) = self.connection().await {
                     if let Err(e) = store
@@ -304,6 +317,13 @@ impl Incremental {
                 job.chunks_done += 1;
                 job.rows_done += rows.len() as i64;
                 let end = open.last.then(|| u64::try_from(job.rows_done).unwrap_or(0));
+                self.status.incremental_chunk(
+                    &job.table,
+                    job.snapshot,
+                    rows.len() as u64,
+                    job.last_key.clone(),
+                    open.last,
+                );
                 self.pending.push_back(Durable {
                     after: commit_lsn,
                     job: job.clone(),
@@ -336,6 +356,23 @@ impl Incremental {
         }
         Ok(())
     }
+}
+
+/// Shows `job` as stored (or queued) in `status`.
+pub(super) fn report(status: &SourceStatus, job: &TableJob) {
+    let state = if job.paused {
+        IncrementalState::Paused
+    } else if job.chunks_done > 0 {
+        IncrementalState::Running
+    } else {
+        IncrementalState::Pending
+    };
+    let mut p = IncrementalProgress::new(job.snapshot, state);
+    p.chunks = u64::try_from(job.chunks_done).unwrap_or(0);
+    p.rows = u64::try_from(job.rows_done).unwrap_or(0);
+    p.last_key = job.last_key.clone();
+    p.filter = job.filter.clone();
+    status.incremental_snapshot(&job.table, p);
 }
 
 /// The connection in `slot`, connected first when there is none.

@@ -2,12 +2,12 @@
 //! snapshot asked for, stopped, paused or resumed), and with the tables
 //! that are new to the slot when the source starts.
 
-use cdc_core::TableName;
+use cdc_core::{IncrementalState, TableName};
 use sqlx::PgConnection;
 
 use super::progress::{Control, TableJob};
 use super::request::{parse_signal, Signal};
-use super::runner::Incremental;
+use super::runner::{report, Incremental};
 use crate::error::PgError;
 use crate::snapshot::MetadataStore;
 
@@ -47,8 +47,9 @@ impl Incremental {
         for table in added {
             tracing::info!(table = %table, snapshot = id, filter = filter.as_deref().unwrap_or(""),
                 "incremental snapshot requested");
-            self.queue
-                .push_back(TableJob::new(id, table, filter.clone()));
+            let job = TableJob::new(id, table, filter.clone());
+            report(&self.status, &job);
+            self.queue.push_back(job);
         }
         Ok(())
     }
@@ -84,10 +85,19 @@ impl Incremental {
                 self.open = None;
             }
             match control {
-                Control::Stop => self.queue.retain(|j| !j.is(snapshot, &table)),
+                Control::Stop => {
+                    self.queue.retain(|j| !j.is(snapshot, &table));
+                    self.status.incremental_state(
+                        &table,
+                        snapshot,
+                        IncrementalState::Stopped,
+                        None,
+                    );
+                }
                 Control::Pause | Control::Resume => {
                     for job in self.queue.iter_mut().filter(|j| j.is(snapshot, &table)) {
                         job.paused = control == Control::Pause;
+                        report(&self.status, job);
                     }
                 }
             }
@@ -125,6 +135,9 @@ impl Incremental {
         }
         // Read again: another instance may have recorded them first.
         self.queue = self.store.unfinished(conn, &self.slot).await?.into();
+        for job in &self.queue {
+            report(&self.status, job);
+        }
         Ok(())
     }
 }
