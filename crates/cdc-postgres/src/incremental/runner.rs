@@ -13,7 +13,7 @@ use cdc_core::{
     TableName, TableSchema,
 };
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::chunks::{choose_key, read_chunk};
 use super::progress::{ProgressStore, TableJob};
@@ -21,11 +21,28 @@ use super::request::{Mark, MarkKind};
 use super::window::{Closed, Window};
 use super::WATERMARK_PREFIX;
 use crate::error::PgError;
+use crate::ident::quote_table;
 use crate::snapshot::describe_published_table;
 use crate::stream::PgSourceConfig;
 
 /// Wait before trying again after a chunk failed on a transient error.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// The longest a chunk's read or high watermark waits for the table's
+/// lock (behind a schema change waiting for its own lock, say): the
+/// stream waits that long at most, then the chunk is tried again later.
+const LOCK_TIMEOUT: &str = "2s";
+
+/// The SQLSTATE of a lock not obtained within `lock_timeout`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// `SET LOCAL lock_timeout …; LOCK TABLE … IN ACCESS SHARE MODE`.
+fn lock_sql(table: &TableName) -> String {
+    format!(
+        "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; LOCK TABLE {} IN ACCESS SHARE MODE",
+        quote_table(table)
+    )
+}
 
 /// The chunk between its read and its high watermark.
 #[derive(Debug)]
@@ -87,6 +104,10 @@ pub(crate) struct Incremental {
     pending: VecDeque<Durable>,
     retry_at: Option<Instant>,
     marks: u64,
+    /// A chunk's read is under way: still set at the next step when the
+    /// step was cancelled midway, and then the connection (perhaps inside
+    /// a transaction) is replaced.
+    reading: bool,
     /// Where progress is shown (`/status`, metrics).
     pub(super) status: SourceStatus,
 }
@@ -134,6 +155,7 @@ impl Incremental {
             pending: VecDeque::new(),
             retry_at: None,
             marks: 0,
+            reading: false,
             status: cfg.status.clone(),
         })
     }
@@ -158,6 +180,9 @@ impl Incremental {
     /// logged and the chunk tried again a second later; a table that cannot
     /// be snapshotted is marked failed (with the reason) and skipped.
     pub async fn step(&mut self, acknowledged: Lsn) {
+        if std::mem::take(&mut self.reading) {
+            self.conn = None;
+        }
         if let Err(e) = self.store_durable(acknowledged).await {
             tracing::warn!(error = %cdc_core::error_chain(&e), "cannot record incremental snapshot progress; trying again");
             self.conn = None;
@@ -170,7 +195,10 @@ impl Incremental {
         };
         self.retry_at = None;
         let result = if self.tracked.contains(&job.table) {
-            self.read_next(&job).await
+            self.reading = true;
+            let read = self.read_next(&job).await;
+            self.reading = false;
+            read
         } else {
             Err(PgError::Setup(format!(
                 "table {} is not in source.tables: its changes are not captured, so it cannot \
@@ -179,8 +207,11 @@ impl Incremental {
             )))
         };
         match result {
-            Ok(open) => self.open = Some(open),
-            Err(e) if e.class() == ErrorClass::Retryable => {
+            Ok(open) => self.open = open,
+            Err(e)
+                if e.class() == ErrorClass::Retryable
+                    || e.sqlstate().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+            {
                 tracing::warn!(table = %job.table, error = %cdc_core::error_chain(&e),
                     "incremental snapshot chunk failed; trying again");
                 self.conn = None;
@@ -210,8 +241,19 @@ impl Incremental {
     }
 
     /// Low watermark, the chunk after `job`'s last key in a transaction of
-    /// its own, high watermark.
-    async fn read_next(&mut self, job: &TableJob) -> Result<OpenChunk, PgError> {
+    /// its own, high watermark. `None`: the table was changed (a column
+    /// added, dropped or retyped, the publication's column list or row
+    /// filter changed) between the read and the high watermark; the rows
+    /// would not be what the stream describes at the watermark, so they are
+    /// dropped and the chunk is read again.
+    ///
+    /// The read and the high watermark each take the table's `ACCESS SHARE`
+    /// lock first (waiting at most [`LOCK_TIMEOUT`]): the read's snapshot,
+    /// the description it reads with and the rows agree, and the
+    /// description read in the high watermark's transaction is the table's
+    /// at the watermark's commit (a schema change commits before it, seen,
+    /// or after it).
+    async fn read_next(&mut self, job: &TableJob) -> Result<Option<OpenChunk>, PgError> {
         let chunk = u64::try_from(job.chunks_done).unwrap_or(0);
         self.marks += 1;
         let mark = |kind| Mark {
@@ -225,13 +267,16 @@ impl Incremental {
         let database = self.database.clone();
         let publication = self.publication.clone();
         let limit = self.chunk_rows;
+        let lock = lock_sql(&job.table);
         let conn = self.connection().await?;
         emit(conn, &low).await?;
         let read = async {
-            sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| PgError::sql("starting a chunk read", e))?;
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {lock}"
+            )))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| PgError::sql("starting a chunk read", e))?;
             let info = describe_published_table(conn, &database, &job.table, &publication).await?;
             let key = choose_key(conn, &info.schema).await?;
             let rows = read_chunk(
@@ -247,9 +292,20 @@ impl Incremental {
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| PgError::sql("ending a chunk read", e))?;
-            Ok::<_, PgError>((info, key, rows))
+            crate::failpoint::failpoint!("incremental::before_high_mark");
+            sqlx::raw_sql(AssertSqlSafe(format!("BEGIN; {lock}")))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| PgError::sql("starting a high watermark", e))?;
+            let now = describe_published_table(conn, &database, &job.table, &publication).await?;
+            emit(conn, &high).await?;
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| PgError::sql("committing a high watermark", e))?;
+            Ok::<_, PgError>((info, now, key, rows))
         };
-        let (info, key, rows) = match read.await {
+        let (info, now, key, rows) = match read.await {
             Ok(r) => r,
             Err(e) => {
                 // Leaves no transaction open behind a failed read.
@@ -257,18 +313,22 @@ impl Incremental {
                 return Err(e);
             }
         };
-        emit(conn, &high).await?;
+        if now.schema != info.schema || now.row_filter != info.row_filter {
+            tracing::info!(table = %job.table, chunk,
+                "the table changed between the chunk's read and its high watermark; reading the chunk again");
+            return Ok(None);
+        }
         let last = (rows.rows.len() as u64) < limit;
         tracing::debug!(table = %job.table, chunk, rows = rows.rows.len(), "incremental snapshot chunk read");
-        Ok(OpenChunk {
+        Ok(Some(OpenChunk {
             snapshot: job.snapshot,
+            window: Window::new(info.schema.clone(), key.positions, rows.rows),
             table: info.schema,
-            window: Window::new(key.positions, rows.rows),
             low,
             high,
             next_key: rows.last_key,
             last,
-        })
+        }))
     }
 
     /// A change of the stream: collected when it is of the open chunk's
