@@ -142,5 +142,7 @@ pub use schema::{Column, ReplicaIdentity, TableName, TableSchema};
 pub use sink::{BoxFuture, DynSink, Sink};
 pub use sink_settings::{open_sink, section_secrets, SinkSettings};
 pub use source::Source;
-pub use status::{Phase, SnapshotProgress, SourceStatus, TableProgress};
+pub use status::{
+    IncrementalProgress, IncrementalState, Phase, SnapshotProgress, SourceStatus, TableProgress,
+};
 pub use value::{Row, Value};

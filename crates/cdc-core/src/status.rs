@@ -130,6 +130,93 @@ impl SnapshotProgress {
     }
 }
 
+/// The state of a table's incremental snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IncrementalState {
+    /// Asked for; no chunk read yet.
+    Pending,
+    /// Chunks are being read.
+    Running,
+    /// Paused by a signal.
+    Paused,
+    /// Every chunk read.
+    Done,
+    /// Stopped by a signal.
+    Stopped,
+    /// Given up on (the reason is in `error`).
+    Failed,
+}
+
+impl IncrementalState {
+    /// Every state, in declaration order (for metric label sets).
+    pub const ALL: [IncrementalState; 6] = [
+        IncrementalState::Pending,
+        IncrementalState::Running,
+        IncrementalState::Paused,
+        IncrementalState::Done,
+        IncrementalState::Stopped,
+        IncrementalState::Failed,
+    ];
+
+    /// The lower-case name used in `/status`, metric labels and the
+    /// progress table.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            IncrementalState::Pending => "pending",
+            IncrementalState::Running => "running",
+            IncrementalState::Paused => "paused",
+            IncrementalState::Done => "done",
+            IncrementalState::Stopped => "stopped",
+            IncrementalState::Failed => "failed",
+        }
+    }
+}
+
+/// A table's latest incremental snapshot, a copy taken by
+/// [`SourceStatus::incremental_progress`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IncrementalProgress {
+    /// The snapshot's id.
+    pub snapshot: i64,
+    /// Where it stands.
+    pub state: IncrementalState,
+    /// Chunks of this snapshot emitted so far (by earlier runs too).
+    pub chunks: u64,
+    /// Rows of this snapshot emitted so far (by earlier runs too).
+    pub rows: u64,
+    /// The key of the last row emitted, as text; `None` before the first.
+    pub last_key: Option<Vec<String>>,
+    /// The snapshot's filter (SQL), if any.
+    pub filter: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Chunks this process emitted for the table, every snapshot counted
+    /// (never goes down: a counter).
+    pub chunks_emitted: u64,
+    /// Rows this process emitted for the table, every snapshot counted
+    /// (never goes down: a counter).
+    pub rows_emitted: u64,
+}
+
+impl IncrementalProgress {
+    /// Snapshot `snapshot` in `state`, nothing emitted yet.
+    pub fn new(snapshot: i64, state: IncrementalState) -> Self {
+        Self {
+            snapshot,
+            state,
+            chunks: 0,
+            rows: 0,
+            last_key: None,
+            filter: None,
+            error: None,
+            chunks_emitted: 0,
+            rows_emitted: 0,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     phase: AtomicU8,
@@ -139,6 +226,7 @@ struct Inner {
     heartbeats: AtomicU64,
     snapshot: Mutex<SnapshotProgress>,
     untracked: Mutex<BTreeMap<TableName, u64>>,
+    incremental: Mutex<BTreeMap<TableName, IncrementalProgress>>,
 }
 
 /// The live status of a source; see the module documentation.
@@ -304,6 +392,89 @@ impl SourceStatus {
     pub fn snapshot_progress(&self) -> SnapshotProgress {
         self.with_snapshot(|s| s.clone())
     }
+
+    fn with_incremental<R>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<TableName, IncrementalProgress>) -> R,
+    ) -> R {
+        let mut guard = self
+            .inner
+            .incremental
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Records `table`'s latest incremental snapshot as `progress`
+    /// (its `*_emitted` counters are kept from before).
+    pub fn incremental_snapshot(&self, table: &TableName, progress: IncrementalProgress) {
+        self.with_incremental(|m| {
+            let (chunks, rows) = m
+                .get(table)
+                .map_or((0, 0), |p| (p.chunks_emitted, p.rows_emitted));
+            m.insert(
+                table.clone(),
+                IncrementalProgress {
+                    chunks_emitted: chunks,
+                    rows_emitted: rows,
+                    ..progress
+                },
+            );
+        });
+    }
+
+    /// Counts one chunk of `rows` rows of snapshot `snapshot` of `table`
+    /// emitted, ending at `last_key`; `done`: the last one.
+    pub fn incremental_chunk(
+        &self,
+        table: &TableName,
+        snapshot: i64,
+        rows: u64,
+        last_key: Option<Vec<String>>,
+        done: bool,
+    ) {
+        self.with_incremental(|m| {
+            let p = m
+                .entry(table.clone())
+                .or_insert_with(|| IncrementalProgress::new(snapshot, IncrementalState::Running));
+            if p.snapshot == snapshot {
+                p.chunks += 1;
+                p.rows += rows;
+                if last_key.is_some() {
+                    p.last_key = last_key;
+                }
+                p.state = if done {
+                    IncrementalState::Done
+                } else {
+                    IncrementalState::Running
+                };
+            }
+            p.chunks_emitted += 1;
+            p.rows_emitted += rows;
+        });
+    }
+
+    /// Sets the state of snapshot `snapshot` of `table` (when it is the
+    /// table's latest), with the reason of a failure.
+    pub fn incremental_state(
+        &self,
+        table: &TableName,
+        snapshot: i64,
+        state: IncrementalState,
+        error: Option<String>,
+    ) {
+        self.with_incremental(|m| {
+            if let Some(p) = m.get_mut(table).filter(|p| p.snapshot == snapshot) {
+                p.state = state;
+                p.error = error;
+            }
+        });
+    }
+
+    /// A copy of every table's latest incremental snapshot, in name order.
+    pub fn incremental_progress(&self) -> BTreeMap<TableName, IncrementalProgress> {
+        self.with_incremental(|m| m.clone())
+    }
 }
 
 #[cfg(test)]
@@ -356,5 +527,30 @@ mod tests {
         assert!(p.finished_at.is_none());
         s.snapshot_finished();
         assert!(s.snapshot_progress().finished_at.is_some());
+    }
+
+    #[test]
+    fn incremental_progress_per_table_keeps_its_counters() {
+        let s = SourceStatus::new();
+        let t = TableName::new("public", "t");
+        s.incremental_snapshot(&t, IncrementalProgress::new(7, IncrementalState::Pending));
+        s.incremental_chunk(&t, 7, 10, Some(vec!["10".into()]), false);
+        s.incremental_chunk(&t, 7, 5, None, true);
+        let p = s.incremental_progress()[&t].clone();
+        assert_eq!((p.chunks, p.rows, p.state), (2, 15, IncrementalState::Done));
+        assert_eq!(p.last_key, Some(vec!["10".to_owned()]));
+        // A new snapshot of the table starts its own numbers; the counters go on.
+        s.incremental_snapshot(&t, IncrementalProgress::new(9, IncrementalState::Pending));
+        s.incremental_state(&t, 7, IncrementalState::Failed, None);
+        s.incremental_chunk(&t, 9, 3, None, false);
+        let p = s.incremental_progress()[&t].clone();
+        assert_eq!((p.snapshot, p.chunks, p.rows), (9, 1, 3));
+        assert_eq!((p.chunks_emitted, p.rows_emitted), (3, 18));
+        assert_eq!(p.state, IncrementalState::Running);
+        s.incremental_state(&t, 9, IncrementalState::Failed, Some("no key".into()));
+        assert_eq!(
+            s.incremental_progress()[&t].error.as_deref(),
+            Some("no key")
+        );
     }
 }

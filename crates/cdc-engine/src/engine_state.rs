@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use cdc_core::{Phase, SourceStatus};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::lag_poll::LagState;
 use crate::metrics::PipelineMetrics;
 use crate::secrets::Secrets;
@@ -36,6 +37,9 @@ pub struct EngineState {
     pub lag: Arc<LagState>,
     /// Masks secrets in texts shown to the outside.
     pub secrets: Secrets,
+    /// The pipeline's configuration when `POST /snapshot` is accepted
+    /// (`metrics.snapshot_requests`).
+    pub snapshot_requests: Option<Arc<Config>>,
     shutdown: CancellationToken,
     failure: Mutex<Option<String>>,
 }
@@ -57,9 +61,16 @@ impl EngineState {
             metrics,
             lag: Arc::new(LagState::default()),
             secrets,
+            snapshot_requests: None,
             shutdown,
             failure: Mutex::new(None),
         }
+    }
+
+    /// Accepts `POST /snapshot` for the pipeline `config` describes.
+    pub fn with_snapshot_requests(mut self, config: Config) -> Self {
+        self.snapshot_requests = Some(Arc::new(config));
+        self
     }
 
     /// Records the fatal error the run ended with.

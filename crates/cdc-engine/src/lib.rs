@@ -14,6 +14,8 @@
 //! cdc-engine validate --config pipeline.yaml   # the file alone, no connection; exit 2 when invalid
 //! cdc-engine check    --config pipeline.yaml   # what the server lacks, with fixes; exit 0 ready, 1 blocked, 2 cannot check
 //! cdc-engine status   --config pipeline.yaml   # slot, publication, snapshot job; exit 0 healthy, 1 degraded, 2 unknown
+//! cdc-engine snapshot --config pipeline.yaml --table public.t [--where 'id > 10']
+//!                                              # ask the running pipeline for an incremental snapshot
 //! ```
 //!
 //! A minimal file (every key is described in `docs/configuration.md`, and
@@ -74,8 +76,9 @@
 //! # }
 //! ```
 //!
-//! [`check::main`] and [`status_report::status`] are the `check` and
-//! `status` commands; [`secrets::Secrets`] masks a configuration's
+//! [`check::main`], [`status_report::status`] and
+//! [`snapshot_request::request_snapshot`] are the `check`, `status` and
+//! `snapshot` commands; [`secrets::Secrets`] masks a configuration's
 //! passwords in any text (the binary's log writer is
 //! [`secrets::ScrubbingStderr`]).
 //!
@@ -107,6 +110,7 @@ pub(crate) mod progress;
 pub mod run;
 pub mod secrets;
 pub mod sinks;
+pub mod snapshot_request;
 pub mod status_report;
 
 /// The pipeline runtime (`cdc-pipeline`): `run_pipeline`, `NamedSink`,

@@ -177,14 +177,18 @@ pub async fn run(
             .map(|(i, s)| SinkMetrics::new(sink_id(i), s.kind(), config.pipeline.channel_capacity))
             .collect(),
     ));
-    let state = Arc::new(EngineState::new(
+    let mut state = EngineState::new(
         config.name.clone(),
         config.source.slot.name.clone(),
         status.clone(),
         metrics.clone(),
         Secrets::from_config(&config),
         shutdown.clone(),
-    ));
+    );
+    if config.metrics.as_ref().is_some_and(|m| m.snapshot_requests) {
+        state = state.with_snapshot_requests(config.clone());
+    }
+    let state = Arc::new(state);
     let endpoint_stop = CancellationToken::new();
     tokio::spawn(crate::progress::report_snapshot(
         status.clone(),

@@ -24,6 +24,7 @@
 //! | `snapshot::reader_mid_chunk` | stop | after a reader handed over the first rows of a chunk, its read still open |
 //! | `snapshot::heartbeat` | stop | before the heartbeat renews this instance's claims |
 //! | `stream::before_describe` | stop | while streaming: a Relation message arrived, before its table is described on the catalog connection |
+//! | `incremental::before_high_mark` | stop | an incremental snapshot chunk was read (its transaction committed), before its high watermark's transaction (the stream waits too) |
 //! | `sink::before_write_reads` | stop | in the pipeline (`cdc-pipeline`'s sink workers): before a sink writes a group of batches holding snapshot reads |
 //! | `sink::file_partial_write` | error | in the engine's file sink: half of a write reaches the file, then it fails with an I/O error |
 //! | `sink::before_ack` | stop | in the pipeline (`cdc-pipeline`'s sink workers): after a sink wrote a group of batches with events, before they count as durable |

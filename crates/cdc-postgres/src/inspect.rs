@@ -25,6 +25,8 @@ use cdc_core::{Lsn, TableName};
 use sqlx::{PgConnection, Row};
 
 use crate::error::PgError;
+use crate::incremental::ProgressStore;
+pub use crate::incremental::StoredIncremental;
 use crate::snapshot::MetadataStore;
 pub use crate::snapshot::{Claim, Job, JobState, TableProgress, DEFAULT_METADATA_SCHEMA};
 
@@ -93,7 +95,13 @@ pub struct SourceReport {
     pub publication: Option<PublicationInfo>,
     /// The snapshot job of the slot, if there is one.
     pub snapshot: Option<SnapshotInfo>,
+    /// The slot's incremental snapshots: every unfinished one and the
+    /// [`RECENT_INCREMENTAL`] most recently finished tables.
+    pub incremental: Vec<StoredIncremental>,
 }
+
+/// Finished incremental snapshot tables [`inspect`] reports.
+pub const RECENT_INCREMENTAL: i64 = 20;
 
 /// Reads the state of `slot`, `publication` and the snapshot job of `slot`
 /// in the coordination tables of `metadata_schema` (the pipeline's
@@ -205,12 +213,16 @@ pub async fn inspect(
     } else {
         None
     };
+    let incremental = ProgressStore::new(metadata_schema)
+        .recent(conn, slot_name, RECENT_INCREMENTAL)
+        .await?;
     Ok(SourceReport {
         server_version,
         wal_lsn,
         slot,
         publication,
         snapshot,
+        incremental,
     })
 }
 

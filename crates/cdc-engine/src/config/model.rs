@@ -592,6 +592,12 @@ pub struct MetricsConfig {
         deserialize_with = "deserialize_duration"
     )]
     pub lag_poll_interval: Duration,
+    /// `snapshot_requests`: accept `POST /snapshot` (ask for an
+    /// incremental snapshot; its filter is SQL run with the source's role,
+    /// so turn it on only where the endpoint is reachable by operators
+    /// alone). Default `false`.
+    #[serde(default)]
+    pub snapshot_requests: bool,
 }
 
 impl Default for MetricsConfig {
@@ -600,6 +606,7 @@ impl Default for MetricsConfig {
             listen: default_metrics_listen(),
             hold_after_failure: default_hold_after_failure(),
             lag_poll_interval: default_lag_poll_interval(),
+            snapshot_requests: false,
         }
     }
 }

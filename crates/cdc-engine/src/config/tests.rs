@@ -566,12 +566,15 @@ fn metrics_section_absent_empty_or_set() {
         assert_eq!(metrics.listen.to_string(), "127.0.0.1:9187");
         assert_eq!(metrics.hold_after_failure, Duration::from_secs(5));
         assert_eq!(metrics.lag_poll_interval, Duration::from_secs(5));
+        assert!(!metrics.snapshot_requests);
     }
     let text = with_sinks(
         MINIMAL,
-        "metrics: { listen: '0.0.0.0:9999', hold_after_failure: 0ms, lag_poll_interval: 1s }\n",
+        "metrics: { listen: '0.0.0.0:9999', hold_after_failure: 0ms, lag_poll_interval: 1s, \
+         snapshot_requests: true }\n",
     );
     let metrics = parse(&text).unwrap().metrics.unwrap();
+    assert!(metrics.snapshot_requests);
     assert_eq!(metrics.listen.to_string(), "0.0.0.0:9999");
     assert_eq!(metrics.hold_after_failure, Duration::ZERO);
     assert_eq!(metrics.lag_poll_interval, Duration::from_secs(1));

@@ -1,17 +1,36 @@
 //! Which path answers what.
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use hyper::{Method, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 
 use super::status_doc::status_document;
 use crate::engine_state::{EngineState, Health};
 use crate::metrics::exposition::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 use crate::metrics::render_metrics;
 
-const JSON: &str = "application/json";
-const TEXT: &str = "text/plain; charset=utf-8";
+pub(super) const JSON: &str = "application/json";
+pub(super) const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The response to `req`: `POST /snapshot` ([`super::snapshot`]), or
+/// what [`respond`] says.
+pub async fn handle(req: Request<Incoming>, state: &EngineState) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/snapshot" {
+        let method = req.method().clone();
+        let body = Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| e.to_string());
+        return super::snapshot::respond(&method, body, state).await;
+    }
+    respond(req.method(), req.uri().path(), state)
+}
+
+/// The longest request body read, in bytes.
+const MAX_BODY: usize = 64 * 1024;
 
 /// The response to `method path`: `GET` (or `HEAD`) of `/metrics`,
 /// `/status` or `/healthz`; `405` for other methods on those paths; `404`
@@ -61,7 +80,11 @@ fn healthz(state: &EngineState) -> Response<Full<Bytes>> {
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+pub(super) fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r.headers_mut()
@@ -75,7 +98,6 @@ mod tests {
     use std::sync::Arc;
 
     use cdc_core::{Phase, SourceStatus};
-    use http_body_util::BodyExt;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
@@ -140,5 +162,36 @@ mod tests {
         assert_eq!(status["source_phase"], "standby");
         assert_eq!(status["error"], "cannot connect to postgres://u:***@h/db");
         assert_eq!(status["sinks"][0]["state"], "running");
+    }
+
+    #[tokio::test]
+    async fn incremental_snapshots_in_status_and_metrics() {
+        let st = state(&CancellationToken::new());
+        let metrics = body(respond(&Method::GET, "/metrics", &st)).await;
+        assert!(!metrics.contains("cdc_incremental"), "shown before any");
+        let t = cdc_core::TableName::new("public", "t");
+        let mut p = cdc_core::IncrementalProgress::new(4, cdc_core::IncrementalState::Pending);
+        p.filter = Some("id > 1".into());
+        st.source.incremental_snapshot(&t, p);
+        st.source
+            .incremental_chunk(&t, 4, 100, Some(vec!["100".into()]), false);
+        let metrics = body(respond(&Method::GET, "/metrics", &st)).await;
+        for line in [
+            "cdc_incremental_snapshot_rows_total{table=\"public.t\"} 100\n",
+            "cdc_incremental_snapshot_chunks_total{table=\"public.t\"} 1\n",
+            "cdc_incremental_snapshot_state{table=\"public.t\",state=\"running\"} 1\n",
+            "cdc_incremental_snapshot_state{table=\"public.t\",state=\"paused\"} 0\n",
+        ] {
+            assert!(metrics.contains(line), "{line} not in\n{metrics}");
+        }
+        let status: serde_json::Value =
+            serde_json::from_str(&body(respond(&Method::GET, "/status", &st)).await).unwrap();
+        assert_eq!(
+            status["incremental_snapshots"],
+            serde_json::json!([{
+                "table": "public.t", "snapshot": 4, "state": "running", "chunks": 1,
+                "rows": 100, "last_key": ["100"], "where": "id > 1", "error": null
+            }])
+        );
     }
 }

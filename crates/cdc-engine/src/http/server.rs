@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::routes::respond;
+use super::routes::handle;
 use crate::engine_state::EngineState;
 
 /// A client must send its request headers within this time.
@@ -44,8 +44,8 @@ pub async fn serve(listener: TcpListener, state: Arc<EngineState>, stop: Cancell
         let stop = stop.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let response = respond(req.method(), req.uri().path(), &state);
-                async move { Ok::<_, Infallible>(response) }
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(req, &state).await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

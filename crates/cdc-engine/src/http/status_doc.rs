@@ -57,6 +57,22 @@ pub fn status_document(state: &EngineState) -> Value {
             "tables": tables,
         })
     };
+    let incremental: Vec<Value> = source
+        .incremental_progress()
+        .iter()
+        .map(|(t, p)| {
+            json!({
+                "table": t.to_string(),
+                "snapshot": p.snapshot,
+                "state": p.state.as_str(),
+                "chunks": p.chunks,
+                "rows": p.rows,
+                "last_key": p.last_key,
+                "where": p.filter,
+                "error": p.error.as_deref().map(|e| state.secrets.scrub(e).into_owned()),
+            })
+        })
+        .collect();
     json!({
         "pipeline": state.pipeline,
         "phase": state.phase_label(),
@@ -82,6 +98,7 @@ pub fn status_document(state: &EngineState) -> Value {
             .collect::<serde_json::Map<String, serde_json::Value>>(),
         "sinks": sinks,
         "snapshot": snapshot,
+        "incremental_snapshots": incremental,
     })
 }
 

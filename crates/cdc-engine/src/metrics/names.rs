@@ -178,6 +178,25 @@ pub const SNAPSHOT_DURATION_SECONDS: Metric = metric(
     Kind::Gauge,
     "Seconds the snapshot took, or has taken so far while it runs.",
 );
+/// Rows emitted by incremental snapshots, label `table`.
+pub const INCREMENTAL_ROWS: Metric = metric(
+    "cdc_incremental_snapshot_rows_total",
+    Kind::Counter,
+    "Rows emitted by incremental snapshots (by this instance), by table.",
+);
+/// Chunks emitted by incremental snapshots, label `table`.
+pub const INCREMENTAL_CHUNKS: Metric = metric(
+    "cdc_incremental_snapshot_chunks_total",
+    Kind::Counter,
+    "Chunks emitted by incremental snapshots (by this instance), by table.",
+);
+/// State of a table's latest incremental snapshot, labels `table` and
+/// `state`; 1 for the current one.
+pub const INCREMENTAL_STATE: Metric = metric(
+    "cdc_incremental_snapshot_state",
+    Kind::Gauge,
+    "State of the table's latest incremental snapshot (1 for the current state, 0 otherwise).",
+);
 
 /// Every family, in exposition order (the tests check their names).
 #[cfg(test)]
@@ -205,6 +224,9 @@ const ALL: &[Metric] = &[
     SNAPSHOT_CHUNKS_DONE,
     SNAPSHOT_CHUNKS_PLANNED,
     SNAPSHOT_DURATION_SECONDS,
+    INCREMENTAL_ROWS,
+    INCREMENTAL_CHUNKS,
+    INCREMENTAL_STATE,
 ];
 
 #[cfg(test)]

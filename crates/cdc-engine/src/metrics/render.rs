@@ -1,6 +1,6 @@
 //! Renders the engine's state as a `/metrics` document.
 
-use cdc_core::{ErrorClass, Phase, TableProgress};
+use cdc_core::{ErrorClass, IncrementalProgress, IncrementalState, Phase, TableProgress};
 
 use super::exposition::TextEncoder;
 use super::names;
@@ -82,6 +82,7 @@ pub fn render_metrics(state: &EngineState) -> String {
 
     render_sinks(state, &mut enc);
     render_snapshot(state, &mut enc);
+    render_incremental(state, &mut enc);
     enc.finish()
 }
 
@@ -164,5 +165,41 @@ fn render_snapshot(state: &EngineState, enc: &mut TextEncoder) {
     if let Some(secs) = progress.duration_secs() {
         enc.family(&names::SNAPSHOT_DURATION_SECONDS);
         enc.sample_f64(names::SNAPSHOT_DURATION_SECONDS.name, &[], secs);
+    }
+}
+
+/// The incremental snapshots' families, left out before the first one.
+fn render_incremental(state: &EngineState, enc: &mut TextEncoder) {
+    let progress = state.source.incremental_progress();
+    if progress.is_empty() {
+        return;
+    }
+    let tables: Vec<(String, &IncrementalProgress)> =
+        progress.iter().map(|(t, p)| (t.to_string(), p)).collect();
+    enc.family(&names::INCREMENTAL_ROWS);
+    for (table, p) in &tables {
+        enc.sample_u64(
+            names::INCREMENTAL_ROWS.name,
+            &[("table", table)],
+            p.rows_emitted,
+        );
+    }
+    enc.family(&names::INCREMENTAL_CHUNKS);
+    for (table, p) in &tables {
+        enc.sample_u64(
+            names::INCREMENTAL_CHUNKS.name,
+            &[("table", table)],
+            p.chunks_emitted,
+        );
+    }
+    enc.family(&names::INCREMENTAL_STATE);
+    for (table, p) in &tables {
+        for st in IncrementalState::ALL {
+            enc.sample_u64(
+                names::INCREMENTAL_STATE.name,
+                &[("table", table), ("state", st.as_str())],
+                u64::from(st == p.state),
+            );
+        }
     }
 }

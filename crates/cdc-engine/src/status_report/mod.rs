@@ -15,6 +15,7 @@ use sqlx::Connection;
 
 use crate::config::{Config, SnapshotMode};
 
+mod incremental;
 mod render;
 
 /// Default `--max-lag`: a slot further behind than this is degraded.
@@ -211,6 +212,7 @@ fn judge(
             Some(_) => {}
         }
     }
+    problems.extend(incremental::problems(&found.incremental));
     if let Some(snap) = &found.snapshot {
         if snap.job.state == JobState::Failed {
             problems.push(format!(

@@ -112,6 +112,9 @@ impl StatusReport {
                 }
             }
         }
+        for l in super::incremental::lines(&found.incremental) {
+            line(l);
+        }
         for p in &self.problems {
             line(format!("problem: {p}"));
         }
@@ -196,6 +199,7 @@ impl StatusReport {
             "publication": publication,
             "tables": self.tables.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "snapshot": snapshot,
+            "incremental_snapshots": found.map(|f| super::incremental::json(&f.incremental)),
         })
     }
 }

@@ -38,6 +38,7 @@ fn found(slot: Option<SlotInfo>) -> SourceReport {
             tables: vec![TableName::new("public", "t")],
         }),
         snapshot: None,
+        incremental: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@ use cdc_core::{Column, Row, TableSchema, Value};
 use sqlx::{PgConnection, Row as _};
 use tokio::sync::mpsc;
 
+use super::filter::filter_condition;
 use crate::catalog::RelationInfo;
 use crate::error::PgError;
 use crate::ident::{quote_ident, quote_table};
@@ -86,12 +87,14 @@ pub(crate) struct ChunkRows {
 /// ORDER BY key LIMIT limit) TO STDOUT`: identifiers quoted, the bound as
 /// untyped literals (each read by its key column's input function); only
 /// rows matching `row_filter` (a publication's row filter as the server
-/// deparsed it) when given.
+/// deparsed it) and `filter` (the snapshot's, checked by
+/// [`check_filter_text`](super::filter::check_filter_text)) when given.
 pub(crate) fn chunk_sql(
     table: &TableSchema,
     key: &ChunkKey,
     after: Option<&[String]>,
     row_filter: Option<&str>,
+    filter: Option<&str>,
     limit: u64,
 ) -> String {
     // Every column is qualified by the table's alias `c`: the key's text
@@ -121,8 +124,11 @@ pub(crate) fn chunk_sql(
             row_value(after.iter().map(|v| string_literal(v)))
         ));
     }
-    if let Some(filter) = row_filter {
-        conditions.push(format!("({filter})"));
+    if let Some(row_filter) = row_filter {
+        conditions.push(format!("({row_filter})"));
+    }
+    if let Some(filter) = filter {
+        conditions.push(filter_condition(filter));
     }
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
@@ -146,6 +152,7 @@ pub(crate) async fn read_chunk(
     table: &RelationInfo,
     key: &ChunkKey,
     after: Option<&[String]>,
+    filter: Option<&str>,
     limit: u64,
 ) -> Result<ChunkRows, PgError> {
     // The table's columns, then the key's text: parsed by one COPY reader.
@@ -175,6 +182,7 @@ pub(crate) async fn read_chunk(
         key,
         after,
         table.row_filter.as_deref(),
+        filter,
         limit,
     );
     let what = format!(
@@ -241,7 +249,7 @@ mod tests {
             positions: vec![0],
         };
         assert_eq!(
-            chunk_sql(&t, &one, None, None, 100),
+            chunk_sql(&t, &one, None, None, None, 100),
             "COPY (SELECT c.\"a\", c.\"b c\", c.\"a\"::pg_catalog.text FROM \"S\".\"t\"\"x\" AS c \
              ORDER BY c.\"a\" LIMIT 100) TO STDOUT"
         );
@@ -250,10 +258,17 @@ mod tests {
             positions: vec![0, 1],
         };
         assert_eq!(
-            chunk_sql(&t, &two, Some(&["1".into(), "it's".into()]), Some("(b > 1)"), 5),
+            chunk_sql(
+                &t,
+                &two,
+                Some(&["1".into(), "it's".into()]),
+                Some("(b > 1)"),
+                Some("a < 9 -- note"),
+                5
+            ),
             "COPY (SELECT c.\"a\", c.\"b c\", c.\"a\"::pg_catalog.text, c.\"b c\"::pg_catalog.text \
              FROM \"S\".\"t\"\"x\" AS c WHERE ROW(c.\"a\", c.\"b c\") > ROW('1', 'it''s') \
-             AND ((b > 1)) ORDER BY c.\"a\", c.\"b c\" LIMIT 5) TO STDOUT"
+             AND ((b > 1)) AND (a < 9 -- note\n) ORDER BY c.\"a\", c.\"b c\" LIMIT 5) TO STDOUT"
         );
     }
 }

@@ -7,10 +7,15 @@
 //! 1. a **low watermark** is committed into the WAL
 //!    (`pg_logical_emit_message(true, 'cdc_incremental', …)`) in a
 //!    transaction of its own;
-//! 2. the chunk is read in a new transaction, its rows parsed by the
-//!    snapshot's COPY reader with the table described as the stream
-//!    describes it, so a read renders exactly like a streamed row;
-//! 3. a **high watermark** is committed the same way.
+//! 2. the chunk is read in a new transaction (the table's `ACCESS SHARE`
+//!    lock taken before its snapshot), its rows parsed by the snapshot's
+//!    COPY reader with the table described as the stream describes it, so
+//!    a read renders exactly like a streamed row;
+//! 3. a **high watermark** is committed in a transaction that takes the
+//!    same lock and describes the table again: when the description
+//!    changed since the read (a column added or dropped in between), the
+//!    rows are dropped and the chunk is read again, so the rows emitted at
+//!    the watermark always have the columns the table has there.
 //!
 //! The source does this between two transactions of the stream, so the
 //! stream waits for one chunk at most. From then on, every change of the
@@ -32,21 +37,34 @@
 //! (`<metadata schema>.signals`, in the publication, read through the
 //! slot like any other change and never passed on):
 //! `INSERT INTO cdc.signals (kind, payload) VALUES ('snapshot',
-//! '{"tables": ["public.t"]}')`. Its progress (last key, chunks, rows)
-//! is stored in `<metadata schema>.incremental_snapshots`, advanced only
-//! when the acknowledged position passed the chunk's high watermark
-//! (every sink made its reads durable); after a restart a snapshot
-//! resumes after its last durable chunk.
+//! '{"tables": ["public.t"], "where": "id > 10"}')` (the optional `where`
+//! filters the chunk reads), by [`request_snapshot`] (which checks the
+//! request against the database first), or, when the source starts, for the
+//! tables new to the slot (in none of its initial snapshot's chunks and no
+//! incremental snapshot). Signals of kinds `stop-snapshot`,
+//! `pause-snapshot` and `resume-snapshot` stop, pause and resume them. Its
+//! progress (state, last key, chunks, rows) is stored in
+//! `<metadata schema>.incremental_snapshots`, advanced only when the
+//! acknowledged position passed the chunk's high watermark (every sink
+//! made its reads durable); after a restart a snapshot resumes after its
+//! last durable chunk.
 
 mod chunks;
+mod filter;
 mod progress;
 mod request;
 mod runner;
+mod signals;
+mod submit;
 mod window;
 
 pub(crate) use runner::Incremental;
 
-pub use progress::{PROGRESS_TABLE, SIGNAL_TABLE};
+pub use filter::{check_filter_text, validate_filter, MAX_FILTER_LEN};
+pub(crate) use progress::ProgressStore;
+pub use progress::{StoredIncremental, PROGRESS_TABLE, SIGNAL_TABLE};
+pub use request::{snapshot_payload, SIGNAL_KINDS};
+pub use submit::{request_snapshot, IncrementalRequest};
 
 /// Prefix of the watermark messages of incremental snapshots.
 pub const WATERMARK_PREFIX: &str = "cdc_incremental";

@@ -4,6 +4,9 @@
 use cdc_core::TableName;
 use serde_json::Value as Json;
 
+use super::filter::check_filter_text;
+use super::progress::Control;
+
 /// Which watermark of a chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MarkKind {
@@ -72,25 +75,75 @@ impl Mark {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Signal {
     /// `kind = 'snapshot'`: an incremental snapshot of these tables, in
-    /// this order.
-    Snapshot(Vec<TableName>),
+    /// this order, of the rows matching `filter` (SQL text) when given.
+    Snapshot {
+        tables: Vec<TableName>,
+        filter: Option<String>,
+    },
+    /// `kind = 'stop-snapshot'`, `'pause-snapshot'` or
+    /// `'resume-snapshot'`: of these tables (all when empty).
+    Control {
+        control: Control,
+        tables: Vec<TableName>,
+    },
 }
+
+/// The kinds of signal rows.
+pub const SIGNAL_KINDS: [&str; 4] = [
+    "snapshot",
+    "stop-snapshot",
+    "pause-snapshot",
+    "resume-snapshot",
+];
 
 /// Reads a signal row's `kind` and `payload` (JSON text). Tables are
 /// written `"schema.table"` (split at the first dot, no quoting) or
-/// `{"schema": "…", "table": "…"}` for names holding a dot.
+/// `{"schema": "…", "table": "…"}` for names holding a dot. A snapshot's
+/// payload may carry `"where"`, a filter checked by
+/// [`check_filter_text`]; a stop, pause or resume needs no payload (all
+/// unfinished snapshots) or names `"tables"`.
 pub(crate) fn parse_signal(kind: &str, payload: Option<&str>) -> Result<Signal, String> {
-    match kind {
-        "snapshot" => {}
-        other => return Err(format!("unknown signal kind `{other}` (known: `snapshot`)")),
+    let control = match kind {
+        "snapshot" => None,
+        "stop-snapshot" => Some(Control::Stop),
+        "pause-snapshot" => Some(Control::Pause),
+        "resume-snapshot" => Some(Control::Resume),
+        other => {
+            return Err(format!(
+                "unknown signal kind `{other}` (known: {})",
+                SIGNAL_KINDS.map(|k| format!("`{k}`")).join(", ")
+            ))
+        }
+    };
+    let v: Option<Json> = payload
+        .map(|p| serde_json::from_str(p).map_err(|e| format!("the payload is not JSON: {e}")))
+        .transpose()?;
+    if let Some(control) = control {
+        let tables = match v.as_ref().and_then(|v| v.get("tables")) {
+            None | Some(Json::Null) => Vec::new(),
+            Some(t) => parse_tables(t)?,
+        };
+        return Ok(Signal::Control { control, tables });
     }
-    let payload = payload.ok_or("a `snapshot` signal needs a payload {\"tables\": [...]}")?;
-    let v: Json =
-        serde_json::from_str(payload).map_err(|e| format!("the payload is not JSON: {e}"))?;
-    let tables = v
-        .get("tables")
-        .and_then(Json::as_array)
-        .ok_or("the payload has no array `tables`")?;
+    let v = v.ok_or("a `snapshot` signal needs a payload {\"tables\": [...]}")?;
+    let tables = parse_tables(v.get("tables").ok_or("the payload has no array `tables`")?)?;
+    if tables.is_empty() {
+        return Err("the payload names no table".into());
+    }
+    let filter = match v.get("where") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(f)) => {
+            check_filter_text(f).map_err(|e| format!("`where`: {e}"))?;
+            Some(f.clone())
+        }
+        Some(other) => return Err(format!("`where` is {other}, not SQL text")),
+    };
+    Ok(Signal::Snapshot { tables, filter })
+}
+
+/// The tables of a payload's `tables` array, each once, in order.
+fn parse_tables(tables: &Json) -> Result<Vec<TableName>, String> {
+    let tables = tables.as_array().ok_or("`tables` is not an array")?;
     let mut out = Vec::with_capacity(tables.len());
     for t in tables {
         let name = match t {
@@ -113,10 +166,20 @@ pub(crate) fn parse_signal(kind: &str, payload: Option<&str>) -> Result<Signal, 
             out.push(name);
         }
     }
-    if out.is_empty() {
-        return Err("the payload names no table".into());
+    Ok(out)
+}
+
+/// The payload of a `snapshot` signal asking for `tables` (each written
+/// as an object, so names holding a dot are kept) with `filter`.
+pub fn snapshot_payload(tables: &[TableName], filter: Option<&str>) -> Json {
+    let tables: Vec<Json> = tables
+        .iter()
+        .map(|t| serde_json::json!({"schema": t.schema, "table": t.name}))
+        .collect();
+    match filter {
+        Some(f) => serde_json::json!({"tables": tables, "where": f}),
+        None => serde_json::json!({"tables": tables}),
     }
-    Ok(Signal::Snapshot(out))
 }
 
 #[cfg(test)]
@@ -145,10 +208,10 @@ mod tests {
                 "snapshot",
                 Some(r#"{"tables": ["public.t", {"schema": "a.b", "table": "c"}, "public.t"]}"#)
             ),
-            Ok(Signal::Snapshot(vec![
-                TableName::new("public", "t"),
-                TableName::new("a.b", "c")
-            ]))
+            Ok(Signal::Snapshot {
+                tables: vec![TableName::new("public", "t"), TableName::new("a.b", "c")],
+                filter: None
+            })
         );
         assert!(parse_signal("snapshot", Some(r#"{"tables": ["t"]}"#)).is_err());
         assert!(parse_signal("snapshot", Some(r#"{"tables": []}"#)).is_err());
@@ -156,5 +219,47 @@ mod tests {
         assert!(parse_signal("pause", Some("{}"))
             .unwrap_err()
             .contains("unknown signal kind"));
+    }
+
+    #[test]
+    fn snapshots_take_a_filter_and_controls_take_optional_tables() {
+        let t = TableName::new("public", "t");
+        let payload = snapshot_payload(std::slice::from_ref(&t), Some("v > 1")).to_string();
+        assert_eq!(
+            parse_signal("snapshot", Some(&payload)),
+            Ok(Signal::Snapshot {
+                tables: vec![t.clone()],
+                filter: Some("v > 1".into())
+            })
+        );
+        assert!(parse_signal(
+            "snapshot",
+            Some(r#"{"tables": ["public.t"], "where": "true) OR (true"}"#)
+        )
+        .unwrap_err()
+        .contains("`where`"));
+        assert!(parse_signal("snapshot", Some(r#"{"tables": ["public.t"], "where": 1}"#)).is_err());
+        assert_eq!(
+            parse_signal("pause-snapshot", None),
+            Ok(Signal::Control {
+                control: Control::Pause,
+                tables: vec![]
+            })
+        );
+        assert_eq!(
+            parse_signal("stop-snapshot", Some(r#"{"tables": ["public.t"]}"#)),
+            Ok(Signal::Control {
+                control: Control::Stop,
+                tables: vec![t]
+            })
+        );
+        assert!(matches!(
+            parse_signal("resume-snapshot", Some("{}")),
+            Ok(Signal::Control {
+                control: Control::Resume,
+                ..
+            })
+        ));
+        assert!(parse_signal("resume-snapshot", Some("not json")).is_err());
     }
 }

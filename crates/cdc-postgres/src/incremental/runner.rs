@@ -8,26 +8,48 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cdc_core::{ChangeEvent, ErrorClass, Lsn, Row, TableName, TableSchema};
+use cdc_core::{
+    ChangeEvent, ErrorClass, IncrementalProgress, IncrementalState, Lsn, Row, SourceStatus,
+    TableName, TableSchema,
+};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::chunks::{choose_key, read_chunk};
 use super::progress::{ProgressStore, TableJob};
-use super::request::{parse_signal, Mark, MarkKind, Signal};
+use super::request::{Mark, MarkKind};
 use super::window::{Closed, Window};
 use super::WATERMARK_PREFIX;
 use crate::error::PgError;
+use crate::ident::quote_table;
 use crate::snapshot::describe_published_table;
 use crate::stream::PgSourceConfig;
 
 /// Wait before trying again after a chunk failed on a transient error.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// The longest a chunk's read or high watermark waits for the table's
+/// lock (behind a schema change waiting for its own lock, say): the
+/// stream waits that long at most, then the chunk is tried again later.
+const LOCK_TIMEOUT: &str = "2s";
+
+/// The SQLSTATE of a lock not obtained within `lock_timeout`.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// `SET LOCAL lock_timeout …; LOCK TABLE … IN ACCESS SHARE MODE`.
+fn lock_sql(table: &TableName) -> String {
+    format!(
+        "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'; LOCK TABLE {} IN ACCESS SHARE MODE",
+        quote_table(table)
+    )
+}
+
 /// The chunk between its read and its high watermark.
 #[derive(Debug)]
-struct OpenChunk {
-    table: Arc<TableSchema>,
+pub(super) struct OpenChunk {
+    /// The snapshot whose job the chunk is of.
+    pub snapshot: i64,
+    pub table: Arc<TableSchema>,
     window: Window,
     low: Mark,
     high: Mark,
@@ -63,8 +85,8 @@ struct Durable {
 
 /// The incremental snapshots of one source.
 pub(crate) struct Incremental {
-    store: ProgressStore,
-    slot: String,
+    pub(super) store: ProgressStore,
+    pub(super) slot: String,
     /// Whose column list and row filter the chunks apply.
     publication: String,
     database: String,
@@ -74,13 +96,20 @@ pub(crate) struct Incremental {
     run: String,
     conn: Option<PgConnection>,
     tracked: HashSet<TableName>,
-    /// Tables to snapshot, the one in progress first, with how far it got
-    /// in memory (ahead of what is stored).
-    queue: VecDeque<TableJob>,
-    open: Option<OpenChunk>,
+    /// Tables to snapshot, in the order they are read (paused ones are
+    /// passed over), with how far each got in memory (ahead of what is
+    /// stored).
+    pub(super) queue: VecDeque<TableJob>,
+    pub(super) open: Option<OpenChunk>,
     pending: VecDeque<Durable>,
     retry_at: Option<Instant>,
     marks: u64,
+    /// A chunk's read is under way: still set at the next step when the
+    /// step was cancelled midway, and then the connection (perhaps inside
+    /// a transaction) is replaced.
+    reading: bool,
+    /// Where progress is shown (`/status`, metrics).
+    pub(super) status: SourceStatus,
 }
 
 impl Incremental {
@@ -99,10 +128,13 @@ impl Incremental {
         let tracked: HashSet<TableName> = cfg.tables.iter().cloned().collect();
         let store = ProgressStore::new(&cfg.snapshot.metadata_schema);
         store.ensure(conn).await?;
+        // Filters are checked for standard strings (no backslash escapes).
+        let options = options.options([("standard_conforming_strings", "on")]);
         let queue: VecDeque<TableJob> = store.unfinished(conn, slot).await?.into();
         for job in &queue {
+            report(&cfg.status, job);
             tracing::info!(table = %job.table, snapshot = job.snapshot, chunks_done = job.chunks_done,
-                "resuming an incremental snapshot");
+                paused = job.paused, "resuming an incremental snapshot");
         }
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -123,6 +155,8 @@ impl Incremental {
             pending: VecDeque::new(),
             retry_at: None,
             marks: 0,
+            reading: false,
+            status: cfg.status.clone(),
         })
     }
 
@@ -136,7 +170,7 @@ impl Incremental {
         *name == self.store.signal_table()
     }
 
-    async fn connection(&mut self) -> Result<&mut PgConnection, PgError> {
+    pub(super) async fn connection(&mut self) -> Result<&mut PgConnection, PgError> {
         connection(&mut self.conn, &self.options).await
     }
 
@@ -146,6 +180,9 @@ impl Incremental {
     /// logged and the chunk tried again a second later; a table that cannot
     /// be snapshotted is marked failed (with the reason) and skipped.
     pub async fn step(&mut self, acknowledged: Lsn) {
+        if std::mem::take(&mut self.reading) {
+            self.conn = None;
+        }
         if let Err(e) = self.store_durable(acknowledged).await {
             tracing::warn!(error = %cdc_core::error_chain(&e), "cannot record incremental snapshot progress; trying again");
             self.conn = None;
@@ -153,12 +190,15 @@ impl Incremental {
         if self.open.is_some() || self.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        let Some(job) = self.queue.front().cloned() else {
+        let Some(job) = self.queue.iter().find(|j| !j.paused).cloned() else {
             return;
         };
         self.retry_at = None;
         let result = if self.tracked.contains(&job.table) {
-            self.read_next(&job).await
+            self.reading = true;
+            let read = self.read_next(&job).await;
+            self.reading = false;
+            read
         } else {
             Err(PgError::Setup(format!(
                 "table {} is not in source.tables: its changes are not captured, so it cannot \
@@ -167,8 +207,11 @@ impl Incremental {
             )))
         };
         match result {
-            Ok(open) => self.open = Some(open),
-            Err(e) if e.class() == ErrorClass::Retryable => {
+            Ok(open) => self.open = open,
+            Err(e)
+                if e.class() == ErrorClass::Retryable
+                    || e.sqlstate().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+            {
                 tracing::warn!(table = %job.table, error = %cdc_core::error_chain(&e),
                     "incremental snapshot chunk failed; trying again");
                 self.conn = None;
@@ -177,7 +220,13 @@ impl Incremental {
             Err(e) => {
                 let reason = cdc_core::error_chain(&e).to_string();
                 tracing::error!(table = %job.table, snapshot = job.snapshot, "incremental snapshot of {} failed: {reason}", job.table);
-                self.queue.pop_front();
+                self.queue.retain(|j| !j.is(job.snapshot, &job.table));
+                self.status.incremental_state(
+                    &job.table,
+                    job.snapshot,
+                    IncrementalState::Failed,
+                    Some(reason.clone()),
+                );
                 let (store, slot) = (self.store.clone(), self.slot.clone());
                 if let Ok(conn) = self.connection().await {
                     if let Err(e) = store
@@ -192,8 +241,19 @@ impl Incremental {
     }
 
     /// Low watermark, the chunk after `job`'s last key in a transaction of
-    /// its own, high watermark.
-    async fn read_next(&mut self, job: &TableJob) -> Result<OpenChunk, PgError> {
+    /// its own, high watermark. `None`: the table was changed (a column
+    /// added, dropped or retyped, the publication's column list or row
+    /// filter changed) between the read and the high watermark; the rows
+    /// would not be what the stream describes at the watermark, so they are
+    /// dropped and the chunk is read again.
+    ///
+    /// The read and the high watermark each take the table's `ACCESS SHARE`
+    /// lock first (waiting at most [`LOCK_TIMEOUT`]): the read's snapshot,
+    /// the description it reads with and the rows agree, and the
+    /// description read in the high watermark's transaction is the table's
+    /// at the watermark's commit (a schema change commits before it, seen,
+    /// or after it).
+    async fn read_next(&mut self, job: &TableJob) -> Result<Option<OpenChunk>, PgError> {
         let chunk = u64::try_from(job.chunks_done).unwrap_or(0);
         self.marks += 1;
         let mark = |kind| Mark {
@@ -207,23 +267,45 @@ impl Incremental {
         let database = self.database.clone();
         let publication = self.publication.clone();
         let limit = self.chunk_rows;
+        let lock = lock_sql(&job.table);
         let conn = self.connection().await?;
         emit(conn, &low).await?;
         let read = async {
-            sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| PgError::sql("starting a chunk read", e))?;
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {lock}"
+            )))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| PgError::sql("starting a chunk read", e))?;
             let info = describe_published_table(conn, &database, &job.table, &publication).await?;
             let key = choose_key(conn, &info.schema).await?;
-            let rows = read_chunk(conn, &info, &key, job.last_key.as_deref(), limit).await?;
+            let rows = read_chunk(
+                conn,
+                &info,
+                &key,
+                job.last_key.as_deref(),
+                job.filter.as_deref(),
+                limit,
+            )
+            .await?;
             sqlx::raw_sql("COMMIT")
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| PgError::sql("ending a chunk read", e))?;
-            Ok::<_, PgError>((info, key, rows))
+            crate::failpoint::failpoint!("incremental::before_high_mark");
+            sqlx::raw_sql(AssertSqlSafe(format!("BEGIN; {lock}")))
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| PgError::sql("starting a high watermark", e))?;
+            let now = describe_published_table(conn, &database, &job.table, &publication).await?;
+            emit(conn, &high).await?;
+            sqlx::raw_sql("COMMIT")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| PgError::sql("committing a high watermark", e))?;
+            Ok::<_, PgError>((info, now, key, rows))
         };
-        let (info, key, rows) = match read.await {
+        let (info, now, key, rows) = match read.await {
             Ok(r) => r,
             Err(e) => {
                 // Leaves no transaction open behind a failed read.
@@ -231,17 +313,22 @@ impl Incremental {
                 return Err(e);
             }
         };
-        emit(conn, &high).await?;
+        if now.schema != info.schema || now.row_filter != info.row_filter {
+            tracing::info!(table = %job.table, chunk,
+                "the table changed between the chunk's read and its high watermark; reading the chunk again");
+            return Ok(None);
+        }
         let last = (rows.rows.len() as u64) < limit;
         tracing::debug!(table = %job.table, chunk, rows = rows.rows.len(), "incremental snapshot chunk read");
-        Ok(OpenChunk {
+        Ok(Some(OpenChunk {
+            snapshot: job.snapshot,
+            window: Window::new(info.schema.clone(), key.positions, rows.rows),
             table: info.schema,
-            window: Window::new(key.positions, rows.rows),
             low,
             high,
             next_key: rows.last_key,
             last,
-        })
+        }))
     }
 
     /// A change of the stream: collected when it is of the open chunk's
@@ -269,7 +356,11 @@ impl Incremental {
             return None;
         }
         let open = self.open.take()?;
-        let job = self.queue.front_mut()?;
+        let index = self
+            .queue
+            .iter()
+            .position(|j| j.is(open.snapshot, &open.table.name))?;
+        let job = self.queue.get_mut(index)?;
         let read = open.window.len();
         match open.window.close() {
             Closed::Reread => {
@@ -286,6 +377,13 @@ impl Incremental {
                 job.chunks_done += 1;
                 job.rows_done += rows.len() as i64;
                 let end = open.last.then(|| u64::try_from(job.rows_done).unwrap_or(0));
+                self.status.incremental_chunk(
+                    &job.table,
+                    job.snapshot,
+                    rows.len() as u64,
+                    job.last_key.clone(),
+                    open.last,
+                );
                 self.pending.push_back(Durable {
                     after: commit_lsn,
                     job: job.clone(),
@@ -294,7 +392,7 @@ impl Incremental {
                 let snapshot = job.snapshot;
                 if open.last {
                     tracing::info!(table = %job.table, snapshot, rows = job.rows_done, "incremental snapshot of the table read");
-                    self.queue.pop_front();
+                    self.queue.remove(index);
                 }
                 Some(Release {
                     table: open.table,
@@ -305,39 +403,6 @@ impl Incremental {
                 })
             }
         }
-    }
-
-    /// A row inserted into the signal table: `id`, `kind` and `payload`
-    /// (JSON text). A snapshot request is recorded and queued; a malformed
-    /// signal is logged and ignored. Fails only when it cannot be recorded
-    /// (then the stream is started over and the signal read again).
-    pub async fn on_signal(
-        &mut self,
-        id: i64,
-        kind: &str,
-        payload: Option<&str>,
-    ) -> Result<(), PgError> {
-        let tables = match parse_signal(kind, payload) {
-            Ok(Signal::Snapshot(tables)) => tables,
-            Err(reason) => {
-                tracing::warn!(signal = id, "ignoring signal {id}: {reason}");
-                return Ok(());
-            }
-        };
-        let (store, slot) = (self.store.clone(), self.slot.clone());
-        let conn = self.connection().await?;
-        let added = store.enqueue(conn, &slot, id, &tables).await?;
-        for table in added {
-            tracing::info!(table = %table, snapshot = id, "incremental snapshot requested");
-            self.queue.push_back(TableJob {
-                snapshot: id,
-                table,
-                last_key: None,
-                chunks_done: 0,
-                rows_done: 0,
-            });
-        }
-        Ok(())
     }
 
     /// Stores the progress of every released chunk whose high watermark's
@@ -351,6 +416,23 @@ impl Incremental {
         }
         Ok(())
     }
+}
+
+/// Shows `job` as stored (or queued) in `status`.
+pub(super) fn report(status: &SourceStatus, job: &TableJob) {
+    let state = if job.paused {
+        IncrementalState::Paused
+    } else if job.chunks_done > 0 {
+        IncrementalState::Running
+    } else {
+        IncrementalState::Pending
+    };
+    let mut p = IncrementalProgress::new(job.snapshot, state);
+    p.chunks = u64::try_from(job.chunks_done).unwrap_or(0);
+    p.rows = u64::try_from(job.rows_done).unwrap_or(0);
+    p.last_key = job.last_key.clone();
+    p.filter = job.filter.clone();
+    status.incremental_snapshot(&job.table, p);
 }
 
 /// The connection in `slot`, connected first when there is none.

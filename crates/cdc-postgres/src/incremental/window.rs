@@ -4,8 +4,9 @@
 //! chunk's rows with those keys are dropped and the rest are emitted.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use cdc_core::{ChangeEvent, Op, Row, Value};
+use cdc_core::{ChangeEvent, Op, Row, TableSchema, Value};
 
 /// A row key rendered as JSON (`[1,"a"]`): equal keys render equally, and
 /// JSON keeps `1` and `"1"` apart.
@@ -36,6 +37,14 @@ pub(crate) fn key_of(row: &Row, positions: &[usize]) -> Option<KeyText> {
 pub(crate) struct Window {
     /// Positions of the chunk key's columns in the table's rows.
     key: Vec<usize>,
+    /// Their names, to find them in the rows of a change whose table
+    /// was described with other columns (before or after a schema change).
+    names: Vec<String>,
+    /// The table as the chunk was read.
+    schema: Arc<TableSchema>,
+    /// The key's positions in the rows of the last other description a
+    /// change came with (`None`: it lacks a key column).
+    other: Option<(Arc<TableSchema>, Option<Vec<usize>>)>,
     /// The chunk's rows, in key order, with their keys.
     rows: Vec<(KeyText, Row)>,
     /// Keys changed by stream events since the window opened.
@@ -57,10 +66,14 @@ pub(crate) enum Closed {
 }
 
 impl Window {
-    /// A window over `rows` (in key order) whose key is the columns at
-    /// `key`. A row without a complete key spoils the window (it cannot
-    /// happen for a key of NOT NULL columns).
-    pub fn new(key: Vec<usize>, rows: Vec<Row>) -> Self {
+    /// A window over `rows` (in key order) of `schema`, whose key is the
+    /// columns at `key`. A row without a complete key spoils the window (it
+    /// cannot happen for a key of NOT NULL columns).
+    pub fn new(schema: Arc<TableSchema>, key: Vec<usize>, rows: Vec<Row>) -> Self {
+        let names = key
+            .iter()
+            .filter_map(|p| schema.columns.get(*p).map(|c| c.name.clone()))
+            .collect();
         let mut spoiled = false;
         let rows = rows
             .into_iter()
@@ -74,6 +87,9 @@ impl Window {
             .collect();
         Self {
             key,
+            names,
+            schema,
+            other: None,
             rows,
             changed: HashSet::new(),
             spoiled,
@@ -81,8 +97,37 @@ impl Window {
     }
 
     /// A stream event of the chunk's table: the keys it changes are
-    /// collected (an update's old key too, when the key changed).
+    /// collected (an update's old key too, when the key changed). The key
+    /// is found by its columns' names when the change's table was described
+    /// with other columns than the chunk's (a column added or dropped in
+    /// between); a change whose rows lack a key column spoils the window.
     pub fn observe(&mut self, change: &ChangeEvent) {
+        let table = &change.table;
+        let same = Arc::ptr_eq(table, &self.schema) || table.columns == self.schema.columns;
+        if !same
+            && !self
+                .other
+                .as_ref()
+                .is_some_and(|(t, _)| Arc::ptr_eq(t, table))
+        {
+            let positions = self
+                .names
+                .iter()
+                .map(|n| table.column_index(n))
+                .collect::<Option<Vec<usize>>>();
+            self.other = Some((table.clone(), positions));
+        }
+        let key: &[usize] = if same {
+            &self.key
+        } else {
+            match &self.other {
+                Some((_, Some(positions))) => positions,
+                _ => {
+                    self.spoiled = true;
+                    return;
+                }
+            }
+        };
         let images: [Option<&Row>; 2] = match change.op {
             Op::Insert | Op::Read => [change.after.as_ref(), None],
             Op::Update => [change.after.as_ref(), change.before.as_ref()],
@@ -94,7 +139,7 @@ impl Window {
         };
         let mut any = false;
         for row in images.into_iter().flatten() {
-            match key_of(row, &self.key) {
+            match key_of(row, key) {
                 Some(k) => {
                     any = true;
                     self.changed.insert(k);
@@ -190,7 +235,7 @@ mod tests {
     }
 
     fn chunk() -> Window {
-        Window::new(vec![0], (1..=6).map(|i| row(i, i * 10)).collect())
+        Window::new(schema(), vec![0], (1..=6).map(|i| row(i, i * 10)).collect())
     }
 
     #[test]
@@ -240,6 +285,37 @@ mod tests {
         let mut w = chunk();
         w.observe(&change(Op::Truncate, None, None));
         assert_eq!(w.close(), Closed::Reread);
+    }
+
+    #[test]
+    fn a_change_described_with_other_columns_is_keyed_by_name() {
+        // A column `gone` before the key was dropped since the chunk was
+        // read: the key is now at 1 in the change's rows, not at 0.
+        let mut t = (*schema()).clone();
+        t.columns.insert(0, t.columns[1].clone());
+        t.columns[0].name = "gone".into();
+        let t = Arc::new(t);
+        let mut w = Window::new(
+            t,
+            vec![1],
+            (1..=4)
+                .map(|i| Row::new(vec![Value::Int4(99), Value::Int4(i), Value::Int4(0)]))
+                .collect(),
+        );
+        // The stream's rows: (id, v). Read at position 1 they would say
+        // "v = 30" is the key (no row of the chunk); by name it is id 2.
+        w.observe(&change(Op::Update, None, Some(row(2, 30))));
+        let Closed::Rows { dropped, .. } = w.close() else {
+            panic!("not spoiled")
+        };
+        assert_eq!(dropped, 1);
+        let mut w = Window::new(schema(), vec![0], vec![row(1, 1)]);
+        let mut renamed = (*schema()).clone();
+        renamed.columns[0].name = "ident".into();
+        let mut c = change(Op::Insert, None, Some(row(1, 2)));
+        c.table = Arc::new(renamed);
+        w.observe(&c);
+        assert_eq!(w.close(), Closed::Reread, "a key column it lacks");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::incremental::Incremental;
 use crate::load::{SnapshotMode, SnapshotPhase, SnapshotRequest};
 use crate::replication::PgWireTransport;
 use crate::setup::{self, ServerInfo};
+use crate::snapshot::MetadataStore;
 
 impl PgSource {
     /// Runs the preflight check ([`setup::run_check`]: fails naming every
@@ -30,14 +31,23 @@ impl PgSource {
             .await
             .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
         let cfg = select_tables(&mut catalog, cfg).await?;
-        let (server, snapshot_tables, incremental) = prepare(&mut catalog, &cfg, &params).await?;
+        let (server, snapshot_tables, mut incremental) =
+            prepare(&mut catalog, &cfg, &params).await?;
         let ack = AckHandle::new();
         let mode = cfg.snapshot.mode;
         let snapshot = if mode == SnapshotMode::Never {
             None
         } else {
-            begin_snapshot(&cfg, &params, &server, snapshot_tables, &ack).await?
+            begin_snapshot(&cfg, &params, &server, snapshot_tables.clone(), &ack).await?
         };
+        if let (Some(inc), SnapshotMode::Initial) = (incremental.as_mut(), mode) {
+            // The initial snapshot is planned or done now: a table it does
+            // not hold (added to source.tables since) is read while
+            // streaming.
+            let metadata = MetadataStore::new(cfg.snapshot.metadata_schema.clone());
+            inc.add_new_tables(&mut catalog, &metadata, &snapshot_tables)
+                .await?;
+        }
         let state = match snapshot {
             Some(phase) => State::Snapshot(Box::new(phase)),
             None if mode == SnapshotMode::SnapshotOnly => State::Ended,

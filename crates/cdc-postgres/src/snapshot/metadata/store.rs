@@ -49,11 +49,11 @@ impl MetadataStore {
         &self.schema
     }
 
-    pub(super) fn jobs(&self) -> String {
+    pub(crate) fn jobs(&self) -> String {
         format!("{}.\"snapshot_jobs\"", quote_ident(&self.schema))
     }
 
-    pub(super) fn chunks(&self) -> String {
+    pub(crate) fn chunks(&self) -> String {
         format!("{}.\"snapshot_chunks\"", quote_ident(&self.schema))
     }
 
