@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use cdc_core::encode::DebeziumJson;
 use cdc_core::{ControlEvent, Event, Source, TableName};
 use cdc_postgres::{PgSource, PgSourceConfig};
+use integration_tests::incremental::{incremental_snapshots, progress, request_snapshot, workload};
 use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{apply_keyed, diff, wait_converged_tables, Change, Tail};
 use integration_tests::{
@@ -137,8 +138,7 @@ async fn a_signal_snapshots_a_table_chunk_by_chunk_while_writers_change_it() {
         },
     )
     .await;
-    db.exec(r#"INSERT INTO cdc.signals (kind, payload) VALUES ('snapshot', '{"tables": ["public.t"]}')"#)
-        .await;
+    request_snapshot(&db, &["public.t"]).await;
     drive(&mut source, &mut seen, |s| !s.ends.is_empty()).await;
     let written = writers.finish().await;
     assert!(written.committed > 0, "the writers committed nothing");
@@ -217,8 +217,7 @@ async fn progress_waits_for_acknowledgements_and_a_restart_resumes_after_the_las
     let mut source = PgSource::connect(config_named(&db, 200, &names))
         .await
         .expect("connect");
-    db.exec(r#"INSERT INTO cdc.signals (kind, payload) VALUES ('snapshot', '{"tables": ["public.t"]}')"#)
-        .await;
+    request_snapshot(&db, &["public.t"]).await;
     // Acknowledged: progress follows the reads.
     let mut first = Seen::default();
     drive(&mut source, &mut first, |s| s.reads().len() >= 600).await;
@@ -312,40 +311,16 @@ async fn engine_setup(prefix: &str) -> (TestDb, TempDir, String, String) {
     let yaml = Pipeline::streaming("incr", db.url(), "public.t", &format!("p_{s}"), &slot, 256)
         .table("public.other")
         .file_sink(&dir.join("out.jsonl"))
-        .snapshot(&format!(
-            "{{ mode: never, incremental: {{ enabled: true, chunk_rows: {ENGINE_CHUNK} }} }}"
-        ))
+        .snapshot(&incremental_snapshots(ENGINE_CHUNK))
         .yaml();
     (db, dir, slot, yaml)
 }
 
-fn engine_writers() -> Workload {
-    Workload {
-        keys: ENGINE_ROWS,
-        new_ids_from: Some(ENGINE_ROWS + 1),
-        mix: Mix {
-            insert: 2,
-            upsert: 2,
-            update: 4,
-            delete: 2,
-        },
-        pause: Duration::from_millis(2),
-        ..Workload::new(3)
-    }
-}
-
-async fn request_snapshot(db: &TestDb) {
-    db.exec(r#"INSERT INTO cdc.signals (kind, payload) VALUES ('snapshot', '{"tables": ["public.t"]}')"#)
-        .await;
-}
-
 /// `state chunks_done` of the snapshot's progress row.
 async fn snapshot_state(db: &TestDb) -> Option<(String, i64)> {
-    let text = db
-        .query_text("SELECT state || ' ' || chunks_done FROM cdc.incremental_snapshots")
-        .await?;
-    let (state, chunks) = text.split_once(' ')?;
-    Some((state.to_owned(), chunks.parse().ok()?))
+    progress(db, "public.t")
+        .await
+        .map(|p| (p.state, p.chunks_done))
 }
 
 /// Reads in the file: (all, distinct ids).
@@ -366,8 +341,8 @@ async fn the_engine_snapshots_a_table_on_a_signal_while_writers_change_it() {
     let (db, dir, slot, yaml) = engine_setup("incr_engine").await;
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &mut engine, &slot, TIMEOUT).await;
-    let writers = Writers::start(db.url(), engine_writers()).await;
-    request_snapshot(&db).await;
+    let writers = Writers::start(db.url(), workload(ENGINE_ROWS)).await;
+    request_snapshot(&db, &["public.t"]).await;
     // Done: every chunk's reads are durable in the file.
     let done = wait_until(TIMEOUT, async || {
         db.exec(
@@ -409,8 +384,8 @@ async fn a_killed_engine_resumes_the_snapshot_from_the_last_durable_chunk() {
     let (db, dir, slot, yaml) = engine_setup("incr_kill").await;
     let mut first = Engine::start(&yaml);
     wait_streaming(&db, &mut first, &slot, TIMEOUT).await;
-    let writers = Writers::start(db.url(), engine_writers()).await;
-    request_snapshot(&db).await;
+    let writers = Writers::start(db.url(), workload(ENGINE_ROWS)).await;
+    request_snapshot(&db, &["public.t"]).await;
     let midway = wait_until(TIMEOUT, async || {
         snapshot_state(&db)
             .await
