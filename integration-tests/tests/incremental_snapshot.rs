@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use cdc_core::encode::DebeziumJson;
 use cdc_core::{ControlEvent, Event, Source, TableName};
 use cdc_postgres::{PgSource, PgSourceConfig};
-use integration_tests::incremental::{incremental_snapshots, progress, request_snapshot, workload};
+use integration_tests::incremental::{
+    chunk_reads, incremental_snapshots, progress, request_snapshot, reread_chunks,
+    wait_snapshot_done, workload,
+};
 use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{apply_keyed, diff, wait_converged_tables, Change, Tail};
 use integration_tests::{
@@ -434,5 +437,97 @@ async fn a_killed_engine_resumes_the_snapshot_from_the_last_durable_chunk() {
     second
         .stop_clean(Duration::from_secs(30), "the second run")
         .await;
+    db.cleanup().await;
+}
+
+/// Two engines share the slot (`standby: true`), each writing a file of
+/// its own; the standby starts before the signal. The streaming one is
+/// killed in the middle of the incremental snapshot: the standby takes the
+/// slot over and the snapshot with it, from the last durable chunk, and
+/// finishes it; the two files together give the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_takes_over_an_unfinished_incremental_snapshot() {
+    let db = TestDb::create("incr_standby").await;
+    db.exec(&format!(
+        "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
+         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, {ENGINE_ROWS}) g"
+    ))
+    .await;
+    let dir = TempDir::new("incr_standby");
+    let outs = [dir.join("a.jsonl"), dir.join("b.jsonl")];
+    let s = unique_suffix();
+    let slot = format!("s_{s}");
+    let yaml = |out: &std::path::Path| {
+        Pipeline::streaming("incr", db.url(), "public.t", &format!("p_{s}"), &slot, 256)
+            .slot_options("standby: true, activity_check_interval: 1s")
+            .file_sink(out)
+            .snapshot(&incremental_snapshots(ENGINE_CHUNK))
+            .yaml()
+    };
+    let mut a = Engine::start(&yaml(&outs[0]));
+    wait_streaming(&db, &mut a, &slot, TIMEOUT).await;
+    let mut b = Engine::start(&yaml(&outs[1]));
+    let standing_by = wait_until(TIMEOUT, async || {
+        b.stderr_text().contains("standing by: slot")
+    })
+    .await;
+    assert!(standing_by, "B does not stand by\n{}", b.output_report());
+
+    let writers = Writers::start(db.url(), workload(ENGINE_ROWS)).await;
+    request_snapshot(&db, &["public.t"]).await;
+    let midway = wait_until(TIMEOUT, async || {
+        progress(&db, "public.t")
+            .await
+            .is_some_and(|p| p.chunks_done >= 5)
+    })
+    .await;
+    assert!(
+        midway,
+        "no durable chunk: {:?}\n{}",
+        progress(&db, "public.t").await,
+        a.output_report()
+    );
+    a.sigkill();
+    assert_eq!(a.wait_exit(Duration::from_secs(10)).await, 128 + 9);
+    let at_kill = progress(&db, "public.t").await.expect("a progress row");
+    let killed_at = db.current_wal_lsn().await;
+    wait_snapshot_done(&db, &["public.t"], &[&b], TIMEOUT).await;
+    let written = writers.finish().await;
+    let mut tails = [Tail::new(0, outs[0].clone()), Tail::new(1, outs[1].clone())];
+    wait_converged_tables(&db, &mut tails, &[&b], &["public.t"]).await;
+    assert!(
+        b.stderr_text().contains("is free: taking over from LSN"),
+        "B did not take over\n{}",
+        b.output_report()
+    );
+    let chunks = chunk_reads(tails.iter().flat_map(|t| &t.events), "public.t");
+    let by_b: Vec<_> = chunks
+        .iter()
+        .filter(|c| c.commit_lsn > killed_at.0)
+        .collect();
+    eprintln!(
+        "killed A at {at_kill:?}; B read {} chunks, {} read again: {:?}; writers: {} transactions",
+        by_b.len(),
+        reread_chunks(&chunks).len(),
+        reread_chunks(&chunks),
+        written.committed
+    );
+    if at_kill.state == "running" {
+        let durable: i64 = at_kill
+            .last_key
+            .as_deref()
+            .and_then(|k| k.parse().ok())
+            .expect("a durable key");
+        let resumed = by_b.first().expect("B read the rest of the table");
+        assert!(
+            resumed.first > durable && resumed.first <= durable + ENGINE_CHUNK as i64,
+            "B did not resume right after the durable key {durable}: {resumed:?}"
+        );
+        assert!(
+            by_b.iter().all(|c| c.first > durable),
+            "B read keys of a durable chunk again: {by_b:?}"
+        );
+    }
+    b.stop_clean(Duration::from_secs(30), "B").await;
     db.cleanup().await;
 }

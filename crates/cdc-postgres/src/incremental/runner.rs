@@ -126,6 +126,35 @@ impl Incremental {
         })
     }
 
+    /// This instance takes the slot over from another one (it stood by
+    /// while the other streamed): what the other stored is what counts.
+    /// Forgets the chunk and the progress held in memory and loads the
+    /// unfinished snapshots again, which resume after their last durable
+    /// chunk.
+    pub async fn take_over(&mut self) -> Result<(), PgError> {
+        let (store, slot) = (self.store.clone(), self.slot.clone());
+        let loaded = match self.connection().await {
+            Ok(conn) => store.unfinished(conn, &slot).await,
+            Err(e) => Err(e),
+        };
+        let queue = match loaded {
+            Ok(queue) => queue,
+            Err(e) => {
+                self.conn = None;
+                return Err(e);
+            }
+        };
+        for job in &queue {
+            tracing::info!(table = %job.table, snapshot = job.snapshot, chunks_done = job.chunks_done,
+                "taking over an incremental snapshot");
+        }
+        self.queue = queue.into();
+        self.open = None;
+        self.pending.clear();
+        self.retry_at = None;
+        Ok(())
+    }
+
     /// The signal table, which the publication must hold.
     pub fn signal_table(&self) -> TableName {
         self.store.signal_table()
