@@ -223,6 +223,7 @@ impl Incremental {
     /// Low watermark, the chunk after `job`'s last key in a transaction of
     /// its own, high watermark.
     async fn read_next(&mut self, job: &TableJob) -> Result<OpenChunk, PgError> {
+        let started = Instant::now();
         let chunk = u64::try_from(job.chunks_done).unwrap_or(0);
         self.marks += 1;
         let mark = |kind| Mark {
@@ -262,7 +263,9 @@ impl Incremental {
         };
         emit(conn, &high).await?;
         let last = (rows.rows.len() as u64) < limit;
-        tracing::debug!(table = %job.table, chunk, rows = rows.rows.len(), "incremental snapshot chunk read");
+        // How long the stream waited for the chunk.
+        let read_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(table = %job.table, chunk, rows = rows.rows.len(), read_ms, "incremental snapshot chunk read");
         Ok(OpenChunk {
             table: info.schema,
             window: Window::new(key.positions, rows.rows),
