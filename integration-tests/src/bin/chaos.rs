@@ -18,7 +18,10 @@
 //! - `pg_terminate_backend` of engine sessions (snapshot readers, the
 //!   walsender or exporting session, metadata, heartbeat, lock);
 //! - one server restart per round (`pg_ctl restart -m fast`, or
-//!   `-m immediate` in some rounds).
+//!   `-m immediate` in some rounds);
+//! - in half the rounds, incremental snapshots are on and signal rows ask
+//!   for one or two of them (of some of the tables) while the faults go
+//!   on; the round also waits for them to be done.
 //!
 //! At the end of a round the writer stops, every instance runs again, and
 //! once the slot has confirmed the current WAL position and the files stopped
@@ -175,6 +178,8 @@ enum Fault {
     Terminate { count: u64 },
     /// `pg_ctl restart -m fast|immediate`.
     Restart { immediate: bool },
+    /// A signal row asking for an incremental snapshot of `tables`.
+    Signal { tables: Vec<&'static str> },
 }
 
 /// An action at a moment of the round (faults, and the restarts and
@@ -199,6 +204,8 @@ struct Plan {
     comp_identity_full: bool,
     truncate_at: Option<Duration>,
     faults: Vec<(Duration, Fault)>,
+    /// Incremental snapshots on, with chunks of this many rows.
+    incremental: Option<u64>,
 }
 
 impl Plan {
@@ -261,7 +268,7 @@ impl Plan {
             },
         ));
         faults.sort_by_key(|(t, _)| *t);
-        Plan {
+        let mut plan = Plan {
             seed,
             rows_plain: r.range(60_000, 90_000),
             rows_toast: r.range(3_000, 5_000),
@@ -272,7 +279,26 @@ impl Plan {
             comp_identity_full: r.chance(30),
             truncate_at: r.chance(30).then(|| r.ms(1_000, window - 3_000)),
             faults,
+            incremental: None,
+        };
+        // Drawn last: the rest of a seed's schedule stays as it was.
+        if r.chance(50) {
+            // Small chunks of the largest table first: the snapshot lasts
+            // through the faults.
+            plan.incremental = Some(r.range(200, 500));
+            for _ in 0..r.range(1, 2) {
+                let tables: Vec<&'static str> = TABLES
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| *k == 0 || r.chance(50))
+                    .map(|(_, t)| t.1)
+                    .collect();
+                let t = r.ms(SNAPSHOT_WINDOW.0, window - 4_000);
+                plan.faults.push((t, Fault::Signal { tables }));
+            }
+            plan.faults.sort_by_key(|(t, _)| *t);
         }
+        plan
     }
 }
 
@@ -304,6 +330,7 @@ struct Round<'a> {
     stops: u32,
     terminated: u32,
     restarts: u32,
+    signals: u32,
     /// Exits the schedule did not cause, and panics.
     exits: u32,
     panics: Vec<String>,
@@ -316,6 +343,7 @@ struct Outcome {
     stops: u32,
     terminated: u32,
     restarts: u32,
+    signals: u32,
     exits: u32,
     rows: usize,
     snapshot_secs: Option<f64>,
@@ -332,6 +360,9 @@ impl Round<'_> {
         let name = &self.instances[i].name;
         let url = format!("{}?application_name={name}", self.db.url());
         let tables: Vec<&str> = TABLES.iter().map(|t| t.0).collect();
+        let incremental = self.plan.incremental.map_or(String::new(), |rows| {
+            format!(", incremental: {{ enabled: true, chunk_rows: {rows} }}")
+        });
         format!(
             "name: chaos\n\
              source:\n  url: {url}\n  tables: [{tables}]\n  \
@@ -339,7 +370,7 @@ impl Round<'_> {
              slot: {{ name: {slot}, create: true, standby: true, activity_check_interval: 1s }}\n\
              sinks:\n  - {{ type: file, path: {out} }}\n\
              snapshot: {{ mode: initial, chunking: key, chunk_rows: {chunk_rows}, workers: {workers}, \
-             claim_timeout: {claim}ms, heartbeat_interval: 1s, instance_id: {name} }}\n\
+             claim_timeout: {claim}ms, heartbeat_interval: 1s, instance_id: {name}{incremental} }}\n\
              heartbeat: {{ enabled: true, interval: 1s }}\n\
              retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n\
              log: {{ level: info }}\n",
@@ -510,6 +541,24 @@ impl Round<'_> {
                 self.restarts += 1;
                 self.note("server up again");
             }
+            Action::Fault(Fault::Signal { tables }) => {
+                let payload = serde_json::json!({ "tables": tables }).to_string();
+                let sent = match try_connect(self.cluster, self.db.name()).await {
+                    Some(mut c) => sqlx::query(
+                        "INSERT INTO cdc.signals (kind, payload) VALUES ('snapshot', $1::jsonb)",
+                    )
+                    .bind(&payload)
+                    .execute(&mut c)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                    None => Err("cannot connect".into()),
+                };
+                if sent.is_ok() {
+                    self.signals += 1;
+                }
+                self.note(format!("incremental snapshot signal {payload}: {sent:?}"));
+            }
             Action::StartAgain(i) => {
                 if !self.running(i) {
                     self.start(i);
@@ -672,6 +721,26 @@ impl Round<'_> {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        // The incremental snapshots asked for finished.
+        while self.signals > 0 {
+            let states = incremental_states(self.cluster, self.db.name(), &self.slot).await;
+            let all_done = |s: &Vec<(i64, String)>| {
+                let asked: std::collections::HashSet<i64> = s.iter().map(|x| x.0).collect();
+                asked.len() >= self.signals as usize && s.iter().all(|x| x.1 == "done")
+            };
+            if states.as_ref().is_some_and(all_done) {
+                self.note("incremental snapshots done");
+                break;
+            }
+            if states
+                .as_ref()
+                .is_some_and(|s| s.iter().any(|x| x.1.starts_with("failed")))
+                || Instant::now() >= deadline
+            {
+                bail!("incremental snapshots not done after {CATCH_UP_TIMEOUT:?}: {states:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         // The slot confirmed everything written so far.
         let target = current_wal_lsn(self.cluster, self.db.name()).await?;
         self.note(format!("waiting for the slot to confirm {target}"));
@@ -757,6 +826,26 @@ async fn job_state(cluster: &Cluster, database: &str, slot: &str) -> Option<Stri
             .ok()?;
     let _ = c.close().await;
     state
+}
+
+/// `(snapshot, state (error))` of every table of the slot's incremental
+/// snapshots.
+async fn incremental_states(
+    cluster: &Cluster,
+    database: &str,
+    slot: &str,
+) -> Option<Vec<(i64, String)>> {
+    let mut c = try_connect(cluster, database).await?;
+    let states = sqlx::query_as(
+        "SELECT snapshot_id, state || coalesce(' (' || error || ')', '') \
+         FROM cdc.incremental_snapshots WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_all(&mut c)
+    .await
+    .ok();
+    let _ = c.close().await;
+    states
 }
 
 async fn current_wal_lsn(cluster: &Cluster, database: &str) -> anyhow::Result<u64> {
@@ -1111,6 +1200,7 @@ async fn run_round(
         stops: 0,
         terminated: 0,
         restarts: 0,
+        signals: 0,
         exits: 0,
         panics: Vec::new(),
         snapshot_done_at: None,
@@ -1156,6 +1246,7 @@ async fn run_round(
     outcome.stops = round.stops;
     outcome.terminated = round.terminated;
     outcome.restarts = round.restarts;
+    outcome.signals = round.signals;
     outcome.exits = round.exits;
     outcome.snapshot_secs = round.snapshot_done_at.map(|d| d.as_secs_f64());
     for inst in &mut round.instances {
@@ -1259,13 +1350,18 @@ async fn main() {
                 rows += o.rows;
                 let snap = o.snapshot_secs.map_or("-".into(), |s| format!("{s:.1}s"));
                 let status = if o.failure.is_some() { "FAILED" } else { "ok" };
+                let signals = if o.signals > 0 {
+                    format!(" incremental-snapshot-signals {}", o.signals)
+                } else {
+                    String::new()
+                };
                 let exits = if o.exits > 0 {
                     format!(" unexpected-exits {}", o.exits)
                 } else {
                     String::new()
                 };
                 println!(
-                    "round {n}/{} seed {seed:#x}: kills {} stops {} terminated {} restarts {}{exits} \
+                    "round {n}/{} seed {seed:#x}: kills {} stops {} terminated {} restarts {}{signals}{exits} \
                      rows {} snapshot {snap}: {status} {secs:.1}s",
                     args.rounds, o.kills, o.stops, o.terminated, o.restarts, o.rows
                 );
