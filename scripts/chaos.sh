@@ -25,10 +25,13 @@
 # all three at once; each incarnation writes a new file), SIGSTOP past
 # claim_timeout then SIGCONT, pg_terminate_backend on
 # engine sessions, and one server restart (`pg_ctl restart -m fast`, or
-# `-m immediate`). Then the writer stops, every instance runs, and once the
-# slot has confirmed the current WAL position and the files stopped
-# growing, every file is merged by (commit_lsn, ordinal), applied by key and
-# compared with the tables.
+# `-m immediate`); in half the rounds incremental snapshots are on and
+# signal rows ask for one or two (of the largest table and maybe others),
+# which run through those faults. Then the writer stops, every instance
+# runs, and once the incremental snapshots are done, the slot has confirmed
+# the current WAL position and the files stopped growing, every file is
+# merged by (commit_lsn, ordinal), applied by key and compared with the
+# tables.
 #
 # Output: one line per round (seed, faults, rows compared, ok/FAILED,
 # duration), the first differences and the fault log of a failed round,

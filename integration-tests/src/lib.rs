@@ -33,6 +33,8 @@
 //!   [`cdc_sink_conformance::replay`]);
 //! - [`multiset`]: rows compared as multisets of canonical JSON;
 //! - [`snapshot_meta`]: the snapshot's coordination tables;
+//! - [`incremental`]: incremental snapshots (the signal, their progress,
+//!   the chunks a sink's reads came in);
 //! - [`nats`]: the nats-server binary, JetStream stream counts;
 //! - [`http`]: the engine's `/status` and other endpoints;
 //! - [`value_columns`]: a table with a column of every type and its
@@ -49,6 +51,7 @@ mod cluster;
 mod db;
 mod engine;
 pub mod http;
+pub mod incremental;
 mod kafka_proxy;
 pub mod multiset;
 pub mod nats;

@@ -13,14 +13,19 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cdc_sink_conformance::CutProxy;
 use es_fault_proxy::{BulkFault, BulkItem, BulkSeen, FaultProxy, ForbidRule};
+use integration_tests::incremental::{
+    incremental_snapshots, request_snapshot, wait_snapshot_done, workload, Chaser,
+};
 use integration_tests::pipelines::{Pipeline, FAST_RETRY};
 use integration_tests::replay::converge;
 use integration_tests::value_columns::{create_value_table, insert_value_rows, Col};
-use integration_tests::{unique_suffix, wait_for, wait_until, Engine, TempDir, TestDb};
+use integration_tests::{
+    unique_suffix, wait_for, wait_streaming, wait_until, Engine, TempDir, TestDb, Workload, Writers,
+};
 use serde_json::{json, Value as Json};
 use sqlx::{Connection, PgConnection};
 
@@ -68,6 +73,7 @@ on_both_servers!(every_type: every_type_noida, every_type_osmem);
 on_both_servers!(mappings_none: mappings_none_noida, mappings_none_osmem);
 on_both_servers!(mappings_denied: mappings_denied_noida, mappings_denied_osmem);
 on_both_servers!(gives_up_after_the_retry_bound: gives_up_noida, gives_up_osmem);
+on_both_servers!(incremental_snapshot_under_writes: incremental_snapshot_noida, incremental_snapshot_osmem);
 
 // ---------------------------------------------------------------- helpers
 
@@ -312,6 +318,59 @@ async fn snapshot_then_stream(es: &str) {
     assert_converges(es, &format!("{prefix}-public.mixed_case"), &mixed, &engine).await;
 
     engine.stop_clean(Duration::from_secs(30), "stop").await;
+    db.cleanup().await;
+}
+
+/// Rows of `public.t` when the incremental snapshot test starts (osmem-server
+/// indexes ever more slowly as an index grows: a few thousand documents
+/// keep it quick).
+const INCREMENTAL_ROWS: i32 = 3000;
+/// Rows per chunk of that snapshot.
+const INCREMENTAL_CHUNK: u64 = 100;
+
+/// An incremental snapshot asked for by a signal while writers change the
+/// table all over (and just ahead of the snapshot): the index ends up
+/// holding exactly the table's rows. A read carries its chunk's high
+/// watermark as its version: it must be refused where the document holds
+/// a newer change, and lose to every change after it.
+async fn incremental_snapshot_under_writes(es: &str) {
+    let started = Instant::now();
+    let db = TestDb::create("es_incr").await;
+    db.exec(&format!(
+        "CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text);
+         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, {INCREMENTAL_ROWS}) g;"
+    ))
+    .await;
+    let prefix = prefix();
+    let slot = format!("es_incr_{}", unique_suffix());
+    let yaml = pipeline(&db, &["public.t"], es, &prefix, "")
+        .slot(&slot)
+        .snapshot(&incremental_snapshots(INCREMENTAL_CHUNK))
+        .yaml();
+    let mut engine = Engine::start(&yaml);
+    wait_streaming(&db, &mut engine, &slot, Duration::from_secs(60)).await;
+    let writers = Writers::start(
+        db.url(),
+        Workload {
+            pause: Duration::from_millis(10),
+            ..workload(INCREMENTAL_ROWS)
+        },
+    )
+    .await;
+    request_snapshot(&db, &["public.t"]).await;
+    let chaser = Chaser::start(&db, "public.t", 4 * INCREMENTAL_CHUNK as i64).await;
+    wait_snapshot_done(&db, &["public.t"], &[&engine], Duration::from_secs(120)).await;
+    let chased = chaser.finish().await;
+    let written = writers.finish().await;
+    let expected = db.to_jsonb_rows("public.t", "id").await;
+    assert_converges(es, &format!("{prefix}-public.t"), &expected, &engine).await;
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
+    eprintln!(
+        "{es}: {} rows, {} commits and {chased} updates just ahead of the snapshot in {:?}",
+        expected.len(),
+        written.committed,
+        started.elapsed()
+    );
     db.cleanup().await;
 }
 

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use cdc_core::encode::DebeziumJson;
 use cdc_core::{ControlEvent, Event, Source, TableName};
 use cdc_postgres::{PgSource, PgSourceConfig};
+use integration_tests::incremental::{
+    chunk_reads, incremental_snapshots, progress, request_snapshot, reread_chunks,
+    wait_snapshot_done, workload,
+};
 use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{apply_keyed, diff, wait_converged_tables, Change, Tail};
 use integration_tests::{
@@ -137,8 +141,7 @@ async fn a_signal_snapshots_a_table_chunk_by_chunk_while_writers_change_it() {
         },
     )
     .await;
-    db.exec(r#"INSERT INTO cdc.signals (kind, payload) VALUES ('snapshot', '{"tables": ["public.t"]}')"#)
-        .await;
+    request_snapshot(&db, &["public.t"]).await;
     drive(&mut source, &mut seen, |s| !s.ends.is_empty()).await;
     let written = writers.finish().await;
     assert!(written.committed > 0, "the writers committed nothing");
@@ -217,8 +220,7 @@ async fn progress_waits_for_acknowledgements_and_a_restart_resumes_after_the_las
     let mut source = PgSource::connect(config_named(&db, 200, &names))
         .await
         .expect("connect");
-    db.exec(r#"INSERT INTO cdc.signals (kind, payload) VALUES ('snapshot', '{"tables": ["public.t"]}')"#)
-        .await;
+    request_snapshot(&db, &["public.t"]).await;
     // Acknowledged: progress follows the reads.
     let mut first = Seen::default();
     drive(&mut source, &mut first, |s| s.reads().len() >= 600).await;
@@ -312,40 +314,16 @@ async fn engine_setup(prefix: &str) -> (TestDb, TempDir, String, String) {
     let yaml = Pipeline::streaming("incr", db.url(), "public.t", &format!("p_{s}"), &slot, 256)
         .table("public.other")
         .file_sink(&dir.join("out.jsonl"))
-        .snapshot(&format!(
-            "{{ mode: never, incremental: {{ enabled: true, chunk_rows: {ENGINE_CHUNK} }} }}"
-        ))
+        .snapshot(&incremental_snapshots(ENGINE_CHUNK))
         .yaml();
     (db, dir, slot, yaml)
 }
 
-fn engine_writers() -> Workload {
-    Workload {
-        keys: ENGINE_ROWS,
-        new_ids_from: Some(ENGINE_ROWS + 1),
-        mix: Mix {
-            insert: 2,
-            upsert: 2,
-            update: 4,
-            delete: 2,
-        },
-        pause: Duration::from_millis(2),
-        ..Workload::new(3)
-    }
-}
-
-async fn request_snapshot(db: &TestDb) {
-    db.exec(r#"INSERT INTO cdc.signals (kind, payload) VALUES ('snapshot', '{"tables": ["public.t"]}')"#)
-        .await;
-}
-
 /// `state chunks_done` of the snapshot's progress row.
 async fn snapshot_state(db: &TestDb) -> Option<(String, i64)> {
-    let text = db
-        .query_text("SELECT state || ' ' || chunks_done FROM cdc.incremental_snapshots")
-        .await?;
-    let (state, chunks) = text.split_once(' ')?;
-    Some((state.to_owned(), chunks.parse().ok()?))
+    progress(db, "public.t")
+        .await
+        .map(|p| (p.state, p.chunks_done))
 }
 
 /// Reads in the file: (all, distinct ids).
@@ -366,8 +344,8 @@ async fn the_engine_snapshots_a_table_on_a_signal_while_writers_change_it() {
     let (db, dir, slot, yaml) = engine_setup("incr_engine").await;
     let mut engine = Engine::start(&yaml);
     wait_streaming(&db, &mut engine, &slot, TIMEOUT).await;
-    let writers = Writers::start(db.url(), engine_writers()).await;
-    request_snapshot(&db).await;
+    let writers = Writers::start(db.url(), workload(ENGINE_ROWS)).await;
+    request_snapshot(&db, &["public.t"]).await;
     // Done: every chunk's reads are durable in the file.
     let done = wait_until(TIMEOUT, async || {
         db.exec(
@@ -409,8 +387,8 @@ async fn a_killed_engine_resumes_the_snapshot_from_the_last_durable_chunk() {
     let (db, dir, slot, yaml) = engine_setup("incr_kill").await;
     let mut first = Engine::start(&yaml);
     wait_streaming(&db, &mut first, &slot, TIMEOUT).await;
-    let writers = Writers::start(db.url(), engine_writers()).await;
-    request_snapshot(&db).await;
+    let writers = Writers::start(db.url(), workload(ENGINE_ROWS)).await;
+    request_snapshot(&db, &["public.t"]).await;
     let midway = wait_until(TIMEOUT, async || {
         snapshot_state(&db)
             .await
@@ -459,5 +437,365 @@ async fn a_killed_engine_resumes_the_snapshot_from_the_last_durable_chunk() {
     second
         .stop_clean(Duration::from_secs(30), "the second run")
         .await;
+    db.cleanup().await;
+}
+
+/// Rows of the table added to a running pipeline in the acceptance test.
+const BIG_ROWS: i32 = 200_000;
+/// Rows per chunk there (the default).
+const BIG_CHUNK: u64 = 1024;
+
+/// When the events of a file sink's output arrived.
+struct Arrivals {
+    /// `(commit time, written time)` in ms (`source.ts_ms`, `ts_ms`) of
+    /// each change of the watched table.
+    changes: Vec<(i64, i64)>,
+    /// When the first and the last incremental read were written.
+    reads: Option<(i64, i64)>,
+}
+
+/// The [`Arrivals`] of the changes of table `table` (its name alone) and
+/// of the reads in the file at `path`. Only those lines are parsed.
+fn arrivals(path: &std::path::Path, table: &str) -> Arrivals {
+    let text = std::fs::read_to_string(path).expect("the output file");
+    let of_table = format!("\"table\":\"{table}\"");
+    let json = |line: &str| -> serde_json::Value { serde_json::from_str(line).expect("JSON") };
+    let ms = |v: &serde_json::Value| v.to_string().parse::<i64>().expect("a time in ms");
+    let (mut changes, mut first_read, mut last_read) = (Vec::new(), None, None);
+    for line in text.lines() {
+        if line.contains("\"op\":\"r\"") {
+            first_read.get_or_insert(line);
+            last_read = Some(line);
+        } else if line.contains(&of_table) {
+            let v = json(line);
+            changes.push((ms(&v["source"]["ts_ms"]), ms(&v["ts_ms"])));
+        }
+    }
+    let written = |line: &str| ms(&json(line)["ts_ms"]);
+    Arrivals {
+        changes,
+        reads: first_read
+            .zip(last_read)
+            .map(|(f, l)| (written(f), written(l))),
+    }
+}
+
+/// `p50 / p99 / max (n)` of `values` (ms).
+fn summary(mut values: Vec<f64>) -> String {
+    if values.is_empty() {
+        return "none".into();
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} samples)",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        values.len()
+    )
+}
+
+/// How long each chunk read held the stream up, from the engine's debug
+/// log (`read_ms` of "incremental snapshot chunk read").
+fn chunk_read_ms(stderr: &str) -> Vec<f64> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("incremental snapshot chunk read"))
+        .filter_map(|l| {
+            let rest = &l[l.find("read_ms=")? + "read_ms=".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as i64
+}
+
+/// A client changing `public.other` (50 rows), a transaction every 5 ms.
+struct Ticker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Ticker {
+    async fn start(db: &TestDb) -> Ticker {
+        use sqlx::Connection;
+        use std::sync::atomic::Ordering;
+        let mut conn = sqlx::PgConnection::connect(db.url())
+            .await
+            .expect("the ticker connects");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stopped, counted) = (stop.clone(), count.clone());
+        let task = tokio::spawn(async move {
+            let mut n: i32 = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                n += 1;
+                sqlx::query(
+                    "INSERT INTO public.other VALUES ($1 % 50, $1, 'tick') \
+                     ON CONFLICT (id) DO UPDATE SET v = EXCLUDED.v",
+                )
+                .bind(n)
+                .execute(&mut conn)
+                .await
+                .expect("the ticker's change");
+                counted.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        Ticker { stop, count, task }
+    }
+
+    /// Waits until it committed `n` more changes.
+    async fn wait_more(&self, n: usize) {
+        let count = || self.count.load(std::sync::atomic::Ordering::Relaxed);
+        let target = count() + n;
+        assert!(
+            wait_until(TIMEOUT, async || count() >= target).await,
+            "the ticker is stuck"
+        );
+    }
+
+    async fn finish(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("the ticker panicked");
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The acceptance scenario: a pipeline streams `public.other`; a table of
+/// 200 000 rows is added to its configuration and the engine restarted
+/// (the publication gains it), and a signal asks for its incremental
+/// snapshot, while writers change it and `public.other`. Each table's
+/// rebuilt rows equal its `to_jsonb` rows; `public.other` keeps streaming
+/// during the backfill; its latency (commit to the file) is printed
+/// against the time one chunk read holds the stream up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_200k_row_table_added_to_a_running_pipeline_is_backfilled_while_the_other_table_streams()
+{
+    let started = Instant::now();
+    let db = TestDb::create("incr_big").await;
+    db.exec(&format!(
+        "CREATE TABLE public.other (id int PRIMARY KEY, v int, note text);\
+         CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
+         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, {BIG_ROWS}) g"
+    ))
+    .await;
+    let dir = TempDir::new("incr_big");
+    let out = dir.join("out.jsonl");
+    let s = unique_suffix();
+    let slot = format!("s_{s}");
+    let yaml = |with_t: bool| {
+        let p = Pipeline::streaming(
+            "incr_big",
+            db.url(),
+            "public.other",
+            &format!("p_{s}"),
+            &slot,
+            1024,
+        );
+        let p = if with_t { p.table("public.t") } else { p };
+        p.file_sink(&out)
+            .snapshot(&incremental_snapshots(BIG_CHUNK))
+            .yaml()
+    };
+    let mut first = Engine::start(&yaml(false));
+    wait_streaming(&db, &mut first, &slot, TIMEOUT).await;
+    let ticker = Ticker::start(&db).await;
+    ticker.wait_more(20).await;
+    first
+        .stop_clean(Duration::from_secs(30), "the first run")
+        .await;
+
+    // public.t joins the configuration.
+    let mut second = Engine::start_with(
+        &yaml(true),
+        &["run"],
+        &[("CDC_LOG", "info,cdc_postgres::incremental=debug")],
+    );
+    wait_streaming(&db, &mut second, &slot, TIMEOUT).await;
+    let streaming_since = now_ms();
+    let writers = Writers::start(db.url(), workload(BIG_ROWS)).await;
+    // Latency before the backfill.
+    ticker.wait_more(100).await;
+    let signalled = Instant::now();
+    request_snapshot(&db, &["public.t"]).await;
+    wait_snapshot_done(&db, &["public.t"], &[&second], Duration::from_secs(120)).await;
+    let backfill = signalled.elapsed();
+    let written = writers.finish().await;
+    let ticks = ticker.finish().await;
+    let mut tails = [Tail::new(0, out.clone())];
+    wait_converged_tables(&db, &mut tails, &[&second], &["public.t", "public.other"]).await;
+    second
+        .stop_clean(Duration::from_secs(30), "the second run")
+        .await;
+
+    let chunks = chunk_reads(&tails[0].events, "public.t");
+    let reads: usize = chunks.iter().map(|c| c.reads).sum();
+    assert!(
+        reread_chunks(&chunks).is_empty(),
+        "a chunk was read twice without a restart"
+    );
+    assert!(
+        reads > BIG_ROWS as usize * 9 / 10,
+        "only {reads} reads of {BIG_ROWS} rows"
+    );
+    let arrived = arrivals(&out, "other");
+    let (first_read, last_read) = arrived.reads.expect("reads in the file");
+    let latency = |from: i64, to: i64| -> Vec<f64> {
+        arrived
+            .changes
+            .iter()
+            .filter(|(commit, _)| (from..=to).contains(commit))
+            .map(|(commit, at)| (at - commit) as f64)
+            .collect()
+    };
+    let before = latency(streaming_since, first_read - 1);
+    let during = latency(first_read, last_read);
+    // The other table streams during the backfill: its changes committed
+    // while the reads were written arrive among them, not after them.
+    let interleaved = arrived
+        .changes
+        .iter()
+        .filter(|(commit, at)| *commit >= first_read && *at < last_read)
+        .count();
+    assert!(
+        interleaved > 0,
+        "no change of public.other arrived during the backfill ({} ms)",
+        last_read - first_read
+    );
+    let chunk_ms = chunk_read_ms(&second.stderr_text());
+    assert!(
+        chunk_ms.len() >= chunks.len(),
+        "{} chunk read times logged for {} chunks",
+        chunk_ms.len(),
+        chunks.len()
+    );
+    eprintln!(
+        "backfill of {BIG_ROWS} rows: {reads} reads in {} chunks of {BIG_CHUNK}, {:?} from the \
+         signal to done ({} ms from the first read written to the last); writers: {} transactions \
+         on public.t, {ticks} on public.other\n\
+         one chunk read (low watermark, read, high watermark): {}\n\
+         public.other, commit to file, before the backfill: {}\n\
+         public.other, commit to file, during the backfill: {}\n\
+         ({interleaved} changes of public.other committed during the backfill arrived before its \
+         last read); whole test {:?}",
+        chunks.len(),
+        backfill,
+        last_read - first_read,
+        written.committed,
+        summary(chunk_ms.clone()),
+        summary(before),
+        summary(during.clone()),
+        started.elapsed()
+    );
+    // A sanity bound only (timings on a shared machine vary): the stream
+    // waits for one chunk at a time, never for the table.
+    let mut sorted = during;
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    assert!(
+        median < 5_000.0,
+        "public.other's median latency during the backfill is {median} ms"
+    );
+    db.cleanup().await;
+}
+
+/// Two engines share the slot (`standby: true`), each writing a file of
+/// its own; the standby starts before the signal. The streaming one is
+/// killed in the middle of the incremental snapshot: the standby takes the
+/// slot over and the snapshot with it, from the last durable chunk, and
+/// finishes it; the two files together give the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_takes_over_an_unfinished_incremental_snapshot() {
+    let db = TestDb::create("incr_standby").await;
+    db.exec(&format!(
+        "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
+         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, {ENGINE_ROWS}) g"
+    ))
+    .await;
+    let dir = TempDir::new("incr_standby");
+    let outs = [dir.join("a.jsonl"), dir.join("b.jsonl")];
+    let s = unique_suffix();
+    let slot = format!("s_{s}");
+    let yaml = |out: &std::path::Path| {
+        Pipeline::streaming("incr", db.url(), "public.t", &format!("p_{s}"), &slot, 256)
+            .slot_options("standby: true, activity_check_interval: 1s")
+            .file_sink(out)
+            .snapshot(&incremental_snapshots(ENGINE_CHUNK))
+            .yaml()
+    };
+    let mut a = Engine::start(&yaml(&outs[0]));
+    wait_streaming(&db, &mut a, &slot, TIMEOUT).await;
+    let mut b = Engine::start(&yaml(&outs[1]));
+    let standing_by = wait_until(TIMEOUT, async || {
+        b.stderr_text().contains("standing by: slot")
+    })
+    .await;
+    assert!(standing_by, "B does not stand by\n{}", b.output_report());
+
+    let writers = Writers::start(db.url(), workload(ENGINE_ROWS)).await;
+    request_snapshot(&db, &["public.t"]).await;
+    let midway = wait_until(TIMEOUT, async || {
+        progress(&db, "public.t")
+            .await
+            .is_some_and(|p| p.chunks_done >= 5)
+    })
+    .await;
+    assert!(
+        midway,
+        "no durable chunk: {:?}\n{}",
+        progress(&db, "public.t").await,
+        a.output_report()
+    );
+    a.sigkill();
+    assert_eq!(a.wait_exit(Duration::from_secs(10)).await, 128 + 9);
+    let at_kill = progress(&db, "public.t").await.expect("a progress row");
+    let killed_at = db.current_wal_lsn().await;
+    wait_snapshot_done(&db, &["public.t"], &[&b], TIMEOUT).await;
+    let written = writers.finish().await;
+    let mut tails = [Tail::new(0, outs[0].clone()), Tail::new(1, outs[1].clone())];
+    wait_converged_tables(&db, &mut tails, &[&b], &["public.t"]).await;
+    assert!(
+        b.stderr_text().contains("is free: taking over from LSN"),
+        "B did not take over\n{}",
+        b.output_report()
+    );
+    let chunks = chunk_reads(tails.iter().flat_map(|t| &t.events), "public.t");
+    let by_b: Vec<_> = chunks
+        .iter()
+        .filter(|c| c.commit_lsn > killed_at.0)
+        .collect();
+    eprintln!(
+        "killed A at {at_kill:?}; B read {} chunks, {} read again: {:?}; writers: {} transactions",
+        by_b.len(),
+        reread_chunks(&chunks).len(),
+        reread_chunks(&chunks),
+        written.committed
+    );
+    if at_kill.state == "running" {
+        let durable: i64 = at_kill
+            .last_key
+            .as_deref()
+            .and_then(|k| k.parse().ok())
+            .expect("a durable key");
+        let resumed = by_b.first().expect("B read the rest of the table");
+        assert!(
+            resumed.first > durable && resumed.first <= durable + ENGINE_CHUNK as i64,
+            "B did not resume right after the durable key {durable}: {resumed:?}"
+        );
+        assert!(
+            by_b.iter().all(|c| c.first > durable),
+            "B read keys of a durable chunk again: {by_b:?}"
+        );
+    }
+    b.stop_clean(Duration::from_secs(30), "B").await;
     db.cleanup().await;
 }

@@ -24,6 +24,10 @@ use cdc_core::{Lsn, Op, Sink, SinkError, TableName, TableSchema, Value};
 use cdc_kafka::{KafkaSink, KafkaSinkConfig};
 use cdc_sink_conformance::battery::{self, Stored, Subject};
 use cdc_sink_conformance::fixture;
+use integration_tests::incremental::{
+    chunk_reads, incremental_snapshots, progress, request_snapshot, reread_chunks,
+    wait_snapshot_done, workload as workload_incremental, writers_own, Chaser,
+};
 use integration_tests::pipelines::{yaml_str, Pipeline};
 use integration_tests::replay::{self, apply, diff, Change};
 use integration_tests::{
@@ -727,6 +731,156 @@ async fn sigkill_restart(var: &str) {
     case.db.cleanup().await;
 }
 for_each_broker!(sigkill_restart: sigkill_restart_tansu, sigkill_restart_noida);
+
+// ---------------------------------------------------------------- incremental snapshots
+
+/// Rows of `public.t` when an incremental snapshot test starts.
+const INCREMENTAL_ROWS: i32 = 8000;
+/// Rows per chunk of those snapshots.
+const INCREMENTAL_CHUNK: u64 = 250;
+/// How long such a snapshot may take.
+const INCREMENTAL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A `public.t` of [`INCREMENTAL_ROWS`] rows, streamed into Kafka without
+/// an initial snapshot and with incremental snapshots on. Returns the
+/// database, the brokers, the topic, the slot and the pipeline.
+async fn incremental_setup(var: &str, name: &str) -> (TestDb, String, String, String, String) {
+    let brokers = brokers(var);
+    let db = TestDb::create(name).await;
+    new_table(&db).await;
+    db.exec(&format!(
+        "INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, {INCREMENTAL_ROWS}) g"
+    ))
+    .await;
+    let s = unique_suffix();
+    let prefix = format!("kt_{name}_{s}");
+    let slot = format!("ki_{s}");
+    let yaml = pipeline(&db, &slot, "public.t", &[sink(&brokers, &prefix, "")])
+        .snapshot(&incremental_snapshots(INCREMENTAL_CHUNK))
+        .yaml();
+    (db, brokers, format!("{prefix}.public.t"), slot, yaml)
+}
+
+/// An incremental snapshot asked for by a signal while writers change the
+/// table all over: the topic, replayed per key in partition order, gives
+/// the table exactly (no read overwrote a newer change of its row), every
+/// committed change is there, and each chunk was read once.
+async fn incremental_snapshot_under_writes(var: &str) {
+    let started = Instant::now();
+    let (db, brokers, topic, slot, yaml) = incremental_setup(var, "kafka_incr").await;
+    let mut engine = Engine::start(&yaml);
+    wait_streaming(&db, &mut engine, &slot, STREAMING).await;
+    let writers = Writers::start(db.url(), workload_incremental(INCREMENTAL_ROWS)).await;
+    request_snapshot(&db, &["public.t"]).await;
+    let chaser = Chaser::start(&db, "public.t", 4 * INCREMENTAL_CHUNK as i64).await;
+    wait_snapshot_done(&db, &["public.t"], &[&engine], INCREMENTAL_TIMEOUT).await;
+    let chased = chaser.finish().await;
+    let written = writers.finish().await;
+    assert!(written.committed > 50, "only {} commits", written.committed);
+
+    let msgs = converge(&db, &brokers, &topic, &engine).await;
+    check_messages(&msgs, "t", true);
+    check_no_loss(&msgs, &writers_own(&written));
+    let changes = changes(&msgs, false);
+    let chunks = chunk_reads(&changes, "public.t");
+    let again = reread_chunks(&chunks);
+    assert!(
+        again.is_empty(),
+        "chunks read twice without a restart: {again:?}"
+    );
+    let reads: usize = chunks.iter().map(|c| c.reads).sum();
+    assert!(
+        reads > INCREMENTAL_ROWS as usize / 2,
+        "only {reads} incremental reads"
+    );
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
+    eprintln!(
+        "{var}: {reads} reads in {} chunks, {} messages, {} commits and {chased} updates \
+         just ahead of the snapshot in {:?}",
+        chunks.len(),
+        msgs.len(),
+        written.committed,
+        started.elapsed()
+    );
+    db.cleanup().await;
+}
+for_each_broker!(incremental_snapshot_under_writes: incremental_snapshot_under_writes_tansu, incremental_snapshot_under_writes_noida);
+
+/// SIGKILL in the middle of an incremental snapshot, under writes: the
+/// restarted engine resumes after the last chunk Kafka had made durable
+/// (the chunks read after it are read again, and counted), and the topic
+/// still gives the table exactly.
+async fn incremental_snapshot_resumes_after_sigkill(var: &str) {
+    let (db, brokers, topic, slot, yaml) = incremental_setup(var, "kafka_incr_kill").await;
+    let mut first = Engine::start(&yaml);
+    wait_streaming(&db, &mut first, &slot, STREAMING).await;
+    let writers = Writers::start(db.url(), workload_incremental(INCREMENTAL_ROWS)).await;
+    request_snapshot(&db, &["public.t"]).await;
+    let chaser = Chaser::start(&db, "public.t", 4 * INCREMENTAL_CHUNK as i64).await;
+    let midway = wait_until(INCREMENTAL_TIMEOUT, async || {
+        progress(&db, "public.t")
+            .await
+            .is_some_and(|p| p.chunks_done >= 5)
+    })
+    .await;
+    assert!(
+        midway,
+        "no durable chunk: {:?}\n{}",
+        progress(&db, "public.t").await,
+        first.output_report()
+    );
+    first.sigkill();
+    assert_eq!(first.wait_exit(Duration::from_secs(10)).await, 128 + 9);
+    let at_kill = progress(&db, "public.t").await.expect("a progress row");
+    // Every watermark of the first run is below this.
+    let killed_at = db.current_wal_lsn().await;
+
+    let mut second = Engine::start(&yaml);
+    wait_snapshot_done(&db, &["public.t"], &[&second], INCREMENTAL_TIMEOUT).await;
+    chaser.finish().await;
+    let written = writers.finish().await;
+    let msgs = converge(&db, &brokers, &topic, &second).await;
+    check_messages(&msgs, "t", false);
+    check_no_loss(&msgs, &writers_own(&written));
+    let changes = changes(&msgs, false);
+    let chunks = chunk_reads(&changes, "public.t");
+    let again = reread_chunks(&chunks);
+    eprintln!(
+        "{var}: killed at {at_kill:?}; {} chunks in Kafka, {} read again after the restart: {again:?}",
+        chunks.len(),
+        again.len()
+    );
+    if at_kill.state == "running" {
+        let durable: i64 = at_kill
+            .last_key
+            .as_deref()
+            .and_then(|k| k.parse().ok())
+            .expect("a durable key");
+        let resumed: Vec<_> = chunks
+            .iter()
+            .filter(|c| c.commit_lsn > killed_at.0)
+            .collect();
+        let first_resumed = resumed.first().expect("chunks read by the second run");
+        assert!(
+            first_resumed.first > durable && first_resumed.first <= durable + INCREMENTAL_CHUNK as i64,
+            "the second run did not resume right after the durable key {durable}: {first_resumed:?}"
+        );
+        assert!(
+            resumed.iter().all(|c| c.first > durable),
+            "the second run read keys of a durable chunk again: {resumed:?}"
+        );
+        // Only the chunks between the last durable one and the kill are
+        // read again: a handful, never the table from the start.
+        assert!(
+            again.iter().all(|c| c.first > durable) && again.len() <= 10,
+            "{} chunks read again: {again:?}",
+            again.len()
+        );
+    }
+    second.stop_clean(Duration::from_secs(30), "stop").await;
+    db.cleanup().await;
+}
+for_each_broker!(incremental_snapshot_resumes_after_sigkill: incremental_snapshot_resumes_after_sigkill_tansu, incremental_snapshot_resumes_after_sigkill_noida);
 
 /// A message larger than allowed stops the pipeline with a clear message,
 /// and the slot is not acknowledged past it.

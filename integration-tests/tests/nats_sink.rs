@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream::StorageType};
 use integration_tests::http::free_port;
+use integration_tests::incremental::{
+    self, chunk_reads, incremental_snapshots, request_snapshot, reread_chunks, wait_snapshot_done,
+    writers_own, Chaser,
+};
 use integration_tests::nats::{server_bin, stream_messages};
 use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{self, apply, Change};
@@ -363,6 +367,81 @@ async fn sigkill_replay_is_deduplicated() {
     assert!(
         dropped > 0,
         "no restarted run replayed anything: the test did not exercise de-duplication"
+    );
+    reader.delete().await;
+    db.cleanup().await;
+}
+
+/// Rows of `public.t` when the incremental snapshot test starts.
+const INCREMENTAL_ROWS: i32 = 8000;
+/// Rows per chunk of that snapshot.
+const INCREMENTAL_CHUNK: u64 = 250;
+
+/// An incremental snapshot asked for by a signal while writers change the
+/// table all over (and just ahead of the snapshot): the stream, read in
+/// order, gives the table exactly (no read overwrote a newer change of its
+/// row), every committed change is there, no `Nats-Msg-Id` is stored
+/// twice (a read's id names its chunk and key), and each chunk was read
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn incremental_snapshot_under_writes() {
+    let started = Instant::now();
+    let db = TestDb::create("nats_incr").await;
+    db.exec(&format!(
+        "CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL, note text);
+         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, {INCREMENTAL_ROWS}) g;"
+    ))
+    .await;
+    let s = unique_suffix();
+    let stream = format!("IT_{s}");
+    let sink = format!(
+        "url: {url}\nsubject: \"it_{s}.{{table}}\"\n\
+         stream: {{ name: {stream}, create: true, storage: memory }}\n",
+        url = json_str(&nats_url()),
+    );
+    let yaml = pipeline(&db, &s, "public.t", &sink)
+        .snapshot(&incremental_snapshots(INCREMENTAL_CHUNK))
+        .yaml();
+    let mut engine = Engine::start(&yaml);
+    wait_streaming(&db, &mut engine, &format!("s_{s}"), STREAMING).await;
+    let writers = Writers::start(db.url(), incremental::workload(INCREMENTAL_ROWS)).await;
+    request_snapshot(&db, &["public.t"]).await;
+    let chaser = Chaser::start(&db, "public.t", 4 * INCREMENTAL_CHUNK as i64).await;
+    wait_snapshot_done(&db, &["public.t"], &[&engine], Duration::from_secs(120)).await;
+    let chased = chaser.finish().await;
+    let written = writers.finish().await;
+
+    let mut reader = StreamReader::new(&nats_url(), &stream).await;
+    let messages = converge(&db, &mut reader, &mut engine, false).await;
+    let changes: Vec<&Change> = messages.iter().map(|m| &m.change).collect();
+    writers_own(&written).assert_no_loss(&changes);
+    let ids: HashSet<&str> = messages.iter().map(|m| m.msg_id.as_str()).collect();
+    assert_eq!(ids.len(), messages.len(), "a Nats-Msg-Id is stored twice");
+    assert!(
+        !engine.stderr_text().contains("dropped replayed messages"),
+        "the server dropped a message as a duplicate without a replay\n{}",
+        engine.output_report()
+    );
+    assert_in_commit_order(&messages, &engine);
+    let chunks = chunk_reads(changes.iter().copied(), "public.t");
+    let again = reread_chunks(&chunks);
+    assert!(
+        again.is_empty(),
+        "chunks read twice without a restart: {again:?}"
+    );
+    let reads: usize = chunks.iter().map(|c| c.reads).sum();
+    assert!(
+        reads > INCREMENTAL_ROWS as usize / 2,
+        "only {reads} incremental reads"
+    );
+    engine.stop_clean(Duration::from_secs(90), "stop").await;
+    eprintln!(
+        "{reads} reads in {} chunks, {} messages, {} commits and {chased} updates just ahead \
+         of the snapshot in {:?}",
+        chunks.len(),
+        messages.len(),
+        written.committed,
+        started.elapsed()
     );
     reader.delete().await;
     db.cleanup().await;

@@ -160,6 +160,35 @@ impl Incremental {
         })
     }
 
+    /// This instance takes the slot over from another one (it stood by
+    /// while the other streamed): what the other stored is what counts.
+    /// Forgets the chunk and the progress held in memory and loads the
+    /// unfinished snapshots again, which resume after their last durable
+    /// chunk.
+    pub async fn take_over(&mut self) -> Result<(), PgError> {
+        let (store, slot) = (self.store.clone(), self.slot.clone());
+        let loaded = match self.connection().await {
+            Ok(conn) => store.unfinished(conn, &slot).await,
+            Err(e) => Err(e),
+        };
+        let queue = match loaded {
+            Ok(queue) => queue,
+            Err(e) => {
+                self.conn = None;
+                return Err(e);
+            }
+        };
+        for job in &queue {
+            tracing::info!(table = %job.table, snapshot = job.snapshot, chunks_done = job.chunks_done,
+                "taking over an incremental snapshot");
+        }
+        self.queue = queue.into();
+        self.open = None;
+        self.pending.clear();
+        self.retry_at = None;
+        Ok(())
+    }
+
     /// The signal table, which the publication must hold.
     pub fn signal_table(&self) -> TableName {
         self.store.signal_table()
@@ -183,9 +212,16 @@ impl Incremental {
         if std::mem::take(&mut self.reading) {
             self.conn = None;
         }
+        // After a failure, the next try waits for the retry delay too (a
+        // server going down must not get a connection attempt per batch).
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
         if let Err(e) = self.store_durable(acknowledged).await {
-            tracing::warn!(error = %cdc_core::error_chain(&e), "cannot record incremental snapshot progress; trying again");
+            tracing::warn!(error = %cdc_core::error_chain(&e), "cannot record incremental snapshot progress; trying again in {RETRY_DELAY:?}");
             self.conn = None;
+            self.retry_at = Some(Instant::now() + RETRY_DELAY);
+            return;
         }
         if self.open.is_some() || self.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
@@ -254,6 +290,7 @@ impl Incremental {
     /// at the watermark's commit (a schema change commits before it, seen,
     /// or after it).
     async fn read_next(&mut self, job: &TableJob) -> Result<Option<OpenChunk>, PgError> {
+        let started = Instant::now();
         let chunk = u64::try_from(job.chunks_done).unwrap_or(0);
         self.marks += 1;
         let mark = |kind| Mark {
@@ -319,7 +356,9 @@ impl Incremental {
             return Ok(None);
         }
         let last = (rows.rows.len() as u64) < limit;
-        tracing::debug!(table = %job.table, chunk, rows = rows.rows.len(), "incremental snapshot chunk read");
+        // How long the stream waited for the chunk.
+        let read_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(table = %job.table, chunk, rows = rows.rows.len(), read_ms, "incremental snapshot chunk read");
         Ok(Some(OpenChunk {
             snapshot: job.snapshot,
             window: Window::new(info.schema.clone(), key.positions, rows.rows),

@@ -63,6 +63,11 @@ impl Context {
                 self.ack.advance(confirmed_flush_lsn);
                 if standing.is_some() {
                     tracing::info!(slot = %slot, "slot {slot} is free: taking over from LSN {}", self.ack.get());
+                    // The instance that streamed may have left incremental
+                    // snapshots unfinished: resume them from what it stored.
+                    if let Some(inc) = self.incremental.as_mut() {
+                        inc.take_over().await?;
+                    }
                 }
                 Ok(SlotCheck::Free)
             }

@@ -18,7 +18,10 @@
 //! - `pg_terminate_backend` of engine sessions (snapshot readers, the
 //!   walsender or exporting session, metadata, heartbeat, lock);
 //! - one server restart per round (`pg_ctl restart -m fast`, or
-//!   `-m immediate` in some rounds).
+//!   `-m immediate` in some rounds);
+//! - in half the rounds, incremental snapshots are on and signal rows ask
+//!   for one or two of them (of some of the tables) while the faults go
+//!   on; the round also waits for them to be done.
 //!
 //! At the end of a round the writer stops, every instance runs again, and
 //! once the slot has confirmed the current WAL position and the files stopped
@@ -149,13 +152,18 @@ async fn main() {
                 rows += o.rows;
                 let snap = o.snapshot_secs.map_or("-".into(), |s| format!("{s:.1}s"));
                 let status = if o.failure.is_some() { "FAILED" } else { "ok" };
+                let signals = if o.signals > 0 {
+                    format!(" incremental-snapshot-signals {}", o.signals)
+                } else {
+                    String::new()
+                };
                 let exits = if o.exits > 0 {
                     format!(" unexpected-exits {}", o.exits)
                 } else {
                     String::new()
                 };
                 println!(
-                    "round {n}/{} seed {seed:#x}: kills {} stops {} terminated {} restarts {}{exits} \
+                    "round {n}/{} seed {seed:#x}: kills {} stops {} terminated {} restarts {}{signals}{exits} \
                      rows {} snapshot {snap}: {status} {secs:.1}s",
                     args.rounds, o.kills, o.stops, o.terminated, o.restarts, o.rows
                 );

@@ -28,6 +28,8 @@ pub(crate) enum Fault {
     Terminate { count: u64 },
     /// `pg_ctl restart -m fast|immediate`.
     Restart { immediate: bool },
+    /// A signal row asking for an incremental snapshot of `tables`.
+    Signal { tables: Vec<&'static str> },
 }
 
 /// An action at a moment of the round (faults, and the restarts and
@@ -52,6 +54,8 @@ pub(crate) struct Plan {
     pub(crate) comp_identity_full: bool,
     pub(crate) truncate_at: Option<Duration>,
     pub(crate) faults: Vec<(Duration, Fault)>,
+    /// Incremental snapshots on, with chunks of this many rows.
+    pub(crate) incremental: Option<u64>,
 }
 
 impl Plan {
@@ -114,7 +118,7 @@ impl Plan {
             },
         ));
         faults.sort_by_key(|(t, _)| *t);
-        Plan {
+        let mut plan = Plan {
             seed,
             rows_plain: r.range(60_000, 90_000),
             rows_toast: r.range(3_000, 5_000),
@@ -125,6 +129,25 @@ impl Plan {
             comp_identity_full: r.chance(30),
             truncate_at: r.chance(30).then(|| r.ms(1_000, window - 3_000)),
             faults,
+            incremental: None,
+        };
+        // Drawn last: the rest of a seed's schedule stays as it was.
+        if r.chance(50) {
+            // Small chunks of the largest table first: the snapshot lasts
+            // through the faults.
+            plan.incremental = Some(r.range(200, 500));
+            for _ in 0..r.range(1, 2) {
+                let tables: Vec<&'static str> = crate::tables::TABLES
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| *k == 0 || r.chance(50))
+                    .map(|(_, t)| t.1)
+                    .collect();
+                let t = r.ms(SNAPSHOT_WINDOW.0, window - 4_000);
+                plan.faults.push((t, Fault::Signal { tables }));
+            }
+            plan.faults.sort_by_key(|(t, _)| *t);
         }
+        plan
     }
 }

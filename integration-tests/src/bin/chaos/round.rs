@@ -45,6 +45,7 @@ pub(crate) struct Round<'a> {
     stops: u32,
     terminated: u32,
     restarts: u32,
+    signals: u32,
     /// Exits the schedule did not cause, and panics.
     exits: u32,
     panics: Vec<String>,
@@ -58,6 +59,7 @@ pub(crate) struct Outcome {
     pub(crate) stops: u32,
     pub(crate) terminated: u32,
     pub(crate) restarts: u32,
+    pub(crate) signals: u32,
     pub(crate) exits: u32,
     pub(crate) rows: usize,
     pub(crate) snapshot_secs: Option<f64>,
@@ -74,6 +76,9 @@ impl Round<'_> {
         let name = &self.instances[i].name;
         let url = format!("{}?application_name={name}", self.db.url());
         let tables: Vec<&str> = tables::TABLES.iter().map(|t| t.0).collect();
+        let incremental = self.plan.incremental.map_or(String::new(), |rows| {
+            format!(", incremental: {{ enabled: true, chunk_rows: {rows} }}")
+        });
         format!(
             "name: chaos\n\
              source:\n  url: {url}\n  tables: [{tables}]\n  \
@@ -81,7 +86,7 @@ impl Round<'_> {
              slot: {{ name: {slot}, create: true, standby: true, activity_check_interval: 1s }}\n\
              sinks:\n  - {{ type: file, path: {out} }}\n\
              snapshot: {{ mode: initial, chunking: key, chunk_rows: {chunk_rows}, workers: {workers}, \
-             claim_timeout: {claim}ms, heartbeat_interval: 1s, instance_id: {name} }}\n\
+             claim_timeout: {claim}ms, heartbeat_interval: 1s, instance_id: {name}{incremental} }}\n\
              heartbeat: {{ enabled: true, interval: 1s }}\n\
              retry: {{ initial_backoff: 100ms, max_backoff: 1s }}\n\
              log: {{ level: info }}\n",
@@ -202,6 +207,7 @@ pub(crate) async fn run_round(
         stops: 0,
         terminated: 0,
         restarts: 0,
+        signals: 0,
         exits: 0,
         panics: Vec::new(),
         snapshot_done_at: None,
@@ -247,6 +253,7 @@ pub(crate) async fn run_round(
     outcome.stops = round.stops;
     outcome.terminated = round.terminated;
     outcome.restarts = round.restarts;
+    outcome.signals = round.signals;
     outcome.exits = round.exits;
     outcome.snapshot_secs = round.snapshot_done_at.map(|d| d.as_secs_f64());
     for inst in &mut round.instances {

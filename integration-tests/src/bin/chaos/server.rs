@@ -38,6 +38,26 @@ pub(crate) async fn job_state(cluster: &Cluster, database: &str, slot: &str) -> 
     state
 }
 
+/// `(snapshot, state (error))` of every table of the slot's incremental
+/// snapshots.
+pub(crate) async fn incremental_states(
+    cluster: &Cluster,
+    database: &str,
+    slot: &str,
+) -> Option<Vec<(i64, String)>> {
+    let mut c = try_connect(cluster, database).await?;
+    let states = sqlx::query_as(
+        "SELECT snapshot_id, state || coalesce(' (' || error || ')', '') \
+         FROM cdc.incremental_snapshots WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_all(&mut c)
+    .await
+    .ok();
+    let _ = c.close().await;
+    states
+}
+
 pub(crate) async fn current_wal_lsn(cluster: &Cluster, database: &str) -> anyhow::Result<u64> {
     let mut c = try_connect(cluster, database)
         .await

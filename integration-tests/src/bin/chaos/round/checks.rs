@@ -11,7 +11,7 @@ use anyhow::bail;
 use integration_tests::replay::{apply_keyed, diff, merged, Tail, CATCH_UP_TIMEOUT};
 
 use super::Round;
-use crate::server::{current_wal_lsn, job_state, slot_confirmed};
+use crate::server::{current_wal_lsn, incremental_states, job_state, slot_confirmed};
 use crate::tables::TABLES;
 
 impl Round<'_> {
@@ -40,6 +40,26 @@ impl Round<'_> {
             }
             if Instant::now() >= deadline {
                 bail!("the snapshot job is not done after {CATCH_UP_TIMEOUT:?} (state {state:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // The incremental snapshots asked for finished.
+        while self.signals > 0 {
+            let states = incremental_states(self.cluster, self.db.name(), &self.slot).await;
+            let all_done = |s: &Vec<(i64, String)>| {
+                let asked: std::collections::HashSet<i64> = s.iter().map(|x| x.0).collect();
+                asked.len() >= self.signals as usize && s.iter().all(|x| x.1 == "done")
+            };
+            if states.as_ref().is_some_and(all_done) {
+                self.note("incremental snapshots done");
+                break;
+            }
+            if states
+                .as_ref()
+                .is_some_and(|s| s.iter().any(|x| x.1.starts_with("failed")))
+                || Instant::now() >= deadline
+            {
+                bail!("incremental snapshots not done after {CATCH_UP_TIMEOUT:?}: {states:?}");
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

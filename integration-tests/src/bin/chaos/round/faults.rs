@@ -145,6 +145,24 @@ impl Round<'_> {
                 self.restarts += 1;
                 self.note("server up again");
             }
+            Action::Fault(Fault::Signal { tables }) => {
+                let payload = serde_json::json!({ "tables": tables }).to_string();
+                let sent = match try_connect(self.cluster, self.db.name()).await {
+                    Some(mut c) => sqlx::query(
+                        "INSERT INTO cdc.signals (kind, payload) VALUES ('snapshot', $1::jsonb)",
+                    )
+                    .bind(&payload)
+                    .execute(&mut c)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                    None => Err("cannot connect".into()),
+                };
+                if sent.is_ok() {
+                    self.signals += 1;
+                }
+                self.note(format!("incremental snapshot signal {payload}: {sent:?}"));
+            }
             Action::StartAgain(i) => {
                 if !self.running(i) {
                     self.start(i);
