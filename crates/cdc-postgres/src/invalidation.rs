@@ -16,10 +16,12 @@ use crate::error::PgError;
 /// An SQL expression over `pg_replication_slots AS s`: why the slot was
 /// invalidated (`wal_removed`, `rows_removed`, `wal_level_insufficient`,
 /// `idle_timeout`, `conflict with recovery`), or NULL when it was not.
+/// (PostgreSQL 16 also sets `conflicting` for a slot whose WAL was
+/// removed: `wal_status` is looked at first.)
 pub const INVALIDATION_SQL: &str = "CASE \
      WHEN to_jsonb(s)->>'invalidation_reason' IS NOT NULL THEN to_jsonb(s)->>'invalidation_reason' \
-     WHEN (to_jsonb(s)->>'conflicting')::bool THEN 'conflict with recovery' \
-     WHEN s.wal_status = 'lost' THEN 'wal_removed' END";
+     WHEN s.wal_status = 'lost' THEN 'wal_removed' \
+     WHEN (to_jsonb(s)->>'conflicting')::bool THEN 'conflict with recovery' END";
 
 /// Why the slot was invalidated, as the server names it
 /// ([`INVALIDATION_SQL`]); `None`: it exists and was not invalidated, or
