@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Throwaway PostgreSQL 15 clusters for the tests and the demo.
+# Throwaway PostgreSQL clusters (15 by default, or any major from 14 to 18)
+# for the tests and the demo.
 #
 # As a command:
 #   scripts/pg.sh start <dir> <port>   create a cluster in <dir>, start it on
 #                                      127.0.0.1:<port>, print its URL on stdout
 #   scripts/pg.sh stop <dir>           stop it (fast) and remove <dir>
 #   scripts/pg.sh status <dir>         exit 0 if the cluster in <dir> is up
-#   scripts/pg.sh install              install the PostgreSQL 15 server if missing
+#   scripts/pg.sh install              install the server of PG_VERSION if missing
 #
 # Sourced (`source scripts/pg.sh`), it defines the same as functions:
 #   pg_start <dir> <port>, pg_stop <dir>, pg_status <dir>, pg_url <port> [db],
@@ -23,15 +24,23 @@
 # runs as the current user.
 #
 # Environment:
-#   PG_BIN               server binaries (default /usr/lib/postgresql/15/bin)
+#   PG_VERSION           the major: 15 (default, Debian's postgresql-15) or 14,
+#                        16, 17, 18 (pinned builds fetched into a cache by
+#                        scripts/lib/pg_versions.sh)
+#   PG_BIN               server binaries (default: those of PG_VERSION)
 #   PG_START_TIMEOUT     seconds to wait for the server to accept connections (60)
 #   PG_STOP_TIMEOUT      seconds to wait for a fast shutdown before killing (20)
 #   PG_EXTRA_CONF        extra postgresql.conf lines appended at creation
 
 # shellcheck source=scripts/system-packages.sh
 source "$(dirname "${BASH_SOURCE[0]}")/system-packages.sh"
+# shellcheck source=scripts/lib/pg_versions.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/pg_versions.sh"
 
-PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+PG_VERSION="${PG_VERSION:-$PG_DEBIAN_MAJOR}"
+if [ -z "${PG_BIN:-}" ]; then
+	PG_BIN="$(pg_bin_dir "$PG_VERSION")" || PG_BIN=/nonexistent
+fi
 PG_START_TIMEOUT="${PG_START_TIMEOUT:-60}"
 PG_STOP_TIMEOUT="${PG_STOP_TIMEOUT:-20}"
 # A file in every cluster dir we create: `stop` and the stale-dir cleanup only
@@ -62,22 +71,31 @@ _pg_as_owner() {
 	fi
 }
 
-# Installs the PostgreSQL 15 server and client when they are missing (Debian),
-# from the `postgres` list of scripts/system-packages.sh.
+# Installs the server of PG_VERSION and the client (psql, pg_isready) when
+# they are missing: Debian's packages (the `postgres` list of
+# scripts/system-packages.sh), and for a major other than 15 its pinned
+# build (scripts/lib/pg_versions.sh).
 pg_ensure_installed() {
 	if [ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ] &&
 		command -v psql >/dev/null 2>&1 && command -v pg_isready >/dev/null 2>&1; then
 		return 0
 	fi
-	if [ "$PG_BIN" != /usr/lib/postgresql/15/bin ]; then
+	syspkg_ensure postgres || return 1
+	if [ "$PG_BIN" = "$(pg_bin_dir "$PG_VERSION" 2>/dev/null)" ]; then
+		pg_fetch "$PG_VERSION" || return 1
+	fi
+	[ -x "$PG_BIN/postgres" ] || {
 		_pg_die "no PostgreSQL server binaries in PG_BIN=$PG_BIN"
 		return 1
-	fi
-	syspkg_ensure postgres || return 1
-	[ -x "$PG_BIN/postgres" ] || {
-		_pg_die "postgresql-15 installed but $PG_BIN/postgres is missing"
-		return 1
 	}
+}
+
+# _pg_isready <port>: the server's own pg_isready, or the client's (the
+# builds of other majors have none).
+_pg_isready() {
+	local isready="$PG_BIN/pg_isready"
+	[ -x "$isready" ] || isready=pg_isready
+	"$isready" -q -h 127.0.0.1 -p "$1" -U postgres -d postgres -t 2 >/dev/null 2>&1
 }
 
 # pg_url <port> [database]: the superuser URL of a cluster started here.
@@ -153,7 +171,7 @@ pg_status() {
 	dir="$(_pg_abs_dir "${1:?usage: pg_status <dir>}")"
 	[ -f "$dir/port" ] || return 1
 	port="$(cat "$dir/port")"
-	"$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -t 2 >/dev/null 2>&1
+	_pg_isready "$port"
 }
 
 # pg_stop <dir>: stops the cluster in <dir> (fast shutdown, then immediate,
@@ -295,7 +313,7 @@ EOF
 	fi
 
 	for i in $(seq 1 $((PG_START_TIMEOUT * 4))); do
-		if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -t 2 >/dev/null 2>&1; then
+		if _pg_isready "$port"; then
 			_pg_log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') ready on 127.0.0.1:$port (dir $dir)"
 			pg_url "$port"
 			return 0

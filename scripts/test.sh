@@ -5,6 +5,18 @@
 #   scripts/test.sh -- ARGS...      pass ARGS to the test runner instead of
 #                                   `--workspace` (e.g. `-- -p integration-tests
 #                                   --test harness_smoke`)
+#   scripts/test.sh --subset        only the version subset (SUBSET_FILTER
+#                                   below: value types against to_jsonb,
+#                                   snapshot handoff, kill and restart,
+#                                   standby takeover, slot invalidation, each
+#                                   sink once, `check`), no doctests: what CI
+#                                   runs on the PostgreSQL majors other than 15
+#
+#   CDC_TEST_PG_VERSION=17 scripts/test.sh [--subset]
+#                                   the same on another PostgreSQL major (14
+#                                   to 18; default 15): every cluster the
+#                                   tests start is of that major (the
+#                                   builds of scripts/lib/pg_versions.sh)
 #
 # What it does, in order:
 #   1. installs the system packages it needs when they are missing (the
@@ -36,6 +48,9 @@
 #   CDC_TEST_PG_FEWSLOTS_URL   postgres://postgres:postgres@127.0.0.1:54331/postgres
 #                              (wal_level = logical, max_replication_slots = 2)
 #   CDC_ENGINE_BIN             <target dir>/debug/cdc-engine
+#   PG_VERSION, PG_BIN         the major and its server binaries (the tests'
+#                              own clusters, integration-tests/src/cluster.rs,
+#                              use them through scripts/pg.sh)
 #
 # Knobs:
 #   SKIP_LINT=1          skip fmt and clippy
@@ -44,6 +59,7 @@
 #   TEST_THREADS=N       test threads (runner default otherwise)
 #   TEST_TIMEOUT=SECS    limit for each test command in CI or without a
 #                        terminal (default 3600)
+#   CDC_TEST_PG_VERSION  PostgreSQL major of every test cluster (default 15)
 #   CDC_TEST_PG_PORT     PostgreSQL port (default 54329)
 #   CDC_TEST_PG_NOLOGICAL_PORT  port of the wal_level=replica cluster (54330)
 #   CDC_TEST_PG_FEWSLOTS_PORT   port of the 2-slot cluster (54331)
@@ -62,6 +78,18 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# The PostgreSQL major, before pg.sh picks its binaries.
+if [ -n "${CDC_TEST_PG_VERSION:-}" ]; then
+	case " 14 15 16 17 18 " in
+	*" $CDC_TEST_PG_VERSION "*) ;;
+	*)
+		echo "test.sh: CDC_TEST_PG_VERSION=$CDC_TEST_PG_VERSION: not one of 14 15 16 17 18" >&2
+		exit 2
+		;;
+	esac
+	export PG_VERSION="$CDC_TEST_PG_VERSION"
+	unset PG_BIN
+fi
 # shellcheck source=scripts/pg.sh
 source "$ROOT/scripts/pg.sh"
 # shellcheck source=scripts/lib/cargo.sh
@@ -72,11 +100,37 @@ source "$ROOT/scripts/lib/process.sh"
 source "$ROOT/scripts/lib/venv.sh"
 
 SERVERS=(postgres pg_nological pg_fewslots)
+# The clusters the tests start themselves use the same binaries.
+export PG_VERSION PG_BIN
 
+# The version subset (--subset): the integration tests that exercise what
+# differs between PostgreSQL majors, in one nextest filter. CI runs it on
+# 14, 16, 17 and 18 (the whole suite runs on 15).
+SUBSET_FILTER='package(integration-tests) & (
+	binary(value_types) | binary(harness_smoke) | binary(check) | binary(crash_recovery)
+	| (binary(snapshot) & (test(handoff_is_exact_under_concurrent_writes)
+		| test(every_table_shape_is_copied_exactly) | test(generated_columns)))
+	| (binary(operations_source) & test(standby_takes_over)) | binary(slot_invalidation)
+	| (binary(streaming) & (test(=every_type_equals_to_jsonb) | test(=unchanged_toast_default_and_full)
+		| test(=replica_identity_default_and_full) | test(=truncate_gives_one_event_per_table)))
+	| binary(file_sink_conformance)
+	| (binary(kafka_sink) & test(=snapshot_then_stream_tansu))
+	| (binary(nats_sink) & test(=snapshot_then_stream_under_concurrent_writes))
+	| (binary(es_sink) & test(=snapshot_then_stream_noida)))'
+
+SUBSET=0
 RUNNER_ARGS=()
+if [ "${1:-}" = "--subset" ]; then
+	SUBSET=1
+	shift
+fi
 if [ $# -gt 0 ]; then
 	if [ "$1" = "--" ]; then shift; fi
 	RUNNER_ARGS=("$@")
+fi
+if [ "$SUBSET" = 1 ]; then
+	# (One line: nextest's filter parser takes no line breaks.)
+	RUNNER_ARGS=(-p integration-tests -E "$(tr -s '\n\t' '  ' <<<"$SUBSET_FILTER")" "${RUNNER_ARGS[@]}")
 fi
 
 # ---------------------------------------------------------------- helpers
@@ -269,6 +323,10 @@ run_tests() {
 	else
 		args=(--workspace)
 	fi
+	if [ "$SUBSET" = 1 ] && ! use_nextest; then
+		info "--subset needs cargo-nextest (its filter is a nextest filterset)"
+		return 1
+	fi
 	if use_nextest; then
 		local cfg="$WORK_DIR/nextest.toml" nargs=()
 		# A hung test is reported and killed instead of eating CI's time.
@@ -304,6 +362,7 @@ EOF
 section "environment"
 info "root: $ROOT"
 info "$(cargo --version) / $(rustc --version)"
+info "PostgreSQL major: ${PG_VERSION:-15} (server binaries: $PG_BIN)"
 if use_nextest; then info "$(cargo nextest --version 2>/dev/null | head -n1)"; fi
 
 run_step "system packages" syspkg_ensure test

@@ -2,8 +2,9 @@
 //! server or change server settings (never do that to the shared cluster
 //! of [`crate::pg_url`]: other tests run on it in parallel).
 //!
-//! [`Cluster::start`] creates it with `scripts/pg.sh` (PostgreSQL 15,
-//! `wal_level=logical`, 127.0.0.1 only, superuser `postgres`/`postgres`; as
+//! [`Cluster::start`] creates it with `scripts/pg.sh` (the PostgreSQL major
+//! of the run: `PG_VERSION` and `PG_BIN`, which scripts/test.sh exports;
+//! 15 by default; `wal_level=logical`, 127.0.0.1 only, superuser `postgres`/`postgres`; as
 //! root the server runs as the `postgres` OS user) on a free port in a fresh
 //! directory; dropping the value stops it and removes the directory.
 //! [`Cluster::restart_fast`] and [`Cluster::restart_immediate`] restart it.
@@ -17,8 +18,11 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use crate::http::free_port;
 use crate::util::unique_suffix;
 
-/// The PostgreSQL 15 server binaries.
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The server binaries: `PG_BIN` (set by scripts/test.sh for the major of
+/// the run), or Debian's PostgreSQL 15.
+pub fn pg_bin() -> String {
+    std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+}
 
 /// A throwaway cluster; see the module documentation.
 #[derive(Debug)]
@@ -173,7 +177,7 @@ impl Cluster {
 
 /// Runs `pg_ctl <action>` with `args` as the owner of the cluster in `dir`.
 fn pg_ctl(dir: &Path, action: &str, args: &[&str]) {
-    let pg_ctl = format!("{PG_BIN}/pg_ctl");
+    let pg_ctl = format!("{}/pg_ctl", pg_bin());
     let data = dir.join("data");
     let log = dir.join("postgres.log");
     let mut argv: Vec<String> = vec![

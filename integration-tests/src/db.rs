@@ -242,6 +242,14 @@ impl TestDb {
         out
     }
 
+    /// The server's `server_version_num` (150004 for 15.4).
+    pub async fn server_version_num(&self) -> i32 {
+        self.query_text("SELECT current_setting('server_version_num')")
+            .await
+            .and_then(|v| v.parse().ok())
+            .expect("server_version_num")
+    }
+
     /// `confirmed_flush_lsn` of a replication slot; `None` when the slot does
     /// not exist or has no confirmed position.
     pub async fn slot_confirmed_flush_lsn(&self, slot: &str) -> Option<Lsn> {

@@ -238,8 +238,6 @@ pub const COLUMNS: &[Col] = &[
             "'-1 day'",
             "'0'",
             "'1 day -00:00:01'",
-            "'-178956970 years -8 mons -2147483648 days'::interval - '2562047788:00:54.775807' - '00:00:00.000001'",
-            "'178956970 years 7 mons 2147483647 days 2562047788:00:54.775807'",
             "'100 years'",
             "'-00:00:00.000001'",
             "'1 mon'",
@@ -435,11 +433,60 @@ pub const CITEXT_COLUMNS: &[Col] = &[
     col("a_citext", "citext[]", &["ARRAY['a'::citext, 'B c', NULL]"]),
 ];
 
+/// The extreme intervals of PostgreSQL 15 and 16: every field at its
+/// limit.
+pub const INTERVAL_EDGES_15: &[Col] = &[col(
+    "c_interval_edge",
+    "interval",
+    &[
+        "'-178956970 years -8 mons -2147483648 days'::interval - '2562047788:00:54.775807' - '00:00:00.000001'",
+        "'178956970 years 7 mons 2147483647 days 2562047788:00:54.775807'",
+    ],
+)];
+
+/// PostgreSQL 14 reads no hours field past 2^31 (and its interval
+/// arithmetic refuses to get there): the largest it takes as text.
+pub const INTERVAL_EDGES_14: &[Col] = &[col(
+    "c_interval_edge",
+    "interval",
+    &[
+        "'-178956970 years -8 mons -2147483648 days -2147483647:59:59.999999'",
+        "'178956970 years 7 mons 2147483647 days 2147483647:59:59.999999'",
+    ],
+)];
+
+/// From PostgreSQL 17 the extreme values are the infinite intervals
+/// (`infinity`, `-infinity`, new in 17): the finite ones next to them,
+/// and the infinities, alone and in an array.
+pub const INTERVAL_EDGES_17: &[Col] = &[
+    col(
+        "c_interval_edge",
+        "interval",
+        &[
+            "'-178956970 years -8 mons -2147483648 days'::interval - '2562047788:00:54.775807'",
+            "'178956970 years 7 mons 2147483647 days 2562047788:00:54.775806'",
+            "'infinity'",
+            "'-infinity'",
+        ],
+    ),
+    col(
+        "a_interval_edge",
+        "interval[]",
+        &["ARRAY['infinity'::interval, '-infinity', '1 day', NULL]"],
+    ),
+];
+
 /// The columns a table built by [`create_value_table`] has on this server:
-/// [`COLUMNS`], plus [`CITEXT_COLUMNS`] when the `citext` extension can be
-/// created.
+/// [`COLUMNS`], the extreme intervals of its version
+/// ([`INTERVAL_EDGES_14`], [`INTERVAL_EDGES_15`], [`INTERVAL_EDGES_17`]),
+/// plus [`CITEXT_COLUMNS`] when the `citext` extension can be created.
 pub async fn value_columns(db: &TestDb) -> Vec<&'static Col> {
     let mut columns: Vec<&Col> = COLUMNS.iter().collect();
+    columns.extend(match db.server_version_num().await {
+        ..150_000 => INTERVAL_EDGES_14,
+        150_000..170_000 => INTERVAL_EDGES_15,
+        _ => INTERVAL_EDGES_17,
+    });
     match db.try_exec("CREATE EXTENSION IF NOT EXISTS citext").await {
         Ok(()) => columns.extend(CITEXT_COLUMNS),
         Err(e) => eprintln!("citext not available, its columns are skipped: {e}"),

@@ -721,8 +721,19 @@ async fn columns_row_filters_and_patterns_are_checked() {
          row_filters: { public.t: \"a >>> 1\" }\n",
         ),
     );
+    let version = db.server_version_num().await;
     db.cleanup().await;
     c.assert_exit(1);
+    c.assert_line("WARN table pattern nowhere.*:", &["matches no table"]);
+    if version < 150_000 {
+        // No column lists or row filters before PostgreSQL 15: one line
+        // says so instead of checking them.
+        c.assert_line(
+            "FAIL source.columns, source.row_filters:",
+            &["need PostgreSQL 15 or later"],
+        );
+        return;
+    }
     c.assert_line(
         "FAIL columns of public.t:",
         &["column(s) nope", "does not have"],
@@ -735,5 +746,4 @@ async fn columns_row_filters_and_patterns_are_checked() {
         "FAIL row filter of public.t:",
         &["a >>> 1", "operator does not exist"],
     );
-    c.assert_line("WARN table pattern nowhere.*:", &["matches no table"]);
 }

@@ -20,10 +20,26 @@ use tokio_util::sync::CancellationToken;
 const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server's WAL position (the replay position on a standby) and the
-/// slot's state. Always one row, with NULLs when the slot does not exist.
-const POLL_SQL: &str = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-     ELSE pg_current_wal_lsn() END)::text, s.confirmed_flush_lsn::text, s.active \
-     FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots AS s ON s.slot_name = $1";
+/// slot's state, with why it was invalidated
+/// ([`cdc_postgres::invalidation::INVALIDATION_SQL`]). Always one row, with
+/// NULLs when the slot does not exist.
+fn poll_sql() -> String {
+    format!(
+        "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+         ELSE pg_current_wal_lsn() END)::text, s.confirmed_flush_lsn::text, s.active, ({}) \
+         FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_replication_slots AS s ON s.slot_name = $1",
+        cdc_postgres::invalidation::INVALIDATION_SQL
+    )
+}
+
+/// What one successful poll read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Polled {
+    server_wal: Lsn,
+    confirmed_flush: Option<Lsn>,
+    slot_active: Option<bool>,
+    invalidation: Option<String>,
+}
 
 /// The result of the latest poll.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +51,10 @@ pub struct LagSample {
     pub confirmed_flush: Option<Lsn>,
     /// Whether a connection holds the slot (`None`: slot not found).
     pub slot_active: Option<bool>,
+    /// Why the server invalidated the slot (`wal_removed`, `rows_removed`,
+    /// …), from the last successful poll; `None`: not invalidated (or not
+    /// found).
+    pub invalidation: Option<String>,
     /// When the last successful poll finished.
     pub polled_at: Option<SystemTime>,
     /// Why the latest poll failed; `None` after a success.
@@ -70,12 +90,13 @@ impl LagState {
         self.errors.load(Ordering::Relaxed)
     }
 
-    fn succeeded(&self, server_wal: Lsn, confirmed_flush: Option<Lsn>, slot_active: Option<bool>) {
+    fn succeeded(&self, polled: Polled) {
         let mut s = self.sample.lock().unwrap_or_else(PoisonError::into_inner);
         *s = LagSample {
-            server_wal: Some(server_wal),
-            confirmed_flush,
-            slot_active,
+            server_wal: Some(polled.server_wal),
+            confirmed_flush: polled.confirmed_flush,
+            slot_active: polled.slot_active,
+            invalidation: polled.invalidation,
             polled_at: Some(SystemTime::now()),
             error: None,
         };
@@ -113,6 +134,7 @@ pub async fn run_lag_poll(
 ) {
     let mut conn: Option<PgConnection> = None;
     let mut in_outage = false;
+    let mut reported_invalidation = false;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -125,9 +147,19 @@ pub async fn run_lag_poll(
             r = poll_once(&url, &slot, &mut conn) => r,
         };
         match result {
-            Ok((server_wal, confirmed_flush, slot_active)) => {
-                tracing::debug!(%server_wal, confirmed_flush = ?confirmed_flush.map(|l| l.to_string()), ?slot_active, "lag poll");
-                state.succeeded(server_wal, confirmed_flush, slot_active);
+            Ok(polled) => {
+                tracing::debug!(server_wal = %polled.server_wal, confirmed_flush = ?polled.confirmed_flush.map(|l| l.to_string()), slot_active = ?polled.slot_active, invalidation = ?polled.invalidation, "lag poll");
+                if polled.invalidation.is_some() && !reported_invalidation {
+                    tracing::error!(
+                        "{}",
+                        cdc_postgres::invalidation::invalidated_message(
+                            &slot,
+                            polled.invalidation.as_deref()
+                        )
+                    );
+                    reported_invalidation = true;
+                }
+                state.succeeded(polled);
                 if in_outage {
                     tracing::info!("lag poll succeeded again");
                     in_outage = false;
@@ -155,7 +187,7 @@ async fn poll_once(
     url: &str,
     slot: &str,
     conn: &mut Option<PgConnection>,
-) -> Result<(Lsn, Option<Lsn>, Option<bool>), PollError> {
+) -> Result<Polled, PollError> {
     let c = match conn {
         Some(c) => c,
         None => {
@@ -170,16 +202,50 @@ async fn poll_once(
             conn.insert(connected)
         }
     };
-    let row = tokio::time::timeout(POLL_TIMEOUT, sqlx::query(POLL_SQL).bind(slot).fetch_one(c))
-        .await
-        .map_err(|_| PollError::Timeout(POLL_TIMEOUT))??;
+    let sql = poll_sql();
+    let row = tokio::time::timeout(
+        POLL_TIMEOUT,
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(slot)
+            .fetch_one(c),
+    )
+    .await
+    .map_err(|_| PollError::Timeout(POLL_TIMEOUT))??;
     let server_wal: Option<String> = row.try_get(0)?;
     let confirmed: Option<String> = row.try_get(1)?;
     let active: Option<bool> = row.try_get(2)?;
+    let invalidation: Option<String> = row.try_get(3)?;
     // NULL only on a standby that has replayed nothing yet.
     let server_wal = server_wal.as_deref().unwrap_or("0/0").parse::<Lsn>()?;
     let confirmed = confirmed.as_deref().map(str::parse::<Lsn>).transpose()?;
-    Ok((server_wal, confirmed, active))
+    Ok(Polled {
+        server_wal,
+        confirmed_flush: confirmed,
+        slot_active: active,
+        invalidation,
+    })
+}
+
+/// One poll now, outside the loop (after the pipeline failed: was the
+/// slot invalidated?); its result goes into `state` like the loop's.
+/// Returns why the slot was invalidated, if it was.
+pub async fn poll_now(url: &str, slot: &str, state: &LagState) -> Option<String> {
+    let mut conn = None;
+    let result = poll_once(url, slot, &mut conn).await;
+    if let Some(c) = conn {
+        let _ = tokio::time::timeout(POLL_TIMEOUT, c.close()).await;
+    }
+    match result {
+        Ok(polled) => {
+            let invalidation = polled.invalidation.clone();
+            state.succeeded(polled);
+            invalidation
+        }
+        Err(e) => {
+            state.failed(cdc_core::error_chain(&e));
+            None
+        }
+    }
 }
 
 #[cfg(test)]

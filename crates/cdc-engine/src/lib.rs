@@ -107,6 +107,7 @@ pub(crate) mod http;
 pub(crate) mod lag_poll;
 pub(crate) mod metrics;
 pub(crate) mod progress;
+pub mod resnapshot;
 pub mod run;
 pub mod secrets;
 pub mod sinks;

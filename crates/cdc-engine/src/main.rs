@@ -44,6 +44,19 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// After the server invalidated the pipeline's replication slot: drop
+    /// it, so that the next `run` creates a new slot and copies the tables
+    /// anew (snapshot.mode: initial). Refuses a healthy slot (unless
+    /// --force) and a slot in use. Exit status: 0 dropped (or no slot), 1
+    /// refused, 2 invalid configuration or unreachable server.
+    Resnapshot {
+        /// The pipeline configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Drop the slot even when it is healthy (to copy the tables anew).
+        #[arg(long)]
+        force: bool,
+    },
     /// Show the pipeline's slot, publication and snapshot job as the
     /// database holds them. Exit status: 0 healthy, 1 degraded, 2 cannot
     /// tell (unreachable database, invalid configuration).
@@ -123,6 +136,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { config, json } => ExitCode::from(cdc_engine::check::main(&config, json)),
+        Command::Resnapshot { config, force } => {
+            ExitCode::from(cdc_engine::resnapshot::main(&config, force))
+        }
         Command::Status {
             config,
             json,
@@ -157,6 +173,18 @@ fn main() -> ExitCode {
                         &mut std::io::stderr(),
                         &format!("error: {}", secrets.scrub(&text)),
                     );
+                    if matches!(
+                        e.downcast_ref::<cdc_engine::run::RunError>(),
+                        Some(cdc_engine::run::RunError::SlotInvalidated { .. })
+                    ) {
+                        say(
+                            &mut std::io::stderr(),
+                            &format!(
+                                "to re-snapshot: cdc-engine resnapshot --config {}, then start the engine again",
+                                config.display()
+                            ),
+                        );
+                    }
                     ExitCode::FAILURE
                 }
             }

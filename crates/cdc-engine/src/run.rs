@@ -40,6 +40,18 @@ pub enum RunError {
     /// The pipeline stopped with an error.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The pipeline stopped and the server had invalidated the slot: a
+    /// new snapshot is needed (`cdc-engine resnapshot`).
+    #[error(
+        "{}",
+        cdc_postgres::invalidation::invalidated_message(slot, Some(reason))
+    )]
+    SlotInvalidated {
+        /// The slot.
+        slot: String,
+        /// Why the server invalidated it (`wal_removed`, …).
+        reason: String,
+    },
     /// The metrics endpoint could not listen on its address.
     #[error("metrics.listen: cannot listen on {addr}")]
     Listen {
@@ -226,6 +238,30 @@ pub async fn run(
         hard_stop,
     )
     .await;
+    if let Err(e) = &result {
+        state.set_failed(cdc_core::error_chain(e));
+    }
+    let result = match result {
+        // Whatever the error looked like, an invalidated slot is what the
+        // user must hear about (and never answered with a new slot).
+        Err(e) => match crate::lag_poll::poll_now(
+            &config.source.url,
+            &config.source.slot.name,
+            &state.lag,
+        )
+        .await
+        {
+            Some(reason) => {
+                tracing::error!(error = %state.secrets.scrub(&cdc_core::error_chain(&e)), "the pipeline stopped");
+                Err(RunError::SlotInvalidated {
+                    slot: config.source.slot.name.clone(),
+                    reason,
+                })
+            }
+            None => Err(e),
+        },
+        ok => ok,
+    };
     if let Err(e) = &result {
         state.set_failed(cdc_core::error_chain(e));
     }

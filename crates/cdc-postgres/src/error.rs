@@ -67,7 +67,19 @@ pub enum PgError {
     /// The replication slot is in use by another session (retryable).
     #[error("{0}")]
     SlotInUse(String),
-    /// Streaming cannot go on (slot invalidated or dropped, publication
+    /// The server invalidated the replication slot (`max_slot_wal_keep_size`
+    /// exceeded, a conflict on a standby, …): the slot can never stream
+    /// again and a new snapshot is needed. Never answered by silently
+    /// creating another slot.
+    #[error("{}", crate::invalidation::invalidated_message(slot, reason.as_deref()))]
+    SlotInvalidated {
+        /// The slot.
+        slot: String,
+        /// The server's `invalidation_reason` (or `wal_removed` for
+        /// `wal_status = 'lost'`), when known.
+        reason: Option<String>,
+    },
+    /// Streaming cannot go on (slot dropped, publication
     /// dropped, privilege or login revoked, …); the message says what
     /// happened and what to do.
     #[error("{0}")]
@@ -174,9 +186,10 @@ impl PgError {
     /// do; every other error is returned unchanged.
     ///
     /// Verified on PostgreSQL 15:
-    /// - `55000` "cannot read from logical replication slot" (invalidated,
-    ///   `wal_status = 'lost'`), `58P01` "requested WAL segment … has
-    ///   already been removed";
+    /// - `55000` "cannot read from logical replication slot" (14, 15) or
+    ///   "can no longer get changes from replication slot" (16 and later)
+    ///   for an invalidated slot: [`PgError::SlotInvalidated`];
+    /// - `58P01` "requested WAL segment … has already been removed";
     /// - `42704` "replication slot … does not exist" (dropped);
     /// - `42704` "publication … does not exist" (dropped; the slot cannot
     ///   decode past the drop even if it is recreated);
@@ -197,11 +210,20 @@ impl PgError {
             "drop the slot (SELECT pg_drop_replication_slot({slot_lit});) and start again with \
              snapshot.mode: initial to copy the tables anew"
         );
+        let invalidated = match code.as_str() {
+            "55000" => {
+                text.contains("cannot read from logical replication slot")
+                    || text.contains("can no longer get changes from replication slot")
+            }
+            _ => false,
+        };
+        if invalidated {
+            return PgError::SlotInvalidated {
+                slot: slot.to_owned(),
+                reason: None,
+            };
+        }
         let advice = match code.as_str() {
-            "55000" if text.contains("cannot read from logical replication slot") => format!(
-                "replication slot `{slot}` was invalidated: the server removed WAL it still needed \
-                 (max_slot_wal_keep_size), so changes were lost. Raise max_slot_wal_keep_size, {restart}"
-            ),
             "58P01" if text.contains("WAL segment") => format!(
                 "replication slot `{slot}` needs WAL the server already removed, so changes were lost. {restart}"
             ),
@@ -239,6 +261,7 @@ impl PgError {
             PgError::InvalidUrl(_)
             | PgError::Setup(_)
             | PgError::Stopped(_)
+            | PgError::SlotInvalidated { .. }
             | PgError::Decode(_)
             | PgError::Value { .. }
             | PgError::Protocol(_) => false,
@@ -450,11 +473,22 @@ mod tests {
             slot: "s1",
             publication: "p1",
         };
+        // An invalidated slot, as 14 and 15, then 16 and later, say it.
+        for text in [
+            "cannot read from logical replication slot \"s1\" (SQLSTATE 55000)",
+            "can no longer get changes from replication slot \"s1\" (SQLSTATE 55000)",
+        ] {
+            let explained = e(text).explain(names);
+            assert!(
+                matches!(&explained, PgError::SlotInvalidated { slot, reason: None } if slot == "s1"),
+                "{text}"
+            );
+            assert_eq!(explained.class(), ErrorClass::Fatal);
+            let line = explained.to_string();
+            assert!(line.contains("slot `s1` was invalidated"), "{line}");
+            assert!(line.contains("a new snapshot is needed"), "{line}");
+        }
         let cases = [
-            (
-                "cannot read from logical replication slot \"s1\" (SQLSTATE 55000)",
-                "slot `s1` was invalidated",
-            ),
             (
                 "requested WAL segment 000000010000000000000003 has already been removed (SQLSTATE 58P01)",
                 "needs WAL the server already removed",

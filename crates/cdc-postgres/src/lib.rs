@@ -98,6 +98,7 @@ mod failpoint;
 pub mod ident;
 pub mod incremental;
 pub mod inspect;
+pub mod invalidation;
 mod load;
 pub mod pgoutput;
 pub mod selection;

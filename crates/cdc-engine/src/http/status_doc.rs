@@ -87,6 +87,7 @@ pub fn status_document(state: &EngineState) -> Value {
         "server_wal_end_reported": lsn_text(source.server_wal_end()),
         "lag_bytes": lag.lag_bytes(),
         "slot_active": lag.slot_active,
+        "slot_invalidation": lag.invalidation,
         "lag_polled_at_ms": lag.polled_at.map(unix_ms),
         "lag_poll_error": lag.error.as_deref().map(|e| state.secrets.scrub(e).into_owned()),
         "reconnects": source.reconnects(),

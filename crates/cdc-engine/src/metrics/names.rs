@@ -100,6 +100,12 @@ pub const REPLICATION_LAG_BYTES: Metric = metric(
     Kind::Gauge,
     "Bytes of WAL the server keeps for the slot: server WAL position minus confirmed_flush_lsn.",
 );
+/// Whether the server invalidated the slot (1) or not (0).
+pub const SLOT_INVALIDATED: Metric = metric(
+    "cdc_slot_invalidated",
+    Kind::Gauge,
+    "1 when the server invalidated the replication slot (wal_status lost, or an invalidation_reason): a new snapshot is needed; 0 when not, as last polled.",
+);
 /// Whether a connection holds the slot (1) or not (0).
 pub const SLOT_ACTIVE: Metric = metric(
     "cdc_slot_active",
@@ -212,6 +218,7 @@ const ALL: &[Metric] = &[
     SERVER_WAL_LSN,
     REPLICATION_LAG_BYTES,
     SLOT_ACTIVE,
+    SLOT_INVALIDATED,
     LAG_POLL_ERRORS,
     SINK_EVENTS,
     SINK_BATCHES,

@@ -69,6 +69,10 @@ pub fn render_metrics(state: &EngineState) -> String {
         (&names::SERVER_WAL_LSN, lag.server_wal.map(|l| l.0)),
         (&names::REPLICATION_LAG_BYTES, lag.lag_bytes()),
         (&names::SLOT_ACTIVE, lag.slot_active.map(u64::from)),
+        (
+            &names::SLOT_INVALIDATED,
+            lag.polled_at.map(|_| u64::from(lag.invalidation.is_some())),
+        ),
     ];
     for (metric, value) in optional {
         // Unknown values are left out rather than shown as 0.

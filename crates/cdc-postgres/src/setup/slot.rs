@@ -6,6 +6,7 @@ use sqlx::{PgConnection, Row};
 use super::preflight::ServerInfo;
 use crate::error::PgError;
 use crate::ident::quote_literal;
+use crate::invalidation::INVALIDATION_SQL;
 
 /// The slot as found (or created).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,15 +26,16 @@ pub async fn ensure_slot(
     create: bool,
 ) -> Result<SlotState, PgError> {
     let ctx = || format!("checking replication slot {name}");
-    let row = sqlx::query(
+    let sql = format!(
         "SELECT plugin::text AS plugin, slot_type::text AS kind, database::text AS db,
-                confirmed_flush_lsn::text AS lsn, wal_status::text AS wal_status
-         FROM pg_replication_slots WHERE slot_name = $1",
-    )
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(|e| PgError::sql(ctx(), e))?;
+                confirmed_flush_lsn::text AS lsn, ({INVALIDATION_SQL}) AS invalidation
+         FROM pg_catalog.pg_replication_slots AS s WHERE slot_name = $1"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql(ctx(), e))?;
 
     if let Some(row) = row {
         let get = |col: &str| {
@@ -58,13 +60,13 @@ pub async fn ensure_slot(
                 server.database
             )));
         }
-        if get("wal_status") == "lost" {
-            return Err(PgError::Setup(format!(
-                "replication slot `{name}` was invalidated: the server removed WAL it still needed \
-                 (max_slot_wal_keep_size), so changes were lost. Drop it with SELECT pg_drop_replication_slot({}); \
-                 and start again with a new snapshot",
-                quote_literal(name)
-            )));
+        // Invalidated: refuse, never replace it with a new slot silently.
+        let invalidation = get("invalidation");
+        if !invalidation.is_empty() {
+            return Err(PgError::SlotInvalidated {
+                slot: name.to_owned(),
+                reason: Some(invalidation),
+            });
         }
         let lsn = get("lsn").parse::<Lsn>().map_err(|e| {
             PgError::Protocol(format!("slot {name}: unreadable confirmed_flush_lsn: {e}"))

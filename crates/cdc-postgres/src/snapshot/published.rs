@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cdc_core::{TableName, TableSchema};
 use sqlx::{PgConnection, Row};
 
-use super::table::describe_table;
+use super::table::{describe_table_with_generated, without_columns};
 use crate::catalog::RelationInfo;
 use crate::error::PgError;
 
@@ -32,11 +32,7 @@ pub async fn published(
     table: &TableName,
 ) -> Result<Published, PgError> {
     let ctx = || format!("reading what publication {publication} publishes of {table}");
-    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| PgError::sql(ctx(), e))?;
-    if version < 150_000 {
+    if server_version(conn).await.map_err(|e| PgError::sql(ctx(), e))? < 150_000 {
         return Ok(Published::default());
     }
     let row = sqlx::query(
@@ -61,36 +57,61 @@ pub async fn published(
     })
 }
 
-/// [`describe_table`] narrowed to what `publication` publishes of the
-/// table: only the listed columns (in table order), and the row filter
-/// the snapshot's reads apply ([`RelationInfo::row_filter`]). A column
-/// list that leaves out a key column is refused: without it neither the
-/// snapshot's rows nor the stream's changes could be keyed.
+/// The server's `server_version_num`.
+async fn server_version(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// [`super::describe_table`] narrowed to what `publication` publishes of
+/// the table: only the published columns (in table order), and the row
+/// filter the snapshot's reads apply ([`RelationInfo::row_filter`]). A
+/// column list that leaves out a key column is refused: without it neither
+/// the snapshot's rows nor the stream's changes could be keyed.
+///
+/// Stored generated columns are read when the stream sends them
+/// (PostgreSQL 18: `publish_generated_columns = stored`, or a column list
+/// naming them; `pg_publication_tables.attnames` then lists them), and
+/// left out otherwise (before 18 pgoutput never sends them, although
+/// PostgreSQL 15's `attnames` lists them), so a generated column renders
+/// the same in the snapshot and in the stream whatever the publication
+/// says.
 pub async fn describe_published_table(
     conn: &mut PgConnection,
     database: &str,
     table: &TableName,
     publication: &str,
 ) -> Result<RelationInfo, PgError> {
-    let info = describe_table(conn, database, table).await?;
+    let (mut info, generated) = describe_table_with_generated(conn, database, table).await?;
+    let version = server_version(conn)
+        .await
+        .map_err(|e| PgError::sql(format!("describing table {table} for the snapshot"), e))?;
+    if version < 180_000 {
+        info = without_columns(info, &generated);
+    }
     let published = published(conn, publication, table).await?;
-    narrow(info, published, publication)
+    narrow(info, &generated, published, publication)
 }
 
-/// Applies `published` to `info` (see [`describe_published_table`]).
+/// Applies `published` to `info` (see [`describe_published_table`]);
+/// `generated`: the stored generated columns of `info`, kept only when
+/// the published column list names them.
 fn narrow(
     info: RelationInfo,
+    generated: &[String],
     published: Published,
     publication: &str,
 ) -> Result<RelationInfo, PgError> {
-    let RelationInfo { schema, types, .. } = info;
     let Some(list) = published.columns else {
+        let RelationInfo { schema, types, .. } = without_columns(info, generated);
         return Ok(RelationInfo {
             schema,
             types,
             row_filter: published.row_filter,
         });
     };
+    let RelationInfo { schema, types, .. } = info;
     let missing_keys: Vec<&str> = schema
         .columns
         .iter()
@@ -155,6 +176,7 @@ mod tests {
     fn keeps_the_listed_columns_in_table_order_with_their_parsers() {
         let narrowed = narrow(
             info(),
+            &[],
             Published {
                 columns: Some(vec!["b".into(), "id".into()]),
                 row_filter: Some("(b > 1)".into()),
@@ -170,15 +192,43 @@ mod tests {
 
     #[test]
     fn everything_without_a_column_list() {
-        let narrowed = narrow(info(), Published::default(), "p").unwrap();
+        let narrowed = narrow(info(), &[], Published::default(), "p").unwrap();
         assert_eq!(narrowed.schema.columns.len(), 3);
         assert_eq!(narrowed.row_filter, None);
+    }
+
+    #[test]
+    fn a_generated_column_only_when_the_list_names_it() {
+        let generated = ["b".to_owned()];
+        let names = |info: RelationInfo| -> Vec<String> {
+            info.schema.columns.iter().map(|c| c.name.clone()).collect()
+        };
+        // Before PostgreSQL 15 (no attnames): pgoutput never sends it.
+        let unlisted = narrow(info(), &generated, Published::default(), "p").unwrap();
+        assert_eq!(names(unlisted.clone()), ["id", "a"]);
+        assert_eq!(unlisted.types.len(), 2);
+        // publish_generated_columns = none: attnames leaves it out.
+        let none = Published {
+            columns: Some(vec!["id".into(), "a".into()]),
+            row_filter: None,
+        };
+        assert_eq!(names(narrow(info(), &generated, none, "p").unwrap()), ["id", "a"]);
+        // publish_generated_columns = stored, or a column list naming it.
+        let stored = Published {
+            columns: Some(vec!["id".into(), "a".into(), "b".into()]),
+            row_filter: None,
+        };
+        assert_eq!(
+            names(narrow(info(), &generated, stored, "p").unwrap()),
+            ["id", "a", "b"]
+        );
     }
 
     #[test]
     fn refuses_a_list_without_the_key() {
         let err = narrow(
             info(),
+            &[],
             Published {
                 columns: Some(vec!["a".into()]),
                 row_filter: None,

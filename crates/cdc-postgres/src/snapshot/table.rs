@@ -20,14 +20,18 @@ FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2";
 
-/// The columns pgoutput would send, in table order: not dropped, not
-/// generated. `pk`: part of the primary key; `ri`: part of the index
-/// `REPLICA IDENTITY USING INDEX` names.
+/// The columns pgoutput may send, in table order: not dropped, not
+/// virtual generated columns (never published). Stored generated columns
+/// (`generated`) are published only by PostgreSQL 18 and only when the
+/// publication says so ([`super::describe_published_table`] decides).
+/// `pk`: part of the primary key; `ri`: part of the index `REPLICA
+/// IDENTITY USING INDEX` names.
 const COLUMNS_QUERY: &str = "\
 SELECT a.attname::pg_catalog.text AS name,
        a.atttypid::pg_catalog.int8 AS type_oid,
        a.atttypmod AS type_modifier,
        a.attnotnull AS not_null,
+       a.attgenerated <> '' AS generated,
        EXISTS (SELECT 1 FROM pg_catalog.pg_index i
                WHERE i.indrelid = a.attrelid AND i.indisprimary
                  AND a.attnum = ANY (i.indkey)) AS pk,
@@ -35,7 +39,7 @@ SELECT a.attname::pg_catalog.text AS name,
                WHERE i.indrelid = a.attrelid AND i.indisreplident
                  AND a.attnum = ANY (i.indkey)) AS ri
 FROM pg_catalog.pg_attribute a
-WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> 'v'
 ORDER BY a.attnum";
 
 struct CatalogColumn {
@@ -43,6 +47,7 @@ struct CatalogColumn {
     type_oid: u32,
     type_modifier: i32,
     not_null: bool,
+    generated: bool,
     pk: bool,
     ri: bool,
 }
@@ -70,6 +75,46 @@ pub async fn describe_table(
     database: &str,
     table: &TableName,
 ) -> Result<RelationInfo, PgError> {
+    let (info, generated) = describe_table_with_generated(conn, database, table).await?;
+    Ok(without_columns(info, &generated))
+}
+
+/// `info` without the columns named in `names`.
+pub(super) fn without_columns(info: RelationInfo, names: &[String]) -> RelationInfo {
+    if names.is_empty() {
+        return info;
+    }
+    let RelationInfo {
+        schema,
+        types,
+        row_filter,
+    } = info;
+    let (columns, types): (Vec<_>, Vec<_>) = schema
+        .columns
+        .iter()
+        .zip(types)
+        .filter(|(c, _)| !names.contains(&c.name))
+        .map(|(c, t)| (c.clone(), t))
+        .unzip();
+    RelationInfo {
+        schema: Arc::new(TableSchema {
+            columns,
+            ..(*schema).clone()
+        }),
+        types,
+        row_filter,
+    }
+}
+
+/// [`describe_table`] with the table's stored generated columns too, and
+/// their names: pgoutput sends them only when the publication publishes
+/// them (PostgreSQL 18's `publish_generated_columns = stored`, or a column
+/// list naming them).
+pub(super) async fn describe_table_with_generated(
+    conn: &mut PgConnection,
+    database: &str,
+    table: &TableName,
+) -> Result<(RelationInfo, Vec<String>), PgError> {
     let ctx = || format!("describing table {table} for the snapshot");
     let found = sqlx::query(TABLE_QUERY)
         .bind(&table.schema)
@@ -118,6 +163,7 @@ pub async fn describe_table(
             })?,
             type_modifier: row.try_get("type_modifier").map_err(get_err)?,
             not_null: row.try_get("not_null").map_err(get_err)?,
+            generated: row.try_get("generated").map_err(get_err)?,
             pk: row.try_get("pk").map_err(get_err)?,
             ri: row.try_get("ri").map_err(get_err)?,
         });
@@ -131,6 +177,11 @@ pub async fn describe_table(
         .map_err(|e| PgError::sql(ctx(), e))?;
 
     let has_pk = catalog.iter().any(|c| c.pk);
+    let generated: Vec<String> = catalog
+        .iter()
+        .filter(|c| c.generated)
+        .map(|c| c.name.clone())
+        .collect();
     let mut columns = Vec::with_capacity(catalog.len());
     let mut parsers = Vec::with_capacity(catalog.len());
     for c in catalog {
@@ -164,7 +215,7 @@ pub async fn describe_table(
         });
         parsers.push(value_type);
     }
-    Ok(RelationInfo {
+    let info = RelationInfo {
         schema: Arc::new(TableSchema {
             database: database.to_owned(),
             oid,
@@ -174,5 +225,6 @@ pub async fn describe_table(
         }),
         types: parsers,
         row_filter: None,
-    })
+    };
+    Ok((info, generated))
 }

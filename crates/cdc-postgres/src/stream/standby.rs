@@ -35,12 +35,10 @@ impl Context {
                  since the last confirmed position may be lost. Start again with snapshot.mode: initial \
                  (it creates the slot)"
             ))),
-            SlotActivity::Lost => Err(PgError::Stopped(format!(
-                "replication slot `{slot}` was invalidated: the server removed WAL it still needed \
-                 (max_slot_wal_keep_size), so changes were lost. Raise max_slot_wal_keep_size, drop the \
-                 slot (SELECT pg_drop_replication_slot({}); ) and start again with snapshot.mode: initial",
-                crate::ident::quote_literal(&slot)
-            ))),
+            SlotActivity::Invalidated { reason } => Err(PgError::SlotInvalidated {
+                slot: slot.clone(),
+                reason: Some(reason),
+            }),
             SlotActivity::Active { pid } => {
                 self.cfg.status.set_phase(Phase::Standby);
                 if standing.map(|s| s.holder) != Some(pid) {
@@ -80,8 +78,12 @@ impl Context {
 pub(crate) enum SlotActivity {
     /// No slot of that name.
     Missing,
-    /// The server removed WAL the slot needed (`wal_status = 'lost'`).
-    Lost,
+    /// The server invalidated the slot; why
+    /// ([`crate::invalidation::INVALIDATION_SQL`]).
+    Invalidated {
+        /// `wal_removed`, `rows_removed`, …
+        reason: String,
+    },
     /// Another session streams from it.
     Active {
         /// Its walsender's process id, when known.
@@ -100,22 +102,24 @@ pub(crate) async fn slot_activity(
     slot: &str,
 ) -> Result<SlotActivity, PgError> {
     let ctx = || format!("checking whether replication slot {slot} is in use");
-    let row = sqlx::query(
-        "SELECT active, active_pid, confirmed_flush_lsn::text AS lsn, wal_status::text AS wal_status
-         FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-    )
-    .bind(slot)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(|e| PgError::sql(ctx(), e))?;
+    let sql = format!(
+        "SELECT active, active_pid, confirmed_flush_lsn::text AS lsn, ({}) AS invalidation
+         FROM pg_catalog.pg_replication_slots AS s WHERE slot_name = $1",
+        crate::invalidation::INVALIDATION_SQL
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(slot)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql(ctx(), e))?;
     let Some(row) = row else {
         return Ok(SlotActivity::Missing);
     };
-    let wal_status: Option<String> = row
-        .try_get("wal_status")
+    let invalidation: Option<String> = row
+        .try_get("invalidation")
         .map_err(|e| PgError::sql(ctx(), e))?;
-    if wal_status.as_deref() == Some("lost") {
-        return Ok(SlotActivity::Lost);
+    if let Some(reason) = invalidation {
+        return Ok(SlotActivity::Invalidated { reason });
     }
     let active: bool = row.try_get("active").map_err(|e| PgError::sql(ctx(), e))?;
     if active {

@@ -11,7 +11,7 @@
 //! | `timestamp`   | `2024-01-01 12:34:56.5`       | `2024-01-01T12:34:56.5`          |
 //! | `timestamptz` | `2024-01-01 00:00:00+00`      | `2024-01-01T00:00:00+00:00`      |
 //! | BC            | `0044-03-15 12:00:00+00 BC`   | `0044-03-15T12:00:00+00:00 BC`   |
-//! | infinities    | `infinity`, `-infinity`       | the same                         |
+//! | infinities    | `infinity`, `-infinity` (`interval` from PostgreSQL 17) | the same  |
 //! | `interval`    | `1 year 2 mons 3 days 04:05:06` | the same                       |
 //!
 //! `to_jsonb` formats only `date`, `timestamp` and `timestamptz` itself
@@ -116,9 +116,13 @@ pub(crate) fn parse_timestamptz(text: &[u8]) -> Result<Box<str>, Reason> {
 /// `interval` in `IntervalStyle=postgres`: checked and kept as is.
 ///
 /// The form is space-separated `<int> year(s)|mon(s)|day(s)` fields and an
-/// optional `[-]H+:MM:SS[.f]` clock part, or just the clock part.
+/// optional `[-]H+:MM:SS[.f]` clock part, or just the clock part; or
+/// `infinity`, `-infinity` (PostgreSQL 17 and later).
 pub(crate) fn parse_interval(text: &[u8]) -> Result<Box<str>, Reason> {
     let s = utf8(text)?;
+    if is_infinity(text) {
+        return Ok(s.into());
+    }
     let mut tokens = s.split(' ');
     let mut any = false;
     let mut clock_seen = false;
@@ -362,6 +366,9 @@ mod tests {
             "1 day -00:00:01",
             "-178956970 years -8 mons -2147483648 days -2562047788:00:54.775808",
             "1 mon",
+            // PostgreSQL 17's infinite intervals.
+            "infinity",
+            "-infinity",
         ] {
             assert_eq!(conv(parse_interval, i), i);
         }
@@ -374,6 +381,8 @@ mod tests {
             "00:00:00 1 day",
             "1",
             ":00:00",
+            "+infinity",
+            "Infinity",
         ] {
             rejects(parse_interval, i);
         }
