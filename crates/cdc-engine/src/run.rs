@@ -76,6 +76,7 @@ pub(crate) fn source_config(config: &Config) -> PgSourceConfig {
     pg.subsets = src.subsets();
     pg.create_publication = src.publication.create;
     pg.create_slot = src.slot.create;
+    pg.slot_failover = src.slot.failover;
     pg.replica_identity = src
         .replica_identity
         .iter()

@@ -14,6 +14,7 @@ use super::redact::redact_url;
 use super::sink::SinkConfig;
 use cdc_core::settings::{deserialize_duration, deserialize_optional_duration};
 
+use super::slot::SlotConfig;
 use super::{size, table_name};
 
 /// A whole configuration file: one pipeline from one PostgreSQL database to
@@ -274,50 +275,6 @@ fn default_publication_name() -> String {
     "cdc_pub".to_owned()
 }
 
-/// `source.slot`: the logical replication slot (plugin `pgoutput`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct SlotConfig {
-    /// `name`: 1 to 63 characters among `a-z`, `0-9` and `_` (PostgreSQL's
-    /// rule for slot names). Default `cdc_slot`.
-    #[serde(default = "default_slot_name")]
-    pub name: String,
-    /// `create`: create the slot if it does not exist. With `false`, it must
-    /// already exist. Default `true`.
-    #[serde(default = "default_true")]
-    pub create: bool,
-    /// `standby`: several instances run for this slot (high availability).
-    /// While another session streams from the slot, this instance waits
-    /// (phase `standby`) and takes over from the slot's confirmed position
-    /// when it is released. With `false`, a slot in use is an error retried
-    /// with backoff. Default `false`.
-    #[serde(default)]
-    pub standby: bool,
-    /// `activity_check_interval`: how often a standby checks whether the
-    /// slot became free, a duration string greater than zero. Default `10s`.
-    #[serde(
-        default = "default_activity_check_interval",
-        deserialize_with = "deserialize_duration"
-    )]
-    pub activity_check_interval: Duration,
-}
-
-impl Default for SlotConfig {
-    fn default() -> Self {
-        Self {
-            name: default_slot_name(),
-            create: true,
-            standby: false,
-            activity_check_interval: default_activity_check_interval(),
-        }
-    }
-}
-
-const fn default_activity_check_interval() -> Duration {
-    Duration::from_secs(10)
-}
-
 /// `heartbeat`: while the captured tables are idle, the engine writes a
 /// small logical decoding message (`pg_logical_emit_message`, prefix
 /// `cdc_heartbeat`) and acknowledges it once the sinks are up to date, so
@@ -354,11 +311,7 @@ const fn default_heartbeat_interval() -> Duration {
     Duration::from_secs(10)
 }
 
-fn default_slot_name() -> String {
-    "cdc_slot".to_owned()
-}
-
-const fn default_true() -> bool {
+pub(super) const fn default_true() -> bool {
     true
 }
 

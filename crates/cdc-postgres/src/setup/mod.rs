@@ -16,4 +16,4 @@ pub(crate) use check::{run_check, CheckRequest};
 pub(crate) use preflight::{check_select, preflight, ServerInfo};
 pub(crate) use publication::ensure_publication;
 pub(crate) use replica_identity::ensure_replica_identity;
-pub(crate) use slot::{ensure_slot, slot_confirmed_flush, slot_exists};
+pub(crate) use slot::{ensure_slot, slot_confirmed_flush, slot_exists, SlotCreation};

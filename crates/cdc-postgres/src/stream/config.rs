@@ -34,6 +34,10 @@ pub struct PgSourceConfig {
     pub slot: String,
     /// Create the slot when missing.
     pub create_slot: bool,
+    /// Create the slot as a failover slot (PostgreSQL 17+), which standbys
+    /// with `sync_replication_slots` keep a synchronised copy of, so that
+    /// streaming resumes from it after a failover. Default `false`.
+    pub slot_failover: bool,
     /// Replica identities to set before streaming.
     pub replica_identity: Vec<(TableName, ReplicaIdentity)>,
     /// At most this many events per batch.
@@ -106,6 +110,7 @@ impl PgSourceConfig {
             create_publication: true,
             slot: slot.into(),
             create_slot: true,
+            slot_failover: false,
             replica_identity: Vec::new(),
             max_batch_events: 2048,
             max_batch_bytes: 8 << 20,

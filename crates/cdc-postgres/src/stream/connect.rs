@@ -145,6 +145,13 @@ async fn prepare(
             published.push(inc.signal_table());
             incremental = Some(inc);
         }
+        if cfg.slot_failover && server.version_num < 170_000 {
+            return Err(PgError::Setup(format!(
+                "source.slot.failover needs PostgreSQL 17 or later (failover slots); this server \
+                 is {}: leave it out",
+                server.version_num
+            )));
+        }
         if !cfg.subsets.is_empty() {
             if server.version_num < 150_000 {
                 return Err(PgError::Setup(format!(
@@ -202,6 +209,7 @@ async fn begin_snapshot(
         slot: cfg.slot.clone(),
         publication: cfg.publication.clone(),
         create_slot: cfg.create_slot,
+        slot_failover: cfg.slot_failover,
         replication,
         status: status.clone(),
     })
@@ -223,7 +231,16 @@ async fn first_stream(
     server: &ServerInfo,
     ack: &AckHandle,
 ) -> Result<State, PgError> {
-    let slot = setup::ensure_slot(catalog, server, &cfg.slot, cfg.create_slot).await?;
+    let slot = setup::ensure_slot(
+        catalog,
+        server,
+        &cfg.slot,
+        setup::SlotCreation {
+            create: cfg.create_slot,
+            failover: cfg.slot_failover,
+        },
+    )
+    .await?;
     ack.advance(slot.confirmed_flush_lsn);
     if cfg.standby {
         return Ok(State::Starting(Starting::first()));
