@@ -71,6 +71,11 @@ pub struct SourceConfig {
     /// `?sslmode=require`. The user needs the `REPLICATION` attribute. Use
     /// `${VAR}` to keep the password out of the file. Required.
     pub url: String,
+    /// `primary_url`: when `url` is a hot standby (PostgreSQL 16+, logical
+    /// decoding in recovery), the primary's URL of the same database:
+    /// heartbeats are written there (a standby is read-only) and come back
+    /// through the standby's slot. Optional.
+    pub primary_url: Option<String>,
     /// `tables`: the tables to capture, each schema-qualified
     /// (`public.users`). Unquoted parts are folded to lower case as
     /// PostgreSQL does (`Public.Users` is `public.users`); double-quote parts
@@ -120,6 +125,8 @@ pub struct SourceConfig {
 #[serde(deny_unknown_fields)]
 struct SourceDocument {
     url: String,
+    #[serde(default)]
+    primary_url: Option<String>,
     #[serde(deserialize_with = "table_name::deserialize_selectors")]
     tables: Vec<table_name::Selector>,
     #[serde(default, deserialize_with = "table_name::deserialize_selectors")]
@@ -162,6 +169,7 @@ impl From<SourceDocument> for SourceConfig {
         }
         SourceConfig {
             url: doc.url,
+            primary_url: doc.primary_url,
             tables,
             table_patterns,
             exclude_tables: doc
@@ -182,6 +190,7 @@ impl fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SourceConfig")
             .field("url", &redact_url(&self.url))
+            .field("primary_url", &self.primary_url.as_deref().map(redact_url))
             .field("tables", &self.tables)
             .field("table_patterns", &self.table_patterns)
             .field("exclude_tables", &self.exclude_tables)

@@ -30,6 +30,11 @@ pub struct PgSourceConfig {
     pub publication: String,
     /// Create the publication (or add missing tables) when needed.
     pub create_publication: bool,
+    /// When `url` is a hot standby (PostgreSQL 16+): the primary's URL (the
+    /// same database), where heartbeats are written; they come back
+    /// through the standby's slot. `None`: heartbeats go to `url` (and a
+    /// standby with heartbeats on is refused).
+    pub primary_url: Option<String>,
     /// Replication slot name (`[a-z0-9_]`).
     pub slot: String,
     /// Create the slot when missing.
@@ -108,6 +113,7 @@ impl PgSourceConfig {
             subsets: Vec::new(),
             publication: publication.into(),
             create_publication: true,
+            primary_url: None,
             slot: slot.into(),
             create_slot: true,
             slot_failover: false,

@@ -49,6 +49,7 @@ impl PgSource {
                 .give_up_after(cfg.reconnect_give_up_after),
             standby: cfg.standby,
             heartbeat: Heartbeat::new(cfg.heartbeat_interval),
+            primary: None,
             cfg,
             params,
             database: server.database,
@@ -102,6 +103,8 @@ async fn prepare(
     cfg: &PgSourceConfig,
     params: &ConnParams,
 ) -> Result<(ServerInfo, Vec<TableName>, Option<Incremental>), PgError> {
+    // A standby can stream, not write: refuse what needs the primary.
+    setup::check_hot_standby(catalog, cfg).await?;
     // Every problem at once, before anything is changed.
     let report = setup::run_check(catalog, &setup::CheckRequest::from(cfg)).await?;
     for finding in &report.findings {
