@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{self, apply, read_changes, Change};
+use integration_tests::snapshot_meta::parse_lsn;
 use integration_tests::{unique_suffix, wait_until, Cluster, Engine, TempDir};
 use serde_json::Value as Json;
 use sqlx::Connection;
@@ -166,6 +167,10 @@ async fn the_engine_resumes_from_the_synchronised_slot_after_a_failover() {
     );
 
     write_round(&primary, 201..=300).await;
+    let synced_at = query_text(&standby, &synced_sql)
+        .await
+        .map(|l| parse_lsn(&l))
+        .expect("the synchronised slot's position");
     let delivered = wait_until(TIMEOUT, async || {
         read_changes(&out_a)
             .iter()
@@ -202,10 +207,17 @@ async fn the_engine_resumes_from_the_synchronised_slot_after_a_failover() {
         b.output_report()
     );
     // Duplicates are bounded by what the standby's copy had not caught up
-    // with: B never re-sends the initial snapshot.
+    // with: B never re-sends the initial snapshot, nor anything committed
+    // before the copy's position when round 2 began.
+    let events_b = read_changes(&out_b);
     assert!(
-        read_changes(&out_b).iter().all(|e| e.op != "r"),
+        events_b.iter().all(|e| e.op != "r"),
         "B took a new snapshot\n{}",
+        b.output_report()
+    );
+    assert!(
+        events_b.iter().all(|e| e.commit_lsn >= synced_at),
+        "B re-sent changes from before the synchronised position\n{}",
         b.output_report()
     );
     b.stop_clean(TIMEOUT, "stop B").await;
