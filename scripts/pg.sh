@@ -7,10 +7,16 @@
 #                                      127.0.0.1:<port>, print its URL on stdout
 #   scripts/pg.sh stop <dir>           stop it (fast) and remove <dir>
 #   scripts/pg.sh status <dir>         exit 0 if the cluster in <dir> is up
+#   scripts/pg.sh standby <primary dir> <dir> <port> <slot>
+#                                      a physical standby of the cluster in
+#                                      <primary dir>, streaming through the
+#                                      new physical slot <slot>; prints its URL
+#   scripts/pg.sh promote <dir>        promote the standby in <dir>
 #   scripts/pg.sh install              install the server of PG_VERSION if missing
 #
 # Sourced (`source scripts/pg.sh`), it defines the same as functions:
 #   pg_start <dir> <port>, pg_stop <dir>, pg_status <dir>, pg_url <port> [db],
+#   pg_start_standby <primary dir> <dir> <port> <slot>, pg_promote <dir>,
 #   pg_ensure_installed, pg_port_in_use <port>, pg_free_port, pg_psql <dir> [args]
 #
 # The cluster: wal_level=logical, 50 replication slots and WAL senders, 200
@@ -328,6 +334,91 @@ EOF
 	return 1
 }
 
+# pg_start_standby <primary dir> <dir> <port> <slot>: a physical standby of
+# the running cluster in <primary dir>: creates the physical slot <slot> on
+# it, stops it (fast), copies its data directory (a cold base backup: the
+# builds of other majors have no pg_basebackup), starts it again and the
+# standby (standby.signal; primary_conninfo with the superuser's password and
+# dbname, primary_slot_name, hot_standby_feedback; PG_EXTRA_CONF appended,
+# e.g. `sync_replication_slots = on` on 17+) on 127.0.0.1:<port>. Prints the
+# standby's URL.
+pg_start_standby() {
+	local primary dir port slot pport i d
+	primary="$(_pg_abs_dir "${1:?usage: pg_start_standby <primary dir> <dir> <port> <slot>}")"
+	dir="$(_pg_abs_dir "${2:?usage: pg_start_standby <primary dir> <dir> <port> <slot>}")"
+	port="${3:?usage: pg_start_standby <primary dir> <dir> <port> <slot>}"
+	slot="${4:?usage: pg_start_standby <primary dir> <dir> <port> <slot>}"
+	[[ "$slot" =~ ^[a-z0-9_]{1,63}$ ]] || {
+		_pg_die "bad slot name '$slot'"
+		return 1
+	}
+	[[ "$port" =~ ^[0-9]+$ ]] || {
+		_pg_die "bad port '$port'"
+		return 1
+	}
+	if [ ! -f "$primary/$PG_MARKER" ] || ! pg_status "$primary"; then
+		_pg_die "no running pg.sh cluster in $primary"
+		return 1
+	fi
+	if [ -e "$dir" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ]; then
+		_pg_die "$dir exists and is not empty"
+		return 1
+	fi
+	if pg_port_in_use "$port"; then
+		_pg_die "port $port on 127.0.0.1 is already in use"
+		return 1
+	fi
+	pport="$(cat "$primary/port")"
+	mkdir -p "$dir" || return 1
+	: >"$dir/$PG_MARKER"
+	echo "$port" >"$dir/port"
+	chmod 700 "$dir"
+	if _pg_is_root; then chown postgres: "$dir"; fi
+	pg_psql "$primary" -q -d postgres -c "SELECT pg_create_physical_replication_slot('$slot')" >/dev/null || return 1
+	_pg_as_owner "$PG_BIN/pg_ctl" -D "$primary/data" -m fast -w -t "$PG_STOP_TIMEOUT" stop >/dev/null 2>&1 || {
+		_pg_die "could not stop the primary in $primary"
+		return 1
+	}
+	_pg_as_owner cp -a "$primary/data" "$dir/data" || return 1
+	_pg_as_owner rm -f "$dir/data/postmaster.pid"
+	_pg_as_owner touch "$dir/data/standby.signal" || return 1
+	_pg_as_owner tee -a "$dir/data/postgresql.conf" >/dev/null <<EOF || return 1
+
+# ---- physical standby of $primary (scripts/pg.sh standby) ----
+port = $port
+unix_socket_directories = '$dir'
+primary_conninfo = 'host=127.0.0.1 port=$pport user=postgres password=postgres dbname=postgres application_name=standby_$port'
+primary_slot_name = '$slot'
+hot_standby_feedback = on
+${PG_EXTRA_CONF:-}
+EOF
+	for d in "$primary" "$dir"; do
+		if ! _pg_as_owner "$PG_BIN/pg_ctl" -D "$d/data" -l "$d/postgres.log" -w \
+			-t "$PG_START_TIMEOUT" start >/dev/null 2>&1; then
+			_pg_die "the server in $d did not start; its log:"
+			tail -n 40 "$d/postgres.log" >&2 2>/dev/null
+			return 1
+		fi
+	done
+	for i in $(seq 1 $((PG_START_TIMEOUT * 4))); do
+		if _pg_isready "$port"; then
+			_pg_log "standby of 127.0.0.1:$pport ready on 127.0.0.1:$port (dir $dir)"
+			pg_url "$port"
+			return 0
+		fi
+		sleep 0.25
+	done
+	_pg_die "the standby did not accept connections within ${PG_START_TIMEOUT}s"
+	return 1
+}
+
+# pg_promote <dir>: promotes the standby in <dir>, waiting until it is done.
+pg_promote() {
+	local dir
+	dir="$(_pg_abs_dir "${1:?usage: pg_promote <dir>}")"
+	_pg_as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -w -t "$PG_START_TIMEOUT" promote >/dev/null
+}
+
 # pg_psql <dir> [psql args...]: psql as superuser over the cluster's Unix socket.
 pg_psql() {
 	local dir port
@@ -364,8 +455,22 @@ _pg_main() {
 	install)
 		pg_ensure_installed
 		;;
+	standby)
+		[ $# -eq 5 ] || {
+			echo "usage: $0 standby <primary dir> <dir> <port> <slot>" >&2
+			return 2
+		}
+		pg_ensure_installed && pg_start_standby "$2" "$3" "$4" "$5"
+		;;
+	promote)
+		[ $# -eq 2 ] || {
+			echo "usage: $0 promote <dir>" >&2
+			return 2
+		}
+		pg_promote "$2"
+		;;
 	*)
-		echo "usage: $0 start <dir> <port> | stop <dir> | status <dir> | install" >&2
+		echo "usage: $0 start <dir> <port> | stop <dir> | status <dir> | standby <primary dir> <dir> <port> <slot> | promote <dir> | install" >&2
 		return 2
 		;;
 	esac

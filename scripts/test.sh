@@ -8,8 +8,10 @@
 #   scripts/test.sh --subset        only the version subset (SUBSET_FILTER
 #                                   below: value types against to_jsonb,
 #                                   snapshot handoff, kill and restart,
-#                                   standby takeover, slot invalidation, each
-#                                   sink once, `check`), no doctests: what CI
+#                                   standby takeover, slot invalidation,
+#                                   failover slots (17+), decoding on a
+#                                   standby (16+), each sink once,
+#                                   `check`), no doctests: what CI
 #                                   runs on the PostgreSQL majors other than 15
 #
 #   CDC_TEST_PG_VERSION=17 scripts/test.sh [--subset]
@@ -111,6 +113,7 @@ SUBSET_FILTER='package(integration-tests) & (
 	| (binary(snapshot) & (test(handoff_is_exact_under_concurrent_writes)
 		| test(every_table_shape_is_copied_exactly) | test(generated_columns)))
 	| (binary(operations_source) & test(standby_takes_over)) | binary(slot_invalidation)
+	| binary(failover_slot) | binary(standby_decoding)
 	| (binary(streaming) & (test(=every_type_equals_to_jsonb) | test(=unchanged_toast_default_and_full)
 		| test(=replica_identity_default_and_full) | test(=truncate_gives_one_event_per_table)))
 	| binary(file_sink_conformance)

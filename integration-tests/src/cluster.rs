@@ -82,6 +82,55 @@ impl Cluster {
         panic!("scripts/pg.sh start failed three times; last output:\n{last}");
     }
 
+    /// A physical standby of this cluster, streaming through the new
+    /// physical slot `slot` (`scripts/pg.sh standby`: this cluster is
+    /// stopped and started again for the copy); `extra_conf` is appended
+    /// to the standby's `postgresql.conf` (e.g. `sync_replication_slots =
+    /// on`). Panics with the script's output when that fails.
+    pub async fn start_standby(&self, slot: &str, extra_conf: &str) -> Cluster {
+        let (primary, slot, extra) = (self.dir.clone(), slot.to_owned(), extra_conf.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let dir = std::env::temp_dir().join(format!("cdc-pg-{}", unique_suffix()));
+            let port = free_port();
+            let out = Command::new("bash")
+                .arg(pg_sh())
+                .arg("standby")
+                .arg(&primary)
+                .arg(&dir)
+                .arg(port.to_string())
+                .arg(&slot)
+                .env("PG_EXTRA_CONF", &extra)
+                .stdin(Stdio::null())
+                .output()
+                .expect("running scripts/pg.sh");
+            assert!(
+                out.status.success(),
+                "scripts/pg.sh standby failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Cluster { dir, port }
+        })
+        .await
+        .expect("starting the standby panicked")
+    }
+
+    /// `pg_ctl promote`: the standby becomes a primary; returns once it is.
+    pub async fn promote(&self) {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || pg_ctl(&dir, "promote", &[]))
+            .await
+            .expect("pg_ctl promote panicked");
+    }
+
+    /// `pg_ctl stop -m immediate`: the server stops as if it crashed (and
+    /// stays down).
+    pub async fn crash(&self) {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || pg_ctl(&dir, "stop", &["-m", "immediate"]))
+            .await
+            .expect("pg_ctl stop panicked");
+    }
+
     /// The port it listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port

@@ -76,6 +76,8 @@ pub(crate) fn source_config(config: &Config) -> PgSourceConfig {
     pg.subsets = src.subsets();
     pg.create_publication = src.publication.create;
     pg.create_slot = src.slot.create;
+    pg.slot_failover = src.slot.failover;
+    pg.primary_url = src.primary_url.clone();
     pg.replica_identity = src
         .replica_identity
         .iter()

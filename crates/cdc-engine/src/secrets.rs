@@ -42,6 +42,9 @@ impl Secrets {
     pub fn from_config(config: &Config) -> Self {
         let mut s = Self::default();
         s.add_url(&config.source.url);
+        if let Some(url) = &config.source.primary_url {
+            s.add_url(url);
+        }
         for sink in &config.sinks {
             s.add_sink(sink);
         }

@@ -15,6 +15,7 @@ mod model;
 mod redact;
 mod sink;
 mod size;
+mod slot;
 mod snapshot;
 mod table_name;
 #[cfg(test)]
@@ -25,10 +26,10 @@ pub use error::{ConfigError, ConfigProblem};
 pub use load::{load_config, parse_config};
 pub use model::{
     ColumnsConfig, Config, HeartbeatConfig, LogConfig, LogFormat, LogLevel, MetricsConfig,
-    PipelineConfig, PublicationConfig, ReplicaIdentitySetting, RetryConfig, SlotConfig,
-    SourceConfig,
+    PipelineConfig, PublicationConfig, ReplicaIdentitySetting, RetryConfig, SourceConfig,
 };
 pub use sink::{FileSinkConfig, SinkConfig, StdoutSinkConfig};
+pub use slot::SlotConfig;
 pub use snapshot::{Chunking, IncrementalConfig, SnapshotConfig, SnapshotMode};
 pub use table_name::{parse_table_name, TableNameError};
 pub use validate::validate;

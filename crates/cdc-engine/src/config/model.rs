@@ -14,6 +14,7 @@ use super::redact::redact_url;
 use super::sink::SinkConfig;
 use cdc_core::settings::{deserialize_duration, deserialize_optional_duration};
 
+use super::slot::SlotConfig;
 use super::{size, table_name};
 
 /// A whole configuration file: one pipeline from one PostgreSQL database to
@@ -70,6 +71,11 @@ pub struct SourceConfig {
     /// `?sslmode=require`. The user needs the `REPLICATION` attribute. Use
     /// `${VAR}` to keep the password out of the file. Required.
     pub url: String,
+    /// `primary_url`: when `url` is a hot standby (PostgreSQL 16+, logical
+    /// decoding in recovery), the primary's URL of the same database:
+    /// heartbeats are written there (a standby is read-only) and come back
+    /// through the standby's slot. Optional.
+    pub primary_url: Option<String>,
     /// `tables`: the tables to capture, each schema-qualified
     /// (`public.users`). Unquoted parts are folded to lower case as
     /// PostgreSQL does (`Public.Users` is `public.users`); double-quote parts
@@ -119,6 +125,8 @@ pub struct SourceConfig {
 #[serde(deny_unknown_fields)]
 struct SourceDocument {
     url: String,
+    #[serde(default)]
+    primary_url: Option<String>,
     #[serde(deserialize_with = "table_name::deserialize_selectors")]
     tables: Vec<table_name::Selector>,
     #[serde(default, deserialize_with = "table_name::deserialize_selectors")]
@@ -161,6 +169,7 @@ impl From<SourceDocument> for SourceConfig {
         }
         SourceConfig {
             url: doc.url,
+            primary_url: doc.primary_url,
             tables,
             table_patterns,
             exclude_tables: doc
@@ -181,6 +190,7 @@ impl fmt::Debug for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SourceConfig")
             .field("url", &redact_url(&self.url))
+            .field("primary_url", &self.primary_url.as_deref().map(redact_url))
             .field("tables", &self.tables)
             .field("table_patterns", &self.table_patterns)
             .field("exclude_tables", &self.exclude_tables)
@@ -274,50 +284,6 @@ fn default_publication_name() -> String {
     "cdc_pub".to_owned()
 }
 
-/// `source.slot`: the logical replication slot (plugin `pgoutput`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct SlotConfig {
-    /// `name`: 1 to 63 characters among `a-z`, `0-9` and `_` (PostgreSQL's
-    /// rule for slot names). Default `cdc_slot`.
-    #[serde(default = "default_slot_name")]
-    pub name: String,
-    /// `create`: create the slot if it does not exist. With `false`, it must
-    /// already exist. Default `true`.
-    #[serde(default = "default_true")]
-    pub create: bool,
-    /// `standby`: several instances run for this slot (high availability).
-    /// While another session streams from the slot, this instance waits
-    /// (phase `standby`) and takes over from the slot's confirmed position
-    /// when it is released. With `false`, a slot in use is an error retried
-    /// with backoff. Default `false`.
-    #[serde(default)]
-    pub standby: bool,
-    /// `activity_check_interval`: how often a standby checks whether the
-    /// slot became free, a duration string greater than zero. Default `10s`.
-    #[serde(
-        default = "default_activity_check_interval",
-        deserialize_with = "deserialize_duration"
-    )]
-    pub activity_check_interval: Duration,
-}
-
-impl Default for SlotConfig {
-    fn default() -> Self {
-        Self {
-            name: default_slot_name(),
-            create: true,
-            standby: false,
-            activity_check_interval: default_activity_check_interval(),
-        }
-    }
-}
-
-const fn default_activity_check_interval() -> Duration {
-    Duration::from_secs(10)
-}
-
 /// `heartbeat`: while the captured tables are idle, the engine writes a
 /// small logical decoding message (`pg_logical_emit_message`, prefix
 /// `cdc_heartbeat`) and acknowledges it once the sinks are up to date, so
@@ -354,11 +320,7 @@ const fn default_heartbeat_interval() -> Duration {
     Duration::from_secs(10)
 }
 
-fn default_slot_name() -> String {
-    "cdc_slot".to_owned()
-}
-
-const fn default_true() -> bool {
+pub(super) const fn default_true() -> bool {
     true
 }
 

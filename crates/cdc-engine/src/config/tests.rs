@@ -17,7 +17,7 @@ source:
   url: postgres://app:${PGPASSWORD}@127.0.0.1:5432/app
   tables: [public.users, Public.Orders, '"Mixed Case"."odd ""name"""']
   publication: { name: shop_pub, create: false }
-  slot: { name: shop_slot, create: false, standby: true, activity_check_interval: 3s }
+  slot: { name: shop_slot, create: false, standby: true, failover: true, activity_check_interval: 3s }
   replica_identity: { public.users: full, public.orders: default }
 sinks:
   - type: stdout
@@ -101,6 +101,7 @@ fn full_config() {
             name: "shop_slot".into(),
             create: false,
             standby: true,
+            failover: true,
             activity_check_interval: Duration::from_secs(3),
         }
     );

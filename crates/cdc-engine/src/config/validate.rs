@@ -63,6 +63,14 @@ fn check_source(source: &SourceConfig, problems: &mut Vec<ConfigProblem>) {
             "must be a connection URL starting with `postgres://` or `postgresql://`",
         ));
     }
+    if let Some(url) = &source.primary_url {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            problems.push(ConfigProblem::new(
+                "source.primary_url",
+                "must be a connection URL starting with `postgres://` or `postgresql://`",
+            ));
+        }
+    }
 
     if source.tables.is_empty() && source.table_patterns.is_empty() {
         problems.push(ConfigProblem::new(

@@ -230,8 +230,13 @@ impl Start {
                     n = server.max_replication_slots
                 )));
             }
-            let created =
-                create_slot_with_export(req.replication.clone(), slot, server.version_num).await?;
+            let created = create_slot_with_export(
+                req.replication.clone(),
+                slot,
+                server.version_num,
+                req.slot_failover,
+            )
+            .await?;
             tracing::info!(slot, consistent_point = %created.consistent_point, snapshot = %created.snapshot_name, "created the slot with an exported snapshot");
             return Ok((
                 Export::Slot(created.client),
@@ -240,7 +245,7 @@ impl Start {
             ));
         }
         let lsn = if req.mode == SnapshotMode::Initial {
-            setup::ensure_slot(&mut self.meta, server, slot, false)
+            setup::ensure_slot(&mut self.meta, server, slot, setup::SlotCreation::default())
                 .await?
                 .confirmed_flush_lsn
         } else {

@@ -25,19 +25,22 @@ pub(crate) struct SlotExport {
 }
 
 /// `CREATE_REPLICATION_SLOT … LOGICAL pgoutput` exporting its snapshot, on
-/// a gated replication session that is kept idle afterwards.
+/// a gated replication session that is kept idle afterwards; `failover`:
+/// a failover slot (PostgreSQL 17+, checked before).
 pub(crate) async fn create_slot_with_export(
     cfg: ReplicationConfig,
     slot: &str,
     server_version: i32,
+    failover: bool,
 ) -> Result<SlotExport, PgError> {
     let mut client = ReplicationClient::connect_gated(cfg)
         .await
         .map_err(PgError::from)?;
     let sql = if server_version >= 150_000 {
         format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
-            quote_ident(slot)
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export'{})",
+            quote_ident(slot),
+            if failover { ", FAILOVER" } else { "" }
         )
     } else {
         format!(

@@ -28,6 +28,8 @@ pub(crate) struct SnapshotRequest {
     pub publication: String,
     /// Whether the slot may be created.
     pub create_slot: bool,
+    /// Create it as a failover slot (PostgreSQL 17+).
+    pub slot_failover: bool,
     /// The replication session that creates the slot with an exported
     /// snapshot (it starts the stream once the snapshot is done).
     pub replication: ReplicationConfig,

@@ -17,18 +17,30 @@ pub struct SlotState {
     pub created: bool,
 }
 
+/// Whether and how [`ensure_slot`] may create the slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotCreation {
+    /// Create the slot when it is missing.
+    pub create: bool,
+    /// As a failover slot (`failover` of PostgreSQL 17+, which the caller
+    /// has checked); an existing slot without it gets a warning.
+    pub failover: bool,
+}
+
 /// Makes sure logical slot `name` (plugin `pgoutput`, this database)
-/// exists; creates it when `create` is true.
+/// exists; creates it when `how.create` is true.
 pub async fn ensure_slot(
     conn: &mut PgConnection,
     server: &ServerInfo,
     name: &str,
-    create: bool,
+    how: SlotCreation,
 ) -> Result<SlotState, PgError> {
+    let SlotCreation { create, failover } = how;
     let ctx = || format!("checking replication slot {name}");
     let sql = format!(
         "SELECT plugin::text AS plugin, slot_type::text AS kind, database::text AS db,
-                confirmed_flush_lsn::text AS lsn, ({INVALIDATION_SQL}) AS invalidation
+                confirmed_flush_lsn::text AS lsn, ({INVALIDATION_SQL}) AS invalidation,
+                coalesce(to_jsonb(s)->>'failover', 'false') AS failover
          FROM pg_catalog.pg_replication_slots AS s WHERE slot_name = $1"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -68,6 +80,15 @@ pub async fn ensure_slot(
                 reason: Some(invalidation),
             });
         }
+        if failover && get("failover") != "true" {
+            tracing::warn!(
+                slot = name,
+                "replication slot {name} exists without the failover option: standbys do not \
+                 synchronise it, so a failover loses it; on a replication connection \
+                 (replication=database) run ALTER_REPLICATION_SLOT {} (FAILOVER true)",
+                crate::ident::quote_ident(name)
+            );
+        }
         let lsn = get("lsn").parse::<Lsn>().map_err(|e| {
             PgError::Protocol(format!("slot {name}: unreadable confirmed_flush_lsn: {e}"))
         })?;
@@ -87,20 +108,24 @@ pub async fn ensure_slot(
     if i64::from(server.max_replication_slots) <= server.slots_in_use {
         return Err(too_few_slots(server.max_replication_slots));
     }
-    tracing::info!(slot = name, "creating replication slot");
-    let created = sqlx::query(
-        "SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-    )
-    .bind(name)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("53400") => {
-            too_few_slots(server.max_replication_slots)
-        }
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42710") => PgError::SlotRace,
-        _ => PgError::sql(format!("creating replication slot {name}"), e),
-    });
+    tracing::info!(slot = name, failover, "creating replication slot");
+    // (The five-argument form, with `failover`, exists from 17 on.)
+    let create_sql = if failover {
+        "SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+    } else {
+        "SELECT lsn::text AS lsn FROM pg_create_logical_replication_slot($1, 'pgoutput')"
+    };
+    let created = sqlx::query(create_sql)
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("53400") => {
+                too_few_slots(server.max_replication_slots)
+            }
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("42710") => PgError::SlotRace,
+            _ => PgError::sql(format!("creating replication slot {name}"), e),
+        });
     let row = match created {
         Err(PgError::SlotRace) => {
             // Another instance created it a moment ago: use that one.
@@ -108,7 +133,7 @@ pub async fn ensure_slot(
                 slot = name,
                 "replication slot created concurrently; using it"
             );
-            return Box::pin(ensure_slot(conn, server, name, false)).await;
+            return Box::pin(ensure_slot(conn, server, name, SlotCreation::default())).await;
         }
         other => other?,
     };

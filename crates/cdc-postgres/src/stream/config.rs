@@ -30,10 +30,19 @@ pub struct PgSourceConfig {
     pub publication: String,
     /// Create the publication (or add missing tables) when needed.
     pub create_publication: bool,
+    /// When `url` is a hot standby (PostgreSQL 16+): the primary's URL (the
+    /// same database), where heartbeats are written; they come back
+    /// through the standby's slot. `None`: heartbeats go to `url` (and a
+    /// standby with heartbeats on is refused).
+    pub primary_url: Option<String>,
     /// Replication slot name (`[a-z0-9_]`).
     pub slot: String,
     /// Create the slot when missing.
     pub create_slot: bool,
+    /// Create the slot as a failover slot (PostgreSQL 17+), which standbys
+    /// with `sync_replication_slots` keep a synchronised copy of, so that
+    /// streaming resumes from it after a failover. Default `false`.
+    pub slot_failover: bool,
     /// Replica identities to set before streaming.
     pub replica_identity: Vec<(TableName, ReplicaIdentity)>,
     /// At most this many events per batch.
@@ -104,8 +113,10 @@ impl PgSourceConfig {
             subsets: Vec::new(),
             publication: publication.into(),
             create_publication: true,
+            primary_url: None,
             slot: slot.into(),
             create_slot: true,
+            slot_failover: false,
             replica_identity: Vec::new(),
             max_batch_events: 2048,
             max_batch_bytes: 8 << 20,

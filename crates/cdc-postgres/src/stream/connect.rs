@@ -59,6 +59,7 @@ impl PgSource {
                 .give_up_after(cfg.reconnect_give_up_after),
             standby: cfg.standby,
             heartbeat: Heartbeat::new(cfg.heartbeat_interval),
+            primary: None,
             cfg,
             params,
             database: server.database,
@@ -112,6 +113,8 @@ async fn prepare(
     cfg: &PgSourceConfig,
     params: &ConnParams,
 ) -> Result<(ServerInfo, Vec<TableName>, Option<Incremental>), PgError> {
+    // A standby can stream, not write: refuse what needs the primary.
+    setup::check_hot_standby(catalog, cfg).await?;
     // Every problem at once, before anything is changed.
     let report = setup::run_check(catalog, &setup::CheckRequest::from(cfg)).await?;
     for finding in &report.findings {
@@ -154,6 +157,13 @@ async fn prepare(
             // Signals arrive through the slot like any other change.
             published.push(inc.signal_table());
             incremental = Some(inc);
+        }
+        if cfg.slot_failover && server.version_num < 170_000 {
+            return Err(PgError::Setup(format!(
+                "source.slot.failover needs PostgreSQL 17 or later (failover slots); this server \
+                 is {}: leave it out",
+                server.version_num
+            )));
         }
         if !cfg.subsets.is_empty() {
             if server.version_num < 150_000 {
@@ -212,6 +222,7 @@ async fn begin_snapshot(
         slot: cfg.slot.clone(),
         publication: cfg.publication.clone(),
         create_slot: cfg.create_slot,
+        slot_failover: cfg.slot_failover,
         replication,
         status: status.clone(),
     })
@@ -233,7 +244,16 @@ async fn first_stream(
     server: &ServerInfo,
     ack: &AckHandle,
 ) -> Result<State, PgError> {
-    let slot = setup::ensure_slot(catalog, server, &cfg.slot, cfg.create_slot).await?;
+    let slot = setup::ensure_slot(
+        catalog,
+        server,
+        &cfg.slot,
+        setup::SlotCreation {
+            create: cfg.create_slot,
+            failover: cfg.slot_failover,
+        },
+    )
+    .await?;
     ack.advance(slot.confirmed_flush_lsn);
     if cfg.standby {
         return Ok(State::Starting(Starting::first()));

@@ -33,6 +33,9 @@ pub(super) struct Context {
     pub standby: bool,
     /// When to write heartbeats.
     pub heartbeat: Heartbeat,
+    /// The connection to `cfg.primary_url` heartbeats are written on
+    /// (connected on first use, dropped after a failure).
+    pub primary: Option<PgConnection>,
     /// Batches returned so far (batches are numbered from 1).
     pub returned: u64,
     /// Incremental snapshots, when enabled.

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use cdc_core::{Batch, ErrorClass, Lsn};
+use sqlx::{Connection, PgConnection};
 
 use super::context::Context;
 use crate::error::PgError;
@@ -179,6 +180,10 @@ impl Context {
     /// [`Heartbeat`](super::heartbeat::Heartbeat) and retried
     /// after the next interval, never fatal.
     async fn write_heartbeat(&mut self) {
+        if let Some(url) = self.cfg.primary_url.clone() {
+            self.write_heartbeat_on_primary(&url).await;
+            return;
+        }
         if self.catalog_suspect {
             if let Err(e) = self.ensure_catalog().await {
                 self.heartbeat.failed(&self.cfg.slot, &e);
@@ -192,6 +197,38 @@ impl Context {
             .is_err()
         {
             self.catalog_suspect = true;
+        }
+    }
+
+    /// [`Self::write_heartbeat`] on the primary of a hot standby
+    /// (`primary_url`), connecting first when needed.
+    async fn write_heartbeat_on_primary(&mut self, url: &str) {
+        let conn = match self.primary.take() {
+            Some(c) => c,
+            None => {
+                let connected = match crate::conn::ConnParams::parse(url) {
+                    Ok(p) => PgConnection::connect_with(&p.sqlx_options_for("heartbeat"))
+                        .await
+                        .map_err(|e| PgError::sql("connecting to source.primary_url", e)),
+                    Err(e) => Err(e),
+                };
+                match connected {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.heartbeat.failed(&self.cfg.slot, &e);
+                        return;
+                    }
+                }
+            }
+        };
+        let mut conn = conn;
+        if self
+            .heartbeat
+            .write(&mut conn, &self.cfg.slot, &self.cfg.status)
+            .await
+            .is_ok()
+        {
+            self.primary = Some(conn);
         }
     }
 }

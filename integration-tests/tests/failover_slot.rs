@@ -1,0 +1,224 @@
+//! Failover slots (PostgreSQL 17 and later): with `source.slot.failover:
+//! true` the engine creates its slot with the `failover` option; a physical
+//! standby with `sync_replication_slots = on` keeps a synchronised copy,
+//! and the primary (`synchronized_standby_slots`) never sends the engine a
+//! change the standby has not received. The primary crashes, the standby
+//! is promoted, and an engine pointed at it resumes from the synchronised
+//! slot: replayed by key, the events equal the promoted server's table
+//! (`to_jsonb`), nothing lost. On an older server the test only checks
+//! that the option is refused.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use integration_tests::pipelines::Pipeline;
+use integration_tests::replay::{self, apply, read_changes, Change};
+use integration_tests::snapshot_meta::parse_lsn;
+use integration_tests::{unique_suffix, wait_until, Cluster, Engine, TempDir};
+use serde_json::Value as Json;
+use sqlx::Connection;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The engine's pipeline of `public.t` on `url` into `out`: an initial
+/// snapshot, then the stream, from the failover slot `slot`.
+fn pipeline(url: &str, s: &str, out: &Path) -> String {
+    Pipeline::streaming(
+        "fo",
+        url,
+        "public.t",
+        &format!("p_{s}"),
+        &format!("s_{s}"),
+        64,
+    )
+    .create(true, true)
+    .slot_options("failover: true")
+    .snapshot("{ mode: initial }")
+    .file_sink(out)
+    .yaml()
+}
+
+/// One value of the first row of `sql` on `cluster`, as text.
+async fn query_text(cluster: &Cluster, sql: &str) -> Option<String> {
+    let mut c = cluster.connect("postgres").await;
+    let v: Option<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_optional(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = c.close().await;
+    v.flatten()
+}
+
+/// `public.t` of `cluster` as `to_jsonb` rows by `id`.
+async fn table_rows(cluster: &Cluster) -> BTreeMap<String, Json> {
+    let mut c = cluster.connect("postgres").await;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT (to_jsonb(t) -> 'id')::text, to_jsonb(t)::text FROM public.t AS t")
+            .fetch_all(&mut c)
+            .await
+            .expect("reading public.t");
+    let _ = c.close().await;
+    rows.into_iter()
+        .map(|(k, v)| (k, serde_json::from_str(&v).expect("jsonb is JSON")))
+        .collect()
+}
+
+/// The row events of `files`, de-duplicated by position, in commit order.
+fn merged(files: &[&Path]) -> Vec<Change> {
+    let mut by_pos = BTreeMap::new();
+    for f in files {
+        for ev in read_changes(f) {
+            by_pos.entry(ev.position()).or_insert(ev);
+        }
+    }
+    by_pos.into_values().collect()
+}
+
+/// Writes a round of changes: inserts of `ids`, an update of every third
+/// row, a delete of every seventh (of those inserted).
+async fn write_round(cluster: &Cluster, ids: std::ops::RangeInclusive<i32>) {
+    let (a, b) = (ids.start(), ids.end());
+    for sql in [
+        format!("INSERT INTO public.t SELECT g, g FROM generate_series({a}, {b}) AS g"),
+        format!("UPDATE public.t SET v = v * 10 WHERE id BETWEEN {a} AND {b} AND id % 3 = 0"),
+        format!("DELETE FROM public.t WHERE id BETWEEN {a} AND {b} AND id % 7 = 0"),
+    ] {
+        cluster.exec("postgres", &sql).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_engine_resumes_from_the_synchronised_slot_after_a_failover() {
+    let primary = Cluster::start("").await;
+    let version: i32 = query_text(&primary, "SELECT current_setting('server_version_num')")
+        .await
+        .and_then(|v| v.parse().ok())
+        .expect("server_version_num");
+    primary
+        .exec(
+            "postgres",
+            "CREATE TABLE public.t (id int PRIMARY KEY, v int NOT NULL);
+             INSERT INTO public.t SELECT g, g FROM generate_series(1, 100) AS g;",
+        )
+        .await;
+    let s = unique_suffix();
+    let slot = format!("s_{s}");
+    let dir = TempDir::new("failover");
+    let (out_a, out_b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+
+    if version < 170_000 {
+        let mut engine = Engine::start(&pipeline(&primary.url("postgres"), &s, &out_a));
+        let code = engine.try_wait_exit(TIMEOUT).await;
+        assert!(code.is_some_and(|c| c != 0), "exit {code:?}");
+        assert!(
+            engine
+                .stderr_text()
+                .contains("source.slot.failover needs PostgreSQL 17 or later"),
+            "{}",
+            engine.output_report()
+        );
+        return;
+    }
+
+    let standby = primary
+        .start_standby(
+            &format!("sb_{s}"),
+            "sync_replication_slots = on\nhot_standby_feedback = on\n",
+        )
+        .await;
+    // The primary holds logical changes back until the standby has them.
+    // (Each its own statement: ALTER SYSTEM runs outside a transaction.)
+    for sql in [
+        format!("ALTER SYSTEM SET synchronized_standby_slots = 'sb_{s}'"),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        primary.exec("postgres", &sql).await;
+    }
+
+    let mut a = Engine::start(&pipeline(&primary.url("postgres"), &s, &out_a));
+    let copied = wait_until(TIMEOUT, async || {
+        read_changes(&out_a).iter().filter(|e| e.op == "r").count() == 100
+    })
+    .await;
+    assert!(copied, "no snapshot\n{}", a.output_report());
+    let failover = query_text(
+        &primary,
+        &format!("SELECT failover::text FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+    )
+    .await;
+    assert_eq!(failover.as_deref(), Some("true"), "not a failover slot");
+
+    write_round(&primary, 101..=200).await;
+    // The standby's copy is usable once it is synchronised and persistent
+    // (its position follows the engine's acknowledgements).
+    let synced_sql = format!(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots \
+         WHERE slot_name = '{slot}' AND synced AND NOT temporary"
+    );
+    let synced = wait_until(TIMEOUT, async || {
+        query_text(&standby, &synced_sql).await.is_some()
+    })
+    .await;
+    assert!(
+        synced,
+        "the standby did not synchronise the slot\n{}",
+        a.output_report()
+    );
+
+    write_round(&primary, 201..=300).await;
+    let synced_at = query_text(&standby, &synced_sql)
+        .await
+        .map(|l| parse_lsn(&l))
+        .expect("the synchronised slot's position");
+    let delivered = wait_until(TIMEOUT, async || {
+        read_changes(&out_a)
+            .iter()
+            .any(|e| e.op == "c" && e.after["id"] == 300)
+    })
+    .await;
+    assert!(delivered, "A did not stream round 2\n{}", a.output_report());
+
+    // The primary dies; the standby is promoted; an engine pointed at it
+    // resumes from the synchronised slot.
+    primary.crash().await;
+    a.sigkill();
+    let _ = a.wait_exit(Duration::from_secs(10)).await;
+    standby.promote().await;
+    let mut b = Engine::start(&pipeline(&standby.url("postgres"), &s, &out_b));
+    write_round(&standby, 301..=400).await;
+
+    let want = table_rows(&standby).await;
+    let files = [out_a.as_path(), out_b.as_path()];
+    let converged = replay::converge(TIMEOUT, Duration::ZERO, &want, async || {
+        apply(&merged(&files).iter().collect::<Vec<_>>(), "public.t")
+    })
+    .await;
+    if let Err(d) = converged {
+        panic!(
+            "the events do not rebuild the promoted server's table: {d}\n{}",
+            b.output_report()
+        );
+    }
+    let resumed = b.stderr_text();
+    assert!(
+        !resumed.contains("creating replication slot"),
+        "B created a new slot instead of resuming\n{}",
+        b.output_report()
+    );
+    // Duplicates are bounded by what the standby's copy had not caught up
+    // with: B never re-sends the initial snapshot, nor anything committed
+    // before the copy's position when round 2 began.
+    let events_b = read_changes(&out_b);
+    assert!(
+        events_b.iter().all(|e| e.op != "r"),
+        "B took a new snapshot\n{}",
+        b.output_report()
+    );
+    assert!(
+        events_b.iter().all(|e| e.commit_lsn >= synced_at),
+        "B re-sent changes from before the synchronised position\n{}",
+        b.output_report()
+    );
+    b.stop_clean(TIMEOUT, "stop B").await;
+}
