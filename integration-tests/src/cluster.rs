@@ -183,6 +183,28 @@ impl Cluster {
         let _ = c.close().await;
     }
 
+    /// The first column of the first row of `sql` on database `postgres`,
+    /// as [`crate::TestDb::query_text`] reads it.
+    pub async fn query_text(&self, sql: &str) -> Option<String> {
+        let mut c = self.connect("postgres").await;
+        let v = crate::db::query_text_on(&mut c, sql).await;
+        let _ = c.close().await;
+        v
+    }
+
+    /// Every row of `table_sql_name` in database `postgres` as its
+    /// `to_jsonb` object, keyed as [`crate::TestDb::to_jsonb_rows`] keys them.
+    pub async fn to_jsonb_rows(
+        &self,
+        table_sql_name: &str,
+        key_column: &str,
+    ) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let mut c = self.connect("postgres").await;
+        let v = crate::db::to_jsonb_rows_on(&mut c, table_sql_name, key_column).await;
+        let _ = c.close().await;
+        v
+    }
+
     /// Whether a walsender streams from slot `slot` now (not merely the
     /// session still creating it).
     pub async fn slot_streaming(&self, slot: &str) -> bool {

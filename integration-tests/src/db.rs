@@ -162,11 +162,7 @@ impl TestDb {
     /// `text` (cast it: `SELECT count(*)::text FROM t`); `None` for no row
     /// or NULL.
     pub async fn query_text(&self, sql: &str) -> Option<String> {
-        sqlx::query_scalar::<_, Option<String>>(AssertSqlSafe(sql.to_owned()))
-            .fetch_optional(self.pool())
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .flatten()
+        query_text_on(self.pool(), sql).await
     }
 
     /// The rows of the query `sql`, each as its `to_jsonb` object, in the
@@ -192,27 +188,7 @@ impl TestDb {
         table_sql_name: &str,
         key_column: &str,
     ) -> BTreeMap<String, serde_json::Value> {
-        let sql = format!(
-            "SELECT (to_jsonb(t) -> $1)::text AS k, to_jsonb(t)::text AS v FROM {table_sql_name} AS t"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(key_column)
-            .fetch_all(self.pool())
-            .await
-            .unwrap_or_else(|e| panic!("reading {table_sql_name}: {e}"));
-        let mut out = BTreeMap::new();
-        for row in rows {
-            let k: Option<String> = row.get(0);
-            let v: String = row.get(1);
-            let k = k.unwrap_or_else(|| {
-                panic!("{table_sql_name}: no column {key_column:?} (or NULL) in row {v}")
-            });
-            let v: serde_json::Value = serde_json::from_str(&v).expect("jsonb text is JSON");
-            if out.insert(k.clone(), v).is_some() {
-                panic!("{table_sql_name}: duplicate key {k} in column {key_column:?}");
-            }
-        }
-        out
+        to_jsonb_rows_on(self.pool(), table_sql_name, key_column).await
     }
 
     /// Every row of a table as its `to_jsonb` object, keyed by
@@ -469,4 +445,43 @@ mod tests {
             "postgres://h/x?application_name=a"
         );
     }
+}
+
+/// [`TestDb::query_text`] on any connection or pool (another cluster's,
+/// for instance).
+pub async fn query_text_on<'e>(exec: impl sqlx::PgExecutor<'e>, sql: &str) -> Option<String> {
+    sqlx::query_scalar::<_, Option<String>>(AssertSqlSafe(sql.to_owned()))
+        .fetch_optional(exec)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .flatten()
+}
+
+/// [`TestDb::to_jsonb_rows`] on any connection or pool.
+pub async fn to_jsonb_rows_on<'e>(
+    exec: impl sqlx::PgExecutor<'e>,
+    table_sql_name: &str,
+    key_column: &str,
+) -> BTreeMap<String, serde_json::Value> {
+    let sql = format!(
+        "SELECT (to_jsonb(t) -> $1)::text AS k, to_jsonb(t)::text AS v FROM {table_sql_name} AS t"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(key_column)
+        .fetch_all(exec)
+        .await
+        .unwrap_or_else(|e| panic!("reading {table_sql_name}: {e}"));
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let k: Option<String> = row.get(0);
+        let v: String = row.get(1);
+        let k = k.unwrap_or_else(|| {
+            panic!("{table_sql_name}: no column {key_column:?} (or NULL) in row {v}")
+        });
+        let v: serde_json::Value = serde_json::from_str(&v).expect("jsonb text is JSON");
+        if out.insert(k.clone(), v).is_some() {
+            panic!("{table_sql_name}: duplicate key {k} in column {key_column:?}");
+        }
+    }
+    out
 }

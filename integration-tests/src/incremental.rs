@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use crate::replay::Change;
+use crate::replay::{wait_converged_tables, Change};
 use crate::{
     quote_ident, quote_literal, wait_until, Engine, Mix, RowChange, TestDb, Workload, Written,
 };
@@ -21,6 +21,48 @@ use crate::{
 /// `chunk_rows` rows per chunk.
 pub fn incremental_snapshots(chunk_rows: u64) -> String {
     format!("{{ mode: never, incremental: {{ enabled: true, chunk_rows: {chunk_rows} }} }}")
+}
+
+/// A new database (name from `prefix`) with `public.t (id int PRIMARY
+/// KEY, v int, note text)` holding ids 1 to `rows` as [`workload`]'s
+/// writers expect them (`v = -id`).
+pub async fn database_with_t(prefix: &str, rows: i32) -> TestDb {
+    let db = TestDb::create(prefix).await;
+    db.exec(&format!(
+        "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
+         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, {rows}) g"
+    ))
+    .await;
+    db
+}
+
+/// Waits until the file at `out` rebuilds `tables` ([`wait_converged_tables`]),
+/// then checks that the incremental reads of `public.t` (a table of `rows`
+/// rows before the writers started) read no row twice (no restart
+/// happened) and more than half of them; `written` is what the writers
+/// did meanwhile.
+pub async fn converged_reading_each_row_once(
+    db: &TestDb,
+    engine: &Engine,
+    out: &std::path::Path,
+    tables: &[&str],
+    rows: i32,
+    written: &Written,
+) {
+    assert!(
+        written.committed > 50,
+        "the writers committed only {}",
+        written.committed
+    );
+    let mut tails = [crate::replay::Tail::new(0, out.to_owned())];
+    wait_converged_tables(db, &mut tails, &[engine], tables).await;
+    let (reads, distinct) = reads_of(&tails[0], "public.t");
+    eprintln!(
+        "{reads} reads of {distinct} rows of public.t; writers: {} transactions",
+        written.committed
+    );
+    assert_eq!(reads, distinct, "a row was read twice without a restart");
+    assert!(reads > rows as usize / 2, "only {reads} reads");
 }
 
 /// Asks for an incremental snapshot of `tables` (`schema.table`), in that
@@ -106,6 +148,59 @@ pub async fn wait_snapshot_done(
             reports.join("\n")
         );
     }
+}
+
+/// Waits until the latest incremental snapshot of `table` satisfies
+/// `reached` (named `what` in the panic), at most `timeout`, running the
+/// SQL `touch` before each look when given (a write to another table keeps
+/// the stream moving); panics with the progress and the engine's output
+/// when it does not.
+pub async fn wait_progress(
+    db: &TestDb,
+    engine: &Engine,
+    table: &str,
+    what: &str,
+    touch: Option<&str>,
+    timeout: Duration,
+    reached: impl Fn(&Progress) -> bool,
+) {
+    let ok = wait_until(timeout, async || {
+        if let Some(sql) = touch {
+            db.exec(sql).await;
+        }
+        progress(db, table).await.is_some_and(|p| reached(&p))
+    })
+    .await;
+    assert!(
+        ok,
+        "the incremental snapshot of {table} is not {what} within {timeout:?}: {:?}\n{}",
+        progress(db, table).await,
+        engine.output_report()
+    );
+}
+
+/// The incremental reads of `table` (keyed by an integer `id`) in `tail`:
+/// (all, distinct ids). Panics on a read not marked incremental.
+pub fn reads_of(tail: &crate::replay::Tail, table: &str) -> (usize, usize) {
+    let ids = read_ids(tail, table);
+    let distinct: std::collections::HashSet<i64> = ids.iter().copied().collect();
+    (ids.len(), distinct.len())
+}
+
+/// The `id`s of the reads of `table` in `tail`, in arrival order. Panics on
+/// a read not marked incremental.
+pub fn read_ids(tail: &crate::replay::Tail, table: &str) -> Vec<i64> {
+    tail.events
+        .iter()
+        .filter(|c| c.op == "r" && c.table == table)
+        .map(|c| {
+            assert_eq!(
+                c.snapshot, "incremental",
+                "a read not marked incremental: {c:?}"
+            );
+            c.after["id"].as_i64().expect("an integer id")
+        })
+        .collect()
 }
 
 /// Three [`crate::Writers`] on a `public.t` of `rows` rows while it is

@@ -117,6 +117,21 @@ pub fn merged<'a>(tails: &[&'a Tail]) -> Vec<&'a Change> {
     all
 }
 
+/// Polls every tail once more, then [`merged`]: every event the files
+/// hold now, in commit order.
+pub fn poll_merged(tails: &mut [Tail]) -> Vec<&Change> {
+    for tail in tails.iter_mut() {
+        tail.poll();
+    }
+    let refs: Vec<&Tail> = tails.iter().collect();
+    merged(&refs)
+}
+
+/// The tables `events` name (`schema.table`), each once.
+pub fn tables_of<'a>(events: &[&'a Change]) -> std::collections::BTreeSet<&'a str> {
+    events.iter().map(|e| e.table.as_str()).collect()
+}
+
 /// Polls `tails` until the merged events rebuild `public.t` exactly as it
 /// is now (the writers must have stopped), at most [`CATCH_UP_TIMEOUT`].
 pub async fn wait_converged(db: &TestDb, tails: &mut [Tail], engines: &[&Engine]) {

@@ -16,8 +16,6 @@ use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{self, apply, read_changes, Change};
 use integration_tests::snapshot_meta::parse_lsn;
 use integration_tests::{unique_suffix, wait_until, Cluster, Engine, TempDir};
-use serde_json::Value as Json;
-use sqlx::Connection;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -37,31 +35,6 @@ fn pipeline(url: &str, s: &str, out: &Path) -> String {
     .snapshot("{ mode: initial }")
     .file_sink(out)
     .yaml()
-}
-
-/// One value of the first row of `sql` on `cluster`, as text.
-async fn query_text(cluster: &Cluster, sql: &str) -> Option<String> {
-    let mut c = cluster.connect("postgres").await;
-    let v: Option<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_optional(&mut c)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let _ = c.close().await;
-    v.flatten()
-}
-
-/// `public.t` of `cluster` as `to_jsonb` rows by `id`.
-async fn table_rows(cluster: &Cluster) -> BTreeMap<String, Json> {
-    let mut c = cluster.connect("postgres").await;
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT (to_jsonb(t) -> 'id')::text, to_jsonb(t)::text FROM public.t AS t")
-            .fetch_all(&mut c)
-            .await
-            .expect("reading public.t");
-    let _ = c.close().await;
-    rows.into_iter()
-        .map(|(k, v)| (k, serde_json::from_str(&v).expect("jsonb is JSON")))
-        .collect()
 }
 
 /// The row events of `files`, de-duplicated by position, in commit order.
@@ -91,7 +64,8 @@ async fn write_round(cluster: &Cluster, ids: std::ops::RangeInclusive<i32>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_engine_resumes_from_the_synchronised_slot_after_a_failover() {
     let primary = Cluster::start("").await;
-    let version: i32 = query_text(&primary, "SELECT current_setting('server_version_num')")
+    let version: i32 = primary
+        .query_text("SELECT current_setting('server_version_num')")
         .await
         .and_then(|v| v.parse().ok())
         .expect("server_version_num");
@@ -142,11 +116,11 @@ async fn the_engine_resumes_from_the_synchronised_slot_after_a_failover() {
     })
     .await;
     assert!(copied, "no snapshot\n{}", a.output_report());
-    let failover = query_text(
-        &primary,
-        &format!("SELECT failover::text FROM pg_replication_slots WHERE slot_name = '{slot}'"),
-    )
-    .await;
+    let failover = primary
+        .query_text(&format!(
+            "SELECT failover::text FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        ))
+        .await;
     assert_eq!(failover.as_deref(), Some("true"), "not a failover slot");
 
     write_round(&primary, 101..=200).await;
@@ -157,7 +131,7 @@ async fn the_engine_resumes_from_the_synchronised_slot_after_a_failover() {
          WHERE slot_name = '{slot}' AND synced AND NOT temporary"
     );
     let synced = wait_until(TIMEOUT, async || {
-        query_text(&standby, &synced_sql).await.is_some()
+        standby.query_text(&synced_sql).await.is_some()
     })
     .await;
     assert!(
@@ -167,7 +141,8 @@ async fn the_engine_resumes_from_the_synchronised_slot_after_a_failover() {
     );
 
     write_round(&primary, 201..=300).await;
-    let synced_at = query_text(&standby, &synced_sql)
+    let synced_at = standby
+        .query_text(&synced_sql)
         .await
         .map(|l| parse_lsn(&l))
         .expect("the synchronised slot's position");
@@ -188,7 +163,7 @@ async fn the_engine_resumes_from_the_synchronised_slot_after_a_failover() {
     let mut b = Engine::start(&pipeline(&standby.url("postgres"), &s, &out_b));
     write_round(&standby, 301..=400).await;
 
-    let want = table_rows(&standby).await;
+    let want = standby.to_jsonb_rows("public.t", "id").await;
     let files = [out_a.as_path(), out_b.as_path()];
     let converged = replay::converge(TIMEOUT, Duration::ZERO, &want, async || {
         apply(&merged(&files).iter().collect::<Vec<_>>(), "public.t")

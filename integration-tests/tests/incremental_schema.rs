@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use integration_tests::incremental::{incremental_snapshots, progress, wait_progress, workload};
 use integration_tests::pipelines::{Pipeline, FAST_RETRY};
 use integration_tests::replay::{converge, merged, Change, Tail, CATCH_UP_TIMEOUT};
 use integration_tests::{
-    unique_suffix, wait_streaming, wait_until, Engine, Mix, TempDir, TestDb, Workload, Writers,
+    unique_suffix, wait_streaming, Engine, TempDir, TestDb, Workload, Writers,
 };
 use serde_json::Value as Json;
 
@@ -55,26 +56,35 @@ fn rebuild(events: &[&Change]) -> BTreeMap<String, Json> {
     rows
 }
 
-/// `state chunks_done` of the snapshot.
-async fn progress(db: &TestDb) -> Option<(String, i64)> {
-    let text = db
-        .query_text("SELECT state || ' ' || chunks_done FROM cdc.incremental_snapshots")
-        .await?;
-    let (state, chunks) = text.split_once(' ')?;
-    Some((state.to_owned(), chunks.parse().ok()?))
+/// Waits until `chunks` chunks of `public.t` are durable.
+async fn wait_chunks(db: &TestDb, engine: &Engine, chunks: i64) {
+    wait_progress(
+        db,
+        engine,
+        "public.t",
+        &format!("{chunks} chunks in"),
+        None,
+        TIMEOUT,
+        |p| p.chunks_done >= chunks,
+    )
+    .await;
 }
 
-async fn wait_chunks(db: &TestDb, engine: &Engine, chunks: i64) {
-    let ok = wait_until(TIMEOUT, async || {
-        progress(db).await.is_some_and(|(_, c)| c >= chunks)
-    })
-    .await;
-    assert!(
-        ok,
-        "not {chunks} chunks: {:?}\n{}",
-        progress(db).await,
-        engine.output_report()
-    );
+/// Returns just after the engine began a chunk's wait between its read
+/// and its high watermark (the failpoint's line appears once more), so a
+/// change made now lands inside that window.
+async fn inside_a_chunk_wait(engine: &Engine) {
+    const LINE: &str = "failpoint reached: waiting";
+    let before = engine.stderr_text().matches(LINE).count();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while engine.stderr_text().matches(LINE).count() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no chunk began its wait\n{}",
+            engine.output_report()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -95,9 +105,7 @@ async fn columns_added_and_dropped_while_a_table_is_snapshotted_reach_the_consum
         .publication(&format!("p_{s}"))
         .slot(&slot)
         .file_sink(&out)
-        .snapshot(&format!(
-            "{{ mode: never, incremental: {{ enabled: true, chunk_rows: {CHUNK} }} }}"
-        ))
+        .snapshot(&incremental_snapshots(CHUNK))
         .batching("{ max_batch_events: 256, max_batch_wait: 10ms }")
         .retry(FAST_RETRY)
         .yaml();
@@ -112,16 +120,9 @@ async fn columns_added_and_dropped_while_a_table_is_snapshotted_reach_the_consum
     let writers = Writers::start(
         db.url(),
         Workload {
-            keys: ROWS,
-            new_ids_from: Some(ROWS + 1),
-            mix: Mix {
-                insert: 2,
-                upsert: 2,
-                update: 4,
-                delete: 2,
-            },
+            writers: 2,
             pause: Duration::from_millis(5),
-            ..Workload::new(2)
+            ..workload(ROWS)
         },
     )
     .await;
@@ -131,28 +132,24 @@ async fn columns_added_and_dropped_while_a_table_is_snapshotted_reach_the_consum
     .await;
 
     wait_chunks(&db, &engine, 3).await;
+    inside_a_chunk_wait(&engine).await;
     db.exec(
         "BEGIN; ALTER TABLE public.t ADD COLUMN added int DEFAULT 7; \
          INSERT INTO public.ddl VALUES ('add'); COMMIT",
     )
     .await;
-    let after_add = progress(&db).await.map_or(0, |(_, c)| c);
+    let after_add = progress(&db, "public.t").await.map_or(0, |p| p.chunks_done);
     wait_chunks(&db, &engine, after_add + 3).await;
+    inside_a_chunk_wait(&engine).await;
     db.exec(
         "BEGIN; ALTER TABLE public.t DROP COLUMN spare; \
          INSERT INTO public.ddl VALUES ('drop'); COMMIT",
     )
     .await;
-    let done = wait_until(TIMEOUT, async || {
-        progress(&db).await.is_some_and(|(s, _)| s == "done")
+    wait_progress(&db, &engine, "public.t", "done", None, TIMEOUT, |p| {
+        p.state == "done"
     })
     .await;
-    assert!(
-        done,
-        "not done: {:?}\n{}",
-        progress(&db).await,
-        engine.output_report()
-    );
     let written = writers.finish().await;
 
     let want = db.to_jsonb_rows("public.t", "id").await;
@@ -183,8 +180,8 @@ async fn columns_added_and_dropped_while_a_table_is_snapshotted_reach_the_consum
         written.committed
     );
     assert!(reads > ROWS as usize / 2, "only {reads} reads");
-    // Both changes fell inside a chunk's wait (300 ms of each ~310 ms
-    // cycle): at least one chunk was read again.
+    // Both changes were made just after a chunk began its 300 ms wait:
+    // at least one chunk was read again.
     assert!(
         reread >= 1,
         "no chunk was read again\n{}",

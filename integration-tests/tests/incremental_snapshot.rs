@@ -9,8 +9,8 @@ use cdc_core::encode::DebeziumJson;
 use cdc_core::{ControlEvent, Event, Source, TableName};
 use cdc_postgres::{PgSource, PgSourceConfig};
 use integration_tests::incremental::{
-    chunk_reads, incremental_snapshots, progress, request_snapshot, reread_chunks,
-    wait_snapshot_done, workload,
+    chunk_reads, converged_reading_each_row_once, database_with_t, incremental_snapshots, progress,
+    reads_of, request_snapshot, reread_chunks, wait_progress, wait_snapshot_done, workload,
 };
 use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{apply_keyed, diff, wait_converged_tables, Change, Tail};
@@ -117,12 +117,7 @@ async fn drive_acking(
 
 #[tokio::test]
 async fn a_signal_snapshots_a_table_chunk_by_chunk_while_writers_change_it() {
-    let db = TestDb::create("incr_lib").await;
-    db.exec(
-        "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
-         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, 3000) g",
-    )
-    .await;
+    let db = database_with_t("incr_lib", 3000).await;
     let cfg = config(&db, 250);
     let mut source = PgSource::connect(cfg).await.expect("connect");
     let mut seen = Seen::default();
@@ -210,12 +205,7 @@ async fn stored(db: &TestDb) -> (i64, Option<i64>) {
 
 #[tokio::test]
 async fn progress_waits_for_acknowledgements_and_a_restart_resumes_after_the_last_durable_chunk() {
-    let db = TestDb::create("incr_resume").await;
-    db.exec(
-        "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
-         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, 2000) g",
-    )
-    .await;
+    let db = database_with_t("incr_resume", 2000).await;
     let names = unique_suffix();
     let mut source = PgSource::connect(config_named(&db, 200, &names))
         .await
@@ -301,13 +291,9 @@ const ENGINE_CHUNK: u64 = 200;
 /// [`Writers`]) and `public.other`, and a pipeline that streams both to a
 /// file, without an initial snapshot, with incremental snapshots on.
 async fn engine_setup(prefix: &str) -> (TestDb, TempDir, String, String) {
-    let db = TestDb::create(prefix).await;
-    db.exec(&format!(
-        "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
-         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, {ENGINE_ROWS}) g;\
-         CREATE TABLE public.other (id int PRIMARY KEY, v int)"
-    ))
-    .await;
+    let db = database_with_t(prefix, ENGINE_ROWS).await;
+    db.exec("CREATE TABLE public.other (id int PRIMARY KEY, v int)")
+        .await;
     let dir = TempDir::new(prefix);
     let s = unique_suffix();
     let slot = format!("s_{s}");
@@ -319,26 +305,6 @@ async fn engine_setup(prefix: &str) -> (TestDb, TempDir, String, String) {
     (db, dir, slot, yaml)
 }
 
-/// `state chunks_done` of the snapshot's progress row.
-async fn snapshot_state(db: &TestDb) -> Option<(String, i64)> {
-    progress(db, "public.t")
-        .await
-        .map(|p| (p.state, p.chunks_done))
-}
-
-/// Reads in the file: (all, distinct ids).
-fn reads_of(tail: &Tail) -> (usize, usize) {
-    let reads: Vec<&Change> = tail.events.iter().filter(|c| c.op == "r").collect();
-    assert!(
-        reads
-            .iter()
-            .all(|r| r.snapshot == "incremental" && r.table == "public.t"),
-        "a read is not an incremental read of public.t"
-    );
-    let ids: std::collections::HashSet<i64> = reads.iter().map(|c| id(c)).collect();
-    (reads.len(), ids.len())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_engine_snapshots_a_table_on_a_signal_while_writers_change_it() {
     let (db, dir, slot, yaml) = engine_setup("incr_engine").await;
@@ -347,35 +313,28 @@ async fn the_engine_snapshots_a_table_on_a_signal_while_writers_change_it() {
     let writers = Writers::start(db.url(), workload(ENGINE_ROWS)).await;
     request_snapshot(&db, &["public.t"]).await;
     // Done: every chunk's reads are durable in the file.
-    let done = wait_until(TIMEOUT, async || {
-        db.exec(
+    wait_progress(
+        &db,
+        &engine,
+        "public.t",
+        "done",
+        Some(
             "INSERT INTO public.other VALUES (1, 0) ON CONFLICT (id) DO UPDATE SET v = other.v + 1",
-        )
-        .await;
-        snapshot_state(&db).await.is_some_and(|(s, _)| s == "done")
-    })
+        ),
+        TIMEOUT,
+        |p| p.state == "done",
+    )
     .await;
-    assert!(
-        done,
-        "not done: {:?}\n{}",
-        snapshot_state(&db).await,
-        engine.output_report()
-    );
     let written = writers.finish().await;
-    assert!(
-        written.committed > 50,
-        "the writers committed only {}",
-        written.committed
-    );
-    let mut tails = [Tail::new(0, dir.join("out.jsonl"))];
-    wait_converged_tables(&db, &mut tails, &[&engine], &["public.t", "public.other"]).await;
-    let (reads, distinct) = reads_of(&tails[0]);
-    eprintln!(
-        "{reads} reads of {distinct} rows; writers: {} transactions",
-        written.committed
-    );
-    assert_eq!(reads, distinct, "a row was read twice without a restart");
-    assert!(reads > ENGINE_ROWS as usize / 2, "only {reads} reads");
+    converged_reading_each_row_once(
+        &db,
+        &engine,
+        &dir.join("out.jsonl"),
+        &["public.t", "public.other"],
+        ENGINE_ROWS,
+        &written,
+    )
+    .await;
     engine
         .stop_clean(Duration::from_secs(30), "the engine")
         .await;
@@ -389,38 +348,25 @@ async fn a_killed_engine_resumes_the_snapshot_from_the_last_durable_chunk() {
     wait_streaming(&db, &mut first, &slot, TIMEOUT).await;
     let writers = Writers::start(db.url(), workload(ENGINE_ROWS)).await;
     request_snapshot(&db, &["public.t"]).await;
-    let midway = wait_until(TIMEOUT, async || {
-        snapshot_state(&db)
-            .await
-            .is_some_and(|(_, chunks)| chunks >= 5)
+    wait_progress(&db, &first, "public.t", "5 chunks in", None, TIMEOUT, |p| {
+        p.chunks_done >= 5
     })
     .await;
-    assert!(
-        midway,
-        "no progress: {:?}\n{}",
-        snapshot_state(&db).await,
-        first.output_report()
-    );
     first.sigkill();
     first.wait_exit(Duration::from_secs(10)).await;
-    let (state, chunks_at_kill) = snapshot_state(&db).await.expect("a progress row");
+    let at_kill = progress(&db, "public.t").await.expect("a progress row");
+    let (state, chunks_at_kill) = (at_kill.state, at_kill.chunks_done);
     eprintln!("killed at {chunks_at_kill} durable chunks ({state})");
 
     let mut second = Engine::start(&yaml);
-    let done = wait_until(TIMEOUT, async || {
-        snapshot_state(&db).await.is_some_and(|(s, _)| s == "done")
+    wait_progress(&db, &second, "public.t", "done", None, TIMEOUT, |p| {
+        p.state == "done"
     })
     .await;
-    assert!(
-        done,
-        "not done: {:?}\n{}",
-        snapshot_state(&db).await,
-        second.output_report()
-    );
     let written = writers.finish().await;
     let mut tails = [Tail::new(0, dir.join("out.jsonl"))];
     wait_converged_tables(&db, &mut tails, &[&second], &["public.t"]).await;
-    let (reads, distinct) = reads_of(&tails[0]);
+    let (reads, distinct) = reads_of(&tails[0], "public.t");
     let reread = reads - distinct;
     eprintln!(
         "{reads} reads of {distinct} rows: {reread} read again after the kill; writers: {} transactions",
@@ -715,12 +661,7 @@ async fn a_200k_row_table_added_to_a_running_pipeline_is_backfilled_while_the_ot
 /// finishes it; the two files together give the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_standby_takes_over_an_unfinished_incremental_snapshot() {
-    let db = TestDb::create("incr_standby").await;
-    db.exec(&format!(
-        "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
-         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, {ENGINE_ROWS}) g"
-    ))
-    .await;
+    let db = database_with_t("incr_standby", ENGINE_ROWS).await;
     let dir = TempDir::new("incr_standby");
     let outs = [dir.join("a.jsonl"), dir.join("b.jsonl")];
     let s = unique_suffix();

@@ -4,10 +4,13 @@
 
 use std::time::Duration;
 
+use integration_tests::incremental::{
+    converged_reading_each_row_once, database_with_t, read_ids, wait_progress, workload,
+};
 use integration_tests::pipelines::{Pipeline, FAST_RETRY};
-use integration_tests::replay::{wait_converged_tables, Change, Tail};
+use integration_tests::replay::Tail;
 use integration_tests::{
-    unique_suffix, wait_streaming, wait_until, Engine, Mix, TempDir, TestDb, Workload, Writers,
+    unique_suffix, wait_streaming, wait_until, Engine, TempDir, TestDb, Writers,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -17,32 +20,14 @@ const ROWS: i32 = 20_000;
 /// Rows per chunk.
 const CHUNK: u64 = 200;
 
-/// Writers changing `public.t` while it is snapshotted.
-fn writers() -> Workload {
-    Workload {
-        keys: ROWS,
-        new_ids_from: Some(ROWS + 1),
-        mix: Mix {
-            insert: 2,
-            upsert: 2,
-            update: 4,
-            delete: 2,
-        },
-        pause: Duration::from_millis(2),
-        ..Workload::new(3)
-    }
-}
-
 /// A database with `public.t` (`ROWS` rows, as [`Writers`] write them)
 /// and `public.other` (100 rows).
 async fn database(prefix: &str) -> TestDb {
-    let db = TestDb::create(prefix).await;
-    db.exec(&format!(
-        "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
-         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, {ROWS}) g;\
-         CREATE TABLE public.other (id int PRIMARY KEY, v int);\
-         INSERT INTO public.other SELECT g, g FROM generate_series(1, 100) g"
-    ))
+    let db = database_with_t(prefix, ROWS).await;
+    db.exec(
+        "CREATE TABLE public.other (id int PRIMARY KEY, v int);\
+         INSERT INTO public.other SELECT g, g FROM generate_series(1, 100) g",
+    )
     .await;
     db
 }
@@ -108,39 +93,11 @@ async fn progress_of(db: &TestDb, table: &str) -> Vec<String> {
 /// Waits until the last snapshot of `table` is in `state`, touching
 /// `public.other` meanwhile (so the stream keeps moving).
 async fn wait_state(db: &TestDb, engine: &Engine, table: &str, state: &str) {
-    let reached = wait_until(TIMEOUT, async || {
-        db.exec("UPDATE public.other SET v = v + 1 WHERE id = 1")
-            .await;
-        progress_of(db, table)
-            .await
-            .last()
-            .is_some_and(|p| p.starts_with(&format!("{state} ")))
+    let touch = Some("UPDATE public.other SET v = v + 1 WHERE id = 1");
+    wait_progress(db, engine, table, state, touch, TIMEOUT, |p| {
+        p.state == state
     })
     .await;
-    assert!(
-        reached,
-        "the snapshot of {table} did not get {state}: {:?}\n{}",
-        progress_of(db, table).await,
-        engine.output_report()
-    );
-}
-
-/// The incremental reads of `table` in the file: (all, distinct ids).
-fn reads_of(tail: &Tail, table: &str) -> (usize, usize) {
-    let reads: Vec<&Change> = tail
-        .events
-        .iter()
-        .filter(|c| c.op == "r" && c.table == table)
-        .collect();
-    assert!(
-        reads.iter().all(|r| r.snapshot == "incremental"),
-        "a read of {table} is not an incremental read"
-    );
-    let ids: std::collections::HashSet<i64> = reads
-        .iter()
-        .map(|c| c.after["id"].as_i64().expect("an integer id"))
-        .collect();
-    (reads.len(), ids.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -171,26 +128,21 @@ async fn a_table_added_to_source_tables_is_snapshotted_incrementally_after_a_res
     // Restarted with public.t added: the slot exists, so no initial
     // snapshot runs; public.t is published and read chunk by chunk while
     // writers change it and the other table streams.
-    let writers = Writers::start(db.url(), writers()).await;
+    let writers = Writers::start(db.url(), workload(ROWS)).await;
     let mut second = Engine::start(&after);
     wait_streaming(&db, &mut second, &names.slot, TIMEOUT).await;
     assert_eq!(db.query_text(&published).await.as_deref(), Some("1"));
     wait_state(&db, &second, "public.t", "done").await;
     let written = writers.finish().await;
-    assert!(
-        written.committed > 50,
-        "the writers committed only {}",
-        written.committed
-    );
-    let mut tails = [Tail::new(0, out.clone())];
-    wait_converged_tables(&db, &mut tails, &[&second], &["public.t", "public.other"]).await;
-    let (reads, distinct) = reads_of(&tails[0], "public.t");
-    eprintln!(
-        "{reads} reads of {distinct} rows of public.t; writers: {} transactions",
-        written.committed
-    );
-    assert_eq!(reads, distinct, "a row was read twice without a restart");
-    assert!(reads > ROWS as usize / 2, "only {reads} reads");
+    converged_reading_each_row_once(
+        &db,
+        &second,
+        &out,
+        &["public.t", "public.other"],
+        ROWS,
+        &written,
+    )
+    .await;
     let reason = db
         .query_text("SELECT payload->>'reason' FROM cdc.signals ORDER BY id DESC LIMIT 1")
         .await;
@@ -327,7 +279,7 @@ async fn the_cli_asks_a_running_engine_for_a_filtered_snapshot_and_refuses_bad_r
         "a refused request wrote a signal"
     );
 
-    let writers = Writers::start(db.url(), writers()).await;
+    let writers = Writers::start(db.url(), workload(ROWS)).await;
     let (code, out, err) =
         cli_snapshot(&yaml, &["--table", "public.t", "--where", "id % 3 = 0"]).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -343,12 +295,7 @@ async fn the_cli_asks_a_running_engine_for_a_filtered_snapshot_and_refuses_bad_r
         id % 3 == 0
     })
     .await;
-    let reads: Vec<i64> = tail
-        .events
-        .iter()
-        .filter(|c| c.op == "r")
-        .map(|c| c.after["id"].as_i64().expect("an integer id"))
-        .collect();
+    let reads = read_ids(&tail, "public.t");
     eprintln!(
         "{} reads; writers: {} transactions",
         reads.len(),
@@ -407,7 +354,7 @@ async fn post_snapshot_and_a_signal_row_ask_for_filtered_snapshots() {
         "a refused request wrote a signal"
     );
 
-    let writers = Writers::start(db.url(), writers()).await;
+    let writers = Writers::start(db.url(), workload(ROWS)).await;
     let (status, answer) =
         post_snapshot(port, r#"{"tables": ["public.t"], "where": "id <= 5000"}"#).await;
     assert_eq!(status, 202, "{answer}");
@@ -439,12 +386,7 @@ async fn post_snapshot_and_a_signal_row_ask_for_filtered_snapshots() {
         in_filters,
     )
     .await;
-    let reads: Vec<i64> = tail
-        .events
-        .iter()
-        .filter(|c| c.op == "r")
-        .map(|c| c.after["id"].as_i64().expect("an integer id"))
-        .collect();
+    let reads = read_ids(&tail, "public.t");
     assert!(
         reads.iter().all(|id| in_filters(*id)),
         "a read outside the filters"

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use integration_tests::http::{free_port, get, status_json};
 use integration_tests::pipelines::pipeline_yaml;
-use integration_tests::replay::{apply, diff, merged, wait_converged_tables, Change, Tail};
+use integration_tests::replay::{
+    apply, diff, poll_merged, tables_of, wait_converged_tables, Change, Tail,
+};
 use integration_tests::snapshot_meta::{chunks, wait_job_done};
 use integration_tests::{unique_suffix, wait_until, Engine, TempDir, TestDb};
 use sqlx::{Connection, PgConnection};
@@ -204,14 +206,11 @@ async fn partitioned_roots_are_snapshotted_per_partition_and_streamed_by_root() 
     let mut tails = vec![Tail::new(0, out.clone())];
     wait_converged_tables(&db, &mut tails, &[&engine], &["public.r", "public.l"]).await;
     engine.stop_clean(STOP_TIMEOUT, "partitioned roots").await;
-    tails[0].poll();
-    let refs: Vec<&Tail> = tails.iter().collect();
-    let events = merged(&refs);
+    let events = poll_merged(&mut tails);
 
     // Only the roots' names, never a partition's.
-    let tables: BTreeSet<&str> = events.iter().map(|e| e.table.as_str()).collect();
     assert_eq!(
-        tables,
+        tables_of(&events),
         BTreeSet::from(["public.l", "public.r"]),
         "tables named by the events"
     );

@@ -126,16 +126,22 @@ async fn resnapshot_and_copy_again(cluster: &Cluster, s: &str) {
         .await;
 }
 
+/// A cluster of its own keeping at most 1 MB of WAL for a slot, with
+/// the test table; the suffix of the test's names, its slot, its directory.
+async fn small_wal_cluster(prefix: &str) -> (Cluster, String, String, TempDir) {
+    let cluster = Cluster::start("max_slot_wal_keep_size = 1MB").await;
+    cluster.exec("postgres", TABLE_DDL).await;
+    let s = unique_suffix();
+    let slot = format!("s_{s}");
+    (cluster, s, slot, TempDir::new(prefix))
+}
+
 /// Invalidated while the engine streams but lags behind: the lag poll
 /// and the failure report it (`cdc_slot_invalidated 1`, `/status`), the
 /// engine stops with the explanation, and the slot is left as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalidated_while_streaming_is_reported_with_the_way_out() {
-    let cluster = Cluster::start("max_slot_wal_keep_size = 1MB").await;
-    cluster.exec("postgres", TABLE_DDL).await;
-    let s = unique_suffix();
-    let slot = format!("s_{s}");
-    let dir = TempDir::new("inv-stream");
+    let (cluster, s, slot, dir) = small_wal_cluster("inv-stream").await;
     let port = free_port();
     let yaml = pipeline(&cluster.url("postgres"), &s, &dir.join("out.jsonl"), "{ mode: never }")
         .extra(&format!(
@@ -181,17 +187,7 @@ async fn invalidated_while_streaming_is_reported_with_the_way_out() {
     );
     // SIGTERM ends the hold; the exit is still a failure.
     engine.sigterm();
-    let code = engine.try_wait_exit(TIMEOUT).await;
-    assert!(
-        code.is_some_and(|c| c != 0),
-        "exit {code:?}\n{}",
-        engine.output_report()
-    );
-    assert_explained(&engine, &slot);
-    // Not replaced by a new slot.
-    assert_eq!(wal_status(&cluster, &slot).await.as_deref(), Some("lost"));
-
-    resnapshot_and_copy_again(&cluster, &s).await;
+    ends_explained_and_resnapshots(&cluster, &mut engine, &slot, &s).await;
 }
 
 /// Invalidated while the engine is stopped: the next start refuses with
@@ -199,11 +195,7 @@ async fn invalidated_while_streaming_is_reported_with_the_way_out() {
 /// a healthy slot and drops the lost one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalidated_while_stopped_is_refused_at_start() {
-    let cluster = Cluster::start("max_slot_wal_keep_size = 1MB").await;
-    cluster.exec("postgres", TABLE_DDL).await;
-    let s = unique_suffix();
-    let slot = format!("s_{s}");
-    let dir = TempDir::new("inv-stopped");
+    let (cluster, s, slot, dir) = small_wal_cluster("inv-stopped").await;
     let yaml = pipeline(
         &cluster.url("postgres"),
         &s,
@@ -233,14 +225,25 @@ async fn invalidated_while_stopped_is_refused_at_start() {
 
     invalidate(&cluster, &slot).await;
     let mut engine = Engine::start(&yaml);
+    ends_explained_and_resnapshots(&cluster, &mut engine, &slot, &s).await;
+}
+
+/// The engine exits with a failure that explains the invalidation; the
+/// lost slot is not replaced by a new one; `cdc-engine resnapshot` then
+/// lets a new run copy the table again.
+async fn ends_explained_and_resnapshots(
+    cluster: &Cluster,
+    engine: &mut Engine,
+    slot: &str,
+    s: &str,
+) {
     let code = engine.try_wait_exit(TIMEOUT).await;
     assert!(
         code.is_some_and(|c| c != 0),
         "exit {code:?}\n{}",
         engine.output_report()
     );
-    assert_explained(&engine, &slot);
-    assert_eq!(wal_status(&cluster, &slot).await.as_deref(), Some("lost"));
-
-    resnapshot_and_copy_again(&cluster, &s).await;
+    assert_explained(engine, slot);
+    assert_eq!(wal_status(cluster, slot).await.as_deref(), Some("lost"));
+    resnapshot_and_copy_again(cluster, s).await;
 }

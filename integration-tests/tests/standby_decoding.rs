@@ -13,7 +13,6 @@ use integration_tests::http::{free_port, get};
 use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{self, apply, read_changes};
 use integration_tests::{unique_suffix, wait_until, Cluster, Engine, TempDir};
-use serde_json::Value as Json;
 use sqlx::Connection;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -32,20 +31,6 @@ fn pipeline(url: &str, s: &str, out: &Path) -> Pipeline {
     .create(false, true)
     .set("heartbeat", "{ interval: 1s }")
     .file_sink(out)
-}
-
-/// `public.t` of `cluster` as `to_jsonb` rows by `id`.
-async fn table_rows(cluster: &Cluster) -> std::collections::BTreeMap<String, Json> {
-    let mut c = cluster.connect("postgres").await;
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT (to_jsonb(t) -> 'id')::text, to_jsonb(t)::text FROM public.t AS t")
-            .fetch_all(&mut c)
-            .await
-            .expect("reading public.t");
-    let _ = c.close().await;
-    rows.into_iter()
-        .map(|(k, v)| (k, serde_json::from_str(&v).expect("jsonb is JSON")))
-        .collect()
 }
 
 /// The value of the unlabelled sample `name` on the engine's `/metrics`.
@@ -145,7 +130,7 @@ async fn the_engine_streams_from_a_standby_with_heartbeats_on_the_primary() {
     ] {
         primary.exec("postgres", sql).await;
     }
-    let want = table_rows(&primary).await;
+    let want = primary.to_jsonb_rows("public.t", "id").await;
     let converged = replay::converge(TIMEOUT, Duration::ZERO, &want, async || {
         apply(&read_changes(&out).iter().collect::<Vec<_>>(), "public.t")
     })

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use integration_tests::pipelines::{Pipeline, FAST_RETRY};
-use integration_tests::replay::{merged, wait_converged_tables, Tail};
+use integration_tests::replay::{poll_merged, tables_of, wait_converged_tables, Tail};
 use integration_tests::snapshot_meta::wait_job_done;
 use integration_tests::{run_engine, unique_suffix, Engine, TempDir, TestDb};
 
@@ -121,12 +121,9 @@ async fn patterns_and_exclusions_select_exactly_the_matching_tables() {
     engine
         .stop_clean(Duration::from_secs(45), "selection")
         .await;
-    tails[0].poll();
-    let refs: Vec<&Tail> = tails.iter().collect();
-    let events = merged(&refs);
-    let tables: BTreeSet<&str> = events.iter().map(|e| e.table.as_str()).collect();
+    let events = poll_merged(&mut tails);
     assert_eq!(
-        tables,
+        tables_of(&events),
         SELECTED.iter().copied().collect(),
         "events name exactly the selected tables"
     );

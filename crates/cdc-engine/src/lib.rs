@@ -106,6 +106,7 @@ pub(crate) mod engine_state;
 pub(crate) mod http;
 pub(crate) mod lag_poll;
 pub(crate) mod metrics;
+pub mod one_shot;
 pub(crate) mod progress;
 pub mod resnapshot;
 pub mod run;

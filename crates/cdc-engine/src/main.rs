@@ -195,27 +195,10 @@ fn main() -> ExitCode {
 /// `cdc-engine status`: the report on stdout, the verdict as exit status.
 fn status(config: &std::path::Path, json: bool, max_lag: u64) -> ExitCode {
     use cdc_engine::status_report::{Health, StatusOptions};
-    let cfg = match load_config(config) {
-        Ok(c) => c,
-        Err(e) => {
-            say(
-                &mut std::io::stderr(),
-                &format!("{}: invalid configuration:\n{e}", config.display()),
-            );
-            return ExitCode::from(Health::Unknown.exit_code());
-        }
-    };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            say(
-                &mut std::io::stderr(),
-                &format!("error: starting the async runtime: {e}"),
-            );
+    let (cfg, runtime) = match cdc_engine::one_shot::prepare(config) {
+        Ok(prepared) => prepared,
+        Err(message) => {
+            say(&mut std::io::stderr(), &message);
             return ExitCode::from(Health::Unknown.exit_code());
         }
     };
@@ -240,27 +223,10 @@ fn snapshot(
     json: bool,
 ) -> ExitCode {
     use cdc_engine::snapshot_request::{request_snapshot, RequestError};
-    let cfg = match load_config(config) {
-        Ok(c) => c,
-        Err(e) => {
-            say(
-                &mut std::io::stderr(),
-                &format!("{}: invalid configuration:\n{e}", config.display()),
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            say(
-                &mut std::io::stderr(),
-                &format!("error: starting the async runtime: {e}"),
-            );
+    let (cfg, runtime) = match cdc_engine::one_shot::prepare(config) {
+        Ok(prepared) => prepared,
+        Err(message) => {
+            say(&mut std::io::stderr(), &message);
             return ExitCode::from(EXIT_CONFIG);
         }
     };

@@ -12,7 +12,7 @@ use cdc_postgres::conn::ConnParams;
 use cdc_postgres::invalidation::INVALIDATION_SQL;
 use sqlx::{Connection, PgConnection, Row};
 
-use crate::config::{load_config, Config, SnapshotMode};
+use crate::config::{Config, SnapshotMode};
 use crate::secrets::Secrets;
 
 /// The longest connecting and each query may take.
@@ -28,25 +28,14 @@ const EXIT_ERROR: u8 = 2;
 /// Runs the command; prints what it did on stdout, problems on stderr, and
 /// returns the exit status.
 pub fn main(path: &Path, force: bool) -> u8 {
-    let cfg = match load_config(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{}: invalid configuration:\n{e}", path.display());
+    let (cfg, runtime) = match crate::one_shot::prepare(path) {
+        Ok(prepared) => prepared,
+        Err(message) => {
+            eprintln!("{message}");
             return EXIT_ERROR;
         }
     };
     let secrets = Secrets::from_config(&cfg);
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return EXIT_ERROR;
-        }
-    };
     let (code, lines) = match runtime.block_on(resnapshot(&cfg, force)) {
         Ok(outcome) => outcome,
         Err(e) => (EXIT_ERROR, vec![format!("error: {e}")]),

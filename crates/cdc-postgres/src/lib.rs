@@ -101,6 +101,7 @@ pub mod inspect;
 pub mod invalidation;
 mod load;
 pub mod pgoutput;
+mod schema_ddl;
 pub mod selection;
 pub mod setup;
 mod stream;

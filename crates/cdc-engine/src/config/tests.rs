@@ -72,6 +72,15 @@ fn with_sinks(source: &str, rest: &str) -> String {
     format!("{source}sinks:\n  - type: stdout\n{rest}")
 }
 
+/// [`MINIMAL`] with its sinks and `extra` appended to `source.tables`'s
+/// line (`"\n  exclude_tables: [...]"` adds a source key).
+fn with_source(extra: &str) -> String {
+    with_sinks(
+        &MINIMAL.replace("[public.users]", &format!("[public.users]{extra}")),
+        "",
+    )
+}
+
 #[test]
 fn full_config() {
     let config = parse(FULL).unwrap();
@@ -672,13 +681,7 @@ fn bad_patterns_are_named() {
         "",
     );
     assert_problem(&text, "source.tables[1]", "invalid table pattern `/(/`");
-    let text = with_sinks(
-        &MINIMAL.replace(
-            "[public.users]",
-            "[public.users]\n  exclude_tables: ['a b.*']",
-        ),
-        "",
-    );
+    let text = with_source("\n  exclude_tables: ['a b.*']");
     assert_problem(
         &text,
         "source.exclude_tables[0]",
@@ -727,57 +730,29 @@ fn columns_and_row_filters() {
 
 #[test]
 fn bad_columns_and_row_filters_are_named() {
-    let text = with_sinks(
-        &MINIMAL.replace(
-            "[public.users]",
-            "[public.users]\n  columns: { public.other: { include: [a] } }",
-        ),
-        "",
-    );
+    let text = with_source("\n  columns: { public.other: { include: [a] } }");
     assert_problem(
         &text,
         "source.columns.\"public.other\"",
         "not listed in source.tables",
     );
-    let text = with_sinks(
-        &MINIMAL.replace(
-            "[public.users]",
-            "[public.users]\n  columns: { public.users: { include: [] } }",
-        ),
-        "",
-    );
+    let text = with_source("\n  columns: { public.users: { include: [] } }");
     assert_problem(
         &text,
         "source.columns.\"public.users\".include",
         "at least one column",
     );
-    let text = with_sinks(
-        &MINIMAL.replace(
-            "[public.users]",
-            "[public.users]\n  row_filters: { public.users: ' ' }",
-        ),
-        "",
-    );
+    let text = with_source("\n  row_filters: { public.users: ' ' }");
     assert_problem(
         &text,
         "source.row_filters.\"public.users\"",
         "boolean SQL expression",
     );
-    let text = with_sinks(
-        &MINIMAL.replace(
-            "[public.users]",
-            "[public.users]\n  publication: { create: false }\n  row_filters: { public.users: 'id > 0' }",
-        ),
-        "",
+    let text = with_source(
+        "\n  publication: { create: false }\n  row_filters: { public.users: 'id > 0' }",
     );
     assert_problem(&text, "source.publication.create", "must be true");
-    let text = with_sinks(
-        &MINIMAL.replace(
-            "[public.users]",
-            "[public.users]\n  columns: { public.users: { keep: [a] } }",
-        ),
-        "",
-    );
+    let text = with_source("\n  columns: { public.users: { keep: [a] } }");
     let found = problems(&text);
     assert!(
         found
@@ -785,12 +760,6 @@ fn bad_columns_and_row_filters_are_named() {
             .any(|(f, m)| f.starts_with("source.columns") && m.contains("unknown field `keep`")),
         "{found:?}"
     );
-    let text = with_sinks(
-        &MINIMAL.replace(
-            "[public.users]",
-            "[public.users]\n  columns: { public.users: { include: [a], exclude: [b] } }",
-        ),
-        "",
-    );
+    let text = with_source("\n  columns: { public.users: { include: [a], exclude: [b] } }");
     assert_problem(&text, "source.columns.\"public.users\"", "exactly one of");
 }

@@ -40,14 +40,7 @@ pub fn respond(method: &Method, path: &str, state: &EngineState) -> Response<Ful
         return reply(StatusCode::NOT_FOUND, TEXT, "not found\n".into());
     }
     if method != Method::GET && method != Method::HEAD {
-        let mut r = reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            TEXT,
-            "method not allowed\n".into(),
-        );
-        r.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
+        return method_not_allowed("GET, HEAD");
     }
     match path {
         "/metrics" => reply(StatusCode::OK, METRICS_CONTENT_TYPE, render_metrics(state)),
@@ -80,6 +73,18 @@ fn healthz(state: &EngineState) -> Response<Full<Bytes>> {
     }
 }
 
+/// `405 Method Not Allowed`, naming the methods the path takes.
+pub(super) fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut r = reply(
+        StatusCode::METHOD_NOT_ALLOWED,
+        TEXT,
+        "method not allowed\n".into(),
+    );
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
 pub(super) fn reply(
     status: StatusCode,
     content_type: &'static str,
@@ -95,31 +100,18 @@ pub(super) fn reply(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Arc;
 
-    use cdc_core::{Phase, SourceStatus};
+    use cdc_core::Phase;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::metrics::{PipelineMetrics, SinkMetrics};
-    use crate::secrets::Secrets;
 
     fn state(shutdown: &CancellationToken) -> EngineState {
         let config = crate::config::parse_config(
             "source:\n  url: postgres://u:hunter22@h/db\n  tables: [public.t]\nsinks: [{ type: stdout }]\n",
         )
         .unwrap();
-        EngineState::new(
-            "p".into(),
-            "s".into(),
-            SourceStatus::new(),
-            Arc::new(PipelineMetrics::new(
-                &config.source.tables,
-                vec![SinkMetrics::new("sinks[0]", "stdout", 8)],
-            )),
-            Secrets::from_config(&config),
-            shutdown.clone(),
-        )
+        crate::http::test_state(&config, shutdown.clone())
     }
 
     async fn body(r: Response<Full<Bytes>>) -> String {

@@ -7,11 +7,11 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW};
+
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::routes::{reply, JSON, TEXT};
+use super::routes::{method_not_allowed, reply, JSON};
 use crate::config::parse_table_name;
 use crate::engine_state::EngineState;
 use crate::snapshot_request::{request_snapshot, RequestError};
@@ -24,14 +24,7 @@ pub async fn respond(
     state: &EngineState,
 ) -> Response<Full<Bytes>> {
     if method != Method::POST {
-        let mut r = reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            TEXT,
-            "method not allowed\n".into(),
-        );
-        r.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("POST"));
-        return r;
+        return method_not_allowed("POST");
     }
     let Some(config) = state.snapshot_requests.as_ref() else {
         return error(
@@ -119,15 +112,11 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::Arc;
 
-    use cdc_core::SourceStatus;
     use http_body_util::BodyExt;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use crate::metrics::{PipelineMetrics, SinkMetrics};
-    use crate::secrets::Secrets;
 
     fn state(incremental: bool, accept: bool) -> EngineState {
         let config = crate::config::parse_config(&format!(
@@ -136,17 +125,7 @@ mod tests {
              sinks: [{{ type: stdout }}]\n"
         ))
         .unwrap();
-        let state = EngineState::new(
-            "p".into(),
-            "s".into(),
-            SourceStatus::new(),
-            Arc::new(PipelineMetrics::new(
-                &config.source.tables,
-                vec![SinkMetrics::new("sinks[0]", "stdout", 8)],
-            )),
-            Secrets::from_config(&config),
-            CancellationToken::new(),
-        );
+        let state = crate::http::test_state(&config, CancellationToken::new());
         if accept {
             state.with_snapshot_requests(config)
         } else {

@@ -9,7 +9,8 @@ use cdc_core::{IncrementalState, TableName};
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
 use crate::error::PgError;
-use crate::ident::{quote_ident, quote_literal};
+use crate::ident::quote_ident;
+use crate::schema_ddl::locked_schema_ddl;
 
 /// First key of the advisory lock that serialises the DDL (the second is
 /// `hashtext(schema)`): the bytes `cdci`.
@@ -131,12 +132,9 @@ impl ProgressStore {
         if exists {
             return Ok(());
         }
-        let schema = quote_ident(&self.schema);
-        let lock_key = quote_literal(&self.schema);
+        let head = locked_schema_ddl(DDL_LOCK_CLASS, &self.schema);
         let ddl = format!(
-            r#"SELECT pg_catalog.pg_advisory_xact_lock({DDL_LOCK_CLASS}, pg_catalog.hashtext({lock_key}));
-CREATE SCHEMA IF NOT EXISTS {schema};
-CREATE TABLE IF NOT EXISTS {signals} (
+            r#"{head}CREATE TABLE IF NOT EXISTS {signals} (
     id bigserial PRIMARY KEY,
     kind text NOT NULL,
     payload jsonb,

@@ -7,6 +7,7 @@ use super::check::PublicationState;
 use crate::error::PgError;
 use crate::ident::{quote_ident, quote_table};
 use crate::selection::{ColumnSelection, TableSubset};
+use crate::snapshot::published_row;
 
 /// Makes sure publication `name` exists and publishes every table in
 /// `tables`: created (or extended with `ADD TABLE`) when `create` is true,
@@ -323,35 +324,12 @@ async fn apply_subset(
     spec: &str,
 ) -> Result<(), PgError> {
     let ctx = || format!("setting the column list and row filter of {table} in publication {name}");
-    let shown = async |conn: &mut PgConnection| {
-        sqlx::query(
-            "SELECT attnames::text[] AS columns, rowfilter FROM pg_catalog.pg_publication_tables
-             WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-        )
-        .bind(name)
-        .bind(&table.schema)
-        .bind(&table.name)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| PgError::sql(ctx(), e))
-        .and_then(|row| {
-            row.map(|r| {
-                Ok::<_, PgError>((
-                    r.try_get::<Option<Vec<String>>, _>("columns")
-                        .map_err(|e| PgError::sql(ctx(), e))?,
-                    r.try_get::<Option<String>, _>("rowfilter")
-                        .map_err(|e| PgError::sql(ctx(), e))?,
-                ))
-            })
-            .transpose()
-        })
-    };
     sqlx::raw_sql("BEGIN")
         .execute(&mut *conn)
         .await
         .map_err(|e| PgError::sql(ctx(), e))?;
     let result = async {
-        let before = shown(conn).await?;
+        let before = published_row(conn, name, table).await?;
         let sql = format!(
             "ALTER PUBLICATION {pubname} DROP TABLE {t}; ALTER PUBLICATION {pubname} ADD TABLE {spec}",
             pubname = quote_ident(name),
@@ -361,7 +339,7 @@ async fn apply_subset(
             .execute(&mut *conn)
             .await
             .map_err(|e| subset_refused(table, e))?;
-        let after = shown(conn).await?;
+        let after = published_row(conn, name, table).await?;
         Ok::<bool, PgError>(before != after)
     }
     .await;

@@ -35,6 +35,20 @@ pub async fn published(
     if server_version(conn).await.map_err(|e| PgError::sql(ctx(), e))? < 150_000 {
         return Ok(Published::default());
     }
+    Ok(published_row(conn, publication, table)
+        .await?
+        .unwrap_or_default())
+}
+
+/// The row of `table` in `pg_publication_tables` for `publication` as
+/// [`Published`]; `None` when the publication does not hold the table.
+/// PostgreSQL 15+ (the columns do not exist before).
+pub(crate) async fn published_row(
+    conn: &mut PgConnection,
+    publication: &str,
+    table: &TableName,
+) -> Result<Option<Published>, PgError> {
+    let ctx = || format!("reading what publication {publication} publishes of {table}");
     let row = sqlx::query(
         "SELECT attnames::pg_catalog.text[] AS columns, rowfilter
          FROM pg_catalog.pg_publication_tables
@@ -46,15 +60,15 @@ pub async fn published(
     .fetch_optional(&mut *conn)
     .await
     .map_err(|e| PgError::sql(ctx(), e))?;
-    let Some(row) = row else {
-        return Ok(Published::default());
-    };
-    Ok(Published {
-        columns: row.try_get("columns").map_err(|e| PgError::sql(ctx(), e))?,
-        row_filter: row
-            .try_get("rowfilter")
-            .map_err(|e| PgError::sql(ctx(), e))?,
+    row.map(|row| {
+        Ok(Published {
+            columns: row.try_get("columns").map_err(|e| PgError::sql(ctx(), e))?,
+            row_filter: row
+                .try_get("rowfilter")
+                .map_err(|e| PgError::sql(ctx(), e))?,
+        })
     })
+    .transpose()
 }
 
 /// The server's `server_version_num`.

@@ -10,7 +10,8 @@ use super::records::{
     decode_job, decode_table, Job, JobState, Progress, TableProgress, JOB_COLUMNS,
 };
 use crate::error::PgError;
-use crate::ident::{quote_ident, quote_literal};
+use crate::schema_ddl::locked_schema_ddl;
+use crate::ident::quote_ident;
 
 /// The schema of the coordination tables unless configured otherwise.
 pub const DEFAULT_METADATA_SCHEMA: &str = "cdc";
@@ -112,14 +113,11 @@ impl MetadataStore {
         let jobs = self.jobs();
         let chunks = self.chunks();
         let err = self.ctx("creating the coordination tables");
-        let schema = quote_ident(&self.schema);
-        let lock_key = quote_literal(&self.schema);
+        let head = locked_schema_ddl(DDL_LOCK_CLASS, &self.schema);
         // One simple-query script runs as one transaction: the advisory
         // lock is held until every statement is done.
         let ddl = format!(
-            r#"SELECT pg_catalog.pg_advisory_xact_lock({DDL_LOCK_CLASS}, pg_catalog.hashtext({lock_key}));
-CREATE SCHEMA IF NOT EXISTS {schema};
-CREATE TABLE IF NOT EXISTS {jobs} (
+            r#"{head}CREATE TABLE IF NOT EXISTS {jobs} (
     slot_name text PRIMARY KEY,
     snapshot_name text,
     snapshot_lsn pg_catalog.pg_lsn,
