@@ -422,31 +422,6 @@ async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::url_with_database;
-
-    #[test]
-    fn replaces_database() {
-        assert_eq!(
-            url_with_database("postgres://u:p@127.0.0.1:5432/postgres", "x"),
-            "postgres://u:p@127.0.0.1:5432/x"
-        );
-        assert_eq!(
-            url_with_database("postgres://u:p@h:1/postgres?sslmode=disable", "x"),
-            "postgres://u:p@h:1/x?sslmode=disable"
-        );
-        assert_eq!(
-            url_with_database("postgres://u:p@h:1", "x"),
-            "postgres://u:p@h:1/x"
-        );
-        assert_eq!(
-            url_with_database("postgres://h?application_name=a", "x"),
-            "postgres://h/x?application_name=a"
-        );
-    }
-}
-
 /// [`TestDb::query_text`] on any connection or pool (another cluster's,
 /// for instance).
 pub async fn query_text_on<'e>(exec: impl sqlx::PgExecutor<'e>, sql: &str) -> Option<String> {
@@ -484,4 +459,29 @@ pub async fn to_jsonb_rows_on<'e>(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_with_database;
+
+    #[test]
+    fn replaces_database() {
+        assert_eq!(
+            url_with_database("postgres://u:p@127.0.0.1:5432/postgres", "x"),
+            "postgres://u:p@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            url_with_database("postgres://u:p@h:1/postgres?sslmode=disable", "x"),
+            "postgres://u:p@h:1/x?sslmode=disable"
+        );
+        assert_eq!(
+            url_with_database("postgres://u:p@h:1", "x"),
+            "postgres://u:p@h:1/x"
+        );
+        assert_eq!(
+            url_with_database("postgres://h?application_name=a", "x"),
+            "postgres://h/x?application_name=a"
+        );
+    }
 }

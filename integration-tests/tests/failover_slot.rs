@@ -2,17 +2,18 @@
 //! true` the engine creates its slot with the `failover` option; a physical
 //! standby with `sync_replication_slots = on` keeps a synchronised copy,
 //! and the primary (`synchronized_standby_slots`) never sends the engine a
-//! change the standby has not received. The primary crashes, the standby
-//! is promoted, and an engine pointed at it resumes from the synchronised
-//! slot: replayed by key, the events equal the promoted server's table
-//! (`to_jsonb`), nothing lost. On an older server the test only checks
-//! that the option is refused.
+//! change the standby has not received. The engine's URL lists both
+//! servers (`target_session_attrs=read-write`). The primary crashes, the
+//! standby is promoted, and the same engine finds it, reconnects and
+//! resumes from the synchronised slot: replayed by key, the events equal
+//! the promoted server's table (`to_jsonb`), nothing lost. On an older
+//! server the test only checks that the option is refused.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use integration_tests::pipelines::Pipeline;
+use integration_tests::pipelines::{Pipeline, FAST_RETRY};
 use integration_tests::replay::{self, apply, read_changes, Change};
 use integration_tests::snapshot_meta::parse_lsn;
 use integration_tests::{unique_suffix, wait_until, Cluster, Engine, TempDir};
@@ -31,6 +32,7 @@ fn pipeline(url: &str, s: &str, out: &Path) -> String {
         64,
     )
     .create(true, true)
+    .retry(FAST_RETRY)
     .slot_options("failover: true")
     .snapshot("{ mode: initial }")
     .file_sink(out)
@@ -79,10 +81,10 @@ async fn the_engine_resumes_from_the_synchronised_slot_after_a_failover() {
     let s = unique_suffix();
     let slot = format!("s_{s}");
     let dir = TempDir::new("failover");
-    let (out_a, out_b) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+    let out = dir.join("out.jsonl");
 
     if version < 170_000 {
-        let mut engine = Engine::start(&pipeline(&primary.url("postgres"), &s, &out_a));
+        let mut engine = Engine::start(&pipeline(&primary.url("postgres"), &s, &out));
         let code = engine.try_wait_exit(TIMEOUT).await;
         assert!(code.is_some_and(|c| c != 0), "exit {code:?}");
         assert!(
@@ -110,9 +112,17 @@ async fn the_engine_resumes_from_the_synchronised_slot_after_a_failover() {
         primary.exec("postgres", &sql).await;
     }
 
-    let mut a = Engine::start(&pipeline(&primary.url("postgres"), &s, &out_a));
+    // Both servers in one URL: the engine uses the one accepting writes,
+    // and looks again whenever it reconnects.
+    let url = format!(
+        "postgres://postgres:postgres@127.0.0.1:{},127.0.0.1:{}/postgres\
+         ?target_session_attrs=read-write",
+        primary.port(),
+        standby.port()
+    );
+    let mut a = Engine::start(&pipeline(&url, &s, &out));
     let copied = wait_until(TIMEOUT, async || {
-        read_changes(&out_a).iter().filter(|e| e.op == "r").count() == 100
+        read_changes(&out).iter().filter(|e| e.op == "r").count() == 100
     })
     .await;
     assert!(copied, "no snapshot\n{}", a.output_report());
@@ -147,53 +157,58 @@ async fn the_engine_resumes_from_the_synchronised_slot_after_a_failover() {
         .map(|l| parse_lsn(&l))
         .expect("the synchronised slot's position");
     let delivered = wait_until(TIMEOUT, async || {
-        read_changes(&out_a)
+        read_changes(&out)
             .iter()
             .any(|e| e.op == "c" && e.after["id"] == 300)
     })
     .await;
     assert!(delivered, "A did not stream round 2\n{}", a.output_report());
 
-    // The primary dies; the standby is promoted; an engine pointed at it
-    // resumes from the synchronised slot.
+    // The primary dies; the standby is promoted; the same engine finds
+    // it among the URL's servers and resumes from the synchronised slot.
+    let before_failover = read_changes(&out).len();
     primary.crash().await;
-    a.sigkill();
-    let _ = a.wait_exit(Duration::from_secs(10)).await;
     standby.promote().await;
-    let mut b = Engine::start(&pipeline(&standby.url("postgres"), &s, &out_b));
     write_round(&standby, 301..=400).await;
 
     let want = standby.to_jsonb_rows("public.t", "id").await;
-    let files = [out_a.as_path(), out_b.as_path()];
     let converged = replay::converge(TIMEOUT, Duration::ZERO, &want, async || {
-        apply(&merged(&files).iter().collect::<Vec<_>>(), "public.t")
+        apply(
+            &merged(&[out.as_path()]).iter().collect::<Vec<_>>(),
+            "public.t",
+        )
     })
     .await;
     if let Err(d) = converged {
         panic!(
             "the events do not rebuild the promoted server's table: {d}\n{}",
-            b.output_report()
+            a.output_report()
         );
     }
-    let resumed = b.stderr_text();
+    let log = a.stderr_text();
     assert!(
-        !resumed.contains("creating replication slot"),
-        "B created a new slot instead of resuming\n{}",
-        b.output_report()
+        log.contains(&format!("now using 127.0.0.1:{}", standby.port())),
+        "the engine did not move to the promoted server\n{}",
+        a.output_report()
+    );
+    assert!(
+        log.matches("created the slot").count() == 1 && !log.contains("creating replication slot"),
+        "a new slot instead of the synchronised one\n{}",
+        a.output_report()
     );
     // Duplicates are bounded by what the standby's copy had not caught up
-    // with: B never re-sends the initial snapshot, nor anything committed
-    // before the copy's position when round 2 began.
-    let events_b = read_changes(&out_b);
+    // with: nothing of the initial snapshot is sent again, nor anything
+    // committed before the copy's position when round 2 began.
+    let after_failover = read_changes(&out).split_off(before_failover);
     assert!(
-        events_b.iter().all(|e| e.op != "r"),
-        "B took a new snapshot\n{}",
-        b.output_report()
+        after_failover.iter().all(|e| e.op != "r"),
+        "a new snapshot after the failover\n{}",
+        a.output_report()
     );
     assert!(
-        events_b.iter().all(|e| e.commit_lsn >= synced_at),
-        "B re-sent changes from before the synchronised position\n{}",
-        b.output_report()
+        after_failover.iter().all(|e| e.commit_lsn >= synced_at),
+        "changes from before the synchronised position sent again\n{}",
+        a.output_report()
     );
-    b.stop_clean(TIMEOUT, "stop B").await;
+    a.stop_clean(TIMEOUT, "stop the engine").await;
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use integration_tests::http::{free_port, get};
 use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{self, apply, read_changes};
-use integration_tests::{unique_suffix, wait_until, Cluster, Engine, TempDir};
+use integration_tests::{run_engine, unique_suffix, wait_until, Cluster, Engine, TempDir};
 use sqlx::Connection;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -72,6 +72,16 @@ async fn the_engine_streams_from_a_standby_with_heartbeats_on_the_primary() {
         err.contains("source.url is a hot standby"),
         "{}",
         refused.output_report()
+    );
+    // `check` says the same, with the fix, before anything runs.
+    let (code, stdout, stderr) = run_engine(&["check"], &pipeline(&standby_url, &s, &out).yaml());
+    assert_ne!(
+        code, 0,
+        "check passed on a standby without primary_url\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("hot standby") && stdout.contains("source.primary_url"),
+        "check does not name the standby's problem:\n{stdout}\n{stderr}"
     );
     let mut c = primary.connect("postgres").await;
     let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")

@@ -192,9 +192,12 @@ async fn poll_once(
         Some(c) => c,
         None => {
             // The parse error is not passed on: it may quote the URL.
-            let options = ConnParams::parse(url)
-                .map_err(|_| PollError::Url)?
-                .sqlx_options_for("lag-poll");
+            let params = ConnParams::parse(url).map_err(|_| PollError::Url)?;
+            let options = match tokio::time::timeout(POLL_TIMEOUT, params.pick_host()).await {
+                Ok(Ok(picked)) => picked.sqlx_options_for("lag-poll"),
+                // The poll reports the connection failure below.
+                _ => params.sqlx_options_for("lag-poll"),
+            };
             let connected =
                 tokio::time::timeout(POLL_TIMEOUT, PgConnection::connect_with(&options))
                     .await

@@ -81,6 +81,9 @@ async fn resnapshot(cfg: &Config, force: bool) -> Result<(u8, Vec<String>), Stri
     let slot = &cfg.source.slot.name;
     let options = ConnParams::parse(&cfg.source.url)
         .map_err(|e| format!("source.url: {e}"))?
+        .pick_host()
+        .await
+        .map_err(|e| format!("connecting to the source: {e}"))?
         .sqlx_options_for("resnapshot");
     let mut conn = tokio::time::timeout(TIMEOUT, PgConnection::connect_with(&options))
         .await

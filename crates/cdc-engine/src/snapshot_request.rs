@@ -102,7 +102,11 @@ pub async fn request_snapshot(
     }
     let mut req = IncrementalRequest::new(tables.to_vec());
     req.filter = filter.map(str::to_owned);
-    let params = ConnParams::parse(&config.source.url).map_err(|e| classify(&e))?;
+    let params = ConnParams::parse(&config.source.url)
+        .map_err(|e| classify(&e))?
+        .pick_host()
+        .await
+        .map_err(|e| classify(&e))?;
     let mut conn = sqlx::PgConnection::connect_with(&params.sqlx_options_for("snapshot-request"))
         .await
         .map_err(|e| {

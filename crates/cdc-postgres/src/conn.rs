@@ -18,6 +18,7 @@
 //! | `check` | `cdc-engine check` |
 //! | `lag-poll` | the engine's lag poll (`metrics`) |
 //! | `status` | `cdc-engine status` |
+//! | `probe` | choosing among the servers of a multi-server URL ([`ConnParams::pick_host`]) |
 
 use std::fmt;
 use std::path::PathBuf;
@@ -50,13 +51,24 @@ pub enum SslMode {
     VerifyFull,
 }
 
+pub use crate::target_session::TargetSession;
+
 /// Parsed `postgres://user:password@host:port/database?sslmode=…` URL.
+///
+/// The URL may list several servers (`postgres://u@h1:5432,h2:5433/db`);
+/// [`ConnParams::pick_host`] then chooses one as
+/// `target_session_attrs` says, and `host`/`port` name the one in use.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnParams {
-    /// Host name or address.
+    /// Host name or address of the server in use (the first of the URL
+    /// until [`ConnParams::pick_host`] chose another).
     pub host: String,
-    /// Port, default 5432.
+    /// Port of the server in use, default 5432.
     pub port: u16,
+    /// Every server of the URL, in order (one for a one-host URL).
+    pub hosts: Vec<(String, u16)>,
+    /// Which of `hosts` to use (`target_session_attrs`, default `any`).
+    pub target_session: TargetSession,
     /// Role name.
     pub user: String,
     /// Password ("" when none).
@@ -76,6 +88,8 @@ impl fmt::Debug for ConnParams {
         f.debug_struct("ConnParams")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("hosts", &self.hosts)
+            .field("target_session", &self.target_session)
             .field("user", &self.user)
             .field("password", &"<redacted>")
             .field("database", &self.database)
@@ -104,9 +118,38 @@ fn percent_decode(s: &str) -> Result<String, PgError> {
     String::from_utf8(out).map_err(|_| PgError::InvalidUrl("percent-escape is not UTF-8".into()))
 }
 
+/// One `host[:port]` (or `[v6]:port`) of the URL's server list.
+fn parse_host_port(hostport: &str) -> Result<(String, u16), PgError> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| PgError::InvalidUrl("unterminated [ipv6] host".into()))?;
+        (h.to_owned(), after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (hostport.to_owned(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| PgError::InvalidUrl(format!("bad port {p:?}")))?,
+        None => 5432,
+    };
+    let host = if host.is_empty() {
+        "127.0.0.1".to_owned()
+    } else {
+        percent_decode(&host)?
+    };
+    Ok((host, port))
+}
+
 impl ConnParams {
-    /// Parses a `postgres://` or `postgresql://` URL. Recognised query
-    /// parameters: `sslmode`, `sslrootcert`, `application_name`.
+    /// Parses a `postgres://` or `postgresql://` URL, with one server or
+    /// several (`h1:5432,h2:5433`). Recognised query parameters:
+    /// `sslmode`, `sslrootcert`, `application_name`,
+    /// `target_session_attrs`.
     pub fn parse(url: &str) -> Result<Self, PgError> {
         let rest = url
             .strip_prefix("postgres://")
@@ -127,30 +170,16 @@ impl ConnParams {
             },
             None => ("postgres".to_owned(), String::new()),
         };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| PgError::InvalidUrl("unterminated [ipv6] host".into()))?;
-            (h.to_owned(), after.strip_prefix(':'))
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), Some(p)),
-                None => (hostport.to_owned(), None),
-            }
-        };
-        let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| PgError::InvalidUrl(format!("bad port {p:?}")))?,
-            None => 5432,
-        };
+        let hosts = hostport
+            .split(',')
+            .map(parse_host_port)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (host, port) = hosts[0].clone();
         let mut params = ConnParams {
-            host: if host.is_empty() {
-                "127.0.0.1".into()
-            } else {
-                percent_decode(&host)?
-            },
+            host,
             port,
+            hosts,
+            target_session: TargetSession::Any,
             user: if user.is_empty() {
                 "postgres".into()
             } else {
@@ -185,9 +214,11 @@ impl ConnParams {
                 }
                 "sslrootcert" => params.ssl_root_cert = Some(PathBuf::from(v)),
                 "application_name" => params.application_name = v,
+                "target_session_attrs" => params.target_session = TargetSession::parse(&v)?,
                 other => {
                     return Err(PgError::InvalidUrl(format!(
-                        "unsupported URL parameter {other:?} (supported: sslmode, sslrootcert, application_name)"
+                        "unsupported URL parameter {other:?} (supported: sslmode, sslrootcert, \
+                         application_name, target_session_attrs)"
                     )))
                 }
             }
@@ -334,6 +365,46 @@ mod tests {
         assert_eq!((p.host.as_str(), p.port), ("::1", 5433));
         let p = ConnParams::parse("postgres://bob@localhost").unwrap();
         assert_eq!((p.database.as_str(), p.port), ("bob", 5432));
+    }
+
+    #[test]
+    fn parses_server_lists() {
+        let p = ConnParams::parse(
+            "postgres://u@h1:5432,[::1]:5433,h3/db?target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(
+            p.hosts,
+            vec![
+                ("h1".to_owned(), 5432),
+                ("::1".to_owned(), 5433),
+                ("h3".to_owned(), 5432)
+            ]
+        );
+        assert_eq!((p.host.as_str(), p.port), ("h1", 5432));
+        assert_eq!(p.target_session, TargetSession::ReadWrite);
+        let p = ConnParams::parse("postgres://u@h/db").unwrap();
+        assert_eq!(p.hosts, vec![("h".to_owned(), 5432)]);
+        assert_eq!(p.target_session, TargetSession::Any);
+        for (value, want) in [
+            ("any", TargetSession::Any),
+            ("read-only", TargetSession::ReadOnly),
+            ("primary", TargetSession::Primary),
+            ("standby", TargetSession::Standby),
+            ("prefer-standby", TargetSession::PreferStandby),
+        ] {
+            let p = ConnParams::parse(&format!("postgres://u@h/db?target_session_attrs={value}"))
+                .unwrap();
+            assert_eq!(p.target_session, want);
+            assert_eq!(want.as_str(), value);
+        }
+        let e = ConnParams::parse("postgres://u@h/db?target_session_attrs=leader").unwrap_err();
+        assert!(
+            e.to_string().contains("unknown target_session_attrs"),
+            "{e}"
+        );
+        let e = ConnParams::parse("postgres://u@h1,h2:x/db").unwrap_err();
+        assert!(e.to_string().contains("bad port"), "{e}");
     }
 
     #[test]

@@ -79,6 +79,11 @@ pub enum PgError {
         /// `wal_status = 'lost'`), when known.
         reason: Option<String>,
     },
+    /// No server of a multi-server `source.url` is what
+    /// `target_session_attrs` asks for (retryable: a failover may be under
+    /// way); the message says what each server was.
+    #[error("{0}")]
+    NoSuitableHost(String),
     /// Streaming cannot go on (slot dropped, publication
     /// dropped, privilege or login revoked, …); the message says what
     /// happened and what to do.
@@ -265,7 +270,7 @@ impl PgError {
             | PgError::Decode(_)
             | PgError::Value { .. }
             | PgError::Protocol(_) => false,
-            PgError::SlotRace | PgError::SlotInUse(_) => true,
+            PgError::SlotRace | PgError::SlotInUse(_) | PgError::NoSuitableHost(_) => true,
             PgError::Sql { source, .. } => match source {
                 sqlx::Error::Database(_) => self.sqlstate().is_none_or(|c| transient_sqlstate(&c)),
                 // Our configuration or our own mistake: retrying cannot help.

@@ -105,6 +105,7 @@ mod schema_ddl;
 pub mod selection;
 pub mod setup;
 mod stream;
+mod target_session;
 pub mod value;
 
 /// Declares modules that are private to the crate, or public with the

@@ -139,7 +139,11 @@ pub async fn status(config: &Config, options: StatusOptions) -> StatusReport {
 /// What `status` reads: the slot, publication and snapshot job, and the
 /// tables the selection resolves to now.
 async fn read(config: &Config) -> Result<(SourceReport, Resolved), String> {
-    let params = ConnParams::parse(&config.source.url).map_err(|e| e.to_string())?;
+    let params = ConnParams::parse(&config.source.url)
+        .map_err(|e| e.to_string())?
+        .pick_host()
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", config.source.redacted_url()))?;
     let mut conn = sqlx::PgConnection::connect_with(&params.sqlx_options_for("status"))
         .await
         .map_err(|e| format!("connecting to {}: {e}", config.source.redacted_url()))?;

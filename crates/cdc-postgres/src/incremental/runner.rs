@@ -199,6 +199,13 @@ impl Incremental {
         *name == self.store.signal_table()
     }
 
+    /// Connects to another server from now on (the source followed a
+    /// failover to it): the next step opens a new connection there.
+    pub(crate) fn connect_to(&mut self, options: PgConnectOptions) {
+        self.options = options.options([("standard_conforming_strings", "on")]);
+        self.conn = None;
+    }
+
     pub(super) async fn connection(&mut self) -> Result<&mut PgConnection, PgError> {
         connection(&mut self.conn, &self.options).await
     }

@@ -14,7 +14,7 @@ mod slot;
 
 pub use check::{check_source, CheckReport, Finding, Severity};
 pub(crate) use check::{run_check, CheckRequest};
-pub(crate) use hot_standby::check_hot_standby;
+pub(crate) use hot_standby::{check_hot_standby, standby_findings};
 pub(crate) use preflight::{check_select, preflight, ServerInfo};
 pub(crate) use publication::ensure_publication;
 pub(crate) use replica_identity::ensure_replica_identity;

@@ -26,7 +26,10 @@ impl PgSource {
     /// [`SnapshotMode`](crate::SnapshotMode) and the crate documentation)
     /// or streams from the slot's confirmed position.
     pub async fn connect(cfg: PgSourceConfig) -> Result<Self, PgError> {
-        let params = ConnParams::parse(&cfg.url)?;
+        let params = ConnParams::parse(&cfg.url)?.pick_host().await?;
+        if params.hosts.len() > 1 {
+            tracing::info!(host = %params.host, port = params.port, "using {}:{} of the servers of source.url", params.host, params.port);
+        }
         let mut catalog = PgConnection::connect_with(&for_role(&params.sqlx_options(), "catalog"))
             .await
             .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;

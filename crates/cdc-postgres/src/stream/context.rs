@@ -52,6 +52,31 @@ impl Context {
         }
     }
 
+    /// With several servers in `source.url` (or a `target_session_attrs`
+    /// other than `any`): picks the server again before the stream
+    /// starts, so that after a failover the source follows the promoted
+    /// server; a new server gets a new catalog connection.
+    pub async fn repick_host(&mut self) -> Result<(), PgError> {
+        if self.params.hosts.len() <= 1
+            && self.params.target_session == crate::conn::TargetSession::Any
+        {
+            return Ok(());
+        }
+        let picked = self.params.pick_host().await?;
+        if (picked.host.as_str(), picked.port) != (self.params.host.as_str(), self.params.port) {
+            tracing::warn!(from = %format!("{}:{}", self.params.host, self.params.port), to = %format!("{}:{}", picked.host, picked.port),
+                "source.url: now using {}:{} ({})", picked.host, picked.port, picked.target_session.as_str());
+            self.catalog = PgConnection::connect_with(&picked.sqlx_options_for("catalog"))
+                .await
+                .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
+            if let Some(inc) = self.incremental.as_mut() {
+                inc.connect_to(picked.sqlx_options_for("incremental"));
+            }
+            self.params = picked;
+        }
+        Ok(())
+    }
+
     /// Replaces the catalog connection when it no longer answers.
     pub async fn ensure_catalog(&mut self) -> Result<(), PgError> {
         if self.catalog.ping().await.is_err() {

@@ -58,6 +58,7 @@ impl Context {
         // Standing by until the slot is seen free.
         let mut standing = standing;
         let attempted = async {
+            self.repick_host().await?;
             self.ensure_catalog().await?;
             if self.standby {
                 match self.check_slot(standing.as_ref(), reconnect).await? {

@@ -207,9 +207,12 @@ impl Context {
             Some(c) => c,
             None => {
                 let connected = match crate::conn::ConnParams::parse(url) {
-                    Ok(p) => PgConnection::connect_with(&p.sqlx_options_for("heartbeat"))
-                        .await
-                        .map_err(|e| PgError::sql("connecting to source.primary_url", e)),
+                    Ok(p) => match p.pick_host().await {
+                        Ok(p) => PgConnection::connect_with(&p.sqlx_options_for("heartbeat"))
+                            .await
+                            .map_err(|e| PgError::sql("connecting to source.primary_url", e)),
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 match connected {

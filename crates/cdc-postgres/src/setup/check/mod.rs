@@ -115,7 +115,7 @@ impl From<&PgSourceConfig> for CheckRequest {
 
 /// Connects with `cfg.url` and runs [`run_check`] for `cfg`.
 pub async fn check_source(cfg: &PgSourceConfig) -> Result<CheckReport, PgError> {
-    let params = ConnParams::parse(&cfg.url)?;
+    let params = ConnParams::parse(&cfg.url)?.pick_host().await?;
     let mut conn = PgConnection::connect_with(&params.sqlx_options_for("check"))
         .await
         .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
@@ -137,8 +137,12 @@ pub async fn check_source(cfg: &PgSourceConfig) -> Result<CheckReport, PgError> 
         &resolved
     };
     let report = run_check(&mut conn, &CheckRequest::from(cfg)).await;
+    let standby = super::standby_findings(&mut conn, cfg).await;
     let _ = conn.close().await;
     let mut report = report?;
+    for finding in standby? {
+        report.push(finding);
+    }
     for pattern in unmatched {
         report.push(Finding::warning(
             format!("table pattern {pattern}"),
