@@ -117,6 +117,25 @@ pub fn merged<'a>(tails: &[&'a Tail]) -> Vec<&'a Change> {
     all
 }
 
+/// The change events among `events` (a batch a library consumer took
+/// from a source) as [`Change`]s, encoded as the sinks encode them
+/// (Debezium JSON); `seq` counts them (from its value plus 1) to order
+/// changes of one position.
+pub fn changes_of(events: &[cdc_core::Event], seq: &mut usize) -> Vec<Change> {
+    let enc = cdc_core::encode::DebeziumJson::default();
+    let mut out = Vec::new();
+    for event in events {
+        if let cdc_core::Event::Change(c) = event {
+            let mut bytes = Vec::new();
+            enc.encode(c, 0, &mut bytes);
+            let json = serde_json::from_slice(&bytes).expect("the envelope is JSON");
+            *seq += 1;
+            out.push(Change::from_json(0, *seq, json).expect("a complete envelope"));
+        }
+    }
+    out
+}
+
 /// Polls every tail once more, then [`merged`]: every event the files
 /// hold now, in commit order.
 pub fn poll_merged(tails: &mut [Tail]) -> Vec<&Change> {

@@ -2,14 +2,16 @@
 //! drives it: take a batch, handle it, acknowledge it with one call. With
 //! a snapshot configured, the snapshot must complete and streaming follow;
 //! an acknowledgement must reach the slot even while the consumer does not
-//! ask for the next batch.
+//! ask for the next batch; a consumer that drops `next_batch` midway (a
+//! timeout) must not lose a change.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cdc_core::{ControlEvent, Event, Op, Source, TableName, Value};
 use cdc_postgres::{PgSource, PgSourceConfig, SnapshotMode};
-use integration_tests::{unique_suffix, wait_until, TestDb};
+use integration_tests::replay::{apply_keyed, changes_of, diff};
+use integration_tests::{unique_suffix, wait_until, TestDb, Workload, Writers};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -152,6 +154,87 @@ async fn an_acknowledgement_reaches_the_slot_while_the_consumer_is_idle() {
          was idle: confirmed_flush_lsn is {now} (it started at {started})"
     );
     source.shutdown().await.expect("shutdown");
+    drop(source);
+    db.cleanup().await;
+}
+
+/// A consumer that gives up on `next_batch` after a few milliseconds, over
+/// and over (a timeout, or a `select!` with a timer), while writers change
+/// the table: the calls it drops midway had taken changes off the stream;
+/// none may be lost. What the completed calls returned, replayed by key,
+/// must equal the table.
+#[tokio::test]
+async fn a_next_batch_dropped_midway_loses_no_change() {
+    let db = TestDb::create("lib_cancel").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int, note text)")
+        .await;
+    let s = unique_suffix();
+    let mut cfg = PgSourceConfig::new(
+        db.url(),
+        vec![TableName::new("public", "t")],
+        format!("lp_{s}"),
+        format!("ls_{s}"),
+    );
+    cfg.snapshot.mode = SnapshotMode::Never;
+    cfg.max_batch_wait = Duration::from_millis(10);
+    cfg.max_batch_events = 64;
+    let mut source = PgSource::connect(cfg).await.expect("connect");
+    let ack = source.ack_handle();
+    let started = Instant::now();
+    let mut writers = Some(
+        Writers::start(
+            db.url(),
+            Workload {
+                pause: Duration::from_millis(1),
+                ..Workload::new(2)
+            },
+        )
+        .await,
+    );
+
+    // Patience from 2 to 200 ms, in turn (a consumer's flush timer, say):
+    // many calls are dropped after the batch's first change arrived,
+    // others complete.
+    let patience = [2, 5, 10, 20, 50, 200].map(Duration::from_millis);
+    let (mut changes, mut seq, mut dropped, mut completed) = (Vec::new(), 0, 0, 0);
+    let mut written = None;
+    let deadline = Instant::now() + TIMEOUT;
+    for wait in patience.iter().cycle() {
+        match tokio::time::timeout(*wait, source.next_batch()).await {
+            Ok(batch) => {
+                let batch = batch.expect("next_batch").expect("the source does not end");
+                changes.extend(changes_of(&batch.events, &mut seq));
+                ack.durable(&batch);
+                completed += 1;
+            }
+            Err(_) => dropped += 1,
+        }
+        if started.elapsed() > Duration::from_secs(3) {
+            if let Some(w) = writers.take() {
+                written = Some(w.finish().await);
+            }
+        }
+        if let Some(w) = &written {
+            let want = db.to_jsonb_rows("public.t", "id").await;
+            let refs: Vec<_> = changes.iter().collect();
+            let got = apply_keyed(&refs, "public.t", &["id"]);
+            if got == want {
+                eprintln!(
+                    "{} changes in {completed} batches, {dropped} calls dropped; writers: {} \
+                     transactions",
+                    changes.len(),
+                    w.committed
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the changes do not rebuild the table ({dropped} calls dropped): {}",
+                diff(&got, &want).unwrap_or_default()
+            );
+        }
+    }
+    assert!(dropped > 0, "no call was dropped");
     drop(source);
     db.cleanup().await;
 }

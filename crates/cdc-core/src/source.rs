@@ -22,6 +22,12 @@ use crate::status::SourceStatus;
 /// * Batches are numbered 1, 2, 3, … in the order `next_batch` returns
 ///   them; [`AckHandle::durable_batches`] says how many are durable, for
 ///   progress that is not a WAL position (snapshot chunks).
+/// * Cancelling `next_batch` (dropping its future: a timeout, a `select!`
+///   branch that lost) never loses an event silently: what the dropped
+///   call had taken is delivered by a later call (possibly twice), or,
+///   where the source cannot do that, the next call fails with an error
+///   saying so (`PgSource` while it reads its initial snapshot: connect a
+///   new one, which resumes from the durable chunks).
 pub trait Source: Send {
     /// The next batch, waiting as long as needed.
     fn next_batch(&mut self) -> impl Future<Output = Result<Option<Batch>, SourceError>> + Send;

@@ -71,6 +71,8 @@ impl PgSource {
             ack,
             returned: 0,
             incremental,
+            reading: false,
+            filling: Default::default(),
         };
         Ok(Self { state, cx })
     }

@@ -40,6 +40,11 @@ pub(super) struct Context {
     pub returned: u64,
     /// Incremental snapshots, when enabled.
     pub incremental: Option<Incremental>,
+    /// A `next_batch` is under way: still set when the next call begins
+    /// if that one was dropped midway.
+    pub reading: bool,
+    /// The batch the stream is filling (kept across dropped calls).
+    pub filling: super::streaming::Filling,
 }
 
 impl Context {

@@ -79,9 +79,46 @@ impl PgSource {
         self.cx.ack.get()
     }
 
+    /// [`Self::run_to_batch`], safe to cancel: a call dropped before it
+    /// returned (a timeout, a `select!`) leaves the batch it was filling
+    /// in the context, and the next call goes on with it. Only a call
+    /// dropped while it handled an event taken off the stream (describing
+    /// a new relation, say) lost that event: the next call then starts the
+    /// stream over from the acknowledged position (the batch under way is
+    /// dropped: all of it comes again), so events may come twice, never
+    /// go missing.
+    ///
+    /// While the initial snapshot is read, a dropped call may have taken
+    /// rows (and their chunks' claims) with it: the next call fails
+    /// instead (fatal), and a new source resumes the snapshot from its
+    /// durable chunks.
+    async fn next_batch_inner(&mut self) -> Result<Option<Batch>, PgError> {
+        let interrupted = std::mem::replace(&mut self.cx.reading, true);
+        if interrupted && matches!(self.state, State::Snapshot(_)) {
+            self.cx.reading = false;
+            return Err(PgError::Stopped(
+                "a next_batch call was dropped while it read the initial snapshot: rows it had \
+                 taken are gone from this source; connect a new one (the snapshot resumes from its \
+                 durable chunks)"
+                    .into(),
+            ));
+        }
+        if interrupted && std::mem::take(&mut self.cx.filling.handling) {
+            if let State::Streaming(_) = self.state {
+                tracing::info!(slot = %self.cx.cfg.slot, from = %self.cx.ack.get(),
+                    "a read of the stream was cancelled while it handled a message; restarting the stream from the acknowledged position");
+                drop(std::mem::take(&mut self.cx.filling));
+                self.state = State::Starting(Starting::after_cancel(self.state.take_stream()));
+            }
+        }
+        let result = self.run_to_batch().await;
+        self.cx.reading = false;
+        result
+    }
+
     /// Runs the state machine until a batch is ready (`None`: the source
     /// ended). Every transition between states is made here.
-    async fn next_batch_inner(&mut self) -> Result<Option<Batch>, PgError> {
+    async fn run_to_batch(&mut self) -> Result<Option<Batch>, PgError> {
         // pgoutput bytes received into a batch that a restart of the stream
         // left empty: they count toward the batch filled after it.
         let mut carried_bytes = 0;

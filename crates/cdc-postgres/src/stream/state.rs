@@ -54,6 +54,15 @@ impl Starting {
         }
     }
 
+    /// A restart of the stream a cancelled read left behind: at once.
+    pub fn after_cancel(stream: Option<PgWireTransport>) -> Self {
+        Self {
+            failed: stream,
+            reconnect: true,
+            wait: None,
+        }
+    }
+
     /// A restart after `failed` failed, in `wait` (a backoff delay).
     pub fn after_failure(failed: Option<PgWireTransport>, wait: Duration) -> Self {
         Self {

@@ -24,20 +24,53 @@ pub(super) enum Streamed {
     Ended(Option<Batch>),
 }
 
+/// The batch being filled, kept in the [`Context`] between the awaits of
+/// [`Context::fill_batch`] so that a call dropped midway loses nothing:
+/// the next call goes on filling it.
+#[derive(Default)]
+pub(super) struct Filling {
+    batch: Batch,
+    /// pgoutput bytes received into `batch`.
+    bytes: usize,
+    /// When the first event of `batch` arrived.
+    first_at: Option<Instant>,
+    /// An event taken off the stream is being handled: set when a dropped
+    /// call left it half handled (the event is lost to this stream, which
+    /// must then start over).
+    pub handling: bool,
+}
+
+impl Filling {
+    /// The batch, leaving an empty one.
+    fn take(&mut self) -> (Batch, usize) {
+        self.first_at = None;
+        (
+            std::mem::take(&mut self.batch),
+            std::mem::take(&mut self.bytes),
+        )
+    }
+}
+
 impl Context {
     /// Fills a batch from `transport` until a size limit is reached or the
     /// stream goes quiet; writes a heartbeat first when one is due. `bytes`:
     /// pgoutput bytes already counted toward this batch (received before a
     /// restart into a batch that stayed empty).
+    ///
+    /// Cancel-safe: the batch under way lives in `self.filling`, and events
+    /// come from a channel; only a call dropped while it handles an event
+    /// loses that event, which `filling.handling` then says.
     pub async fn fill_batch(
         &mut self,
         transport: &mut PgWireTransport,
-        mut bytes: usize,
+        bytes: usize,
     ) -> Result<Streamed, PgError> {
-        let mut batch = Batch::default();
-        let mut first_at: Option<Instant> = None;
+        if self.filling.first_at.is_none() {
+            self.filling.bytes += bytes;
+        }
         let idle_poll = Duration::from_millis(200);
         loop {
+            let first_at = self.filling.first_at;
             if first_at.is_none() && !self.changes.in_transaction() && self.heartbeat.due() {
                 self.write_heartbeat().await;
             }
@@ -62,16 +95,24 @@ impl Context {
             match transport.recv(wait).await {
                 Ok(Recv::Idle) => {
                     if first_at.is_some() && !self.changes.in_transaction() {
-                        return Ok(Streamed::Batch(batch));
+                        return Ok(Streamed::Batch(self.filling.take().0));
                     }
                 }
-                Ok(Recv::Ended) => return Ok(Streamed::Ended(first_at.is_some().then_some(batch))),
+                Ok(Recv::Ended) => {
+                    let (batch, _) = self.filling.take();
+                    return Ok(Streamed::Ended(first_at.is_some().then_some(batch)));
+                }
                 Ok(Recv::Event(ev)) => {
                     self.backoff.reset();
                     if let WireEvent::Data { data, .. } = &ev {
-                        bytes += data.len();
+                        self.filling.bytes += data.len();
                     }
-                    match self.handle(transport, ev, &mut batch).await {
+                    self.filling.handling = true;
+                    let mut batch = std::mem::take(&mut self.filling.batch);
+                    let handled = self.handle(transport, ev, &mut batch).await;
+                    self.filling.batch = batch;
+                    self.filling.handling = false;
+                    match handled {
                         Ok(()) => {}
                         // The catalog connection failed and could not be
                         // replaced right now (the server is restarting,
@@ -81,21 +122,24 @@ impl Context {
                         // first). The change is sent again.
                         Err(e) if e.class() == ErrorClass::Retryable => {
                             tracing::warn!(error = %cdc_core::error_chain(&e), "catalog connection failed while streaming; restarting the replication stream");
+                            let (batch, bytes) = self.filling.take();
                             return Ok(Streamed::Failed { batch, bytes });
                         }
                         Err(e) => return Err(e),
                     }
+                    let batch = &self.filling.batch;
                     if first_at.is_none() && (!batch.is_empty() || batch.checkpoint.is_some()) {
-                        first_at = Some(Instant::now());
+                        self.filling.first_at = Some(Instant::now());
                     }
                     if batch.events.len() >= self.cfg.max_batch_events
-                        || bytes >= self.cfg.max_batch_bytes
+                        || self.filling.bytes >= self.cfg.max_batch_bytes
                     {
-                        return Ok(Streamed::Batch(batch));
+                        return Ok(Streamed::Batch(self.filling.take().0));
                     }
                 }
                 Err(e) if e.class() == ErrorClass::Retryable => {
                     tracing::warn!(error = %cdc_core::error_chain(&e), "replication stream failed; reconnecting");
+                    let (batch, bytes) = self.filling.take();
                     return Ok(Streamed::Failed { batch, bytes });
                 }
                 Err(e) => return Err(e.explain(self.names())),
