@@ -28,7 +28,10 @@
 //! change after the high one, so keyed sinks version them correctly. Keys
 //! are collected from the moment the chunk is read, not only from the low
 //! watermark on: a transaction whose commit reached the WAL before the low
-//! watermark but was not yet visible to the read is caught too.
+//! watermark but was not yet visible to the read is caught too. One the
+//! stream delivered before the read while still invisible to it (waiting
+//! for a synchronous standby) makes the chunk be read again later
+//! (`visibility`).
 //!
 //! The next chunk is read only once the high watermark of the previous
 //! one was processed: memory holds one chunk at most.
@@ -56,6 +59,7 @@ mod request;
 mod runner;
 mod signals;
 mod submit;
+mod visibility;
 mod window;
 
 pub(crate) use runner::Incremental;
