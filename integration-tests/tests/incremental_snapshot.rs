@@ -942,3 +942,75 @@ async fn a_change_streamed_before_it_is_visible_is_not_overwritten_by_a_chunk() 
     db.cleanup().await;
     drop(cluster);
 }
+
+/// An update that leaves a TOASTed column unchanged (`REPLICA IDENTITY
+/// DEFAULT`: the stream does not carry the value, the event names it in
+/// `source.unchanged_toast`) of a row whose chunk is between its read and
+/// its high watermark (the failpoint holds every chunk there for 3 s): the
+/// window drops the chunk's row for that key, and a consumer that never had
+/// the row (no initial snapshot) must still end with its large value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_leaving_a_toasted_value_unchanged_inside_a_window_keeps_the_value() {
+    let (db, dir, slot, yaml) = engine_setup("incr_toast").await;
+    // Values of 6400 hex digits: pglz cannot shrink them under the TOAST
+    // threshold, so they are stored out of line.
+    db.exec(
+        "DELETE FROM public.t WHERE id > 20;\
+         ALTER TABLE public.t ADD COLUMN doc text;\
+         UPDATE public.t SET doc = (SELECT string_agg(md5(id::text || '-' || i::text), '') \
+           FROM generate_series(1, 200) i)",
+    )
+    .await;
+    assert_eq!(
+        db.query_text(
+            "SELECT count(*)::text FROM public.t \
+             WHERE pg_catalog.pg_column_size(doc) < pg_catalog.octet_length(doc)"
+        )
+        .await
+        .as_deref(),
+        Some("0"),
+        "a doc value was compressed: the test would not exercise an out-of-line value"
+    );
+    let mut engine = Engine::start_with(
+        &yaml,
+        &["run"],
+        &[("FAILPOINTS", "incremental::before_high_mark=return(3000)")],
+    );
+    wait_streaming(&db, &mut engine, &slot, TIMEOUT).await;
+    request_snapshot(&db, &["public.t"]).await;
+    let held = wait_until(TIMEOUT, async || {
+        engine.stderr_text().contains("failpoint reached")
+    })
+    .await;
+    assert!(held, "the chunk was not read\n{}", engine.output_report());
+    // Inside the window: `doc` is left alone.
+    db.exec("UPDATE public.t SET v = v + 1000 WHERE id = 7")
+        .await;
+    let done = wait_until(TIMEOUT, async || {
+        snapshot_state(&db).await.is_some_and(|(s, _)| s == "done")
+    })
+    .await;
+    assert!(
+        done,
+        "not done: {:?}\n{}",
+        snapshot_state(&db).await,
+        engine.output_report()
+    );
+    let mut tails = [Tail::new(0, dir.join("out.jsonl"))];
+    tails[0].poll();
+    let update = tails[0]
+        .events
+        .iter()
+        .find(|c| c.op == "u" && id(c) == 7)
+        .expect("the update is in the file");
+    assert_eq!(
+        update.unchanged_toast,
+        ["doc"],
+        "the update carried the value: the test does not exercise an unchanged TOAST value"
+    );
+    wait_converged_tables(&db, &mut tails, &[&engine], &["public.t"]).await;
+    engine
+        .stop_clean(Duration::from_secs(30), "the engine")
+        .await;
+    db.cleanup().await;
+}

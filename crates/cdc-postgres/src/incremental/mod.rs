@@ -21,7 +21,9 @@
 //! stream waits for one chunk at most. From then on, every change of the
 //! table the stream delivers is collected by key; when the
 //! high watermark arrives, rows whose key changed are dropped from the
-//! chunk (the stream delivered or will deliver their newer state) and the
+//! chunk (the stream delivered or will deliver their newer state; one whose
+//! last change left a TOASTed value unchanged, which the stream does not
+//! carry, is emitted completed instead: `window`) and the
 //! rest are emitted as reads (`op: r`, `source.snapshot: incremental`)
 //! at the high watermark's position: their commit LSN is the watermark's,
 //! above every change committed before the low watermark and below every
