@@ -2,19 +2,22 @@
 //! them on ([`incremental_snapshots`]), the signal row that asks for one
 //! ([`request_snapshot`]), its progress row ([`progress`],
 //! [`wait_snapshot_done`]), a workload that changes the table meanwhile
-//! ([`workload`]), and the chunks a sink's reads came in ([`chunk_reads`],
-//! [`reread_chunks`]).
+//! ([`workload`]), the chunks a sink's reads came in ([`chunk_reads`],
+//! [`reread_chunks`]), and an engine killed midway through a snapshot and
+//! restarted ([`kill_midway_and_resume`], [`assert_resumed_after_durable`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cdc_core::Lsn;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use crate::replay::{wait_converged_tables, Change};
 use crate::{
-    quote_ident, quote_literal, wait_until, Engine, Mix, RowChange, TestDb, Workload, Written,
+    quote_ident, quote_literal, wait_streaming, wait_until, Engine, Mix, RowChange, TestDb,
+    Workload, Writers, Written,
 };
 
 /// `snapshot:` of a stream-only pipeline with incremental snapshots on,
@@ -357,4 +360,118 @@ impl Chaser {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("the chaser panicked")
     }
+}
+
+/// An incremental snapshot whose engine was killed midway and which a
+/// second engine finished ([`kill_midway_and_resume`]).
+pub struct Resumed {
+    /// The progress row right after the kill: what the first engine had
+    /// made durable in every sink.
+    pub at_kill: Progress,
+    /// The server's WAL position right after the kill: every watermark of
+    /// the first engine is below it, every one of the second above.
+    pub killed_at: Lsn,
+    /// The second engine, still running (the snapshot is done).
+    pub engine: Engine,
+    /// What the writers committed meanwhile.
+    pub written: Written,
+}
+
+/// Starts the engine of `yaml` (streaming from `slot`, incremental
+/// snapshots on) on `db`'s `public.t`, asks for an
+/// incremental snapshot of it while `writers` (such as [`workload`]) and
+/// a [`Chaser`] (`span` ids ahead) change it, SIGKILLs the engine once at least five
+/// chunks are durable, and starts it again until the snapshot is done
+/// (at most `timeout` for each half). The writers are finished when it
+/// returns.
+pub async fn kill_midway_and_resume(
+    db: &TestDb,
+    yaml: &str,
+    slot: &str,
+    writers: Workload,
+    span: i64,
+    timeout: Duration,
+) -> Resumed {
+    let mut first = Engine::start(yaml);
+    wait_streaming(db, &mut first, slot, timeout).await;
+    let writers = Writers::start(db.url(), writers).await;
+    request_snapshot(db, &["public.t"]).await;
+    let chaser = Chaser::start(db, "public.t", span).await;
+    let midway = wait_until(timeout, async || {
+        progress(db, "public.t")
+            .await
+            .is_some_and(|p| p.chunks_done >= 5)
+    })
+    .await;
+    assert!(
+        midway,
+        "no durable chunk: {:?}\n{}",
+        progress(db, "public.t").await,
+        first.output_report()
+    );
+    first.sigkill();
+    assert_eq!(first.wait_exit(Duration::from_secs(10)).await, 128 + 9);
+    let at_kill = progress(db, "public.t").await.expect("a progress row");
+    let killed_at = db.current_wal_lsn().await;
+    let engine = Engine::start(yaml);
+    wait_snapshot_done(db, &["public.t"], &[&engine], timeout).await;
+    chaser.finish().await;
+    let written = writers.finish().await;
+    Resumed {
+        at_kill,
+        killed_at,
+        engine,
+        written,
+    }
+}
+
+/// The chunks a sink received (`chunks`, of [`chunk_reads`] or grouped
+/// likewise) after a [`kill_midway_and_resume`] with `chunk_rows` rows per
+/// chunk: the second engine resumed right after the last durable key, read
+/// no key of a durable chunk again, and only a handful of chunks (those
+/// between the last durable one and the kill) were read twice. Returns
+/// the chunks read again.
+pub fn assert_resumed_after_durable(
+    what: &str,
+    resumed: &Resumed,
+    chunks: &[ChunkRead],
+    chunk_rows: u64,
+) -> Vec<ChunkRead> {
+    let again = reread_chunks(chunks);
+    let at_kill = &resumed.at_kill;
+    eprintln!(
+        "{what}: killed at {at_kill:?}; {} chunks in the sink, {} read again after the \
+         restart: {again:?}",
+        chunks.len(),
+        again.len()
+    );
+    if at_kill.state != "running" {
+        return again;
+    }
+    let durable: i64 = at_kill
+        .last_key
+        .as_deref()
+        .and_then(|k| k.parse().ok())
+        .expect("a durable key");
+    let resumed_chunks: Vec<_> = chunks
+        .iter()
+        .filter(|c| c.commit_lsn > resumed.killed_at.0)
+        .collect();
+    let first = resumed_chunks
+        .first()
+        .expect("chunks read by the second run");
+    assert!(
+        first.first > durable && first.first <= durable + chunk_rows as i64,
+        "{what}: the second run did not resume right after the durable key {durable}: {first:?}"
+    );
+    assert!(
+        resumed_chunks.iter().all(|c| c.first > durable),
+        "{what}: the second run read keys of a durable chunk again: {resumed_chunks:?}"
+    );
+    assert!(
+        again.iter().all(|c| c.first > durable) && again.len() <= 10,
+        "{what}: {} chunks read again: {again:?}",
+        again.len()
+    );
+    again
 }

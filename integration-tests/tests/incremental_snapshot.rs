@@ -15,8 +15,10 @@ use integration_tests::incremental::{
 use integration_tests::pipelines::Pipeline;
 use integration_tests::replay::{apply_keyed, diff, wait_converged_tables, Change, Tail};
 use integration_tests::{
-    unique_suffix, wait_streaming, wait_until, Engine, Mix, TempDir, TestDb, Workload, Writers,
+    unique_suffix, wait_streaming, wait_until, Cluster, Engine, Mix, TempDir, TestDb, Workload,
+    Writers,
 };
+use sqlx::{Connection, PgConnection};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -92,22 +94,26 @@ async fn drive_acking(
 ) {
     let ack = source.ack_handle();
     let deadline = Instant::now() + TIMEOUT;
+    // A call that has not returned yet is polled again, never dropped
+    // midway (as the engine's pipeline does): a signal or a chunk read cut
+    // off in the middle would be lost.
     while !done(seen) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "no progress within {TIMEOUT:?}: {} events, {} reads, ends {:?}",
-            seen.changes.len(),
-            seen.reads().len(),
-            seen.ends
-        );
-        let batch =
-            match tokio::time::timeout(Duration::from_millis(300).min(left), source.next_batch())
-                .await
+        let mut next = Box::pin(source.next_batch());
+        let batch = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no progress within {TIMEOUT:?}: {} events, {} reads, ends {:?}",
+                seen.changes.len(),
+                seen.reads().len(),
+                seen.ends
+            );
+            if let Ok(b) =
+                tokio::time::timeout(Duration::from_millis(300).min(left), &mut next).await
             {
-                Ok(b) => b.expect("next_batch").expect("the source does not end"),
-                Err(_) => continue,
-            };
+                break b.expect("next_batch").expect("the source does not end");
+            }
+        };
         seen.take(&batch.events);
         if acknowledge {
             ack.durable(&batch);
@@ -738,5 +744,214 @@ async fn a_standby_takes_over_an_unfinished_incremental_snapshot() {
         );
     }
     b.stop_clean(Duration::from_secs(30), "B").await;
+    db.cleanup().await;
+}
+
+/// Low watermarks of incremental snapshots committed so far, read through
+/// the test_decoding slot `slot` (peeked, never consumed).
+async fn low_watermarks(db: &TestDb, slot: &str) -> i64 {
+    db.query_text(&format!(
+        "SELECT count(*)::text FROM pg_catalog.pg_logical_slot_peek_changes('{slot}', NULL, NULL) \
+         WHERE data LIKE 'message:%prefix: cdc_incremental,%' AND data LIKE '%\"mark\":\"low\"%'"
+    ))
+    .await
+    .and_then(|n| n.parse().ok())
+    .unwrap_or_default()
+}
+
+/// A transaction whose commit record is in the WAL (and streamed) but that
+/// is not yet visible to other sessions, as when its backend waits for a
+/// synchronous standby (on a cluster of the test's own, with a standby
+/// that never comes, and `synchronous_commit = local` for every session
+/// but the writer's): a chunk read meanwhile does not see its update, and
+/// its stale row must not be emitted after the update (the stream already
+/// delivered the update, so the window never drops the row). The chunk is
+/// read again once the transaction is visible; the consumer ends with the
+/// table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_streamed_before_it_is_visible_is_not_overwritten_by_a_chunk() {
+    let cluster = Cluster::start(
+        "synchronous_standby_names = 'cdc_never_connects'\nsynchronous_commit = local",
+    )
+    .await;
+    let db = TestDb::create_on(&cluster.url("postgres"), "incr_sync").await;
+    db.exec(
+        "CREATE TABLE public.t (id int PRIMARY KEY, v int, note text);\
+         INSERT INTO public.t SELECT g, -g, 'row ' || g FROM generate_series(1, 50) g",
+    )
+    .await;
+    let watch = format!("w_{}", unique_suffix());
+    db.exec(&format!(
+        "SELECT pg_catalog.pg_create_logical_replication_slot('{watch}', 'test_decoding')"
+    ))
+    .await;
+    // The source runs on a task of its own, never cancelled midway.
+    let mut source = PgSource::connect(config(&db, 100)).await.expect("connect");
+    let (tx, mut batches) = tokio::sync::mpsc::unbounded_channel();
+    let pump = tokio::spawn(async move {
+        let ack = source.ack_handle();
+        loop {
+            let batch = source
+                .next_batch()
+                .await
+                .expect("next_batch")
+                .expect("the source does not end");
+            ack.durable(&batch);
+            if tx.send(batch).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Seen::default();
+    let deadline = Instant::now() + TIMEOUT;
+    let mut take = async |seen: &mut Seen| {
+        assert!(Instant::now() < deadline, "no progress within {TIMEOUT:?}");
+        if let Ok(Some(batch)) =
+            tokio::time::timeout(Duration::from_millis(100), batches.recv()).await
+        {
+            seen.take(&batch.events);
+        }
+    };
+
+    // The writer's commit record is flushed and streamed; its backend then
+    // waits for the standby, still in the proc array: invisible.
+    let mut writer = PgConnection::connect(db.url()).await.expect("connect");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_catalog.pg_backend_pid()")
+        .fetch_one(&mut writer)
+        .await
+        .expect("pid");
+    let commit = tokio::spawn(async move {
+        sqlx::raw_sql(
+            "SET synchronous_commit = on; UPDATE public.t SET note = 'updated' WHERE id = 5",
+        )
+        .execute(&mut writer)
+        .await
+        .map(|_| ())
+    });
+    while !seen.changes.iter().any(|c| c.op == "u" && id(c) == 5) {
+        take(&mut seen).await;
+    }
+    assert_eq!(
+        db.query_text("SELECT note FROM public.t WHERE id = 5")
+            .await
+            .as_deref(),
+        Some("row 5"),
+        "the update is visible already: the test does not exercise anything"
+    );
+
+    // A snapshot of the table: its chunk is read while the update is
+    // invisible. Either the chunk comes out (the stale row of id 5 with
+    // it), or the source holds it back and reads it again (a second low
+    // watermark).
+    request_snapshot(&db, &["public.t"]).await;
+    while seen.ends.is_empty() && low_watermarks(&db, &watch).await < 2 {
+        take(&mut seen).await;
+    }
+    // The standby wait is cancelled: the transaction (committed locally
+    // long ago) becomes visible.
+    db.exec(&format!("SELECT pg_catalog.pg_cancel_backend({pid})"))
+        .await;
+    commit
+        .await
+        .expect("the writer panicked")
+        .expect("the update commits");
+    while seen.ends.is_empty() {
+        take(&mut seen).await;
+    }
+    let want = db.to_jsonb_rows("public.t", "id").await;
+    if let Some(d) = diff(&seen.rebuilt(), &want) {
+        panic!(
+            "the consumer does not end with the table: {d}\nreads of id 5 at {:?}, its update at {:?}",
+            seen.reads()
+                .iter()
+                .filter(|c| id(c) == 5)
+                .map(|c| c.position())
+                .collect::<Vec<_>>(),
+            seen.changes
+                .iter()
+                .filter(|c| c.op == "u")
+                .map(|c| c.position())
+                .collect::<Vec<_>>()
+        );
+    }
+    pump.abort();
+    let _ = pump.await;
+    db.exec(&format!(
+        "SELECT pg_catalog.pg_drop_replication_slot('{watch}')"
+    ))
+    .await;
+    db.cleanup().await;
+    drop(cluster);
+}
+
+/// An update that leaves a TOASTed column unchanged (`REPLICA IDENTITY
+/// DEFAULT`: the stream does not carry the value, the event names it in
+/// `source.unchanged_toast`) of a row whose chunk is between its read and
+/// its high watermark (the failpoint holds every chunk there for 3 s): the
+/// window drops the chunk's row for that key, and a consumer that never had
+/// the row (no initial snapshot) must still end with its large value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_leaving_a_toasted_value_unchanged_inside_a_window_keeps_the_value() {
+    let (db, dir, slot, yaml) = engine_setup("incr_toast").await;
+    // Values of 6400 hex digits: pglz cannot shrink them under the TOAST
+    // threshold, so they are stored out of line.
+    db.exec(
+        "DELETE FROM public.t WHERE id > 20;\
+         ALTER TABLE public.t ADD COLUMN doc text;\
+         UPDATE public.t SET doc = (SELECT string_agg(md5(id::text || '-' || i::text), '') \
+           FROM generate_series(1, 200) i)",
+    )
+    .await;
+    assert_eq!(
+        db.query_text(
+            "SELECT count(*)::text FROM public.t \
+             WHERE pg_catalog.pg_column_size(doc) < pg_catalog.octet_length(doc)"
+        )
+        .await
+        .as_deref(),
+        Some("0"),
+        "a doc value was compressed: the test would not exercise an out-of-line value"
+    );
+    let mut engine = Engine::start_with(
+        &yaml,
+        &["run"],
+        &[("FAILPOINTS", "incremental::before_high_mark=return(3000)")],
+    );
+    wait_streaming(&db, &mut engine, &slot, TIMEOUT).await;
+    request_snapshot(&db, &["public.t"]).await;
+    let held = wait_until(TIMEOUT, async || {
+        engine.stderr_text().contains("failpoint reached")
+    })
+    .await;
+    assert!(held, "the chunk was not read\n{}", engine.output_report());
+    // Inside the window: `doc` is left alone.
+    db.exec("UPDATE public.t SET v = v + 1000 WHERE id = 7")
+        .await;
+    let done = wait_until(TIMEOUT, async || {
+        snapshot_state(&db).await.is_some_and(|(s, _)| s == "done")
+    })
+    .await;
+    assert!(
+        done,
+        "not done: {:?}\n{}",
+        snapshot_state(&db).await,
+        engine.output_report()
+    );
+    let mut tails = [Tail::new(0, dir.join("out.jsonl"))];
+    tails[0].poll();
+    let update = tails[0]
+        .events
+        .iter()
+        .find(|c| c.op == "u" && id(c) == 7)
+        .expect("the update is in the file");
+    assert_eq!(
+        update.unchanged_toast,
+        ["doc"],
+        "the update carried the value: the test does not exercise an unchanged TOAST value"
+    );
+    wait_converged_tables(&db, &mut tails, &[&engine], &["public.t"]).await;
+    engine
+        .stop_clean(Duration::from_secs(30), "the engine")
+        .await;
     db.cleanup().await;
 }

@@ -25,8 +25,9 @@ use cdc_kafka::{KafkaSink, KafkaSinkConfig};
 use cdc_sink_conformance::battery::{self, Stored, Subject};
 use cdc_sink_conformance::fixture;
 use integration_tests::incremental::{
-    chunk_reads, incremental_snapshots, progress, request_snapshot, reread_chunks,
-    wait_snapshot_done, workload as workload_incremental, writers_own, Chaser,
+    assert_resumed_after_durable, chunk_reads, incremental_snapshots, kill_midway_and_resume,
+    request_snapshot, reread_chunks, wait_snapshot_done, workload as workload_incremental,
+    writers_own, Chaser,
 };
 use integration_tests::pipelines::{yaml_str, Pipeline};
 use integration_tests::replay::{self, apply, diff, Change};
@@ -812,72 +813,22 @@ for_each_broker!(incremental_snapshot_under_writes: incremental_snapshot_under_w
 /// still gives the table exactly.
 async fn incremental_snapshot_resumes_after_sigkill(var: &str) {
     let (db, brokers, topic, slot, yaml) = incremental_setup(var, "kafka_incr_kill").await;
-    let mut first = Engine::start(&yaml);
-    wait_streaming(&db, &mut first, &slot, STREAMING).await;
-    let writers = Writers::start(db.url(), workload_incremental(INCREMENTAL_ROWS)).await;
-    request_snapshot(&db, &["public.t"]).await;
-    let chaser = Chaser::start(&db, "public.t", 4 * INCREMENTAL_CHUNK as i64).await;
-    let midway = wait_until(INCREMENTAL_TIMEOUT, async || {
-        progress(&db, "public.t")
-            .await
-            .is_some_and(|p| p.chunks_done >= 5)
-    })
+    let resumed = kill_midway_and_resume(
+        &db,
+        &yaml,
+        &slot,
+        workload_incremental(INCREMENTAL_ROWS),
+        4 * INCREMENTAL_CHUNK as i64,
+        INCREMENTAL_TIMEOUT,
+    )
     .await;
-    assert!(
-        midway,
-        "no durable chunk: {:?}\n{}",
-        progress(&db, "public.t").await,
-        first.output_report()
-    );
-    first.sigkill();
-    assert_eq!(first.wait_exit(Duration::from_secs(10)).await, 128 + 9);
-    let at_kill = progress(&db, "public.t").await.expect("a progress row");
-    // Every watermark of the first run is below this.
-    let killed_at = db.current_wal_lsn().await;
-
-    let mut second = Engine::start(&yaml);
-    wait_snapshot_done(&db, &["public.t"], &[&second], INCREMENTAL_TIMEOUT).await;
-    chaser.finish().await;
-    let written = writers.finish().await;
-    let msgs = converge(&db, &brokers, &topic, &second).await;
+    let msgs = converge(&db, &brokers, &topic, &resumed.engine).await;
     check_messages(&msgs, "t", false);
-    check_no_loss(&msgs, &writers_own(&written));
-    let changes = changes(&msgs, false);
-    let chunks = chunk_reads(&changes, "public.t");
-    let again = reread_chunks(&chunks);
-    eprintln!(
-        "{var}: killed at {at_kill:?}; {} chunks in Kafka, {} read again after the restart: {again:?}",
-        chunks.len(),
-        again.len()
-    );
-    if at_kill.state == "running" {
-        let durable: i64 = at_kill
-            .last_key
-            .as_deref()
-            .and_then(|k| k.parse().ok())
-            .expect("a durable key");
-        let resumed: Vec<_> = chunks
-            .iter()
-            .filter(|c| c.commit_lsn > killed_at.0)
-            .collect();
-        let first_resumed = resumed.first().expect("chunks read by the second run");
-        assert!(
-            first_resumed.first > durable && first_resumed.first <= durable + INCREMENTAL_CHUNK as i64,
-            "the second run did not resume right after the durable key {durable}: {first_resumed:?}"
-        );
-        assert!(
-            resumed.iter().all(|c| c.first > durable),
-            "the second run read keys of a durable chunk again: {resumed:?}"
-        );
-        // Only the chunks between the last durable one and the kill are
-        // read again: a handful, never the table from the start.
-        assert!(
-            again.iter().all(|c| c.first > durable) && again.len() <= 10,
-            "{} chunks read again: {again:?}",
-            again.len()
-        );
-    }
-    second.stop_clean(Duration::from_secs(30), "stop").await;
+    check_no_loss(&msgs, &writers_own(&resumed.written));
+    let chunks = chunk_reads(&changes(&msgs, false), "public.t");
+    assert_resumed_after_durable(var, &resumed, &chunks, INCREMENTAL_CHUNK);
+    let mut engine = resumed.engine;
+    engine.stop_clean(Duration::from_secs(30), "stop").await;
     db.cleanup().await;
 }
 for_each_broker!(incremental_snapshot_resumes_after_sigkill: incremental_snapshot_resumes_after_sigkill_tansu, incremental_snapshot_resumes_after_sigkill_noida);

@@ -1,6 +1,6 @@
 //! [`NatsSink`]: connecting, and writing batches.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishAckFuture};
@@ -36,6 +36,13 @@ pub struct NatsSink {
     chain: bool,
     /// `<pipeline>:`, the start of every id this sink writes.
     id_prefix: String,
+    /// Ids the server acknowledged as duplicates in the batch's last
+    /// attempt: stored already. A message following one of them names no
+    /// predecessor on the next attempt (the stream's last message may be
+    /// another one an earlier run stored after it, an incremental
+    /// snapshot's read, say; nothing was lost before it). Cleared once a
+    /// batch is written.
+    stored: HashSet<String>,
     subject_buf: String,
     id_buf: String,
     payload_buf: Vec<u8>,
@@ -103,6 +110,7 @@ impl NatsSink {
             ack_timeout: config.ack_timeout,
             chain: config.exclusive_stream,
             id_prefix: message::id_prefix(pipeline_name),
+            stored: HashSet::new(),
             subject_buf: String::new(),
             id_buf: String::new(),
             payload_buf: Vec::new(),
@@ -186,8 +194,12 @@ impl NatsSink {
             // message), and their order does not matter (each is another
             // row; the engine writes a batch of reads, acknowledged in
             // full, before any streamed change).
+            // A predecessor the server acknowledged as a duplicate in the
+            // last attempt is stored, but need not be the stream's last
+            // message: named, it would be refused on every attempt.
             let read = change.op == Op::Read;
-            let expected_last = if self.chain && !read {
+            let after_stored = last_id.as_ref().is_some_and(|id| self.stored.contains(id));
+            let expected_last = if self.chain && !read && !after_stored {
                 last_id.as_deref()
             } else {
                 None
@@ -204,6 +216,7 @@ impl NatsSink {
         while let Some((subject, id, ack)) = pending.pop_front() {
             self.check_ack(js, &subject, &id, ack, &mut stats).await?;
         }
+        self.stored.clear();
         if stats.stored + stats.duplicates > 0 {
             tracing::debug!(
                 stored = stats.stored,
@@ -221,7 +234,7 @@ impl NatsSink {
     }
 
     async fn check_ack(
-        &self,
+        &mut self,
         js: &jetstream::Context,
         subject: &str,
         msg_id: &str,
@@ -260,6 +273,9 @@ impl NatsSink {
         if ack.duplicate {
             tracing::debug!(msg_id, subject, "duplicate dropped by the server");
             stats.duplicates += 1;
+            if self.chain && self.stored.len() < STORED_IDS_KEPT {
+                self.stored.insert(msg_id.to_owned());
+            }
         } else {
             stats.stored += 1;
         }
@@ -327,6 +343,11 @@ impl Sink for NatsSink {
         self.flush().await
     }
 }
+
+/// At most this many duplicate ids are remembered for the next attempt
+/// (a batch's worth: the ones that matter come before the refused
+/// message).
+const STORED_IDS_KEPT: usize = 100_000;
 
 #[derive(Debug, Default)]
 struct Stats {

@@ -21,14 +21,19 @@
 //! stream waits for one chunk at most. From then on, every change of the
 //! table the stream delivers is collected by key; when the
 //! high watermark arrives, rows whose key changed are dropped from the
-//! chunk (the stream delivered or will deliver their newer state) and the
+//! chunk (the stream delivered or will deliver their newer state; one whose
+//! last change left a TOASTed value unchanged, which the stream does not
+//! carry, is emitted completed instead: `window`) and the
 //! rest are emitted as reads (`op: r`, `source.snapshot: incremental`)
 //! at the high watermark's position: their commit LSN is the watermark's,
 //! above every change committed before the low watermark and below every
 //! change after the high one, so keyed sinks version them correctly. Keys
 //! are collected from the moment the chunk is read, not only from the low
 //! watermark on: a transaction whose commit reached the WAL before the low
-//! watermark but was not yet visible to the read is caught too.
+//! watermark but was not yet visible to the read is caught too. One the
+//! stream delivered before the read while still invisible to it (waiting
+//! for a synchronous standby) makes the chunk be read again later
+//! (`visibility`).
 //!
 //! The next chunk is read only once the high watermark of the previous
 //! one was processed: memory holds one chunk at most.
@@ -56,6 +61,7 @@ mod request;
 mod runner;
 mod signals;
 mod submit;
+mod visibility;
 mod window;
 
 pub(crate) use runner::Incremental;

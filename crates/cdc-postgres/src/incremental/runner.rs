@@ -18,6 +18,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use super::chunks::{choose_key, read_chunk};
 use super::progress::{ProgressStore, TableJob};
 use super::request::{Mark, MarkKind};
+use super::visibility::{running_xids, sync_waiters, Delivered, MAX_DELIVERED};
 use super::window::{Closed, Window};
 use super::WATERMARK_PREFIX;
 use crate::error::PgError;
@@ -27,6 +28,10 @@ use crate::stream::PgSourceConfig;
 
 /// Wait before trying again after a chunk failed on a transient error.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Wait before reading a chunk again whose snapshot did not see a
+/// transaction the stream delivered already.
+const INVISIBLE_RETRY: Duration = Duration::from_millis(100);
 
 /// The longest a chunk's read or high watermark waits for the table's
 /// lock (behind a schema change waiting for its own lock, say): the
@@ -110,6 +115,12 @@ pub(crate) struct Incremental {
     reading: bool,
     /// Where progress is shown (`/status`, metrics).
     pub(super) status: SourceStatus,
+    /// Transactions the stream delivered that may still be invisible to a
+    /// chunk's read ([`super::visibility`]).
+    delivered: Delivered,
+    /// Since when chunks are held back for delivered transactions not yet
+    /// visible.
+    held_back: Option<Instant>,
 }
 
 impl Incremental {
@@ -131,6 +142,12 @@ impl Incremental {
         // Filters are checked for standard strings (no backslash escapes).
         let options = options.options([("standard_conforming_strings", "on")]);
         let queue: VecDeque<TableJob> = store.unfinished(conn, slot).await?.into();
+        // An earlier run may have delivered the transactions that still
+        // wait for a synchronous standby.
+        let mut delivered = Delivered::default();
+        for xid in sync_waiters(conn).await? {
+            delivered.record_any(xid);
+        }
         for job in &queue {
             report(&cfg.status, job);
             tracing::info!(table = %job.table, snapshot = job.snapshot, chunks_done = job.chunks_done,
@@ -157,6 +174,8 @@ impl Incremental {
             marks: 0,
             reading: false,
             status: cfg.status.clone(),
+            delivered,
+            held_back: None,
         })
     }
 
@@ -181,6 +200,19 @@ impl Incremental {
         for job in &queue {
             tracing::info!(table = %job.table, snapshot = job.snapshot, chunks_done = job.chunks_done,
                 "taking over an incremental snapshot");
+        }
+        // What the other instance delivered is not known here: the
+        // transactions waiting for a synchronous standby may be among it.
+        let waiting = match self.connection().await {
+            Ok(conn) => sync_waiters(conn).await,
+            Err(e) => Err(e),
+        };
+        match waiting {
+            Ok(xids) => xids.into_iter().for_each(|x| self.delivered.record_any(x)),
+            Err(e) => {
+                self.conn = None;
+                return Err(e);
+            }
         }
         self.queue = queue.into();
         self.open = None;
@@ -229,6 +261,14 @@ impl Incremental {
             self.conn = None;
             self.retry_at = Some(Instant::now() + RETRY_DELAY);
             return;
+        }
+        if self.delivered.len() > MAX_DELIVERED {
+            if let Err(e) = self.forget_visible().await {
+                tracing::warn!(error = %cdc_core::error_chain(&e), "cannot look up running transactions; trying again in {RETRY_DELAY:?}");
+                self.conn = None;
+                self.retry_at = Some(Instant::now() + RETRY_DELAY);
+                return;
+            }
         }
         if self.open.is_some() || self.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
@@ -283,12 +323,23 @@ impl Incremental {
         }
     }
 
+    /// Forgets the delivered transactions a new snapshot sees.
+    async fn forget_visible(&mut self) -> Result<(), PgError> {
+        let conn = connection(&mut self.conn, &self.options).await?;
+        let running = running_xids(conn).await?;
+        self.delivered.still_running(&running, None);
+        Ok(())
+    }
+
     /// Low watermark, the chunk after `job`'s last key in a transaction of
     /// its own, high watermark. `None`: the table was changed (a column
     /// added, dropped or retyped, the publication's column list or row
     /// filter changed) between the read and the high watermark; the rows
     /// would not be what the stream describes at the watermark, so they are
-    /// dropped and the chunk is read again.
+    /// dropped and the chunk is read again. `None` too when the read's
+    /// snapshot counts as running a transaction the stream delivered
+    /// already that changed the table ([`super::visibility`]): the chunk is
+    /// read again after [`INVISIBLE_RETRY`].
     ///
     /// The read and the high watermark each take the table's `ACCESS SHARE`
     /// lock first (waiting at most [`LOCK_TIMEOUT`]): the read's snapshot,
@@ -312,7 +363,8 @@ impl Incremental {
         let publication = self.publication.clone();
         let limit = self.chunk_rows;
         let lock = lock_sql(&job.table);
-        let conn = self.connection().await?;
+        let delivered = &mut self.delivered;
+        let conn = connection(&mut self.conn, &self.options).await?;
         emit(conn, &low).await?;
         let read = async {
             sqlx::raw_sql(AssertSqlSafe(format!(
@@ -332,10 +384,19 @@ impl Incremental {
                 limit,
             )
             .await?;
+            // The same snapshot as the rows': its running transactions.
+            let running = running_xids(conn).await?;
             sqlx::raw_sql("COMMIT")
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| PgError::sql("ending a chunk read", e))?;
+            // Everything recorded was delivered before the read: a
+            // delivered transaction the snapshot counts as running
+            // committed before the stream's position but was invisible.
+            let invisible = delivered.still_running(&running, Some(info.schema.oid));
+            if !invisible.is_empty() {
+                return Ok(Err(invisible));
+            }
             crate::failpoint::failpoint!("incremental::before_high_mark");
             sqlx::raw_sql(AssertSqlSafe(format!("BEGIN; {lock}")))
                 .execute(&mut *conn)
@@ -347,10 +408,27 @@ impl Incremental {
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| PgError::sql("committing a high watermark", e))?;
-            Ok::<_, PgError>((info, now, key, rows))
+            Ok::<_, PgError>(Ok((info, now, key, rows)))
         };
         let (info, now, key, rows) = match read.await {
-            Ok(r) => r,
+            Ok(Ok(r)) => r,
+            Ok(Err(invisible)) => {
+                eprintln!(
+                    "DEBUG held back {invisible:?} delivered={}",
+                    self.delivered.len()
+                );
+                let since = *self.held_back.get_or_insert_with(Instant::now);
+                if since.elapsed() < INVISIBLE_RETRY {
+                    tracing::info!(table = %job.table, chunk, ?invisible,
+                        "the chunk's snapshot does not see transactions the stream delivered already \
+                         (waiting for a synchronous standby?); reading it again once they are visible");
+                } else {
+                    tracing::debug!(table = %job.table, chunk, ?invisible, waiting_ms = since.elapsed().as_millis() as u64,
+                        "chunk held back for delivered transactions not yet visible");
+                }
+                self.retry_at = Some(Instant::now() + INVISIBLE_RETRY);
+                return Ok(None);
+            }
             Err(e) => {
                 // Leaves no transaction open behind a failed read.
                 let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
@@ -362,6 +440,7 @@ impl Incremental {
                 "the table changed between the chunk's read and its high watermark; reading the chunk again");
             return Ok(None);
         }
+        self.held_back = None;
         let last = (rows.rows.len() as u64) < limit;
         // How long the stream waited for the chunk.
         let read_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -380,6 +459,9 @@ impl Incremental {
     /// A change of the stream: collected when it is of the open chunk's
     /// table.
     pub fn observe(&mut self, change: &ChangeEvent) {
+        if let Some(xid) = change.source.txid {
+            self.delivered.record(xid, change.table.oid);
+        }
         if let Some(open) = self.open.as_mut() {
             if change.table.name == open.table.name {
                 open.window.observe(change);

@@ -2,8 +2,21 @@
 //! high watermark comes back through the stream, the keys of the table
 //! that stream events change are collected; at the high watermark the
 //! chunk's rows with those keys are dropped and the rest are emitted.
+//!
+//! Dropping a row relies on the stream carrying its newer state whole. An
+//! update that leaves a TOASTed value unchanged does not (with `REPLICA
+//! IDENTITY DEFAULT` its new row marks the value unchanged, and the old row
+//! is not sent): a sink that never had the row, which is what a backfill
+//! is for, would get it without that value. So the window also follows
+//! the rows of the chunk's keys through the changes it sees (each change's
+//! new row, its unchanged values taken from the row it changed: the
+//! chunk's, or the one an earlier change in the window left), and when the
+//! last change of a key left a value unchanged, that key's row as it
+//! stands then is emitted in place of the dropped one. It is the row's
+//! state at the high watermark (every change before the watermark went
+//! through the window), so it is exact there like any other read.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cdc_core::{ChangeEvent, Op, Row, TableSchema, Value};
@@ -52,6 +65,21 @@ pub(crate) struct Window {
     /// A stream event changed a row whose key it does not tell (or the
     /// table was truncated): no row of the chunk can be trusted.
     spoiled: bool,
+    /// Positions of the chunk's keys in `rows`.
+    index: HashMap<KeyText, usize>,
+    /// The rows of the chunk's keys (and of keys a change moved them to)
+    /// as the changes inside the window left them.
+    latest: HashMap<KeyText, Latest>,
+}
+
+/// A row as the changes inside a window left it.
+#[derive(Debug)]
+enum Latest {
+    /// Deleted (or moved to another key).
+    Gone,
+    /// The row, whole; `partial`: the last change did not carry all its
+    /// values (an unchanged TOAST value), so a sink may lack some.
+    Row { row: Row, partial: bool },
 }
 
 /// What closing a window came to.
@@ -75,7 +103,7 @@ impl Window {
             .filter_map(|p| schema.columns.get(*p).map(|c| c.name.clone()))
             .collect();
         let mut spoiled = false;
-        let rows = rows
+        let rows: Vec<(KeyText, Row)> = rows
             .into_iter()
             .filter_map(|row| match key_of(&row, &key) {
                 Some(k) => Some((k, row)),
@@ -85,6 +113,11 @@ impl Window {
                 }
             })
             .collect();
+        let index = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
         Self {
             key,
             names,
@@ -93,6 +126,83 @@ impl Window {
             rows,
             changed: HashSet::new(),
             spoiled,
+            index,
+            latest: HashMap::new(),
+        }
+    }
+
+    /// The row of `key` as the window last knew it: its latest state, or
+    /// the chunk's row; `None` when it is neither tracked nor in the chunk,
+    /// or deleted.
+    fn known(&self, key: &KeyText) -> Option<&Row> {
+        match self.latest.get(key) {
+            Some(Latest::Row { row, .. }) => Some(row),
+            Some(Latest::Gone) => None,
+            None => self
+                .index
+                .get(key)
+                .and_then(|i| self.rows.get(*i))
+                .map(|(_, r)| r),
+        }
+    }
+
+    /// `true` when the window follows `key`: a key of the chunk, or one a
+    /// change moved a followed row to.
+    fn follows(&self, key: &KeyText) -> bool {
+        self.latest.contains_key(key) || self.index.contains_key(key)
+    }
+
+    /// Follows the row a change of the chunk's description leaves at
+    /// `new_key` (`None`: deleted) and the key it left (`old_key`, when the
+    /// key changed or the row was deleted).
+    fn follow(&mut self, op: Op, new: Option<(&KeyText, &Row)>, old_key: Option<&KeyText>) {
+        if let Some((key, row)) = new {
+            let partial = row
+                .values()
+                .iter()
+                .any(|v| matches!(v, Value::UnchangedToast));
+            let base = if op == Op::Update {
+                old_key.unwrap_or(key)
+            } else {
+                key
+            };
+            if !partial {
+                if self.follows(key) || self.follows(base) {
+                    self.latest.insert(
+                        key.clone(),
+                        Latest::Row {
+                            row: row.clone(),
+                            partial: false,
+                        },
+                    );
+                }
+            } else if let Some(before) = self.known(base) {
+                let values = row
+                    .values()
+                    .iter()
+                    .zip(before.values())
+                    .map(|(v, b)| match v {
+                        Value::UnchangedToast => b.clone(),
+                        v => v.clone(),
+                    })
+                    .collect();
+                self.latest.insert(
+                    key.clone(),
+                    Latest::Row {
+                        row: Row::new(values),
+                        partial: true,
+                    },
+                );
+            } else if self.follows(base) {
+                // The row it changed was deleted inside the window: cannot
+                // happen; read the chunk again rather than guess.
+                self.spoiled = true;
+            }
+        }
+        if let Some(old) = old_key {
+            if new.is_none_or(|(k, _)| k != old) && self.follows(old) {
+                self.latest.insert(old.clone(), Latest::Gone);
+            }
         }
     }
 
@@ -138,11 +248,14 @@ impl Window {
             }
         };
         let mut any = false;
-        for row in images.into_iter().flatten() {
+        let mut keys: [Option<KeyText>; 2] = [None, None];
+        for (slot, row) in keys.iter_mut().zip(images) {
+            let Some(row) = row else { continue };
             match key_of(row, key) {
                 Some(k) => {
                     any = true;
-                    self.changed.insert(k);
+                    self.changed.insert(k.clone());
+                    *slot = Some(k);
                 }
                 // The new row always holds the key; an old key-only image
                 // of another index does not: its row is unknown.
@@ -151,7 +264,27 @@ impl Window {
         }
         if !any {
             self.spoiled = true;
+            return;
         }
+        let [first, second] = keys;
+        let (new, old) = match change.op {
+            Op::Delete => (None, first),
+            _ => (first.zip(change.after.as_ref()), second),
+        };
+        if !same {
+            // Rows of another description are not followed; one that does
+            // not carry all its values cannot be completed here.
+            let partial = new.as_ref().is_some_and(|(_, r)| {
+                r.values()
+                    .iter()
+                    .any(|v| matches!(v, Value::UnchangedToast))
+            });
+            if partial {
+                self.spoiled = true;
+            }
+            return;
+        }
+        self.follow(change.op, new.as_ref().map(|(k, r)| (k, *r)), old.as_ref());
     }
 
     /// Rows read in this chunk.
@@ -159,22 +292,37 @@ impl Window {
         self.rows.len()
     }
 
-    /// The high watermark arrived: the rows to emit.
-    pub fn close(self) -> Closed {
+    /// The high watermark arrived: the rows to emit (a row whose last
+    /// change left a value unchanged is emitted as that change left it,
+    /// completed: in the chunk's place when its key is the chunk's, after
+    /// the chunk's rows when a change moved it to another key).
+    pub fn close(mut self) -> Closed {
         if self.spoiled {
             return Closed::Reread;
         }
-        let before = self.rows.len();
-        let rows: Vec<Row> = self
-            .rows
-            .into_iter()
-            .filter(|(k, _)| !self.changed.contains(k))
-            .map(|(_, row)| row)
+        let mut completed: HashMap<KeyText, Row> = self
+            .latest
+            .drain()
+            .filter_map(|(k, l)| match l {
+                Latest::Row { row, partial: true } => Some((k, row)),
+                _ => None,
+            })
             .collect();
-        Closed::Rows {
-            dropped: before - rows.len(),
-            rows,
+        let mut dropped = 0;
+        let mut rows = Vec::with_capacity(self.rows.len());
+        for (k, row) in self.rows {
+            if !self.changed.contains(&k) {
+                rows.push(row);
+            } else if let Some(row) = completed.remove(&k) {
+                rows.push(row);
+            } else {
+                dropped += 1;
+            }
         }
+        let mut moved: Vec<(KeyText, Row)> = completed.into_iter().collect();
+        moved.sort_by(|a, b| a.0.cmp(&b.0));
+        rows.extend(moved.into_iter().map(|(_, row)| row));
+        Closed::Rows { rows, dropped }
     }
 }
 
@@ -316,6 +464,74 @@ mod tests {
         c.table = Arc::new(renamed);
         w.observe(&c);
         assert_eq!(w.close(), Closed::Reread, "a key column it lacks");
+    }
+
+    #[test]
+    fn an_update_leaving_a_toasted_value_unchanged_emits_the_row_completed() {
+        let partial = |id: i32| Row::new(vec![Value::Int4(id), Value::UnchangedToast]);
+        // Unchanged after the chunk's read: the chunk's value.
+        let mut w = chunk();
+        w.observe(&change(Op::Update, None, Some(partial(2))));
+        let closed = w.close();
+        assert!(matches!(closed, Closed::Rows { dropped: 0, .. }));
+        let Closed::Rows { rows, .. } = closed else {
+            panic!()
+        };
+        assert_eq!(rows[1], row(2, 20));
+        assert_eq!(rows.len(), 6);
+
+        // Set by an earlier change inside the window, then left alone: the
+        // earlier change's value; a whole row last: dropped as usual.
+        let mut w = chunk();
+        w.observe(&change(Op::Update, None, Some(row(3, 31))));
+        w.observe(&change(Op::Update, None, Some(partial(3))));
+        w.observe(&change(Op::Update, None, Some(partial(4))));
+        w.observe(&change(Op::Update, None, Some(row(4, 41))));
+        let Closed::Rows { rows, dropped } = w.close() else {
+            panic!()
+        };
+        assert_eq!(dropped, 1);
+        assert_eq!(
+            ids(Closed::Rows {
+                rows: rows.clone(),
+                dropped
+            }),
+            vec![1, 2, 3, 5, 6]
+        );
+        assert_eq!(rows[2], row(3, 31));
+
+        // Deleted and inserted again, then left alone: the insert's value.
+        let mut w = chunk();
+        w.observe(&change(
+            Op::Delete,
+            Some(Row::key_only(vec![Value::Int4(5), Value::Null])),
+            None,
+        ));
+        w.observe(&change(Op::Insert, None, Some(row(5, 55))));
+        w.observe(&change(Op::Update, None, Some(partial(5))));
+        let Closed::Rows { rows, .. } = w.close() else {
+            panic!()
+        };
+        assert_eq!(rows[4], row(5, 55));
+
+        // Moved to a key beyond the chunk: the chunk's row under the new key,
+        // after the chunk's rows; the old key is dropped.
+        let mut w = chunk();
+        w.observe(&change(
+            Op::Update,
+            Some(Row::key_only(vec![Value::Int4(6), Value::Null])),
+            Some(partial(60)),
+        ));
+        let Closed::Rows { rows, dropped } = w.close() else {
+            panic!()
+        };
+        assert_eq!(dropped, 1);
+        assert_eq!(rows.last(), Some(&row(60, 60)));
+
+        // A key the window knows nothing of: not emitted.
+        let mut w = chunk();
+        w.observe(&change(Op::Update, None, Some(partial(99))));
+        assert_eq!(ids(w.close()), vec![1, 2, 3, 4, 5, 6]);
     }
 
     #[test]
