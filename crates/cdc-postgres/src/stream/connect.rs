@@ -7,6 +7,7 @@ use sqlx::{Connection, PgConnection};
 use super::changes::Changes;
 use super::config::PgSourceConfig;
 use super::context::Context;
+use super::discovery::Discovery;
 use super::heartbeat::Heartbeat;
 use super::source::PgSource;
 use super::state::{Starting, State};
@@ -30,7 +31,9 @@ impl PgSource {
         let mut catalog = PgConnection::connect_with(&for_role(&params.sqlx_options(), "catalog"))
             .await
             .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
+        let exact = cfg.tables.clone();
         let cfg = select_tables(&mut catalog, cfg).await?;
+        cfg.status.set_tables(cfg.tables.iter().cloned());
         let (server, snapshot_tables, mut incremental) =
             prepare(&mut catalog, &cfg, &params).await?;
         let ack = AckHandle::new();
@@ -48,6 +51,24 @@ impl PgSource {
             inc.add_new_tables(&mut catalog, &metadata, &snapshot_tables)
                 .await?;
         }
+        let discovery = match cfg.discovery_interval {
+            Some(interval)
+                if !cfg.selection.include.is_empty() && mode != SnapshotMode::SnapshotOnly =>
+            {
+                Some(
+                    Discovery::start(
+                        &mut catalog,
+                        interval,
+                        exact,
+                        cfg.selection.clone(),
+                        &cfg.tables,
+                        &cfg.snapshot.metadata_schema,
+                    )
+                    .await?,
+                )
+            }
+            _ => None,
+        };
         let state = match snapshot {
             Some(phase) => State::Snapshot(Box::new(phase)),
             None if mode == SnapshotMode::SnapshotOnly => State::Ended,
@@ -68,6 +89,7 @@ impl PgSource {
             ack,
             returned: 0,
             incremental,
+            discovery,
         };
         Ok(Self { state, cx })
     }

@@ -6,6 +6,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::changes::Changes;
 use super::config::PgSourceConfig;
+use super::discovery::Discovery;
 use super::heartbeat::Heartbeat;
 use crate::conn::ConnParams;
 use crate::error::{PgError, StreamNames};
@@ -40,6 +41,9 @@ pub(super) struct Context {
     pub returned: u64,
     /// Incremental snapshots, when enabled.
     pub incremental: Option<Incremental>,
+    /// Tables created and dropped while streaming, for a selection with
+    /// patterns.
+    pub discovery: Option<Discovery>,
 }
 
 impl Context {

@@ -47,6 +47,11 @@ impl Context {
                 if let Some(inc) = self.incremental.as_mut() {
                     inc.step(self.ack.get()).await;
                 }
+                // Tables created or dropped since the last check.
+                self.discover(&mut batch).await;
+                if !batch.is_empty() {
+                    first_at = Some(Instant::now());
+                }
             }
             transport.follow(&self.ack);
             // A batch ends on time only between transactions (the rest of
