@@ -339,3 +339,55 @@ async fn a_table_dropped_while_streaming_is_noted_and_the_stream_goes_on() {
         .await;
     db.cleanup().await;
 }
+
+/// A table created while streaming that `source.columns` and
+/// `source.row_filters` name (PostgreSQL 15+): it enters the publication
+/// with its column list and row filter, and the snapshot of its first rows
+/// and its stream both keep to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_table_is_published_with_its_configured_columns_and_rows() {
+    let db = database("disc_subset").await;
+    if db.server_version_num().await < 150_000 {
+        eprintln!("column lists and row filters need PostgreSQL 15");
+        db.cleanup().await;
+        return;
+    }
+    let dir = TempDir::new("disc_subset");
+    let out = dir.join("out.jsonl");
+    let port = free_port();
+    let (pipeline, slot) = pipeline(&db, &out, port);
+    let pipeline = pipeline.source_lines(
+        "  columns: { shop.fresh: { exclude: [note] } }\n  \
+         row_filters: { shop.fresh: \"id % 3 <> 0\" }\n",
+    );
+    let mut engine = Engine::start(&pipeline.yaml());
+    wait_streaming(&db, &mut engine, &slot, TIMEOUT).await;
+    let fresh = NewTableWriter::start(&db, "shop.fresh").await;
+    wait_snapshot_done(&db, &["shop.fresh"], &[&engine], TIMEOUT).await;
+    fresh.wait_more(50).await;
+    fresh.finish().await;
+    let mut tails = [Tail::new(0, out.clone())];
+    integration_tests::replay::wait_converged_to(
+        &db,
+        &mut tails,
+        &[&engine],
+        &[(
+            "shop.fresh",
+            "(SELECT id, v FROM shop.fresh WHERE id % 3 <> 0)",
+        )],
+    )
+    .await;
+    for e in tails[0].events.iter().filter(|e| e.table == "shop.fresh") {
+        for image in [&e.before, &e.after] {
+            assert!(image.get("note").is_none(), "an excluded column: {image}");
+        }
+        if e.op != "d" {
+            let id = e.after["id"].as_i64().expect("an id");
+            assert_ne!(id % 3, 0, "a row outside the filter: {}", e.after);
+        }
+    }
+    engine
+        .stop_clean(Duration::from_secs(45), "discovery subset")
+        .await;
+    db.cleanup().await;
+}

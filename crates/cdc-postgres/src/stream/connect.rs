@@ -55,6 +55,13 @@ impl PgSource {
             Some(interval)
                 if !cfg.selection.include.is_empty() && mode != SnapshotMode::SnapshotOnly =>
             {
+                if incremental.is_none() {
+                    tracing::warn!(
+                        "tables created while streaming that match source.tables are captured from \
+                         when they are noticed (within {interval:?}); the rows written to them before \
+                         are not copied unless snapshot.incremental.enabled is true"
+                    );
+                }
                 Some(
                     Discovery::start(
                         &mut catalog,

@@ -244,12 +244,12 @@ impl Context {
         let err = |e| PgError::sql("adding new tables to the publication", e);
         let mut tx = self.catalog.begin().await.map_err(err)?;
         if self.cfg.create_publication {
-            crate::setup::ensure_publication(
+            // Within this transaction: a failure rolls the whole back.
+            crate::setup::add_tables_in_transaction(
                 &mut tx,
                 &self.cfg.publication,
                 tables,
                 &self.cfg.subsets,
-                true,
             )
             .await?;
         }
