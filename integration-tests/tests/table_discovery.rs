@@ -59,11 +59,21 @@ async fn database(prefix: &str) -> TestDb {
 /// checking for new tables every second, with incremental snapshots and
 /// `/status` on `port`.
 fn pipeline(db: &TestDb, out: &std::path::Path, port: u16) -> (Pipeline, String) {
+    pipeline_checking(db, out, port, "1s")
+}
+
+/// [`pipeline`], checking the catalog every `interval`.
+fn pipeline_checking(
+    db: &TestDb,
+    out: &std::path::Path,
+    port: u16,
+    interval: &str,
+) -> (Pipeline, String) {
     let s = unique_suffix();
     let slot = format!("disc_{s}");
     let pipeline = Pipeline::new("discovery", db.url())
         .tables(&["shop.*", "public.log_*", "public.t"])
-        .source_lines("  discovery: { interval: 1s }\n")
+        .source_lines(&format!("  discovery: {{ interval: {interval} }}\n"))
         .publication(&format!("disc_pub_{s}"))
         .slot(&slot)
         .create(true, true)
@@ -388,6 +398,56 @@ async fn a_new_table_is_published_with_its_configured_columns_and_rows() {
     }
     engine
         .stop_clean(Duration::from_secs(45), "discovery subset")
+        .await;
+    db.cleanup().await;
+}
+
+/// A publication made by hand `FOR TABLES IN SCHEMA` (PostgreSQL 15+,
+/// `publication.create: false`) sends a new table's changes from its
+/// creation: the first of them makes the engine check at once (the
+/// catalog check is an hour away here), and the changes it skipped before
+/// come from the incremental snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_table_new_in_a_schema_publication_is_noticed_from_the_stream() {
+    let db = database("disc_schema").await;
+    if db.server_version_num().await < 150_000 {
+        eprintln!("FOR TABLES IN SCHEMA needs PostgreSQL 15");
+        db.cleanup().await;
+        return;
+    }
+    let dir = TempDir::new("disc_schema");
+    let out = dir.join("out.jsonl");
+    let port = free_port();
+    let (pipeline, slot) = pipeline_checking(&db, &out, port, "1h");
+    let publication = slot.replacen("disc_", "disc_pub_", 1);
+    // The metadata schema is published too: it holds the signal table.
+    db.exec(&format!(
+        "CREATE SCHEMA cdc; CREATE PUBLICATION {publication} \
+         FOR TABLES IN SCHEMA shop, cdc, TABLE public.t \
+         WITH (publish_via_partition_root = true)"
+    ))
+    .await;
+    let mut engine = Engine::start(&pipeline.create(false, true).yaml());
+    wait_streaming(&db, &mut engine, &slot, TIMEOUT).await;
+    let fresh = NewTableWriter::start(&db, "shop.fresh").await;
+    wait_status(port, &engine, "shop.fresh", |doc| {
+        listed(doc, "tables").contains(&"shop.fresh".to_owned())
+    })
+    .await;
+    wait_snapshot_done(&db, &["shop.fresh"], &[&engine], TIMEOUT).await;
+    fresh.wait_more(50).await;
+    fresh.finish().await;
+    let mut tails = [Tail::new(0, out.clone())];
+    wait_converged_tables(&db, &mut tails, &[&engine], &["shop.fresh", "shop.orders"]).await;
+    assert!(
+        engine
+            .stderr_text()
+            .contains("was created after the last check for new tables"),
+        "{}",
+        engine.output_report()
+    );
+    engine
+        .stop_clean(Duration::from_secs(45), "discovery schema")
         .await;
     db.cleanup().await;
 }
