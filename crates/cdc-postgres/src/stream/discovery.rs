@@ -49,6 +49,9 @@ pub(super) struct Discovery {
     known: HashMap<TableName, u32>,
     /// Matches not added yet, already warned about (and why).
     warned: HashSet<(TableName, &'static str)>,
+    /// The server is a hot standby: the publication is changed on the
+    /// primary (or not at all), never here.
+    read_only: bool,
 }
 
 impl Discovery {
@@ -62,6 +65,10 @@ impl Discovery {
         captured: &[TableName],
         metadata_schema: &str,
     ) -> Result<Self, PgError> {
+        let read_only: bool = sqlx::query_scalar("SELECT pg_catalog.pg_is_in_recovery()")
+            .fetch_one(&mut *catalog)
+            .await
+            .map_err(|e| PgError::sql("checking whether the server is a standby", e))?;
         let known = list_tables(catalog, metadata_schema)
             .await?
             .into_iter()
@@ -75,6 +82,7 @@ impl Discovery {
             selection,
             known,
             warned: HashSet::new(),
+            read_only,
         })
     }
 
@@ -173,7 +181,8 @@ impl Context {
             }
             new.push(c);
         }
-        if !self.cfg.create_publication && !new.is_empty() {
+        let alter = self.cfg.create_publication && !discovery.read_only;
+        if !alter && !new.is_empty() {
             let publication = PublicationState::read(&mut self.catalog, &self.cfg.publication)
                 .await?
                 .ok_or_else(|| {
@@ -190,9 +199,10 @@ impl Context {
                         &c.name,
                         "publication",
                         &format!(
-                            "table {t} matches the selection but publication `{name}` \
-                             (source.publication.create: false) does not publish it: run ALTER \
-                             PUBLICATION {p} ADD TABLE {q}; it is captured once published",
+                            "table {t} matches the selection but publication `{name}` does not \
+                             publish it, and the engine may not change it (source.publication.create: \
+                             false, or a hot standby): run ALTER PUBLICATION {p} ADD TABLE {q}; (on \
+                             the primary); it is captured once published",
                             t = c.name,
                             p = quote_ident(&name),
                             q = quote_table(&c.name)
@@ -221,7 +231,7 @@ impl Context {
                 inc.track(table);
             }
         }
-        let snapshot = self.publish_new_tables(&names).await?;
+        let snapshot = self.publish_new_tables(&names, alter).await?;
         for c in new {
             discovery.known.insert(c.name.clone(), c.oid);
             self.cfg.status.table_added(&c.name);
@@ -237,13 +247,16 @@ impl Context {
         Ok(())
     }
 
-    /// In one transaction: adds `tables` to the publication (when the
-    /// engine manages it) and asks for their incremental snapshot (when
-    /// enabled; its id).
-    async fn publish_new_tables(&mut self, tables: &[TableName]) -> Result<Option<i64>, PgError> {
+    /// In one transaction: adds `tables` to the publication (with `alter`)
+    /// and asks for their incremental snapshot (when enabled; its id).
+    async fn publish_new_tables(
+        &mut self,
+        tables: &[TableName],
+        alter: bool,
+    ) -> Result<Option<i64>, PgError> {
         let err = |e| PgError::sql("adding new tables to the publication", e);
         let mut tx = self.catalog.begin().await.map_err(err)?;
-        if self.cfg.create_publication {
+        if alter {
             // Within this transaction: a failure rolls the whole back.
             crate::setup::add_tables_in_transaction(
                 &mut tx,
