@@ -927,16 +927,10 @@ async fn an_update_leaving_a_toasted_value_unchanged_inside_a_window_keeps_the_v
     // Inside the window: `doc` is left alone.
     db.exec("UPDATE public.t SET v = v + 1000 WHERE id = 7")
         .await;
-    let done = wait_until(TIMEOUT, async || {
-        snapshot_state(&db).await.is_some_and(|(s, _)| s == "done")
+    wait_progress(&db, &engine, "public.t", "done", None, TIMEOUT, |p| {
+        p.state == "done"
     })
     .await;
-    assert!(
-        done,
-        "not done: {:?}\n{}",
-        snapshot_state(&db).await,
-        engine.output_report()
-    );
     let mut tails = [Tail::new(0, dir.join("out.jsonl"))];
     tails[0].poll();
     let update = tails[0]

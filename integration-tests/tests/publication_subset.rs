@@ -4,8 +4,9 @@
 //! `source.row_filters`: the snapshot reads exactly the columns and rows
 //! the stream sends, so the sink ends up with the source restricted to
 //! them, under a writer that moves rows in and out of the filter during
-//! the snapshot and while streaming. A column list without the key is
-//! refused.
+//! the snapshot and while streaming; an `UPDATE` moving a row across the
+//! filter arrives as a delete or an insert. A column list without the key
+//! is refused.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use std::time::Duration;
 use integration_tests::pipelines::{Pipeline, FAST_RETRY};
 use integration_tests::replay::{merged, wait_converged_to, Tail};
 use integration_tests::snapshot_meta::wait_job_done;
-use integration_tests::{quote_ident, unique_suffix, Engine, TempDir, TestDb};
+use integration_tests::{
+    quote_ident, unique_suffix, wait_streaming, wait_until, Engine, TempDir, TestDb,
+};
 use sqlx::{Connection, PgConnection};
 
 const ROWS: i64 = 3_000;
@@ -115,6 +118,88 @@ async fn configured_columns_and_row_filters_hold_in_snapshot_and_stream() {
             .yaml()
     };
     snapshot_and_stream_agree(&db, &slot, yaml).await;
+    db.cleanup().await;
+}
+
+/// The server's rules for an `UPDATE` under a row filter, per event kind:
+/// a row moving out of the filter arrives as a delete (of its old image),
+/// one moving in as an insert (of its new image), one staying in as an
+/// update, and one staying out not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_moving_rows_across_the_filter_arrive_as_deletes_and_inserts() {
+    let db = TestDb::create("filter_moves").await;
+    if db.server_version_num().await < 150_000 {
+        eprintln!("row filters need PostgreSQL 15");
+        db.cleanup().await;
+        return;
+    }
+    let s = unique_suffix();
+    let (slot, publication) = (format!("moves_{s}"), format!("moves_pub_{s}"));
+    create_tables(&db, None).await;
+    let dir = TempDir::new("filter-moves");
+    let out = dir.join("out.jsonl");
+    let yaml = subset_pipeline(&db, &slot, &publication, &out)
+        .create(true, true)
+        .snapshot("{ mode: never }")
+        .source_lines("  row_filters: { public.rows: \"region = 'eu'\" }\n")
+        .yaml();
+    let mut engine = Engine::start(&yaml);
+    wait_streaming(&db, &mut engine, &slot, TIMEOUT).await;
+    // Even ids are in `eu`, odd ones in `us`; one transaction each, the
+    // last one a marker: once it arrived, every earlier change did.
+    for sql in [
+        "UPDATE public.rows SET region = 'us', v = 10 WHERE id = 2",
+        "UPDATE public.rows SET region = 'eu', v = 11 WHERE id = 1",
+        "UPDATE public.rows SET v = 12 WHERE id = 4",
+        "UPDATE public.rows SET v = 13 WHERE id = 3",
+        "UPDATE public.rows SET v = 14 WHERE id = 6",
+    ] {
+        db.exec(sql).await;
+    }
+    let mut tail = Tail::new(0, out.clone());
+    let marker = wait_until(TIMEOUT, async || {
+        tail.poll();
+        tail.events
+            .iter()
+            .any(|e| e.table == "public.rows" && e.row()["id"].as_i64() == Some(6))
+    })
+    .await;
+    assert!(
+        marker,
+        "the marker did not arrive\n{}",
+        engine.output_report()
+    );
+    let of = |id: i64| -> Vec<(String, String, String)> {
+        tail.events
+            .iter()
+            .filter(|e| e.table == "public.rows" && e.row()["id"].as_i64() == Some(id))
+            .map(|e| {
+                let region =
+                    |image: &serde_json::Value| image["region"].as_str().unwrap_or("-").to_owned();
+                (e.op.clone(), region(&e.before), region(&e.after))
+            })
+            .collect()
+    };
+    let t = |op: &str, before: &str, after: &str| (op.into(), before.into(), after.into());
+    assert_eq!(
+        of(2),
+        [t("d", "eu", "-")],
+        "a row moving out arrives as a delete"
+    );
+    assert_eq!(
+        of(1),
+        [t("c", "-", "eu")],
+        "a row moving in arrives as an insert"
+    );
+    assert_eq!(
+        of(4),
+        [t("u", "eu", "eu")],
+        "a row staying in arrives as an update"
+    );
+    assert_eq!(of(3), [], "a row staying out does not arrive");
+    engine
+        .stop_clean(Duration::from_secs(45), "filter moves")
+        .await;
     db.cleanup().await;
 }
 

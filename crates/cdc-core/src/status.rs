@@ -5,7 +5,7 @@
 //! lock for snapshot progress); readers take copies. The handle is `Clone`
 //! and all clones see the same state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
@@ -227,6 +227,14 @@ struct Inner {
     snapshot: Mutex<SnapshotProgress>,
     untracked: Mutex<BTreeMap<TableName, u64>>,
     incremental: Mutex<BTreeMap<TableName, IncrementalProgress>>,
+    tables: Mutex<CapturedTables>,
+}
+
+/// The tables a source captures now, and those dropped while it ran.
+#[derive(Debug, Default, Clone)]
+struct CapturedTables {
+    captured: BTreeSet<TableName>,
+    dropped: BTreeMap<TableName, SystemTime>,
 }
 
 /// The live status of a source; see the module documentation.
@@ -475,6 +483,53 @@ impl SourceStatus {
     pub fn incremental_progress(&self) -> BTreeMap<TableName, IncrementalProgress> {
         self.with_incremental(|m| m.clone())
     }
+
+    fn with_tables<R>(&self, f: impl FnOnce(&mut CapturedTables) -> R) -> R {
+        let mut guard = self
+            .inner
+            .tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Sets the tables captured (the selection as resolved when the source
+    /// started).
+    pub fn set_tables(&self, tables: impl IntoIterator<Item = TableName>) {
+        self.with_tables(|t| t.captured = tables.into_iter().collect());
+    }
+
+    /// A table captured from now on (created while the source ran).
+    pub fn table_added(&self, table: &TableName) {
+        self.with_tables(|t| {
+            t.captured.insert(table.clone());
+            t.dropped.remove(table);
+        });
+    }
+
+    /// A captured table was dropped: it leaves the captured tables (and
+    /// its incremental snapshot, if any) and is listed among the dropped
+    /// ones, with when it was noticed.
+    pub fn table_dropped(&self, table: &TableName) {
+        self.with_tables(|t| {
+            t.captured.remove(table);
+            t.dropped.insert(table.clone(), SystemTime::now());
+        });
+        self.with_incremental(|m| {
+            m.remove(table);
+        });
+    }
+
+    /// The tables captured now, in name order.
+    pub fn tables(&self) -> Vec<TableName> {
+        self.with_tables(|t| t.captured.iter().cloned().collect())
+    }
+
+    /// The tables dropped while the source ran, with when each drop was
+    /// noticed, in name order.
+    pub fn dropped_tables(&self) -> Vec<(TableName, SystemTime)> {
+        self.with_tables(|t| t.dropped.iter().map(|(n, at)| (n.clone(), *at)).collect())
+    }
 }
 
 #[cfg(test)]
@@ -497,6 +552,28 @@ mod tests {
             a.set_phase(*p);
             assert_eq!(b.phase(), *p);
         }
+    }
+
+    #[test]
+    fn captured_tables_follow_additions_and_drops() {
+        let status = SourceStatus::new();
+        let (a, b) = (TableName::new("s", "a"), TableName::new("s", "b"));
+        status.set_tables([a.clone()]);
+        status.table_added(&b);
+        assert_eq!(status.tables(), [a.clone(), b.clone()]);
+        status.incremental_snapshot(&b, IncrementalProgress::new(1, IncrementalState::Running));
+        status.table_dropped(&b);
+        assert_eq!(status.tables(), [a]);
+        assert!(status.incremental_progress().is_empty());
+        let dropped: Vec<TableName> = status
+            .dropped_tables()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(dropped, std::slice::from_ref(&b));
+        // Created again: captured again, no longer listed as dropped.
+        status.table_added(&b);
+        assert!(status.dropped_tables().is_empty());
     }
 
     #[test]

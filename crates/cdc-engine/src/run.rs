@@ -92,6 +92,7 @@ pub(crate) fn source_config(config: &Config) -> PgSourceConfig {
     pg.snapshot = snapshot_settings(&config.snapshot);
     pg.incremental.enabled = config.snapshot.incremental.enabled;
     pg.incremental.chunk_rows = config.snapshot.incremental.chunk_rows;
+    pg.discovery_interval = src.discovery.enabled.then_some(src.discovery.interval);
     pg.heartbeat_interval = config
         .heartbeat
         .enabled

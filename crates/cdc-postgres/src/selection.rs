@@ -288,33 +288,65 @@ pub async fn resolve(
     let candidates = if selection.include.is_empty() {
         Vec::new()
     } else {
-        let rows = sqlx::query(
-            "SELECT n.nspname::text AS schema, c.relname::text AS name
-             FROM pg_catalog.pg_class c
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-               AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema', 'pg_toast'])
-               AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
-               AND n.nspname <> $1
-             ORDER BY 1, 2",
-        )
-        .bind(metadata_schema)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| PgError::sql("listing the tables the selection may match", e))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let schema: String = row
-                .try_get("schema")
-                .map_err(|e| PgError::sql("listing tables", e))?;
-            let name: String = row
-                .try_get("name")
-                .map_err(|e| PgError::sql("listing tables", e))?;
-            out.push(TableName::new(schema, name));
-        }
-        out
+        list_tables(conn, metadata_schema)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect()
     };
     Ok(select(exact, selection, &candidates))
+}
+
+/// A table a selection may match, as [`list_tables`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    pub name: TableName,
+    /// Its OID: a table dropped and created again under the same name has
+    /// another.
+    pub oid: u32,
+    /// Its replica identity lets updates and deletes be published: a
+    /// primary key (identity `default`), an index (`index`) or `full`.
+    pub identity_ok: bool,
+}
+
+/// The tables of the database a selection may match: ordinary and
+/// partitioned tables (never a partition), outside the system schemas and
+/// `metadata_schema`, ordered by schema and name.
+pub(crate) async fn list_tables(
+    conn: &mut PgConnection,
+    metadata_schema: &str,
+) -> Result<Vec<Candidate>, PgError> {
+    let ctx = |e| PgError::sql("listing the tables the selection may match", e);
+    let rows = sqlx::query(
+        "SELECT n.nspname::text AS schema, c.relname::text AS name, c.oid::pg_catalog.int8 AS oid,
+                (c.relreplident IN ('f', 'i')
+                 OR (c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                                                      WHERE i.indrelid = c.oid AND i.indisprimary)))
+                  AS identity_ok
+         FROM pg_catalog.pg_class c
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+           AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema', 'pg_toast'])
+           AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+           AND n.nspname <> $1
+         ORDER BY 1, 2",
+    )
+    .bind(metadata_schema)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(ctx)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let schema: String = row.try_get("schema").map_err(ctx)?;
+        let name: String = row.try_get("name").map_err(ctx)?;
+        let oid: i64 = row.try_get("oid").map_err(ctx)?;
+        out.push(Candidate {
+            name: TableName::new(schema, name),
+            oid: u32::try_from(oid).unwrap_or_default(),
+            identity_ok: row.try_get("identity_ok").map_err(ctx)?,
+        });
+    }
+    Ok(out)
 }
 
 /// [`resolve`] over a known list of `candidates` (pure).

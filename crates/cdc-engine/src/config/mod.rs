@@ -8,6 +8,8 @@
 //! or type error; the semantic checks that follow ([`validate`]) report every
 //! problem at once. `docs/configuration.md` is the user-facing reference.
 
+mod columns;
+mod discovery;
 mod error;
 mod interpolate;
 mod load;
@@ -22,6 +24,7 @@ mod table_name;
 mod tests;
 mod validate;
 
+pub use discovery::DiscoveryConfig;
 pub use error::{ConfigError, ConfigProblem};
 pub use load::{load_config, parse_config};
 pub use model::{

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use cdc_core::{ReplicaIdentity, TableName};
 use cdc_postgres::selection::TablePattern;
+
+pub use super::columns::ColumnsConfig;
 use serde::Deserialize;
 
 use super::redact::redact_url;
@@ -118,6 +120,9 @@ pub struct SourceConfig {
     /// listed are left as they are. Default: empty.
     #[serde(default, deserialize_with = "table_name::deserialize_map")]
     pub replica_identity: Vec<(TableName, ReplicaIdentitySetting)>,
+    /// `discovery`: tables created and dropped while streaming, when
+    /// `tables` holds patterns.
+    pub discovery: super::DiscoveryConfig,
 }
 
 /// `source` as written: `tables` entries are names or patterns.
@@ -141,20 +146,8 @@ struct SourceDocument {
     columns: Vec<(TableName, ColumnsConfig)>,
     #[serde(default, deserialize_with = "table_name::deserialize_map")]
     row_filters: Vec<(TableName, String)>,
-}
-
-/// `source.columns.<table>`: `{ include: [a, b] }` or `{ exclude: [c] }`,
-/// exactly one of the two.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct ColumnsConfig {
-    /// `include`: only these columns (names as the catalog spells them).
     #[serde(default)]
-    pub include: Option<Vec<String>>,
-    /// `exclude`: every column but these.
-    #[serde(default)]
-    pub exclude: Option<Vec<String>>,
+    discovery: super::DiscoveryConfig,
 }
 
 impl From<SourceDocument> for SourceConfig {
@@ -182,6 +175,7 @@ impl From<SourceDocument> for SourceConfig {
             replica_identity: doc.replica_identity,
             columns: doc.columns,
             row_filters: doc.row_filters,
+            discovery: doc.discovery,
         }
     }
 }
@@ -199,6 +193,7 @@ impl fmt::Debug for SourceConfig {
             .field("replica_identity", &self.replica_identity)
             .field("columns", &self.columns)
             .field("row_filters", &self.row_filters)
+            .field("discovery", &self.discovery)
             .finish()
     }
 }

@@ -638,6 +638,26 @@ fn heartbeat_and_standby_defaults_and_checks() {
 }
 
 #[test]
+fn discovery_defaults_and_checks() {
+    let config = parse(&with_sinks(MINIMAL, "")).unwrap();
+    assert!(config.source.discovery.enabled);
+    assert_eq!(config.source.discovery.interval, Duration::from_secs(10));
+    let text = MINIMAL.replace(
+        "  tables",
+        "  discovery: { enabled: false, interval: 2s }\n  tables",
+    );
+    let config = parse(&with_sinks(&text, "")).unwrap();
+    assert!(!config.source.discovery.enabled);
+    assert_eq!(config.source.discovery.interval, Duration::from_secs(2));
+    let text = MINIMAL.replace("  tables", "  discovery: { interval: 0s }\n  tables");
+    assert_problem(
+        &with_sinks(&text, ""),
+        "source.discovery.interval",
+        "greater than zero",
+    );
+}
+
+#[test]
 fn tables_by_pattern_and_exclusions() {
     let text = with_sinks(
         &MINIMAL.replace(

@@ -228,6 +228,12 @@ fn check_intervals(config: &Config, problems: &mut Vec<ConfigProblem>) {
             "must be greater than zero",
         ));
     }
+    if config.source.discovery.interval.is_zero() {
+        problems.push(ConfigProblem::new(
+            "source.discovery.interval",
+            "must be greater than zero",
+        ));
+    }
     if config.source.slot.activity_check_interval.is_zero() {
         problems.push(ConfigProblem::new(
             "source.slot.activity_check_interval",

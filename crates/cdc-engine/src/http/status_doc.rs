@@ -97,6 +97,12 @@ pub fn status_document(state: &EngineState) -> Value {
             .into_iter()
             .map(|(relation, n)| (relation.to_string(), json!(n)))
             .collect::<serde_json::Map<String, serde_json::Value>>(),
+        "tables": source.tables().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "tables_dropped": source
+            .dropped_tables()
+            .into_iter()
+            .map(|(t, at)| json!({"table": t.to_string(), "noticed_at_ms": unix_ms(at)}))
+            .collect::<Vec<_>>(),
         "sinks": sinks,
         "snapshot": snapshot,
         "incremental_snapshots": incremental,

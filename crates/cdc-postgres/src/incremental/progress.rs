@@ -357,6 +357,25 @@ ALTER TABLE {progress} ADD CONSTRAINT incremental_snapshots_state_check
         Ok(out)
     }
 
+    /// Inserts a signal row of kind `snapshot` with `payload`; returns its
+    /// id. The source reads it from the stream like any other signal.
+    pub async fn insert_signal(
+        &self,
+        conn: &mut PgConnection,
+        payload: &serde_json::Value,
+    ) -> Result<i64, PgError> {
+        let insert = format!(
+            "INSERT INTO {}.{} (kind, payload) VALUES ('snapshot', $1::pg_catalog.jsonb) RETURNING id",
+            quote_ident(&self.schema),
+            quote_ident(SIGNAL_TABLE)
+        );
+        sqlx::query_scalar(AssertSqlSafe(insert))
+            .bind(payload.to_string())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(self.ctx("asking for an incremental snapshot"))
+    }
+
     /// Records an incremental snapshot of the tables of `candidates` that
     /// are new to `slot`: planned in none of the slot's initial snapshot
     /// chunks (in `chunks`, the initial snapshot's chunk table) and in no
@@ -417,16 +436,7 @@ ALTER TABLE {progress} ADD CONSTRAINT incremental_snapshots_state_check
             "tables": new.iter().map(|t| serde_json::json!({"schema": t.schema, "table": t.name})).collect::<Vec<_>>(),
             "reason": "added to source.tables",
         });
-        let insert = format!(
-            "INSERT INTO {}.{} (kind, payload) VALUES ('snapshot', $1::pg_catalog.jsonb) RETURNING id",
-            quote_ident(&self.schema),
-            quote_ident(SIGNAL_TABLE)
-        );
-        let id: i64 = sqlx::query_scalar(AssertSqlSafe(insert))
-            .bind(payload.to_string())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(&err)?;
+        let id = self.insert_signal(&mut tx, &payload).await?;
         let added = self.enqueue(&mut tx, slot, id, &new, None).await?;
         tx.commit().await.map_err(&err)?;
         Ok(Some((id, added)))

@@ -100,7 +100,7 @@ pub(crate) struct Incremental {
     /// Told apart from the watermarks of an earlier run of this source.
     run: String,
     conn: Option<PgConnection>,
-    tracked: HashSet<TableName>,
+    pub(super) tracked: HashSet<TableName>,
     /// Tables to snapshot, in the order they are read (paused ones are
     /// passed over), with how far each got in memory (ahead of what is
     /// stored).

@@ -140,4 +140,59 @@ impl Incremental {
         }
         Ok(())
     }
+
+    /// Chunks of `table` may be read from now on (a table created while
+    /// the source runs, whose changes are captured from now on).
+    pub fn track(&mut self, table: &TableName) {
+        self.tracked.insert(table.clone());
+    }
+
+    /// `table` was dropped: its unfinished snapshots are forgotten (the
+    /// open chunk dropped, the stored ones recorded as failed, so that they
+    /// do not resume after a restart).
+    pub async fn table_dropped(&mut self, table: &TableName) {
+        self.tracked.remove(table);
+        if self.open.as_ref().is_some_and(|o| o.table.name == *table) {
+            self.open = None;
+        }
+        let jobs: Vec<i64> = self
+            .queue
+            .iter()
+            .filter(|j| j.table == *table)
+            .map(|j| j.snapshot)
+            .collect();
+        self.queue.retain(|j| j.table != *table);
+        let (store, slot) = (self.store.clone(), self.slot.clone());
+        for snapshot in jobs {
+            tracing::info!(table = %table, snapshot, "incremental snapshot given up: the table was dropped");
+            let recorded = match self.connection().await {
+                Ok(conn) => {
+                    store
+                        .fail(conn, &slot, snapshot, table, "the table was dropped")
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = recorded {
+                tracing::warn!(error = %cdc_core::error_chain(&e), "cannot record the end of the incremental snapshot of a dropped table");
+            }
+        }
+    }
+
+    /// Asks, on `conn` (inside the transaction that added `tables` to the
+    /// publication), for an incremental snapshot of `tables`, created while
+    /// the source runs: a signal row, read from the stream after every
+    /// change the publication sends of them, so the snapshot holds the
+    /// rows written before they were published. Returns the signal's id.
+    pub async fn request_created_tables(
+        &self,
+        conn: &mut PgConnection,
+        tables: &[TableName],
+    ) -> Result<i64, PgError> {
+        let payload = serde_json::json!({
+            "tables": tables.iter().map(|t| serde_json::json!({"schema": t.schema, "table": t.name})).collect::<Vec<_>>(),
+            "reason": "created while streaming",
+        });
+        self.store.insert_signal(conn, &payload).await
+    }
 }

@@ -16,6 +16,6 @@ pub use check::{check_source, CheckReport, Finding, Severity};
 pub(crate) use check::{run_check, CheckRequest};
 pub(crate) use hot_standby::{check_hot_standby, standby_findings};
 pub(crate) use preflight::{check_select, preflight, ServerInfo};
-pub(crate) use publication::ensure_publication;
+pub(crate) use publication::{add_tables_in_transaction, ensure_publication};
 pub(crate) use replica_identity::ensure_replica_identity;
 pub(crate) use slot::{ensure_slot, slot_confirmed_flush, slot_exists, SlotCreation};

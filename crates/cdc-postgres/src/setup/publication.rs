@@ -51,6 +51,31 @@ pub async fn ensure_publication(
         .map(|_| ())
 }
 
+/// Adds `tables` (new to publication `name`, which exists) to it, each
+/// with its column list and row filter from `subsets`, on `conn` as it is:
+/// inside the caller's transaction, which commits or rolls back with it
+/// (no retry: a concurrent change of the publication is an error, and the
+/// caller tries again later).
+pub async fn add_tables_in_transaction(
+    conn: &mut PgConnection,
+    name: &str,
+    tables: &[TableName],
+    subsets: &[(TableName, TableSubset)],
+) -> Result<(), PgError> {
+    let mut specs = Vec::with_capacity(tables.len());
+    for t in tables {
+        let subset = subsets.iter().find(|(s, _)| s == t).map(|(_, s)| s);
+        specs.push(table_spec(conn, t, subset).await?);
+    }
+    if ensure_once(conn, name, tables, &specs, true).await? {
+        Ok(())
+    } else {
+        Err(PgError::Setup(format!(
+            "publication `{name}` changed concurrently while tables were added to it"
+        )))
+    }
+}
+
 /// One check-and-fix pass; `Ok(false)` when a concurrent change got in the
 /// way. `specs`: each table of `tables` as the DDL names it.
 async fn ensure_once(

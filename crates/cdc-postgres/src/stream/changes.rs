@@ -62,6 +62,22 @@ impl Changes {
         self.tracked.contains(name)
     }
 
+    /// Captures the changes of `name` from now on (a table created while
+    /// the source runs); returns the schemas of the relations of that name
+    /// the stream already described (as not tracked), now tracked.
+    pub fn track(&mut self, name: &TableName) -> Vec<Arc<TableSchema>> {
+        self.tracked.insert(name.clone());
+        let mut described = Vec::new();
+        for r in self.relations.values_mut() {
+            if r.info.schema.name == *name && !r.tracked {
+                r.tracked = true;
+                r.untracked_reason = None;
+                described.push(r.info.schema.clone());
+            }
+        }
+        described
+    }
+
     /// `true` between a transaction's Begin and its Commit.
     pub fn in_transaction(&self) -> bool {
         self.tx.is_some()

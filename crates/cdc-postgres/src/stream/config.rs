@@ -74,6 +74,15 @@ pub struct PgSourceConfig {
     pub standby: bool,
     /// How often a standby checks whether the slot became free.
     pub activity_check_interval: Duration,
+    /// With patterns in [`selection`](Self::selection): how often the
+    /// catalog is checked for tables created or dropped while streaming
+    /// (also checked at once when the stream describes a matching table it
+    /// does not capture yet). A new match is added to the publication and
+    /// captured from its first row: its earlier rows by an incremental
+    /// snapshot (with [`incremental`](Self::incremental) enabled). `None`:
+    /// the tables resolved at start stay the captured ones. Default 10
+    /// seconds.
+    pub discovery_interval: Option<Duration>,
     /// The initial snapshot, if any.
     pub snapshot: SnapshotSettings,
     /// Incremental snapshots while streaming (off by default); their
@@ -129,6 +138,7 @@ impl PgSourceConfig {
             heartbeat_interval: Some(Duration::from_secs(10)),
             standby: false,
             activity_check_interval: Duration::from_secs(10),
+            discovery_interval: Some(Duration::from_secs(10)),
             snapshot: SnapshotSettings::default(),
             incremental: IncrementalSettings::default(),
             status: SourceStatus::new(),

@@ -7,6 +7,7 @@ use sqlx::{Connection, PgConnection};
 use super::changes::Changes;
 use super::config::PgSourceConfig;
 use super::context::Context;
+use super::discovery::Discovery;
 use super::heartbeat::Heartbeat;
 use super::source::PgSource;
 use super::state::{Starting, State};
@@ -33,7 +34,9 @@ impl PgSource {
         let mut catalog = PgConnection::connect_with(&for_role(&params.sqlx_options(), "catalog"))
             .await
             .map_err(|e| PgError::sql("connecting to PostgreSQL", e))?;
+        let exact = cfg.tables.clone();
         let cfg = select_tables(&mut catalog, cfg).await?;
+        cfg.status.set_tables(cfg.tables.iter().cloned());
         let (server, snapshot_tables, mut incremental) =
             prepare(&mut catalog, &cfg, &params).await?;
         let ack = AckHandle::new();
@@ -51,6 +54,31 @@ impl PgSource {
             inc.add_new_tables(&mut catalog, &metadata, &snapshot_tables)
                 .await?;
         }
+        let discovery = match cfg.discovery_interval {
+            Some(interval)
+                if !cfg.selection.include.is_empty() && mode != SnapshotMode::SnapshotOnly =>
+            {
+                if incremental.is_none() {
+                    tracing::warn!(
+                        "tables created while streaming that match source.tables are captured from \
+                         when they are noticed (within {interval:?}); the rows written to them before \
+                         are not copied unless snapshot.incremental.enabled is true"
+                    );
+                }
+                Some(
+                    Discovery::start(
+                        &mut catalog,
+                        interval,
+                        exact,
+                        cfg.selection.clone(),
+                        &cfg.tables,
+                        &cfg.snapshot.metadata_schema,
+                    )
+                    .await?,
+                )
+            }
+            _ => None,
+        };
         let state = match snapshot {
             Some(phase) => State::Snapshot(Box::new(phase)),
             None if mode == SnapshotMode::SnapshotOnly => State::Ended,
@@ -73,6 +101,7 @@ impl PgSource {
             incremental,
             reading: false,
             filling: Default::default(),
+            discovery,
         };
         Ok(Self { state, cx })
     }

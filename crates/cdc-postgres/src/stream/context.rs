@@ -6,6 +6,7 @@ use sqlx::{Connection, PgConnection};
 
 use super::changes::Changes;
 use super::config::PgSourceConfig;
+use super::discovery::Discovery;
 use super::heartbeat::Heartbeat;
 use crate::conn::ConnParams;
 use crate::error::{PgError, StreamNames};
@@ -45,6 +46,9 @@ pub(super) struct Context {
     pub reading: bool,
     /// The batch the stream is filling (kept across dropped calls).
     pub filling: super::streaming::Filling,
+    /// Tables created and dropped while streaming, for a selection with
+    /// patterns.
+    pub discovery: Option<Discovery>,
 }
 
 impl Context {

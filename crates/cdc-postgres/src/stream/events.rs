@@ -52,8 +52,25 @@ impl Context {
                     .incremental
                     .as_ref()
                     .is_some_and(|i| i.is_signal_table(&info.schema.name));
+                let new_match = !tracked
+                    && !signals
+                    && self
+                        .discovery
+                        .as_ref()
+                        .is_some_and(|d| d.selects(&info.schema.name));
                 let untracked_reason = if tracked || signals {
                     None
+                } else if new_match {
+                    // A table created since the last check, which the
+                    // publication already sends: check now.
+                    if let Some(d) = self.discovery.as_mut() {
+                        d.check_soon();
+                    }
+                    Some(format!(
+                        "{} was created after the last check for new tables; it is captured from the \
+                         next check (its earlier rows by an incremental snapshot)",
+                        info.schema.name
+                    ))
                 } else {
                     Some(self.untracked_reason(rel.oid, &info.schema.name).await)
                 };

@@ -6,6 +6,7 @@ mod changes;
 mod config;
 mod connect;
 mod context;
+mod discovery;
 mod events;
 mod handoff;
 mod heartbeat;

@@ -70,18 +70,28 @@ impl Context {
         }
         let idle_poll = Duration::from_millis(200);
         loop {
-            let first_at = self.filling.first_at;
-            if first_at.is_none() && !self.changes.in_transaction() && self.heartbeat.due() {
+            if self.filling.first_at.is_none()
+                && !self.changes.in_transaction()
+                && self.heartbeat.due()
+            {
                 self.write_heartbeat().await;
             }
             // At most one chunk of an incremental snapshot per batch, read
             // between two transactions of the stream.
-            if first_at.is_none() && !self.changes.in_transaction() {
+            if self.filling.first_at.is_none() && !self.changes.in_transaction() {
                 if let Some(inc) = self.incremental.as_mut() {
                     inc.step(self.ack.get()).await;
                 }
+                // Tables created or dropped since the last check.
+                let mut batch = std::mem::take(&mut self.filling.batch);
+                self.discover(&mut batch).await;
+                self.filling.batch = batch;
+                if !self.filling.batch.is_empty() {
+                    self.filling.first_at = Some(Instant::now());
+                }
             }
             transport.follow(&self.ack);
+            let first_at = self.filling.first_at;
             // A batch ends on time only between transactions (the rest of
             // a transaction is already on its way: pgoutput v1 sends it at
             // commit), so an acknowledged batch never ends inside one

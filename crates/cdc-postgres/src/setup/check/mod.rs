@@ -150,6 +150,18 @@ pub async fn check_source(cfg: &PgSourceConfig) -> Result<CheckReport, PgError> 
             "check the pattern in source.tables (unquoted parts are lower-cased), or create a matching table",
         ));
     }
+    if !cfg.selection.include.is_empty()
+        && cfg.discovery_interval.is_some()
+        && cfg.snapshot.mode != SnapshotMode::SnapshotOnly
+        && !cfg.incremental.enabled
+    {
+        report.push(Finding::warning(
+            "source.discovery",
+            "a table created while the engine runs that matches a pattern of source.tables is \
+             captured from when it is noticed: the rows written to it before are not copied",
+            "set snapshot.incremental.enabled: true (they are then copied by an incremental snapshot)",
+        ));
+    }
     if cfg.tables.is_empty() {
         report.push(Finding::blocking(
             "source.tables",
