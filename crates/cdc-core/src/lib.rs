@@ -131,6 +131,7 @@ mod sink;
 mod sink_settings;
 mod source;
 mod status;
+mod status_progress;
 mod value;
 
 pub use backoff::Backoff;
