@@ -68,6 +68,24 @@ pub async fn converged_reading_each_row_once(
     assert!(reads > rows as usize / 2, "only {reads} reads");
 }
 
+/// Checks that the incremental reads of `public.t` among `changes` came
+/// in chunks each read once (no restart happened) and covered more than
+/// half of the table's `rows`; returns (reads, chunks).
+pub fn assert_each_chunk_read_once<'a>(
+    changes: impl IntoIterator<Item = &'a Change>,
+    rows: i32,
+) -> (usize, usize) {
+    let chunks = chunk_reads(changes, "public.t");
+    let again = reread_chunks(&chunks);
+    assert!(
+        again.is_empty(),
+        "chunks read twice without a restart: {again:?}"
+    );
+    let reads: usize = chunks.iter().map(|c| c.reads).sum();
+    assert!(reads > rows as usize / 2, "only {reads} incremental reads");
+    (reads, chunks.len())
+}
+
 /// Asks for an incremental snapshot of `tables` (`schema.table`), in that
 /// order, with a row in the signal table `cdc.signals`.
 pub async fn request_snapshot(db: &TestDb, tables: &[&str]) {
@@ -397,18 +415,10 @@ pub async fn kill_midway_and_resume(
     let writers = Writers::start(db.url(), writers).await;
     request_snapshot(db, &["public.t"]).await;
     let chaser = Chaser::start(db, "public.t", span).await;
-    let midway = wait_until(timeout, async || {
-        progress(db, "public.t")
-            .await
-            .is_some_and(|p| p.chunks_done >= 5)
+    wait_progress(db, &first, "public.t", "5 chunks in", None, timeout, |p| {
+        p.chunks_done >= 5
     })
     .await;
-    assert!(
-        midway,
-        "no durable chunk: {:?}\n{}",
-        progress(db, "public.t").await,
-        first.output_report()
-    );
     first.sigkill();
     assert_eq!(first.wait_exit(Duration::from_secs(10)).await, 128 + 9);
     let at_kill = progress(db, "public.t").await.expect("a progress row");

@@ -25,8 +25,8 @@ use cdc_kafka::{KafkaSink, KafkaSinkConfig};
 use cdc_sink_conformance::battery::{self, Stored, Subject};
 use cdc_sink_conformance::fixture;
 use integration_tests::incremental::{
-    assert_resumed_after_durable, chunk_reads, incremental_snapshots, kill_midway_and_resume,
-    request_snapshot, reread_chunks, wait_snapshot_done, workload as workload_incremental,
+    assert_each_chunk_read_once, assert_resumed_after_durable, chunk_reads, incremental_snapshots,
+    kill_midway_and_resume, request_snapshot, wait_snapshot_done, workload as workload_incremental,
     writers_own, Chaser,
 };
 use integration_tests::pipelines::{yaml_str, Pipeline};
@@ -783,22 +783,11 @@ async fn incremental_snapshot_under_writes(var: &str) {
     check_messages(&msgs, "t", true);
     check_no_loss(&msgs, &writers_own(&written));
     let changes = changes(&msgs, false);
-    let chunks = chunk_reads(&changes, "public.t");
-    let again = reread_chunks(&chunks);
-    assert!(
-        again.is_empty(),
-        "chunks read twice without a restart: {again:?}"
-    );
-    let reads: usize = chunks.iter().map(|c| c.reads).sum();
-    assert!(
-        reads > INCREMENTAL_ROWS as usize / 2,
-        "only {reads} incremental reads"
-    );
+    let (reads, chunks) = assert_each_chunk_read_once(&changes, INCREMENTAL_ROWS);
     engine.stop_clean(Duration::from_secs(30), "stop").await;
     eprintln!(
-        "{var}: {reads} reads in {} chunks, {} messages, {} commits and {chased} updates \
+        "{var}: {reads} reads in {chunks} chunks, {} messages, {} commits and {chased} updates \
          just ahead of the snapshot in {:?}",
-        chunks.len(),
         msgs.len(),
         written.committed,
         started.elapsed()

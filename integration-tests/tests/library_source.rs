@@ -23,6 +23,17 @@ fn id_of(row: &cdc_core::Row) -> Option<i64> {
     }
 }
 
+/// A source of `public.t` with a publication and slot of its own.
+fn config_of_t(db: &TestDb) -> PgSourceConfig {
+    let s = unique_suffix();
+    PgSourceConfig::new(
+        db.url(),
+        vec![TableName::new("public", "t")],
+        format!("lp_{s}"),
+        format!("ls_{s}"),
+    )
+}
+
 #[tokio::test]
 async fn one_ack_call_per_batch_completes_the_snapshot_then_streams() {
     let db = TestDb::create("lib_source").await;
@@ -32,13 +43,7 @@ async fn one_ack_call_per_batch_completes_the_snapshot_then_streams() {
          ANALYZE public.t",
     )
     .await;
-    let s = unique_suffix();
-    let mut cfg = PgSourceConfig::new(
-        db.url(),
-        vec![TableName::new("public", "t")],
-        format!("lp_{s}"),
-        format!("ls_{s}"),
-    );
+    let mut cfg = config_of_t(&db);
     cfg.snapshot.mode = SnapshotMode::Initial;
     cfg.snapshot.chunk_rows = 500;
     cfg.snapshot.workers = 2;
@@ -103,14 +108,8 @@ async fn an_acknowledgement_reaches_the_slot_while_the_consumer_is_idle() {
     let db = TestDb::create("lib_ack_idle").await;
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v text)")
         .await;
-    let s = unique_suffix();
-    let slot = format!("ls_{s}");
-    let cfg = PgSourceConfig::new(
-        db.url(),
-        vec![TableName::new("public", "t")],
-        format!("lp_{s}"),
-        slot.clone(),
-    );
+    let cfg = config_of_t(&db);
+    let slot = cfg.slot.clone();
     let mut source = PgSource::connect(cfg).await.expect("connect");
     let ack = source.ack_handle();
     let started = db
@@ -168,13 +167,7 @@ async fn a_next_batch_dropped_midway_loses_no_change() {
     let db = TestDb::create("lib_cancel").await;
     db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int, note text)")
         .await;
-    let s = unique_suffix();
-    let mut cfg = PgSourceConfig::new(
-        db.url(),
-        vec![TableName::new("public", "t")],
-        format!("lp_{s}"),
-        format!("ls_{s}"),
-    );
+    let mut cfg = config_of_t(&db);
     cfg.snapshot.mode = SnapshotMode::Never;
     cfg.max_batch_wait = Duration::from_millis(10);
     cfg.max_batch_events = 64;

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream::StorageType};
 use integration_tests::http::free_port;
 use integration_tests::incremental::{
-    self, assert_resumed_after_durable, chunk_reads, incremental_snapshots, kill_midway_and_resume,
-    request_snapshot, reread_chunks, wait_snapshot_done, writers_own, Chaser,
+    self, assert_each_chunk_read_once, assert_resumed_after_durable, chunk_reads,
+    incremental_snapshots, kill_midway_and_resume, request_snapshot, wait_snapshot_done,
+    writers_own, Chaser,
 };
 use integration_tests::nats::{server_bin, stream_messages};
 use integration_tests::pipelines::Pipeline;
@@ -429,22 +430,11 @@ async fn incremental_snapshot_under_writes() {
         engine.output_report()
     );
     assert_in_commit_order(&messages, &engine);
-    let chunks = chunk_reads(changes.iter().copied(), "public.t");
-    let again = reread_chunks(&chunks);
-    assert!(
-        again.is_empty(),
-        "chunks read twice without a restart: {again:?}"
-    );
-    let reads: usize = chunks.iter().map(|c| c.reads).sum();
-    assert!(
-        reads > INCREMENTAL_ROWS as usize / 2,
-        "only {reads} incremental reads"
-    );
+    let (reads, chunks) = assert_each_chunk_read_once(changes.iter().copied(), INCREMENTAL_ROWS);
     engine.stop_clean(Duration::from_secs(90), "stop").await;
     eprintln!(
-        "{reads} reads in {} chunks, {} messages, {} commits and {chased} updates just ahead \
-         of the snapshot in {:?}",
-        chunks.len(),
+        "{reads} reads in {chunks} chunks, {} messages, {} commits and {chased} updates just \
+         ahead of the snapshot in {:?}",
         messages.len(),
         written.committed,
         started.elapsed()

@@ -126,6 +126,18 @@ async fn resnapshot_and_copy_again(cluster: &Cluster, s: &str) {
         .await;
 }
 
+/// The engine of `yaml`, once it streams from `slot`.
+async fn streaming_engine(cluster: &Cluster, yaml: &str, slot: &str) -> Engine {
+    let engine = Engine::start(yaml);
+    let streaming = wait_until(TIMEOUT, async || cluster.slot_streaming(slot).await).await;
+    assert!(
+        streaming,
+        "the engine did not stream\n{}",
+        engine.output_report()
+    );
+    engine
+}
+
 /// A cluster of its own keeping at most 1 MB of WAL for a slot, with
 /// the test table; the suffix of the test's names, its slot, its directory.
 async fn small_wal_cluster(prefix: &str) -> (Cluster, String, String, TempDir) {
@@ -148,13 +160,7 @@ async fn invalidated_while_streaming_is_reported_with_the_way_out() {
             "metrics:\n  listen: '127.0.0.1:{port}'\n  lag_poll_interval: 1s\n  hold_after_failure: 120s\n"
         ))
         .yaml();
-    let mut engine = Engine::start(&yaml);
-    let streaming = wait_until(TIMEOUT, async || cluster.slot_streaming(&slot).await).await;
-    assert!(
-        streaming,
-        "the engine did not stream\n{}",
-        engine.output_report()
-    );
+    let mut engine = streaming_engine(&cluster, &yaml, &slot).await;
     invalidate(&cluster, &slot).await;
 
     let reported = wait_until(TIMEOUT, async || {
@@ -203,13 +209,7 @@ async fn invalidated_while_stopped_is_refused_at_start() {
         "{ mode: never }",
     )
     .yaml();
-    let mut engine = Engine::start(&yaml);
-    let streaming = wait_until(TIMEOUT, async || cluster.slot_streaming(&slot).await).await;
-    assert!(
-        streaming,
-        "the engine did not stream\n{}",
-        engine.output_report()
-    );
+    let mut engine = streaming_engine(&cluster, &yaml, &slot).await;
     engine
         .stop_clean(TIMEOUT, "stop before the invalidation")
         .await;
