@@ -109,9 +109,6 @@ impl Emitter {
                 let Some(mut open) = self.open.remove(&key(&chunk)) else {
                     return 0;
                 };
-                // One allocation for the rows instead of the doublings of a
-                // growing batch (a batch of events is hundreds of KiB).
-                batch.events.reserve(rows.len());
                 for row in rows {
                     if let Some(prev) = open.held.replace(row) {
                         let index = open.next_row;

@@ -16,14 +16,7 @@ impl Context {
         &mut self,
         phase: &mut SnapshotPhase,
     ) -> Result<(Batch, Option<Transition>), PgError> {
-        // Sized for a full batch at once (a batch of 2,048 events is
-        // hundreds of KiB; growing it by doubling costs copies and, with
-        // glibc's allocator, heap consolidation). Capped so that a huge
-        // `max_batch_events` does not reserve memory it may never use.
-        let mut batch = Batch {
-            events: Vec::with_capacity(self.cfg.max_batch_events.clamp(1, 8192)),
-            ..Batch::default()
-        };
+        let mut batch = Batch::default();
         let transition = phase
             .fill(
                 &mut batch,
