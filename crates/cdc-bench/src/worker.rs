@@ -39,6 +39,14 @@ pub struct WorkerArgs {
     /// Stop after this many row changes.
     #[arg(long)]
     pub expect_rows: u64,
+    /// Rows per snapshot chunk instead of the library's default (for
+    /// measuring the per-chunk cost by hand).
+    #[arg(long)]
+    pub chunk_rows: Option<u64>,
+    /// Rows a snapshot reader hands over at a time instead of the
+    /// library's default.
+    #[arg(long)]
+    pub rows_per_batch: Option<usize>,
     /// Write into the engine's file sink at this path instead of dropping.
     #[arg(long)]
     pub file: Option<PathBuf>,
@@ -133,6 +141,12 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         cfg.snapshot.workers = workers;
         cfg.snapshot.tables = Some(vec![TableName::new("public", args.table.clone())]);
         cfg.snapshot.instance_id = format!("bench-{}", std::process::id());
+        if let Some(rows) = args.chunk_rows {
+            cfg.snapshot.chunk_rows = rows;
+        }
+        if let Some(rows) = args.rows_per_batch {
+            cfg.snapshot.rows_per_batch = rows;
+        }
     }
     let shared = Arc::new(Shared {
         rows: AtomicU64::new(0),
