@@ -30,14 +30,16 @@ pub struct Plan {
     pub latency_secs: u64,
     /// Whether the Kafka cases run.
     pub kafka: bool,
+    /// Rows of the table snapshotted into NATS and Elasticsearch.
+    pub sink_rows: u64,
 }
 
-fn log_step(msg: &str) {
+pub(crate) fn log_step(msg: &str) {
     eprintln!("cdc-bench [{}] {msg}", crate::report::clock());
 }
 
 /// Records a failed run and keeps going.
-fn note(results: &mut Results, what: &str, r: Result<Run>) -> Option<Run> {
+pub(crate) fn note(results: &mut Results, what: &str, r: Result<Run>) -> Option<Run> {
     match r {
         Ok(run) => {
             log_step(&format!(
