@@ -42,6 +42,8 @@
 #   BENCH_OUT            report path (docs/benchmarks.md; quick:
 #                        ${TMPDIR:-/tmp}/cdc-bench-quick/benchmarks.md)
 #   BENCH_REPS           repetitions (3; quick: 1)
+#   BENCH_ENGINE         the cdc-engine binary to measure instead of the
+#                        one just built (e.g. a copy built before a change)
 #   BENCH_PROFILE        cargo profile to build and run (bench-release;
 #                        quick: dev)
 #   CDC_TEST_VENV        virtualenv for tansu (shared with scripts/test.sh)
@@ -220,7 +222,7 @@ if [ -f "$ROOT/docs/benchmarks-notes.md" ]; then
 fi
 
 rc=0
-"$BIN_DIR/cdc-bench" run --url "$URL" --engine "$BIN_DIR/cdc-engine" \
+"$BIN_DIR/cdc-bench" run --url "$URL" --engine "${BENCH_ENGINE:-$BIN_DIR/cdc-engine}" \
 	--pg-bin "${PG_BIN:-/usr/lib/postgresql/15/bin}" --work "$WORK_DIR/run" \
 	--out "$OUT" --json "$JSON" "${TANSU_ARGS[@]}" "${SINK_ARGS[@]}" \
 	--setting "build=$PROFILE_NOTE, ${BUILD_SECONDS}s here" \

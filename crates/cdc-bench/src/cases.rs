@@ -30,8 +30,11 @@ pub struct Plan {
     pub latency_secs: u64,
     /// Whether the Kafka cases run.
     pub kafka: bool,
-    /// Rows of the table snapshotted into NATS and Elasticsearch.
+    /// Rows of the table snapshotted into NATS.
     pub sink_rows: u64,
+    /// Rows of the table snapshotted into Elasticsearch (whose test
+    /// servers are slower).
+    pub es_rows: u64,
 }
 
 pub(crate) fn log_step(msg: &str) {

@@ -133,6 +133,11 @@ pub async fn capture(url: &str, index: &str, batch: usize) -> Result<Bulk> {
             .await?,
         )?;
     }
+    // In the order the engine wrote them (a scroll returns them in the
+    // server's order): the row order, by key, for the snapshot's reads.
+    all.sort_by(|a, b| {
+        (a.1, a.0.parse::<i64>().ok(), &a.0).cmp(&(b.1, b.0.parse::<i64>().ok(), &b.0))
+    });
     let count = all.len() as u64;
     let mut docs = Vec::new();
     let mut it = all.into_iter().peekable();

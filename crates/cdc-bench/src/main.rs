@@ -99,10 +99,13 @@ struct RunArgs {
     /// What the Elasticsearch-API server is, for the report.
     #[arg(long, default_value = "Elasticsearch API")]
     es_label: String,
-    /// Rows of the table snapshotted into NATS and Elasticsearch instead
-    /// of the mode's.
+    /// Rows of the table snapshotted into NATS instead of the mode's.
     #[arg(long)]
     sink_rows: Option<u64>,
+    /// Rows of the table snapshotted into Elasticsearch instead of the
+    /// mode's.
+    #[arg(long)]
+    es_rows: Option<u64>,
     /// An earlier results file, for a before/after table.
     #[arg(long)]
     baseline: Option<PathBuf>,
@@ -193,6 +196,7 @@ async fn run(args: RunArgs) -> Result<()> {
             latency_secs: 3,
             kafka: args.tansu.is_some(),
             sink_rows: 5_000,
+            es_rows: 5_000,
         }
     } else {
         Plan {
@@ -204,6 +208,7 @@ async fn run(args: RunArgs) -> Result<()> {
             latency_secs: 30,
             kafka: args.tansu.is_some(),
             sink_rows: 200_000,
+            es_rows: 50_000,
         }
     };
     let mut plan = plan;
@@ -215,6 +220,9 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(n) = args.sink_rows {
         plan.sink_rows = n;
+    }
+    if let Some(n) = args.es_rows {
+        plan.es_rows = n;
     }
     if let Some(n) = args.latency_secs {
         plan.latency_secs = n;
@@ -287,8 +295,9 @@ async fn run(args: RunArgs) -> Result<()> {
         (
             "NATS / Elasticsearch table".into(),
             format!(
-                "{} rows, snapshotted with 1 worker; sink defaults (`max_in_flight` 1024, `batch_max_docs` 1000)",
-                report::count(plan.sink_rows)
+                "{} / {} rows, snapshotted with 1 worker; sink defaults (`max_in_flight` 1024, `batch_max_docs` 1000)",
+                report::count(plan.sink_rows),
+                report::count(plan.es_rows)
             ),
         ),
         (

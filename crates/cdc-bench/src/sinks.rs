@@ -27,13 +27,9 @@ pub async fn sinks(ctx: &Ctx, plan: &Plan, results: &mut Results) -> Result<()> 
     if ctx.nats.is_none() && ctx.es.is_none() {
         return Ok(());
     }
-    let rows = plan.sink_rows;
-    let table = format!("sink_{rows}");
-    log_step(&format!("sinks: loading {} rows into {table}", count(rows)));
-    data::create_table(&ctx.db, &table).await?;
-    data::insert_bulk(&ctx.db, &table, rows).await?;
-    let case = format!("{} rows, snapshot, 1 worker", count(rows));
     if let Some(server) = &ctx.nats {
+        let rows = plan.sink_rows;
+        let (table, case) = load(ctx, rows).await?;
         log_step(&format!("sinks: {case} → NATS"));
         let mut pair = Pair::default();
         let mut captured: Option<Vec<nats_ceiling::Message>> = None;
@@ -87,8 +83,11 @@ pub async fn sinks(ctx: &Ctx, plan: &Plan, results: &mut Results) -> Result<()> 
             "async-nats, 1024 in flight",
             rows,
         );
+        drop_table(ctx, &table).await?;
     }
     if let Some(server) = &ctx.es {
+        let rows = plan.es_rows;
+        let (table, case) = load(ctx, rows).await?;
         log_step(&format!("sinks: {case} → Elasticsearch API"));
         let mut pair = Pair::default();
         let mut captured: Option<(es_ceiling::Bulk, Vec<bytes::Bytes>)> = None;
@@ -145,11 +144,24 @@ pub async fn sinks(ctx: &Ctx, plan: &Plan, results: &mut Results) -> Result<()> 
             "reqwest `_bulk` of 1000, one at a time",
             rows,
         );
+        drop_table(ctx, &table).await?;
     }
-    ctx.db
-        .exec(&format!("DROP TABLE public.{}", quote_ident(&table)))
-        .await?;
     Ok(())
+}
+
+/// Creates and fills the table `sink_<rows>`; returns it and the case name.
+async fn load(ctx: &Ctx, rows: u64) -> Result<(String, String)> {
+    let table = format!("sink_{rows}");
+    log_step(&format!("sinks: loading {} rows into {table}", count(rows)));
+    data::create_table(&ctx.db, &table).await?;
+    data::insert_bulk(&ctx.db, &table, rows).await?;
+    Ok((table, format!("{} rows, snapshot, 1 worker", count(rows))))
+}
+
+async fn drop_table(ctx: &Ctx, table: &str) -> Result<()> {
+    ctx.db
+        .exec(&format!("DROP TABLE public.{}", quote_ident(table)))
+        .await
 }
 
 #[derive(Default)]
