@@ -208,7 +208,7 @@ async fn run(args: RunArgs) -> Result<()> {
             latency_secs: 30,
             kafka: args.tansu.is_some(),
             sink_rows: 200_000,
-            es_rows: 50_000,
+            es_rows: 150_000,
         }
     };
     let mut plan = plan;
