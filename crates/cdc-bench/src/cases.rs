@@ -30,14 +30,19 @@ pub struct Plan {
     pub latency_secs: u64,
     /// Whether the Kafka cases run.
     pub kafka: bool,
+    /// Rows of the table snapshotted into NATS.
+    pub sink_rows: u64,
+    /// Rows of the table snapshotted into Elasticsearch (whose test
+    /// servers are slower).
+    pub es_rows: u64,
 }
 
-fn log_step(msg: &str) {
+pub(crate) fn log_step(msg: &str) {
     eprintln!("cdc-bench [{}] {msg}", crate::report::clock());
 }
 
 /// Records a failed run and keeps going.
-fn note(results: &mut Results, what: &str, r: Result<Run>) -> Option<Run> {
+pub(crate) fn note(results: &mut Results, what: &str, r: Result<Run>) -> Option<Run> {
     match r {
         Ok(run) => {
             log_step(&format!(

@@ -23,6 +23,10 @@ pub struct Ctx {
     pub tansu: Option<PathBuf>,
     /// Port for the broker.
     pub kafka_port: u16,
+    /// The NATS server (JetStream), when the NATS case runs.
+    pub nats: Option<Server>,
+    /// The Elasticsearch-API server, when the Elasticsearch case runs.
+    pub es: Option<Server>,
     /// Repetitions of each measurement.
     pub reps: usize,
     /// Longest a single run may take.
@@ -34,4 +38,14 @@ impl Ctx {
     pub fn path(&self, name: &str) -> PathBuf {
         self.work.join(name)
     }
+}
+
+/// A sink's server, started by scripts/bench.sh.
+pub struct Server {
+    /// Its URL.
+    pub url: String,
+    /// Its process, for its CPU seconds.
+    pub pid: Option<u32>,
+    /// What to call it in the report (e.g. `Elasticsearch API (noida-db)`).
+    pub label: String,
 }

@@ -11,11 +11,14 @@ mod cases;
 mod ctx;
 mod data;
 mod db;
+mod es_ceiling;
 mod model;
+mod nats_ceiling;
 mod proc_stat;
 mod readers;
 mod report;
 mod runner;
+mod sinks;
 mod stats;
 mod worker;
 
@@ -42,7 +45,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the benchmark and write the report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// The library-path reader (started by `run`).
     Library(worker::WorkerArgs),
 }
@@ -79,13 +82,37 @@ struct RunArgs {
     /// Port for the broker.
     #[arg(long, default_value_t = 57092)]
     kafka_port: u16,
+    /// NATS server URL (JetStream enabled); without it the NATS case is
+    /// skipped.
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// The NATS server's pid, for its CPU seconds.
+    #[arg(long)]
+    nats_pid: Option<u32>,
+    /// Elasticsearch-API server URL; without it the Elasticsearch case is
+    /// skipped.
+    #[arg(long)]
+    es_url: Option<String>,
+    /// The Elasticsearch-API server's pid, for its CPU seconds.
+    #[arg(long)]
+    es_pid: Option<u32>,
+    /// What the Elasticsearch-API server is, for the report.
+    #[arg(long, default_value = "Elasticsearch API")]
+    es_label: String,
+    /// Rows of the table snapshotted into NATS instead of the mode's.
+    #[arg(long)]
+    sink_rows: Option<u64>,
+    /// Rows of the table snapshotted into Elasticsearch instead of the
+    /// mode's.
+    #[arg(long)]
+    es_rows: Option<u64>,
     /// An earlier results file, for a before/after table.
     #[arg(long)]
     baseline: Option<PathBuf>,
     /// Hand-written notes to include (profile and fixes).
     #[arg(long)]
     notes: Option<PathBuf>,
-    /// Only these case groups (snapshot, streaming, latency).
+    /// Only these case groups (snapshot, streaming, sinks, latency).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Extra `name=value` lines for the report's settings table.
@@ -123,7 +150,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Library(args) => worker::run(args).await,
         }
     });
@@ -168,6 +195,8 @@ async fn run(args: RunArgs) -> Result<()> {
             latency_rate: 5_000,
             latency_secs: 3,
             kafka: args.tansu.is_some(),
+            sink_rows: 5_000,
+            es_rows: 5_000,
         }
     } else {
         Plan {
@@ -178,6 +207,8 @@ async fn run(args: RunArgs) -> Result<()> {
             latency_rate: 5_000,
             latency_secs: 30,
             kafka: args.tansu.is_some(),
+            sink_rows: 200_000,
+            es_rows: 150_000,
         }
     };
     let mut plan = plan;
@@ -186,6 +217,12 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(n) = args.stream_rows {
         plan.stream_rows = n;
+    }
+    if let Some(n) = args.sink_rows {
+        plan.sink_rows = n;
+    }
+    if let Some(n) = args.es_rows {
+        plan.es_rows = n;
     }
     if let Some(n) = args.latency_secs {
         plan.latency_secs = n;
@@ -199,6 +236,16 @@ async fn run(args: RunArgs) -> Result<()> {
         work: args.work.clone(),
         tansu: args.tansu.clone(),
         kafka_port: args.kafka_port,
+        nats: args.nats_url.clone().map(|url| ctx::Server {
+            url,
+            pid: args.nats_pid,
+            label: "NATS JetStream (file)".into(),
+        }),
+        es: args.es_url.clone().map(|url| ctx::Server {
+            url,
+            pid: args.es_pid,
+            label: args.es_label.clone(),
+        }),
         reps,
         timeout: Duration::from_secs(if args.quick { 120 } else { 900 }),
     };
@@ -209,6 +256,9 @@ async fn run(args: RunArgs) -> Result<()> {
     }
     if wants("streaming") {
         cases::streaming(&ctx, &plan, &mut results).await?;
+    }
+    if wants("sinks") {
+        sinks::sinks(&ctx, &plan, &mut results).await?;
     }
     if wants("latency") {
         cases::latency(&ctx, &plan, &mut results).await?;
@@ -242,6 +292,14 @@ async fn run(args: RunArgs) -> Result<()> {
             plan.workers.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(", "),
         ),
         ("streaming changes per case".into(), report::count(plan.stream_rows)),
+        (
+            "NATS / Elasticsearch table".into(),
+            format!(
+                "{} / {} rows, snapshotted with 1 worker; sink defaults (`max_in_flight` 1024, `batch_max_docs` 1000)",
+                report::count(plan.sink_rows),
+                report::count(plan.es_rows)
+            ),
+        ),
         (
             "latency writer".into(),
             format!("{} rows/s for {} s, transactions of 10 rows", plan.latency_rate, plan.latency_secs),

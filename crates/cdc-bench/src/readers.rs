@@ -19,6 +19,14 @@ pub enum EngineSink<'a> {
     File(&'a Path),
     /// Kafka (tansu on loopback).
     Kafka { port: u16, topic: &'a str },
+    /// A JetStream stream (file storage) the sink creates.
+    Nats {
+        url: &'a str,
+        stream: &'a str,
+        subject_prefix: &'a str,
+    },
+    /// An Elasticsearch-API server; `index` is the index template.
+    Es { url: &'a str, index: &'a str },
 }
 
 /// What the engine reads.
@@ -44,6 +52,17 @@ pub fn engine_config(
         EngineSink::Kafka { port, topic } => format!(
             "  - type: kafka\n    brokers: ['127.0.0.1:{port}']\n    topic: '{topic}'\n    \
              create_topics: {{ partitions: 1, replication_factor: 1 }}\n"
+        ),
+        EngineSink::Nats {
+            url,
+            stream,
+            subject_prefix,
+        } => format!(
+            "  - type: nats\n    url: '{url}'\n    subject: '{subject_prefix}.{{schema}}.{{table}}'\n    \
+             stream: {{ name: {stream}, create: true, storage: file }}\n"
+        ),
+        EngineSink::Es { url, index } => format!(
+            "  - type: elasticsearch\n    urls: ['{url}']\n    index: '{index}'\n"
         ),
     };
     let snapshot = match mode {

@@ -144,6 +144,12 @@ fn mb(kb: Option<u64>) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
+/// Median of a value over the ceiling's runs.
+fn med_ceiling(l: &Line, f: impl Fn(&crate::model::Run) -> Option<f64>) -> Option<f64> {
+    let v: Vec<f64> = l.ceiling.iter().filter_map(f).collect();
+    crate::stats::median(&v)
+}
+
 const RSS_LIMIT_KB: u64 = 64 * 1024;
 
 fn table(out: &mut String, lines: &[&Line], walsender: bool) {
@@ -319,6 +325,43 @@ pub fn render(results: &Results, input: &ReportInput) -> String {
         }
     }
 
+    let sinks: Vec<&Line> = results
+        .lines
+        .iter()
+        .filter(|l| l.group == "sinks")
+        .collect();
+    if !sinks.is_empty() {
+        out.push_str(
+            "## Into NATS and Elasticsearch\n\nThe engine snapshots a table (1 worker) into the \
+             sink, until it exits with every row acknowledged (NATS: a PubAck per message, \
+             `max_in_flight` 1024; Elasticsearch: every `_bulk` item succeeded, `batch_max_docs` \
+             1000, one request at a time). The ceiling is a minimal client in the bench process \
+             sending the same pre-encoded messages, read back from what the engine stored (same \
+             subjects, headers and payloads; same ids, external versions and documents), with the \
+             same acknowledgement rule into a fresh stream or index on the same server, timed \
+             from connecting (and creating the stream or index) to the last acknowledgement. \
+             Engine and ceiling alternate in paired rounds. The server runs on the same cores; \
+             its CPU seconds are reported below (ceiling's in brackets), and the ceiling's CPU \
+             is that of the bench process while it sends.\n\n",
+        );
+        table(&mut out, &sinks, false);
+        out.push_str(
+            "| case | reader | server CPU s (ceiling's) | ceiling CPU s |\n|---|---|---:|---:|\n",
+        );
+        for l in &sinks {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} ({}) | {} |",
+                l.case,
+                l.reader,
+                f(l.broker_cpu(), 2),
+                f(med_ceiling(l, |r| r.broker_cpu_s), 2),
+                f(med_ceiling(l, |r| r.cpu_s), 2)
+            );
+        }
+        out.push('\n');
+    }
+
     if !results.latency.is_empty() {
         out.push_str(
             "## Latency\n\nA writer inserts at a steady rate in transactions of 10 rows; each \
@@ -371,6 +414,11 @@ pub fn render(results: &Results, input: &ReportInput) -> String {
         &mut out,
         "Streaming into Kafka ≥ 0.6× `pg_recvlogical`",
         &ratio_checks("kafka", 0.6),
+    );
+    target(
+        &mut out,
+        "NATS and Elasticsearch sinks ≥ 0.8× a minimal client with the same acknowledgement rule",
+        &ratio_checks("sinks", 0.8),
     );
     target(
         &mut out,

@@ -1,11 +1,12 @@
 //! [`NatsSink`]: connecting, and writing batches.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::context::{GetStreamByNameErrorKind, PublishAckFuture};
 use async_nats::jetstream::{self, stream};
-use async_nats::{Client, ConnectOptions, Event as NatsEvent};
+use async_nats::{Client, ConnectOptions, Event as NatsEvent, Subject};
 use bytes::Bytes;
 use cdc_core::encode::DebeziumJson;
 use cdc_core::settings::no_problems;
@@ -141,7 +142,7 @@ impl NatsSink {
         change: &ChangeEvent,
         expected_last: Option<&str>,
         now_ms: i64,
-    ) -> (String, async_nats::HeaderMap, Bytes) {
+    ) -> (Subject, async_nats::HeaderMap, Bytes) {
         self.template
             .render(&self.prefix, change, &mut self.subject_buf);
         message::message_id(&self.pipeline, change, &mut self.id_buf);
@@ -149,26 +150,36 @@ impl NatsSink {
         self.payload_buf.clear();
         self.encoder.encode(change, now_ms, &mut self.payload_buf);
         (
-            self.subject_buf.clone(),
+            Subject::from(self.subject_buf.as_str()),
             headers,
             Bytes::copy_from_slice(&self.payload_buf),
         )
     }
 
+    /// Publishes the changes of `batches` keeping up to `max_in_flight`
+    /// PubAcks outstanding across batch boundaries, and returns once every
+    /// one of them is acknowledged.
     async fn write_jetstream(
         &mut self,
         js: &jetstream::Context,
-        batch: &Batch,
+        batches: &[&Batch],
     ) -> Result<(), SinkError> {
         let now_ms = now_ms();
-        let mut pending: VecDeque<(String, String, PublishAckFuture)> =
-            VecDeque::with_capacity(self.max_in_flight.min(batch.events.len()));
+        let events: usize = batches.iter().map(|b| b.events.len()).sum();
+        // The subject and id of each message wait with its PubAck for the
+        // error messages; both are shared, not copied.
+        let mut pending: VecDeque<(Subject, Arc<str>, PublishAckFuture)> =
+            VecDeque::with_capacity(self.max_in_flight.min(events));
         let mut stats = Stats::default();
-        let mut last_id: Option<String> = None;
-        for event in &batch.events {
-            let Event::Change(change) = event else {
-                continue;
-            };
+        let mut last_id: Option<Arc<str>> = None;
+        let changes = batches
+            .iter()
+            .flat_map(|b| &b.events)
+            .filter_map(|e| match e {
+                Event::Change(change) => Some(change),
+                _ => None,
+            });
+        for change in changes {
             if pending.len() >= self.max_in_flight {
                 if let Some((subject, id, ack)) = pending.pop_front() {
                     self.check_ack(js, &subject, &id, ack, &mut stats).await?;
@@ -198,7 +209,9 @@ impl NatsSink {
             // last attempt is stored, but need not be the stream's last
             // message: named, it would be refused on every attempt.
             let read = change.op == Op::Read;
-            let after_stored = last_id.as_ref().is_some_and(|id| self.stored.contains(id));
+            let after_stored = last_id
+                .as_ref()
+                .is_some_and(|id| self.stored.contains(&**id));
             let expected_last = if self.chain && !read && !after_stored {
                 last_id.as_deref()
             } else {
@@ -209,7 +222,7 @@ impl NatsSink {
                 .publish_with_headers(subject.clone(), headers, payload)
                 .await
                 .map_err(|e| classify::publish_error(&subject, e))?;
-            let id = self.id_buf.clone();
+            let id: Arc<str> = Arc::from(self.id_buf.as_str());
             last_id = (!read).then(|| id.clone());
             pending.push_back((subject, id, ack));
         }
@@ -282,10 +295,10 @@ impl NatsSink {
         Ok(())
     }
 
-    async fn write_core(&mut self, batch: &Batch) -> Result<(), SinkError> {
+    async fn write_core(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
         let now_ms = now_ms();
         let client = self.client.clone();
-        for event in &batch.events {
+        for event in batches.iter().flat_map(|b| &b.events) {
             let Event::Change(change) = event else {
                 continue;
             };
@@ -330,12 +343,23 @@ impl NatsSink {
 
 impl Sink for NatsSink {
     async fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        if !batch.events.iter().any(|e| matches!(e, Event::Change(_))) {
+        Sink::write_batches(self, &[batch]).await
+    }
+
+    /// A group of batches is published as one: the window of outstanding
+    /// PubAcks stays full across the batches' boundaries, and the group
+    /// counts as written once every message of it is acknowledged.
+    async fn write_batches(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
+        let has_changes = batches
+            .iter()
+            .flat_map(|b| &b.events)
+            .any(|e| matches!(e, Event::Change(_)));
+        if !has_changes {
             return Ok(());
         }
         match self.js.clone() {
-            Some(js) => self.write_jetstream(&js, batch).await,
-            None => self.write_core(batch).await,
+            Some(js) => self.write_jetstream(&js, batches).await,
+            None => self.write_core(batches).await,
         }
     }
 

@@ -163,8 +163,17 @@ struct Pending {
 
 impl Sink for EsSink {
     async fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        Sink::write_batches(self, &[batch]).await
+    }
+
+    /// A group of batches is written as one: their actions fill `_bulk`
+    /// requests up to `batch_max_docs` / `batch_max_bytes` across the
+    /// batches' boundaries, and the group counts as written once every
+    /// item of it succeeded.
+    async fn write_batches(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
+        let events = || batches.iter().flat_map(|b| &b.events);
         let mut last: Option<&Arc<TableSchema>> = None;
-        for event in &batch.events {
+        for event in events() {
             if let Event::Change(change) = event {
                 if last.is_some_and(|t| Arc::ptr_eq(t, &change.table)) {
                     continue;
@@ -173,14 +182,14 @@ impl Sink for EsSink {
                 last = Some(&change.table);
             }
         }
-        let bases = self.fetch_bases(batch).await?;
+        let bases = self.fetch_bases(batches).await?;
         let mut pending = Pending {
             actions: Vec::new(),
             bytes: 0,
             latest: HashMap::new(),
             truncated: HashSet::new(),
         };
-        for event in &batch.events {
+        for event in events() {
             let Event::Change(change) = event else {
                 continue;
             };

@@ -14,15 +14,15 @@ use super::{DocKey, EsSink, StoredDoc, MGET_CHUNK};
 
 impl EsSink {
     /// Stored versions and fields of the documents that partial updates in
-    /// `batch` need and that no earlier change of the batch wrote.
+    /// `batches` need and that no earlier change of them wrote.
     pub(super) async fn fetch_bases(
         &mut self,
-        batch: &Batch,
+        batches: &[&Batch],
     ) -> Result<HashMap<DocKey, StoredDoc>, SinkError> {
         let mut touched: HashSet<DocKey> = HashSet::new();
         let mut truncated: HashSet<String> = HashSet::new();
         let mut needed: Vec<DocKey> = Vec::new();
-        for event in &batch.events {
+        for event in batches.iter().flat_map(|b| &b.events) {
             let Event::Change(change) = event else {
                 continue;
             };
