@@ -45,6 +45,10 @@ pub(crate) fn key_of(row: &Row, positions: &[usize]) -> Option<KeyText> {
     Some(out)
 }
 
+/// Followed rows allowed beyond twice the chunk's rows before the chunk
+/// is read again (see [`Window::observe`]).
+const FOLLOWED_SLACK: usize = 1024;
+
 /// One chunk between its read and its high watermark.
 #[derive(Debug)]
 pub(crate) struct Window {
@@ -60,7 +64,10 @@ pub(crate) struct Window {
     other: Option<(Arc<TableSchema>, Option<Vec<usize>>)>,
     /// The chunk's rows, in key order, with their keys.
     rows: Vec<(KeyText, Row)>,
-    /// Keys changed by stream events since the window opened.
+    /// Keys of the chunk's rows changed by stream events since the window
+    /// opened (only those: no other key can drop a row, so the set never
+    /// outgrows the chunk, whatever the transactions inside the window
+    /// change).
     changed: HashSet<KeyText>,
     /// A stream event changed a row whose key it does not tell (or the
     /// table was truncated): no row of the chunk can be trusted.
@@ -254,7 +261,9 @@ impl Window {
             match key_of(row, key) {
                 Some(k) => {
                     any = true;
-                    self.changed.insert(k.clone());
+                    if self.index.contains_key(&k) {
+                        self.changed.insert(k.clone());
+                    }
                     *slot = Some(k);
                 }
                 // The new row always holds the key; an old key-only image
@@ -285,6 +294,13 @@ impl Window {
             return;
         }
         self.follow(change.op, new.as_ref().map(|(k, r)| (k, *r)), old.as_ref());
+        // Rows followed to keys outside the chunk (keys changed again and
+        // again inside one window) could grow without bound: past twice
+        // the chunk, read it again instead.
+        if self.latest.len() > 2 * self.rows.len() + FOLLOWED_SLACK {
+            self.latest.clear();
+            self.spoiled = true;
+        }
     }
 
     /// Rows read in this chunk.
@@ -407,6 +423,30 @@ mod tests {
         let closed = w.close();
         assert!(matches!(closed, Closed::Rows { dropped: 2, .. }));
         assert_eq!(ids(closed), vec![1, 3, 5, 6]);
+    }
+
+    #[test]
+    fn what_a_window_keeps_is_bounded_by_its_chunk() {
+        // A big transaction inside the window, all beyond the chunk.
+        let mut w = chunk();
+        for id in 1000..101_000 {
+            w.observe(&change(Op::Insert, None, Some(row(id, 1))));
+        }
+        assert!(w.changed.is_empty() && w.latest.is_empty());
+        assert_eq!(ids(w.close()), vec![1, 2, 3, 4, 5, 6]);
+        // A row of the chunk moved from key to key, again and again.
+        let mut w = chunk();
+        let mut from = 3;
+        for to in 10_000..12_000 {
+            w.observe(&change(
+                Op::Update,
+                Some(Row::key_only(vec![Value::Int4(from), Value::Null])),
+                Some(row(to, 1)),
+            ));
+            from = to;
+        }
+        assert!(w.latest.is_empty());
+        assert_eq!(w.close(), Closed::Reread);
     }
 
     #[test]
