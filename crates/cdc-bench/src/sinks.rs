@@ -224,31 +224,20 @@ async fn nats_engine(
     rep: usize,
     rows: u64,
 ) -> Result<Run> {
-    let name = format!("sink-nats-{rep}");
     let stream = format!("BENCH_E{rep}");
     let prefix = format!("benche{rep}");
     nats_ceiling::delete_stream(url, &stream).await?;
-    ctx.db.exec("DROP SCHEMA IF EXISTS cdc CASCADE").await?;
-    let config = readers::engine_config(
-        ctx,
-        &name,
-        table,
-        "unused",
-        &name.replace('-', "_"),
-        &EngineMode::Snapshot(1),
-        &EngineSink::Nats {
-            url,
-            stream: &stream,
-            subject_prefix: &prefix,
-        },
-    )?;
-    let mut server = pid.map(Tracked::new);
-    let run = readers::engine(ctx, &name, &config, None, End::Exit, rows, server.as_mut()).await?;
+    let sink = EngineSink::Nats {
+        url,
+        stream: &stream,
+        subject_prefix: &prefix,
+    };
+    let name = format!("sink-nats-{rep}");
+    let run = engine_into(ctx, &name, table, &sink, pid, rows).await?;
     let stored = nats_ceiling::stream_count(url, &stream).await?;
     if stored != rows {
         bail!("stream {stream} holds {stored} messages, expected {rows}");
     }
-    ctx.db.exec("DROP SCHEMA IF EXISTS cdc CASCADE").await?;
     Ok(run)
 }
 
@@ -261,31 +250,47 @@ async fn es_engine(
     rep: usize,
     rows: u64,
 ) -> Result<Run> {
-    let name = format!("sink-es-{rep}");
     let index = format!("bench-e{rep}-{table}");
     es_ceiling::delete_index(url, &index).await?;
-    ctx.db.exec("DROP SCHEMA IF EXISTS cdc CASCADE").await?;
     let template = format!("bench-e{rep}-{{table}}");
-    let config = readers::engine_config(
-        ctx,
-        &name,
-        table,
-        "unused",
-        &name.replace('-', "_"),
-        &EngineMode::Snapshot(1),
-        &EngineSink::Es {
-            url,
-            index: &template,
-        },
-    )?;
-    let mut server = pid.map(Tracked::new);
-    let run = readers::engine(ctx, &name, &config, None, End::Exit, rows, server.as_mut()).await?;
+    let sink = EngineSink::Es {
+        url,
+        index: &template,
+    };
+    let name = format!("sink-es-{rep}");
+    let run = engine_into(ctx, &name, table, &sink, pid, rows).await?;
     let stored = es_ceiling::count(url, &index)
         .await
         .with_context(|| format!("counting {index}"))?;
     if stored != rows {
         bail!("index {index} holds {stored} documents, expected {rows}");
     }
+    Ok(run)
+}
+
+/// The release engine run `name` snapshotting `table` (1 worker) into
+/// `sink` until it exits, the sink's server (`pid`) tracked; the
+/// coordination tables are dropped before and after.
+async fn engine_into(
+    ctx: &Ctx,
+    name: &str,
+    table: &str,
+    sink: &EngineSink<'_>,
+    pid: Option<u32>,
+    rows: u64,
+) -> Result<Run> {
+    ctx.db.exec("DROP SCHEMA IF EXISTS cdc CASCADE").await?;
+    let config = readers::engine_config(
+        ctx,
+        name,
+        table,
+        "unused",
+        &name.replace('-', "_"),
+        &EngineMode::Snapshot(1),
+        sink,
+    )?;
+    let mut server = pid.map(Tracked::new);
+    let run = readers::engine(ctx, name, &config, None, End::Exit, rows, server.as_mut()).await?;
     ctx.db.exec("DROP SCHEMA IF EXISTS cdc CASCADE").await?;
     Ok(run)
 }
