@@ -116,6 +116,7 @@ SUBSET_FILTER='package(integration-tests) & (
 	| binary(failover_slot) | binary(standby_decoding)
 	| (binary(streaming) & (test(=every_type_equals_to_jsonb) | test(=unchanged_toast_default_and_full)
 		| test(=replica_identity_default_and_full) | test(=truncate_gives_one_event_per_table)))
+	| (binary(publication_subset) & test(=configured_columns_hold_on_every_server_version))
 	| binary(file_sink_conformance)
 	| (binary(kafka_sink) & test(=snapshot_then_stream_tansu))
 	| (binary(nats_sink) & test(=snapshot_then_stream_under_concurrent_writes))

@@ -25,6 +25,22 @@ pub struct RelationInfo {
     /// Always `None` for a Relation message (the server filters the
     /// stream itself).
     pub row_filter: Option<String>,
+    /// Where each column's value sits in the stream's tuples, when the
+    /// reader leaves out columns the server sends
+    /// ([`crate::local_subsets::LocalSubsets`]); `None`: tuple position
+    /// `i` is column `i`. The snapshot's reads select their columns by name
+    /// and never look at it.
+    pub wire: Option<Arc<WireColumns>>,
+}
+
+/// The columns of a stream tuple that a [`RelationInfo`] keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireColumns {
+    /// How many values each tuple of the relation carries.
+    pub width: usize,
+    /// For each column of the schema, in order, the position of its value
+    /// in the tuple (ascending, each below `width`).
+    pub positions: Vec<usize>,
 }
 
 struct CatalogColumn {
@@ -122,5 +138,6 @@ pub async fn describe_relation(
         }),
         types: parsers,
         row_filter: None,
+        wire: None,
     })
 }

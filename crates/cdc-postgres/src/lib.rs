@@ -100,6 +100,7 @@ pub mod incremental;
 pub mod inspect;
 pub mod invalidation;
 mod load;
+pub mod local_subsets;
 pub mod pgoutput;
 mod schema_ddl;
 pub mod selection;

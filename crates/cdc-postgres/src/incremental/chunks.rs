@@ -176,6 +176,7 @@ pub(crate) async fn read_chunk(
         }),
         types,
         row_filter: None,
+        wire: None,
     };
     let sql = chunk_sql(
         &table.schema,

@@ -23,6 +23,7 @@ use super::window::{Closed, Window};
 use super::WATERMARK_PREFIX;
 use crate::error::PgError;
 use crate::ident::quote_table;
+use crate::local_subsets::LocalSubsets;
 use crate::snapshot::describe_published_table;
 use crate::stream::PgSourceConfig;
 
@@ -94,6 +95,8 @@ pub(crate) struct Incremental {
     pub(super) slot: String,
     /// Whose column list and row filter the chunks apply.
     publication: String,
+    /// The configured column selections, applied after the publication's.
+    local_subsets: LocalSubsets,
     database: String,
     options: PgConnectOptions,
     chunk_rows: u64,
@@ -161,6 +164,7 @@ impl Incremental {
             store,
             slot: slot.to_owned(),
             publication: cfg.publication.clone(),
+            local_subsets: LocalSubsets::from_subsets(&cfg.subsets),
             database: database.to_owned(),
             options,
             chunk_rows: settings.chunk_rows.max(1),
@@ -361,6 +365,7 @@ impl Incremental {
         let (low, high) = (mark(MarkKind::Low), mark(MarkKind::High));
         let database = self.database.clone();
         let publication = self.publication.clone();
+        let local = self.local_subsets.clone();
         let limit = self.chunk_rows;
         let lock = lock_sql(&job.table);
         let delivered = &mut self.delivered;
@@ -373,7 +378,8 @@ impl Incremental {
             .execute(&mut *conn)
             .await
             .map_err(|e| PgError::sql("starting a chunk read", e))?;
-            let info = describe_published_table(conn, &database, &job.table, &publication).await?;
+            let info =
+                describe_published_table(conn, &database, &job.table, &publication, &local).await?;
             let key = choose_key(conn, &info.schema).await?;
             let rows = read_chunk(
                 conn,
@@ -402,7 +408,8 @@ impl Incremental {
                 .execute(&mut *conn)
                 .await
                 .map_err(|e| PgError::sql("starting a high watermark", e))?;
-            let now = describe_published_table(conn, &database, &job.table, &publication).await?;
+            let now =
+                describe_published_table(conn, &database, &job.table, &publication, &local).await?;
             emit(conn, &high).await?;
             sqlx::raw_sql("COMMIT")
                 .execute(&mut *conn)

@@ -85,7 +85,14 @@ pub async fn request_snapshot(
         .await
         .map_err(ctx("reading the database name"))?;
     for table in &req.tables {
-        let info = describe_published_table(conn, &database, table, publication).await?;
+        let info = describe_published_table(
+            conn,
+            &database,
+            table,
+            publication,
+            &crate::local_subsets::LocalSubsets::default(),
+        )
+        .await?;
         choose_key(conn, &info.schema).await?;
         if let Some(filter) = &req.filter {
             validate_filter(conn, table, filter).await?;

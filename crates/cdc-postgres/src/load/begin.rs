@@ -281,6 +281,7 @@ impl Start {
             options: req.options.clone(),
             database: req.server.database.clone(),
             publication: req.publication.clone(),
+            local_subsets: req.local_subsets.clone(),
             slot: req.slot.clone(),
             store: self.store.clone(),
             settings: req.settings.clone(),

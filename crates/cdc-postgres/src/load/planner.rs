@@ -65,6 +65,7 @@ async fn plan_table(
             }),
             types: info.types.clone(),
             row_filter: info.row_filter.clone(),
+            wire: None,
         };
         let bounds = plan_relation(conn, &leaf_info, chunking, chunk_rows).await?;
         tracing::debug!(table = %info.schema.name, partition = %leaf.name, chunks = bounds.len(), "planned the chunks of a partition");
@@ -128,6 +129,7 @@ pub(super) async fn record_plan(
         tables,
         server,
         publication,
+        local_subsets,
         ..
     } = req;
     let slot = slot.as_str();
@@ -137,8 +139,14 @@ pub(super) async fn record_plan(
     import_snapshot(&mut reader, name).await?;
     let mut plans = Vec::with_capacity(tables.len());
     for table in tables {
-        let info =
-            describe_published_table(&mut reader, &server.database, table, publication).await?;
+        let info = describe_published_table(
+            &mut reader,
+            &server.database,
+            table,
+            publication,
+            local_subsets,
+        )
+        .await?;
         let bounds = plan_table(&mut reader, &info, settings.chunking, settings.chunk_rows).await?;
         tracing::info!(table = %table, chunks = bounds.len(), "planned snapshot chunks");
         plans.push((table.clone(), bounds));

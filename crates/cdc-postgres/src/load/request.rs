@@ -26,6 +26,9 @@ pub(crate) struct SnapshotRequest {
     /// applies (it may not exist in `snapshot_only` mode: then every
     /// column and row is read).
     pub publication: String,
+    /// The configured column selections, applied to every table read
+    /// (before PostgreSQL 15 the publication cannot hold them).
+    pub local_subsets: crate::local_subsets::LocalSubsets,
     /// Whether the slot may be created.
     pub create_slot: bool,
     /// Create it as a failover slot (PostgreSQL 17+).

@@ -182,6 +182,8 @@ pub(crate) struct ReaderContext {
     pub database: String,
     /// Whose column lists and row filters the reads apply.
     pub publication: String,
+    /// The configured column selections, applied after the publication's.
+    pub local_subsets: crate::local_subsets::LocalSubsets,
     pub slot: String,
     pub store: MetadataStore,
     pub settings: SnapshotSettings,
@@ -343,6 +345,7 @@ async fn read_one(
                         &ctx.database,
                         &chunk.table,
                         &ctx.publication,
+                        &ctx.local_subsets,
                     )
                     .await?;
                     schemas.tables.insert(chunk.table.clone(), i.clone());

@@ -25,16 +25,20 @@ pub async fn ensure_publication(
     subsets: &[(TableName, TableSubset)],
     create: bool,
 ) -> Result<(), PgError> {
+    let lists = column_lists(conn, subsets).await?;
     let mut specs = Vec::with_capacity(tables.len());
     for t in tables {
         let subset = subsets.iter().find(|(s, _)| s == t).map(|(_, s)| s);
-        specs.push(table_spec(conn, t, subset).await?);
+        specs.push(table_spec(conn, t, subset, lists).await?);
     }
     // Another instance may create or extend the publication at the same
     // moment: losing that race means looking again, not failing.
     for _ in 0..3 {
         if ensure_once(conn, name, tables, &specs, create).await? {
-            for (table, _) in subsets.iter().filter(|(t, _)| tables.contains(t)) {
+            let server_subsets = subsets
+                .iter()
+                .filter(|(t, s)| tables.contains(t) && (lists || s.row_filter.is_some()));
+            for (table, _) in server_subsets {
                 if let Some(spec) = tables.iter().position(|t| t == table).map(|i| &specs[i]) {
                     apply_subset(conn, name, table, spec).await?;
                 }
@@ -62,10 +66,11 @@ pub async fn add_tables_in_transaction(
     tables: &[TableName],
     subsets: &[(TableName, TableSubset)],
 ) -> Result<(), PgError> {
+    let lists = column_lists(conn, subsets).await?;
     let mut specs = Vec::with_capacity(tables.len());
     for t in tables {
         let subset = subsets.iter().find(|(s, _)| s == t).map(|(_, s)| s);
-        specs.push(table_spec(conn, t, subset).await?);
+        specs.push(table_spec(conn, t, subset, lists).await?);
     }
     if ensure_once(conn, name, tables, &specs, true).await? {
         Ok(())
@@ -74,6 +79,21 @@ pub async fn add_tables_in_transaction(
             "publication `{name}` changed concurrently while tables were added to it"
         )))
     }
+}
+
+/// Whether the server takes publication column lists (PostgreSQL 15+);
+/// asked only when `subsets` has a column selection.
+async fn column_lists(
+    conn: &mut PgConnection,
+    subsets: &[(TableName, TableSubset)],
+) -> Result<bool, PgError> {
+    if subsets.iter().all(|(_, s)| s.columns.is_none()) {
+        return Ok(true);
+    }
+    let version = crate::snapshot::server_version(conn)
+        .await
+        .map_err(|e| PgError::sql("reading the server version", e))?;
+    Ok(version >= 150_000)
 }
 
 /// One check-and-fix pass; `Ok(false)` when a concurrent change got in the
@@ -249,6 +269,7 @@ async fn table_spec(
     conn: &mut PgConnection,
     table: &TableName,
     subset: Option<&TableSubset>,
+    column_lists: bool,
 ) -> Result<String, PgError> {
     let mut spec = quote_table(table);
     let Some(subset) = subset else {
@@ -258,11 +279,20 @@ async fn table_spec(
         let kept = subset_columns(conn, table, selection)
             .await?
             .map_err(PgError::Setup)?;
-        let kept: Vec<String> = kept.iter().map(|c| quote_ident(c)).collect();
-        spec.push_str(&format!(" ({})", kept.join(", ")));
+        // Before PostgreSQL 15 a publication has no column lists: the
+        // reader leaves the other columns out itself
+        // ([`crate::local_subsets::LocalSubsets`]).
+        if column_lists {
+            let kept: Vec<String> = kept.iter().map(|c| quote_ident(c)).collect();
+            spec.push_str(&format!(" ({})", kept.join(", ")));
+        }
     }
     if let Some(filter) = &subset.row_filter {
-        spec.push_str(&format!(" WHERE ({filter})"));
+        // SQL text from the configuration: it must stay inside its
+        // parentheses.
+        crate::incremental::check_filter_text(filter)
+            .map_err(|e| PgError::Setup(format!("source.row_filters of {table}: {e}")))?;
+        spec.push_str(&format!(" WHERE ({filter}\n)"));
     }
     Ok(spec)
 }

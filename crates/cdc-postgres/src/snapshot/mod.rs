@@ -73,7 +73,7 @@ pub use plan::{
     LeafPartition, PlannedChunk, DEFAULT_ROWS_PER_BLOCK, MAX_INT_KEY_CHUNKS,
 };
 pub use published::{describe_published_table, published, Published};
-pub(crate) use published::published_row;
+pub(crate) use published::{published_row, server_version};
 pub use query::{chunk_query, chunk_query_from};
 pub(crate) use query::{row_value, string_literal};
 pub(crate) use read::read_copy;

@@ -10,6 +10,7 @@ use sqlx::{PgConnection, Row};
 use super::table::{describe_table_with_generated, without_columns};
 use crate::catalog::RelationInfo;
 use crate::error::PgError;
+use crate::local_subsets::LocalSubsets;
 
 /// The column list and row filter of `table` in `publication`, as
 /// `pg_publication_tables` shows them under the transaction's snapshot.
@@ -72,7 +73,7 @@ pub(crate) async fn published_row(
 }
 
 /// The server's `server_version_num`.
-async fn server_version(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
+pub(crate) async fn server_version(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
     sqlx::query_scalar("SELECT current_setting('server_version_num')::int4")
         .fetch_one(&mut *conn)
         .await
@@ -91,11 +92,18 @@ async fn server_version(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
 /// PostgreSQL 15's `attnames` lists them), so a generated column renders
 /// the same in the snapshot and in the stream whatever the publication
 /// says.
+///
+/// `local`: the configured column selections, applied after the
+/// publication's (before PostgreSQL 15 the publication has none), as the
+/// stream applies them to its Relation messages; and the configured row
+/// filter when the publication has none (`snapshot_only` mode sets up no
+/// publication).
 pub async fn describe_published_table(
     conn: &mut PgConnection,
     database: &str,
     table: &TableName,
     publication: &str,
+    local: &LocalSubsets,
 ) -> Result<RelationInfo, PgError> {
     let (mut info, generated) = describe_table_with_generated(conn, database, table).await?;
     let version = server_version(conn)
@@ -104,8 +112,19 @@ pub async fn describe_published_table(
     if version < 180_000 {
         info = without_columns(info, &generated);
     }
-    let published = published(conn, publication, table).await?;
-    narrow(info, &generated, published, publication)
+    let mut published = published(conn, publication, table).await?;
+    if published.row_filter.is_none() {
+        // No publication (snapshot_only) or one without the filter.
+        if let Some(filter) = local.row_filter(table) {
+            // SQL text from the configuration: it must stay inside its
+            // parentheses.
+            crate::incremental::check_filter_text(filter).map_err(|e| {
+                PgError::Setup(format!("source.row_filters of {table}: {e}"))
+            })?;
+            published.row_filter = Some(format!("({filter}\n)"));
+        }
+    }
+    local.narrow(narrow(info, &generated, published, publication)?)
 }
 
 /// Applies `published` to `info` (see [`describe_published_table`]);
@@ -123,6 +142,7 @@ fn narrow(
             schema,
             types,
             row_filter: published.row_filter,
+            wire: None,
         });
     };
     let RelationInfo { schema, types, .. } = info;
@@ -154,6 +174,7 @@ fn narrow(
         }),
         types,
         row_filter: published.row_filter,
+        wire: None,
     })
 }
 
@@ -183,6 +204,7 @@ mod tests {
             }),
             types: vec![ValueType::builtin(23).unwrap(); 3],
             row_filter: None,
+            wire: None,
         }
     }
 

@@ -88,6 +88,7 @@ pub(super) fn without_columns(info: RelationInfo, names: &[String]) -> RelationI
         schema,
         types,
         row_filter,
+        ..
     } = info;
     let (columns, types): (Vec<_>, Vec<_>) = schema
         .columns
@@ -103,6 +104,7 @@ pub(super) fn without_columns(info: RelationInfo, names: &[String]) -> RelationI
         }),
         types,
         row_filter,
+        wire: None,
     }
 }
 
@@ -225,6 +227,7 @@ pub(super) async fn describe_table_with_generated(
         }),
         types: parsers,
         row_filter: None,
+        wire: None,
     };
     Ok((info, generated))
 }

@@ -15,6 +15,7 @@ use crate::conn::{for_role, ConnParams};
 use crate::error::{slot_in_use, PgError, StreamNames};
 use crate::incremental::Incremental;
 use crate::load::{SnapshotMode, SnapshotPhase, SnapshotRequest};
+use crate::local_subsets::LocalSubsets;
 use crate::replication::PgWireTransport;
 use crate::setup::{self, ServerInfo};
 use crate::snapshot::MetadataStore;
@@ -90,6 +91,7 @@ impl PgSource {
                 .give_up_after(cfg.reconnect_give_up_after),
             standby: cfg.standby,
             heartbeat: Heartbeat::new(cfg.heartbeat_interval),
+            local_subsets: LocalSubsets::from_subsets(&cfg.subsets),
             primary: None,
             cfg,
             params,
@@ -199,11 +201,14 @@ async fn prepare(
                 server.version_num
             )));
         }
+        // Before PostgreSQL 15 a publication has no column lists: the
+        // reader drops the excluded columns itself (LocalSubsets).
+        let server_subsets = server.version_num >= 150_000;
         if !cfg.subsets.is_empty() {
-            if server.version_num < 150_000 {
+            if !server_subsets && cfg.subsets.iter().any(|(_, s)| s.row_filter.is_some()) {
                 return Err(PgError::Setup(format!(
-                    "column lists and row filters (source.columns, source.row_filters) need \
-                     PostgreSQL 15 or later; this server is {}",
+                    "row filters (source.row_filters) need PostgreSQL 15 or later; this server is \
+                     {}: leave them out (source.columns works on every version)",
                     server.version_num
                 )));
             }
@@ -255,6 +260,7 @@ async fn begin_snapshot(
         server: server.clone(),
         slot: cfg.slot.clone(),
         publication: cfg.publication.clone(),
+        local_subsets: LocalSubsets::from_subsets(&cfg.subsets),
         create_slot: cfg.create_slot,
         slot_failover: cfg.slot_failover,
         replication,

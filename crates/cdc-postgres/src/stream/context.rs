@@ -34,6 +34,9 @@ pub(super) struct Context {
     pub standby: bool,
     /// When to write heartbeats.
     pub heartbeat: Heartbeat,
+    /// The configured column selections, applied to every Relation
+    /// message (before PostgreSQL 15 the server sends every column).
+    pub local_subsets: crate::local_subsets::LocalSubsets,
     /// The connection to `cfg.primary_url` heartbeats are written on
     /// (connected on first use, dropped after a failure).
     pub primary: Option<PgConnection>,

@@ -47,6 +47,7 @@ impl Context {
                     }
                     other => other?,
                 };
+                let info = self.local_subsets.narrow(info)?;
                 let tracked = self.changes.tracks(&info.schema.name);
                 let signals = self
                     .incremental
