@@ -145,6 +145,62 @@ async fn configured_columns_hold_on_every_server_version() {
     db.cleanup().await;
 }
 
+/// `snapshot_only` sets up no publication: the reads take `columns` and
+/// `row_filters` from the configuration, so the file holds exactly the
+/// source restricted to them, and no read carries the excluded column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_only_reads_apply_the_configured_columns_and_row_filters() {
+    let db = TestDb::create("only_subset").await;
+    let s = unique_suffix();
+    create_tables(&db, None).await;
+    let filters = db.server_version_num().await >= 150_000;
+    let dir = TempDir::new("only-subset");
+    let out = dir.join("out.jsonl");
+    let source_lines = if filters {
+        "  columns: { public.cols: { exclude: [secret] } }\n  \
+         row_filters: { public.rows: \"region = 'eu' -- a comment\" }\n"
+    } else {
+        // Row filters need PostgreSQL 15 in every mode.
+        "  columns: { public.cols: { exclude: [secret] } }\n"
+    };
+    let yaml = subset_pipeline(&db, &format!("only_{s}"), &format!("only_pub_{s}"), &out)
+        .create(true, true)
+        .snapshot(
+            "{ mode: snapshot_only, tables: [public.cols, public.rows], chunk_rows: 500, workers: 2 }",
+        )
+        .source_lines(source_lines)
+        .yaml();
+    let mut engine = Engine::start(&yaml);
+    let code = engine.wait_exit(TIMEOUT).await;
+    assert_eq!(code, 0, "snapshot_only failed\n{}", engine.output_report());
+    let mut tails = vec![Tail::new(0, out.clone())];
+    let rows_oracle = if filters {
+        FILTERED_ROWS
+    } else {
+        "public.rows"
+    };
+    wait_converged_to(
+        &db,
+        &mut tails,
+        &[&engine],
+        &[
+            ("public.cols", "(SELECT id, a FROM public.cols)"),
+            ("public.rows", rows_oracle),
+        ],
+    )
+    .await;
+    let refs: Vec<&Tail> = tails.iter().collect();
+    for e in merged(&refs) {
+        assert_eq!(e.op, "r", "not a snapshot read: {e:?}");
+        assert!(
+            e.table != "public.cols" || e.after.get("secret").is_none(),
+            "the excluded column was read: {}",
+            e.after
+        );
+    }
+    db.cleanup().await;
+}
+
 /// The server's rules for an `UPDATE` under a row filter, per event kind:
 /// a row moving out of the filter arrives as a delete (of its old image),
 /// one moving in as an insert (of its new image), one staying in as an

@@ -325,12 +325,15 @@ async fn filter_parses(
     filter: &str,
 ) -> Result<Result<(), String>, PgError> {
     let ctx = || format!("checking the row filter of {table}");
+    if let Err(problem) = crate::incremental::check_filter_text(filter) {
+        return Ok(Err(problem));
+    }
     sqlx::raw_sql("BEGIN READ ONLY")
         .execute(&mut *conn)
         .await
         .map_err(|e| PgError::sql(ctx(), e))?;
     let sql = format!(
-        "EXPLAIN SELECT 1 FROM {} WHERE ({filter})",
+        "EXPLAIN SELECT 1 FROM {} WHERE ({filter}\n)",
         crate::ident::quote_table(table)
     );
     let result = sqlx::query(sqlx::AssertSqlSafe(sql))
