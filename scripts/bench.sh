@@ -15,7 +15,11 @@
 #   scripts/bench.sh --baseline F    add a before/after table against the
 #                                    results file F of an earlier run (full
 #                                    run default: docs/benchmarks-before.json,
-#                                    the run before the latest fixes)
+#                                    the run before the latest fixes); may be
+#                                    given more than once (e.g. a full run's
+#                                    file and an `--only sinks` run's): each
+#                                    case is taken from the first file that
+#                                    has it
 #   scripts/bench.sh --no-kafka      skip the Kafka cases (no tansu)
 #   scripts/bench.sh --no-sinks      skip the NATS and Elasticsearch cases
 #   scripts/bench.sh --only G,...    only these case groups (snapshot,
@@ -64,7 +68,7 @@ source "$ROOT/scripts/lib/venv.sh"
 QUICK=0
 KAFKA=1
 SINKS=1
-BASELINE=""
+BASELINES=()
 EXTRA_ARGS=()
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -72,7 +76,7 @@ while [ $# -gt 0 ]; do
 	--no-kafka) KAFKA=0 ;;
 	--no-sinks) SINKS=0 ;;
 	--baseline)
-		BASELINE="$(realpath "${2:?--baseline needs a file}")"
+		BASELINES+=("$(realpath "${2:?--baseline needs a file}")")
 		shift
 		;;
 	--only)
@@ -213,10 +217,10 @@ fi
 mkdir -p "$(dirname "$OUT")"
 JSON="${OUT%.md}.json"
 if [ -n "${BENCH_REPS:-}" ]; then EXTRA_ARGS+=(--reps "$BENCH_REPS"); fi
-if [ -z "$BASELINE" ] && [ "$QUICK" = 0 ] && [ -f "$ROOT/docs/benchmarks-before.json" ]; then
-	BASELINE="$ROOT/docs/benchmarks-before.json"
+if [ "${#BASELINES[@]}" = 0 ] && [ "$QUICK" = 0 ] && [ -f "$ROOT/docs/benchmarks-before.json" ]; then
+	BASELINES=("$ROOT/docs/benchmarks-before.json")
 fi
-if [ -n "$BASELINE" ]; then EXTRA_ARGS+=(--baseline "$BASELINE"); fi
+for b in "${BASELINES[@]}"; do EXTRA_ARGS+=(--baseline "$b"); done
 if [ -f "$ROOT/docs/benchmarks-notes.md" ]; then
 	EXTRA_ARGS+=(--notes "$ROOT/docs/benchmarks-notes.md")
 fi

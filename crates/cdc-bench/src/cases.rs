@@ -8,7 +8,7 @@ use cdc_postgres::ident::quote_ident;
 use crate::broker::Broker;
 use crate::ctx::Ctx;
 use crate::data::{self, StreamLoad};
-use crate::model::{Latency, Line, Results, Run};
+use crate::model::{Latency, Line, Results, Run, ENGINE_FILE, ENGINE_FILE_WARMED, LIBRARY_NULL};
 use crate::readers::{self, EngineMode, EngineSink, Library};
 use crate::report::count;
 use crate::runner::End;
@@ -65,7 +65,8 @@ pub(crate) fn note(results: &mut Results, what: &str, r: Result<Run>) -> Option<
     }
 }
 
-/// Snapshot: engine → file and library → null sink against parallel COPY.
+/// Snapshot: engine → file (each run followed at once by one into a warmed
+/// target) and library → null sink against parallel COPY.
 pub async fn snapshot(ctx: &Ctx, plan: &Plan, results: &mut Results) -> Result<()> {
     for &rows in &plan.snapshot_rows {
         let table = format!("snap_{rows}");
@@ -92,6 +93,7 @@ pub async fn snapshot(ctx: &Ctx, plan: &Plan, results: &mut Results) -> Result<(
             log_step(&format!("snapshot: {case}"));
             let mut ceiling = Vec::new();
             let mut engine = Vec::new();
+            let mut warmed = Vec::new();
             let mut library = Vec::new();
             for rep in 0..ctx.reps {
                 let name = format!("snap-{rows}-{workers}-{rep}");
@@ -106,8 +108,29 @@ pub async fn snapshot(ctx: &Ctx, plan: &Plan, results: &mut Results) -> Result<(
                 .await;
                 ceiling.extend(note(results, &format!("{case} COPY ceiling"), r));
                 let slot = format!("snap_e_{rows}_{workers}_{rep}");
-                let r = readers::engine_snapshot(ctx, &slot, &table, workers, rows).await;
-                engine.extend(note(results, &format!("{case} engine → file"), r));
+                let r = readers::engine_snapshot(ctx, &slot, &table, workers, rows, None).await;
+                let (r, written) = match r {
+                    Ok((run, path)) => (Ok(run), Some(path)),
+                    Err(e) => (Err(e), None),
+                };
+                engine.extend(note(results, &format!("{case} {ENGINE_FILE}"), r));
+                // At once the same snapshot into a warmed target: the file
+                // just written (as large as the new one will be) is deleted
+                // right before the engine starts, so the new file's writes
+                // find page-cache pages that were in use a moment ago.
+                if let Some(written) = written {
+                    let slot = format!("snap_w_{rows}_{workers}_{rep}");
+                    let r =
+                        readers::engine_snapshot(ctx, &slot, &table, workers, rows, Some(&written))
+                            .await;
+                    let r = r.map(|(run, path)| {
+                        let _ = std::fs::remove_file(path);
+                        run
+                    });
+                    // (Gone already unless the run failed before starting.)
+                    let _ = std::fs::remove_file(&written);
+                    warmed.extend(note(results, &format!("{case} {ENGINE_FILE_WARMED}"), r));
+                }
                 let slot = format!("snap_l_{rows}_{workers}_{rep}");
                 let r = readers::library(
                     ctx,
@@ -124,12 +147,15 @@ pub async fn snapshot(ctx: &Ctx, plan: &Plan, results: &mut Results) -> Result<(
                 )
                 .await
                 .map(|(run, _)| run);
-                library.extend(note(results, &format!("{case} library → null sink"), r));
+                library.extend(note(results, &format!("{case} {LIBRARY_NULL}"), r));
                 ctx.db.exec("DROP SCHEMA IF EXISTS cdc CASCADE").await?;
             }
             let ceiling_reader = format!("{workers} × COPY");
-            for (reader, runs) in [("engine → file", engine), ("library → null sink", library)]
-            {
+            for (reader, runs) in [
+                (ENGINE_FILE, engine),
+                (ENGINE_FILE_WARMED, warmed),
+                (LIBRARY_NULL, library),
+            ] {
                 results.lines.push(Line {
                     group: "snapshot".into(),
                     case: case.clone(),
@@ -138,6 +164,7 @@ pub async fn snapshot(ctx: &Ctx, plan: &Plan, results: &mut Results) -> Result<(
                     runs,
                     ceiling: ceiling.clone(),
                     expected_rows: rows,
+                    workers: Some(workers),
                 });
             }
         }
@@ -269,8 +296,8 @@ pub async fn streaming(ctx: &Ctx, plan: &Plan, results: &mut Results) -> Result<
         for (r, v) in runs {
             let (group, reader) = match r {
                 Reader::RecvLogical => continue,
-                Reader::EngineFile => ("streaming", "engine → file"),
-                Reader::LibraryNull => ("streaming", "library → null sink"),
+                Reader::EngineFile => ("streaming", ENGINE_FILE),
+                Reader::LibraryNull => ("streaming", LIBRARY_NULL),
                 Reader::EngineKafka => ("kafka", "engine → Kafka (tansu)"),
             };
             results.lines.push(Line {
@@ -281,6 +308,7 @@ pub async fn streaming(ctx: &Ctx, plan: &Plan, results: &mut Results) -> Result<
                 runs: v,
                 ceiling: ceiling.clone(),
                 expected_rows: rows,
+                workers: None,
             });
         }
         ctx.db

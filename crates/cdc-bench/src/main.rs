@@ -106,9 +106,11 @@ struct RunArgs {
     /// mode's.
     #[arg(long)]
     es_rows: Option<u64>,
-    /// An earlier results file, for a before/after table.
+    /// Results files of earlier runs, for a before/after table (may be
+    /// given more than once: a case is taken from the first file that has
+    /// it).
     #[arg(long)]
-    baseline: Option<PathBuf>,
+    baseline: Vec<PathBuf>,
     /// Hand-written notes to include (profile and fixes).
     #[arg(long)]
     notes: Option<PathBuf>,
@@ -318,8 +320,9 @@ async fn run(args: RunArgs) -> Result<()> {
             settings.push((k.to_owned(), v.to_owned()));
         }
     }
-    let baseline = match &args.baseline {
-        Some(p) => Some((
+    let mut baselines = Vec::new();
+    for p in &args.baseline {
+        baselines.push((
             // The file's name: the report names it, the directory is incidental.
             p.file_name().map_or_else(
                 || p.display().to_string(),
@@ -327,9 +330,9 @@ async fn run(args: RunArgs) -> Result<()> {
             ),
             serde_json::from_str::<Results>(&std::fs::read_to_string(p)?)
                 .with_context(|| format!("reading {}", p.display()))?,
-        )),
-        None => None,
-    };
+        ));
+    }
+    let baselines: Vec<(&str, &Results)> = baselines.iter().map(|(n, r)| (n.as_str(), r)).collect();
     let notes = match &args.notes {
         Some(p) => std::fs::read_to_string(p).ok(),
         None => None,
@@ -342,7 +345,7 @@ async fn run(args: RunArgs) -> Result<()> {
         reps,
         pg_settings: &pg_settings,
         settings: &settings,
-        baseline: baseline.as_ref().map(|(n, r)| (n.as_str(), r)),
+        baselines: &baselines,
         notes: notes.as_deref(),
     };
     let text = report::render(&results, &input);

@@ -4,6 +4,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats::median;
 
+/// The engine snapshotting into the file sink (and streaming into it).
+pub const ENGINE_FILE: &str = "engine → file";
+/// The same snapshot into a warmed target: the previous run's output
+/// deleted right before the engine starts (see `cases::snapshot`).
+pub const ENGINE_FILE_WARMED: &str = "engine → file, warmed target";
+/// The library path into a sink that drops every batch.
+pub const LIBRARY_NULL: &str = "library → null sink";
+
 /// One run of one reader.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Run {
@@ -14,6 +22,12 @@ pub struct Run {
     /// CPU seconds of the reader process (engine, library worker,
     /// pg_recvlogical, or the psql clients of the COPY ceiling).
     pub cpu_s: Option<f64>,
+    /// The user part of `cpu_s` (absent in results of older runs).
+    #[serde(default)]
+    pub user_cpu_s: Option<f64>,
+    /// The system (kernel) part of `cpu_s`.
+    #[serde(default)]
+    pub sys_cpu_s: Option<f64>,
     /// CPU seconds of the walsender serving the reader.
     pub walsender_cpu_s: Option<f64>,
     /// Peak RSS of the reader process, KiB.
@@ -31,6 +45,15 @@ impl Run {
             0.0
         }
     }
+
+    /// CPU seconds of the reader per million rows delivered.
+    pub fn cpu_per_million(&self) -> Option<f64> {
+        per_million(self.cpu_s, self.rows)
+    }
+}
+
+fn per_million(v: Option<f64>, rows: u64) -> Option<f64> {
+    v.filter(|_| rows > 0).map(|v| v * 1e6 / rows as f64)
 }
 
 /// One line of a results table: a reader against its ceiling on the same data.
@@ -50,6 +73,10 @@ pub struct Line {
     pub ceiling: Vec<Run>,
     /// Row count each run had to deliver.
     pub expected_rows: u64,
+    /// Snapshot workers of a snapshot case (absent in results of older
+    /// runs: then read from `case`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
 }
 
 fn med(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
@@ -76,6 +103,33 @@ impl Line {
     /// Median CPU seconds of the reader.
     pub fn cpu(&self) -> Option<f64> {
         med(&self.runs, |r| r.cpu_s)
+    }
+    /// Median user CPU seconds of the reader.
+    pub fn user_cpu(&self) -> Option<f64> {
+        med(&self.runs, |r| r.user_cpu_s)
+    }
+    /// Median system CPU seconds of the reader.
+    pub fn sys_cpu(&self) -> Option<f64> {
+        med(&self.runs, |r| r.sys_cpu_s)
+    }
+    /// Median CPU seconds of the reader per million rows.
+    pub fn cpu_per_million(&self) -> Option<f64> {
+        med(&self.runs, Run::cpu_per_million)
+    }
+    /// Median CPU seconds of the ceiling per million rows.
+    pub fn ceiling_cpu_per_million(&self) -> Option<f64> {
+        med(&self.ceiling, Run::cpu_per_million)
+    }
+    /// Snapshot workers: the recorded count, else the `N worker(s)` part of
+    /// the case.
+    pub fn workers(&self) -> Option<usize> {
+        self.workers.or_else(|| {
+            self.case.split(", ").find_map(|part| {
+                part.strip_suffix(" workers")
+                    .or_else(|| part.strip_suffix(" worker"))
+                    .and_then(|n| n.parse().ok())
+            })
+        })
     }
     /// Median CPU seconds of the walsender.
     pub fn walsender_cpu(&self) -> Option<f64> {

@@ -8,11 +8,17 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct Sample {
     /// User plus system CPU seconds so far.
     pub cpu_s: f64,
+    /// User CPU seconds so far.
+    pub user_s: f64,
+    /// System (kernel) CPU seconds so far.
+    pub sys_s: f64,
     /// Peak resident set size so far (`VmHWM`), in KiB.
     pub hwm_kb: u64,
 }
 
-/// Reads the CPU time and peak RSS of `pid`; `None` once it has exited.
+/// Reads the CPU time and peak RSS of `pid`; `None` once it has been
+/// reaped. A process that has exited but is not reaped yet (a zombie) still
+/// shows its final CPU time, but no longer its peak RSS (0 then).
 pub fn sample(pid: u32) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields start
@@ -20,20 +26,24 @@ pub fn sample(pid: u32) -> Option<Sample> {
     // (fields 14 and 15) are indices 11 and 12.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = *fields.first()?;
-    if state == "Z" || state == "X" {
+    if *fields.first()? == "X" {
         return None;
     }
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    let hwm_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
         .unwrap_or(0);
     Some(Sample {
         cpu_s: (utime + stime) as f64 / TICKS_PER_SECOND,
+        user_s: utime as f64 / TICKS_PER_SECOND,
+        sys_s: stime as f64 / TICKS_PER_SECOND,
         hwm_kb,
     })
 }
@@ -54,14 +64,17 @@ impl Tracked {
         t
     }
 
-    /// Takes a new reading if the process is still there. Keeps the
-    /// highest values seen: a process that is exiting has already released
-    /// its memory, and `/proc` then shows no `VmHWM`.
+    /// Takes a new reading if the process is still there (also after it
+    /// exited, until it is reaped: its final CPU time). Keeps the highest
+    /// values seen: a process that is exiting has already released its
+    /// memory, and `/proc` then shows no `VmHWM`.
     pub fn update(&mut self) {
         if let Some(s) = sample(self.pid) {
             let last = self.last.unwrap_or_default();
             self.last = Some(Sample {
                 cpu_s: s.cpu_s.max(last.cpu_s),
+                user_s: s.user_s.max(last.user_s),
+                sys_s: s.sys_s.max(last.sys_s),
                 hwm_kb: s.hwm_kb.max(last.hwm_kb),
             });
         }

@@ -1,7 +1,7 @@
 //! The readers that are measured: the engine binary, the library worker,
 //! `pg_recvlogical`, and parallel `COPY` through `psql`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -46,7 +46,7 @@ pub fn engine_config(
     slot: &str,
     mode: &EngineMode,
     sink: &EngineSink,
-) -> Result<std::path::PathBuf> {
+) -> Result<PathBuf> {
     let sink_yaml = match sink {
         EngineSink::File(path) => format!("  - type: file\n    path: '{}'\n", path.display()),
         EngineSink::Kafka { port, topic } => format!(
@@ -95,6 +95,8 @@ fn run_from(
         rows,
         secs: secs.unwrap_or(w.secs),
         cpu_s: w.process.map(|s| s.cpu_s),
+        user_cpu_s: w.process.map(|s| s.user_s),
+        sys_cpu_s: w.process.map(|s| s.sys_s),
         walsender_cpu_s: w.walsender.map(|s| s.cpu_s),
         rss_kb: w.process.map(|s| s.hwm_kb),
         broker_cpu_s,
@@ -134,14 +136,19 @@ pub async fn engine(
     Ok(run_from(rows, &w, None, broker_cpu))
 }
 
-/// Runs the engine's snapshot into a file and checks the row count.
+/// Runs the engine's snapshot into a file and checks the row count. On
+/// success the file is left in place (its path is returned) for the caller
+/// to delete, or to delete right before the next run as that run's
+/// `warm_up`: a file deleted just before the engine starts, so that the
+/// page-cache pages it frees are there for the new file's writes.
 pub async fn engine_snapshot(
     ctx: &Ctx,
     name: &str,
     table: &str,
     workers: usize,
     rows: u64,
-) -> Result<Run> {
+    warm_up: Option<&Path>,
+) -> Result<(Run, PathBuf)> {
     let out = ctx.path(&format!("{name}.jsonl"));
     let _ = std::fs::remove_file(&out);
     let config = engine_config(
@@ -153,15 +160,24 @@ pub async fn engine_snapshot(
         &EngineMode::Snapshot(workers),
         &EngineSink::File(&out),
     )?;
-    let run = engine(ctx, name, &config, None, End::Exit, rows, None).await;
-    let lines = count_lines(&out);
-    let _ = std::fs::remove_file(&out);
-    let run = run?;
-    let lines = lines?;
-    if lines != rows {
-        bail!("engine snapshot {name}: {lines} rows in the file, expected {rows}");
+    if let Some(w) = warm_up {
+        std::fs::remove_file(w).with_context(|| format!("deleting {}", w.display()))?;
     }
-    Ok(run)
+    let run = engine(ctx, name, &config, None, End::Exit, rows, None).await;
+    let checked = run.and_then(|run| {
+        let lines = count_lines(&out)?;
+        if lines != rows {
+            bail!("engine snapshot {name}: {lines} rows in the file, expected {rows}");
+        }
+        Ok(run)
+    });
+    match checked {
+        Ok(run) => Ok((run, out)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&out);
+            Err(e)
+        }
+    }
 }
 
 /// A run of the library worker.
@@ -328,11 +344,13 @@ pub async fn parallel_copy(
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu: f64 = children
-        .iter()
-        .filter_map(|c| c.1.last())
-        .map(|s| s.cpu_s)
-        .sum();
+    let sum = |f: fn(&crate::proc_stat::Sample) -> f64| -> f64 {
+        children
+            .iter()
+            .filter_map(|c| c.1.last())
+            .map(|s| f(&s))
+            .sum()
+    };
     let rss = children
         .iter()
         .filter_map(|c| c.1.last())
@@ -342,7 +360,9 @@ pub async fn parallel_copy(
     Ok(Run {
         rows,
         secs,
-        cpu_s: Some(cpu),
+        cpu_s: Some(sum(|s| s.cpu_s)),
+        user_cpu_s: Some(sum(|s| s.user_s)),
+        sys_cpu_s: Some(sum(|s| s.sys_s)),
         walsender_cpu_s: None,
         rss_kb: Some(rss),
         broker_cpu_s: None,

@@ -155,7 +155,6 @@ pub async fn watch(
     });
     let mut watched = Watched::default();
     loop {
-        process.update();
         if let Some(w) = walsender.as_mut() {
             w.update();
         } else if let Some(slot) = slot {
@@ -166,6 +165,9 @@ pub async fn watch(
         if let Some(e) = extra.as_deref_mut() {
             e.update();
         }
+        // Read right before `try_wait` reaps it: a process that has just
+        // exited still shows its final CPU time until then.
+        process.update();
         let reached = match &end {
             End::Exit => match child.try_wait()? {
                 Some(status) => {

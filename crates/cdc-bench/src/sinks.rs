@@ -180,6 +180,7 @@ impl Pair {
             runs: self.engine,
             ceiling: self.ceiling,
             expected_rows: rows,
+            workers: None,
         });
     }
 }
@@ -212,6 +213,7 @@ where
         walsender_cpu_s: None,
         rss_kb: None,
         broker_cpu_s: delta(server_before, server.as_ref()),
+        ..Run::default()
     })
 }
 
