@@ -99,7 +99,9 @@ pub struct SourceConfig {
     /// `{ exclude: [columns] }`, the columns captured of that table (in
     /// the snapshot and the stream alike; a key column cannot be left
     /// out). Set as the table's column list on the publication
-    /// (PostgreSQL 15+, `publication.create: true`). Default: every column.
+    /// (`publication.create: true`); before PostgreSQL 15, which has no
+    /// column lists, the source drops the other columns itself. Default:
+    /// every column.
     pub columns: Vec<(TableName, ColumnsConfig)>,
     /// `row_filters`: a map from table to a boolean SQL expression on its
     /// columns; only rows for which it is true are captured (in the
