@@ -81,7 +81,7 @@ pub use published::{describe_published_table, published, Published};
 pub(crate) use published::published_row;
 pub use query::{chunk_query, chunk_query_from};
 pub(crate) use query::{row_value, string_literal};
-pub(crate) use read::read_copy;
+pub(crate) use read::{heap_files, read_copy, rewrite_check_context, rewrite_check_sql};
 pub use read::{read_chunk, read_chunk_from, rewritten_since_snapshot, HeapFiles};
 pub use stats::{
     auto_chunk_rows, estimated_rows, AUTO_CHUNKS_PER_WORKER, AUTO_MAX_CHUNK_ROWS,
