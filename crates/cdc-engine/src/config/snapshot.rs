@@ -349,7 +349,7 @@ mod tests {
         let c = parse_config(&format!("{BASE}snapshot:\n  chunk_rows: \"2000\"\n")).unwrap();
         assert_eq!(c.snapshot.chunk_rows, super::ChunkRows::Rows(2_000));
         for bad in ["0", "-5", "many", "1.5", "[1]"] {
-            let found = problems(&format!("{BASE}snapshot:\n  chunk_rows: {bad}\n"));
+            let found = problems(&format!("snapshot:\n  chunk_rows: {bad}\n"));
             assert!(
                 found.contains("snapshot.chunk_rows"),
                 "chunk_rows: {bad} gave {found:?}"
