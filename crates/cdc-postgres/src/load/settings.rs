@@ -34,10 +34,10 @@ pub enum Chunking {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum ChunkRows {
-    /// Sized per table when it is planned, from its estimated rows and
-    /// [`SnapshotSettings::workers`] ([`crate::snapshot::auto_chunk_rows`]):
-    /// at least 10,000 and at most 250,000 rows, and at least 8 chunks per
-    /// worker for a table large enough.
+    /// Sized per table when it is planned, from its estimated rows
+    /// (`pg_class` statistics and its current size) and
+    /// [`SnapshotSettings::workers`]: the rows / (8 × workers), at least
+    /// 10,000 and at most 250,000 rows per chunk.
     #[default]
     Auto,
     /// About this many rows per chunk, whatever the table's size (at
