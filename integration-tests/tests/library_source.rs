@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cdc_core::{ControlEvent, Event, Op, Source, TableName, Value};
-use cdc_postgres::{PgSource, PgSourceConfig, SnapshotMode};
+use cdc_postgres::{ChunkRows, Chunking, PgSource, PgSourceConfig, SnapshotMode};
 use integration_tests::replay::{apply_keyed, changes_of, diff};
 use integration_tests::{unique_suffix, wait_until, TestDb, Workload, Writers};
 
@@ -45,7 +45,7 @@ async fn one_ack_call_per_batch_completes_the_snapshot_then_streams() {
     .await;
     let mut cfg = config_of_t(&db);
     cfg.snapshot.mode = SnapshotMode::Initial;
-    cfg.snapshot.chunk_rows = 500;
+    cfg.snapshot.chunk_rows = ChunkRows::Fixed(500);
     cfg.snapshot.workers = 2;
     let mut source = PgSource::connect(cfg).await.expect("connect");
     let ack = source.ack_handle();
@@ -229,5 +229,64 @@ async fn a_next_batch_dropped_midway_loses_no_change() {
     }
     assert!(dropped > 0, "no call was dropped");
     drop(source);
+    db.cleanup().await;
+}
+
+/// With the default `chunk_rows` (automatic) a table is cut into chunks
+/// sized from its estimated rows and the workers: 200,000 rows read by 2
+/// workers give 16 chunks of about 12,500 rows (not the 20 chunks of
+/// 10,000 a fixed size would give), by CTID and by integer key alike, and
+/// every row is read once.
+#[tokio::test]
+async fn automatic_chunks_are_sized_from_the_table_and_the_workers() {
+    let db = TestDb::create("lib_auto_chunks").await;
+    db.exec(
+        "CREATE TABLE public.t (id int PRIMARY KEY, v text);\
+         INSERT INTO public.t SELECT g, 'v' || g FROM generate_series(1, 200000) g;\
+         ANALYZE public.t",
+    )
+    .await;
+    for chunking in [Chunking::Ctid, Chunking::Key] {
+        let mut cfg = config_of_t(&db);
+        let slot = cfg.slot.clone();
+        cfg.snapshot.mode = SnapshotMode::SnapshotOnly;
+        cfg.snapshot.tables = Some(vec![TableName::new("public", "t")]);
+        cfg.snapshot.chunking = chunking;
+        cfg.snapshot.workers = 2;
+        assert_eq!(cfg.snapshot.chunk_rows, ChunkRows::Auto);
+        let mut source = PgSource::connect(cfg).await.expect("connect");
+        let ack = source.ack_handle();
+        let mut read = BTreeSet::new();
+        let mut reads = 0usize;
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let batch = tokio::time::timeout(left, source.next_batch())
+                .await
+                .unwrap_or_else(|_| panic!("{chunking:?}: {} rows within {TIMEOUT:?}", reads))
+                .expect("next_batch");
+            let Some(batch) = batch else { break };
+            for event in &batch.events {
+                if let Event::Change(c) = event {
+                    read.insert(c.after.as_ref().and_then(id_of).expect("an id"));
+                    reads += 1;
+                }
+            }
+            ack.durable(&batch);
+        }
+        assert_eq!((reads, read.len()), (200_000, 200_000), "{chunking:?}");
+        let chunks: i64 = db
+            .query_text(&format!(
+                "SELECT count(*)::text FROM cdc.snapshot_chunks WHERE slot_name = '{slot}'"
+            ))
+            .await
+            .and_then(|n| n.parse().ok())
+            .expect("a count");
+        assert!(
+            (15..=16).contains(&chunks),
+            "{chunking:?}: {chunks} chunks, want 2 workers x 8"
+        );
+        drop(source);
+    }
     db.cleanup().await;
 }

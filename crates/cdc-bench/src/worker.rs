@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use cdc_core::{Batch, Event, Op, Sink, SinkError, TableName};
 use cdc_engine::pipeline::{run_pipeline, NamedSink, PipelineOptions};
 use cdc_engine::sinks::FileSink;
-use cdc_postgres::{PgSource, PgSourceConfig, SnapshotMode};
+use cdc_postgres::{ChunkRows, PgSource, PgSourceConfig, SnapshotMode};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -39,8 +39,9 @@ pub struct WorkerArgs {
     /// Stop after this many row changes.
     #[arg(long)]
     pub expect_rows: u64,
-    /// Rows per snapshot chunk instead of the library's default (for
-    /// measuring the per-chunk cost by hand).
+    /// Rows per snapshot chunk instead of the library's default (sized
+    /// from the table and the workers), for measuring the per-chunk cost
+    /// by hand.
     #[arg(long)]
     pub chunk_rows: Option<u64>,
     /// Rows a snapshot reader hands over at a time instead of the
@@ -142,7 +143,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         cfg.snapshot.tables = Some(vec![TableName::new("public", args.table.clone())]);
         cfg.snapshot.instance_id = format!("bench-{}", std::process::id());
         if let Some(rows) = args.chunk_rows {
-            cfg.snapshot.chunk_rows = rows;
+            cfg.snapshot.chunk_rows = ChunkRows::Fixed(rows);
         }
         if let Some(rows) = args.rows_per_batch {
             cfg.snapshot.rows_per_batch = rows;

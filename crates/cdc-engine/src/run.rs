@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use cdc_postgres::SnapshotSettings;
 
-use crate::config::{Chunking, Config, SinkConfig, SnapshotConfig, SnapshotMode};
+use crate::config::{ChunkRows, Chunking, Config, SinkConfig, SnapshotConfig, SnapshotMode};
 use crate::engine_state::EngineState;
 use crate::lag_poll::run_lag_poll;
 use crate::metrics::{PipelineMetrics, SinkMetrics};
@@ -115,7 +115,10 @@ fn snapshot_settings(s: &SnapshotConfig) -> SnapshotSettings {
         Chunking::Ctid => cdc_postgres::Chunking::Ctid,
         Chunking::Key => cdc_postgres::Chunking::Key,
     };
-    settings.chunk_rows = s.chunk_rows;
+    settings.chunk_rows = match s.chunk_rows {
+        ChunkRows::Rows(rows) => cdc_postgres::ChunkRows::Fixed(rows),
+        ChunkRows::Auto => cdc_postgres::ChunkRows::Auto,
+    };
     settings.workers = s.workers;
     settings.claim_timeout = s.claim_timeout;
     settings.heartbeat_interval = s.heartbeat_interval;

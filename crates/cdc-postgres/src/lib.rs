@@ -144,5 +144,5 @@ pub use error::{PgError, ReplicationError, StreamNames};
 #[doc(hidden)]
 pub use failpoint::reached as failpoint_reached;
 pub use incremental::IncrementalSettings;
-pub use load::{Chunking, SnapshotMode, SnapshotSettings};
+pub use load::{ChunkRows, Chunking, SnapshotMode, SnapshotSettings};
 pub use stream::{PgSource, PgSourceConfig, HEARTBEAT_PREFIX};

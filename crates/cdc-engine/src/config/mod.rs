@@ -33,6 +33,6 @@ pub use model::{
 };
 pub use sink::{FileSinkConfig, SinkConfig, StdoutSinkConfig};
 pub use slot::SlotConfig;
-pub use snapshot::{Chunking, IncrementalConfig, SnapshotConfig, SnapshotMode};
+pub use snapshot::{ChunkRows, Chunking, IncrementalConfig, SnapshotConfig, SnapshotMode};
 pub use table_name::{parse_table_name, TableNameError};
 pub use validate::validate;

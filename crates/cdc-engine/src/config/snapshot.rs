@@ -43,6 +43,57 @@ pub enum Chunking {
     Key,
 }
 
+/// A value of `snapshot.chunk_rows`: `auto` or a number of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ChunkRows {
+    /// `auto` (the default): sized per table from its estimated rows and
+    /// `workers`, between 10,000 and 250,000 rows per chunk.
+    #[default]
+    Auto,
+    /// A number: about this many rows per chunk, for every table.
+    Rows(u64),
+}
+
+impl<'de> Deserialize<'de> for ChunkRows {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ChunkRowsVisitor;
+
+        impl serde::de::Visitor<'_> for ChunkRowsVisitor {
+            type Value = ChunkRows;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`auto` or a number of rows")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ChunkRows, E> {
+                match text.trim() {
+                    "auto" => Ok(ChunkRows::Auto),
+                    other => other.parse().map(ChunkRows::Rows).map_err(|_| {
+                        E::custom(format!(
+                            "invalid `{text}`, expected `auto` or a number of rows"
+                        ))
+                    }),
+                }
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<ChunkRows, E> {
+                Ok(ChunkRows::Rows(value))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<ChunkRows, E> {
+                u64::try_from(value).map(ChunkRows::Rows).map_err(|_| {
+                    E::custom(format!(
+                        "invalid `{value}`, expected `auto` or a number of rows"
+                    ))
+                })
+            }
+        }
+
+        deserializer.deserialize_any(ChunkRowsVisitor)
+    }
+}
+
 /// `snapshot`: how existing rows are copied. Several engine instances
 /// with the same slot share one snapshot through metadata tables in the
 /// source database.
@@ -63,9 +114,11 @@ pub struct SnapshotConfig {
     /// `chunking`: `auto`, `ctid` or `key`. Default `auto`.
     #[serde(default)]
     pub chunking: Chunking,
-    /// `chunk_rows`: about how many rows one chunk holds. Default `10000`.
-    #[serde(default = "default_chunk_rows")]
-    pub chunk_rows: u64,
+    /// `chunk_rows`: about how many rows one chunk holds, or `auto`
+    /// (the default) to size the chunks of each table from its estimated
+    /// rows and `workers`.
+    #[serde(default)]
+    pub chunk_rows: ChunkRows,
     /// `workers`: chunks read in parallel by this instance, 1 to 64.
     /// Default `4`.
     #[serde(default = "default_workers")]
@@ -137,7 +190,7 @@ impl Default for SnapshotConfig {
             mode: SnapshotMode::default(),
             tables: None,
             chunking: Chunking::default(),
-            chunk_rows: default_chunk_rows(),
+            chunk_rows: ChunkRows::default(),
             workers: default_workers(),
             claim_timeout: default_claim_timeout(),
             heartbeat_interval: default_heartbeat_interval(),
@@ -146,10 +199,6 @@ impl Default for SnapshotConfig {
             incremental: IncrementalConfig::default(),
         }
     }
-}
-
-const fn default_chunk_rows() -> u64 {
-    10_000
 }
 
 const fn default_workers() -> usize {
@@ -218,7 +267,7 @@ pub(crate) fn check_snapshot(
             "must be at least 1",
         ));
     }
-    if snapshot.chunk_rows == 0 {
+    if snapshot.chunk_rows == ChunkRows::Rows(0) {
         problems.push(ConfigProblem::new(
             "snapshot.chunk_rows",
             "must be at least 1",
@@ -285,7 +334,27 @@ mod tests {
         assert_eq!(c.snapshot.mode, super::SnapshotMode::Initial);
         assert_eq!(c.snapshot.tables.as_ref().unwrap().len(), 1);
         assert_eq!(c.snapshot.chunking, super::Chunking::Key);
+        assert_eq!(c.snapshot.chunk_rows, super::ChunkRows::Rows(500));
         assert_eq!(c.snapshot.workers, 2);
+    }
+
+    #[test]
+    fn chunk_rows_is_auto_unless_a_number_is_given() {
+        let c = parse_config(BASE).unwrap();
+        assert_eq!(c.snapshot.chunk_rows, super::ChunkRows::Auto);
+        let c = parse_config(&format!("{BASE}snapshot:\n  chunk_rows: auto\n")).unwrap();
+        assert_eq!(c.snapshot.chunk_rows, super::ChunkRows::Auto);
+        let c = parse_config(&format!("{BASE}snapshot:\n  chunk_rows: 10000\n")).unwrap();
+        assert_eq!(c.snapshot.chunk_rows, super::ChunkRows::Rows(10_000));
+        let c = parse_config(&format!("{BASE}snapshot:\n  chunk_rows: \"2000\"\n")).unwrap();
+        assert_eq!(c.snapshot.chunk_rows, super::ChunkRows::Rows(2_000));
+        for bad in ["0", "-5", "many", "1.5", "[1]"] {
+            let found = problems(&format!("snapshot:\n  chunk_rows: {bad}\n"));
+            assert!(
+                found.contains("snapshot.chunk_rows"),
+                "chunk_rows: {bad} gave {found:?}"
+            );
+        }
     }
 
     #[test]

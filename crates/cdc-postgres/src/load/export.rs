@@ -6,6 +6,7 @@ use sqlx::{Connection, PgConnection, Row};
 
 use crate::error::PgError;
 use crate::ident::{quote_ident, quote_literal};
+use crate::snapshot::{heap_files, rewrite_check_context, rewrite_check_sql, HeapFiles};
 
 /// Something that keeps an exported snapshot valid while it lives.
 pub(crate) enum Export {
@@ -111,6 +112,62 @@ pub(crate) async fn import_snapshot(conn: &mut PgConnection, name: &str) -> Resu
         )));
     }
     Ok(())
+}
+
+/// [`import_snapshot`] and then, on the new transaction, the rewrite check
+/// of `table` ([`crate::snapshot::rewritten_since_snapshot`]: `ACCESS
+/// SHARE` on it and whether it was rewritten since the snapshot), all in
+/// one message: one round trip where the two take three. The statements
+/// run in the same order and transaction as when sent one by one. On an
+/// error no transaction is left open: failing to import is
+/// [`PgError::SnapshotGone`] as for [`import_snapshot`]; a failed check is
+/// the check's error.
+pub(crate) async fn import_snapshot_and_check(
+    conn: &mut PgConnection,
+    name: &str,
+    table: &cdc_core::TableSchema,
+) -> Result<HeapFiles, PgError> {
+    use futures::StreamExt;
+
+    let sql = format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+         SET TRANSACTION SNAPSHOT {};
+         {}",
+        quote_literal(name),
+        rewrite_check_sql(table)
+    );
+    // Statements completed: BEGIN, SET TRANSACTION SNAPSHOT, LOCK, the check.
+    let mut completed = 0usize;
+    let mut row = None;
+    let mut failed = None;
+    {
+        let mut results = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_many(&mut *conn);
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(sqlx::Either::Left(_)) => completed += 1,
+                Ok(sqlx::Either::Right(r)) => {
+                    row.get_or_insert(r);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    let Some(e) = failed else {
+        return heap_files(row.as_ref(), table);
+    };
+    if completed > 0 {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+    }
+    Err(match completed {
+        0 => PgError::sql("starting a snapshot transaction", e),
+        1 => PgError::SnapshotGone(format!(
+            "cannot import snapshot {name}: {e} (its exporter has probably ended)"
+        )),
+        _ => PgError::sql(rewrite_check_context(table), e),
+    })
 }
 
 /// Tries to become the snapshot coordinator for `slot`: a session-level

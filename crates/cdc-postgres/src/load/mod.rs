@@ -62,4 +62,4 @@ mod workers;
 
 pub(crate) use phase::{SnapshotPhase, Transition};
 pub(crate) use request::SnapshotRequest;
-pub use settings::{Chunking, SnapshotMode, SnapshotSettings};
+pub use settings::{ChunkRows, Chunking, SnapshotMode, SnapshotSettings};

@@ -8,13 +8,22 @@ use sqlx::{Connection, PgConnection};
 
 use super::export::import_snapshot;
 use super::request::SnapshotRequest;
-use super::settings::Chunking;
+use super::settings::{ChunkRows, Chunking};
 use crate::conn::for_role;
 use crate::error::PgError;
 use crate::snapshot::{
-    describe_published_table, has_rows, leaf_partitions, plan_chunks, ChunkBounds, ChunkPartition,
-    ChunkStrategy, JobState, MetadataStore, PlannedChunk,
+    describe_published_table, estimated_rows, has_rows, leaf_partitions, plan_chunks, ChunkBounds,
+    ChunkPartition, ChunkStrategy, JobState, MetadataStore, PlannedChunk,
 };
+
+/// How a table is cut: the strategies allowed, the chunk size, and the
+/// workers an automatic size is made for.
+#[derive(Debug, Clone, Copy)]
+struct Cutting {
+    chunking: Chunking,
+    chunk_rows: ChunkRows,
+    workers: usize,
+}
 
 /// Plans one table. `chunking: key` uses integer ranges for a single
 /// integer key, keyset ranges for any other key, and CTID ranges for a
@@ -30,11 +39,10 @@ use crate::snapshot::{
 async fn plan_table(
     conn: &mut PgConnection,
     info: &crate::catalog::RelationInfo,
-    chunking: Chunking,
-    chunk_rows: u64,
+    cutting: Cutting,
 ) -> Result<Vec<PlannedChunk>, PgError> {
     let Some(leaves) = leaf_partitions(conn, &info.schema).await? else {
-        let bounds = plan_relation(conn, info, chunking, chunk_rows).await?;
+        let bounds = plan_relation(conn, info, cutting).await?;
         return Ok(bounds.into_iter().map(PlannedChunk::from).collect());
     };
     let mut out: Vec<PlannedChunk> = Vec::new();
@@ -67,7 +75,7 @@ async fn plan_table(
             row_filter: info.row_filter.clone(),
             wire: None,
         };
-        let bounds = plan_relation(conn, &leaf_info, chunking, chunk_rows).await?;
+        let bounds = plan_relation(conn, &leaf_info, cutting).await?;
         tracing::debug!(table = %info.schema.name, partition = %leaf.name, chunks = bounds.len(), "planned the chunks of a partition");
         out.extend(bounds.into_iter().map(|bounds| PlannedChunk {
             partition: Some(partition.clone()),
@@ -77,21 +85,35 @@ async fn plan_table(
     match out.last_mut().and_then(|c| c.partition.as_mut()) {
         Some(last) => last.last = true,
         None => {
-            let bounds = plan_relation(conn, info, Chunking::Ctid, chunk_rows).await?;
+            let ctid = Cutting {
+                chunking: Chunking::Ctid,
+                ..cutting
+            };
+            let bounds = plan_relation(conn, info, ctid).await?;
             out = bounds.into_iter().map(PlannedChunk::from).collect();
         }
     }
     Ok(out)
 }
 
-/// Plans one relation with the strategies `chunking` allows.
+/// Plans one relation with the strategies `cutting` allows, in chunks of
+/// the size it asks for (an automatic size from the relation's estimated
+/// rows).
 async fn plan_relation(
     conn: &mut PgConnection,
     info: &crate::catalog::RelationInfo,
-    chunking: Chunking,
-    chunk_rows: u64,
+    cutting: Cutting,
 ) -> Result<Vec<ChunkBounds>, PgError> {
-    let candidates: &[ChunkStrategy] = match chunking {
+    let chunk_rows = match cutting.chunk_rows {
+        ChunkRows::Auto => {
+            let rows = estimated_rows(conn, &info.schema).await?;
+            let size = cutting.chunk_rows.for_table(rows, cutting.workers);
+            tracing::debug!(table = %info.schema.name, estimated_rows = rows, chunk_rows = size, "sized the chunks");
+            size
+        }
+        fixed => fixed.for_table(0.0, cutting.workers),
+    };
+    let candidates: &[ChunkStrategy] = match cutting.chunking {
         Chunking::Auto | Chunking::Ctid => &[ChunkStrategy::Ctid],
         Chunking::Key => &[
             ChunkStrategy::IntKey,
@@ -147,7 +169,12 @@ pub(super) async fn record_plan(
             local_subsets,
         )
         .await?;
-        let bounds = plan_table(&mut reader, &info, settings.chunking, settings.chunk_rows).await?;
+        let cutting = Cutting {
+            chunking: settings.chunking,
+            chunk_rows: settings.chunk_rows,
+            workers: settings.workers,
+        };
+        let bounds = plan_table(&mut reader, &info, cutting).await?;
         tracing::info!(table = %table, chunks = bounds.len(), "planned snapshot chunks");
         plans.push((table.clone(), bounds));
     }

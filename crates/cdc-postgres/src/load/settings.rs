@@ -30,6 +30,38 @@ pub enum Chunking {
     Key,
 }
 
+/// How many rows a snapshot chunk holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ChunkRows {
+    /// Sized per table when it is planned, from its estimated rows
+    /// (`pg_class` statistics and its current size) and
+    /// [`SnapshotSettings::workers`]: the rows / (8 × workers), at least
+    /// 10,000 and at most 250,000 rows per chunk.
+    #[default]
+    Auto,
+    /// About this many rows per chunk, whatever the table's size (at
+    /// least 1).
+    Fixed(u64),
+}
+
+impl ChunkRows {
+    /// Rows per chunk for a table of `estimated_rows` rows read by
+    /// `workers` readers.
+    pub fn for_table(self, estimated_rows: f64, workers: usize) -> u64 {
+        match self {
+            ChunkRows::Auto => crate::snapshot::auto_chunk_rows(estimated_rows, workers),
+            ChunkRows::Fixed(rows) => rows.max(1),
+        }
+    }
+}
+
+impl From<u64> for ChunkRows {
+    fn from(rows: u64) -> Self {
+        ChunkRows::Fixed(rows)
+    }
+}
+
 /// Everything about the snapshot.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -40,8 +72,8 @@ pub struct SnapshotSettings {
     pub tables: Option<Vec<TableName>>,
     /// Chunking strategy.
     pub chunking: Chunking,
-    /// About this many rows per chunk.
-    pub chunk_rows: u64,
+    /// Rows per chunk: sized from each table (the default) or fixed.
+    pub chunk_rows: ChunkRows,
     /// Chunks read in parallel by this instance.
     pub workers: usize,
     /// A chunk without heartbeat for this long is claimed again.
@@ -62,7 +94,7 @@ impl Default for SnapshotSettings {
             mode: SnapshotMode::Never,
             tables: None,
             chunking: Chunking::Auto,
-            chunk_rows: 10_000,
+            chunk_rows: ChunkRows::Auto,
             workers: 4,
             claim_timeout: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(5),

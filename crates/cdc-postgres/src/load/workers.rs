@@ -13,13 +13,13 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::export::import_snapshot;
+use super::export::{import_snapshot, import_snapshot_and_check};
 use super::settings::SnapshotSettings;
 use crate::catalog::RelationInfo;
 use crate::conn::{for_role, Reconnects};
 use crate::error::PgError;
 use crate::snapshot::{
-    describe_published_table, read_chunk_from, rewritten_since_snapshot, ClaimedChunk,
+    describe_published_table, read_chunk_from, rewritten_since_snapshot, ClaimedChunk, HeapFiles,
     MetadataStore, PlannedChunk,
 };
 
@@ -308,9 +308,9 @@ async fn read_one(
 ) -> Result<bool, PgError> {
     crate::failpoint::failpoint!("snapshot::reader_before_claim");
     let claimed_at = Instant::now();
-    let Some(chunk) = ctx
+    let Some((chunk, snapshot)) = ctx
         .store
-        .claim_chunk(
+        .claim_chunk_with_snapshot(
             conn,
             &ctx.slot,
             &ctx.settings.instance_id,
@@ -323,38 +323,33 @@ async fn read_one(
     ctx.claims.hold(chunk.id, chunk.attempts, claimed_at);
     let mut started: Option<Arc<ChunkInfo>> = None;
     let result = async {
-        let job = ctx
-            .store
-            .job(conn, &ctx.slot)
-            .await?
-            .ok_or_else(|| PgError::SnapshotGone("the snapshot job disappeared".into()))?;
-        let name = job
-            .snapshot_name
-            .ok_or_else(|| PgError::SnapshotGone("no snapshot recorded yet".into()))?;
-        import_snapshot(conn, &name).await?;
-        if schemas.snapshot != name {
-            schemas.tables.clear();
-            schemas.snapshot = name;
-        }
-        let read = async {
-            let info = match schemas.tables.get(&chunk.table) {
-                Some(i) => i.clone(),
-                None => {
-                    let i = describe_published_table(
-                        conn,
-                        &ctx.database,
-                        &chunk.table,
-                        &ctx.publication,
-                        &ctx.local_subsets,
-                    )
-                    .await?;
-                    schemas.tables.insert(chunk.table.clone(), i.clone());
-                    i
+        let name = snapshot.ok_or_else(|| {
+            PgError::SnapshotGone("no snapshot recorded (or the job disappeared)".into())
+        })?;
+        // A table already described under this snapshot: the import and
+        // the rewrite check go in one round trip.
+        let described = (schemas.snapshot == name)
+            .then(|| schemas.tables.get(&chunk.table).cloned())
+            .flatten();
+        let prepared = match described {
+            // No transaction is left open when this fails.
+            Some(info) => Ok((
+                import_snapshot_and_check(conn, &name, &info.schema).await?,
+                info,
+            )),
+            None => {
+                import_snapshot(conn, &name).await?;
+                if schemas.snapshot != name {
+                    schemas.tables.clear();
+                    schemas.snapshot = name;
                 }
-            };
+                describe_and_check(ctx, conn, schemas, &chunk.table).await
+            }
+        };
+        let read = async {
             // Before any row is handed on: a table rewritten after the
             // snapshot was exported cannot be read under it.
-            let heap = rewritten_since_snapshot(conn, &info.schema).await?;
+            let (heap, info) = prepared?;
             if heap.rewritten {
                 return Err(PgError::TableRewritten {
                     table: chunk.table.to_string(),
@@ -453,6 +448,27 @@ async fn read_one(
         }
     }
     result.map(|()| true)
+}
+
+/// Describes `table` under the snapshot just imported (remembered in
+/// `schemas` for later chunks) and runs the rewrite check on it.
+async fn describe_and_check(
+    ctx: &ReaderContext,
+    conn: &mut PgConnection,
+    schemas: &mut Schemas,
+    table: &TableName,
+) -> Result<(HeapFiles, RelationInfo), PgError> {
+    let info = describe_published_table(
+        conn,
+        &ctx.database,
+        table,
+        &ctx.publication,
+        &ctx.local_subsets,
+    )
+    .await?;
+    schemas.tables.insert(table.clone(), info.clone());
+    let heap = rewritten_since_snapshot(conn, &info.schema).await?;
+    Ok((heap, info))
 }
 
 /// Starts `table` over after this reader found it rewritten under the

@@ -25,6 +25,10 @@
 //!   (`reltuples / relpages`, or [`DEFAULT_ROWS_PER_BLOCK`] when the table
 //!   was never analyzed), the last range open-ended. Read with TID range
 //!   scans (PostgreSQL 14+).
+//!
+//! How many rows a chunk holds is the caller's choice; [`auto_chunk_rows`]
+//! sizes it from the table's [`estimated_rows`] and the number of workers
+//! (larger chunks for larger tables, enough of them for every worker).
 //! * ranges of a single integer key, from `min`/`max` under the snapshot;
 //! * keyset ranges of a composite or non-integer key, boundaries from one
 //!   ordered pass over the key's index.
@@ -62,6 +66,7 @@ mod plan;
 mod published;
 mod query;
 mod read;
+mod stats;
 mod table;
 
 pub use metadata::{
@@ -70,12 +75,16 @@ pub use metadata::{
 };
 pub use plan::{
     has_rows, leaf_partitions, plan_chunks, ChunkBounds, ChunkPartition, ChunkStrategy,
-    LeafPartition, PlannedChunk, DEFAULT_ROWS_PER_BLOCK, MAX_INT_KEY_CHUNKS,
+    LeafPartition, PlannedChunk, MAX_INT_KEY_CHUNKS,
 };
 pub use published::{describe_published_table, published, Published};
 pub(crate) use published::{published_row, server_version};
 pub use query::{chunk_query, chunk_query_from};
 pub(crate) use query::{row_value, string_literal};
-pub(crate) use read::read_copy;
+pub(crate) use read::{heap_files, read_copy, rewrite_check_context, rewrite_check_sql};
 pub use read::{read_chunk, read_chunk_from, rewritten_since_snapshot, HeapFiles};
+pub use stats::{
+    auto_chunk_rows, estimated_rows, AUTO_CHUNKS_PER_WORKER, AUTO_MAX_CHUNK_ROWS,
+    AUTO_MIN_CHUNK_ROWS, DEFAULT_ROWS_PER_BLOCK,
+};
 pub use table::describe_table;

@@ -9,11 +9,8 @@ use sqlx::{PgConnection, Row};
 use crate::catalog::RelationInfo;
 use crate::error::PgError;
 use crate::ident::{quote_ident, quote_table};
+use super::stats::table_stats;
 use crate::value::ScalarKind;
-
-/// Rows per block assumed when the table has never been analyzed
-/// (`pg_class.reltuples = -1`) or the statistics say it is empty.
-pub const DEFAULT_ROWS_PER_BLOCK: u64 = 50;
 
 /// At most this many chunks per table from integer-key planning, however
 /// sparse the keys are compared with the row estimate.
@@ -309,64 +306,6 @@ pub async fn plan_chunks(
         ChunkStrategy::IntKey => plan_int_key(conn, table, chunk_rows).await,
         ChunkStrategy::Keyset => plan_keyset(conn, table, chunk_rows).await,
     }
-}
-
-/// Size statistics of a table.
-struct TableStats {
-    /// `pg_class.relpages` (as of the last VACUUM/ANALYZE).
-    relpages: f64,
-    /// `pg_class.reltuples`, `-1` when never analyzed.
-    reltuples: f64,
-    /// The current number of blocks, from the relation's file size.
-    blocks: u64,
-}
-
-impl TableStats {
-    /// Live rows per block, from the statistics when they are usable.
-    fn rows_per_block(&self) -> f64 {
-        if self.reltuples > 0.0 && self.relpages > 0.0 {
-            (self.reltuples / self.relpages).max(1.0)
-        } else {
-            DEFAULT_ROWS_PER_BLOCK as f64
-        }
-    }
-
-    /// Estimated rows now: statistics' density times the current size.
-    fn estimated_rows(&self) -> f64 {
-        self.rows_per_block() * self.blocks as f64
-    }
-}
-
-async fn table_stats(conn: &mut PgConnection, table: &TableSchema) -> Result<TableStats, PgError> {
-    let row = sqlx::query(
-        "SELECT c.relpages::pg_catalog.float8 AS relpages,
-                c.reltuples::pg_catalog.float8 AS reltuples,
-                (pg_catalog.pg_relation_size(c.oid)
-                 / pg_catalog.current_setting('block_size')::pg_catalog.int8) AS blocks
-         FROM pg_catalog.pg_class c WHERE c.oid = $1",
-    )
-    .bind(i64::from(table.oid))
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(|e| PgError::sql(format!("reading the size of {}", table.name), e))?
-    .ok_or_else(|| {
-        PgError::Setup(format!(
-            "table {} (oid {}) no longer exists",
-            table.name, table.oid
-        ))
-    })?;
-    let get = |name: &str| -> Result<f64, PgError> {
-        row.try_get(name)
-            .map_err(|e| PgError::sql(format!("reading the size of {}", table.name), e))
-    };
-    let blocks: i64 = row
-        .try_get("blocks")
-        .map_err(|e| PgError::sql(format!("reading the size of {}", table.name), e))?;
-    Ok(TableStats {
-        relpages: get("relpages")?,
-        reltuples: get("reltuples")?,
-        blocks: u64::try_from(blocks).unwrap_or(0),
-    })
 }
 
 /// CTID block ranges of about `chunk_rows` rows each.

@@ -43,8 +43,19 @@ pub async fn rewritten_since_snapshot(
     conn: &mut PgConnection,
     table: &cdc_core::TableSchema,
 ) -> Result<HeapFiles, PgError> {
+    let sql = rewrite_check_sql(table);
+    let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| PgError::sql(rewrite_check_context(table), e))?;
+    heap_files(row.as_ref(), table)
+}
+
+/// The statements of [`rewritten_since_snapshot`] (`LOCK TABLE …;` and a
+/// query returning one row), for sending after others in one message.
+pub(crate) fn rewrite_check_sql(table: &cdc_core::TableSchema) -> String {
     // The OID is a number from the catalog, the name is quoted.
-    let sql = format!(
+    format!(
         "LOCK TABLE {name} IN ACCESS SHARE MODE;
          WITH RECURSIVE tree(oid) AS (
              SELECT {oid}::pg_catalog.oid
@@ -61,18 +72,26 @@ pub async fn rewritten_since_snapshot(
          WHERE c.relkind = 'r'",
         name = quote_table(&table.name),
         oid = table.oid
-    );
-    let ctx = || format!("checking {} for a rewrite", table.name);
-    let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| PgError::sql(ctx(), e))?
-        .ok_or_else(|| {
-            PgError::Protocol(format!("{}: the rewrite check returned no row", ctx()))
-        })?;
+    )
+}
+
+/// Names the rewrite check of `table` in errors.
+pub(crate) fn rewrite_check_context(table: &cdc_core::TableSchema) -> String {
+    format!("checking {} for a rewrite", table.name)
+}
+
+/// What the row of [`rewrite_check_sql`] says (`None`: no row came).
+pub(crate) fn heap_files(
+    row: Option<&sqlx::postgres::PgRow>,
+    table: &cdc_core::TableSchema,
+) -> Result<HeapFiles, PgError> {
+    let ctx = || rewrite_check_context(table);
+    let row = row.ok_or_else(|| {
+        PgError::Protocol(format!("{}: the rewrite check returned no row", ctx()))
+    })?;
     let rewritten: i64 =
-        sqlx::Row::try_get(&row, "rewritten").map_err(|e| PgError::sql(ctx(), e))?;
-    let files: String = sqlx::Row::try_get(&row, "files").map_err(|e| PgError::sql(ctx(), e))?;
+        sqlx::Row::try_get(row, "rewritten").map_err(|e| PgError::sql(ctx(), e))?;
+    let files: String = sqlx::Row::try_get(row, "files").map_err(|e| PgError::sql(ctx(), e))?;
     Ok(HeapFiles {
         rewritten: rewritten > 0,
         files,

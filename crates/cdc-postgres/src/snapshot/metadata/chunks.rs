@@ -99,6 +99,53 @@ impl MetadataStore {
         instance_id: &str,
         claim_timeout: Duration,
     ) -> Result<Option<ClaimedChunk>, PgError> {
+        let row = self
+            .claim_row(conn, slot, instance_id, claim_timeout, "")
+            .await?;
+        row.map(|r| decode_chunk(&r)).transpose()
+    }
+
+    /// [`claim_chunk`](Self::claim_chunk), and in the same statement the
+    /// name of the snapshot the job records (`None`: none recorded, or no
+    /// job), as it was when the statement started: what a reader imports
+    /// to read the chunk, one round trip fewer than claiming and then
+    /// reading [`job`](Self::job). The name may be outdated by the time it
+    /// is imported either way (a new export can be recorded at any time);
+    /// the rewrite check before the read and the files compared once the
+    /// chunks are done are what keep such reads right.
+    pub async fn claim_chunk_with_snapshot(
+        &self,
+        conn: &mut PgConnection,
+        slot: &str,
+        instance_id: &str,
+        claim_timeout: Duration,
+    ) -> Result<Option<(ClaimedChunk, Option<String>)>, PgError> {
+        let snapshot = format!(
+            ", (SELECT j.snapshot_name FROM {} j WHERE j.slot_name = c.slot_name) AS job_snapshot",
+            self.jobs()
+        );
+        let row = self
+            .claim_row(conn, slot, instance_id, claim_timeout, &snapshot)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let chunk = decode_chunk(&row)?;
+        let snapshot: Option<String> = row
+            .try_get("job_snapshot")
+            .map_err(self.ctx("claiming a chunk"))?;
+        Ok(Some((chunk, snapshot)))
+    }
+
+    /// The claiming statement, returning the chunk's columns and `more`.
+    async fn claim_row(
+        &self,
+        conn: &mut PgConnection,
+        slot: &str,
+        instance_id: &str,
+        claim_timeout: Duration,
+        more: &str,
+    ) -> Result<Option<sqlx::postgres::PgRow>, PgError> {
         let chunks = self.chunks();
         let sql = format!(
             "UPDATE {chunks} AS c
@@ -113,7 +160,7 @@ impl MetadataStore {
                  ORDER BY o.id
                  LIMIT 1
                  FOR UPDATE SKIP LOCKED)
-             RETURNING {}",
+             RETURNING {}{more}",
             CHUNK_COLUMNS.replace("{t}", "c")
         );
         let timeout_us = i64::try_from(claim_timeout.as_micros()).unwrap_or(i64::MAX);
@@ -121,8 +168,7 @@ impl MetadataStore {
             .bind(slot)
             .bind(instance_id)
             .bind(timeout_us);
-        let row = self.optional_row(conn, query, "claiming a chunk").await?;
-        row.map(|r| decode_chunk(&r)).transpose()
+        self.optional_row(conn, query, "claiming a chunk").await
     }
 
     /// Renews the claim `attempt` of chunk `chunk_id`. `false` when the
