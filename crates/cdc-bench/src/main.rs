@@ -312,7 +312,7 @@ async fn run(args: RunArgs) -> Result<()> {
         ),
         (
             "engine settings".into(),
-            "defaults: `max_batch_events` 2048, `max_batch_bytes` 8 MiB, `max_batch_wait` 10 ms, `channel_capacity` 8, snapshot `chunk_rows` 10000".into(),
+            "defaults: `max_batch_events` 2048, `max_batch_bytes` 8 MiB, `max_batch_wait` 10 ms, `channel_capacity` 8, snapshot `chunk_rows` auto (rows / (8 × workers), 10,000 to 250,000)".into(),
         ),
     ];
     for s in &args.settings {
