@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks of the engine, each figure beside a ceiling measured in the
-# same run on the same data (issue 8). Generates docs/benchmarks.md.
+# same run on the same data. Generates docs/benchmarks.md.
 #
 #   scripts/bench.sh                 full run (3 repetitions, 1M/5M-row
 #                                    snapshots, 1M-change streaming cases,
