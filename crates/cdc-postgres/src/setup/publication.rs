@@ -25,12 +25,7 @@ pub async fn ensure_publication(
     subsets: &[(TableName, TableSubset)],
     create: bool,
 ) -> Result<(), PgError> {
-    let lists = column_lists(conn, subsets).await?;
-    let mut specs = Vec::with_capacity(tables.len());
-    for t in tables {
-        let subset = subsets.iter().find(|(s, _)| s == t).map(|(_, s)| s);
-        specs.push(table_spec(conn, t, subset, lists).await?);
-    }
+    let (specs, lists) = table_specs(conn, tables, subsets).await?;
     // Another instance may create or extend the publication at the same
     // moment: losing that race means looking again, not failing.
     for _ in 0..3 {
@@ -66,12 +61,7 @@ pub async fn add_tables_in_transaction(
     tables: &[TableName],
     subsets: &[(TableName, TableSubset)],
 ) -> Result<(), PgError> {
-    let lists = column_lists(conn, subsets).await?;
-    let mut specs = Vec::with_capacity(tables.len());
-    for t in tables {
-        let subset = subsets.iter().find(|(s, _)| s == t).map(|(_, s)| s);
-        specs.push(table_spec(conn, t, subset, lists).await?);
-    }
+    let (specs, _) = table_specs(conn, tables, subsets).await?;
     if ensure_once(conn, name, tables, &specs, true).await? {
         Ok(())
     } else {
@@ -79,6 +69,23 @@ pub async fn add_tables_in_transaction(
             "publication `{name}` changed concurrently while tables were added to it"
         )))
     }
+}
+
+/// Each table of `tables` as the publication DDL names it, with its
+/// column list and row filter from `subsets`; and whether the server took
+/// column lists ([`column_lists`]).
+async fn table_specs(
+    conn: &mut PgConnection,
+    tables: &[TableName],
+    subsets: &[(TableName, TableSubset)],
+) -> Result<(Vec<String>, bool), PgError> {
+    let lists = column_lists(conn, subsets).await?;
+    let mut specs = Vec::with_capacity(tables.len());
+    for t in tables {
+        let subset = subsets.iter().find(|(s, _)| s == t).map(|(_, s)| s);
+        specs.push(table_spec(conn, t, subset, lists).await?);
+    }
+    Ok((specs, lists))
 }
 
 /// Whether the server takes publication column lists (PostgreSQL 15+);
