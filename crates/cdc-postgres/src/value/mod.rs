@@ -31,6 +31,7 @@
 //! ```
 
 mod array;
+mod binary;
 mod catalog;
 mod datetime;
 mod error;
