@@ -1,6 +1,9 @@
-//! The text-value parser against a real PostgreSQL 15: for a cell of every
+//! The value parsers against a real PostgreSQL: for a cell of every
 //! supported type, `write_value(ValueType::parse(output text))` must be
-//! the JSON `to_jsonb(cell)` prints.
+//! the JSON `to_jsonb(cell)` prints; and so must every cell the snapshot
+//! reader reads, in text and in binary `COPY` (`BinaryType::decode`), for
+//! the awkward values of each type and for random values over each type's
+//! range.
 //!
 //! The output text is read through the simple-query protocol, which returns
 //! every column in its type's text output format: exactly what pgoutput
@@ -9,13 +12,20 @@
 //! drops the padding, `inet::text` always shows the netmask.)
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cdc_core::encode::write_value;
-use cdc_postgres::value::{load_value_types, ScalarKind, ValueType};
+use cdc_core::{Row, TableName, TableSchema, Value};
+use cdc_postgres::catalog::RelationInfo;
+use cdc_postgres::snapshot::{
+    describe_table, read_chunk_from, ChunkBounds, CopyFormat, ReadFormat,
+};
+use cdc_postgres::value::{load_value_types, BinaryType, ScalarKind, ValueType};
 use integration_tests::value_columns::{create_value_table, SETUP};
 use integration_tests::{quote_ident, TestDb};
 use sqlx::postgres::PgConnection;
-use sqlx::{AssertSqlSafe, Connection, Row, ValueRef};
+use sqlx::{AssertSqlSafe, Connection, Row as _, ValueRef};
+use tokio::sync::mpsc;
 
 /// The session settings the replication and snapshot connections pin.
 const PINNED: &str = "SET DateStyle = ISO; SET TimeZone = 'UTC'; SET IntervalStyle = postgres; \
@@ -33,10 +43,12 @@ async fn pinned_connection(url: &str) -> PgConnection {
 /// for SQL NULL. Read with the simple-query protocol: text format.
 async fn cells(
     conn: &mut PgConnection,
+    table: &str,
     column: &str,
 ) -> Vec<(i32, Option<Vec<u8>>, Option<String>)> {
     let c = quote_ident(column);
-    let sql = format!("SELECT id, {c}, to_jsonb({c})::text FROM vt ORDER BY id");
+    let t = quote_ident(table);
+    let sql = format!("SELECT id, {c}, to_jsonb({c})::text FROM {t} ORDER BY id");
     let rows = sqlx::raw_sql(AssertSqlSafe(sql))
         .fetch_all(&mut *conn)
         .await
@@ -104,7 +116,7 @@ async fn every_type_renders_like_to_jsonb() {
         if let Some(builtin) = ValueType::builtin(*oid) {
             assert_eq!(&builtin, value_type, "{column}: builtin vs catalog");
         }
-        for (id, text, jsonb) in cells(&mut conn, column).await {
+        for (id, text, jsonb) in cells(&mut conn, "vt", column).await {
             let Some(text) = text else {
                 assert_eq!(
                     jsonb, None,
@@ -284,6 +296,256 @@ async fn load_value_types_resolves_user_types() {
     assert_eq!(get("int4"), ValueType::scalar(K::Int4));
     assert_eq!(get("_box"), semi(K::Other, true));
     assert!(load_value_types(&mut conn, &[]).await.unwrap().is_empty());
+    let _ = conn.close().await;
+    db.cleanup().await;
+}
+
+/// Every row of `info`'s columns read by the snapshot reader in `format`
+/// (one chunk: the whole table).
+async fn read_table(conn: &mut PgConnection, info: &RelationInfo, format: ReadFormat) -> Vec<Row> {
+    let (tx, mut rx) = mpsc::channel::<Vec<Row>>(4);
+    let collect = tokio::spawn(async move {
+        let mut rows = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            rows.extend(batch);
+        }
+        rows
+    });
+    let bounds = ChunkBounds::Ctid {
+        start_block: 0,
+        end_block: None,
+    };
+    let name = info.schema.name.clone();
+    read_chunk_from(conn, info, &name, &bounds, format, 64, &tx)
+        .await
+        .unwrap_or_else(|e| panic!("reading {name} as {format:?}: {e}"));
+    drop(tx);
+    collect.await.unwrap()
+}
+
+/// `info` with only the columns that have a binary decoder.
+fn binary_columns(info: &RelationInfo) -> RelationInfo {
+    let (columns, types) = info
+        .schema
+        .columns
+        .iter()
+        .zip(&info.types)
+        .filter(|(c, _)| BinaryType::builtin(c.type_oid).is_some())
+        .map(|(c, t)| (c.clone(), *t))
+        .unzip();
+    RelationInfo {
+        schema: Arc::new(TableSchema {
+            columns,
+            ..(*info.schema).clone()
+        }),
+        types,
+        row_filter: None,
+        wire: None,
+    }
+}
+
+/// Compares every cell `rows` hold (rows of `info`, the first column `id`)
+/// with `to_jsonb` of the same cell; returns the differences and how many
+/// cells were compared.
+async fn diff_with_to_jsonb(
+    conn: &mut PgConnection,
+    table: &str,
+    info: &RelationInfo,
+    rows: &[Row],
+) -> (Vec<String>, usize) {
+    let mut by_id = HashMap::new();
+    for row in rows {
+        let Some(Value::Int4(id)) = row.values().first() else {
+            panic!("{table}: a row without its int4 id: {row:?}");
+        };
+        by_id.insert(*id, row);
+    }
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for (i, column) in info.schema.columns.iter().enumerate().skip(1) {
+        for (id, _, jsonb) in cells(conn, table, &column.name).await {
+            let row = by_id
+                .get(&id)
+                .unwrap_or_else(|| panic!("{table}: row {id} was not read"));
+            let mut ours = Vec::new();
+            write_value(&mut ours, &row.values()[i]);
+            let ours: serde_json::Value = serde_json::from_slice(&ours)
+                .unwrap_or_else(|e| panic!("{}: not JSON ({e})", String::from_utf8_lossy(&ours)));
+            let want = jsonb.map_or(serde_json::Value::Null, |j| {
+                serde_json::from_str(&j).unwrap()
+            });
+            compared += 1;
+            if ours != want {
+                failures.push(format!(
+                    "{} ({}) row {id}: ours {ours}, to_jsonb {want}",
+                    column.name, column.type_name
+                ));
+            }
+        }
+    }
+    assert_eq!(by_id.len(), rows.len(), "{table}: an id read twice");
+    (failures, compared)
+}
+
+/// The snapshot reader renders every cell like `to_jsonb` in both `COPY`
+/// formats: text for every column, binary for every column of a built-in
+/// type with a binary decoder (the value table's awkward values: NaN,
+/// infinities, BC dates, huge numerics, multi-dimensional arrays, …).
+#[tokio::test]
+async fn snapshot_reads_render_every_type_like_to_jsonb_in_both_copy_formats() {
+    let db = TestDb::create("value_copy").await;
+    create_value_table(&db, "vt").await;
+    let mut conn = pinned_connection(db.url()).await;
+    let table = TableName::new("public", "vt");
+    let info = describe_table(&mut conn, db.name(), &table).await.unwrap();
+    let binary = binary_columns(&info);
+    assert!(
+        binary.schema.columns.len() > 40,
+        "only {} columns with a binary decoder",
+        binary.schema.columns.len()
+    );
+    assert_eq!(CopyFormat::Auto.for_table(&info.schema), ReadFormat::Text);
+    assert_eq!(
+        CopyFormat::Auto.for_table(&binary.schema),
+        ReadFormat::Binary
+    );
+
+    let mut report = Vec::new();
+    for (info, format) in [(&info, ReadFormat::Text), (&binary, ReadFormat::Binary)] {
+        let rows = read_table(&mut conn, info, format).await;
+        let (failures, compared) = diff_with_to_jsonb(&mut conn, "vt", info, &rows).await;
+        assert!(compared > 200, "{format:?}: only {compared} cells compared");
+        if !failures.is_empty() {
+            report.push(format!(
+                "{format:?}: {} of {compared} cells differ:\n{}",
+                failures.len(),
+                failures.join("\n")
+            ));
+        }
+    }
+    let _ = conn.close().await;
+    db.cleanup().await;
+    assert!(report.is_empty(), "{}", report.join("\n"));
+}
+
+/// Random values over each type's range (timestamps from 4656 BC to
+/// 293536 AD, dates, times, offsets, intervals of every sign, numerics of
+/// every scale and weight, floats), read in both `COPY` formats: every cell
+/// equals `to_jsonb`.
+#[tokio::test]
+async fn random_values_over_each_types_range_render_alike_in_both_copy_formats() {
+    let db = TestDb::create("value_random").await;
+    db.exec(
+        "SELECT setseed(0.42);
+         CREATE TABLE rnd AS
+         SELECT g::int AS id,
+                timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => CASE g % 3
+                    WHEN 0 THEN -random() * 2.1e11
+                    WHEN 1 THEN random() * 9.2e12
+                    ELSE (random() - 0.5) * 2e9 END) AS tstz,
+                timestamp '2000-01-01' + make_interval(secs => CASE g % 3
+                    WHEN 0 THEN -random() * 2.1e11
+                    WHEN 1 THEN random() * 9.2e12
+                    ELSE (random() - 0.5) * 2e9 END) AS ts,
+                date '4713-01-01 BC' + (random() * 2147000000)::int AS d,
+                time '00:00' + random() * interval '24 hours' AS t,
+                (time '00:00' + random() * interval '24 hours')::timetz
+                    AT TIME ZONE (((random() * 1559)::int - 779) * interval '1 minute') AS ttz,
+                make_interval(
+                    (random() * 2000 - 1000)::int, (random() * 30 - 15)::int, 0,
+                    (random() * 200 - 100)::int, (random() * 100 - 50)::int, 0,
+                    (random() * 200000 - 100000)::float8 / 1000) AS iv,
+                round(((random() - 0.5) * 10 ^ (random() * 60 - 20))::numeric, (random() * 40)::int) AS n,
+                ((random() - 0.5) * 10 ^ (random() * 600 - 300))::float8 AS f8,
+                ((random() - 0.5) * 10 ^ (random() * 70 - 35))::float4 AS f4
+         FROM generate_series(1, 20000) g;",
+    )
+    .await;
+    let mut conn = pinned_connection(db.url()).await;
+    let table = TableName::new("public", "rnd");
+    let info = describe_table(&mut conn, db.name(), &table).await.unwrap();
+    assert_eq!(CopyFormat::Auto.for_table(&info.schema), ReadFormat::Binary);
+    let mut report = Vec::new();
+    for format in [ReadFormat::Text, ReadFormat::Binary] {
+        let rows = read_table(&mut conn, &info, format).await;
+        assert_eq!(rows.len(), 20_000, "{format:?}");
+        let (failures, compared) = diff_with_to_jsonb(&mut conn, "rnd", &info, &rows).await;
+        assert_eq!(compared, 20_000 * 9, "{format:?}");
+        if !failures.is_empty() {
+            report.push(format!(
+                "{format:?}: {} of {compared} cells differ, the first:\n{}",
+                failures.len(),
+                failures
+                    .iter()
+                    .take(20)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
+    }
+    let _ = conn.close().await;
+    db.cleanup().await;
+    assert!(report.is_empty(), "{}", report.join("\n"));
+}
+
+/// Every built-in type with a binary decoder is what the catalog says it
+/// is: its send function is the one the decoder reads (`array_send` for
+/// the arrays).
+#[tokio::test]
+async fn binary_decoders_match_the_catalogs_send_functions() {
+    let db = TestDb::create("value_send").await;
+    let mut conn = pinned_connection(db.url()).await;
+    let rows = sqlx::query(
+        "SELECT oid::int8, typname::text, typsend::text FROM pg_type WHERE oid < 16384",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let scalar_sends = [
+        "boolsend",
+        "int2send",
+        "int4send",
+        "int8send",
+        "float4send",
+        "float8send",
+        "numeric_send",
+        "textsend",
+        "varcharsend",
+        "bpcharsend",
+        "namesend",
+        "charsend",
+        "byteasend",
+        "json_send",
+        "jsonb_send",
+        "uuid_send",
+        "date_send",
+        "time_send",
+        "timetz_send",
+        "timestamp_send",
+        "timestamptz_send",
+        "interval_send",
+    ];
+    let mut checked = 0;
+    for row in &rows {
+        let oid = u32::try_from(row.get::<i64, _>(0)).unwrap();
+        let name: String = row.get(1);
+        let send: String = row.get(2);
+        let Some(_) = BinaryType::builtin(oid) else {
+            continue;
+        };
+        checked += 1;
+        let want_array = ValueType::builtin(oid).unwrap().array;
+        if want_array {
+            assert_eq!(send, "array_send", "{name} ({oid})");
+        } else {
+            assert!(
+                scalar_sends.contains(&send.as_str()),
+                "{name} ({oid}): {send}"
+            );
+        }
+    }
+    assert_eq!(checked, 2 * 22, "built-in types with a binary decoder");
     let _ = conn.close().await;
     db.cleanup().await;
 }

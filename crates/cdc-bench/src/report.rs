@@ -209,7 +209,10 @@ pub fn render(results: &Results, input: &ReportInput) -> String {
          `--endpos`; COPY: until the last `psql` exits). Connection and setup time is included \
          for every reader alike.\n\
          * **ceiling**: snapshot: as many parallel `COPY (SELECT * … WHERE ctid …) TO STDOUT` \
-         streams over TCP into /dev/null as the reader has workers, over the same table; \
+         streams over TCP into /dev/null as the reader has workers, over the same table, in text \
+         format (psql's default, the form the targets name); the engine and the library read the \
+         bench table with binary `COPY` (every column is of a built-in type: `snapshot.copy_format: \
+         auto`), which costs the server less per row than text, so a ratio above 1 is possible; \
          streaming: `pg_recvlogical -o proto_version=1 -o publication_names=…` into /dev/null \
          from a slot created beside the reader's before the load, so both decode identical WAL.\n\
          * **reader CPU s**: user + system time of the reader process (`/proc/<pid>/stat`, read \

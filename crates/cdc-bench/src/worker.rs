@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use cdc_core::{Batch, Event, Op, Sink, SinkError, TableName};
 use cdc_engine::pipeline::{run_pipeline, NamedSink, PipelineOptions};
 use cdc_engine::sinks::FileSink;
-use cdc_postgres::{ChunkRows, PgSource, PgSourceConfig, SnapshotMode};
+use cdc_postgres::{ChunkRows, CopyFormat, PgSource, PgSourceConfig, SnapshotMode};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +48,10 @@ pub struct WorkerArgs {
     /// library's default.
     #[arg(long)]
     pub rows_per_batch: Option<usize>,
+    /// Read the snapshot with text `COPY` instead of the library's default
+    /// (binary where every column's type allows), for comparing the two.
+    #[arg(long)]
+    pub text_copy: bool,
     /// Write into the engine's file sink at this path instead of dropping.
     #[arg(long)]
     pub file: Option<PathBuf>,
@@ -147,6 +151,9 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         }
         if let Some(rows) = args.rows_per_batch {
             cfg.snapshot.rows_per_batch = rows;
+        }
+        if args.text_copy {
+            cfg.snapshot.copy_format = CopyFormat::Text;
         }
     }
     let shared = Arc::new(Shared {

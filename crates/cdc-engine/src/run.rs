@@ -11,7 +11,9 @@ use tracing::Instrument;
 
 use cdc_postgres::SnapshotSettings;
 
-use crate::config::{ChunkRows, Chunking, Config, SinkConfig, SnapshotConfig, SnapshotMode};
+use crate::config::{
+    ChunkRows, Chunking, Config, CopyFormat, SinkConfig, SnapshotConfig, SnapshotMode,
+};
 use crate::engine_state::EngineState;
 use crate::lag_poll::run_lag_poll;
 use crate::metrics::{PipelineMetrics, SinkMetrics};
@@ -118,6 +120,10 @@ fn snapshot_settings(s: &SnapshotConfig) -> SnapshotSettings {
     settings.chunk_rows = match s.chunk_rows {
         ChunkRows::Rows(rows) => cdc_postgres::ChunkRows::Fixed(rows),
         ChunkRows::Auto => cdc_postgres::ChunkRows::Auto,
+    };
+    settings.copy_format = match s.copy_format {
+        CopyFormat::Auto => cdc_postgres::CopyFormat::Auto,
+        CopyFormat::Text => cdc_postgres::CopyFormat::Text,
     };
     settings.workers = s.workers;
     settings.claim_timeout = s.claim_timeout;

@@ -145,4 +145,5 @@ pub use error::{PgError, ReplicationError, StreamNames};
 pub use failpoint::reached as failpoint_reached;
 pub use incremental::IncrementalSettings;
 pub use load::{ChunkRows, Chunking, SnapshotMode, SnapshotSettings};
+pub use snapshot::CopyFormat;
 pub use stream::{PgSource, PgSourceConfig, HEARTBEAT_PREFIX};

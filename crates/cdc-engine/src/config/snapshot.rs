@@ -43,6 +43,20 @@ pub enum Chunking {
     Key,
 }
 
+/// A value of `snapshot.copy_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CopyFormat {
+    /// `auto` (the default): binary `COPY` for every table whose columns
+    /// are all of built-in types with a binary decoder, text for the
+    /// others.
+    #[default]
+    Auto,
+    /// `text`: text `COPY` for every table.
+    Text,
+}
+
 /// A value of `snapshot.chunk_rows`: `auto` or a number of rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -119,6 +133,10 @@ pub struct SnapshotConfig {
     /// rows and `workers`.
     #[serde(default)]
     pub chunk_rows: ChunkRows,
+    /// `copy_format`: `auto` (binary where every column's type allows)
+    /// or `text`. Default `auto`; both give the same values.
+    #[serde(default)]
+    pub copy_format: CopyFormat,
     /// `workers`: chunks read in parallel by this instance, 1 to 64.
     /// Default `4`.
     #[serde(default = "default_workers")]
@@ -191,6 +209,7 @@ impl Default for SnapshotConfig {
             tables: None,
             chunking: Chunking::default(),
             chunk_rows: ChunkRows::default(),
+            copy_format: CopyFormat::default(),
             workers: default_workers(),
             claim_timeout: default_claim_timeout(),
             heartbeat_interval: default_heartbeat_interval(),

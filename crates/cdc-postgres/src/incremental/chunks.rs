@@ -13,7 +13,7 @@ use super::filter::filter_condition;
 use crate::catalog::RelationInfo;
 use crate::error::PgError;
 use crate::ident::{quote_ident, quote_table};
-use crate::snapshot::{read_copy, row_value, string_literal};
+use crate::snapshot::{read_copy, row_value, string_literal, ReadFormat};
 use crate::value::{ScalarKind, ValueType};
 
 /// The unique indexes of a table usable as a chunk key: valid, not
@@ -194,7 +194,7 @@ pub(crate) async fn read_chunk(
     // fills, and the rows are collected once the COPY is done.
     let per_batch = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
     let (tx, mut rx) = mpsc::channel(2);
-    read_copy(conn, &wide, &sql, &what, per_batch, &tx).await?;
+    read_copy(conn, &wide, ReadFormat::Text, &sql, &what, per_batch, &tx).await?;
     drop(tx);
     let mut wide_rows = Vec::new();
     while let Some(rows) = rx.recv().await {

@@ -7,7 +7,7 @@ use cdc_core::{
     Batch, ChangeEvent, ControlEvent, Event, Lsn, Op, Row, SnapshotMarker, SourceInfo, TableName,
 };
 
-use super::workers::{ChunkInfo, LoadItem};
+use super::item::{ChunkInfo, LoadItem};
 
 /// A chunk whose rows are all in batches up to `batch_seq`.
 pub(crate) struct Completion {

@@ -54,6 +54,7 @@ mod completion;
 mod coordinator;
 mod emitter;
 mod export;
+mod item;
 mod phase;
 mod planner;
 mod request;

@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::emitter::Emitter;
 use super::export::Export;
+use super::item::LoadItem;
 use super::settings::{SnapshotMode, SnapshotSettings};
-use super::workers::{ClaimFence, Claims, LoadItem};
+use super::workers::{ClaimFence, Claims};
 use crate::conn::{for_role, Reconnects};
 use crate::error::PgError;
 use crate::replication::PgWireTransport;

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use cdc_core::TableName;
 
+use crate::snapshot::CopyFormat;
+
 /// When existing rows are copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -86,6 +88,9 @@ pub struct SnapshotSettings {
     pub metadata_schema: String,
     /// Rows handed over from a reader at a time.
     pub rows_per_batch: usize,
+    /// The `COPY` format of the readers: binary where every column of a
+    /// table has a binary decoder (the default), or always text.
+    pub copy_format: CopyFormat,
 }
 
 impl Default for SnapshotSettings {
@@ -101,6 +106,7 @@ impl Default for SnapshotSettings {
             instance_id: default_instance_id(),
             metadata_schema: "cdc".into(),
             rows_per_batch: 512,
+            copy_format: CopyFormat::Auto,
         }
     }
 }

@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use cdc_core::{Row, SourceStatus, TableName, TableSchema};
+use cdc_core::{Row, SourceStatus, TableName};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::export::{import_snapshot, import_snapshot_and_check};
+use super::item::{ChunkInfo, LoadItem};
 use super::settings::SnapshotSettings;
 use crate::catalog::RelationInfo;
 use crate::conn::{for_role, Reconnects};
@@ -22,31 +23,6 @@ use crate::snapshot::{
     describe_published_table, read_chunk_from, rewritten_since_snapshot, ClaimedChunk, HeapFiles,
     MetadataStore, PlannedChunk,
 };
-
-/// A chunk this instance is reading, under one claim.
-#[derive(Debug)]
-pub(crate) struct ChunkInfo {
-    pub id: i64,
-    /// The claim's token: the chunk's `attempts` when it was claimed. A
-    /// later claim of the same chunk (by anyone) has another.
-    pub attempt: u32,
-    pub table: Arc<TableSchema>,
-    pub chunk_no: u32,
-    /// The table's open-ended last chunk.
-    pub is_last: bool,
-    /// The table's files the chunk is read from ([`crate::snapshot::HeapFiles`]).
-    pub files: String,
-}
-
-/// What readers hand to the source, in order per chunk and claim.
-pub(crate) enum LoadItem {
-    Start(Arc<ChunkInfo>),
-    Rows(Arc<ChunkInfo>, Vec<Row>),
-    End(Arc<ChunkInfo>, u64),
-    /// The read stopped before its end (an error, or the claim was lost):
-    /// what was handed over of it must not count; the chunk is read again.
-    Abort(Arc<ChunkInfo>),
-}
 
 /// One claim this instance holds.
 #[derive(Debug, Clone, Copy)]
@@ -392,6 +368,7 @@ async fn read_one(
                     &info,
                     from,
                     &chunk.bounds,
+                    ctx.settings.copy_format.for_table(&info.schema),
                     ctx.settings.rows_per_batch,
                     &tx,
                 )

@@ -44,9 +44,13 @@
 //! `publish_via_partition_root`.
 //!
 //! **Reading.** [`chunk_query`] is a `COPY (SELECT …) TO STDOUT` with every
-//! identifier quoted and every bound a literal (COPY takes no parameters).
-//! The text output is cut into lines and values by [`copy_text`] and sent
-//! on in bounded batches; a chunk is never held in memory whole. Before it,
+//! identifier quoted and every bound a literal (COPY takes no parameters),
+//! in binary when every column has a binary decoder ([`CopyFormat`],
+//! [`ReadFormat`]). Binary output is cut into tuples by [`copy_binary`] and
+//! decoded by [`crate::value::BinaryType`]; text output is cut into lines
+//! and values by [`copy_text`] and parsed by [`crate::value::ValueType`];
+//! both give the stream's values. Rows are sent on in bounded batches; a
+//! chunk is never held in memory whole. Before it,
 //! [`rewritten_since_snapshot`] locks the table and tells whether it was
 //! rewritten (a new `relfilenode`) after the snapshot was taken, in which
 //! case it cannot be read under that snapshot.
@@ -60,7 +64,10 @@
 //! counter shows how often it was handed out. A table found rewritten is
 //! started over ([`MetadataStore::reread_table`]).
 
+pub mod copy_binary;
 pub mod copy_text;
+mod decode;
+mod format;
 mod metadata;
 mod plan;
 mod published;
@@ -79,6 +86,7 @@ pub use plan::{
 };
 pub use published::{describe_published_table, published, Published};
 pub(crate) use published::{published_row, server_version};
+pub use format::{CopyFormat, ReadFormat};
 pub use query::{chunk_query, chunk_query_from};
 pub(crate) use query::{row_value, string_literal};
 pub(crate) use read::{heap_files, read_copy, rewrite_check_context, rewrite_check_sql};

@@ -3,6 +3,7 @@
 
 use cdc_core::{TableName, TableSchema};
 
+use super::format::ReadFormat;
 use super::plan::ChunkBounds;
 use crate::ident::{quote_ident, quote_literal, quote_table};
 
@@ -25,19 +26,20 @@ use crate::ident::{quote_ident, quote_literal, quote_table};
 /// Columns are those of `table`, in order; a key column that is not
 /// selected (a generated column) may still appear in the condition.
 pub fn chunk_query(table: &TableSchema, bounds: &ChunkBounds) -> String {
-    chunk_query_from(table, &table.name, bounds, None)
+    chunk_query_from(table, &table.name, bounds, None, ReadFormat::Text)
 }
 
 /// [`chunk_query`] reading `table`'s columns from relation `from`: a
 /// partition of it (whose columns have the same names and types, in any
 /// order), or the table itself; only rows matching `row_filter` (a
 /// publication's row filter as the server deparsed it, never text from
-/// configuration) when given.
+/// configuration) when given; in `format`.
 pub fn chunk_query_from(
     table: &TableSchema,
     from: &TableName,
     bounds: &ChunkBounds,
     row_filter: Option<&str>,
+    format: ReadFormat,
 ) -> String {
     let mut sql = String::from("COPY (SELECT ");
     for (i, c) in table.columns.iter().enumerate() {
@@ -56,7 +58,8 @@ pub fn chunk_query_from(
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
-    sql.push_str(") TO STDOUT");
+    sql.push_str(") ");
+    sql.push_str(format.to_stdout());
     sql
 }
 

@@ -1,21 +1,19 @@
-//! Reading one chunk: `COPY (SELECT …) TO STDOUT`, each line split by the
-//! COPY text parser and each value parsed by the column's [`ValueType`]
-//! (the parser the replication stream uses), rows sent on in batches.
+//! Reading one chunk: `COPY (SELECT …) TO STDOUT`, in binary or text
+//! format ([`ReadFormat`]), each value decoded into the value the
+//! replication stream gives for it, rows sent on in batches.
 
-use std::borrow::Cow;
-
-use cdc_core::{Row, Value};
+use cdc_core::Row;
 use futures::TryStreamExt;
 use sqlx::PgConnection;
 use tokio::sync::mpsc;
 
-use super::copy_text::{split_line, CopyField, LineAssembler};
+use super::decode::RowDecoder;
+use super::format::{CopyFormat, ReadFormat};
 use super::plan::ChunkBounds;
 use super::query::chunk_query_from;
 use crate::catalog::RelationInfo;
 use crate::error::PgError;
 use crate::ident::quote_table;
-use crate::value::ValueType;
 
 /// Takes `ACCESS SHARE` on `table` (and, as `LOCK TABLE` does, on its
 /// partitions and inheritance children) for the rest of the caller's
@@ -113,7 +111,8 @@ pub struct HeapFiles {
 
 /// Reads the rows of `bounds` from `table` and sends them through `tx` in
 /// batches of `rows_per_batch` rows (the last one smaller; at least 1 row
-/// per batch). Returns how many rows were read.
+/// per batch). Returns how many rows were read. Reads in binary when every
+/// column has a binary decoder ([`CopyFormat::Auto`]).
 ///
 /// Runs on the caller's transaction: to read under an exported snapshot,
 /// begin `ISOLATION LEVEL REPEATABLE READ, READ ONLY` and `SET TRANSACTION
@@ -137,45 +136,57 @@ pub async fn read_chunk(
     rows_per_batch: usize,
     tx: &mpsc::Sender<Vec<Row>>,
 ) -> Result<u64, PgError> {
-    read_chunk_from(conn, table, &table.schema.name, bounds, rows_per_batch, tx).await
+    let format = CopyFormat::Auto.for_table(&table.schema);
+    read_chunk_from(
+        conn,
+        table,
+        &table.schema.name,
+        bounds,
+        format,
+        rows_per_batch,
+        tx,
+    )
+    .await
 }
 
-/// [`read_chunk`] of the rows of relation `from`: a partition of `table`
-/// (its rows are read with `table`'s columns, as rows of `table`), or
-/// `table` itself.
+/// [`read_chunk`] of the rows of relation `from` (a partition of `table`,
+/// its rows read with `table`'s columns, as rows of `table`; or `table`
+/// itself), in `format`.
 pub async fn read_chunk_from(
     conn: &mut PgConnection,
     table: &RelationInfo,
     from: &cdc_core::TableName,
     bounds: &ChunkBounds,
+    format: ReadFormat,
     rows_per_batch: usize,
     tx: &mpsc::Sender<Vec<Row>>,
 ) -> Result<u64, PgError> {
-    let sql = chunk_query_from(&table.schema, from, bounds, table.row_filter.as_deref());
+    let sql = chunk_query_from(
+        &table.schema,
+        from,
+        bounds,
+        table.row_filter.as_deref(),
+        format,
+    );
     let what = format!("reading a {} chunk of {}", bounds.strategy_name(), from);
-    read_copy(conn, table, &sql, &what, rows_per_batch, tx).await
+    read_copy(conn, table, format, &sql, &what, rows_per_batch, tx).await
 }
 
-/// Runs `sql`, a `COPY (SELECT …) TO STDOUT` of `table`'s columns, and
-/// sends its rows as [`read_chunk_from`] does; `what` names the read in
-/// errors.
+/// Runs `sql`, a `COPY (SELECT …) TO STDOUT` of `table`'s columns in
+/// `format`, and sends its rows as [`read_chunk_from`] does; `what` names
+/// the read in errors.
 pub(crate) async fn read_copy(
     conn: &mut PgConnection,
     table: &RelationInfo,
+    format: ReadFormat,
     sql: &str,
     what: &str,
     rows_per_batch: usize,
     tx: &mpsc::Sender<Vec<Row>>,
 ) -> Result<u64, PgError> {
     let schema = &table.schema;
-    if table.types.len() != schema.columns.len() {
-        return Err(PgError::Protocol(format!(
-            "{}: {} parsers for {} columns",
-            schema.name,
-            table.types.len(),
-            schema.columns.len()
-        )));
-    }
+    // Before the COPY starts: an error here leaves `conn` as it was.
+    let mut decoder = RowDecoder::new(table, format, conn.server_version_num())?;
     let rows_per_batch = rows_per_batch.max(1);
     let ctx = || what.to_owned();
     let mut stream = conn
@@ -183,8 +194,6 @@ pub(crate) async fn read_copy(
         .await
         .map_err(|e| PgError::sql(ctx(), e))?;
 
-    let mut lines = LineAssembler::new();
-    let mut parser = LineParser::new(table);
     let mut batch: Vec<Row> = Vec::with_capacity(rows_per_batch);
     let mut total = 0u64;
     let read = async {
@@ -193,10 +202,7 @@ pub(crate) async fn read_copy(
             .await
             .map_err(|e| PgError::sql(ctx(), e))?
         {
-            lines.push(&chunk, |line| {
-                batch.push(parser.parse(line)?);
-                Ok::<_, PgError>(())
-            })?;
+            decoder.push(&chunk, &mut batch)?;
             while batch.len() >= rows_per_batch {
                 let rest = batch.split_off(rows_per_batch);
                 let full = std::mem::replace(&mut batch, rest);
@@ -205,9 +211,7 @@ pub(crate) async fn read_copy(
                 batch.reserve(rows_per_batch.saturating_sub(batch.len()));
             }
         }
-        lines
-            .finish()
-            .map_err(|e| PgError::Protocol(format!("COPY output of {}: {e}", schema.name)))?;
+        decoder.finish()?;
         if !batch.is_empty() {
             total += batch.len() as u64;
             send(tx, std::mem::take(&mut batch), schema).await?;
@@ -235,73 +239,4 @@ async fn send(
             table.name
         ))
     })
-}
-
-/// Turns lines of COPY text output into rows, reusing its field buffer.
-struct LineParser<'t> {
-    table: &'t RelationInfo,
-    /// Always empty between lines; kept for its allocation.
-    fields: Vec<CopyField<'static>>,
-}
-
-impl<'t> LineParser<'t> {
-    fn new(table: &'t RelationInfo) -> Self {
-        Self {
-            table,
-            fields: Vec::with_capacity(table.schema.columns.len()),
-        }
-    }
-
-    fn parse(&mut self, line: &[u8]) -> Result<Row, PgError> {
-        let schema = &self.table.schema;
-        let columns = schema.columns.len();
-        if columns == 0 {
-            // A row of a table without columns is an empty line.
-            return if line.is_empty() {
-                Ok(Row::new(Vec::new()))
-            } else {
-                Err(self.shape_error(1))
-            };
-        }
-        let mut fields = recycle(std::mem::take(&mut self.fields));
-        split_line(line, &mut fields)
-            .map_err(|e| PgError::Protocol(format!("COPY output of {}: {e}", schema.name)))?;
-        if fields.len() != columns {
-            return Err(self.shape_error(fields.len()));
-        }
-        let mut values = Vec::with_capacity(columns);
-        for ((field, column), ty) in fields.drain(..).zip(&schema.columns).zip(&self.table.types) {
-            values.push(parse_field(field, ty).map_err(|source| PgError::Value {
-                table: schema.name.to_string(),
-                column: column.name.clone(),
-                source,
-            })?);
-        }
-        self.fields = recycle(fields);
-        Ok(Row::new(values))
-    }
-
-    fn shape_error(&self, found: usize) -> PgError {
-        let schema = &self.table.schema;
-        PgError::Protocol(format!(
-            "COPY output of {}: a line has {found} values, the table has {} columns",
-            schema.name,
-            schema.columns.len()
-        ))
-    }
-}
-
-fn parse_field(field: CopyField<'_>, ty: &ValueType) -> Result<Value, crate::value::ValueError> {
-    match field {
-        None => Ok(Value::Null),
-        Some(bytes) => ty.parse(&bytes),
-    }
-}
-
-/// An empty vector of fields of any lifetime, reusing `v`'s allocation
-/// (the element types have the same layout, so collecting in place keeps
-/// the buffer).
-fn recycle<'a, 'b>(mut v: Vec<CopyField<'a>>) -> Vec<CopyField<'b>> {
-    v.clear();
-    v.into_iter().map(|_| None::<Cow<'b, [u8]>>).collect()
 }

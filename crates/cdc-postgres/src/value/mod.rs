@@ -41,6 +41,7 @@ mod scalar;
 #[cfg(test)]
 mod proptests;
 
+pub use binary::BinaryType;
 pub use catalog::{load_value_types, resolve, PgTypeRow};
 pub use error::ValueError;
 pub use kind::{ScalarKind, ValueType};

@@ -37,7 +37,7 @@ pub(crate) fn parse_scalar(kind: ScalarKind, text: &[u8]) -> Result<Value, Reaso
 /// byte that is not UTF-8: PostgreSQL 15 and later print a byte of 128 or
 /// more as `\ooo` (octal), PostgreSQL 14 prints the byte itself; that one
 /// byte is rendered the way 15 prints it, so every version renders alike.
-fn parse_text(text: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn parse_text(text: &[u8]) -> Result<Box<str>, Reason> {
     match (utf8(text), text) {
         (Ok(s), _) => Ok(s.into()),
         (Err(_), &[byte]) if byte >= 0x80 => Ok(format!("\\{byte:03o}").into()),

@@ -30,7 +30,11 @@ const USECS_PER_HOUR: i64 = 60 * USECS_PER_MINUTE;
 
 /// `interval`: `i64` microseconds, `i32` days, `i32` months → the
 /// `IntervalStyle=postgres` text, e.g. `1 year 2 mons -3 days +04:05:06.7`.
-pub(crate) fn interval(bytes: &[u8]) -> Result<Box<str>, Reason> {
+///
+/// `infinities`: the server is PostgreSQL 17 or later, where all three
+/// fields at their minimum or maximum are `-infinity` and `infinity`;
+/// before 17 they are ordinary (extreme) values.
+pub(crate) fn interval(bytes: &[u8], infinities: bool) -> Result<Box<str>, Reason> {
     let fields: &[u8; 16] = bytes
         .try_into()
         .map_err(|_| "wrong length for a binary interval")?;
@@ -41,9 +45,9 @@ pub(crate) fn interval(bytes: &[u8]) -> Result<Box<str>, Reason> {
         i32::from_be_bytes(days.try_into().map_err(|_| "short interval")?),
         i32::from_be_bytes(months.try_into().map_err(|_| "short interval")?),
     );
-    match (time, days, months) {
-        (i64::MIN, i32::MIN, i32::MIN) => return Ok("-infinity".into()),
-        (i64::MAX, i32::MAX, i32::MAX) => return Ok("infinity".into()),
+    match (infinities, time, days, months) {
+        (true, i64::MIN, i32::MIN, i32::MIN) => return Ok("-infinity".into()),
+        (true, i64::MAX, i32::MAX, i32::MAX) => return Ok("infinity".into()),
         _ => {}
     }
     let mut out = Ascii::new();
@@ -237,8 +241,23 @@ mod tests {
             ("-infinity", "80000000000000008000000080000000", "-infinity"),
         ];
         for (literal, bytes, want) in vectors {
-            assert_eq!(&*interval(&hex(bytes)).unwrap(), want, "{literal}");
+            assert_eq!(&*interval(&hex(bytes), true).unwrap(), want, "{literal}");
         }
+    }
+
+    #[test]
+    fn the_extremes_are_values_before_postgresql_17() {
+        // What PostgreSQL 15 prints for the bytes 17 reads as infinities.
+        let max = hex("7fffffffffffffff7fffffff7fffffff");
+        assert_eq!(
+            &*interval(&max, false).unwrap(),
+            "178956970 years 7 mons 2147483647 days 2562047788:00:54.775807"
+        );
+        let min = hex("80000000000000008000000080000000");
+        assert_eq!(
+            &*interval(&min, false).unwrap(),
+            "-178956970 years -8 mons -2147483648 days -2562047788:00:54.775808"
+        );
     }
 
     #[test]
@@ -247,13 +266,13 @@ mod tests {
         let mut max = hex("7fffffffffffffff7fffffff7fffffff");
         max[15] = 0xfe;
         assert_eq!(
-            &*interval(&max).unwrap(),
+            &*interval(&max, true).unwrap(),
             "178956970 years 6 mons 2147483647 days 2562047788:00:54.775807"
         );
         let mut min = hex("80000000000000008000000080000000");
         min[7] = 1;
         assert_eq!(
-            &*interval(&min).unwrap(),
+            &*interval(&min, true).unwrap(),
             "-178956970 years -8 mons -2147483648 days -2562047788:00:54.775807"
         );
     }
@@ -261,7 +280,7 @@ mod tests {
     #[test]
     fn wrong_lengths_are_errors() {
         for len in [0, 8, 12, 15, 17] {
-            assert!(interval(&vec![0; len]).is_err());
+            assert!(interval(&vec![0; len], true).is_err());
         }
     }
 }

@@ -13,13 +13,22 @@ use super::numeric::numeric;
 
 type Decoder = fn(&[u8]) -> Result<Box<str>, Reason>;
 
-const DECODERS: [Decoder; 7] = [
+fn interval_17(bytes: &[u8]) -> Result<Box<str>, Reason> {
+    interval(bytes, true)
+}
+
+fn interval_before_17(bytes: &[u8]) -> Result<Box<str>, Reason> {
+    interval(bytes, false)
+}
+
+const DECODERS: [Decoder; 8] = [
     date,
     time,
     timetz,
     timestamp,
     timestamptz,
-    interval,
+    interval_17,
+    interval_before_17,
     numeric,
 ];
 
@@ -134,8 +143,8 @@ proptest! {
     }
 
     #[test]
-    fn every_interval_satisfies_the_text_parser(bytes in any::<[u8; 16]>()) {
-        let i = interval(&bytes).unwrap();
+    fn every_interval_satisfies_the_text_parser(bytes in any::<[u8; 16]>(), infinities: bool) {
+        let i = interval(&bytes, infinities).unwrap();
         prop_assert_eq!(&text::parse_interval(i.as_bytes()).unwrap(), &i);
     }
 }
