@@ -5,6 +5,7 @@
 //! `to_jsonb` does, for sinks with an envelope of their own.
 
 mod debezium;
+mod float_text;
 mod json_text;
 mod value_json;
 

@@ -1,5 +1,6 @@
 //! One value as PostgreSQL's `to_jsonb` renders it.
 
+use super::float_text::write_float;
 use super::json_text::{write_i64, write_json_string, HEX};
 use crate::value::Value;
 
@@ -81,100 +82,6 @@ pub fn write_json_array(out: &mut Vec<u8>, items: &[Value], write: impl Fn(&mut 
 
 fn write_int(out: &mut Vec<u8>, v: i64) {
     write_i64(out, v);
-}
-
-/// A float type `ryu` can print.
-trait ShortestFloat: ryu::Float + Copy {
-    fn is_finite_(self) -> bool;
-    fn is_nan_(self) -> bool;
-    fn is_sign_negative_(self) -> bool;
-    fn is_zero(self) -> bool;
-}
-
-macro_rules! shortest_float {
-    ($($t:ty),*) => {$(
-        impl ShortestFloat for $t {
-            fn is_finite_(self) -> bool {
-                self.is_finite()
-            }
-            fn is_nan_(self) -> bool {
-                self.is_nan()
-            }
-            fn is_sign_negative_(self) -> bool {
-                self.is_sign_negative()
-            }
-            fn is_zero(self) -> bool {
-                self == 0.0
-            }
-        }
-    )*};
-}
-
-shortest_float!(f32, f64);
-
-/// PostgreSQL prints floats with the shortest digits that round-trip (as
-/// `ryu` does) and jsonb re-reads them as `numeric`, which prints plain
-/// decimal notation. So: shortest digits, exponent expanded.
-fn write_float<F: ShortestFloat>(out: &mut Vec<u8>, v: F) {
-    if v.is_nan_() {
-        out.extend_from_slice(b"\"NaN\"");
-        return;
-    }
-    if !v.is_finite_() {
-        out.extend_from_slice(if v.is_sign_negative_() {
-            b"\"-Infinity\""
-        } else {
-            b"\"Infinity\""
-        });
-        return;
-    }
-    if v.is_zero() {
-        out.push(b'0');
-        return;
-    }
-    let mut buf = ryu::Buffer::new();
-    write_plain_decimal(out, buf.format_finite(v));
-}
-
-/// Rewrites ryu's output (`-1.5e-7`, `1e30`, `123.0`, `0.25`) as a plain
-/// decimal (`-0.00000015`, `1000…0`, `123`, `0.25`).
-fn write_plain_decimal(out: &mut Vec<u8>, text: &str) {
-    let (negative, text) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (mantissa, exp) = match text.split_once('e') {
-        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
-        None => (text, 0),
-    };
-    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    // All significant digits, and where the decimal point sits among them.
-    let mut digits: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
-    let mut point = int_part.len() as i32 + exp;
-    // Strip leading zeros (keeping the point in place) and trailing zeros.
-    while digits.len() > 1 && digits[0] == b'0' {
-        digits.remove(0);
-        point -= 1;
-    }
-    while digits.len() > 1 && digits.last() == Some(&b'0') && (digits.len() as i32) > point {
-        digits.pop();
-    }
-    if negative {
-        out.push(b'-');
-    }
-    if point <= 0 {
-        out.extend_from_slice(b"0.");
-        out.extend(std::iter::repeat_n(b'0', (-point) as usize));
-        out.extend_from_slice(&digits);
-    } else if point as usize >= digits.len() {
-        out.extend_from_slice(&digits);
-        out.extend(std::iter::repeat_n(b'0', point as usize - digits.len()));
-    } else {
-        let (int, frac) = digits.split_at(point as usize);
-        out.extend_from_slice(int);
-        out.push(b'.');
-        out.extend_from_slice(frac);
-    }
 }
 
 /// `true` when `text` is a JSON number (PostgreSQL's `numeric` output always
