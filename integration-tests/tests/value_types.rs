@@ -387,6 +387,28 @@ async fn diff_with_to_jsonb(
     (failures, compared)
 }
 
+/// Reads `table` (`info`'s columns) in `format` and compares every cell
+/// with `to_jsonb`: a report of the first 20 differences, if any, and how
+/// many cells were compared.
+async fn read_and_compare(
+    conn: &mut PgConnection,
+    table: &str,
+    info: &RelationInfo,
+    format: ReadFormat,
+) -> (Option<String>, usize) {
+    let rows = read_table(conn, info, format).await;
+    let (failures, compared) = diff_with_to_jsonb(conn, table, info, &rows).await;
+    let report = (!failures.is_empty()).then(|| {
+        let first: Vec<&str> = failures.iter().take(20).map(String::as_str).collect();
+        format!(
+            "{format:?}: {} of {compared} cells differ, the first:\n{}",
+            failures.len(),
+            first.join("\n")
+        )
+    });
+    (report, compared)
+}
+
 /// The snapshot reader renders every cell like `to_jsonb` in both `COPY`
 /// formats: text for every column, binary for every column of a built-in
 /// type with a binary decoder (the value table's awkward values: NaN,
@@ -412,16 +434,9 @@ async fn snapshot_reads_render_every_type_like_to_jsonb_in_both_copy_formats() {
 
     let mut report = Vec::new();
     for (info, format) in [(&info, ReadFormat::Text), (&binary, ReadFormat::Binary)] {
-        let rows = read_table(&mut conn, info, format).await;
-        let (failures, compared) = diff_with_to_jsonb(&mut conn, "vt", info, &rows).await;
+        let (problems, compared) = read_and_compare(&mut conn, "vt", info, format).await;
         assert!(compared > 200, "{format:?}: only {compared} cells compared");
-        if !failures.is_empty() {
-            report.push(format!(
-                "{format:?}: {} of {compared} cells differ:\n{}",
-                failures.len(),
-                failures.join("\n")
-            ));
-        }
+        report.extend(problems);
     }
     let _ = conn.close().await;
     db.cleanup().await;
@@ -467,22 +482,9 @@ async fn random_values_over_each_types_range_render_alike_in_both_copy_formats()
     assert_eq!(CopyFormat::Auto.for_table(&info.schema), ReadFormat::Binary);
     let mut report = Vec::new();
     for format in [ReadFormat::Text, ReadFormat::Binary] {
-        let rows = read_table(&mut conn, &info, format).await;
-        assert_eq!(rows.len(), 20_000, "{format:?}");
-        let (failures, compared) = diff_with_to_jsonb(&mut conn, "rnd", &info, &rows).await;
+        let (problems, compared) = read_and_compare(&mut conn, "rnd", &info, format).await;
         assert_eq!(compared, 20_000 * 9, "{format:?}");
-        if !failures.is_empty() {
-            report.push(format!(
-                "{format:?}: {} of {compared} cells differ, the first:\n{}",
-                failures.len(),
-                failures
-                    .iter()
-                    .take(20)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ));
-        }
+        report.extend(problems);
     }
     let _ = conn.close().await;
     db.cleanup().await;

@@ -350,3 +350,19 @@ async fn connect_and_run(
     opts.give_up_after = config.retry.give_up_after;
     Ok(run_pipeline_observed(source, sinks, opts, metrics, shutdown, hard_stop).await?)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_settings_carry_the_copy_format() {
+        let mut config = SnapshotConfig::default();
+        let auto = snapshot_settings(&config).copy_format;
+        assert_eq!(auto, cdc_postgres::CopyFormat::Auto);
+        config.copy_format = CopyFormat::Text;
+        let text = snapshot_settings(&config).copy_format;
+        assert_eq!(text, cdc_postgres::CopyFormat::Text);
+    }
+}

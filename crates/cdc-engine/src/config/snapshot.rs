@@ -358,6 +358,21 @@ mod tests {
     }
 
     #[test]
+    fn copy_format_is_auto_unless_text_is_given() {
+        let c = parse_config(BASE).unwrap();
+        assert_eq!(c.snapshot.copy_format, super::CopyFormat::Auto);
+        let c = parse_config(&format!("{BASE}snapshot:\n  copy_format: text\n")).unwrap();
+        assert_eq!(c.snapshot.copy_format, super::CopyFormat::Text);
+        let c = parse_config(&format!("{BASE}snapshot:\n  copy_format: auto\n")).unwrap();
+        assert_eq!(c.snapshot.copy_format, super::CopyFormat::Auto);
+        let found = problems("snapshot:\n  copy_format: binary\n");
+        assert!(
+            found.contains("snapshot.copy_format") && found.contains("auto"),
+            "copy_format: binary gave {found:?}"
+        );
+    }
+
+    #[test]
     fn chunk_rows_is_auto_unless_a_number_is_given() {
         let c = parse_config(BASE).unwrap();
         assert_eq!(c.snapshot.chunk_rows, super::ChunkRows::Auto);
