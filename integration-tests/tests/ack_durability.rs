@@ -35,7 +35,9 @@ struct Accepted {
 #[derive(Debug, Default)]
 struct Log {
     accepted: Vec<Accepted>,
-    /// Batches it returned an error for, in call order, with the error's class.
+    /// Batches (or groups of batches, their changes together) it returned
+    /// an error for, in call order, with the last checkpoint and the
+    /// error's class.
     failed: Vec<(Vec<Change>, Option<Lsn>, &'static str)>,
 }
 
@@ -62,7 +64,8 @@ enum Behaviour {
     /// Accepts every batch.
     AcceptAll,
     /// Accepts batches while the total of row changes stays <= `n`, then
-    /// fails fatally on the batch that would cross it (and on every later one).
+    /// fails fatally on the batch (or group of batches) that would cross
+    /// it, and on every later one.
     FatalAfter(usize),
     /// Fails retryably on the first `n` calls, then accepts everything.
     RetryableFirst(usize),
@@ -113,28 +116,54 @@ fn changes_of(batch: &Batch) -> Vec<Change> {
         .collect()
 }
 
+impl TestSink {
+    /// The error `self.behaviour` gives call number `call`, which would
+    /// add `changes` row changes, if any, with its class.
+    fn refusal(&self, call: usize, changes: usize) -> Option<(SinkError, &'static str)> {
+        match self.behaviour {
+            Behaviour::FatalAfter(n) if self.accepted_changes + changes > n => {
+                Some((SinkError::fatal("test sink: quota exceeded"), "fatal"))
+            }
+            Behaviour::RetryableFirst(n) if call <= n => Some((
+                SinkError::retryable("test sink: temporarily unavailable"),
+                "retryable",
+            )),
+            _ => None,
+        }
+    }
+
+    /// One call: a batch, or a group of batches that counts as a whole
+    /// (the `write_batches` contract: on error nothing of it is written).
+    /// A refused group is logged as one failed write of all its changes.
+    fn write_group(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
+        self.calls += 1;
+        let per_batch: Vec<Vec<Change>> = batches.iter().map(|b| changes_of(b)).collect();
+        let total = per_batch.iter().map(Vec::len).sum();
+        let log = self.log.clone();
+        let mut log = log.lock().unwrap();
+        if let Some((error, class)) = self.refusal(self.calls, total) {
+            let checkpoint = batches.iter().rev().find_map(|b| b.checkpoint);
+            log.failed.push((per_batch.concat(), checkpoint, class));
+            return Err(error);
+        }
+        self.accepted_changes += total;
+        for (changes, batch) in per_batch.into_iter().zip(batches) {
+            log.accepted.push(Accepted {
+                changes,
+                checkpoint: batch.checkpoint,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Sink for TestSink {
     async fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        self.calls += 1;
-        let changes = changes_of(batch);
-        let mut log = self.log.lock().unwrap();
-        match self.behaviour {
-            Behaviour::FatalAfter(n) if self.accepted_changes + changes.len() > n => {
-                log.failed.push((changes, batch.checkpoint, "fatal"));
-                return Err(SinkError::fatal("test sink: quota exceeded"));
-            }
-            Behaviour::RetryableFirst(n) if self.calls <= n => {
-                log.failed.push((changes, batch.checkpoint, "retryable"));
-                return Err(SinkError::retryable("test sink: temporarily unavailable"));
-            }
-            _ => {}
-        }
-        self.accepted_changes += changes.len();
-        log.accepted.push(Accepted {
-            changes,
-            checkpoint: batch.checkpoint,
-        });
-        Ok(())
+        self.write_group(&[batch])
+    }
+
+    async fn write_batches(&mut self, batches: &[&Batch]) -> Result<(), SinkError> {
+        self.write_group(batches)
     }
 }
 
@@ -448,13 +477,19 @@ async fn retryable_sink_errors_retry_the_same_batch_and_the_pipeline_keeps_runni
             "rows missing, repeated or out of order"
         );
         assert_eq!(log.failed.len(), FAILURES, "{log:?}");
-        // Every attempt was the same batch, and that batch is what was
-        // accepted first.
-        let first = &log.accepted[0];
+        // Every attempt was the same batch (or group of batches), and that
+        // is what was accepted first.
+        let accepted = log.accepted_changes();
+        let (first, _, _) = &log.failed[0];
+        assert_eq!(
+            first.as_slice(),
+            &accepted[..first.len()],
+            "what was accepted first is not what failed"
+        );
         for (changes, checkpoint, class) in &log.failed {
             assert_eq!(*class, "retryable");
-            assert_eq!(changes, &first.changes, "a retry got a different batch");
-            assert_eq!(*checkpoint, first.checkpoint);
+            assert_eq!(changes, first, "a retry got a different batch");
+            assert_eq!(*checkpoint, log.failed[0].1);
         }
     }
     assert!(
