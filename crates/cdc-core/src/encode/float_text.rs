@@ -14,6 +14,8 @@
 
 use std::cmp::Ordering;
 
+use super::json_text::u64_digits;
+
 /// A float type both `ryu` and this module can print.
 pub(super) trait PgFloat: ryu::Float + Copy {
     fn is_nan_(self) -> bool;
@@ -290,18 +292,6 @@ fn parse_decimal(text: &str) -> Option<(bool, u64, i32)> {
     Some((negative, digits, exp10))
 }
 
-/// `"00010203…99"`: the two digits of every number below 100.
-const DIGIT_PAIRS: [u8; 200] = {
-    let mut pairs = [0u8; 200];
-    let mut i = 0;
-    while i < 100 {
-        pairs[2 * i] = b'0' + (i / 10) as u8;
-        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
-        i += 1;
-    }
-    pairs
-};
-
 /// Appends `±digits·10^exp10` in plain decimal notation, without an
 /// exponent and without trailing zeros after the point (`-0.00000015`,
 /// `1000…0`, `123`, `0.25`), as jsonb's `numeric` prints it.
@@ -315,18 +305,7 @@ fn write_plain(out: &mut Vec<u8>, negative: bool, mut digits: u64, mut exp10: i3
         exp10 += 1;
     }
     let mut buf = [0u8; 20];
-    let mut start = buf.len();
-    while digits >= 10 {
-        let pair = (digits % 100) as usize * 2;
-        digits /= 100;
-        start -= 2;
-        buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    }
-    if digits > 0 {
-        start -= 1;
-        buf[start] = b'0' + digits as u8;
-    }
-    let digits = &buf[start..];
+    let digits = u64_digits(digits, &mut buf);
     let len = digits.len() as i64;
     let point = len + i64::from(exp10);
     if negative {

@@ -89,8 +89,13 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
 
 /// Appends the decimal digits of `v` (no `fmt` machinery: this runs
 /// several times per event).
-pub(crate) fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn write_u64(out: &mut Vec<u8>, v: u64) {
     let mut buf = [0u8; 20];
+    out.extend_from_slice(u64_digits(v, &mut buf));
+}
+
+/// The decimal digits of `v`, written at the end of `buf`.
+pub(crate) fn u64_digits(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut pos = buf.len();
     while v >= 100 {
         let pair = (v % 100) as usize * 2;
@@ -106,7 +111,7 @@ pub(crate) fn write_u64(out: &mut Vec<u8>, mut v: u64) {
         pos -= 1;
         buf[pos] = b'0' + v as u8;
     }
-    out.extend_from_slice(&buf[pos..]);
+    &buf[pos..]
 }
 
 /// Appends the decimal digits of `v`, with a `-` when negative.
