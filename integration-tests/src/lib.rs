@@ -47,6 +47,7 @@
 //! Temporary directories of a test that panicked are always kept, and their
 //! paths printed.
 
+pub mod chunk_reads;
 mod cluster;
 mod db;
 mod engine;

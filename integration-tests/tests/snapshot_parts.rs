@@ -22,8 +22,9 @@ use cdc_postgres::ident::quote_table;
 use cdc_postgres::pgoutput::{decode, Message};
 use cdc_postgres::snapshot::{
     chunk_query, describe_table, plan_chunks, read_chunk, rewritten_since_snapshot, ChunkBounds,
-    ChunkStrategy, ClaimedChunk, Job, JobState, MetadataStore, Progress,
+    ChunkStrategy, ClaimedChunk, CopyFormat, Job, JobState, MetadataStore, Progress,
 };
+use integration_tests::chunk_reads::read_chunk_rows;
 use integration_tests::multiset::{canonical, multiset_diff};
 use integration_tests::{quote_literal, TestDb};
 use sqlx::postgres::PgConnection;
@@ -127,25 +128,11 @@ async fn read_chunks(
     chunks: &[ChunkBounds],
     rows_per_batch: usize,
 ) -> Vec<Vec<u8>> {
+    let format = CopyFormat::Auto.for_table(&info.schema);
     let mut out = Vec::new();
     for bounds in chunks {
-        let (tx, mut rx) = mpsc::channel::<Vec<Row>>(2);
-        let schema = info.schema.clone();
-        let collect = tokio::spawn(async move {
-            let mut rows = Vec::new();
-            while let Some(batch) = rx.recv().await {
-                assert!(!batch.is_empty() && batch.len() <= rows_per_batch);
-                rows.extend(batch.iter().map(|r| render(&schema, r)));
-            }
-            rows
-        });
-        let n = read_chunk(conn, info, bounds, rows_per_batch, &tx)
-            .await
-            .unwrap_or_else(|e| panic!("reading {bounds:?} of {}: {e}", info.schema.name));
-        drop(tx);
-        let rows = collect.await.unwrap();
-        assert_eq!(n as usize, rows.len(), "{bounds:?}");
-        out.extend(rows);
+        let rows = read_chunk_rows(conn, info, bounds, format, rows_per_batch).await;
+        out.extend(rows.iter().map(|r| render(&info.schema, r)));
     }
     out
 }

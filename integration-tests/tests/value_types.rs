@@ -17,15 +17,13 @@ use std::sync::Arc;
 use cdc_core::encode::write_value;
 use cdc_core::{Row, TableName, TableSchema, Value};
 use cdc_postgres::catalog::RelationInfo;
-use cdc_postgres::snapshot::{
-    describe_table, read_chunk_from, ChunkBounds, CopyFormat, ReadFormat,
-};
+use cdc_postgres::snapshot::{describe_table, ChunkBounds, CopyFormat, ReadFormat};
 use cdc_postgres::value::{load_value_types, BinaryType, ScalarKind, ValueType};
+use integration_tests::chunk_reads::read_chunk_rows;
 use integration_tests::value_columns::{create_value_table, SETUP};
 use integration_tests::{quote_ident, TestDb};
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection, Row as _, ValueRef};
-use tokio::sync::mpsc;
 
 /// The session settings the replication and snapshot connections pin.
 const PINNED: &str = "SET DateStyle = ISO; SET TimeZone = 'UTC'; SET IntervalStyle = postgres; \
@@ -303,24 +301,11 @@ async fn load_value_types_resolves_user_types() {
 /// Every row of `info`'s columns read by the snapshot reader in `format`
 /// (one chunk: the whole table).
 async fn read_table(conn: &mut PgConnection, info: &RelationInfo, format: ReadFormat) -> Vec<Row> {
-    let (tx, mut rx) = mpsc::channel::<Vec<Row>>(4);
-    let collect = tokio::spawn(async move {
-        let mut rows = Vec::new();
-        while let Some(batch) = rx.recv().await {
-            rows.extend(batch);
-        }
-        rows
-    });
     let bounds = ChunkBounds::Ctid {
         start_block: 0,
         end_block: None,
     };
-    let name = info.schema.name.clone();
-    read_chunk_from(conn, info, &name, &bounds, format, 64, &tx)
-        .await
-        .unwrap_or_else(|e| panic!("reading {name} as {format:?}: {e}"));
-    drop(tx);
-    collect.await.unwrap()
+    read_chunk_rows(conn, info, &bounds, format, 64).await
 }
 
 /// `info` with only the columns that have a binary decoder.
