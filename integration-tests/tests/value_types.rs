@@ -19,7 +19,7 @@ use cdc_core::{Row, TableName, TableSchema, Value};
 use cdc_postgres::catalog::RelationInfo;
 use cdc_postgres::snapshot::{describe_table, ChunkBounds, CopyFormat, ReadFormat};
 use cdc_postgres::value::{load_value_types, BinaryType, ScalarKind, ValueType};
-use integration_tests::chunk_reads::read_chunk_rows;
+use integration_tests::chunk_reads::{read_chunk_rows_on, ChunkReader};
 use integration_tests::value_columns::{create_value_table, SETUP};
 use integration_tests::{quote_ident, TestDb};
 use sqlx::postgres::PgConnection;
@@ -299,13 +299,13 @@ async fn load_value_types_resolves_user_types() {
 }
 
 /// Every row of `info`'s columns read by the snapshot reader in `format`
-/// (one chunk: the whole table).
-async fn read_table(conn: &mut PgConnection, info: &RelationInfo, format: ReadFormat) -> Vec<Row> {
+/// on `reader` (one chunk: the whole table).
+async fn read_table(reader: ChunkReader<'_>, info: &RelationInfo, format: ReadFormat) -> Vec<Row> {
     let bounds = ChunkBounds::Ctid {
         start_block: 0,
         end_block: None,
     };
-    read_chunk_rows(conn, info, &bounds, format, 64).await
+    read_chunk_rows_on(reader, info, &bounds, format, 64).await
 }
 
 /// `info` with only the columns that have a binary decoder.
@@ -372,26 +372,38 @@ async fn diff_with_to_jsonb(
     (failures, compared)
 }
 
-/// Reads `table` (`info`'s columns) in `format` and compares every cell
-/// with `to_jsonb`: a report of the first 20 differences, if any, and how
-/// many cells were compared.
+/// Reads `table` (`info`'s columns) in `format`, on a driver connection
+/// and on the readers' own COPY connection to `url`, and compares every
+/// cell with `to_jsonb`: a report of the first 20 differences of each
+/// read, if any, and how many cells each read compared.
 async fn read_and_compare(
     conn: &mut PgConnection,
+    url: &str,
     table: &str,
     info: &RelationInfo,
     format: ReadFormat,
-) -> (Option<String>, usize) {
-    let rows = read_table(conn, info, format).await;
-    let (failures, compared) = diff_with_to_jsonb(conn, table, info, &rows).await;
-    let report = (!failures.is_empty()).then(|| {
-        let first: Vec<&str> = failures.iter().take(20).map(String::as_str).collect();
-        format!(
-            "{format:?}: {} of {compared} cells differ, the first:\n{}",
-            failures.len(),
-            first.join("\n")
-        )
-    });
-    (report, compared)
+) -> (Vec<String>, usize) {
+    let driver = read_table(ChunkReader::Driver(conn), info, format).await;
+    let own = read_table(ChunkReader::Own(url), info, format).await;
+    let mut reports = Vec::new();
+    let mut counts = Vec::new();
+    for (via, rows) in [("driver", driver), ("own", own)] {
+        let (failures, compared) = diff_with_to_jsonb(conn, table, info, &rows).await;
+        counts.push(compared);
+        if !failures.is_empty() {
+            let first: Vec<&str> = failures.iter().take(20).map(String::as_str).collect();
+            reports.push(format!(
+                "{format:?} on the {via} connection: {} of {compared} cells differ, the first:\n{}",
+                failures.len(),
+                first.join("\n")
+            ));
+        }
+    }
+    assert_eq!(
+        counts[0], counts[1],
+        "{format:?}: cells compared per connection"
+    );
+    (reports, counts[0])
 }
 
 /// The snapshot reader renders every cell like `to_jsonb` in both `COPY`
@@ -419,7 +431,7 @@ async fn snapshot_reads_render_every_type_like_to_jsonb_in_both_copy_formats() {
 
     let mut report = Vec::new();
     for (info, format) in [(&info, ReadFormat::Text), (&binary, ReadFormat::Binary)] {
-        let (problems, compared) = read_and_compare(&mut conn, "vt", info, format).await;
+        let (problems, compared) = read_and_compare(&mut conn, db.url(), "vt", info, format).await;
         assert!(compared > 200, "{format:?}: only {compared} cells compared");
         report.extend(problems);
     }
@@ -467,7 +479,8 @@ async fn random_values_over_each_types_range_render_alike_in_both_copy_formats()
     assert_eq!(CopyFormat::Auto.for_table(&info.schema), ReadFormat::Binary);
     let mut report = Vec::new();
     for format in [ReadFormat::Text, ReadFormat::Binary] {
-        let (problems, compared) = read_and_compare(&mut conn, "rnd", &info, format).await;
+        let (problems, compared) =
+            read_and_compare(&mut conn, db.url(), "rnd", &info, format).await;
         assert_eq!(compared, 20_000 * 9, "{format:?}");
         report.extend(problems);
     }

@@ -52,6 +52,10 @@ pub struct WorkerArgs {
     /// (binary where every column's type allows), for comparing the two.
     #[arg(long)]
     pub text_copy: bool,
+    /// Read the snapshot's chunks on the driver's connection instead of
+    /// the reader's own COPY connection, for comparing the two.
+    #[arg(long)]
+    pub driver_copy: bool,
     /// Write into the engine's file sink at this path instead of dropping.
     #[arg(long)]
     pub file: Option<PathBuf>,
@@ -154,6 +158,9 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         }
         if args.text_copy {
             cfg.snapshot.copy_format = CopyFormat::Text;
+        }
+        if args.driver_copy {
+            cfg.snapshot.own_copy_connection = false;
         }
     }
     let shared = Arc::new(Shared {

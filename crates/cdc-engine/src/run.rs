@@ -12,7 +12,8 @@ use tracing::Instrument;
 use cdc_postgres::SnapshotSettings;
 
 use crate::config::{
-    ChunkRows, Chunking, Config, CopyFormat, SinkConfig, SnapshotConfig, SnapshotMode,
+    ChunkRows, Chunking, Config, CopyConnection, CopyFormat, SinkConfig, SnapshotConfig,
+    SnapshotMode,
 };
 use crate::engine_state::EngineState;
 use crate::lag_poll::run_lag_poll;
@@ -125,6 +126,7 @@ fn snapshot_settings(s: &SnapshotConfig) -> SnapshotSettings {
         CopyFormat::Auto => cdc_postgres::CopyFormat::Auto,
         CopyFormat::Text => cdc_postgres::CopyFormat::Text,
     };
+    settings.own_copy_connection = s.copy_connection == CopyConnection::Own;
     settings.workers = s.workers;
     settings.claim_timeout = s.claim_timeout;
     settings.heartbeat_interval = s.heartbeat_interval;
@@ -364,5 +366,13 @@ mod tests {
         config.copy_format = CopyFormat::Text;
         let text = snapshot_settings(&config).copy_format;
         assert_eq!(text, cdc_postgres::CopyFormat::Text);
+    }
+
+    #[test]
+    fn snapshot_settings_carry_the_copy_connection() {
+        let mut config = SnapshotConfig::default();
+        assert!(snapshot_settings(&config).own_copy_connection);
+        config.copy_connection = CopyConnection::Driver;
+        assert!(!snapshot_settings(&config).own_copy_connection);
     }
 }

@@ -25,6 +25,17 @@ pub enum PgError {
     /// The replication connection failed.
     #[error("replication stream")]
     Replication(#[source] ReplicationError),
+    /// The snapshot reader's own COPY connection failed (connecting,
+    /// authenticating, a query, or the COPY itself).
+    #[error("{context}")]
+    Copy {
+        /// What was being done.
+        context: String,
+        /// The protocol client's error (a server error carries its
+        /// SQLSTATE).
+        #[source]
+        source: ReplicationError,
+    },
     /// A pgoutput message could not be decoded.
     #[error("malformed pgoutput message")]
     Decode(#[from] crate::pgoutput::DecodeError),
@@ -91,8 +102,9 @@ pub enum PgError {
     Stopped(String),
 }
 
-/// A failure of the replication connection (connecting, streaming,
-/// sending standby status). Its `Display` and `source()` carry the
+/// A failure of a connection that speaks the protocol directly: the
+/// replication connection (connecting, streaming, sending standby status)
+/// or the snapshot reader's COPY connection. Its `Display` and `source()` carry the
 /// protocol client's own message; the type keeps that client out of this
 /// crate's public API.
 #[derive(Debug)]
@@ -167,7 +179,11 @@ impl PgError {
             } => db.code().map(|c| c.into_owned()),
             PgError::Replication(ReplicationError(pgwire_replication::PgWireError::Server(
                 text,
-            ))) => sqlstate_in_text(text).map(str::to_owned),
+            )))
+            | PgError::Copy {
+                source: ReplicationError(pgwire_replication::PgWireError::Server(text)),
+                ..
+            } => sqlstate_in_text(text).map(str::to_owned),
             _ => None,
         }
     }
@@ -181,7 +197,11 @@ impl PgError {
             } => Some(db.message().to_owned()),
             PgError::Replication(ReplicationError(pgwire_replication::PgWireError::Server(
                 text,
-            ))) => Some(text.clone()),
+            )))
+            | PgError::Copy {
+                source: ReplicationError(pgwire_replication::PgWireError::Server(text)),
+                ..
+            } => Some(text.clone()),
             _ => None,
         }
     }
@@ -290,7 +310,11 @@ impl PgError {
             PgError::SnapshotGone(_) | PgError::ClaimLost(_) | PgError::TableRewritten { .. } => {
                 true
             }
-            PgError::Replication(ReplicationError(e)) => match e {
+            PgError::Replication(ReplicationError(e))
+            | PgError::Copy {
+                source: ReplicationError(e),
+                ..
+            } => match e {
                 W::Auth(_) | W::Tls(_) | W::MessageTooLarge { .. } => false,
                 W::Server(_) => self.sqlstate().is_none_or(|c| transient_sqlstate(&c)),
                 // I/O, protocol, the client's task, and whatever else: retry.

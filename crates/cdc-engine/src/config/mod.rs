@@ -34,7 +34,8 @@ pub use model::{
 pub use sink::{FileSinkConfig, SinkConfig, StdoutSinkConfig};
 pub use slot::SlotConfig;
 pub use snapshot::{
-    ChunkRows, Chunking, CopyFormat, IncrementalConfig, SnapshotConfig, SnapshotMode,
+    ChunkRows, Chunking, CopyConnection, CopyFormat, IncrementalConfig, SnapshotConfig,
+    SnapshotMode,
 };
 pub use table_name::{parse_table_name, TableNameError};
 pub use validate::validate;

@@ -57,6 +57,23 @@ pub enum CopyFormat {
     Text,
 }
 
+/// A value of `snapshot.copy_connection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CopyConnection {
+    /// `own` (the default): each reader reads its chunks on a connection
+    /// of its own that speaks the protocol directly (large reads, each row
+    /// decoded where it was read). It authenticates with a password or
+    /// SCRAM-SHA-256 over TCP (with TLS as `source.url` says); when the
+    /// server asks for another method, or `source.url` names a
+    /// Unix-domain socket, the reader uses the driver's connection.
+    #[default]
+    Own,
+    /// `driver`: chunks are read on the reader's driver connection.
+    Driver,
+}
+
 /// A value of `snapshot.chunk_rows`: `auto` or a number of rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -137,6 +154,10 @@ pub struct SnapshotConfig {
     /// or `text`. Default `auto`; both give the same values.
     #[serde(default)]
     pub copy_format: CopyFormat,
+    /// `copy_connection`: `own` (a connection of each reader's own, the
+    /// default) or `driver`. Both give the same values.
+    #[serde(default)]
+    pub copy_connection: CopyConnection,
     /// `workers`: chunks read in parallel by this instance, 1 to 64.
     /// Default `4`.
     #[serde(default = "default_workers")]
@@ -210,6 +231,7 @@ impl Default for SnapshotConfig {
             chunking: Chunking::default(),
             chunk_rows: ChunkRows::default(),
             copy_format: CopyFormat::default(),
+            copy_connection: CopyConnection::default(),
             workers: default_workers(),
             claim_timeout: default_claim_timeout(),
             heartbeat_interval: default_heartbeat_interval(),
@@ -355,6 +377,19 @@ mod tests {
         assert_eq!(c.snapshot.chunking, super::Chunking::Key);
         assert_eq!(c.snapshot.chunk_rows, super::ChunkRows::Rows(500));
         assert_eq!(c.snapshot.workers, 2);
+    }
+
+    #[test]
+    fn copy_connection_is_own_unless_driver_is_given() {
+        let c = parse_config(BASE).unwrap();
+        assert_eq!(c.snapshot.copy_connection, super::CopyConnection::Own);
+        let c = parse_config(&format!("{BASE}snapshot:\n  copy_connection: driver\n")).unwrap();
+        assert_eq!(c.snapshot.copy_connection, super::CopyConnection::Driver);
+        let found = problems("snapshot:\n  copy_connection: fast\n");
+        assert!(
+            found.contains("snapshot.copy_connection") && found.contains("own"),
+            "copy_connection: fast gave {found:?}"
+        );
     }
 
     #[test]

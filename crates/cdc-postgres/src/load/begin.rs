@@ -25,7 +25,7 @@ use super::workers::{run_heartbeat, run_reader, Claims, HeartbeatContext, Reader
 use crate::conn::for_role;
 use crate::error::PgError;
 use crate::setup;
-use crate::snapshot::{Job, JobState, MetadataStore};
+use crate::snapshot::{CopyTarget, Job, JobState, MetadataStore};
 
 /// What [`Start::reconcile`] decided.
 enum Reconciled {
@@ -291,6 +291,15 @@ impl Start {
             stop: stop.clone(),
             snapshot_gone: snapshot_gone.clone(),
             status: status.clone(),
+            copy_target: req
+                .settings
+                .own_copy_connection
+                .then(|| {
+                    let reader = for_role(&req.options, "reader");
+                    let name = reader.get_application_name().unwrap_or("cdc-engine/reader");
+                    CopyTarget::of_replication(&req.replication, name.to_owned())
+                })
+                .flatten(),
         };
         let heartbeat = HeartbeatContext {
             options: req.options.clone(),

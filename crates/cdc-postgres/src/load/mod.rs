@@ -50,6 +50,7 @@
 //! ([`crate::snapshot::MetadataStore::read_from_differs`]).
 
 mod begin;
+mod chunk_conn;
 mod completion;
 mod coordinator;
 mod emitter;

@@ -91,6 +91,14 @@ pub struct SnapshotSettings {
     /// The `COPY` format of the readers: binary where every column of a
     /// table has a binary decoder (the default), or always text.
     pub copy_format: CopyFormat,
+    /// Read each chunk on a connection of the reader's own that speaks
+    /// the protocol directly (large reads, each row decoded where it was
+    /// read; the default), or on the driver's connection. The own
+    /// connection authenticates with a password or SCRAM-SHA-256 over TCP,
+    /// with TLS as the replication connection; when the server asks for
+    /// another method, or the URL names a Unix-domain socket, chunks are
+    /// read on the driver's connection.
+    pub own_copy_connection: bool,
 }
 
 impl Default for SnapshotSettings {
@@ -107,6 +115,7 @@ impl Default for SnapshotSettings {
             metadata_schema: "cdc".into(),
             rows_per_batch: 512,
             copy_format: CopyFormat::Auto,
+            own_copy_connection: true,
         }
     }
 }

@@ -13,15 +13,16 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::export::{import_snapshot, import_snapshot_and_check};
+use super::chunk_conn::ChunkConn;
+use super::export::import_snapshot;
 use super::item::{ChunkInfo, LoadItem};
 use super::settings::SnapshotSettings;
 use crate::catalog::RelationInfo;
 use crate::conn::{for_role, Reconnects};
 use crate::error::PgError;
 use crate::snapshot::{
-    describe_published_table, read_chunk_from, rewritten_since_snapshot, ClaimedChunk, HeapFiles,
-    MetadataStore, PlannedChunk,
+    describe_published_table, rewritten_since_snapshot, ClaimedChunk, ConnectError, CopyConn,
+    CopyTarget, HeapFiles, MetadataStore, PlannedChunk,
 };
 
 /// One claim this instance holds.
@@ -174,6 +175,9 @@ pub(crate) struct ReaderContext {
     pub snapshot_gone: Arc<AtomicU64>,
     /// Where tables read again after a rewrite are counted.
     pub status: SourceStatus,
+    /// Where the reader's own COPY connection connects; `None`: chunks
+    /// are read on the driver's connection.
+    pub copy_target: Option<CopyTarget>,
 }
 
 /// The tables a reader has described, under the exported snapshot they
@@ -193,6 +197,8 @@ struct Schemas {
 pub(crate) async fn run_reader(mut ctx: ReaderContext) {
     let mut schemas = Schemas::default();
     let mut conn: Option<PgConnection> = None;
+    let mut own: Option<CopyConn> = None;
+    let mut own_target = ctx.copy_target.take();
     let mut reconnects = Reconnects::new("reader", Duration::from_secs(5));
     let idle = Duration::from_millis(500);
     loop {
@@ -211,7 +217,32 @@ pub(crate) async fn run_reader(mut ctx: ReaderContext) {
                 }
             },
         };
-        match read_one(&ctx, c, &mut schemas).await {
+        if let (None, Some(target)) = (&own, &own_target) {
+            match CopyConn::connect(target).await {
+                Ok(o) => own = Some(o),
+                Err(ConnectError::Unsupported(what)) => {
+                    tracing::info!(
+                        "snapshot reader: the server asks for {what}, which only the driver's \
+                         connection speaks; chunks are read on it"
+                    );
+                    own_target = None;
+                }
+                Err(ConnectError::Failed(e)) => {
+                    let delay = reader_failed(&ctx, &mut reconnects, e, idle * 2).await;
+                    tokio::select! { _ = ctx.stop.cancelled() => return, _ = tokio::time::sleep(delay) => {} }
+                    continue;
+                }
+            }
+        }
+        let read = read_one(&ctx, c, own.as_mut(), &mut schemas).await;
+        if read.is_err() {
+            // Whatever failed, the next chunk starts on a new COPY
+            // connection.
+            if let Some(o) = own.take() {
+                o.close().await;
+            }
+        }
+        match read {
             Ok(true) => reconnects.restored(),
             Ok(false) => {
                 // Nothing claimable now: finished, or chunks are still being
@@ -220,7 +251,12 @@ pub(crate) async fn run_reader(mut ctx: ReaderContext) {
                 // while (other instances, claims that time out).
                 ctx.chunks_done.borrow_and_update();
                 match ctx.store.all_done(c, &ctx.slot).await {
-                    Ok(true) => return,
+                    Ok(true) => {
+                        if let Some(o) = own.take() {
+                            o.close().await;
+                        }
+                        return;
+                    }
                     Ok(false) => reconnects.restored(),
                     Err(e) => {
                         conn = None;
@@ -280,6 +316,7 @@ async fn reader_failed(
 async fn read_one(
     ctx: &ReaderContext,
     conn: &mut PgConnection,
+    own: Option<&mut CopyConn>,
     schemas: &mut Schemas,
 ) -> Result<bool, PgError> {
     crate::failpoint::failpoint!("snapshot::reader_before_claim");
@@ -303,24 +340,37 @@ async fn read_one(
             PgError::SnapshotGone("no snapshot recorded (or the job disappeared)".into())
         })?;
         // A table already described under this snapshot: the import and
-        // the rewrite check go in one round trip.
+        // the rewrite check go in one round trip. Otherwise the driver's
+        // connection describes it; with an own COPY connection, the
+        // chunk's transaction is then begun there.
         let described = (schemas.snapshot == name)
             .then(|| schemas.tables.get(&chunk.table).cloned())
             .flatten();
-        let prepared = match described {
-            // No transaction is left open when this fails.
-            Some(info) => Ok((
-                import_snapshot_and_check(conn, &name, &info.schema).await?,
-                info,
-            )),
+        let prepared: Result<(Option<HeapFiles>, RelationInfo), PgError> = match described {
+            Some(info) => Ok((None, info)),
             None => {
                 import_snapshot(conn, &name).await?;
                 if schemas.snapshot != name {
                     schemas.tables.clear();
-                    schemas.snapshot = name;
+                    schemas.snapshot = name.clone();
                 }
-                describe_and_check(ctx, conn, schemas, &chunk.table).await
+                let described = describe_and_check(ctx, conn, schemas, &chunk.table).await;
+                if own.is_some() {
+                    // The describing transaction ends here, failed or not.
+                    let _ = sqlx::raw_sql("COMMIT").execute(&mut *conn).await;
+                }
+                described.map(|(heap, info)| (own.is_none().then_some(heap), info))
             }
+        };
+        let mut on = match own {
+            Some(own) => ChunkConn::Own(own),
+            None => ChunkConn::Driver(conn),
+        };
+        let prepared = match prepared {
+            Ok((Some(heap), info)) => Ok((heap, info)),
+            // No transaction is left open when this fails.
+            Ok((None, info)) => Ok((on.import_and_check(&name, &info.schema).await?, info)),
+            Err(e) => Err(e),
         };
         let read = async {
             // Before any row is handed on: a table rewritten after the
@@ -363,16 +413,16 @@ async fn read_one(
                 // A chunk of a partitioned table reads one partition,
                 // its rows are rows of the partitioned table.
                 let from = chunk.partition.as_ref().map_or(&chunk.table, |p| &p.table);
-                let n = read_chunk_from(
-                    conn,
-                    &info,
-                    from,
-                    &chunk.bounds,
-                    ctx.settings.copy_format.for_table(&info.schema),
-                    ctx.settings.rows_per_batch,
-                    &tx,
-                )
-                .await;
+                let n = on
+                    .read(
+                        &info,
+                        from,
+                        &chunk.bounds,
+                        ctx.settings.copy_format.for_table(&info.schema),
+                        ctx.settings.rows_per_batch,
+                        &tx,
+                    )
+                    .await;
                 drop(tx);
                 n
             };
@@ -383,7 +433,7 @@ async fn read_one(
             Ok::<(), PgError>(())
         }
         .await;
-        let _ = sqlx::raw_sql("COMMIT").execute(&mut *conn).await;
+        let _ = on.commit().await;
         read
     }
     .await;

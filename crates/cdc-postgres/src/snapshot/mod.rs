@@ -65,6 +65,7 @@
 //! started over ([`MetadataStore::reread_table`]).
 
 pub mod copy_binary;
+mod copy_conn;
 pub mod copy_text;
 mod decode;
 mod format;
@@ -89,8 +90,12 @@ pub(crate) use published::{published_row, server_version};
 pub use format::{CopyFormat, ReadFormat};
 pub use query::{chunk_query, chunk_query_from};
 pub(crate) use query::{row_value, string_literal};
-pub(crate) use read::{heap_files, read_copy, rewrite_check_context, rewrite_check_sql};
-pub use read::{read_chunk, read_chunk_from, rewritten_since_snapshot, HeapFiles};
+pub(crate) use copy_conn::{ConnectError, CopyConn, CopyTarget};
+pub(crate) use read::{
+    heap_files, heap_files_text, read_chunk_own, read_copy, rewrite_check_context,
+    rewrite_check_sql,
+};
+pub use read::{read_chunk, read_chunk_from, rewritten_since_snapshot, ChunkConnection, HeapFiles};
 pub use stats::{
     auto_chunk_rows, estimated_rows, AUTO_CHUNKS_PER_WORKER, AUTO_MAX_CHUNK_ROWS,
     AUTO_MIN_CHUNK_ROWS, DEFAULT_ROWS_PER_BLOCK,

@@ -7,6 +7,7 @@ use futures::TryStreamExt;
 use sqlx::PgConnection;
 use tokio::sync::mpsc;
 
+use super::copy_conn::{ConnectError, CopyConn, CopyTarget};
 use super::decode::RowDecoder;
 use super::format::{CopyFormat, ReadFormat};
 use super::plan::ChunkBounds;
@@ -93,6 +94,30 @@ pub(crate) fn heap_files(
     Ok(HeapFiles {
         rewritten: rewritten > 0,
         files,
+    })
+}
+
+/// What the row of [`rewrite_check_sql`] says, read as text (by the
+/// reader's own COPY connection; `None`: no row came).
+pub(crate) fn heap_files_text(
+    row: Option<&[Option<String>]>,
+    table: &cdc_core::TableSchema,
+) -> Result<HeapFiles, PgError> {
+    let bad = |what: &str| {
+        PgError::Protocol(format!(
+            "{}: the rewrite check returned {what}",
+            rewrite_check_context(table)
+        ))
+    };
+    let Some([Some(rewritten), Some(files)]) = row else {
+        return Err(bad("no row, or not the two values expected"));
+    };
+    let rewritten: i64 = rewritten
+        .parse()
+        .map_err(|_| bad(&format!("the count {rewritten:?}")))?;
+    Ok(HeapFiles {
+        rewritten: rewritten > 0,
+        files: files.clone(),
     })
 }
 
@@ -184,59 +209,179 @@ pub(crate) async fn read_copy(
     rows_per_batch: usize,
     tx: &mpsc::Sender<Vec<Row>>,
 ) -> Result<u64, PgError> {
-    let schema = &table.schema;
     // Before the COPY starts: an error here leaves `conn` as it was.
-    let mut decoder = RowDecoder::new(table, format, conn.server_version_num())?;
-    let rows_per_batch = rows_per_batch.max(1);
+    let mut rows = Batcher::new(table, format, conn.server_version_num(), rows_per_batch, tx)?;
     let ctx = || what.to_owned();
     let mut stream = conn
         .copy_out_raw(sql)
         .await
         .map_err(|e| PgError::sql(ctx(), e))?;
-
-    let mut batch: Vec<Row> = Vec::with_capacity(rows_per_batch);
-    let mut total = 0u64;
     let read = async {
         while let Some(chunk) = stream
             .try_next()
             .await
             .map_err(|e| PgError::sql(ctx(), e))?
         {
-            decoder.push(&chunk, &mut batch)?;
-            while batch.len() >= rows_per_batch {
-                let rest = batch.split_off(rows_per_batch);
-                let full = std::mem::replace(&mut batch, rest);
-                total += full.len() as u64;
-                send(tx, full, schema).await?;
-                batch.reserve(rows_per_batch.saturating_sub(batch.len()));
-            }
+            rows.push(&chunk).await?;
         }
-        decoder.finish()?;
-        if !batch.is_empty() {
-            total += batch.len() as u64;
-            send(tx, std::mem::take(&mut batch), schema).await?;
-        }
-        Ok::<_, PgError>(())
+        rows.finish().await
     }
     .await;
-    if let Err(e) = read {
+    if read.is_err() {
         // The driver cannot resume a connection whose COPY output was left
         // unread: read the rest (without parsing it) so `conn` stays usable.
         while let Ok(Some(_)) = stream.try_next().await {}
-        return Err(e);
     }
-    Ok(total)
+    read
 }
 
-async fn send(
+/// [`read_chunk_from`] on the reader's own COPY connection
+/// ([`CopyConn`]): each `CopyData` message is decoded where it was read.
+/// After an error the rest of the COPY is read and discarded when the
+/// connection still works; the caller should close it all the same.
+pub(crate) async fn read_chunk_own(
+    conn: &mut CopyConn,
+    table: &RelationInfo,
+    from: &cdc_core::TableName,
+    bounds: &ChunkBounds,
+    format: ReadFormat,
+    rows_per_batch: usize,
     tx: &mpsc::Sender<Vec<Row>>,
-    rows: Vec<Row>,
-    table: &cdc_core::TableSchema,
-) -> Result<(), PgError> {
-    tx.send(rows).await.map_err(|_| {
-        PgError::Protocol(format!(
-            "snapshot of {}: the receiver of the rows has gone away",
-            table.name
-        ))
-    })
+) -> Result<u64, PgError> {
+    let sql = chunk_query_from(
+        &table.schema,
+        from,
+        bounds,
+        table.row_filter.as_deref(),
+        format,
+    );
+    let what = format!("reading a {} chunk of {}", bounds.strategy_name(), from);
+    let version = conn.server_version_num();
+    let mut rows = Batcher::new(table, format, version, rows_per_batch, tx)?;
+    conn.copy_out(&sql, &what).await?;
+    let read = async {
+        while let Some(chunk) = conn.copy_data(&what).await? {
+            rows.push(chunk).await?;
+        }
+        rows.finish().await
+    }
+    .await;
+    if read.is_err() {
+        while let Ok(Some(_)) = conn.copy_data(&what).await {}
+    }
+    read
+}
+
+/// A connection of its own for reading chunks, as the snapshot's readers
+/// do by default: it speaks the protocol directly, reads the server's
+/// output in large reads and decodes each row where it was read. Connects
+/// over TCP (optionally TLS) with a password or SCRAM-SHA-256, or to a
+/// server that trusts the client; for other setups use [`read_chunk_from`]
+/// on a driver connection.
+pub struct ChunkConnection(CopyConn);
+
+impl ChunkConnection {
+    /// Connects to `url` (`postgres://user:password@host:port/database`,
+    /// with `sslmode` and `sslrootcert` as for the source) with the pinned
+    /// session settings, as `application_name`.
+    pub async fn connect(url: &str, application_name: &str) -> Result<Self, PgError> {
+        let params = crate::conn::ConnParams::parse(url)?;
+        let cfg = crate::replication::PgWireTransport::replication_config(&params, "", "");
+        let target = CopyTarget::of_replication(&cfg, application_name.to_owned()).ok_or_else(
+            || PgError::InvalidUrl("a Unix-domain socket: use a driver connection".into()),
+        )?;
+        match CopyConn::connect(&target).await {
+            Ok(conn) => Ok(Self(conn)),
+            Err(ConnectError::Failed(e)) => Err(e),
+            Err(ConnectError::Unsupported(what)) => Err(PgError::Setup(format!(
+                "the server asks for {what}, which this connection does not speak"
+            ))),
+        }
+    }
+
+    /// [`read_chunk_from`] on this connection (outside any transaction, or
+    /// inside the one begun by a statement sent before).
+    pub async fn read_chunk_from(
+        &mut self,
+        table: &RelationInfo,
+        from: &cdc_core::TableName,
+        bounds: &ChunkBounds,
+        format: ReadFormat,
+        rows_per_batch: usize,
+        tx: &mpsc::Sender<Vec<Row>>,
+    ) -> Result<u64, PgError> {
+        read_chunk_own(&mut self.0, table, from, bounds, format, rows_per_batch, tx).await
+    }
+
+    /// Ends the session.
+    pub async fn close(self) {
+        self.0.close().await;
+    }
+}
+
+/// Decodes COPY data into rows and sends them on in batches of
+/// `rows_per_batch` (the last one smaller).
+struct Batcher<'a> {
+    decoder: RowDecoder<'a>,
+    batch: Vec<Row>,
+    rows_per_batch: usize,
+    total: u64,
+    tx: &'a mpsc::Sender<Vec<Row>>,
+    table: &'a RelationInfo,
+}
+
+impl<'a> Batcher<'a> {
+    fn new(
+        table: &'a RelationInfo,
+        format: ReadFormat,
+        server_version_num: Option<u32>,
+        rows_per_batch: usize,
+        tx: &'a mpsc::Sender<Vec<Row>>,
+    ) -> Result<Self, PgError> {
+        let rows_per_batch = rows_per_batch.max(1);
+        Ok(Self {
+            decoder: RowDecoder::new(table, format, server_version_num)?,
+            batch: Vec::with_capacity(rows_per_batch),
+            rows_per_batch,
+            total: 0,
+            tx,
+            table,
+        })
+    }
+
+    /// Decodes `chunk` (COPY data cut anywhere) and sends full batches.
+    async fn push(&mut self, chunk: &[u8]) -> Result<(), PgError> {
+        self.decoder.push(chunk, &mut self.batch)?;
+        while self.batch.len() >= self.rows_per_batch {
+            let rest = self.batch.split_off(self.rows_per_batch);
+            let full = std::mem::replace(&mut self.batch, rest);
+            self.send(full).await?;
+            self.batch
+                .reserve(self.rows_per_batch.saturating_sub(self.batch.len()));
+        }
+        Ok(())
+    }
+
+    /// Checks that the COPY data ended at a row's end, sends the last
+    /// batch and returns how many rows were sent.
+    async fn finish(&mut self) -> Result<u64, PgError> {
+        self.decoder.finish()?;
+        if !self.batch.is_empty() {
+            let last = std::mem::take(&mut self.batch);
+            self.send(last).await?;
+        }
+        Ok(self.total)
+    }
+
+    async fn send(&mut self, rows: Vec<Row>) -> Result<(), PgError> {
+        let n = rows.len() as u64;
+        self.tx.send(rows).await.map_err(|_| {
+            PgError::Protocol(format!(
+                "snapshot of {}: the receiver of the rows has gone away",
+                self.table.schema.name
+            ))
+        })?;
+        self.total += n;
+        Ok(())
+    }
 }
