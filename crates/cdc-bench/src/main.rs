@@ -131,11 +131,6 @@ struct RunArgs {
     latency_secs: Option<u64>,
 }
 
-/// The engine's allocator (see `cdc-engine`'s `main.rs`), so that the
-/// library cases measure the library as the engine runs it.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -107,12 +107,6 @@ fn say(out: &mut dyn std::io::Write, line: &str) {
     let _ = writeln!(out, "{line}");
 }
 
-/// mimalloc instead of the C library's malloc: the snapshot's rows are
-/// allocated on a reader's thread and freed on a sink's, which glibc's
-/// per-thread arenas handle poorly (12-15 % of the CPU per row, measured).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // The test build reads FAILPOINTS (see the failpoint modules of
     // cdc_postgres and cdc_pipeline).
