@@ -56,27 +56,28 @@ pub async fn read_chunk_rows_on(
     format: ReadFormat,
     rows_per_batch: usize,
 ) -> Vec<Row> {
-    let (tx, mut rx) = mpsc::channel::<Vec<Row>>(2);
-    let collect = tokio::spawn(async move {
-        let mut rows = Vec::new();
-        while let Some(batch) = rx.recv().await {
-            assert!(!batch.is_empty() && batch.len() <= rows_per_batch);
-            rows.extend(batch);
-        }
-        rows
-    });
+    let collector = RowCollector::new(rows_per_batch);
     let name = info.schema.name.clone();
     let via = reader.name();
     let n: Result<u64, PgError> = match reader {
         ChunkReader::Driver(conn) => {
-            read_chunk_from(conn, info, &name, bounds, format, rows_per_batch, &tx).await
+            read_chunk_from(
+                conn,
+                info,
+                &name,
+                bounds,
+                format,
+                rows_per_batch,
+                collector.tx(),
+            )
+            .await
         }
         ChunkReader::Own(url) => {
             let mut conn = ChunkConnection::connect(url, "cdc-test/reader")
                 .await
                 .unwrap_or_else(|e| panic!("connecting the own COPY connection: {e}"));
             let n = conn
-                .read_chunk_from(info, &name, bounds, format, rows_per_batch, &tx)
+                .read_chunk_from(info, &name, bounds, format, rows_per_batch, collector.tx())
                 .await;
             conn.close().await;
             n
@@ -88,8 +89,42 @@ pub async fn read_chunk_rows_on(
             cdc_core::error_chain(&e)
         )
     });
-    drop(tx);
-    let rows = collect.await.expect("the row collector panicked");
+    let rows = collector.finish().await;
     assert_eq!(n as usize, rows.len(), "{bounds:?} of {name} ({via})");
     rows
+}
+
+/// Collects the batches a chunk read sends: give the read [`RowCollector::tx`],
+/// then [`RowCollector::finish`]. Every batch must hold 1 to
+/// `rows_per_batch` rows.
+pub struct RowCollector {
+    tx: mpsc::Sender<Vec<Row>>,
+    collect: tokio::task::JoinHandle<Vec<Row>>,
+}
+
+impl RowCollector {
+    /// A collector of batches of at most `rows_per_batch` rows.
+    pub fn new(rows_per_batch: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Vec<Row>>(2);
+        let collect = tokio::spawn(async move {
+            let mut rows = Vec::new();
+            while let Some(batch) = rx.recv().await {
+                assert!(!batch.is_empty() && batch.len() <= rows_per_batch);
+                rows.extend(batch);
+            }
+            rows
+        });
+        Self { tx, collect }
+    }
+
+    /// Where the read sends its batches.
+    pub fn tx(&self) -> &mpsc::Sender<Vec<Row>> {
+        &self.tx
+    }
+
+    /// Every row sent, in order.
+    pub async fn finish(self) -> Vec<Row> {
+        drop(self.tx);
+        self.collect.await.expect("the row collector panicked")
+    }
 }

@@ -1042,7 +1042,9 @@ async fn every_table_shape_is_copied_exactly() {
 }
 
 /// 6. `snapshot_only` copies the tables and exits 0, leaving no slot and
-///    no publication; a second run copies everything again.
+///    no publication; a second run copies everything again. The first run
+///    reads on the readers' own COPY connections (the default), the
+///    second on their driver connections (`copy_connection: driver`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_only_copies_and_exits() {
     let case = Case::new("snap_only").await;
@@ -1055,10 +1057,15 @@ async fn snapshot_only_copies_and_exits() {
     )
     .await;
     db.exec("ANALYZE public.a, public.b").await;
-    let yaml = case.yaml(
-        &["public.a", "public.b"],
-        "{ mode: snapshot_only, tables: [public.a, public.b], chunk_rows: 1000 }",
-    );
+    let yaml = |connection: &str| {
+        case.yaml(
+            &["public.a", "public.b"],
+            &format!(
+                "{{ mode: snapshot_only, tables: [public.a, public.b], chunk_rows: 1000, \
+                 copy_connection: {connection} }}"
+            ),
+        )
+    };
     let mut want = Vec::new();
     for t in ["public.a", "public.b"] {
         want.push((
@@ -1069,8 +1076,8 @@ async fn snapshot_only_copies_and_exits() {
     let per_run: usize = want.iter().map(|(_, w)| w.len()).sum();
 
     let mut tail = Tail::new(0, out.clone());
-    for run in 1..=2 {
-        let mut engine = Engine::start(&yaml);
+    for (run, connection) in [(1, "own"), (2, "driver")] {
+        let mut engine = Engine::start(&yaml(connection));
         let code = engine.wait_exit(Duration::from_secs(60)).await;
         assert_eq!(
             code,

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::claims::Claims;
 use super::emitter::Emitter;
 use super::export::{
     create_slot_with_export, export_from_transaction, try_coordinator_lock, Export,
@@ -21,7 +22,7 @@ use super::phase::{now_us, SnapshotPhase};
 use super::planner::record_plan;
 use super::request::SnapshotRequest;
 use super::settings::SnapshotMode;
-use super::workers::{run_heartbeat, run_reader, Claims, HeartbeatContext, ReaderContext};
+use super::workers::{run_heartbeat, run_reader, HeartbeatContext, ReaderContext};
 use crate::conn::for_role;
 use crate::error::PgError;
 use crate::setup;

@@ -9,13 +9,12 @@ use cdc_core::{Row, TableName};
 use sqlx::PgConnection;
 use tokio::sync::mpsc;
 
-use super::export::import_snapshot_and_check;
+use super::export::{import_and_check_sql, import_snapshot_and_check};
 use crate::catalog::RelationInfo;
 use crate::error::PgError;
-use crate::ident::quote_literal;
 use crate::snapshot::{
-    heap_files_text, read_chunk_from, read_chunk_own, rewrite_check_context, rewrite_check_sql,
-    ChunkBounds, CopyConn, HeapFiles, ReadFormat,
+    heap_files_text, read_chunk_from, read_chunk_own, rewrite_check_context, ChunkBounds, CopyConn,
+    HeapFiles, ReadFormat,
 };
 
 /// Where a chunk is read.
@@ -40,13 +39,7 @@ impl ChunkConn<'_> {
             ChunkConn::Driver(conn) => return import_snapshot_and_check(conn, name, table).await,
             ChunkConn::Own(conn) => conn,
         };
-        let sql = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
-             SET TRANSACTION SNAPSHOT {};
-             {}",
-            quote_literal(name),
-            rewrite_check_sql(table)
-        );
+        let sql = import_and_check_sql(name, table);
         let context = rewrite_check_context(table);
         let result = conn.simple_query(&sql, &context).await?;
         let Some(e) = result.error else {

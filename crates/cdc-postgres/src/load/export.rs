@@ -129,13 +129,7 @@ pub(crate) async fn import_snapshot_and_check(
 ) -> Result<HeapFiles, PgError> {
     use futures::StreamExt;
 
-    let sql = format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
-         SET TRANSACTION SNAPSHOT {};
-         {}",
-        quote_literal(name),
-        rewrite_check_sql(table)
-    );
+    let sql = import_and_check_sql(name, table);
     // Statements completed: BEGIN, SET TRANSACTION SNAPSHOT, LOCK, the check.
     let mut completed = 0usize;
     let mut row = None;
@@ -168,6 +162,18 @@ pub(crate) async fn import_snapshot_and_check(
         )),
         _ => PgError::sql(rewrite_check_context(table), e),
     })
+}
+
+/// The statements of [`import_snapshot_and_check`], in one message: begin,
+/// import the snapshot `name`, lock `table` and check it for a rewrite.
+pub(crate) fn import_and_check_sql(name: &str, table: &cdc_core::TableSchema) -> String {
+    format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+         SET TRANSACTION SNAPSHOT {};
+         {}",
+        quote_literal(name),
+        rewrite_check_sql(table)
+    )
 }
 
 /// Tries to become the snapshot coordinator for `slot`: a session-level

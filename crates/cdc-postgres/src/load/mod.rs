@@ -51,6 +51,7 @@
 
 mod begin;
 mod chunk_conn;
+mod claims;
 mod completion;
 mod coordinator;
 mod emitter;

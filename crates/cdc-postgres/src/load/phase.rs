@@ -15,11 +15,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::claims::{ClaimFence, Claims};
 use super::emitter::Emitter;
 use super::export::Export;
 use super::item::LoadItem;
 use super::settings::{SnapshotMode, SnapshotSettings};
-use super::workers::{ClaimFence, Claims};
 use crate::conn::{for_role, Reconnects};
 use crate::error::PgError;
 use crate::replication::PgWireTransport;

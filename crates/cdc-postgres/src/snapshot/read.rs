@@ -186,6 +186,18 @@ pub async fn read_chunk_from(
     rows_per_batch: usize,
     tx: &mpsc::Sender<Vec<Row>>,
 ) -> Result<u64, PgError> {
+    let (sql, what) = chunk_copy(table, from, bounds, format);
+    read_copy(conn, table, format, &sql, &what, rows_per_batch, tx).await
+}
+
+/// The `COPY` of the rows of `bounds` from `from` in `format`, and how
+/// errors name the read.
+fn chunk_copy(
+    table: &RelationInfo,
+    from: &cdc_core::TableName,
+    bounds: &ChunkBounds,
+    format: ReadFormat,
+) -> (String, String) {
     let sql = chunk_query_from(
         &table.schema,
         from,
@@ -194,7 +206,7 @@ pub async fn read_chunk_from(
         format,
     );
     let what = format!("reading a {} chunk of {}", bounds.strategy_name(), from);
-    read_copy(conn, table, format, &sql, &what, rows_per_batch, tx).await
+    (sql, what)
 }
 
 /// Runs `sql`, a `COPY (SELECT …) TO STDOUT` of `table`'s columns in
@@ -248,14 +260,7 @@ pub(crate) async fn read_chunk_own(
     rows_per_batch: usize,
     tx: &mpsc::Sender<Vec<Row>>,
 ) -> Result<u64, PgError> {
-    let sql = chunk_query_from(
-        &table.schema,
-        from,
-        bounds,
-        table.row_filter.as_deref(),
-        format,
-    );
-    let what = format!("reading a {} chunk of {}", bounds.strategy_name(), from);
+    let (sql, what) = chunk_copy(table, from, bounds, format);
     let version = conn.server_version_num();
     let mut rows = Batcher::new(table, format, version, rows_per_batch, tx)?;
     conn.copy_out(&sql, &what).await?;
