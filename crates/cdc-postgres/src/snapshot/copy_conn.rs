@@ -30,6 +30,10 @@ use crate::error::{PgError, ReplicationError};
 pub(crate) const READ_SIZE: usize = 64 * 1024;
 /// A buffer grown past this (one huge row) is given back when emptied.
 const KEEP_AT_MOST: usize = 4 * 1024 * 1024;
+/// The longest message a server sends: a row or value is at most 1 GiB
+/// (the server's largest allocation), and its length word counts itself.
+/// A longer length is a broken stream, not something to allocate for.
+const MAX_MESSAGE: usize = (1 << 30) + 4;
 /// Protocol 3.0.
 const PROTOCOL_3_0: i32 = 196_608;
 
@@ -364,7 +368,7 @@ impl CopyConn {
             if let Some(header) = have.get(..5) {
                 let tag = header[0];
                 let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-                if len < 4 {
+                if !(4..=MAX_MESSAGE).contains(&len) {
                     return Err(protocol(context, format!("message length {len}")));
                 }
                 let end = self.pos + 1 + len;
