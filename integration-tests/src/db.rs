@@ -23,6 +23,16 @@ pub fn pg_url() -> String {
     }
 }
 
+/// `url` (`postgres://user:password@host:port/...`) with `addr` for its
+/// host and port (a proxy in front of the server, say).
+pub fn url_with_address(url: &str, addr: std::net::SocketAddr) -> String {
+    let at = url
+        .find('@')
+        .map_or_else(|| url.find("://").map_or(0, |i| i + 3), |i| i + 1);
+    let end = url[at..].find('/').map_or(url.len(), |i| at + i);
+    format!("{}{addr}{}", &url[..at], &url[end..])
+}
+
 /// `url` with its database (the path) replaced by `database`; the query
 /// string, if any, is kept.
 pub fn url_with_database(url: &str, database: &str) -> String {
@@ -463,7 +473,7 @@ pub async fn to_jsonb_rows_on<'e>(
 
 #[cfg(test)]
 mod tests {
-    use super::url_with_database;
+    use super::{url_with_address, url_with_database};
 
     #[test]
     fn replaces_database() {
@@ -482,6 +492,19 @@ mod tests {
         assert_eq!(
             url_with_database("postgres://h?application_name=a", "x"),
             "postgres://h/x?application_name=a"
+        );
+    }
+
+    #[test]
+    fn replaces_host_and_port() {
+        let addr: std::net::SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        assert_eq!(
+            url_with_address("postgres://u:p@127.0.0.1:5432/db?sslmode=disable", addr),
+            "postgres://u:p@127.0.0.1:40001/db?sslmode=disable"
+        );
+        assert_eq!(
+            url_with_address("postgres://h:1/db", addr),
+            "postgres://127.0.0.1:40001/db"
         );
     }
 }

@@ -69,7 +69,7 @@ mod writers;
 pub use cdc_sink_conformance::poll::{wait_for, wait_until};
 pub use cdc_sink_conformance::CutProxy;
 pub use cluster::{pg_bin, Cluster};
-pub use db::{pg_url, url_with_database, TestDb};
+pub use db::{pg_url, url_with_address, url_with_database, TestDb};
 pub use engine::{engine_bin, run_engine, run_engine_validate, Engine};
 pub use kafka_proxy::{KafkaProxy, Released};
 pub use other_cluster::{extra_cluster_url, ExtraDb, SlotsLock};

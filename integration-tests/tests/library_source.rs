@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use cdc_core::{ControlEvent, Event, Op, Source, TableName, Value};
 use cdc_postgres::{ChunkRows, Chunking, PgSource, PgSourceConfig, SnapshotMode};
 use integration_tests::replay::{apply_keyed, changes_of, diff};
-use integration_tests::{unique_suffix, wait_until, TestDb, Workload, Writers};
+use integration_tests::{
+    unique_suffix, url_with_address, wait_until, CutProxy, TestDb, Workload, Writers,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -151,6 +153,87 @@ async fn an_acknowledgement_reaches_the_slot_while_the_consumer_is_idle() {
         confirmed,
         "the slot was not confirmed up to the acknowledged {checkpoint} while the consumer \
          was idle: confirmed_flush_lsn is {now} (it started at {started})"
+    );
+    source.shutdown().await.expect("shutdown");
+    drop(source);
+    db.cleanup().await;
+}
+
+/// A consumer whose `next_batch` calls all time out (100 ms) sooner than
+/// the server accepts a connection (300 ms, through a proxy that holds
+/// each new connection), when the stream has to start again (its walsender
+/// was terminated): the restart must go on between the calls instead of
+/// starting over in each, or the stream never comes back. (It never did:
+/// each call dropped the backoff wait and the connection it was making.)
+#[tokio::test]
+async fn next_batch_calls_shorter_than_a_connection_start_still_restart_the_stream() {
+    let db = TestDb::create("lib_slowstart").await;
+    db.exec("CREATE TABLE public.t (id int PRIMARY KEY, v int, note text)")
+        .await;
+    let params = cdc_postgres::conn::ConnParams::parse(db.url()).expect("the test URL");
+    let server = tokio::net::lookup_host((params.host.as_str(), params.port))
+        .await
+        .expect("resolve the server")
+        .next()
+        .expect("an address");
+    let proxy = CutProxy::start(server).await;
+    let mut cfg = config_of_t(&db);
+    cfg.url = url_with_address(db.url(), proxy.addr());
+    cfg.snapshot.mode = SnapshotMode::Never;
+    let slot = cfg.slot.clone();
+    let mut source = PgSource::connect(cfg).await.expect("connect");
+    let ack = source.ack_handle();
+
+    // Streaming works: the first insert arrives.
+    db.exec("INSERT INTO public.t VALUES (1, 1, 'one')").await;
+    let inserts = |b: &cdc_core::Batch| {
+        b.events
+            .iter()
+            .filter(|e| matches!(e, Event::Change(c) if c.op == Op::Insert))
+            .count()
+    };
+    let mut seen = 0;
+    while seen == 0 {
+        let batch = tokio::time::timeout(TIMEOUT, source.next_batch())
+            .await
+            .expect("the first insert in time")
+            .expect("next_batch")
+            .expect("the source does not end");
+        seen += inserts(&batch);
+        ack.durable(&batch);
+    }
+
+    // New connections are slow from here on; the stream must start again.
+    proxy.delay_connects(Duration::from_millis(300));
+    let terminated = db
+        .query_text(&format!(
+            "SELECT count(pg_terminate_backend(active_pid))::text FROM pg_replication_slots \
+             WHERE slot_name = '{slot}' AND active_pid IS NOT NULL"
+        ))
+        .await;
+    assert_eq!(terminated.as_deref(), Some("1"), "the walsender of {slot}");
+    db.exec("INSERT INTO public.t VALUES (2, 2, 'two')").await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut dropped = 0;
+    while seen < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second insert did not come within 20 s: the stream never started again \
+             ({dropped} calls dropped)"
+        );
+        match tokio::time::timeout(Duration::from_millis(100), source.next_batch()).await {
+            Ok(batch) => {
+                let batch = batch.expect("next_batch").expect("the source does not end");
+                seen += inserts(&batch);
+                ack.durable(&batch);
+            }
+            Err(_) => dropped += 1,
+        }
+    }
+    assert!(
+        dropped >= 2,
+        "only {dropped} calls dropped: the restart was not slow"
     );
     source.shutdown().await.expect("shutdown");
     drop(source);

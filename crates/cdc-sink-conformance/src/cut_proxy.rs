@@ -10,12 +10,16 @@ use tokio::sync::watch;
 /// byte for byte. [`cut`](CutProxy::cut) drops every open connection at
 /// once, losing whatever the relay had read but not yet written (as a
 /// network failure would); [`refuse`](CutProxy::refuse) turns new
-/// connections away until called again with `false`.
+/// connections away until called again with `false`;
+/// [`delay_connects`](CutProxy::delay_connects) holds each new connection
+/// for a while before relaying it (a server slow to accept).
 pub struct CutProxy {
     addr: SocketAddr,
     /// Bumped by every cut; each relay ends when it changes.
     generation: watch::Sender<u64>,
     refusing: Arc<std::sync::atomic::AtomicBool>,
+    /// Milliseconds each new connection waits before it is relayed.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -31,6 +35,8 @@ impl CutProxy {
         let (generation, gen_rx) = watch::channel(0u64);
         let refusing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let refuse = refusing.clone();
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = delay_ms.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -42,7 +48,9 @@ impl CutProxy {
                 }
                 let mut rx = gen_rx.clone();
                 let born = *rx.borrow_and_update();
+                let wait = delay.load(std::sync::atomic::Ordering::Relaxed);
                 tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
                     let Ok(mut server) = TcpStream::connect(upstream).await else {
                         return;
                     };
@@ -58,6 +66,7 @@ impl CutProxy {
             addr,
             generation,
             refusing,
+            delay_ms,
             task,
         }
     }
@@ -76,6 +85,16 @@ impl CutProxy {
     pub fn refuse(&self, on: bool) {
         self.refusing
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl CutProxy {
+    /// Holds each connection made from now on for `delay` before relaying
+    /// it (zero: at once).
+    pub fn delay_connects(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
