@@ -11,7 +11,7 @@ use cdc_core::{ErrorClass, Phase};
 
 use super::context::Context;
 use super::standby::SlotCheck;
-use super::state::{Standby, Starting, State};
+use super::state::{PendingStart, Standby, Starting, State};
 use crate::error::{is_slot_in_use, slot_in_use, PgError};
 use crate::replication::{PgWireTransport, ReplicationTransport};
 
@@ -31,17 +31,25 @@ impl Context {
             let _ =
                 tokio::time::timeout(Duration::from_secs(2), old.shutdown(self.ack.get())).await;
         }
-        if let Some(delay) = starting.wait {
-            tokio::time::sleep(delay).await;
+        // A deadline, so that a call dropped while it waited does not make
+        // the next one wait the whole delay again.
+        if let Some(delay) = starting.wait.take() {
+            starting.until = Some(tokio::time::Instant::now() + delay);
         }
-        self.attempt_start(starting.reconnect, None).await
+        if let Some(until) = starting.until {
+            tokio::time::sleep_until(until).await;
+            starting.until = None;
+        }
+        self.attempt_start(starting.reconnect, None, Some(&mut starting.pending))
+            .await
     }
 
     /// One step of [`State::Standby`]: waits, then tries again to start
     /// the stream (which checks the slot first).
     pub async fn stand_by(&mut self, standby: &Standby) -> Result<State, PgError> {
         tokio::time::sleep(standby.wait).await;
-        self.attempt_start(standby.reconnect, Some(*standby)).await
+        self.attempt_start(standby.reconnect, Some(*standby), None)
+            .await
     }
 
     /// One attempt to start the stream from the acknowledged position,
@@ -49,11 +57,14 @@ impl Context {
     /// Returns the state it leads to: streaming; standing by while another
     /// session holds the slot; or, after a transient error, another attempt
     /// after a backoff delay. Definite errors end it with
-    /// [`PgError::explain`]'s advice.
+    /// [`PgError::explain`]'s advice. With `pending` given, the replication
+    /// connection is started in a task kept there until it is done, so a
+    /// call dropped while it waited leaves the start running for the next.
     async fn attempt_start(
         &mut self,
         reconnect: bool,
         standing: Option<Standby>,
+        pending: Option<&mut Option<PendingStart>>,
     ) -> Result<State, PgError> {
         // Standing by until the slot is seen free.
         let mut standing = standing;
@@ -66,7 +77,7 @@ impl Context {
                     SlotCheck::Free => standing = None,
                 }
             }
-            PgWireTransport::start(
+            let start = PgWireTransport::start(
                 PgWireTransport::replication_config(
                     &self.params,
                     &self.cfg.slot,
@@ -75,9 +86,16 @@ impl Context {
                 self.ack.get(),
                 self.cfg.status_interval,
                 self.cfg.buffer_events,
-            )
-            .await
-            .map(Attempted::Started)
+            );
+            let Some(pending) = pending else {
+                return start.await.map(Attempted::Started);
+            };
+            let task = pending.get_or_insert_with(|| PendingStart(tokio::spawn(start)));
+            let started = (&mut task.0).await;
+            *pending = None;
+            started
+                .map_err(|e| PgError::Protocol(format!("starting the replication stream: {e}")))?
+                .map(Attempted::Started)
         }
         .await;
         match attempted {
@@ -127,6 +145,8 @@ impl Context {
                         failed: None,
                         reconnect,
                         wait: Some(delay),
+                        until: None,
+                        pending: None,
                     }),
                 })
             }

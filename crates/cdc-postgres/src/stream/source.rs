@@ -86,7 +86,10 @@ impl PgSource {
     /// a new relation, say) lost that event: the next call then starts the
     /// stream over from the acknowledged position (the batch under way is
     /// dropped: all of it comes again), so events may come twice, never
-    /// go missing.
+    /// go missing. A start (or restart) of the stream goes on between
+    /// calls: its backoff wait is a deadline, and the replication
+    /// connection is made in a task the source keeps, so calls that time
+    /// out sooner than a connection starts still get the stream going.
     ///
     /// While the initial snapshot is read, a dropped call may have taken
     /// rows (and their chunks' claims) with it: the next call fails

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
+
+use crate::error::PgError;
 use crate::load::SnapshotPhase;
 use crate::replication::PgWireTransport;
 
@@ -42,6 +45,24 @@ pub(super) struct Starting {
     pub reconnect: bool,
     /// The wait before the next attempt.
     pub wait: Option<Duration>,
+    /// When that wait ends, once it began.
+    pub until: Option<tokio::time::Instant>,
+    /// A start of the replication connection under way, left by a
+    /// `next_batch` call dropped while it waited for it: the next call
+    /// waits for the same start instead of beginning another, so a
+    /// consumer whose calls time out sooner than a connection starts still
+    /// gets the stream going.
+    pub pending: Option<PendingStart>,
+}
+
+/// A spawned start of the replication connection; dropping it stops the
+/// start (and closes what it had opened).
+pub(super) struct PendingStart(pub JoinHandle<Result<PgWireTransport, PgError>>);
+
+impl Drop for PendingStart {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Starting {
@@ -51,6 +72,8 @@ impl Starting {
             failed: None,
             reconnect: false,
             wait: None,
+            until: None,
+            pending: None,
         }
     }
 
@@ -60,6 +83,8 @@ impl Starting {
             failed: stream,
             reconnect: true,
             wait: None,
+            until: None,
+            pending: None,
         }
     }
 
@@ -69,6 +94,8 @@ impl Starting {
             failed,
             reconnect: true,
             wait: Some(wait),
+            until: None,
+            pending: None,
         }
     }
 }
