@@ -9,7 +9,7 @@ use cdc_core::{Row, TableName};
 use sqlx::PgConnection;
 use tokio::sync::mpsc;
 
-use super::export::{import_and_check_sql, import_snapshot_and_check};
+use super::export::{import_and_check_sql, import_snapshot_and_check, snapshot_gone};
 use crate::catalog::RelationInfo;
 use crate::error::PgError;
 use crate::snapshot::{
@@ -51,10 +51,7 @@ impl ChunkConn<'_> {
         }
         // Statements completed: BEGIN, SET TRANSACTION SNAPSHOT, LOCK, the check.
         Err(if result.completed == 1 {
-            PgError::SnapshotGone(format!(
-                "cannot import snapshot {name}: {} (its exporter has probably ended)",
-                cdc_core::error_chain(&e)
-            ))
+            snapshot_gone(name, cdc_core::error_chain(&e))
         } else {
             e
         })

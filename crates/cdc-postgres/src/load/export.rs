@@ -107,9 +107,7 @@ pub(crate) async fn import_snapshot(conn: &mut PgConnection, name: &str) -> Resu
         .await
     {
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-        return Err(PgError::SnapshotGone(format!(
-            "cannot import snapshot {name}: {e} (its exporter has probably ended)"
-        )));
+        return Err(snapshot_gone(name, e));
     }
     Ok(())
 }
@@ -157,11 +155,17 @@ pub(crate) async fn import_snapshot_and_check(
     }
     Err(match completed {
         0 => PgError::sql("starting a snapshot transaction", e),
-        1 => PgError::SnapshotGone(format!(
-            "cannot import snapshot {name}: {e} (its exporter has probably ended)"
-        )),
+        1 => snapshot_gone(name, e),
         _ => PgError::sql(rewrite_check_context(table), e),
     })
+}
+
+/// [`PgError::SnapshotGone`] for a `SET TRANSACTION SNAPSHOT` of `name`
+/// that failed with `cause`.
+pub(crate) fn snapshot_gone(name: &str, cause: impl std::fmt::Display) -> PgError {
+    PgError::SnapshotGone(format!(
+        "cannot import snapshot {name}: {cause} (its exporter has probably ended)"
+    ))
 }
 
 /// The statements of [`import_snapshot_and_check`], in one message: begin,
