@@ -125,6 +125,7 @@ pub mod encode;
 mod error;
 mod event;
 mod lsn;
+mod rows_builder;
 mod schema;
 pub mod settings;
 mod sink;
@@ -132,6 +133,7 @@ mod sink_settings;
 mod source;
 mod status;
 mod status_progress;
+mod text;
 mod value;
 
 pub use backoff::Backoff;
@@ -139,6 +141,7 @@ pub use batch::{AckHandle, AckWatch, Batch, ReadClaims, ReadFence};
 pub use error::{error_chain, ErrorClass, SinkError, SourceError};
 pub use event::{ChangeEvent, ControlEvent, Event, Op, SnapshotMarker, SourceInfo};
 pub use lsn::{Lsn, ParseLsnError};
+pub use rows_builder::{RowsBuilder, TextKind, TextWriter};
 pub use schema::{Column, ReplicaIdentity, TableName, TableSchema};
 pub use sink::{BoxFuture, DynSink, Sink};
 pub use sink_settings::{open_sink, section_secrets, SinkSettings};
@@ -146,4 +149,5 @@ pub use source::Source;
 pub use status::{
     IncrementalProgress, IncrementalState, Phase, SnapshotProgress, SourceStatus, TableProgress,
 };
+pub use text::Text;
 pub use value::{Row, Value};

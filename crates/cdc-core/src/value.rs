@@ -1,5 +1,7 @@
 //! Typed column values.
 
+use crate::text::Text;
+
 /// One column value, parsed from PostgreSQL's text representation.
 ///
 /// Variants that PostgreSQL's `to_jsonb` renders as JSON strings carry that
@@ -26,34 +28,34 @@ pub enum Value {
     Float8(f64),
     /// `numeric`: the exact decimal text as PostgreSQL prints it (`12.500`),
     /// or `NaN`, `Infinity`, `-Infinity`.
-    Numeric(Box<str>),
+    Numeric(Text),
     /// Character types: `text`, `varchar`, `bpchar` (with its padding), `name`, `citext`, ….
-    Text(Box<str>),
+    Text(Text),
     /// `bytea`, decoded to raw bytes.
     Bytea(Box<[u8]>),
     /// `json` or `jsonb`: the document text as the server sent it, not re-parsed.
-    Json(Box<str>),
+    Json(Text),
     /// `uuid`.
     Uuid([u8; 16]),
     /// `date` as `to_jsonb` renders it: `2024-05-01`, `0044-03-15 BC`, `infinity`.
-    Date(Box<str>),
+    Date(Text),
     /// `time` as `to_jsonb` renders it: `12:00:00.5`.
-    Time(Box<str>),
+    Time(Text),
     /// `timetz` as `to_jsonb` renders it: `12:34:56.789+05:30`, `00:00:00+00` (offset not padded).
-    TimeTz(Box<str>),
+    TimeTz(Text),
     /// `timestamp` as `to_jsonb` renders it: `2024-05-01T12:00:00.5`, `0044-03-15T12:00:00 BC`, `infinity`.
-    Timestamp(Box<str>),
+    Timestamp(Text),
     /// `timestamptz` as `to_jsonb` renders it in UTC: `2024-05-01T12:00:00.5+00:00`.
-    TimestampTz(Box<str>),
+    TimestampTz(Text),
     /// `interval` in PostgreSQL's `postgres` style: `1 year 2 mons 3 days 04:05:06`.
-    Interval(Box<str>),
+    Interval(Text),
     /// An array of any dimension: elements in order, each inner dimension a
     /// nested `Array`. Lower bounds are not kept (as in `to_jsonb`).
     Array(Box<[Value]>),
     /// Any other type (enums, `inet`, `cidr`, `macaddr`, `money`, `bit`,
     /// `varbit`, geometric types, ranges, …): PostgreSQL's text output. The
     /// column's `type_name` says which type it is.
-    Other(Box<str>),
+    Other(Text),
     /// A TOASTed value the change did not touch, so PostgreSQL did not send
     /// it (pgoutput `u`). The old value is unknown unless the table has
     /// `REPLICA IDENTITY FULL`, in which case the source fills it in.

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use cdc_core::{Row, Value};
+use cdc_core::{RowsBuilder, Value};
 
 use super::copy_binary::{CopyBinaryError, FieldRange, TupleAssembler};
 use super::copy_text::{split_line, CopyField, LineAssembler};
@@ -56,18 +56,14 @@ impl<'t> RowDecoder<'t> {
         })
     }
 
-    /// Decodes the rows `chunk` completes onto `rows`.
-    pub(crate) fn push(&mut self, chunk: &[u8], rows: &mut Vec<Row>) -> Result<(), PgError> {
+    /// Decodes the rows `chunk` completes onto `rows` (whole rows only:
+    /// a row cut by the chunk's end is completed by the next chunk).
+    pub(crate) fn push(&mut self, chunk: &[u8], rows: &mut RowsBuilder) -> Result<(), PgError> {
         match self {
-            RowDecoder::Text(lines, parser) => lines.push(chunk, |line| {
-                rows.push(parser.parse(line)?);
-                Ok::<_, PgError>(())
-            }),
-            RowDecoder::Binary(tuples, parser) => tuples.push(chunk, |bytes, fields| {
-                rows.push(parser.parse(bytes, fields)?);
-                Ok::<_, Failure>(())
-            })
-            .map_err(|f| f.into_pg(parser.table)),
+            RowDecoder::Text(lines, parser) => lines.push(chunk, |line| parser.parse(line, rows)),
+            RowDecoder::Binary(tuples, parser) => tuples
+                .push(chunk, |bytes, fields| parser.parse(bytes, fields, rows))
+                .map_err(|f| f.into_pg(parser.table)),
         }
     }
 
@@ -143,20 +139,31 @@ impl<'t> TupleParser<'t> {
         Ok(Self { table, types })
     }
 
-    fn parse(&self, bytes: &[u8], fields: &[FieldRange]) -> Result<Row, Failure> {
+    /// Decodes one tuple onto `out` as a row; on error `out` is as before.
+    fn parse(
+        &self,
+        bytes: &[u8],
+        fields: &[FieldRange],
+        out: &mut RowsBuilder,
+    ) -> Result<(), Failure> {
         if fields.len() != self.types.len() {
             return Err(Failure::Width(fields.len()));
         }
-        let mut values = Vec::with_capacity(fields.len());
         for (i, (field, ty)) in fields.iter().zip(&self.types).enumerate() {
-            values.push(match field {
-                None => Value::Null,
-                Some(range) => ty
-                    .decode(bytes.get(range.clone()).unwrap_or_default())
-                    .map_err(|e| Failure::Value(i, e))?,
-            });
+            let decoded = match field {
+                None => {
+                    out.push(Value::Null);
+                    Ok(())
+                }
+                Some(range) => ty.decode_into(bytes.get(range.clone()).unwrap_or_default(), out),
+            };
+            if let Err(e) = decoded {
+                out.discard_row();
+                return Err(Failure::Value(i, e));
+            }
         }
-        Ok(Row::new(values))
+        out.end_row();
+        Ok(())
     }
 }
 
@@ -184,13 +191,15 @@ impl<'t> LineParser<'t> {
         }
     }
 
-    fn parse(&mut self, line: &[u8]) -> Result<Row, PgError> {
+    /// Parses one line onto `out` as a row; on error `out` is as before.
+    fn parse(&mut self, line: &[u8], out: &mut RowsBuilder) -> Result<(), PgError> {
         let schema = &self.table.schema;
         let columns = schema.columns.len();
         if columns == 0 {
             // A row of a table without columns is an empty line.
             return if line.is_empty() {
-                Ok(Row::new(Vec::new()))
+                out.end_row();
+                Ok(())
             } else {
                 Err(shape_error(self.table, 1))
             };
@@ -201,16 +210,22 @@ impl<'t> LineParser<'t> {
         if fields.len() != columns {
             return Err(shape_error(self.table, fields.len()));
         }
-        let mut values = Vec::with_capacity(columns);
         for ((field, column), ty) in fields.drain(..).zip(&schema.columns).zip(&self.table.types) {
-            values.push(parse_field(field, ty).map_err(|source| PgError::Value {
-                table: schema.name.to_string(),
-                column: column.name.clone(),
-                source,
-            })?);
+            match parse_field(field, ty) {
+                Ok(value) => out.push(value),
+                Err(source) => {
+                    out.discard_row();
+                    return Err(PgError::Value {
+                        table: schema.name.to_string(),
+                        column: column.name.clone(),
+                        source,
+                    });
+                }
+            }
         }
         self.fields = recycle(fields);
-        Ok(Row::new(values))
+        out.end_row();
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! format ([`ReadFormat`]), each value decoded into the value the
 //! replication stream gives for it, rows sent on in batches.
 
-use cdc_core::Row;
+use cdc_core::{Row, RowsBuilder};
 use futures::TryStreamExt;
 use sqlx::PgConnection;
 use tokio::sync::mpsc;
@@ -328,6 +328,9 @@ impl ChunkConnection {
 /// `rows_per_batch` (the last one smaller).
 struct Batcher<'a> {
     decoder: RowDecoder<'a>,
+    /// Rows decoded and not yet in `batch`: their texts go into one buffer
+    /// shared by the rows moved to `batch` together.
+    decoded: RowsBuilder,
     batch: Vec<Row>,
     rows_per_batch: usize,
     total: u64,
@@ -346,6 +349,7 @@ impl<'a> Batcher<'a> {
         let rows_per_batch = rows_per_batch.max(1);
         Ok(Self {
             decoder: RowDecoder::new(table, format, server_version_num)?,
+            decoded: RowsBuilder::new(),
             batch: Vec::with_capacity(rows_per_batch),
             rows_per_batch,
             total: 0,
@@ -356,7 +360,11 @@ impl<'a> Batcher<'a> {
 
     /// Decodes `chunk` (COPY data cut anywhere) and sends full batches.
     async fn push(&mut self, chunk: &[u8]) -> Result<(), PgError> {
-        self.decoder.push(chunk, &mut self.batch)?;
+        self.decoder.push(chunk, &mut self.decoded)?;
+        if self.batch.len() + self.decoded.rows() < self.rows_per_batch {
+            return Ok(());
+        }
+        self.decoded.finish_into(&mut self.batch);
         while self.batch.len() >= self.rows_per_batch {
             let rest = self.batch.split_off(self.rows_per_batch);
             let full = std::mem::replace(&mut self.batch, rest);
@@ -371,6 +379,7 @@ impl<'a> Batcher<'a> {
     /// batch and returns how many rows were sent.
     async fn finish(&mut self) -> Result<u64, PgError> {
         self.decoder.finish()?;
+        self.decoded.finish_into(&mut self.batch);
         if !self.batch.is_empty() {
             let last = std::mem::take(&mut self.batch);
             self.send(last).await?;

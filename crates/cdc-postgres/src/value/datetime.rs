@@ -22,6 +22,7 @@
 //! fractional seconds keep only their significant digits in both forms.
 
 use super::scalar::{utf8, Reason};
+use cdc_core::Text;
 
 const BAD_DATE: Reason = "not an ISO date";
 const BAD_TIME: Reason = "not an ISO time";
@@ -29,7 +30,7 @@ const BAD_TIMESTAMP: Reason = "not an ISO timestamp";
 const BAD_INTERVAL: Reason = "not a postgres-style interval";
 
 /// `date`: checked and kept as is.
-pub(crate) fn parse_date(text: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn parse_date(text: &[u8]) -> Result<Text, Reason> {
     if is_infinity(text) {
         return Ok(utf8(text)?.into());
     }
@@ -41,7 +42,7 @@ pub(crate) fn parse_date(text: &[u8]) -> Result<Box<str>, Reason> {
 }
 
 /// `time`: checked and kept as is.
-pub(crate) fn parse_time(text: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn parse_time(text: &[u8]) -> Result<Text, Reason> {
     match scan_time(text, 0) {
         Some(end) if end == text.len() => Ok(utf8(text)?.into()),
         _ => Err(BAD_TIME),
@@ -49,7 +50,7 @@ pub(crate) fn parse_time(text: &[u8]) -> Result<Box<str>, Reason> {
 }
 
 /// `timetz`: checked and kept as is (`to_jsonb` uses `timetz_out`).
-pub(crate) fn parse_timetz(text: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn parse_timetz(text: &[u8]) -> Result<Text, Reason> {
     let offset = scan_time(text, 0).ok_or(BAD_TIME)?;
     match scan_offset(text, offset) {
         Some((end, _)) if end == text.len() => Ok(utf8(text)?.into()),
@@ -58,7 +59,7 @@ pub(crate) fn parse_timetz(text: &[u8]) -> Result<Box<str>, Reason> {
 }
 
 /// `timestamp`: `YYYY-MM-DD HH:MM:SS[.f][ BC]` → `YYYY-MM-DDTHH:MM:SS[.f][ BC]`.
-pub(crate) fn parse_timestamp(text: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn parse_timestamp(text: &[u8]) -> Result<Text, Reason> {
     if is_infinity(text) {
         return Ok(utf8(text)?.into());
     }
@@ -80,12 +81,12 @@ pub(crate) fn parse_timestamp(text: &[u8]) -> Result<Box<str>, Reason> {
     out.push_str(date);
     out.push('T');
     out.push_str(time);
-    Ok(out.into_boxed_str())
+    Ok(out.into())
 }
 
 /// `timestamptz`: `YYYY-MM-DD HH:MM:SS[.f]+HH[:MM[:SS]][ BC]` →
 /// `YYYY-MM-DDTHH:MM:SS[.f]+HH:MM[:SS][ BC]`.
-pub(crate) fn parse_timestamptz(text: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn parse_timestamptz(text: &[u8]) -> Result<Text, Reason> {
     if is_infinity(text) {
         return Ok(utf8(text)?.into());
     }
@@ -110,7 +111,7 @@ pub(crate) fn parse_timestamptz(text: &[u8]) -> Result<Box<str>, Reason> {
         out.push_str(":00");
     }
     out.push_str(era);
-    Ok(out.into_boxed_str())
+    Ok(out.into())
 }
 
 /// `interval` in `IntervalStyle=postgres`: checked and kept as is.
@@ -118,7 +119,7 @@ pub(crate) fn parse_timestamptz(text: &[u8]) -> Result<Box<str>, Reason> {
 /// The form is space-separated `<int> year(s)|mon(s)|day(s)` fields and an
 /// optional `[-]H+:MM:SS[.f]` clock part, or just the clock part; or
 /// `infinity`, `-infinity` (PostgreSQL 17 and later).
-pub(crate) fn parse_interval(text: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn parse_interval(text: &[u8]) -> Result<Text, Reason> {
     let s = utf8(text)?;
     if is_infinity(text) {
         return Ok(s.into());
@@ -246,11 +247,11 @@ fn scan_offset(text: &[u8], i: usize) -> Option<(usize, bool)> {
 mod tests {
     use super::*;
 
-    fn conv(f: fn(&[u8]) -> Result<Box<str>, Reason>, text: &str) -> String {
+    fn conv(f: fn(&[u8]) -> Result<Text, Reason>, text: &str) -> String {
         f(text.as_bytes()).unwrap().into()
     }
 
-    fn rejects(f: fn(&[u8]) -> Result<Box<str>, Reason>, text: &str) {
+    fn rejects(f: fn(&[u8]) -> Result<Text, Reason>, text: &str) {
         assert!(f(text.as_bytes()).is_err(), "accepted {text:?}");
     }
 

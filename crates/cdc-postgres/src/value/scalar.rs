@@ -1,6 +1,7 @@
 //! Parsers for one scalar's output text (no arrays, no date/time: see
 //! [`super::datetime`]).
 
+use cdc_core::Text;
 use cdc_core::Value;
 
 use super::datetime;
@@ -37,7 +38,7 @@ pub(crate) fn parse_scalar(kind: ScalarKind, text: &[u8]) -> Result<Value, Reaso
 /// byte that is not UTF-8: PostgreSQL 15 and later print a byte of 128 or
 /// more as `\ooo` (octal), PostgreSQL 14 prints the byte itself; that one
 /// byte is rendered the way 15 prints it, so every version renders alike.
-pub(crate) fn parse_text(text: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn parse_text(text: &[u8]) -> Result<Text, Reason> {
     match (utf8(text), text) {
         (Ok(s), _) => Ok(s.into()),
         (Err(_), &[byte]) if byte >= 0x80 => Ok(format!("\\{byte:03o}").into()),
@@ -146,7 +147,7 @@ fn parse_float8(text: &[u8]) -> Result<f64, Reason> {
 /// `numeric_out` prints `-?digits(.digits)?` (never an exponent), `NaN`,
 /// `Infinity` or `-Infinity`. Kept as text so no digit or trailing zero is
 /// lost.
-fn parse_numeric(text: &[u8]) -> Result<Box<str>, Reason> {
+fn parse_numeric(text: &[u8]) -> Result<Text, Reason> {
     if matches!(text, b"NaN" | b"Infinity" | b"-Infinity") || is_plain_decimal(text) {
         Ok(utf8(text)?.into())
     } else {

@@ -1,7 +1,9 @@
-//! Short output text built in a stack buffer and boxed once, for the
-//! date/time decoders: one heap allocation of exactly the text's length.
+//! Short output text built in a stack buffer, for the date/time decoders:
+//! copied from there into a value's text, or into the shared text buffer
+//! of a batch of rows.
 
 use super::super::scalar::Reason;
+use cdc_core::Text;
 
 /// Room for the longest text the date/time decoders write, an interval such
 /// as `-178956970 years -8 mons -2147483648 days -2562047788:00:54.775808`
@@ -109,15 +111,25 @@ impl Ascii {
         self.push_bytes(digits.get(..end).unwrap_or_default());
     }
 
-    /// The text, boxed, or an error if it did not fit.
-    pub(super) fn finish(self) -> Result<Box<str>, Reason> {
+    /// A buffer holding `s` (cut if longer than the capacity).
+    pub(super) fn of(s: &str) -> Self {
+        let mut out = Ascii::new();
+        out.push_str(s);
+        out
+    }
+
+    /// The text, or an error if it did not fit.
+    pub(super) fn as_str(&self) -> Result<&str, Reason> {
         if self.overflowed {
             return Err("output text too long");
         }
         let text = self.bytes.get(..self.len).ok_or("output text too long")?;
-        std::str::from_utf8(text)
-            .map(Box::from)
-            .map_err(|_| "output text not ASCII")
+        std::str::from_utf8(text).map_err(|_| "output text not ASCII")
+    }
+
+    /// The text as a value's [`Text`], or an error if it did not fit.
+    pub(super) fn finish(self) -> Result<Text, Reason> {
+        self.as_str().map(Text::from)
     }
 }
 

@@ -19,6 +19,7 @@
 
 use super::super::scalar::Reason;
 use super::ascii::Ascii;
+use cdc_core::Text;
 
 const USECS_PER_SEC: i64 = 1_000_000;
 const USECS_PER_DAY: i64 = 86_400 * USECS_PER_SEC;
@@ -41,11 +42,16 @@ const OUT_OF_RANGE: Reason = "binary date/time value out of range";
 
 /// `date`: `i32` days since 2000-01-01 → `YYYY-MM-DD[ BC]`, `infinity`,
 /// `-infinity`.
-pub(crate) fn date(bytes: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn date(bytes: &[u8]) -> Result<Text, Reason> {
+    date_ascii(bytes)?.finish()
+}
+
+/// [`date`] in a stack buffer.
+pub(super) fn date_ascii(bytes: &[u8]) -> Result<Ascii, Reason> {
     let days = i32::from_be_bytes(exact(bytes)?);
     match days {
-        i32::MIN => return Ok("-infinity".into()),
-        i32::MAX => return Ok("infinity".into()),
+        i32::MIN => return Ok(Ascii::of("-infinity")),
+        i32::MAX => return Ok(Ascii::of("infinity")),
         _ if !(MIN_DATE..END_DATE).contains(&days) => return Err(OUT_OF_RANGE),
         _ => {}
     }
@@ -53,23 +59,33 @@ pub(crate) fn date(bytes: &[u8]) -> Result<Box<str>, Reason> {
     if push_date(&mut out, i64::from(days)) {
         out.push_str(" BC");
     }
-    out.finish()
+    Ok(out)
 }
 
 /// `time`: `i64` microseconds since midnight → `HH:MM:SS[.f]`, with the
 /// fraction's trailing zeros trimmed (`24:00:00` included).
-pub(crate) fn time(bytes: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn time(bytes: &[u8]) -> Result<Text, Reason> {
+    time_ascii(bytes)?.finish()
+}
+
+/// [`time`] in a stack buffer.
+pub(super) fn time_ascii(bytes: &[u8]) -> Result<Ascii, Reason> {
     let micros = i64::from_be_bytes(exact(bytes)?);
     let mut out = Ascii::new();
     push_time_of_day(&mut out, micros)?;
-    out.finish()
+    Ok(out)
 }
 
 /// `timetz`: `i64` microseconds since midnight, then the `i32` UTC offset in
 /// seconds *west* of Greenwich → `HH:MM:SS[.f]±HH[:MM[:SS]]`, as
 /// `timetz_out` prints it (minutes only when minutes or seconds are
 /// nonzero, seconds only when nonzero; a zero offset is `+00`).
-pub(crate) fn timetz(bytes: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn timetz(bytes: &[u8]) -> Result<Text, Reason> {
+    timetz_ascii(bytes)?.finish()
+}
+
+/// [`timetz`] in a stack buffer.
+pub(super) fn timetz_ascii(bytes: &[u8]) -> Result<Ascii, Reason> {
     let fields: [u8; 12] = exact(bytes)?;
     let (micros, zone) = fields.split_at(8);
     let micros = i64::from_be_bytes(exact(micros)?);
@@ -91,29 +107,39 @@ pub(crate) fn timetz(bytes: &[u8]) -> Result<Box<str>, Reason> {
         out.push(b':');
         out.push_padded(seconds, 2);
     }
-    out.finish()
+    Ok(out)
 }
 
 /// `timestamp`: `i64` microseconds since 2000-01-01 00:00:00 →
 /// `YYYY-MM-DDTHH:MM:SS[.f][ BC]`, `infinity`, `-infinity` (the form
 /// `to_jsonb` prints).
-pub(crate) fn timestamp(bytes: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn timestamp(bytes: &[u8]) -> Result<Text, Reason> {
+    timestamp_ascii(bytes)?.finish()
+}
+
+/// [`timestamp`] in a stack buffer.
+pub(super) fn timestamp_ascii(bytes: &[u8]) -> Result<Ascii, Reason> {
     timestamp_text(bytes, "")
 }
 
 /// `timestamptz`: `i64` microseconds since 2000-01-01 00:00:00 UTC →
 /// `YYYY-MM-DDTHH:MM:SS[.f]+00:00[ BC]` in UTC, `infinity`, `-infinity`
 /// (the form `to_jsonb` prints in a `TimeZone=UTC` session).
-pub(crate) fn timestamptz(bytes: &[u8]) -> Result<Box<str>, Reason> {
+pub(crate) fn timestamptz(bytes: &[u8]) -> Result<Text, Reason> {
+    timestamptz_ascii(bytes)?.finish()
+}
+
+/// [`timestamptz`] in a stack buffer.
+pub(super) fn timestamptz_ascii(bytes: &[u8]) -> Result<Ascii, Reason> {
     timestamp_text(bytes, "+00:00")
 }
 
 /// A timestamp with `offset` written after the time of day.
-fn timestamp_text(bytes: &[u8], offset: &str) -> Result<Box<str>, Reason> {
+fn timestamp_text(bytes: &[u8], offset: &str) -> Result<Ascii, Reason> {
     let micros = i64::from_be_bytes(exact(bytes)?);
     match micros {
-        i64::MIN => return Ok("-infinity".into()),
-        i64::MAX => return Ok("infinity".into()),
+        i64::MIN => return Ok(Ascii::of("-infinity")),
+        i64::MAX => return Ok(Ascii::of("infinity")),
         _ if !(MIN_TIMESTAMP..END_TIMESTAMP).contains(&micros) => return Err(OUT_OF_RANGE),
         _ => {}
     }
@@ -125,7 +151,7 @@ fn timestamp_text(bytes: &[u8], offset: &str) -> Result<Box<str>, Reason> {
     if bc {
         out.push_str(" BC");
     }
-    out.finish()
+    Ok(out)
 }
 
 /// Exactly `N` bytes, or an error.
@@ -200,7 +226,7 @@ mod tests {
     use super::super::hex;
     use super::*;
 
-    type Decoder = fn(&[u8]) -> Result<Box<str>, Reason>;
+    type Decoder = fn(&[u8]) -> Result<Text, Reason>;
 
     /// (SQL literal, `<type>_send` bytes, the text path's result), from a
     /// PostgreSQL 15 server with the pinned session settings; for `date`,

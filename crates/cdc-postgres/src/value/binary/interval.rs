@@ -23,6 +23,7 @@
 
 use super::super::scalar::Reason;
 use super::ascii::Ascii;
+use cdc_core::Text;
 
 const USECS_PER_SEC: i64 = 1_000_000;
 const USECS_PER_MINUTE: i64 = 60 * USECS_PER_SEC;
@@ -34,7 +35,12 @@ const USECS_PER_HOUR: i64 = 60 * USECS_PER_MINUTE;
 /// `infinities`: the server is PostgreSQL 17 or later, where all three
 /// fields at their minimum or maximum are `-infinity` and `infinity`;
 /// before 17 they are ordinary (extreme) values.
-pub(crate) fn interval(bytes: &[u8], infinities: bool) -> Result<Box<str>, Reason> {
+pub(crate) fn interval(bytes: &[u8], infinities: bool) -> Result<Text, Reason> {
+    interval_ascii(bytes, infinities)?.finish()
+}
+
+/// [`interval`] in a stack buffer.
+pub(super) fn interval_ascii(bytes: &[u8], infinities: bool) -> Result<Ascii, Reason> {
     let fields: &[u8; 16] = bytes
         .try_into()
         .map_err(|_| "wrong length for a binary interval")?;
@@ -46,8 +52,8 @@ pub(crate) fn interval(bytes: &[u8], infinities: bool) -> Result<Box<str>, Reaso
         i32::from_be_bytes(months.try_into().map_err(|_| "short interval")?),
     );
     match (infinities, time, days, months) {
-        (true, i64::MIN, i32::MIN, i32::MIN) => return Ok("-infinity".into()),
-        (true, i64::MAX, i32::MAX, i32::MAX) => return Ok("infinity".into()),
+        (true, i64::MIN, i32::MIN, i32::MIN) => return Ok(Ascii::of("-infinity")),
+        (true, i64::MAX, i32::MAX, i32::MAX) => return Ok(Ascii::of("infinity")),
         _ => {}
     }
     let mut out = Ascii::new();
@@ -82,7 +88,7 @@ pub(crate) fn interval(bytes: &[u8], infinities: bool) -> Result<Box<str>, Reaso
         out.push_padded(seconds.unsigned_abs(), 2);
         out.push_fraction(micros.unsigned_abs());
     }
-    out.finish()
+    Ok(out)
 }
 
 /// What the fields written so far mean for the next one.

@@ -10,7 +10,7 @@
 //! types as 64-bit microseconds.
 //!
 //! ```
-//! use cdc_core::Value;
+//! use cdc_core::{RowsBuilder, TextKind, Value};
 //! use cdc_postgres::value::BinaryType;
 //!
 //! let int8 = BinaryType::builtin(20).unwrap();
@@ -29,7 +29,7 @@ mod datetime;
 mod interval;
 mod numeric;
 
-use cdc_core::Value;
+use cdc_core::{RowsBuilder, TextKind, Value};
 
 use super::error::ValueError;
 use super::kind::ValueType;
@@ -180,6 +180,48 @@ impl BinaryScalar {
     }
 }
 
+impl BinaryScalar {
+    /// [`decode`](Self::decode) onto the row `out` is building: texts are
+    /// written into its shared buffer rather than allocated one by one.
+    fn decode_into(self, bytes: &[u8], out: &mut RowsBuilder) -> Result<(), Reason> {
+        use BinaryScalar as B;
+        let (kind, ascii) = match self {
+            B::Text => {
+                // Not UTF-8: `decode` renders or rejects it.
+                match utf8(bytes) {
+                    Ok(text) => out.push_text(TextKind::Text, text),
+                    Err(_) => out.push(self.decode(bytes)?),
+                }
+                return Ok(());
+            }
+            B::Json => {
+                out.push_text(TextKind::Json, utf8(bytes)?);
+                return Ok(());
+            }
+            B::Jsonb => match bytes.split_first() {
+                Some((1, doc)) => {
+                    out.push_text(TextKind::Json, utf8(doc)?);
+                    return Ok(());
+                }
+                _ => return Err("not jsonb version 1"),
+            },
+            B::Date => (TextKind::Date, datetime::date_ascii(bytes)?),
+            B::Time => (TextKind::Time, datetime::time_ascii(bytes)?),
+            B::TimeTz => (TextKind::TimeTz, datetime::timetz_ascii(bytes)?),
+            B::Timestamp => (TextKind::Timestamp, datetime::timestamp_ascii(bytes)?),
+            B::TimestampTz => (TextKind::TimestampTz, datetime::timestamptz_ascii(bytes)?),
+            B::Interval => (TextKind::Interval, interval::interval_ascii(bytes, true)?),
+            B::IntervalBefore17 => (TextKind::Interval, interval::interval_ascii(bytes, false)?),
+            _ => {
+                out.push(self.decode(bytes)?);
+                return Ok(());
+            }
+        };
+        out.push_text(kind, ascii.as_str()?);
+        Ok(())
+    }
+}
+
 /// `bytes` as an array of exactly `N` bytes.
 fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], Reason> {
     bytes.try_into().map_err(|_| "wrong length for the type")
@@ -231,6 +273,18 @@ impl BinaryType {
             array::decode_array(bytes, self.scalar)
         } else {
             self.scalar.decode(bytes)
+        };
+        decoded.map_err(|reason| ValueError::new(self.text, bytes, reason))
+    }
+
+    /// [`decode`](Self::decode) onto the row `out` is building, the value's
+    /// text (if it has one) written into `out`'s buffer shared by the rows
+    /// it builds. On error nothing is added.
+    pub fn decode_into(&self, bytes: &[u8], out: &mut RowsBuilder) -> Result<(), ValueError> {
+        let decoded = if self.array {
+            array::decode_array(bytes, self.scalar).map(|value| out.push(value))
+        } else {
+            self.scalar.decode_into(bytes, out)
         };
         decoded.map_err(|reason| ValueError::new(self.text, bytes, reason))
     }

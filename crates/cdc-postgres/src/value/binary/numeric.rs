@@ -18,6 +18,7 @@
 //! sign.
 
 use super::super::scalar::Reason;
+use cdc_core::Text;
 
 const POSITIVE: u16 = 0x0000;
 const NEGATIVE: u16 = 0x4000;
@@ -31,8 +32,8 @@ const DEC_DIGITS: usize = 4;
 
 /// `numeric`: the send format → `numeric_out`'s text, e.g. `-123.4500`,
 /// `0.0001`, `NaN`.
-pub(crate) fn numeric(bytes: &[u8]) -> Result<Box<str>, Reason> {
-    numeric_string(bytes).map(String::into_boxed_str)
+pub(crate) fn numeric(bytes: &[u8]) -> Result<Text, Reason> {
+    numeric_string(bytes).map(Text::from)
 }
 
 /// The digits of a numeric, each checked to be in `0..10000`.

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use cdc_core::Text;
 use proptest::prelude::*;
 
 use super::super::datetime as text;
@@ -11,13 +12,13 @@ use super::datetime::{date, time, timestamp, timestamptz, timetz};
 use super::interval::interval;
 use super::numeric::numeric;
 
-type Decoder = fn(&[u8]) -> Result<Box<str>, Reason>;
+type Decoder = fn(&[u8]) -> Result<Text, Reason>;
 
-fn interval_17(bytes: &[u8]) -> Result<Box<str>, Reason> {
+fn interval_17(bytes: &[u8]) -> Result<Text, Reason> {
     interval(bytes, true)
 }
 
-fn interval_before_17(bytes: &[u8]) -> Result<Box<str>, Reason> {
+fn interval_before_17(bytes: &[u8]) -> Result<Text, Reason> {
     interval(bytes, false)
 }
 
