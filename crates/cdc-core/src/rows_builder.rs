@@ -49,20 +49,28 @@ impl TextKind {
     }
 }
 
-/// A value pushed onto a [`RowsBuilder`].
+/// A text value of the row being built: its place among the values and its
+/// bytes in the builder's buffer.
 #[derive(Debug)]
-enum Slot {
-    Value(Value),
-    /// A text at `start..end` of the builder's buffer.
-    Text(TextKind, usize, usize),
+struct PendingText {
+    /// The index of its value (a placeholder until the rows are handed out).
+    index: usize,
+    kind: TextKind,
+    /// `from..to` of the builder's buffer.
+    from: usize,
+    to: usize,
 }
 
-/// Builds rows one value at a time and hands them out in batches whose
-/// texts share one buffer: [`finish_into`](Self::finish_into) makes one
-/// allocation for the texts of every row it hands out, where values made
-/// one by one make one per text. For a reader that decodes many rows and
-/// hands them to another thread, this is most of the cost of a row's
-/// memory. The builder keeps its own buffers from batch to batch.
+/// Builds rows one value at a time and hands them out in batches that share
+/// their memory: [`finish_into`](Self::finish_into) makes one allocation
+/// for the values of every row it hands out and one for their texts, where
+/// rows made one by one make one per row and one per text. For a reader
+/// that decodes many rows and hands them to another thread, that is most
+/// of the cost of a row's memory (the memory is freed on the other thread).
+/// The builder keeps its own buffers from batch to batch.
+///
+/// The memory of the rows handed out together is freed when the last of
+/// them is dropped: keeping one row (or one of its texts) keeps the batch's.
 ///
 /// ```
 /// use cdc_core::{RowsBuilder, TextKind, Value};
@@ -85,10 +93,13 @@ enum Slot {
 /// ```
 #[derive(Debug, Default)]
 pub struct RowsBuilder {
-    slots: Vec<Slot>,
-    /// The end in `slots` of each complete row.
+    /// The values, a text's a placeholder until the rows are handed out.
+    values: Vec<Value>,
+    /// The text values among `values`, in order.
+    texts: Vec<PendingText>,
+    /// The end in `values` of each complete row.
     row_ends: Vec<usize>,
-    /// The texts of the values in `slots`, one after the other.
+    /// The bytes of the texts, one after the other.
     text: String,
 }
 
@@ -100,14 +111,14 @@ impl RowsBuilder {
 
     /// Adds `value` to the row being built.
     pub fn push(&mut self, value: Value) {
-        self.slots.push(Slot::Value(value));
+        self.values.push(value);
     }
 
     /// Adds a value of `kind` holding `text` to the row being built.
     pub fn push_text(&mut self, kind: TextKind, text: &str) {
-        let start = self.text.len();
+        let from = self.text.len();
         self.text.push_str(text);
-        self.slots.push(Slot::Text(kind, start, self.text.len()));
+        self.pushed_text(kind, from);
     }
 
     /// Adds a value of `kind` whose text `write` writes. When `write`
@@ -117,31 +128,46 @@ impl RowsBuilder {
         kind: TextKind,
         write: impl FnOnce(&mut TextWriter<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let start = self.text.len();
+        let from = self.text.len();
         match write(&mut TextWriter(&mut self.text)) {
             Ok(()) => {
-                self.slots.push(Slot::Text(kind, start, self.text.len()));
+                self.pushed_text(kind, from);
                 Ok(())
             }
             Err(e) => {
-                self.text.truncate(start);
+                self.text.truncate(from);
                 Err(e)
             }
         }
     }
 
+    /// Records the text written from `from` to the buffer's end as the next
+    /// value.
+    fn pushed_text(&mut self, kind: TextKind, from: usize) {
+        self.texts.push(PendingText {
+            index: self.values.len(),
+            kind,
+            from,
+            to: self.text.len(),
+        });
+        self.values.push(Value::Null);
+    }
+
     /// Ends the row being built (a row of the values pushed since the last
     /// `end_row` or [`discard_row`](Self::discard_row)).
     pub fn end_row(&mut self) {
-        self.row_ends.push(self.slots.len());
+        self.row_ends.push(self.values.len());
     }
 
     /// Drops the values pushed since the row before ended.
     pub fn discard_row(&mut self) {
         let start = self.row_ends.last().copied().unwrap_or(0);
-        let text_start = self.text_end(start);
-        self.slots.truncate(start);
-        self.text.truncate(text_start);
+        let kept = self.texts.partition_point(|t| t.index < start);
+        if let Some(first) = self.texts.get(kept) {
+            self.text.truncate(first.from);
+        }
+        self.texts.truncate(kept);
+        self.values.truncate(start);
     }
 
     /// How many complete rows are waiting to be handed out.
@@ -150,55 +176,39 @@ impl RowsBuilder {
     }
 
     /// Moves every complete row onto `rows`, in order; a row being built
-    /// stays. The texts of the rows moved share one new buffer.
+    /// stays. The rows moved share one new allocation for their values and
+    /// one for their texts.
     pub fn finish_into(&mut self, rows: &mut Vec<Row>) {
         let Some(&complete) = self.row_ends.last() else {
             return;
         };
-        let text_end = self.text_end(complete);
+        let done = self.texts.partition_point(|t| t.index < complete);
+        let text_end = self.texts.get(done).map_or(self.text.len(), |t| t.from);
         let buf: Option<Arc<str>> = self
             .text
             .get(..text_end)
             .filter(|t| !t.is_empty())
             .map(Arc::from);
-        rows.reserve(self.row_ends.len());
-        let mut slots = self.slots.drain(..complete);
-        let mut start = 0;
-        for &end in &self.row_ends {
-            let values = slots
-                .by_ref()
-                .take(end - start)
-                .map(|slot| match slot {
-                    Slot::Value(value) => value,
-                    Slot::Text(kind, from, to) => kind.value(text_at(buf.as_ref(), from, to)),
-                })
-                .collect();
-            rows.push(Row::new(values));
-            start = end;
-        }
-        drop(slots);
-        self.row_ends.clear();
-        // The row being built keeps its texts, now at the buffer's start.
-        self.text.drain(..text_end);
-        for slot in &mut self.slots {
-            if let Slot::Text(_, from, to) = slot {
-                *from -= text_end;
-                *to -= text_end;
+        for t in self.texts.drain(..done) {
+            if let Some(value) = self.values.get_mut(t.index) {
+                *value = t.kind.value(text_at(buf.as_ref(), t.from, t.to));
             }
         }
-    }
-
-    /// Where the texts of the values from `slot` on begin.
-    fn text_end(&self, slot: usize) -> usize {
-        self.slots
-            .get(slot..)
-            .unwrap_or_default()
-            .iter()
-            .find_map(|s| match s {
-                Slot::Text(_, from, _) => Some(*from),
-                Slot::Value(_) => None,
-            })
-            .unwrap_or(self.text.len())
+        let all: Arc<[Value]> = self.values.drain(..complete).collect();
+        rows.reserve(self.row_ends.len());
+        let mut start = 0;
+        for &end in &self.row_ends {
+            rows.push(Row::shared(&all, start, end).unwrap_or_default());
+            start = end;
+        }
+        self.row_ends.clear();
+        // The row being built keeps its values and texts, now at the start.
+        self.text.drain(..text_end);
+        for t in &mut self.texts {
+            t.index -= complete;
+            t.from -= text_end;
+            t.to -= text_end;
+        }
     }
 }
 
@@ -357,6 +367,33 @@ mod tests {
             a.as_str().as_ptr().wrapping_add(1),
             b.as_str().as_ptr()
         ));
+    }
+
+    #[test]
+    fn the_rows_of_one_finish_share_their_values_until_one_is_changed() {
+        let mut b = RowsBuilder::new();
+        for i in 0..2 {
+            b.push(Value::Int8(i));
+            b.push_text(TextKind::Text, "t");
+            b.end_row();
+        }
+        let mut out = Vec::new();
+        b.finish_into(&mut out);
+        let second = out[1].values().as_ptr();
+        assert!(std::ptr::eq(
+            out[0].values().as_ptr().wrapping_add(2),
+            second
+        ));
+        let copy = out[1].clone();
+        out[1].values_mut()[0] = Value::Int8(7);
+        assert_eq!(out[1].values(), &[Value::Int8(7), text("t")]);
+        assert_eq!(copy.values(), &[Value::Int8(1), text("t")]);
+        assert!(std::ptr::eq(copy.values().as_ptr(), second));
+        assert_eq!(
+            out[0].clone().into_values(),
+            vec![Value::Int8(0), text("t")]
+        );
+        assert_eq!(out[0], Row::new(vec![Value::Int8(0), text("t")]));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Typed column values.
 
+use std::fmt;
+use std::sync::Arc;
+
 use crate::text::Text;
 
 /// One column value, parsed from PostgreSQL's text representation.
@@ -71,19 +74,57 @@ impl Value {
 
 /// The values of one row, positional: `values()[i]` belongs to
 /// `TableSchema::columns[i]`.
-#[derive(Debug, Clone, PartialEq, Default)]
+///
+/// A row made with [`Row::new`] owns its values. The rows a
+/// [`RowsBuilder`](crate::RowsBuilder) hands out together share one
+/// allocation for all their values (and one for all their texts): such a
+/// row is a range of it, kept alive until the last of those rows is
+/// dropped. [`Row::values_mut`] gives a shared row values of its own first.
+#[derive(Clone, Default)]
 pub struct Row {
-    values: Vec<Value>,
+    values: Values,
     key_only: bool,
+}
+
+/// Where a row's values are.
+#[derive(Clone)]
+enum Values {
+    Own(Vec<Value>),
+    /// `all[start..end]`.
+    Shared {
+        all: Arc<[Value]>,
+        start: usize,
+        end: usize,
+    },
+}
+
+impl Default for Values {
+    fn default() -> Self {
+        Values::Own(Vec::new())
+    }
 }
 
 impl Row {
     /// A complete row.
     pub fn new(values: Vec<Value>) -> Self {
         Self {
-            values,
+            values: Values::Own(values),
             key_only: false,
         }
+    }
+
+    /// A complete row of the values `all[range]`, sharing `all` with other
+    /// rows; `None` when the range is not within `all`.
+    pub(crate) fn shared(all: &Arc<[Value]>, start: usize, end: usize) -> Option<Self> {
+        all.get(start..end)?;
+        Some(Self {
+            values: Values::Shared {
+                all: Arc::clone(all),
+                start,
+                end,
+            },
+            key_only: false,
+        })
     }
 
     /// An old-row image that holds only the key columns (replica identity
@@ -91,19 +132,29 @@ impl Row {
     /// placeholders and encoders leave them out.
     pub fn key_only(values: Vec<Value>) -> Self {
         Self {
-            values,
+            values: Values::Own(values),
             key_only: true,
         }
     }
 
     /// The values, positional.
     pub fn values(&self) -> &[Value] {
-        &self.values
+        match &self.values {
+            Values::Own(values) => values,
+            Values::Shared { all, start, end } => all.get(*start..*end).unwrap_or_default(),
+        }
     }
 
-    /// Mutable access to the values.
+    /// Mutable access to the values (a row sharing its values with others
+    /// gets a copy of its own first).
     pub fn values_mut(&mut self) -> &mut [Value] {
-        &mut self.values
+        if let Values::Shared { .. } = self.values {
+            self.values = Values::Own(self.values().to_vec());
+        }
+        match &mut self.values {
+            Values::Own(values) => values,
+            Values::Shared { .. } => &mut [],
+        }
     }
 
     /// `true` when this image holds only the key columns.
@@ -113,6 +164,29 @@ impl Row {
 
     /// Consumes the row, returning its values.
     pub fn into_values(self) -> Vec<Value> {
-        self.values
+        match self.values {
+            Values::Own(values) => values,
+            shared @ Values::Shared { .. } => Row {
+                values: shared,
+                key_only: false,
+            }
+            .values()
+            .to_vec(),
+        }
+    }
+}
+
+impl PartialEq for Row {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_only == other.key_only && self.values() == other.values()
+    }
+}
+
+impl fmt::Debug for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Row")
+            .field("values", &self.values())
+            .field("key_only", &self.key_only)
+            .finish()
     }
 }
