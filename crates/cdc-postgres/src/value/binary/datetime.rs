@@ -164,6 +164,23 @@ fn exact<const N: usize>(bytes: &[u8]) -> Result<[u8; N], Reason> {
 /// end, after any time of day).
 fn push_date(out: &mut Ascii, days: i64) -> bool {
     let (year, month, day) = civil_date(days);
+    if (1..=9999).contains(&year) {
+        // The common case in one write.
+        let y = year.unsigned_abs();
+        out.push_bytes(&[
+            digit(y / 1000),
+            digit(y / 100),
+            digit(y / 10),
+            digit(y),
+            b'-',
+            digit(month / 10),
+            digit(month),
+            b'-',
+            digit(day / 10),
+            digit(day),
+        ]);
+        return false;
+    }
     let bc = year <= 0;
     let shown = if bc { 1 - year } else { year };
     out.push_padded(shown.unsigned_abs(), 4);
@@ -211,13 +228,25 @@ fn push_time_of_day(out: &mut Ascii, micros: i64) -> Result<(), Reason> {
     }
     let micros = micros.unsigned_abs();
     let seconds = micros / 1_000_000;
-    out.push_padded(seconds / 3600, 2);
-    out.push(b':');
-    out.push_padded(seconds / 60 % 60, 2);
-    out.push(b':');
-    out.push_padded(seconds % 60, 2);
+    // Hours 0 to 24: two digits.
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    out.push_bytes(&[
+        digit(hours / 10),
+        digit(hours),
+        b':',
+        digit(minutes / 10),
+        digit(minutes),
+        b':',
+        digit(seconds / 10),
+        digit(seconds),
+    ]);
     out.push_fraction(micros % 1_000_000);
     Ok(())
+}
+
+/// The last decimal digit of `n`, as ASCII.
+fn digit(n: u64) -> u8 {
+    b'0' + (n % 10) as u8
 }
 
 #[cfg(test)]
