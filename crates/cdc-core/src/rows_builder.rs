@@ -61,16 +61,16 @@ struct PendingText {
     to: usize,
 }
 
-/// Builds rows one value at a time and hands them out in batches that share
+/// Builds rows one value at a time and hands them out in blocks that share
 /// their memory: [`finish_into`](Self::finish_into) makes one allocation
-/// for the values of every row it hands out and one for their texts, where
-/// rows made one by one make one per row and one per text. For a reader
+/// for the values of a block of rows and one for their texts, where rows
+/// made one by one make one per row and one per text. For a reader
 /// that decodes many rows and hands them to another thread, that is most
 /// of the cost of a row's memory (the memory is freed on the other thread).
 /// The builder keeps its own buffers from batch to batch.
 ///
-/// The memory of the rows handed out together is freed when the last of
-/// them is dropped: keeping one row (or one of its texts) keeps the batch's.
+/// The memory of a block is freed when the last of its rows is dropped:
+/// keeping one row (or one of its texts) keeps the block's.
 ///
 /// ```
 /// use cdc_core::{RowsBuilder, TextKind, Value};
@@ -176,31 +176,46 @@ impl RowsBuilder {
     }
 
     /// Moves every complete row onto `rows`, in order; a row being built
-    /// stays. The rows moved share one new allocation for their values and
-    /// one for their texts.
+    /// stays. The rows moved share their memory in blocks (of up to 32 KiB
+    /// of values and 32 KiB of text): one allocation for a block's values
+    /// and one for its texts.
     pub fn finish_into(&mut self, rows: &mut Vec<Row>) {
         let Some(&complete) = self.row_ends.last() else {
             return;
         };
         let done = self.texts.partition_point(|t| t.index < complete);
         let text_end = self.texts.get(done).map_or(self.text.len(), |t| t.from);
-        let buf: Option<Arc<str>> = self
-            .text
-            .get(..text_end)
-            .filter(|t| !t.is_empty())
-            .map(Arc::from);
-        for t in self.texts.drain(..done) {
-            if let Some(value) = self.values.get_mut(t.index) {
-                *value = t.kind.value(text_at(buf.as_ref(), t.from, t.to));
+        let blocks = self.blocks(done);
+        // Fill in the texts, block by block, in the builder's own vector.
+        let mut texts = self.texts.drain(..done);
+        for block in &blocks {
+            let buf: Option<Arc<str>> = self
+                .text
+                .get(block.text.clone())
+                .filter(|t| !t.is_empty())
+                .map(Arc::from);
+            for t in texts.by_ref().take(block.texts) {
+                if let Some(value) = self.values.get_mut(t.index) {
+                    let (from, to) = (t.from - block.text.start, t.to - block.text.start);
+                    *value = t.kind.value(text_at(buf.as_ref(), from, to));
+                }
             }
         }
-        let all: Arc<[Value]> = self.values.drain(..complete).collect();
+        drop(texts);
+        // Then move each block's values into its allocation.
         rows.reserve(self.row_ends.len());
-        let mut start = 0;
-        for &end in &self.row_ends {
-            rows.push(Row::shared(&all, start, end).unwrap_or_default());
-            start = end;
+        let mut values = self.values.drain(..complete);
+        let mut row_ends = self.row_ends.iter();
+        for block in &blocks {
+            let all: Arc<[Value]> = values.by_ref().take(block.values.len()).collect();
+            let mut start = 0;
+            for &end in row_ends.by_ref().take(block.rows) {
+                let end = end - block.values.start;
+                rows.push(Row::shared(&all, start, end).unwrap_or_default());
+                start = end;
+            }
         }
+        drop(values);
         self.row_ends.clear();
         // The row being built keeps its values and texts, now at the start.
         self.text.drain(..text_end);
@@ -210,6 +225,61 @@ impl RowsBuilder {
             t.to -= text_end;
         }
     }
+
+    /// Cuts the complete rows (whose texts are the first `done`) into
+    /// blocks of at most [`BLOCK_VALUES`] values and [`BLOCK_TEXT`] bytes of
+    /// text (or one row, when a row is larger).
+    fn blocks(&self, done: usize) -> Vec<Block> {
+        let mut blocks = Vec::new();
+        let mut block = Block::default();
+        let mut next_text = 0;
+        let mut text_pos = 0;
+        for &end in &self.row_ends {
+            let first_text = next_text;
+            while self.texts.get(next_text).is_some_and(|t| t.index < end) && next_text < done {
+                next_text += 1;
+            }
+            if let Some(last) = next_text.checked_sub(1).and_then(|i| self.texts.get(i)) {
+                text_pos = last.to;
+            }
+            block.rows += 1;
+            block.texts += next_text - first_text;
+            block.values.end = end;
+            block.text.end = text_pos;
+            if block.values.len() >= BLOCK_VALUES || block.text.len() >= BLOCK_TEXT {
+                let next = Block {
+                    values: end..end,
+                    text: text_pos..text_pos,
+                    ..Block::default()
+                };
+                blocks.push(std::mem::replace(&mut block, next));
+            }
+        }
+        if block.rows > 0 {
+            blocks.push(block);
+        }
+        blocks
+    }
+}
+
+/// The most values one block of rows shares (32 KiB of them).
+const BLOCK_VALUES: usize = 1024;
+/// The most text one block of rows shares, in bytes.
+const BLOCK_TEXT: usize = 32 * 1024;
+
+/// Rows handed out together, sharing one allocation for their values and
+/// one for their texts. Blocks stay small: a large allocation is one
+/// glibc's malloc may map and unmap (or trim) each time, at the cost of a
+/// page fault per page.
+#[derive(Debug, Default)]
+struct Block {
+    rows: usize,
+    /// Its values among the builder's.
+    values: std::ops::Range<usize>,
+    /// How many of the builder's texts are its.
+    texts: usize,
+    /// Its texts' bytes in the builder's buffer.
+    text: std::ops::Range<usize>,
 }
 
 /// Where [`RowsBuilder::push_text_with`] writes a value's text: it can
@@ -394,6 +464,51 @@ mod tests {
             vec![Value::Int8(0), text("t")]
         );
         assert_eq!(out[0], Row::new(vec![Value::Int8(0), text("t")]));
+    }
+
+    #[test]
+    fn many_rows_are_cut_into_blocks_of_bounded_size() {
+        let mut b = RowsBuilder::new();
+        let big = "x".repeat(BLOCK_TEXT + 1);
+        for i in 0..3000 {
+            b.push(Value::Int4(i));
+            if i == 1500 {
+                b.push_text(TextKind::Text, &big);
+            } else {
+                b.push_text(TextKind::Json, &i.to_string());
+            }
+            b.push(Value::Null);
+            b.end_row();
+        }
+        b.push_text(TextKind::Text, "being built");
+        let mut out = Vec::new();
+        b.finish_into(&mut out);
+        assert_eq!(out.len(), 3000);
+        for (i, row) in (0..).zip(&out) {
+            let text = if i == 1500 {
+                Value::Text(big.as_str().into())
+            } else {
+                Value::Json(i.to_string().into())
+            };
+            assert_eq!(
+                row.values(),
+                &[Value::Int4(i), text, Value::Null],
+                "row {i}"
+            );
+        }
+        // Rows share values within a block and not beyond it.
+        let start = |r: &Row| r.values().as_ptr() as usize;
+        let mut blocks = 1;
+        for pair in out.windows(2) {
+            if start(&pair[1]) != start(&pair[0]) + 3 * std::mem::size_of::<Value>() {
+                blocks += 1;
+            }
+        }
+        // 9000 values in blocks of at most 1024 (one more for the big row).
+        assert!((9..=11).contains(&blocks), "{blocks} blocks");
+        b.end_row();
+        b.finish_into(&mut out);
+        assert_eq!(out[3000].values(), &[text("being built")]);
     }
 
     #[test]
