@@ -20,7 +20,9 @@
 //! `columns[i]`), and a [`SourceInfo`] whose `(commit_lsn, ordinal)`
 //! identifies the change; a change delivered twice carries the same
 //! position. Everything else (schema changes, snapshot boundaries,
-//! heartbeats) is a [`ControlEvent`], which sinks may ignore.
+//! heartbeats) is a [`ControlEvent`], which sinks may ignore. Text-like
+//! values hold a [`Text`], which reads as a `str`; rows built with a
+//! [`RowsBuilder`] share their memory with the other rows of their batch.
 //!
 //! Building an event by hand and rendering it the way every bundled sink
 //! does:
