@@ -1,4 +1,5 @@
-//! [`RowsBuilder`]: rows built value by value, their texts in one buffer.
+//! [`RowsBuilder`]: rows built value by value, handed out in blocks that
+//! share their memory.
 
 use std::sync::Arc;
 

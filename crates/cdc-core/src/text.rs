@@ -13,11 +13,11 @@ use std::sync::Arc;
 ///
 /// A text is a range of a reference-counted buffer. Made from a `&str` or
 /// a `String` it has a buffer of its own; the rows a [`RowsBuilder`]
-/// builds share one buffer for all their texts, so a batch of rows costs
-/// one allocation for its texts instead of one per value. Such a buffer is
-/// freed when the last text in it is dropped: a text kept longer than its
-/// row keeps the whole buffer (at most the texts of one batch) alive;
-/// `Text::from(&*text)` copies it out.
+/// builds share one buffer for the texts of a block of rows (up to 32 KiB
+/// of text, or one larger row), so a block costs one allocation for its
+/// texts instead of one per value. Such a buffer is freed when the last
+/// text in it is dropped: a text kept longer than its row keeps the whole
+/// buffer alive; `Text::from(&*text)` copies it out.
 ///
 /// Cloning is cheap (a reference count); equality, ordering and hashing are
 /// those of the `str`.

@@ -76,10 +76,11 @@ impl Value {
 /// `TableSchema::columns[i]`.
 ///
 /// A row made with [`Row::new`] owns its values. The rows a
-/// [`RowsBuilder`](crate::RowsBuilder) hands out together share one
-/// allocation for all their values (and one for all their texts): such a
-/// row is a range of it, kept alive until the last of those rows is
-/// dropped. [`Row::values_mut`] gives a shared row values of its own first.
+/// [`RowsBuilder`](crate::RowsBuilder) hands out share their memory in
+/// blocks, one allocation for a block's values (and one for its texts):
+/// such a row is a range of it, kept alive until the last row of the block
+/// is dropped. [`Row::values_mut`] gives a shared row values of its own
+/// first.
 #[derive(Clone, Default)]
 pub struct Row {
     values: Values,
@@ -113,8 +114,8 @@ impl Row {
         }
     }
 
-    /// A complete row of the values `all[range]`, sharing `all` with other
-    /// rows; `None` when the range is not within `all`.
+    /// A complete row of the values `all[start..end]`, sharing `all` with
+    /// other rows; `None` when the range is not within `all`.
     pub(crate) fn shared(all: &Arc<[Value]>, start: usize, end: usize) -> Option<Self> {
         all.get(start..end)?;
         Some(Self {
@@ -166,12 +167,7 @@ impl Row {
     pub fn into_values(self) -> Vec<Value> {
         match self.values {
             Values::Own(values) => values,
-            shared @ Values::Shared { .. } => Row {
-                values: shared,
-                key_only: false,
-            }
-            .values()
-            .to_vec(),
+            Values::Shared { all, start, end } => all.get(start..end).unwrap_or_default().to_vec(),
         }
     }
 }

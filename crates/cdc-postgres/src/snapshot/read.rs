@@ -328,8 +328,8 @@ impl ChunkConnection {
 /// `rows_per_batch` (the last one smaller).
 struct Batcher<'a> {
     decoder: RowDecoder<'a>,
-    /// Rows decoded and not yet in `batch`: their texts go into one buffer
-    /// shared by the rows moved to `batch` together.
+    /// Rows decoded and not yet in `batch`: moved there together, they
+    /// share their memory in blocks.
     decoded: RowsBuilder,
     batch: Vec<Row>,
     rows_per_batch: usize,

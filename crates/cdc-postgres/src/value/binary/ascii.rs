@@ -1,6 +1,6 @@
 //! Short output text built in a stack buffer, for the date/time decoders:
-//! copied from there into a value's text, or into the shared text buffer
-//! of a batch of rows.
+//! copied from there into a value's text, or into the text buffer a block
+//! of rows shares.
 
 use super::super::scalar::Reason;
 use cdc_core::Text;

@@ -10,7 +10,7 @@
 //! types as 64-bit microseconds.
 //!
 //! ```
-//! use cdc_core::{RowsBuilder, TextKind, Value};
+//! use cdc_core::Value;
 //! use cdc_postgres::value::BinaryType;
 //!
 //! let int8 = BinaryType::builtin(20).unwrap();
